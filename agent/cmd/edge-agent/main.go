@@ -1,0 +1,30 @@
+// Command edge-agent polls sensors on a Raspberry Pi, keeps every reading in
+// a durable buffer and publishes it to MQTT. See `edge-agent help`.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/edgepipe/sensorpipe/agent/cli"
+)
+
+// version is set at link time: -ldflags "-X main.version=$(git describe)".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	app := cli.App{
+		Version:  version,
+		Commands: map[string]cli.Command{},
+	}
+	err := app.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "edge-agent: %v\n", err)
+	}
+	os.Exit(cli.ExitCode(err))
+}

@@ -1,0 +1,278 @@
+// Package config loads and validates the edge agent's YAML configuration
+// (shared/design.md, "Configuration"). It is parsed once at start into a
+// typed Config; nothing else in the agent reads files or env vars for settings.
+//
+// Every validation error wraps ErrInvalid and names the offending key, so the
+// CLI can exit with status 2 and a message a person can act on:
+//
+//	cfg, err := config.Load("/etc/edge-agent/config.yaml", os.Getenv)
+//	if errors.Is(err, config.ErrInvalid) { /* exit 2 */ }
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/drivers"
+)
+
+// DefaultPath is where the agent looks for its config on a Pi.
+const DefaultPath = "/etc/edge-agent/config.yaml"
+
+// PasswordEnv is the environment variable that may hold the MQTT password.
+const PasswordEnv = "EDGE_AGENT_MQTT_PASSWORD"
+
+// ErrInvalid is wrapped by every error about the config's content.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Error is a problem with one config key.
+type Error struct {
+	Key string // dotted path, e.g. "mqtt.url" or "sensors[2].interval"
+	Msg string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("config: %s: %s", e.Key, e.Msg) }
+
+// Unwrap makes errors.Is(err, ErrInvalid) true.
+func (e *Error) Unwrap() error { return ErrInvalid }
+
+// Config is the whole agent configuration.
+type Config struct {
+	DeviceID     string         `yaml:"device_id"`
+	Sensors      []drivers.Spec `yaml:"sensors"`
+	Buffer       Buffer         `yaml:"buffer"`
+	MQTT         MQTT           `yaml:"mqtt"`
+	StatusListen string         `yaml:"status_listen"` // empty disables the endpoint
+	SysfsRoot    string         `yaml:"sysfs_root"`
+	LogLevel     slog.Level     `yaml:"log_level"`
+	LogFormat    string         `yaml:"log_format"` // auto, text or json
+	Extra        map[string]any `yaml:",inline"`    // catches unknown keys; must stay empty
+	path         string
+}
+
+// Buffer configures the on-disk store-and-forward queue.
+type Buffer struct {
+	Path     string        `yaml:"path"`
+	MaxBytes ByteSize      `yaml:"max_bytes"` // oldest readings are dropped past this
+	MaxAge   time.Duration `yaml:"max_age"`   // readings older than this are dropped
+}
+
+// MQTT configures the connection to the broker (HiveMQ Cloud in production).
+type MQTT struct {
+	URL          string        `yaml:"url"`
+	Username     string        `yaml:"username"`
+	PasswordFile string        `yaml:"password_file"`
+	CAFile       string        `yaml:"ca_file"`
+	TopicPrefix  string        `yaml:"topic_prefix"`
+	ClientID     string        `yaml:"client_id"` // default: device_id
+	Insecure     bool          `yaml:"insecure"`  // allow tcp:// to a non-loopback host
+	KeepAlive    time.Duration `yaml:"keepalive"`
+	// Password is read from PasswordEnv or PasswordFile by Load, never from YAML.
+	Password Secret `yaml:"-"`
+}
+
+// Secret holds a credential; it never prints its value.
+type Secret string
+
+// String redacts the secret for fmt.
+func (Secret) String() string { return "[redacted]" }
+
+// LogValue redacts the secret for slog.
+func (Secret) LogValue() slog.Value { return slog.StringValue("[redacted]") }
+
+// Reveal returns the secret itself, for the one place that sends it.
+func (s Secret) Reveal() string { return string(s) }
+
+// ByteSize is a size in bytes written as "256MiB", "64MB" or "1048576".
+type ByteSize int64
+
+// UnmarshalYAML parses human sizes with go-humanize.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := humanize.ParseBytes(n.Value)
+	if err != nil || v > 1<<62 {
+		return fmt.Errorf("line %d: %q is not a size like 256MiB", n.Line, n.Value)
+	}
+	*b = ByteSize(v)
+	return nil
+}
+
+// String formats the size the way it is written in the config.
+func (b ByteSize) String() string { return humanize.IBytes(uint64(b)) }
+
+// Path is the file the config was loaded from.
+func (c *Config) Path() string { return c.path }
+
+// Default returns a config with every default set and no sensors.
+func Default() Config {
+	return Config{
+		Buffer: Buffer{
+			Path:     "/var/lib/edge-agent/buffer.db",
+			MaxBytes: 256 << 20,
+			MaxAge:   720 * time.Hour,
+		},
+		MQTT: MQTT{
+			TopicPrefix: "sensors",
+			KeepAlive:   30 * time.Second,
+		},
+		StatusListen: "127.0.0.1:9101",
+		SysfsRoot:    "/sys",
+		LogFormat:    "auto",
+	}
+}
+
+// Load reads, defaults and validates the config at path. getenv supplies
+// environment variables (os.Getenv in production). The MQTT password is
+// read from PasswordEnv or mqtt.password_file.
+func Load(path string, getenv func(string) string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(b, getenv)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c.path = path
+	return c, nil
+}
+
+// Parse is Load on bytes already read.
+func Parse(b []byte, getenv func(string) string) (*Config, error) {
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, &Error{Key: "yaml", Msg: err.Error()}
+	}
+	if err := c.loadSecrets(getenv); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) loadSecrets(getenv func(string) string) error {
+	if p := getenv(PasswordEnv); p != "" {
+		c.MQTT.Password = Secret(p)
+		return nil
+	}
+	if c.MQTT.PasswordFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.MQTT.PasswordFile)
+	if err != nil {
+		return &Error{Key: "mqtt.password_file", Msg: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}
+	}
+	c.MQTT.Password = Secret(strings.TrimRight(string(b), "\r\n"))
+	return nil
+}
+
+// Validate checks every key and returns the first problem found.
+func (c *Config) Validate() error {
+	if err := reading.CheckName(c.DeviceID); err != nil {
+		return &Error{Key: "device_id", Msg: err.Error()}
+	}
+	if len(c.Sensors) == 0 {
+		return &Error{Key: "sensors", Msg: "at least one sensor is needed"}
+	}
+	seen := map[string]bool{}
+	for i := range c.Sensors {
+		s := &c.Sensors[i]
+		key := fmt.Sprintf("sensors[%d]", i)
+		if err := reading.CheckName(s.Name); err != nil {
+			return &Error{Key: key + ".name", Msg: err.Error()}
+		}
+		if seen[s.Name] {
+			return &Error{Key: key + ".name", Msg: fmt.Sprintf("%q is used twice", s.Name)}
+		}
+		seen[s.Name] = true
+		if s.Interval == 0 {
+			s.Interval = 10 * time.Second
+		}
+		if s.Interval < 10*time.Millisecond {
+			return &Error{Key: key + ".interval", Msg: fmt.Sprintf("%v is too short (minimum 10ms)", s.Interval)}
+		}
+		if err := drivers.Check(*s); err != nil {
+			return &Error{Key: key, Msg: err.Error()}
+		}
+	}
+	if c.Buffer.Path == "" {
+		return &Error{Key: "buffer.path", Msg: "must not be empty"}
+	}
+	if c.Buffer.MaxBytes < 1<<20 {
+		return &Error{Key: "buffer.max_bytes", Msg: fmt.Sprintf("%v is too small (minimum 1MiB)", c.Buffer.MaxBytes)}
+	}
+	if c.Buffer.MaxAge <= 0 {
+		return &Error{Key: "buffer.max_age", Msg: "must be positive"}
+	}
+	if err := c.MQTT.validate(); err != nil {
+		return err
+	}
+	if c.StatusListen != "" {
+		if _, _, err := net.SplitHostPort(c.StatusListen); err != nil {
+			return &Error{Key: "status_listen", Msg: fmt.Sprintf("%q is not host:port", c.StatusListen)}
+		}
+	}
+	switch c.LogFormat {
+	case "auto", "text", "json":
+	default:
+		return &Error{Key: "log_format", Msg: fmt.Sprintf("%q is not auto, text or json", c.LogFormat)}
+	}
+	return nil
+}
+
+func (m *MQTT) validate() error {
+	if m.URL == "" {
+		return &Error{Key: "mqtt.url", Msg: "is required (ssl://YOUR-CLUSTER.hivemq.cloud:8883)"}
+	}
+	u, err := url.Parse(m.URL)
+	if err != nil || u.Host == "" {
+		return &Error{Key: "mqtt.url", Msg: fmt.Sprintf("%q is not a URL like ssl://host:8883", m.URL)}
+	}
+	switch u.Scheme {
+	case "ssl", "tls", "mqtts":
+	case "tcp", "mqtt":
+		if !m.Insecure && !IsLoopback(u.Hostname()) {
+			return &Error{Key: "mqtt.url", Msg: fmt.Sprintf("plaintext %s:// to %s sends the password in clear; use ssl:// or set mqtt.insecure: true", u.Scheme, u.Hostname())}
+		}
+	default:
+		return &Error{Key: "mqtt.url", Msg: fmt.Sprintf("scheme %q is not ssl or tcp", u.Scheme)}
+	}
+	if err := reading.CheckName(m.TopicPrefix); m.TopicPrefix != "" && err != nil {
+		return &Error{Key: "mqtt.topic_prefix", Msg: err.Error()}
+	}
+	if m.Username != "" && m.Password == "" {
+		return &Error{Key: "mqtt.password_file", Msg: fmt.Sprintf("username is set but there is no password (set mqtt.password_file or %s)", PasswordEnv)}
+	}
+	if m.CAFile != "" {
+		if _, err := os.Stat(m.CAFile); err != nil {
+			return &Error{Key: "mqtt.ca_file", Msg: fmt.Sprintf("cannot read %s", m.CAFile)}
+		}
+	}
+	if m.KeepAlive < time.Second {
+		return &Error{Key: "mqtt.keepalive", Msg: "must be at least 1s"}
+	}
+	return nil
+}
+
+// IsLoopback reports whether host (a name or an IP) is this machine.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,22 @@
+// Package reading defines one sensor reading and its JSON wire format, the
+// contract between the edge agent, the MQTT broker, the cloud forwarder and
+// every Kafka consumer (see shared/design.md).
+//
+// The same bytes travel as the MQTT payload and the Kafka record value:
+//
+//	{"v":1,"device_id":"pi-greenhouse-1","seq":48213,"sensor":"bme280-0x76","kind":"bme280",
+//	 "ts":"2026-11-25T10:15:02.125Z","time_synced":true,
+//	 "values":{"temperature_c":21.43,"humidity_pct":48.2,"pressure_hpa":1008.61}}
+//
+// Encode writes that form; Decode parses it strictly and rejects what a
+// consumer cannot trust: a missing device_id, seq or ts, numbers that are not
+// finite, invalid UTF-8, and payloads over MaxPayload bytes. It does not
+// know about MQTT topics or Kafka; CheckName validates the names that become
+// topic levels.
+//
+// Example:
+//
+//	b := reading.Encode(nil, &r)
+//	back, err := reading.Decode(b)
+//	if errors.Is(err, reading.ErrInvalid) { /* dead-letter it */ }
+package reading

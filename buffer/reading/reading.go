@@ -1,0 +1,284 @@
+package reading
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Version is the wire format version written in the "v" field.
+const Version = 1
+
+// MaxPayload is the largest encoded reading Decode accepts, in bytes.
+const MaxPayload = 64 << 10
+
+// Value keys of the quantities our drivers measure. Other keys are allowed
+// and carried through unchanged.
+const (
+	Temperature = "temperature_c"
+	Humidity    = "humidity_pct"
+	Pressure    = "pressure_hpa"
+)
+
+// ErrInvalid is wrapped by every error Decode returns, so callers can route
+// bad payloads (to a dead-letter topic, say) with errors.Is.
+var ErrInvalid = errors.New("invalid reading")
+
+// Reading is one measurement of one sensor.
+type Reading struct {
+	DeviceID string // device that took the reading; an MQTT topic level
+	Seq      uint64 // unique and increasing per device, assigned by the buffer
+	Sensor   string // configured sensor name; an MQTT topic level
+	Kind     string // driver kind: bme280, bmp280, dht22, ds18b20, sim...
+	// TS is when the reading was taken, in UTC, with millisecond precision on the wire.
+	TS time.Time
+	// TimeSynced is false when TS came from a clock not yet set by NTP.
+	TimeSynced bool
+	// Values maps value keys (Temperature, Humidity, ...) to finite numbers.
+	Values map[string]float64
+}
+
+// tsLayout is RFC 3339 in UTC with exactly three fractional digits.
+const tsLayout = "2006-01-02T15:04:05.000Z"
+
+// Encode appends the wire form of r to dst and returns the extended slice.
+// Value keys are written in sorted order so equal readings encode equally.
+func Encode(dst []byte, r *Reading) []byte {
+	dst = append(dst, `{"v":1,"device_id":`...)
+	dst = appendString(dst, r.DeviceID)
+	dst = append(dst, `,"seq":`...)
+	dst = strconv.AppendUint(dst, r.Seq, 10)
+	dst = append(dst, `,"sensor":`...)
+	dst = appendString(dst, r.Sensor)
+	dst = append(dst, `,"kind":`...)
+	dst = appendString(dst, r.Kind)
+	dst = append(dst, `,"ts":"`...)
+	dst = r.TS.UTC().AppendFormat(dst, tsLayout)
+	dst = append(dst, `","time_synced":`...)
+	dst = strconv.AppendBool(dst, r.TimeSynced)
+	dst = append(dst, `,"values":{`...)
+	for i, k := range sortedKeys(r.Values) {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, k)
+		dst = append(dst, ':')
+		dst = appendFloat(dst, r.Values[k])
+	}
+	return append(dst, "}}"...)
+}
+
+// MarshalJSON implements json.Marshaler with Encode.
+func (r Reading) MarshalJSON() ([]byte, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return Encode(nil, &r), nil
+}
+
+// UnmarshalJSON implements json.Unmarshaler with Decode's checks.
+func (r *Reading) UnmarshalJSON(b []byte) error {
+	d, err := Decode(b)
+	if err != nil {
+		return err
+	}
+	*r = d
+	return nil
+}
+
+func sortedKeys(m map[string]float64) []string {
+	if len(m) <= 4 { // the common case: avoid sort's overhead
+		var arr [4]string
+		keys := arr[:0]
+		for k := range m {
+			i := len(keys)
+			keys = append(keys, k)
+			for ; i > 0 && keys[i-1] > k; i-- {
+				keys[i] = keys[i-1]
+			}
+			keys[i] = k
+		}
+		return keys
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// appendFloat formats like encoding/json: shortest representation, exponent
+// only for very large or very small magnitudes.
+func appendFloat(dst []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(dst, "null"...) // unreachable for validated readings
+	}
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	return strconv.AppendFloat(dst, f, format, -1, 64)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString writes s as a JSON string; invalid UTF-8 becomes U+FFFD.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				dst = append(dst, '\\', c)
+			case c < 0x20:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				dst = append(dst, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, "\ufffd"...)
+		} else {
+			dst = append(dst, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(dst, '"')
+}
+
+// wire mirrors the JSON object; pointers tell a missing field from a zero one.
+type wire struct {
+	V          *int             `json:"v"`
+	DeviceID   *string          `json:"device_id"`
+	Seq        *uint64          `json:"seq"`
+	Sensor     string           `json:"sensor"`
+	Kind       string           `json:"kind"`
+	TS         *string          `json:"ts"`
+	TimeSynced *bool            `json:"time_synced"`
+	Values     map[string]value `json:"values"`
+}
+
+// value rejects JSON null, which encoding/json would silently turn into 0.
+type value float64
+
+func (v *value) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) {
+		return errors.New("null value")
+	}
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil {
+		return fmt.Errorf("value %s is not a finite number", b)
+	}
+	*v = value(f)
+	return nil
+}
+
+// Decode parses and validates one wire-format reading. Unknown top-level
+// fields are ignored; unknown value keys are kept. Every error wraps ErrInvalid.
+func Decode(b []byte) (Reading, error) {
+	if len(b) > MaxPayload {
+		return Reading{}, fmt.Errorf("%w: payload is %d bytes, limit %d", ErrInvalid, len(b), MaxPayload)
+	}
+	if !utf8.Valid(b) {
+		return Reading{}, fmt.Errorf("%w: payload is not valid UTF-8", ErrInvalid)
+	}
+	var w wire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Reading{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	switch {
+	case w.V == nil:
+		return Reading{}, fmt.Errorf("%w: missing v", ErrInvalid)
+	case *w.V != Version:
+		return Reading{}, fmt.Errorf("%w: unsupported version v=%d", ErrInvalid, *w.V)
+	case w.DeviceID == nil:
+		return Reading{}, fmt.Errorf("%w: missing device_id", ErrInvalid)
+	case w.Seq == nil:
+		return Reading{}, fmt.Errorf("%w: missing seq", ErrInvalid)
+	case w.TS == nil:
+		return Reading{}, fmt.Errorf("%w: missing ts", ErrInvalid)
+	}
+	ts, err := time.Parse(time.RFC3339Nano, *w.TS)
+	if err != nil {
+		return Reading{}, fmt.Errorf("%w: ts %q is not RFC 3339", ErrInvalid, *w.TS)
+	}
+	r := Reading{
+		DeviceID:   *w.DeviceID,
+		Seq:        *w.Seq,
+		Sensor:     w.Sensor,
+		Kind:       w.Kind,
+		TS:         ts.UTC(),
+		TimeSynced: w.TimeSynced == nil || *w.TimeSynced,
+		Values:     make(map[string]float64, len(w.Values)),
+	}
+	for k, v := range w.Values {
+		r.Values[k] = float64(v)
+	}
+	if err := r.Validate(); err != nil {
+		return Reading{}, err
+	}
+	return r, nil
+}
+
+// Validate checks the invariants every reading on the wire must hold.
+// Errors wrap ErrInvalid.
+func (r *Reading) Validate() error {
+	if err := CheckName(r.DeviceID); err != nil {
+		return fmt.Errorf("%w: device_id: %v", ErrInvalid, err)
+	}
+	if r.Seq == 0 {
+		return fmt.Errorf("%w: seq must be positive", ErrInvalid)
+	}
+	if r.TS.IsZero() {
+		return fmt.Errorf("%w: missing ts", ErrInvalid)
+	}
+	if len(r.Values) == 0 {
+		return fmt.Errorf("%w: no values", ErrInvalid)
+	}
+	for k, v := range r.Values {
+		if k == "" {
+			return fmt.Errorf("%w: empty value key", ErrInvalid)
+		}
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("%w: value %s is not finite", ErrInvalid, k)
+		}
+	}
+	return nil
+}
+
+// ErrBadName is wrapped by CheckName's errors.
+var ErrBadName = errors.New("not usable as an MQTT topic level")
+
+// CheckName reports whether s can be one MQTT topic level: non-empty, at most
+// 128 bytes of valid UTF-8, without '+', '#', '/', '$' or control characters.
+func CheckName(s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: empty", ErrBadName)
+	}
+	if len(s) > 128 {
+		return fmt.Errorf("%w: longer than 128 bytes", ErrBadName)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %q is not valid UTF-8", ErrBadName, s)
+	}
+	for _, c := range s {
+		switch {
+		case c == '+' || c == '#' || c == '/' || c == '$':
+			return fmt.Errorf("%w: %q contains %q", ErrBadName, s, c)
+		case c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0):
+			return fmt.Errorf("%w: %q contains a control character", ErrBadName, s)
+		}
+	}
+	return nil
+}
