@@ -1,0 +1,134 @@
+package systemd
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/edgepipe/sensorpipe/agent/config"
+)
+
+// maxExposure is the issue's target for `systemd-analyze security`.
+const maxExposure = 3.0
+
+func needAnalyze(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("systemd-analyze not found, and CI requires it (apt-get install systemd)")
+		}
+		t.Skip("systemd-analyze not installed (apt-get install systemd)")
+	}
+	return p
+}
+
+// unitCopy writes unit into a temp dir with its ExecStart binary replaced by
+// an executable that exists, since verify rejects a missing binary.
+func unitCopy(t *testing.T, unit, bin string) string {
+	t.Helper()
+	b, err := os.ReadFile(unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	fake := filepath.Join(dir, filepath.Base(bin))
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "ExecStart="+bin+" ") {
+		t.Fatalf("%s: ExecStart does not start with %s", unit, bin)
+	}
+	s := strings.ReplaceAll(string(b), "ExecStart="+bin, "ExecStart="+fake)
+	out := filepath.Join(dir, filepath.Base(unit))
+	if err := os.WriteFile(out, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+var exposureRE = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)
+
+func TestUnits(t *testing.T) {
+	analyze := needAnalyze(t)
+	for _, tc := range []struct{ unit, bin string }{
+		{"edge-agent.service", "/usr/bin/edge-agent"},
+		{"cloud-forwarder.service", "/usr/local/bin/cloud-forwarder"},
+	} {
+		t.Run(tc.unit, func(t *testing.T) {
+			u := unitCopy(t, tc.unit, tc.bin)
+			out, err := exec.Command(analyze, "verify", u).CombinedOutput()
+			if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+				t.Fatalf("systemd-analyze verify %s: %v\n%s", tc.unit, err, out)
+			}
+			out, err = exec.Command(analyze, "security", "--offline=true", "--no-pager", u).CombinedOutput()
+			if err != nil {
+				t.Fatalf("systemd-analyze security %s: %v\n%s", tc.unit, err, out)
+			}
+			m := exposureRE.FindSubmatch(out)
+			if m == nil {
+				t.Fatalf("no exposure level in:\n%s", out)
+			}
+			e, _ := strconv.ParseFloat(string(m[1]), 64)
+			t.Logf("%s: systemd-analyze security exposure %.1f", tc.unit, e)
+			if e >= maxExposure {
+				t.Fatalf("%s: exposure %.1f, want < %.1f:\n%s", tc.unit, e, maxExposure, out)
+			}
+		})
+	}
+}
+
+// TestAgentUnitContract pins the settings other parts rely on: the .deb and
+// the scripts substitute ExecStart's path, and the agent uses sd_notify, the
+// watchdog and the state directory.
+func TestAgentUnitContract(t *testing.T) {
+	b, err := os.ReadFile("edge-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Type=notify", "WatchdogSec=30", "Restart=always", "StartLimitIntervalSec=", "StartLimitBurst=",
+		"StateDirectory=edge-agent", "ConfigurationDirectory=edge-agent", "User=edge-agent",
+		"SupplementaryGroups=i2c gpio", "DevicePolicy=closed", "DeviceAllow=char-i2c rw",
+		"ReadOnlyPaths=/sys", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+		"PrivateTmp=yes", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+		"SystemCallFilter=@system-service", "MemoryMax=64M",
+		"ExecStart=/usr/bin/edge-agent run --config /etc/edge-agent/config.yaml\n",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("edge-agent.service lacks %q", want)
+		}
+	}
+}
+
+// TestConfigs loads both shipped configs with the agent's own loader, which
+// is what `edge-agent config check` runs.
+func TestConfigs(t *testing.T) {
+	for _, tc := range []struct {
+		file    string
+		sensors int
+	}{
+		{"edge-agent.config.yaml", 1},
+		{"config.example.yaml", 3},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			getenv := func(k string) string {
+				if k == config.PasswordEnv {
+					return "from-env"
+				}
+				return ""
+			}
+			c, err := config.Load(tc.file, getenv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Sensors) != tc.sensors {
+				t.Fatalf("%d sensors, want %d", len(c.Sensors), tc.sensors)
+			}
+		})
+	}
+}
