@@ -1,0 +1,454 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Secret holds a password; it prints as "[redacted]" so it never reaches a log line.
+type Secret string
+
+// String implements fmt.Stringer without revealing the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString implements fmt.GoStringer for %#v.
+func (s Secret) GoString() string { return s.String() }
+
+// MarshalText keeps secrets out of JSON/YAML dumps and slog's JSON handler.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Reveal returns the secret itself, for the one place that needs it.
+func (s Secret) Reveal() string { return string(s) }
+
+// Kafka security protocols (KAFKA_SECURITY_PROTOCOL).
+const (
+	SASLSSL   = "SASL_SSL"
+	SSL       = "SSL"
+	Plaintext = "PLAINTEXT"
+)
+
+// Config is the validated forwarder configuration.
+type Config struct {
+	MQTT  MQTT
+	Kafka Kafka
+
+	ID         string // FORWARDER_ID: MQTT client id and forwarder_id header
+	ShareGroup string // FORWARDER_SHARE_GROUP
+	Listen     string // FORWARDER_LISTEN
+	Insecure   bool   // FORWARDER_INSECURE: allow plaintext to non-loopback hosts
+
+	// MaxInFlight bounds the messages received from MQTT and not yet acked
+	// (FORWARDER_MAX_IN_FLIGHT). It bounds memory while Kafka is down.
+	MaxInFlight int
+	// ShutdownTimeout is how long SIGTERM waits for in-flight records (FORWARDER_SHUTDOWN_TIMEOUT).
+	ShutdownTimeout time.Duration
+	// DLQMaxBytes truncates dead-lettered payloads to this many bytes (FORWARDER_DLQ_MAX_BYTES).
+	DLQMaxBytes int
+	// LogLevel is debug, info, warn or error (FORWARDER_LOG_LEVEL).
+	LogLevel string
+}
+
+// MQTT is the broker side.
+type MQTT struct {
+	URL         string // HIVEMQ_URL, normalised to ssl:// or tcp://
+	Username    string // HIVEMQ_USERNAME
+	Password    Secret // HIVEMQ_PASSWORD or the file named by HIVEMQ_PASSWORD_FILE
+	CAFile      string // HIVEMQ_CA_FILE
+	TopicFilter string // MQTT_TOPIC_FILTER
+	TLS         bool   // derived from the URL scheme
+}
+
+// Kafka is the cluster side.
+type Kafka struct {
+	Bootstrap        []string // CONFLUENT_BOOTSTRAP_SERVER_SASL, comma separated host:port
+	APIKey           string   // CONFLUENT_API_KEY
+	APISecret        Secret   // CONFLUENT_API_SECRET or the file named by CONFLUENT_API_SECRET_FILE
+	SecurityProtocol string   // KAFKA_SECURITY_PROTOCOL
+	CAFile           string   // KAFKA_CA_FILE
+	Topic            string   // KAFKA_TOPIC
+	DLQTopic         string   // KAFKA_DLQ_TOPIC, default Topic + ".dlq"
+	BatchSize        int      // KAFKA_BATCH_SIZE: records per partition batch
+	BatchBytes       int      // KAFKA_BATCH_BYTES: bytes per partition batch
+	BatchTimeout     time.Duration
+	Compression      string // KAFKA_COMPRESSION: none, gzip, snappy, lz4, zstd
+}
+
+// Var describes one setting, for documentation and `--help`.
+type Var struct{ Name, Default, Meaning string }
+
+// Vars lists every setting Load reads, in the order the docs show them.
+var Vars = []Var{
+	{"HIVEMQ_URL", "", "MQTT broker URL, ssl://host:8883 (tcp:// only to loopback or with FORWARDER_INSECURE=true); required"},
+	{"HIVEMQ_USERNAME", "", "MQTT username"},
+	{"HIVEMQ_PASSWORD", "", "MQTT password"},
+	{"HIVEMQ_PASSWORD_FILE", "", "file holding the MQTT password (instead of HIVEMQ_PASSWORD)"},
+	{"HIVEMQ_CA_FILE", "", "PEM CA bundle for the broker (empty: system roots, with an embedded fallback)"},
+	{"MQTT_TOPIC_FILTER", "sensors/+/+/reading", "what to subscribe to"},
+	{"FORWARDER_ID", "host name", "MQTT client id (persistent session) and forwarder_id header"},
+	{"FORWARDER_SHARE_GROUP", "", "subscribe as $share/GROUP/FILTER so replicas split the stream"},
+	{"CONFLUENT_BOOTSTRAP_SERVER_SASL", "", "Kafka bootstrap host:port[,host:port]; required"},
+	{"CONFLUENT_API_KEY", "", "SASL PLAIN username"},
+	{"CONFLUENT_API_SECRET", "", "SASL PLAIN password"},
+	{"CONFLUENT_API_SECRET_FILE", "", "file holding the SASL password (instead of CONFLUENT_API_SECRET)"},
+	{"KAFKA_SECURITY_PROTOCOL", "SASL_SSL", "SASL_SSL, SSL, or PLAINTEXT (loopback or FORWARDER_INSECURE only)"},
+	{"KAFKA_CA_FILE", "", "PEM CA bundle for a private cluster"},
+	{"KAFKA_TOPIC", "sensor-readings", "target topic"},
+	{"KAFKA_DLQ_TOPIC", "KAFKA_TOPIC.dlq", "dead-letter topic for payloads that fail validation"},
+	{"KAFKA_BATCH_SIZE", "2000", "max records per partition batch"},
+	{"KAFKA_BATCH_BYTES", "1048576", "max bytes per partition batch"},
+	{"KAFKA_BATCH_TIMEOUT", "5ms", "max time a record waits for its batch to fill"},
+	{"KAFKA_COMPRESSION", "snappy", "none, gzip, snappy, lz4, zstd"},
+	{"FORWARDER_LISTEN", ":9102", "/metrics, /healthz, /readyz"},
+	{"FORWARDER_INSECURE", "false", "allow plaintext MQTT/Kafka to non-loopback hosts"},
+	{"FORWARDER_MAX_IN_FLIGHT", "20000", "messages received and not yet acked (bounds memory while Kafka is down)"},
+	{"FORWARDER_SHUTDOWN_TIMEOUT", "8s", "how long SIGTERM waits to flush in-flight records"},
+	{"FORWARDER_DLQ_MAX_BYTES", "65536", "dead-lettered payloads are truncated to this size"},
+	{"FORWARDER_LOG_LEVEL", "info", "debug, info, warn, error"},
+}
+
+// Load reads the optional YAML file at path ("" for none) and then the
+// environment through getenv, which wins. It returns an *Error wrapping
+// ErrInvalid naming the first bad variable.
+func Load(path string, getenv func(string) string) (*Config, error) {
+	vals := map[string]string{}
+	if path != "" {
+		if err := readFile(path, vals); err != nil {
+			return nil, err
+		}
+	}
+	for _, v := range Vars {
+		if s := getenv(v.Name); s != "" {
+			vals[v.Name] = s
+		}
+	}
+	return parse(vals)
+}
+
+func readFile(path string, vals map[string]string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return &Error{Key: "--config", Msg: err.Error()}
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return &Error{Key: "--config", Msg: fmt.Sprintf("%s: %v", path, err)}
+	}
+	known := map[string]bool{}
+	for _, v := range Vars {
+		known[strings.ToLower(v.Name)] = true
+	}
+	for k, v := range m {
+		if !known[k] {
+			return &Error{Key: k, Msg: fmt.Sprintf("unknown key in %s", path)}
+		}
+		switch v.(type) {
+		case map[string]any, []any:
+			return &Error{Key: k, Msg: "must be a scalar"}
+		case nil:
+			continue
+		}
+		vals[strings.ToUpper(k)] = fmt.Sprint(v)
+	}
+	return nil
+}
+
+func parse(v map[string]string) (*Config, error) {
+	get := func(k, def string) string {
+		if s, ok := v[k]; ok && s != "" {
+			return strings.TrimSpace(s)
+		}
+		return def
+	}
+	c := &Config{}
+	var err error
+	if c.Insecure, err = parseBool(v, "FORWARDER_INSECURE"); err != nil {
+		return nil, err
+	}
+
+	// MQTT
+	if c.MQTT.URL, c.MQTT.TLS, err = mqttURL(get("HIVEMQ_URL", ""), c.Insecure); err != nil {
+		return nil, err
+	}
+	c.MQTT.Username = get("HIVEMQ_USERNAME", "")
+	if c.MQTT.Password, err = secret(v, "HIVEMQ_PASSWORD"); err != nil {
+		return nil, err
+	}
+	if c.MQTT.CAFile, err = file(get("HIVEMQ_CA_FILE", ""), "HIVEMQ_CA_FILE"); err != nil {
+		return nil, err
+	}
+	c.MQTT.TopicFilter = get("MQTT_TOPIC_FILTER", "sensors/+/+/reading")
+	if err := checkFilter(c.MQTT.TopicFilter); err != nil {
+		return nil, &Error{Key: "MQTT_TOPIC_FILTER", Msg: err.Error()}
+	}
+	c.ID = get("FORWARDER_ID", "")
+	if c.ID == "" {
+		h, herr := os.Hostname()
+		if herr != nil || h == "" {
+			return nil, &Error{Key: "FORWARDER_ID", Msg: "not set and the host name is unknown"}
+		}
+		c.ID = h
+	}
+	if err := checkLevel(c.ID); err != nil {
+		return nil, &Error{Key: "FORWARDER_ID", Msg: err.Error()}
+	}
+	c.ShareGroup = get("FORWARDER_SHARE_GROUP", "")
+	if c.ShareGroup != "" {
+		if err := checkLevel(c.ShareGroup); err != nil {
+			return nil, &Error{Key: "FORWARDER_SHARE_GROUP", Msg: err.Error()}
+		}
+	}
+
+	// Kafka
+	if err := parseKafka(c, v, get); err != nil {
+		return nil, err
+	}
+
+	// Forwarder
+	c.Listen = get("FORWARDER_LISTEN", ":9102")
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return nil, &Error{Key: "FORWARDER_LISTEN", Msg: fmt.Sprintf("%q is not host:port", c.Listen)}
+	}
+	ints := []struct {
+		key      string
+		def      int
+		min, max int
+		dst      *int
+	}{
+		{"FORWARDER_MAX_IN_FLIGHT", 20000, 1, 1 << 20, &c.MaxInFlight},
+		{"FORWARDER_DLQ_MAX_BYTES", 65536, 64, 900 << 10, &c.DLQMaxBytes},
+		{"KAFKA_BATCH_SIZE", 2000, 1, 1 << 20, &c.Kafka.BatchSize},
+		{"KAFKA_BATCH_BYTES", 1 << 20, 1 << 10, 64 << 20, &c.Kafka.BatchBytes},
+	}
+	for _, i := range ints {
+		if *i.dst, err = parseInt(get(i.key, strconv.Itoa(i.def)), i.key, i.min, i.max); err != nil {
+			return nil, err
+		}
+	}
+	durs := []struct {
+		key, def string
+		dst      *time.Duration
+	}{
+		{"KAFKA_BATCH_TIMEOUT", "5ms", &c.Kafka.BatchTimeout},
+		{"FORWARDER_SHUTDOWN_TIMEOUT", "8s", &c.ShutdownTimeout},
+	}
+	for _, d := range durs {
+		if *d.dst, err = time.ParseDuration(get(d.key, d.def)); err != nil || *d.dst <= 0 {
+			return nil, &Error{Key: d.key, Msg: fmt.Sprintf("%q is not a positive duration", get(d.key, d.def))}
+		}
+	}
+	c.LogLevel = strings.ToLower(get("FORWARDER_LOG_LEVEL", "info"))
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return nil, &Error{Key: "FORWARDER_LOG_LEVEL", Msg: fmt.Sprintf("%q is not debug, info, warn or error", c.LogLevel)}
+	}
+	return c, nil
+}
+
+func parseKafka(c *Config, v map[string]string, get func(k, def string) string) error {
+	k := &c.Kafka
+	boot := get("CONFLUENT_BOOTSTRAP_SERVER_SASL", "")
+	if boot == "" {
+		return &Error{Key: "CONFLUENT_BOOTSTRAP_SERVER_SASL", Msg: "required (Kafka bootstrap host:port)"}
+	}
+	allLoopback := true
+	for _, hp := range strings.Split(boot, ",") {
+		hp = strings.TrimSpace(hp)
+		host, port, err := net.SplitHostPort(hp)
+		if err != nil || host == "" || port == "" {
+			return &Error{Key: "CONFLUENT_BOOTSTRAP_SERVER_SASL", Msg: fmt.Sprintf("%q is not host:port", hp)}
+		}
+		allLoopback = allLoopback && isLoopback(host)
+		k.Bootstrap = append(k.Bootstrap, hp)
+	}
+	k.SecurityProtocol = strings.ToUpper(get("KAFKA_SECURITY_PROTOCOL", SASLSSL))
+	k.APIKey = get("CONFLUENT_API_KEY", "")
+	var err error
+	if k.APISecret, err = secret(v, "CONFLUENT_API_SECRET"); err != nil {
+		return err
+	}
+	switch k.SecurityProtocol {
+	case SASLSSL:
+		if k.APIKey == "" {
+			return &Error{Key: "CONFLUENT_API_KEY", Msg: "required with KAFKA_SECURITY_PROTOCOL=SASL_SSL"}
+		}
+		if k.APISecret == "" {
+			return &Error{Key: "CONFLUENT_API_SECRET", Msg: "required with KAFKA_SECURITY_PROTOCOL=SASL_SSL"}
+		}
+	case SSL:
+	case Plaintext:
+		if !allLoopback && !c.Insecure {
+			return &Error{Key: "KAFKA_SECURITY_PROTOCOL", Msg: "PLAINTEXT is allowed only to loopback hosts or with FORWARDER_INSECURE=true"}
+		}
+	default:
+		return &Error{Key: "KAFKA_SECURITY_PROTOCOL", Msg: fmt.Sprintf("%q is not SASL_SSL, SSL or PLAINTEXT", k.SecurityProtocol)}
+	}
+	if k.CAFile, err = file(get("KAFKA_CA_FILE", ""), "KAFKA_CA_FILE"); err != nil {
+		return err
+	}
+	k.Topic = get("KAFKA_TOPIC", "sensor-readings")
+	if err := checkKafkaTopic(k.Topic); err != nil {
+		return &Error{Key: "KAFKA_TOPIC", Msg: err.Error()}
+	}
+	k.DLQTopic = get("KAFKA_DLQ_TOPIC", k.Topic+".dlq")
+	if err := checkKafkaTopic(k.DLQTopic); err != nil {
+		return &Error{Key: "KAFKA_DLQ_TOPIC", Msg: err.Error()}
+	}
+	if k.DLQTopic == k.Topic {
+		return &Error{Key: "KAFKA_DLQ_TOPIC", Msg: "must differ from KAFKA_TOPIC"}
+	}
+	k.Compression = strings.ToLower(get("KAFKA_COMPRESSION", "snappy"))
+	switch k.Compression {
+	case "none", "gzip", "snappy", "lz4", "zstd":
+	default:
+		return &Error{Key: "KAFKA_COMPRESSION", Msg: fmt.Sprintf("%q is not none, gzip, snappy, lz4 or zstd", k.Compression)}
+	}
+	return nil
+}
+
+func mqttURL(s string, insecure bool) (string, bool, error) {
+	const key = "HIVEMQ_URL"
+	if s == "" {
+		return "", false, &Error{Key: key, Msg: "required (e.g. ssl://YOUR-CLUSTER.hivemq.cloud:8883)"}
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.Port() == "" {
+		return "", false, &Error{Key: key, Msg: fmt.Sprintf("%q is not scheme://host:port", s)}
+	}
+	var tls bool
+	switch u.Scheme {
+	case "ssl", "tls", "mqtts", "tcps":
+		tls = true
+	case "tcp", "mqtt":
+		if !insecure && !isLoopback(u.Hostname()) {
+			return "", false, &Error{Key: key, Msg: "plaintext tcp:// is allowed only to loopback hosts or with FORWARDER_INSECURE=true; use ssl://"}
+		}
+	default:
+		return "", false, &Error{Key: key, Msg: fmt.Sprintf("scheme %q is not ssl or tcp", u.Scheme)}
+	}
+	if u.User != nil {
+		return "", false, &Error{Key: key, Msg: "must not contain credentials; use HIVEMQ_USERNAME and HIVEMQ_PASSWORD"}
+	}
+	scheme := "tcp"
+	if tls {
+		scheme = "ssl"
+	}
+	return scheme + "://" + u.Host, tls, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// secret reads KEY or the file named by KEY_FILE (not both).
+func secret(v map[string]string, key string) (Secret, error) {
+	val, fileName := v[key], strings.TrimSpace(v[key+"_FILE"])
+	if val != "" && fileName != "" {
+		return "", &Error{Key: key, Msg: "set either " + key + " or " + key + "_FILE, not both"}
+	}
+	if fileName == "" {
+		return Secret(val), nil
+	}
+	b, err := os.ReadFile(fileName)
+	if err != nil {
+		return "", &Error{Key: key + "_FILE", Msg: err.Error()}
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", &Error{Key: key + "_FILE", Msg: fileName + " is empty"}
+	}
+	return Secret(s), nil
+}
+
+func file(name, key string) (string, error) {
+	if name == "" {
+		return "", nil
+	}
+	if _, err := os.Stat(name); err != nil {
+		return "", &Error{Key: key, Msg: err.Error()}
+	}
+	return name, nil
+}
+
+func parseBool(v map[string]string, key string) (bool, error) {
+	s := strings.TrimSpace(v[key])
+	if s == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, &Error{Key: key, Msg: fmt.Sprintf("%q is not true or false", s)}
+	}
+	return b, nil
+}
+
+func parseInt(s, key string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		return 0, &Error{Key: key, Msg: fmt.Sprintf("%q is not an integer in [%d, %d]", s, lo, hi)}
+	}
+	return n, nil
+}
+
+// checkLevel accepts one MQTT topic level usable as a client id or share group name.
+func checkLevel(s string) error {
+	if len(s) > 256 {
+		return fmt.Errorf("longer than 256 bytes")
+	}
+	for _, r := range s {
+		if r == '+' || r == '#' || r == '/' || r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%q contains %q", s, r)
+		}
+	}
+	return nil
+}
+
+// checkFilter validates an MQTT topic filter (MQTT 3.1.1 section 4.7).
+func checkFilter(f string) error {
+	if f == "" {
+		return fmt.Errorf("empty")
+	}
+	if strings.HasPrefix(f, "$share/") {
+		return fmt.Errorf("set FORWARDER_SHARE_GROUP instead of a $share/ filter")
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		switch {
+		case l == "#" && i != len(levels)-1:
+			return fmt.Errorf("# must be the last level")
+		case l != "#" && l != "+" && strings.ContainsAny(l, "+#"):
+			return fmt.Errorf("wildcard %q must occupy a whole level", l)
+		}
+	}
+	return nil
+}
+
+// checkKafkaTopic applies Kafka's topic name rules.
+func checkKafkaTopic(t string) error {
+	if t == "" || t == "." || t == ".." || len(t) > 249 {
+		return fmt.Errorf("%q is not a valid Kafka topic name", t)
+	}
+	for _, r := range t {
+		ok := r == '.' || r == '_' || r == '-' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
+		if !ok {
+			return fmt.Errorf("%q: Kafka topic names use only [a-zA-Z0-9._-]", t)
+		}
+	}
+	return nil
+}
