@@ -17,8 +17,10 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"sort"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/dustin/go-humanize"
 	"go.yaml.in/yaml/v3"
@@ -182,6 +184,9 @@ func (c *Config) loadSecrets(getenv func(string) string) error {
 
 // Validate checks every key and returns the first problem found.
 func (c *Config) Validate() error {
+	if len(c.Extra) > 0 {
+		return &Error{Key: sortedKeys(c.Extra)[0], Msg: "unknown key"}
+	}
 	if err := reading.CheckName(c.DeviceID); err != nil {
 		return &Error{Key: "device_id", Msg: err.Error()}
 	}
@@ -217,6 +222,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Buffer.MaxAge <= 0 {
 		return &Error{Key: "buffer.max_age", Msg: "must be positive"}
+	}
+	if c.MQTT.ClientID == "" {
+		c.MQTT.ClientID = c.DeviceID
 	}
 	if err := c.MQTT.validate(); err != nil {
 		return err
@@ -262,10 +270,22 @@ func (m *MQTT) validate() error {
 			return &Error{Key: "mqtt.ca_file", Msg: fmt.Sprintf("cannot read %s", m.CAFile)}
 		}
 	}
+	if len(m.ClientID) > 256 || strings.IndexFunc(m.ClientID, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		return &Error{Key: "mqtt.client_id", Msg: fmt.Sprintf("%q must be at most 256 bytes without spaces or control characters", m.ClientID)}
+	}
 	if m.KeepAlive < time.Second {
 		return &Error{Key: "mqtt.keepalive", Msg: "must be at least 1s"}
 	}
 	return nil
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // IsLoopback reports whether host (a name or an IP) is this machine.

@@ -1,0 +1,144 @@
+package config_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepipe/sensorpipe/agent/config"
+)
+
+func noEnv(string) string { return "" }
+
+func TestLoadFull(t *testing.T) {
+	c, err := config.Load("testdata/full.yaml", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DeviceID != "pi-greenhouse-1" || len(c.Sensors) != 4 {
+		t.Fatalf("device %q, %d sensors", c.DeviceID, len(c.Sensors))
+	}
+	if c.Sensors[3].Interval != 10*time.Second {
+		t.Errorf("default interval = %v, want 10s", c.Sensors[3].Interval)
+	}
+	if c.Sensors[0].Address != 0x76 {
+		t.Errorf("address = %#x", c.Sensors[0].Address)
+	}
+	if c.Buffer.MaxBytes != 64<<20 || c.Buffer.MaxAge != 48*time.Hour {
+		t.Errorf("buffer = %+v", c.Buffer)
+	}
+	if c.MQTT.Password.Reveal() != "hunter2-secret" {
+		t.Errorf("password from file not read (trailing newline must be trimmed)")
+	}
+	if c.MQTT.KeepAlive != 30*time.Second || c.LogFormat != "json" || c.Path() != "testdata/full.yaml" {
+		t.Errorf("keepalive %v, log_format %q, path %q", c.MQTT.KeepAlive, c.LogFormat, c.Path())
+	}
+}
+
+func TestPasswordEnvWinsAndNeverPrints(t *testing.T) {
+	env := func(k string) string {
+		if k == config.PasswordEnv {
+			return "from-env-secret"
+		}
+		return ""
+	}
+	c, err := config.Load("testdata/full.yaml", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MQTT.Password.Reveal() != "from-env-secret" {
+		t.Fatal("env password not used")
+	}
+	for _, s := range []string{fmt.Sprint(c.MQTT), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c.MQTT.Password.String())} {
+		if strings.Contains(s, "from-env-secret") {
+			t.Fatalf("password printed: %s", s)
+		}
+	}
+}
+
+const base = `device_id: pi-1
+sensors:
+  - {name: sim-1, driver: sim, interval: 1s}
+mqtt:
+  url: tcp://127.0.0.1:1883
+`
+
+// TestEveryKeyNamed checks that each kind of mistake is reported with the
+// key a person has to fix.
+func TestEveryKeyNamed(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, key string
+	}{
+		{"unknown top-level key", base + "devce_id: x\n", "devce_id"},
+		{"unknown mqtt key", strings.Replace(base, "mqtt:\n", "mqtt:\n  usrname: x\n", 1), "yaml"},
+		{"yaml syntax", base + "buffer: [\n", "yaml"},
+		{"missing device_id", strings.Replace(base, "device_id: pi-1\n", "", 1), "device_id"},
+		{"device_id with slash", strings.Replace(base, "pi-1", "pi/1", 1), "device_id"},
+		{"device_id with plus", strings.Replace(base, "pi-1", "pi+1", 1), "device_id"},
+		{"device_id with hash", strings.Replace(base, "pi-1", "'pi#1'", 1), "device_id"},
+		{"device_id with dollar", strings.Replace(base, "pi-1", "$pi", 1), "device_id"},
+		{"no sensors", "device_id: pi-1\nmqtt: {url: 'tcp://127.0.0.1:1883'}\n", "sensors"},
+		{"sensor name wildcard", strings.Replace(base, "sim-1", "sim-#", 1), "sensors[0].name"},
+		{"sensor name twice", strings.Replace(base, "mqtt:", "  - {name: sim-1, driver: sim}\nmqtt:", 1), ""},
+		{"bad interval", strings.Replace(base, "interval: 1s", "interval: often", 1), "yaml"},
+		{"interval too short", strings.Replace(base, "interval: 1s", "interval: 1ms", 1), "sensors[0].interval"},
+		{"unknown driver", strings.Replace(base, "driver: sim", "driver: bmp9000", 1), "sensors[0]"},
+		{"buffer path empty", base + "buffer: {path: ''}\n", "buffer.path"},
+		{"buffer max_bytes garbage", base + "buffer: {max_bytes: lots}\n", "yaml"},
+		{"buffer max_bytes small", base + "buffer: {max_bytes: 10KiB}\n", "buffer.max_bytes"},
+		{"buffer max_age negative", base + "buffer: {max_age: -1h}\n", "buffer.max_age"},
+		{"mqtt url missing", "device_id: pi-1\nsensors: [{name: s, driver: sim}]\n", "mqtt.url"},
+		{"mqtt url no host", strings.Replace(base, "tcp://127.0.0.1:1883", "ssl://", 1), "mqtt.url"},
+		{"mqtt url scheme", strings.Replace(base, "tcp://127.0.0.1:1883", "http://example.com", 1), "mqtt.url"},
+		{"mqtt plaintext remote", strings.Replace(base, "127.0.0.1", "broker.example.com", 1), "mqtt.url"},
+		{"mqtt prefix bad", base + "  topic_prefix: a/b\n", "mqtt.topic_prefix"},
+		{"mqtt username without password", base + "  username: u\n", "mqtt.password_file"},
+		{"mqtt password file missing", base + "  password_file: testdata/nope\n", "mqtt.password_file"},
+		{"mqtt ca file missing", base + "  ca_file: testdata/nope.pem\n", "mqtt.ca_file"},
+		{"mqtt keepalive short", base + "  keepalive: 100ms\n", "mqtt.keepalive"},
+		{"mqtt client_id bad", base + "  client_id: 'a b'\n", "mqtt.client_id"},
+		{"status_listen bad", base + "status_listen: localhost\n", "status_listen"},
+		{"log_format bad", base + "log_format: xml\n", "log_format"},
+		{"log_level bad", base + "log_level: chatty\n", "yaml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tc.yaml), noEnv)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !errors.Is(err, config.ErrInvalid) {
+				t.Fatalf("%v does not wrap ErrInvalid (exit code 2 depends on it)", err)
+			}
+			var ce *config.Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("%v is not a *config.Error", err)
+			}
+			want := tc.key
+			if want == "" {
+				want = "sensors[1].name"
+			}
+			if ce.Key != want {
+				t.Fatalf("key = %q, want %q (error: %v)", ce.Key, want, err)
+			}
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("message %q does not name %q", err, want)
+			}
+		})
+	}
+}
+
+func TestInsecureAllowsRemotePlaintext(t *testing.T) {
+	y := strings.Replace(base, "127.0.0.1", "broker.lan", 1) + "  insecure: true\n"
+	if _, err := config.Parse([]byte(y), noEnv); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := config.Load("testdata/does-not-exist.yaml", noEnv)
+	if err == nil || errors.Is(err, config.ErrInvalid) {
+		t.Fatalf("err = %v; a missing file is a runtime error, not a config error", err)
+	}
+}
