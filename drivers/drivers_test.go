@@ -1,0 +1,94 @@
+package drivers
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+func TestCheck(t *testing.T) {
+	tests := []struct {
+		name string
+		spec Spec
+		want string // "" = valid; else a substring of the error
+	}{
+		{"bme280 ok", Spec{Driver: "bme280", Bus: "1", Address: 0x76}, ""},
+		{"bme280 0x77 tuned", Spec{Driver: "bme280", Bus: "1", Address: 0x77, Oversampling: 16, Filter: 4}, ""},
+		{"bmp280 default address", Spec{Driver: "bmp280", Bus: "/dev/i2c-1"}, ""},
+		{"bme280 no bus", Spec{Driver: "bme280", Address: 0x76}, "bus is required"},
+		{"bme280 bad address", Spec{Driver: "bme280", Bus: "1", Address: 0x40}, "address 0x40 is not"},
+		{"bme280 bad oversampling", Spec{Driver: "bme280", Bus: "1", Oversampling: 3}, "oversampling 3"},
+		{"bme280 bad filter", Spec{Driver: "bme280", Bus: "1", Filter: 1}, "filter 1"},
+		{"dht22 ok", Spec{Driver: "dht22", IIODevice: "auto", Interval: 5 * time.Second}, ""},
+		{"dht22 named device", Spec{Driver: "dht22", IIODevice: "iio:device3"}, ""},
+		{"dht22 too fast", Spec{Driver: "dht22", Interval: time.Second}, "shorter than the dht22's minimum of 2s"},
+		{"dht11 1s ok", Spec{Driver: "dht11", Interval: time.Second}, ""},
+		{"dht11 too fast", Spec{Driver: "dht11", Interval: 500 * time.Millisecond}, "minimum of 1s"},
+		{"dht bad device", Spec{Driver: "dht11", IIODevice: "/sys/bus/iio/devices/iio:device0"}, "iio_device"},
+		{"ds18b20 auto", Spec{Driver: "ds18b20", W1ID: "auto"}, ""},
+		{"ds18b20 id", Spec{Driver: "ds18b20", W1ID: "28-0316a2793aff"}, ""},
+		{"ds18b20 wrong family", Spec{Driver: "ds18b20", W1ID: "10-0316a2793aff"}, "w1_id"},
+		{"sim ok", Spec{Driver: "sim", Seed: 4, FailRate: 0.5}, ""},
+		{"sim fail_rate", Spec{Driver: "sim", FailRate: 1.5}, "fail_rate 1.5"},
+		{"no driver", Spec{}, "driver is required"},
+		{"unknown driver", Spec{Driver: "dht21"}, `unknown driver "dht21"`},
+		{"foreign field", Spec{Driver: "dht22", Bus: "1"}, "bus does not apply to driver dht22"},
+		{"seed on bme", Spec{Driver: "bme280", Bus: "1", Seed: 3}, "seed does not apply"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Check(tt.spec)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Check = %v, want ok", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Check = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSpecYAML(t *testing.T) {
+	var s []Spec
+	src := `
+- {name: bme280-0x76, driver: bme280, bus: "1", address: 0x76, interval: 10s, oversampling: 2, filter: 4}
+- {name: sim-1, driver: sim, seed: 9, fail_rate: 0.1}
+`
+	if err := yaml.Unmarshal([]byte(src), &s); err != nil {
+		t.Fatal(err)
+	}
+	want := []Spec{
+		{Name: "bme280-0x76", Driver: "bme280", Bus: "1", Address: 0x76, Interval: 10 * time.Second, Oversampling: 2, Filter: 4},
+		{Name: "sim-1", Driver: "sim", Seed: 9, FailRate: 0.1},
+	}
+	for i := range want {
+		if s[i] != want[i] {
+			t.Errorf("entry %d = %+v, want %+v", i, s[i], want[i])
+		}
+	}
+}
+
+func TestOpenSim(t *testing.T) {
+	s, err := Open(Spec{Name: "sim-1", Driver: "sim", Seed: 1}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Name() != "sim-1" || s.Kind() != "sim" {
+		t.Fatalf("Name/Kind = %s/%s", s.Name(), s.Kind())
+	}
+	v, err := s.Read(context.Background())
+	if err != nil || len(v) != 3 {
+		t.Fatalf("Read = %v, %v", v, err)
+	}
+}
+
+func TestOpenRejectsBadSpec(t *testing.T) {
+	_, err := Open(Spec{Name: "x", Driver: "sim", FailRate: -1}, Env{})
+	if err == nil || !strings.Contains(err.Error(), "sensor x: fail_rate") {
+		t.Fatalf("Open = %v", err)
+	}
+}
