@@ -1,0 +1,367 @@
+package buffer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+	"unsafe"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Options tunes a Buffer. The zero value is what the agent runs with.
+type Options struct {
+	// MaxBytes bounds the live bytes (keys + stored values). 0 means 256 MiB.
+	// Past it, the oldest readings are dropped and counted in Stats.DroppedBytes.
+	// On 32-bit platforms it is capped at 256 MiB so the mmap fits the address space.
+	MaxBytes int64
+	// MaxAge drops readings whose (NTP-synced) timestamp is older. 0 means 720h.
+	// Readings taken before the clock was synced are not aged (their ts is not
+	// trusted) until Update fixes their timestamps; MaxBytes still bounds them.
+	MaxAge time.Duration
+	// Logger receives drop, corruption and recovery events. nil discards.
+	Logger *slog.Logger
+	// LockTimeout is how long Open waits for another process's lock before
+	// returning ErrLocked. 0 means 5s.
+	LockTimeout time.Duration
+	// FullCheckLimit: at Open, files up to this size get a full walk (every
+	// record decoded); larger files get a quick structural check so a 256 MiB
+	// buffer on an SD card does not delay start-up. 0 means 32 MiB; negative
+	// means always quick.
+	FullCheckLimit int64
+	// AgeInterval is how often MaxAge is enforced. 0 means 1 minute.
+	AgeInterval time.Duration
+	// Now is the clock used for MaxAge; nil means time.Now. Tests set it.
+	Now func() time.Time
+}
+
+const (
+	defaultMaxBytes       = 256 << 20
+	maxBytes32            = 256 << 20
+	defaultMaxAge         = 720 * time.Hour
+	defaultLockTimeout    = 5 * time.Second
+	defaultFullCheckLimit = 32 << 20
+	defaultAgeInterval    = time.Minute
+)
+
+func (o Options) withDefaults() Options {
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = defaultMaxBytes
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = defaultMaxAge
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = defaultLockTimeout
+	}
+	if o.FullCheckLimit == 0 {
+		o.FullCheckLimit = defaultFullCheckLimit
+	}
+	if o.AgeInterval <= 0 {
+		o.AgeInterval = defaultAgeInterval
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Bucket and meta key names.
+const (
+	bucketReadings = "readings"
+	bucketMeta     = "meta"
+	metaCounters   = "counters"
+	countersLen    = 4 * 8
+)
+
+// counters live in the meta bucket and are updated in the same transaction
+// as the readings, so Stats is O(1) and always consistent with the data.
+type counters struct {
+	count        uint64
+	live         uint64 // bytes of keys + values in the readings bucket
+	droppedBytes uint64 // readings dropped by MaxBytes
+	droppedAge   uint64 // readings dropped by MaxAge
+}
+
+func (c *counters) marshal() []byte {
+	b := make([]byte, 0, countersLen)
+	for _, v := range []uint64{c.count, c.live, c.droppedBytes, c.droppedAge} {
+		b = binary.BigEndian.AppendUint64(b, v)
+	}
+	return b
+}
+
+func loadCounters(tx *bolt.Tx) (counters, error) {
+	mb := tx.Bucket([]byte(bucketMeta))
+	if mb == nil {
+		return counters{}, fmt.Errorf("%w: meta bucket missing", ErrCorrupt)
+	}
+	v := mb.Get([]byte(metaCounters))
+	if v == nil {
+		return counters{}, nil
+	}
+	if len(v) != countersLen {
+		return counters{}, fmt.Errorf("%w: counters of %d bytes", ErrCorrupt, len(v))
+	}
+	be := binary.BigEndian
+	return counters{be.Uint64(v), be.Uint64(v[8:]), be.Uint64(v[16:]), be.Uint64(v[24:])}, nil
+}
+
+func (c *counters) save(tx *bolt.Tx) error {
+	return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaCounters), c.marshal())
+}
+
+// Buffer is a durable FIFO of readings in one bbolt file.
+// Its methods are safe for concurrent use.
+type Buffer struct {
+	db       *bolt.DB
+	path     string
+	opts     Options
+	log      *slog.Logger
+	readOnly bool
+
+	reqs       chan *request
+	quit       chan struct{}
+	writerDone chan struct{}
+	closeMu    sync.RWMutex
+	closed     bool
+
+	notifyMu sync.Mutex
+	notify   chan struct{} // closed and replaced when readings are appended
+}
+
+// Open opens or creates the buffer at path, creating missing directories.
+// A file bbolt cannot read, or that fails the open-time check, is renamed
+// to <path>.corrupt-<UTC time> (logged as an error) and a fresh buffer is
+// started; the caller keeps running. It returns ErrLocked when another
+// process holds the file for longer than opts.LockTimeout.
+func Open(path string, opts Options) (*Buffer, error) {
+	opts = opts.withDefaults()
+	if unsafe.Sizeof(uintptr(0)) == 4 && opts.MaxBytes > maxBytes32 {
+		opts.Logger.Warn("buffer max_bytes capped on a 32-bit system", "max_bytes", opts.MaxBytes, "cap", maxBytes32)
+		opts.MaxBytes = maxBytes32
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("open buffer %s: %w", path, err)
+	}
+	db, err := openChecked(path, opts)
+	if err != nil && errors.Is(err, ErrCorrupt) {
+		db, err = recoverCorrupt(path, opts, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b := &Buffer{
+		db:         db,
+		path:       path,
+		opts:       opts,
+		log:        opts.Logger,
+		reqs:       make(chan *request, 1024),
+		quit:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+		notify:     make(chan struct{}),
+	}
+	go b.writer()
+	return b, nil
+}
+
+// boltOptions are shared by every open.
+func boltOptions(readOnly bool, timeout time.Duration) *bolt.Options {
+	return &bolt.Options{
+		Timeout:      timeout,
+		ReadOnly:     readOnly,
+		FreelistType: bolt.FreelistMapType,
+	}
+}
+
+// openChecked opens path read-write, creates the buckets and checks the
+// file. Errors caused by the file's content wrap ErrCorrupt.
+func openChecked(path string, opts Options) (db *bolt.DB, err error) {
+	defer guard(&err)()
+	db, err = bolt.Open(path, 0o600, boltOptions(false, opts.LockTimeout))
+	if err != nil {
+		return nil, classifyOpenErr(path, err)
+	}
+	if err := initAndCheck(db, path, opts); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func initAndCheck(db *bolt.DB, path string, opts Options) (err error) {
+	defer guard(&err)()
+	err = db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists([]byte(bucketReadings)); err != nil {
+			return fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		if _, err := tx.CreateBucketIfNotExists([]byte(bucketMeta)); err != nil {
+			return fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("open buffer %s: %w", path, err)
+	}
+	full := opts.FullCheckLimit > 0 && fileSize(path) <= opts.FullCheckLimit
+	return db.View(func(tx *bolt.Tx) error { return checkTx(tx, path, full) })
+}
+
+// classifyOpenErr tells a damaged file (move it aside) from a problem of the
+// environment (permissions, lock, full disk), which moving would not fix.
+func classifyOpenErr(path string, err error) error {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return fmt.Errorf("open buffer %s: %w", path, ErrLocked)
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, fs.ErrNotExist), isEnvErrno(err):
+		return fmt.Errorf("open buffer %s: %w", path, err)
+	default:
+		return fmt.Errorf("open buffer %s: %w: %w", path, ErrCorrupt, err)
+	}
+}
+
+// OpenReadOnly opens an existing buffer without writing to it, for the CLI.
+// It waits at most timeout for the lock and returns ErrLocked while the
+// agent holds the file. A missing file is an error wrapping fs.ErrNotExist.
+// A damaged file is reported (ErrCorrupt), never moved.
+func OpenReadOnly(path string, timeout time.Duration) (b *Buffer, err error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("open buffer %s: %w", path, err)
+	}
+	if timeout <= 0 {
+		timeout = 500 * time.Millisecond
+	}
+	defer guard(&err)()
+	db, err := bolt.Open(path, 0o600, boltOptions(true, timeout))
+	if err != nil {
+		return nil, classifyOpenErr(path, err)
+	}
+	if err := db.View(func(tx *bolt.Tx) error { return checkTx(tx, path, false) }); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	quit := make(chan struct{})
+	return &Buffer{db: db, path: path, readOnly: true, opts: Options{}.withDefaults(),
+		log: slog.New(slog.DiscardHandler), quit: quit, notify: make(chan struct{})}, nil
+}
+
+// Path is the buffer's file.
+func (b *Buffer) Path() string { return b.path }
+
+// Close stops the writer after committing what was already accepted, and
+// closes the file. Waiters return ErrClosed.
+func (b *Buffer) Close() error {
+	b.closeMu.Lock()
+	if b.closed {
+		b.closeMu.Unlock()
+		return ErrClosed
+	}
+	b.closed = true
+	b.closeMu.Unlock()
+	close(b.quit)
+	if b.writerDone != nil {
+		<-b.writerDone
+	}
+	if err := b.db.Close(); err != nil {
+		return fmt.Errorf("close buffer %s: %w", b.path, err)
+	}
+	return nil
+}
+
+// view runs fn in a read transaction, turning a panic or a memory fault
+// from a damaged file into an error wrapping ErrCorrupt.
+func (b *Buffer) view(fn func(tx *bolt.Tx) error) (err error) {
+	b.closeMu.RLock()
+	defer b.closeMu.RUnlock()
+	if b.closed {
+		return ErrClosed
+	}
+	defer guard(&err)()
+	return b.db.View(fn)
+}
+
+// Peek returns up to n of the oldest records with Seq > after, oldest first.
+// Payloads are copies, valid after the call.
+func (b *Buffer) Peek(after uint64, n int) ([]Record, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	var out []Record
+	err := b.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte(bucketReadings)).Cursor()
+		var arena []byte
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < n; k, v = c.Next() {
+			seq, err := keySeq(k)
+			if err != nil {
+				return err
+			}
+			h, err := parseValue(v)
+			if err != nil {
+				return fmt.Errorf("seq %d: %w", seq, err)
+			}
+			if cap(arena)-len(arena) < len(h.payload) {
+				arena = make([]byte, 0, max(32<<10, len(h.payload)))
+			}
+			start := len(arena)
+			arena = append(arena, h.payload...)
+			out = append(out, Record{Seq: seq, Sensor: string(h.sensor), Payload: arena[start:len(arena):len(arena)]})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("peek buffer: %w", err)
+	}
+	return out, nil
+}
+
+// Wait blocks until a record with Seq > after exists, ctx ends or the
+// buffer is closed.
+func (b *Buffer) Wait(ctx context.Context, after uint64) error {
+	for {
+		b.notifyMu.Lock()
+		ch := b.notify
+		b.notifyMu.Unlock()
+		var found bool
+		err := b.view(func(tx *bolt.Tx) error {
+			k, _ := tx.Bucket([]byte(bucketReadings)).Cursor().Seek(seqKey(after + 1))
+			found = k != nil
+			return nil
+		})
+		if err != nil || found {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-b.quit:
+			return ErrClosed
+		}
+	}
+}
+
+func (b *Buffer) wake() {
+	b.notifyMu.Lock()
+	close(b.notify)
+	b.notify = make(chan struct{})
+	b.notifyMu.Unlock()
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}

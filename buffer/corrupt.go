@@ -1,0 +1,209 @@
+package buffer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+)
+
+// guard arms the current goroutine so that a memory fault (a damaged file
+// read through bbolt's mmap: SIGBUS on a truncated file) panics instead of
+// killing the process, and returns the deferred function that turns that
+// panic, or one of bbolt's own, into an ErrCorrupt error:
+//
+//	defer guard(&err)()
+func guard(err *error) func() {
+	old := debug.SetPanicOnFault(true)
+	return func() {
+		debug.SetPanicOnFault(old)
+		if p := recover(); p != nil {
+			*err = fmt.Errorf("%w: bbolt panicked: %v", ErrCorrupt, p)
+		}
+	}
+}
+
+// isEnvErrno reports errors of the machine, not of the file's content.
+func isEnvErrno(err error) bool {
+	for _, e := range []syscall.Errno{syscall.ENOSPC, syscall.EROFS, syscall.EIO, syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM, syscall.EAGAIN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkTx is the open-time check. The quick form reads the few pages that
+// locate the data (file size against bbolt's high-water mark, the buckets,
+// the counters, the first and last record); the full form also decodes
+// every record and compares the counters.
+func checkTx(tx *bolt.Tx, path string, full bool) error {
+	if fs := fileSize(path); fs < tx.Size() {
+		return fmt.Errorf("%w: file is %d bytes but bbolt needs %d (truncated)", ErrCorrupt, fs, tx.Size())
+	}
+	rb := tx.Bucket([]byte(bucketReadings))
+	if rb == nil {
+		return fmt.Errorf("%w: readings bucket missing", ErrCorrupt)
+	}
+	cnt, err := loadCounters(tx)
+	if err != nil {
+		return err
+	}
+	c := rb.Cursor()
+	for _, kv := range [][2][]byte{pair(c.First()), pair(c.Last())} {
+		if kv[0] == nil {
+			continue
+		}
+		seq, err := keySeq(kv[0])
+		if err != nil {
+			return err
+		}
+		if seq > rb.Sequence() {
+			return fmt.Errorf("%w: record seq %d above the bucket sequence %d", ErrCorrupt, seq, rb.Sequence())
+		}
+		if _, err := decodeRecord(seq, kv[1]); err != nil {
+			return err
+		}
+	}
+	if !full {
+		return nil
+	}
+	w, err := walk(tx, nil)
+	if err != nil {
+		return err
+	}
+	if w.count != cnt.count || w.live != cnt.live {
+		return fmt.Errorf("%w: counters say %d readings / %d bytes, the file holds %d / %d",
+			ErrCorrupt, cnt.count, cnt.live, w.count, w.live)
+	}
+	return nil
+}
+
+func pair(k, v []byte) [2][]byte { return [2][]byte{k, v} }
+
+// decodeRecord checks one stored value fully: header, wire format, and that
+// the payload's seq and sensor match the key and header.
+func decodeRecord(seq uint64, v []byte) (reading.Reading, error) {
+	h, err := parseValue(v)
+	if err != nil {
+		return reading.Reading{}, fmt.Errorf("seq %d: %w", seq, err)
+	}
+	r, err := reading.Decode(h.payload)
+	if err != nil {
+		return r, fmt.Errorf("%w: seq %d: %w", ErrCorrupt, seq, err)
+	}
+	if r.Seq != seq || r.Sensor != string(h.sensor) {
+		return r, fmt.Errorf("%w: seq %d: payload says seq %d sensor %q, header says sensor %q", ErrCorrupt, seq, r.Seq, r.Sensor, h.sensor)
+	}
+	return r, nil
+}
+
+type walkResult struct {
+	count, live uint64
+	first, last uint64
+}
+
+// walk decodes every record in seq order; fn, when set, sees each one.
+func walk(tx *bolt.Tx, fn func(seq uint64, r *reading.Reading) error) (walkResult, error) {
+	var w walkResult
+	prev := uint64(0)
+	c := tx.Bucket([]byte(bucketReadings)).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		seq, err := keySeq(k)
+		if err != nil {
+			return w, err
+		}
+		if seq <= prev {
+			return w, fmt.Errorf("%w: seq %d after %d", ErrCorrupt, seq, prev)
+		}
+		prev = seq
+		r, err := decodeRecord(seq, v)
+		if err != nil {
+			return w, err
+		}
+		if w.count == 0 {
+			w.first = seq
+		}
+		w.last = seq
+		w.count++
+		w.live += uint64(len(k) + len(v))
+		if fn != nil {
+			if err := fn(seq, &r); err != nil {
+				return w, err
+			}
+		}
+	}
+	return w, nil
+}
+
+// recoverCorrupt moves the damaged file aside and opens a fresh one whose
+// sequence continues above the old file's, so no (device_id, seq) is reused
+// (consumers dedupe on it). If the old sequence cannot be read, the fresh
+// sequence starts at the current Unix time in microseconds, which is above
+// any seq a buffer appending fewer than a million readings a second since
+// 1970 could have reached.
+func recoverCorrupt(path string, opts Options, cause error) (*bolt.DB, error) {
+	salvaged, serr := salvageSequence(path)
+	now := time.Now().UTC()
+	aside := fmt.Sprintf("%s.corrupt-%s", path, now.Format("20060102T150405.000Z"))
+	if err := os.Rename(path, aside); err != nil {
+		return nil, fmt.Errorf("move corrupt buffer %s aside: %w (cause: %w)", path, err, cause)
+	}
+	start := salvaged
+	if serr != nil {
+		start = max(start, uint64(now.UnixMicro()))
+	}
+	opts.Logger.Error("buffer file is corrupt; moved aside, starting a fresh buffer",
+		"path", path, "moved_to", aside, "err", cause, "next_seq", start+1, "sequence_salvaged", serr == nil)
+	db, err := openChecked(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketReadings)).SetSequence(start)
+	}); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open buffer %s: set sequence: %w", path, err)
+	}
+	return db, nil
+}
+
+// salvageSequence reads the highest seq a damaged file had handed out.
+func salvageSequence(path string) (seq uint64, err error) {
+	defer guard(&err)()
+	db, err := bolt.Open(path, 0o600, boltOptions(true, time.Second))
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		rb := tx.Bucket([]byte(bucketReadings))
+		if rb == nil {
+			return fmt.Errorf("%w: readings bucket missing", ErrCorrupt)
+		}
+		seq = rb.Sequence()
+		if k, _ := rb.Cursor().Last(); len(k) == keyLen {
+			seq = max(seq, mustSeq(k))
+		}
+		return nil
+	})
+	if err == nil && seq > maxSaneSeq {
+		return 0, fmt.Errorf("%w: salvaged sequence %d is implausible", ErrCorrupt, seq)
+	}
+	return seq, err
+}
+
+// maxSaneSeq is 2^53: JSON consumers that parse numbers as doubles keep seqs
+// below it exact, and a garbage sequence from a damaged page is likely above it.
+const maxSaneSeq = 1 << 53
+
+func mustSeq(k []byte) uint64 {
+	s, _ := keySeq(k)
+	return s
+}

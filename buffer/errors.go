@@ -1,0 +1,24 @@
+package buffer
+
+import "errors"
+
+// Sentinel errors; callers branch on them with errors.Is.
+var (
+	// ErrLocked is returned by OpenReadOnly (and Open) when another process,
+	// normally the running agent, holds the file's lock past the timeout.
+	ErrLocked = errors.New("buffer file is locked by another process")
+	// ErrClosed is returned by every method called after Close.
+	ErrClosed = errors.New("buffer is closed")
+	// ErrReadOnly is returned by writing methods of a buffer opened with OpenReadOnly.
+	ErrReadOnly = errors.New("buffer is opened read-only")
+	// ErrCorrupt is wrapped by errors caused by a damaged file: bbolt's meta
+	// pages, the B+tree, or a stored value that no longer decodes.
+	ErrCorrupt = errors.New("buffer file is corrupt")
+	// ErrInvalidReading is wrapped when Append is given a reading that could
+	// never be published (bad names, no values, oversized).
+	ErrInvalidReading = errors.New("reading cannot be buffered")
+)
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+func isCorrupt(err error) bool { return errors.Is(err, ErrCorrupt) }
