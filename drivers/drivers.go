@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/edgepipe/sensorpipe/drivers/bme280"
 	"github.com/edgepipe/sensorpipe/drivers/sim"
 )
 
@@ -188,6 +189,17 @@ func Open(spec Spec, env Env) (Sensor, error) {
 	switch spec.Driver {
 	case "sim":
 		return sim.New(spec.Name, sim.Opts{Seed: spec.Seed, FailRate: spec.FailRate}), nil
+	case "bme280", "bmp280":
+		addr := spec.Address
+		if addr == 0 {
+			addr = 0x76
+		}
+		// Either driver name accepts either chip; Kind says which was found.
+		s, err := bme280.Open(spec.Name, spec.Bus, addr, bme280.Opts{Oversampling: spec.Oversampling, Filter: spec.Filter})
+		if err != nil {
+			return nil, fmt.Errorf("sensor %s: %w", spec.Name, err)
+		}
+		return s, nil
 	}
 	return nil, fmt.Errorf("sensor %s: driver %s: %w", spec.Name, spec.Driver, ErrNotImplemented)
 }
