@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/drivers/bme280"
+	"github.com/edgepipe/sensorpipe/drivers/dht"
 	"github.com/edgepipe/sensorpipe/drivers/sim"
 )
 
@@ -32,6 +33,13 @@ type Sensor interface {
 	Read(ctx context.Context) (map[string]float64, error)
 	// Close releases the bus or files the sensor holds.
 	Close() error
+}
+
+// FailureCounter is implemented by sensors that retry inside Read (dht):
+// Failures counts every failed attempt, including those a retry recovered
+// from, which the agent's per-read error count would not show.
+type FailureCounter interface {
+	Failures() uint64
 }
 
 // Spec is one entry of the agent config's `sensors:` list.
@@ -197,6 +205,16 @@ func Open(spec Spec, env Env) (Sensor, error) {
 		// Either driver name accepts either chip; Kind says which was found.
 		s, err := bme280.Open(spec.Name, spec.Bus, addr, bme280.Opts{Oversampling: spec.Oversampling, Filter: spec.Filter})
 		if err != nil {
+			return nil, fmt.Errorf("sensor %s: %w", spec.Name, err)
+		}
+		return s, nil
+	case "dht11", "dht22":
+		model := dht.DHT22
+		if spec.Driver == "dht11" {
+			model = dht.DHT11
+		}
+		s, err := dht.New(spec.Name, dht.Opts{Model: model, SysfsRoot: env.SysfsRoot, Device: spec.IIODevice, Logger: env.Logger})
+		if err != nil { // never return a typed nil inside the interface
 			return nil, fmt.Errorf("sensor %s: %w", spec.Name, err)
 		}
 		return s, nil

@@ -92,3 +92,18 @@ func TestOpenRejectsBadSpec(t *testing.T) {
 		t.Fatalf("Open = %v", err)
 	}
 }
+
+func TestOpenDHT(t *testing.T) {
+	s, err := Open(Spec{Name: "dht22-gpio4", Driver: "dht22", IIODevice: "auto"}, Env{SysfsRoot: "dht/testdata/good"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := s.Read(context.Background())
+	if err != nil || v["temperature_c"] != 23.4 || v["humidity_pct"] != 48.2 || s.Kind() != "dht22" {
+		t.Fatalf("Read = %v, %v (kind %s)", v, err, s.Kind())
+	}
+	if fc, ok := s.(FailureCounter); !ok || fc.Failures() != 0 {
+		t.Fatalf("dht sensor does not count failures: %T", s)
+	}
+}
