@@ -11,7 +11,9 @@ var t0 = time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
 func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 
 // d builds a delivery of seq taken at tsMS and received at recvMS.
-func d(seq uint64, tsMS, recvMS int) Delivery { return Delivery{Seq: seq, TS: at(tsMS), Recv: at(recvMS)} }
+func d(seq uint64, tsMS, recvMS int) Delivery {
+	return Delivery{Seq: seq, TS: at(tsMS), Recv: at(recvMS)}
+}
 
 func TestSummary(t *testing.T) {
 	tests := []struct {
