@@ -122,6 +122,31 @@ var Vars = []Var{
 // environment through getenv, which wins. It returns an *Error wrapping
 // ErrInvalid naming the first bad variable.
 func Load(path string, getenv func(string) string) (*Config, error) {
+	vals, err := gather(path, getenv)
+	if err != nil {
+		return nil, err
+	}
+	return parse(vals)
+}
+
+// LoadKafka is Load for commands that only talk to Kafka (`cloud-forwarder
+// tail`): it reads and checks the Kafka settings and FORWARDER_INSECURE only.
+func LoadKafka(path string, getenv func(string) string) (*Kafka, error) {
+	vals, err := gather(path, getenv)
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{}
+	if c.Insecure, err = parseBool(vals, "FORWARDER_INSECURE"); err != nil {
+		return nil, err
+	}
+	if err := parseKafka(c, vals, getter(vals)); err != nil {
+		return nil, err
+	}
+	return &c.Kafka, nil
+}
+
+func gather(path string, getenv func(string) string) (map[string]string, error) {
 	vals := map[string]string{}
 	if path != "" {
 		if err := readFile(path, vals); err != nil {
@@ -133,7 +158,16 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 			vals[v.Name] = s
 		}
 	}
-	return parse(vals)
+	return vals, nil
+}
+
+func getter(v map[string]string) func(k, def string) string {
+	return func(k, def string) string {
+		if s, ok := v[k]; ok && strings.TrimSpace(s) != "" {
+			return strings.TrimSpace(s)
+		}
+		return def
+	}
 }
 
 func readFile(path string, vals map[string]string) error {
@@ -165,12 +199,7 @@ func readFile(path string, vals map[string]string) error {
 }
 
 func parse(v map[string]string) (*Config, error) {
-	get := func(k, def string) string {
-		if s, ok := v[k]; ok && s != "" {
-			return strings.TrimSpace(s)
-		}
-		return def
-	}
+	get := getter(v)
 	c := &Config{}
 	var err error
 	if c.Insecure, err = parseBool(v, "FORWARDER_INSECURE"); err != nil {

@@ -153,3 +153,15 @@ func TestFileAndEnvOverride(t *testing.T) {
 		t.Fatalf("unknown key: got %v", err)
 	}
 }
+
+func TestLoadKafkaNeedsNoMQTT(t *testing.T) {
+	m := base()
+	delete(m, "HIVEMQ_URL")
+	k, err := LoadKafka("", env(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Topic != "sensor-readings" || len(k.Bootstrap) != 1 {
+		t.Fatalf("got %+v", k)
+	}
+}

@@ -1,0 +1,141 @@
+// Command cloud-forwarder moves sensor readings from an MQTT broker
+// (HiveMQ) to Kafka (Confluent) at least once, and tails the Kafka topic for
+// checks. Configuration comes from the environment; see `cloud-forwarder help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/edgepipe/sensorpipe/cloud/config"
+	"github.com/edgepipe/sensorpipe/cloud/forwarder"
+	"github.com/edgepipe/sensorpipe/cloud/tail"
+)
+
+// version is set at link time: -ldflags "-X main.version=$(git describe)".
+var version = "dev"
+
+// errUsage is wrapped by errors in how the command was invoked.
+var errUsage = errors.New("usage error")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(os.Stderr, "cloud-forwarder: %v\n", err)
+	}
+	os.Exit(exitCode(err))
+}
+
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage), errors.Is(err, tail.ErrUsage), errors.Is(err, config.ErrInvalid), errors.Is(err, flag.ErrHelp):
+		return 2
+	default:
+		return 1
+	}
+}
+
+func usage() string {
+	var b strings.Builder
+	b.WriteString(`cloud-forwarder moves sensor readings from MQTT (HiveMQ) to Kafka (Confluent), at least once.
+
+Usage:
+  cloud-forwarder run [--config FILE]     forward until SIGTERM (configuration from the environment)
+  cloud-forwarder tail [--group ID] [--from-beginning] [--json] [--count N] [--topic T] [--config FILE]
+                                          print the readings arriving on the Kafka topic
+  cloud-forwarder version                 print the version
+
+Environment (a --config YAML file may set the same keys in lower case; the environment wins):
+`)
+	for _, v := range config.Vars {
+		def := v.Default
+		if def != "" {
+			def = " (default " + def + ")"
+		}
+		fmt.Fprintf(&b, "  %-32s %s%s\n", v.Name, v.Meaning, def)
+	}
+	b.WriteString("\nExit status: 0 ok, 1 runtime failure, 2 usage or configuration error.\n")
+	return b.String()
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage())
+		return fmt.Errorf("%w: no command given", errUsage)
+	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage())
+		return nil
+	case "version", "--version":
+		fmt.Fprintf(stdout, "cloud-forwarder %s\n", version)
+		return nil
+	case "run":
+		return runForwarder(ctx, args[1:], stderr)
+	case "tail":
+		return tail.Run(ctx, args[1:], os.Getenv, stdout, stderr)
+	}
+	fmt.Fprint(stderr, usage())
+	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+}
+
+func runForwarder(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "optional YAML file with the same keys as the environment, in lower case")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	cfg, err := config.Load(*cfgPath, os.Getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	f, err := forwarder.New(cfg, forwarder.Options{Logger: log, Version: version})
+	if err != nil {
+		return err
+	}
+	if err := f.Run(ctx); err != nil {
+		log.Error("forwarder stopped with an error", "err", err)
+		return err
+	}
+	return nil
+}
+
+// newLogger writes text to a terminal and JSON otherwise (containers, systemd).
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if isTerminal(w) {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

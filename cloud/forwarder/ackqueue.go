@@ -1,0 +1,49 @@
+package forwarder
+
+import "sync"
+
+// pending is one MQTT message on its way to Kafka.
+type pending struct {
+	ack  func() // paho's msg.Ack: sends the PUBACK
+	recv int64  // when it arrived (unix nanos), for the latency histogram
+	ts   int64  // the reading's ts (unix nanos), for the lag gauge; 0 for DLQ
+	dlq  bool
+	done bool // guarded by ackQueue.mu
+}
+
+// ackQueue releases PUBACKs in arrival order although Kafka acknowledges
+// partitions independently: a message is acked once it and every message
+// that arrived before it are done.
+type ackQueue struct {
+	mu   sync.Mutex
+	q    []*pending
+	head int
+	out  chan<- *pending // consumed by the acker; capacity >= max in flight, so sends never block
+}
+
+func (a *ackQueue) push(p *pending) {
+	a.mu.Lock()
+	a.q = append(a.q, p)
+	a.mu.Unlock()
+}
+
+// complete marks ps done and hands every acknowledgeable message, in order, to out.
+func (a *ackQueue) complete(ps []*pending) {
+	a.mu.Lock()
+	for _, p := range ps {
+		p.done = true
+	}
+	for a.head < len(a.q) && a.q[a.head].done {
+		a.out <- a.q[a.head]
+		a.q[a.head] = nil
+		a.head++
+	}
+	if a.head == len(a.q) {
+		a.q, a.head = a.q[:0], 0
+	} else if a.head > 4096 && a.head > len(a.q)/2 {
+		n := copy(a.q, a.q[a.head:])
+		clear(a.q[n:])
+		a.q, a.head = a.q[:n], 0
+	}
+	a.mu.Unlock()
+}

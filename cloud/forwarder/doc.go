@@ -1,0 +1,24 @@
+// Package forwarder moves sensor readings from an MQTT broker (HiveMQ) to
+// Kafka (Confluent) at least once.
+//
+// It subscribes with QoS 1 on a persistent session (clean session false,
+// fixed client id) with paho's automatic acks disabled. Each message is
+// validated with reading.Decode and written to Kafka through an async
+// kafka-go Writer; the MQTT PUBACK is sent only after Kafka acknowledged the
+// record (acks=all), and PUBACKs go out in the order the PUBLISHes arrived,
+// as MQTT 3.1.1 section 4.6 requires. Payloads that fail validation go to the
+// dead-letter topic with an error header and are acked like the rest.
+//
+// The number of messages received and not yet acked is bounded
+// (Config.MaxInFlight): when Kafka is down the message handler blocks, the
+// broker keeps the backlog in our persistent session, /readyz fails, and
+// the records already taken are retried with backoff until Kafka is back.
+//
+// Cancelling Run's context stops taking messages, flushes what is in flight,
+// acks it, disconnects and returns (within Config.ShutdownTimeout).
+//
+// Example:
+//
+//	f, err := forwarder.New(cfg, forwarder.Options{Logger: log})
+//	err = f.Run(ctx) // until ctx is cancelled
+package forwarder

@@ -1,0 +1,508 @@
+package forwarder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/cloud/config"
+	"github.com/edgepipe/sensorpipe/cloud/kafkaout"
+	"github.com/edgepipe/sensorpipe/cloud/tlsconf"
+)
+
+// Options are the parts of a Forwarder that do not come from configuration.
+type Options struct {
+	Logger  *slog.Logger // nil = discard
+	Version string       // shown in the startup log line
+	// Listening, if set, is called with the bound address of the HTTP server
+	// (useful with FORWARDER_LISTEN=127.0.0.1:0).
+	Listening func(addr string)
+}
+
+// producer is the part of kafka.Writer the forwarder uses.
+type producer interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+	Close() error
+}
+
+// Forwarder is one MQTT-to-Kafka bridge. Create it with New and call Run once.
+type Forwarder struct {
+	cfg  *config.Config
+	log  *slog.Logger
+	opts Options
+	m    *metrics
+
+	w     producer
+	probe func(ctx context.Context) error // checks that Kafka answers and the topic exists
+
+	sem      chan struct{}      // one token per message in flight
+	in       chan kafka.Message // records waiting for the feeder
+	acks     chan *pending      // in-order PUBACKs for the acker
+	queue    ackQueue           // arrival order
+	stopping chan struct{}      // closed on shutdown: take no new messages
+	stopOnce sync.Once
+	handleMu sync.Mutex // held while the handler admits a message; shutdown takes it to fence them
+
+	mqttUp    atomic.Bool
+	kafkaUp   atomic.Bool
+	failures  atomic.Int64 // consecutive failed Kafka writes, for backoff
+	lastErrLg atomic.Int64 // unix nanos of the last produce-error log line (rate limit)
+	idHeader  []byte
+}
+
+// New checks what can be checked without the network and returns a Forwarder.
+func New(cfg *config.Config, opts Options) (*Forwarder, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	f := &Forwarder{
+		cfg:      cfg,
+		log:      opts.Logger,
+		opts:     opts,
+		sem:      make(chan struct{}, cfg.MaxInFlight),
+		in:       make(chan kafka.Message, cfg.MaxInFlight),
+		acks:     make(chan *pending, cfg.MaxInFlight),
+		stopping: make(chan struct{}),
+		idHeader: []byte(cfg.ID),
+	}
+	f.queue.out = f.acks
+	f.m = newMetrics(func() float64 { return float64(len(f.sem)) })
+	w, err := kafkaout.NewWriter(cfg.Kafka, "cloud-forwarder-"+cfg.ID, f.completion)
+	if err != nil {
+		return nil, fmt.Errorf("kafka writer: %w", err)
+	}
+	f.w = w
+	client := &kafka.Client{Addr: w.Addr, Transport: w.Transport, Timeout: 10 * time.Second}
+	f.probe = func(ctx context.Context) error { return probeTopics(ctx, client, cfg.Kafka.Topic, cfg.Kafka.DLQTopic) }
+	return f, nil
+}
+
+func probeTopics(ctx context.Context, c *kafka.Client, topics ...string) error {
+	resp, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return err
+	}
+	for _, t := range resp.Topics {
+		if t.Error != nil {
+			return fmt.Errorf("topic %s: %w", t.Name, t.Error)
+		}
+	}
+	return nil
+}
+
+// Ready reports whether the forwarder is connected to both sides and taking messages.
+func (f *Forwarder) Ready() bool {
+	select {
+	case <-f.stopping:
+		return false
+	default:
+	}
+	return f.mqttUp.Load() && f.kafkaUp.Load()
+}
+
+// Handler serves /metrics, /healthz and /readyz.
+func (f *Forwarder) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(f.m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !f.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: mqtt_connected=%t kafka_ready=%t\n", f.mqttUp.Load(), f.kafkaUp.Load())
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// Run forwards until ctx is cancelled, then shuts down gracefully.
+func (f *Forwarder) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", f.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", f.cfg.Listen, err)
+	}
+	if f.opts.Listening != nil {
+		f.opts.Listening(ln.Addr().String())
+	}
+	srv := &http.Server{Handler: f.Handler(), ReadHeaderTimeout: 5 * time.Second}
+
+	// work runs until shutdown has flushed; hard is cancelled last, to abandon retries.
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	var g errgroup.Group
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { f.feed(hard); return nil })
+	quitAcks := make(chan struct{})
+	g.Go(func() error { f.ackLoop(quitAcks); return nil })
+	g.Go(func() error { f.probeLoop(hard); return nil })
+
+	client, err := f.connect()
+	if err != nil {
+		cancelHard()
+		close(quitAcks)
+		_ = srv.Close()
+		_ = g.Wait()
+		return err
+	}
+	f.log.Info("forwarder started", "version", f.opts.Version, "id", f.cfg.ID, "mqtt", f.cfg.MQTT.URL,
+		"filter", f.subscription(), "kafka", f.cfg.Kafka.Bootstrap, "topic", f.cfg.Kafka.Topic,
+		"security_protocol", f.cfg.Kafka.SecurityProtocol, "listen", ln.Addr().String())
+
+	<-ctx.Done()
+	err = f.shutdown(client)
+	cancelHard()
+	shutCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutCtx)
+	close(quitAcks)
+	if gerr := g.Wait(); err == nil {
+		err = gerr
+	}
+	return err
+}
+
+// shutdown stops taking messages, waits for in-flight ones to be acked,
+// disconnects from MQTT and closes the Kafka writer.
+func (f *Forwarder) shutdown(client mqtt.Client) error {
+	start := time.Now()
+	f.stopOnce.Do(func() { close(f.stopping) })
+	// Once the handler lock is free, no message can enter any more.
+	f.handleMu.Lock()
+	inFlight := len(f.sem)
+	f.handleMu.Unlock()
+	f.log.Info("shutting down: flushing in-flight records", "in_flight", inFlight)
+
+	deadline := start.Add(f.cfg.ShutdownTimeout)
+	var err error
+	for len(f.sem) > 0 {
+		if time.Now().After(deadline) {
+			err = fmt.Errorf("%w: %d left (the broker redelivers them)", ErrShutdownTimeout, len(f.sem))
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Quiesce lets paho write the PUBACKs already queued before DISCONNECT.
+	client.Disconnect(250)
+	f.mqttUp.Store(false)
+	f.m.mqttUp.Set(0)
+
+	closed := make(chan error, 1)
+	go func() { closed <- f.w.Close() }()
+	select {
+	case cerr := <-closed:
+		if cerr != nil && err == nil && len(f.sem) > 0 {
+			err = fmt.Errorf("close kafka writer: %w", cerr)
+		}
+	case <-time.After(time.Second):
+	}
+	f.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond), "unacked", len(f.sem))
+	return err
+}
+
+// subscription is the filter we subscribe to, with the share group prefix.
+func (f *Forwarder) subscription() string {
+	if f.cfg.ShareGroup != "" {
+		return "$share/" + f.cfg.ShareGroup + "/" + f.cfg.MQTT.TopicFilter
+	}
+	return f.cfg.MQTT.TopicFilter
+}
+
+// connect starts the paho client; it keeps retrying in the background.
+func (f *Forwarder) connect() (mqtt.Client, error) {
+	o := mqtt.NewClientOptions().
+		AddBroker(f.cfg.MQTT.URL).
+		SetClientID(f.cfg.ID).
+		SetCleanSession(false). // the broker keeps our subscription and queues messages while we are away
+		SetAutoAckDisabled(true).
+		SetOrderMatters(true). // handler runs in paho's router goroutine, in arrival order: ack order and backpressure
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(2 * time.Second).
+		SetMaxReconnectInterval(30 * time.Second).
+		SetKeepAlive(30 * time.Second).
+		SetPingTimeout(10 * time.Second).
+		SetConnectTimeout(10 * time.Second).
+		SetWriteTimeout(10 * time.Second).
+		SetDefaultPublishHandler(f.onMessage) // also catches the backlog sent before SUBSCRIBE returns
+	if f.cfg.MQTT.Username != "" {
+		o.SetUsername(f.cfg.MQTT.Username)
+		o.SetPassword(f.cfg.MQTT.Password.Reveal())
+	}
+	if f.cfg.MQTT.TLS {
+		tc, err := tlsconf.Client(f.cfg.MQTT.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt tls: %w", err)
+		}
+		o.SetTLSConfig(tc)
+	}
+	o.SetOnConnectHandler(func(c mqtt.Client) {
+		f.mqttUp.Store(true)
+		f.m.mqttUp.Set(1)
+		f.log.Info("mqtt connected", "broker", f.cfg.MQTT.URL)
+		// nil callback: messages go to the default handler, which also matches $share filters.
+		t := c.Subscribe(f.subscription(), 1, nil)
+		go func() {
+			if t.WaitTimeout(10*time.Second) && t.Error() != nil {
+				f.log.Error("mqtt subscribe failed", "filter", f.subscription(), "err", t.Error())
+			}
+		}()
+	})
+	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		f.mqttUp.Store(false)
+		f.m.mqttUp.Set(0)
+		f.log.Warn("mqtt connection lost; reconnecting", "err", err)
+	})
+	o.SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
+		f.log.Info("mqtt reconnecting", "broker", f.cfg.MQTT.URL)
+	})
+
+	c := mqtt.NewClient(o)
+	c.Connect() // with ConnectRetry the token completes only once connected; OnConnect reports it
+	return c, nil
+}
+
+// onMessage runs in paho's router goroutine for every PUBLISH, in order.
+// Blocking here (in-flight limit reached) stops paho reading the socket,
+// so the backlog stays in the broker, not in our memory.
+func (f *Forwarder) onMessage(_ mqtt.Client, msg mqtt.Message) {
+	select {
+	case f.sem <- struct{}{}:
+	case <-f.stopping:
+		return // not acked: the broker delivers it again to our next session
+	}
+	f.handleMu.Lock()
+	defer f.handleMu.Unlock()
+	select {
+	case <-f.stopping:
+		<-f.sem
+		return
+	default:
+	}
+	f.m.received.Inc()
+	if msg.Duplicate() {
+		f.m.redelivered.Inc()
+	}
+	p := &pending{ack: msg.Ack, recv: time.Now().UnixNano()}
+	f.queue.push(p)
+	f.in <- f.record(p, msg.Topic(), msg.Payload())
+}
+
+// record builds the Kafka record for one MQTT message: the reading on the
+// main topic, or the payload on the DLQ when it does not decode.
+func (f *Forwarder) record(p *pending, topic string, payload []byte) kafka.Message {
+	r, err := reading.Decode(payload)
+	if err != nil {
+		return f.dlqRecord(p, topic, payload, err)
+	}
+	p.ts = r.TS.UnixNano()
+	dev := []byte(r.DeviceID)
+	return kafka.Message{
+		Topic: f.cfg.Kafka.Topic,
+		Key:   dev,
+		Value: payload,
+		Time:  r.TS,
+		Headers: []kafka.Header{
+			{Key: "mqtt_topic", Value: []byte(topic)},
+			{Key: "device_id", Value: dev},
+			{Key: "seq", Value: strconv.AppendUint(nil, r.Seq, 10)},
+			{Key: "forwarder_id", Value: f.idHeader},
+		},
+		WriterData: p,
+	}
+}
+
+func (f *Forwarder) dlqRecord(p *pending, topic string, payload []byte, err error) kafka.Message {
+	p.dlq = true
+	hs := []kafka.Header{
+		{Key: "error", Value: []byte(err.Error())},
+		{Key: "mqtt_topic", Value: []byte(topic)},
+		{Key: "forwarder_id", Value: f.idHeader},
+	}
+	if len(payload) > f.cfg.DLQMaxBytes {
+		hs = append(hs, kafka.Header{Key: "original_bytes", Value: strconv.AppendInt(nil, int64(len(payload)), 10)})
+		payload = payload[:f.cfg.DLQMaxBytes]
+	}
+	f.log.Debug("invalid payload to DLQ", "mqtt_topic", topic, "err", err)
+	return kafka.Message{
+		Topic:      f.cfg.Kafka.DLQTopic,
+		Key:        []byte(topic),
+		Value:      payload,
+		Time:       time.Now(),
+		Headers:    hs,
+		WriterData: p,
+	}
+}
+
+// feed hands records to the async writer in slices (fewer calls, bigger
+// batches), retrying with backoff while Kafka cannot even be asked for
+// partition metadata.
+func (f *Forwarder) feed(ctx context.Context) {
+	const maxSlice = 1024
+	batch := make([]kafka.Message, 0, maxSlice)
+	for {
+		select {
+		case m := <-f.in:
+			batch = append(batch, m)
+		case <-ctx.Done():
+			return
+		}
+	fill:
+		for len(batch) < maxSlice {
+			select {
+			case m := <-f.in:
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		for {
+			err := f.w.WriteMessages(ctx, batch...)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			f.writeFailed(len(batch), err)
+			if !sleep(ctx, f.backoff()) {
+				return
+			}
+		}
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// completion is the Writer's callback: Kafka acknowledged msgs, or gave up on them.
+func (f *Forwarder) completion(msgs []kafka.Message, err error) {
+	if err != nil {
+		f.writeFailed(len(msgs), err)
+		retry := make([]kafka.Message, len(msgs))
+		copy(retry, msgs)
+		time.AfterFunc(f.backoff(), func() {
+			for _, m := range retry {
+				f.in <- m // cannot block: at most MaxInFlight records exist
+			}
+		})
+		return
+	}
+	if f.failures.Swap(0) != 0 || !f.kafkaUp.Load() {
+		f.log.Info("kafka accepting records again")
+	}
+	f.setKafka(true)
+	now := time.Now().UnixNano()
+	ps := make([]*pending, len(msgs))
+	var produced, dlq float64
+	var newestTS int64
+	for i := range msgs {
+		p := msgs[i].WriterData.(*pending)
+		ps[i] = p
+		f.m.latency.Observe(float64(now-p.recv) / 1e9)
+		if p.dlq {
+			dlq++
+		} else {
+			produced++
+			newestTS = max(newestTS, p.ts)
+		}
+	}
+	f.m.produced.Add(produced)
+	f.m.dlq.Add(dlq)
+	if newestTS != 0 {
+		f.m.lag.Set(float64(now-newestTS) / 1e9)
+	}
+	f.queue.complete(ps)
+}
+
+// ackLoop sends PUBACKs in arrival order and frees in-flight slots, until quit.
+// f.acks is never closed: a late Kafka completion may still write to it.
+func (f *Forwarder) ackLoop(quit <-chan struct{}) {
+	n := 0
+	for {
+		select {
+		case p := <-f.acks:
+			p.ack()
+			<-f.sem
+			n++
+			if len(f.acks) == 0 || n >= 256 {
+				f.m.acked.Add(float64(n))
+				n = 0
+			}
+		case <-quit:
+			f.m.acked.Add(float64(n))
+			return
+		}
+	}
+}
+
+func (f *Forwarder) writeFailed(n int, err error) {
+	f.failures.Add(1)
+	f.m.produceErrors.Add(float64(n))
+	f.setKafka(false)
+	now := time.Now().UnixNano()
+	if last := f.lastErrLg.Load(); now-last > int64(10*time.Second) && f.lastErrLg.CompareAndSwap(last, now) {
+		f.log.Warn("kafka write failed; holding MQTT acks and retrying", "records", n, "err", err)
+	}
+}
+
+func (f *Forwarder) setKafka(up bool) {
+	if f.kafkaUp.Swap(up) != up {
+		f.m.kafkaUp.Set(map[bool]float64{false: 0, true: 1}[up])
+	}
+}
+
+// backoff grows with consecutive failures: 100ms, 200ms, ... up to 5s.
+func (f *Forwarder) backoff() time.Duration {
+	n := min(f.failures.Load(), 6)
+	return min(100*time.Millisecond<<n, 5*time.Second)
+}
+
+// probeLoop asks Kafka for the topics' metadata while it is not known to
+// work, so /readyz turns green before the first record and after an outage.
+func (f *Forwarder) probeLoop(ctx context.Context) {
+	for {
+		if !f.kafkaUp.Load() {
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := f.probe(pctx)
+			cancel()
+			if err == nil {
+				f.failures.Store(0)
+				f.setKafka(true)
+			} else if ctx.Err() == nil {
+				f.log.Warn("kafka not reachable", "bootstrap", f.cfg.Kafka.Bootstrap, "err", err)
+			}
+		}
+		if !sleep(ctx, 2*time.Second) {
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,215 @@
+package forwarder_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/cloud/config"
+	"github.com/edgepipe/sensorpipe/cloud/forwarder"
+	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
+)
+
+// running is a forwarder started by a test.
+type running struct {
+	addr string // HTTP address
+	stop func() error
+}
+
+func start(t *testing.T, env map[string]string) *running {
+	t.Helper()
+	cfg, err := config.Load("", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrCh := make(chan string, 1)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	f, err := forwarder.New(cfg, forwarder.Options{Logger: log.With("fwd", cfg.ID), Listening: func(a string) { addrCh <- a }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	r := &running{addr: <-addrCh}
+	stopped := false
+	var stopErr error
+	r.stop = func() error {
+		if stopped {
+			return stopErr
+		}
+		stopped = true
+		cancel()
+		select {
+		case stopErr = <-done:
+		case <-time.After(15 * time.Second):
+			stopErr = fmt.Errorf("forwarder did not stop within 15s")
+		}
+		return stopErr
+	}
+	t.Cleanup(func() { _ = r.stop() })
+	waitReady(t, r.addr, 20*time.Second)
+	return r
+}
+
+func waitReady(t *testing.T, addr string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if code, _ := get(addr, "/readyz"); code == 200 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	code, body := get(addr, "/readyz")
+	t.Fatalf("forwarder not ready after %v: %d %s", d, code, body)
+}
+
+func get(addr, path string) (int, string) {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// metric returns the value of an unlabelled series from /metrics.
+func metric(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	_, body := get(addr, "/metrics")
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
+}
+
+// checkReadings verifies every (device, seq) in devs x [1,n] arrived exactly
+// as the contract says, and returns how many duplicates there were.
+func checkReadings(t *testing.T, recs []testkit.Record, devs []string, n uint64, fwdIDs ...string) int {
+	t.Helper()
+	type id struct {
+		dev string
+		seq uint64
+	}
+	seen := map[id]int{}
+	okFwd := map[string]bool{}
+	for _, f := range fwdIDs {
+		okFwd[f] = true
+	}
+	for _, r := range recs {
+		rd, err := reading.Decode(r.Value)
+		if err != nil {
+			t.Fatalf("record %s[%d]@%d does not decode: %v", r.Topic, r.Partition, r.Offset, err)
+		}
+		seen[id{rd.DeviceID, rd.Seq}]++
+		want := map[string]string{
+			"mqtt_topic": testkit.ReadingTopic(rd.DeviceID), "device_id": rd.DeviceID,
+			"seq": strconv.FormatUint(rd.Seq, 10),
+		}
+		for k, v := range want {
+			if r.Headers[k] != v {
+				t.Fatalf("record %s/%d header %s = %q, want %q", rd.DeviceID, rd.Seq, k, r.Headers[k], v)
+			}
+		}
+		if !okFwd[r.Headers["forwarder_id"]] {
+			t.Fatalf("forwarder_id header %q, want one of %v", r.Headers["forwarder_id"], fwdIDs)
+		}
+		if r.Key != rd.DeviceID {
+			t.Fatalf("key %q, want %q", r.Key, rd.DeviceID)
+		}
+		if p := testkit.Partition(r.Key, testkit.Partitions); r.Partition != p {
+			t.Fatalf("key %q on partition %d, murmur2 says %d", r.Key, r.Partition, p)
+		}
+		if !r.Time.Equal(rd.TS) {
+			t.Fatalf("record time %v, want reading ts %v", r.Time, rd.TS)
+		}
+	}
+	dups, missing := 0, 0
+	for _, d := range devs {
+		for s := uint64(1); s <= n; s++ {
+			c := seen[id{d, s}]
+			if c == 0 {
+				missing++
+				if missing < 5 {
+					t.Errorf("missing %s seq %d", d, s)
+				}
+			}
+			dups += max(c-1, 0)
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%d readings missing (of %d; %d records read)", missing, len(devs)*int(n), len(recs))
+	}
+	return dups
+}
+
+func TestHappyPath(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{})
+	k := testkit.StartKafka(t, pki)
+	fwd := start(t, testkit.Env(b, k, pki, "fwd-happy"))
+
+	devs := testkit.Devices(8)
+	const n = 100
+	pub := testkit.NewPublisher(t, b, pki, "pub-happy")
+	pub.PublishReadings(t, devs, 1, n)
+
+	recs := k.ReadN(t, testkit.Topic, len(devs)*n, 30*time.Second, 200*time.Millisecond)
+	if dups := checkReadings(t, recs, devs, n, "fwd-happy"); dups != 0 {
+		t.Errorf("%d duplicates without any failure", dups)
+	}
+	// Per-device order holds on the happy path (one partition per key).
+	last := map[string]uint64{}
+	for _, r := range recs {
+		rd, _ := reading.Decode(r.Value)
+		if rd.Seq <= last[rd.DeviceID] {
+			t.Fatalf("%s: seq %d after %d", rd.DeviceID, rd.Seq, last[rd.DeviceID])
+		}
+		last[rd.DeviceID] = rd.Seq
+	}
+	waitMetric(t, fwd.addr, "forwarder_acked_total", float64(len(devs)*n))
+	if got := metric(t, fwd.addr, "forwarder_produced_total"); got != float64(len(devs)*n) {
+		t.Errorf("forwarder_produced_total = %v, want %d", got, len(devs)*n)
+	}
+	if code, _ := get(fwd.addr, "/healthz"); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	if err := fwd.stop(); err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+}
+
+func waitMetric(t *testing.T, addr, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := metric(t, addr, name)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want %v", name, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

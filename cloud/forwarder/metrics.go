@@ -1,0 +1,54 @@
+package forwarder
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the forwarder's Prometheus series, on a registry of its own.
+type metrics struct {
+	reg           *prometheus.Registry
+	received      prometheus.Counter
+	redelivered   prometheus.Counter
+	produced      prometheus.Counter
+	dlq           prometheus.Counter
+	acked         prometheus.Counter
+	produceErrors prometheus.Counter
+	latency       prometheus.Histogram
+	lag           prometheus.Gauge
+	mqttUp        prometheus.Gauge
+	kafkaUp       prometheus.Gauge
+}
+
+func newMetrics(inFlight func() float64) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_received_total",
+			Help: "MQTT messages received."}),
+		redelivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_redelivered_total",
+			Help: "MQTT messages received with the DUP flag (redelivered by the broker)."}),
+		produced: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_produced_total",
+			Help: "Readings acknowledged by Kafka on the main topic."}),
+		dlq: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_dlq_total",
+			Help: "Invalid payloads acknowledged by Kafka on the dead-letter topic."}),
+		acked: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_acked_total",
+			Help: "MQTT PUBACKs sent (after Kafka acknowledged the record)."}),
+		produceErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_produce_errors_total",
+			Help: "Records whose Kafka write failed and was retried."}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "forwarder_produce_latency_seconds",
+			Help:    "Time from MQTT receive to Kafka acknowledgement.",
+			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}),
+		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "forwarder_lag_seconds",
+			Help: "Age of the newest reading Kafka acknowledged (now minus its ts) when it was acknowledged."}),
+		mqttUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "forwarder_mqtt_connected",
+			Help: "1 while connected to the MQTT broker."}),
+		kafkaUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "forwarder_kafka_ready",
+			Help: "1 while Kafka accepts our records."}),
+	}
+	m.reg.MustRegister(m.received, m.redelivered, m.produced, m.dlq, m.acked, m.produceErrors,
+		m.latency, m.lag, m.mqttUp, m.kafkaUp,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "forwarder_in_flight",
+			Help: "Messages received from MQTT and not yet acked."}, inFlight),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

@@ -1,0 +1,413 @@
+// Package testkit starts the real servers the forwarder's tests and
+// benchmarks talk to, on 127.0.0.1:0: an embedded mochi MQTT broker with TLS
+// and username/password auth, and a kfake Kafka cluster with TLS and SASL
+// PLAIN whose listener can be cut and restored to simulate an outage. It
+// also publishes readings and reads records back with kafka-go. Test
+// certificates are generated per run; nothing secret is checked in.
+package testkit
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+)
+
+// Credentials used by every test server.
+const (
+	MQTTUser     = "forwarder"
+	MQTTPassword = "mqtt-pass-\u00e9" // non-ASCII on purpose
+	PubUser      = "publisher"
+	PubPassword  = "pub-pass"
+	KafkaUser    = "api-key"
+	KafkaSecret  = "api-secret"
+	Topic        = "sensor-readings"
+	DLQTopic     = "sensor-readings.dlq"
+	Partitions   = 6
+)
+
+// PKI is a throwaway CA and a server certificate for 127.0.0.1 and localhost.
+type PKI struct {
+	CAFile string // PEM of the CA, for HIVEMQ_CA_FILE / KAFKA_CA_FILE
+	Pool   *x509.CertPool
+	Server *tls.Config // server side, for both brokers
+}
+
+// NewPKI generates the certificates into a temp dir.
+func NewPKI(tb testing.TB) *PKI {
+	tb.Helper()
+	caKey := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sensorpipe test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER := must(x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey))
+	ca := must(x509.ParseCertificate(caDER))
+	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der := must(x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey))
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	caFile := filepath.Join(tb.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &PKI{
+		CAFile: caFile,
+		Pool:   pool,
+		Server: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
+	}
+}
+
+// Client returns a client TLS config trusting the test CA.
+func (p *PKI) Client() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: p.Pool} }
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// Broker is an embedded mochi MQTT broker.
+type Broker struct {
+	Server *mochi.Server
+	Addr   string // 127.0.0.1:port
+	URL    string // ssl://127.0.0.1:port, or tcp:// without TLS
+}
+
+// BrokerOptions tune the broker; zero values are sensible.
+type BrokerOptions struct {
+	// MaxInflight caps the QoS 1 messages mochi keeps per client session,
+	// including the backlog queued for a disconnected persistent session
+	// (mochi's capabilities.maximum_inflight; 0 = 20000).
+	MaxInflight uint16
+	// MaxPacketSize is the largest packet accepted (0 = 2 MiB).
+	MaxPacketSize uint32
+	// NoTLS serves plain TCP.
+	NoTLS bool
+}
+
+// StartBroker runs mochi with TLS and username/password auth until the test ends.
+func StartBroker(tb testing.TB, pki *PKI, o BrokerOptions) *Broker {
+	tb.Helper()
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumInflight = o.MaxInflight
+	if caps.MaximumInflight == 0 {
+		caps.MaximumInflight = 20000
+	}
+	caps.MaximumPacketSize = o.MaxPacketSize
+	if caps.MaximumPacketSize == 0 {
+		caps.MaximumPacketSize = 2 << 20
+	}
+	caps.MaximumClientWritesPending = 16 << 10
+	s := mochi.New(&mochi.Options{
+		Capabilities: caps,
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	err := s.AddHook(new(auth.Hook), &auth.Options{Ledger: &auth.Ledger{
+		Auth: auth.AuthRules{
+			{Username: MQTTUser, Password: auth.RString(MQTTPassword), Allow: true},
+			{Username: PubUser, Password: PubPassword, Allow: true},
+		},
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ln net.Listener
+	scheme := "ssl"
+	if o.NoTLS {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		scheme = "tcp"
+	} else {
+		ln, err = tls.Listen("tcp", "127.0.0.1:0", pki.Server)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.AddListener(listeners.NewNet("t", ln)); err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	addr := ln.Addr().String()
+	return &Broker{Server: s, Addr: addr, URL: scheme + "://" + addr}
+}
+
+// Kafka is a kfake cluster behind a listener that can be cut.
+type Kafka struct {
+	Cluster *kfake.Cluster
+	Addr    string
+	pki     *PKI
+	gates   []*gate
+}
+
+// StartKafka runs kfake with TLS and SASL PLAIN, the topic (6 partitions) and its DLQ.
+func StartKafka(tb testing.TB, pki *PKI) *Kafka {
+	tb.Helper()
+	k := &Kafka{pki: pki}
+	c, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.TLS(pki.Server),
+		kfake.EnableSASL(),
+		kfake.Superuser("PLAIN", KafkaUser, KafkaSecret),
+		kfake.SeedTopics(Partitions, Topic),
+		kfake.SeedTopics(1, DLQTopic),
+		kfake.ListenFn(func(network, address string) (net.Listener, error) {
+			ln, err := net.Listen(network, address)
+			if err != nil {
+				return nil, err
+			}
+			g := &gate{Listener: ln, conns: map[net.Conn]struct{}{}}
+			k.gates = append(k.gates, g)
+			return g, nil
+		}),
+	)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(c.Close)
+	k.Cluster = c
+	k.Addr = c.ListenAddrs()[0]
+	return k
+}
+
+// Cut closes every Kafka connection and refuses new ones (as a network outage would).
+func (k *Kafka) Cut() {
+	for _, g := range k.gates {
+		g.set(true)
+	}
+}
+
+// Restore accepts connections again.
+func (k *Kafka) Restore() {
+	for _, g := range k.gates {
+		g.set(false)
+	}
+}
+
+// gate is a listener whose connections can be dropped on demand.
+type gate struct {
+	net.Listener
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]struct{}
+}
+
+func (g *gate) Accept() (net.Conn, error) {
+	for {
+		c, err := g.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		g.mu.Lock()
+		if g.down {
+			g.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		gc := &gatedConn{Conn: c, g: g}
+		g.conns[gc] = struct{}{}
+		g.mu.Unlock()
+		return gc, nil
+	}
+}
+
+func (g *gate) set(down bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.down = down
+	if down {
+		for c := range g.conns {
+			_ = c.(*gatedConn).Conn.Close()
+		}
+		clear(g.conns)
+	}
+}
+
+type gatedConn struct {
+	net.Conn
+	g *gate
+}
+
+func (c *gatedConn) Close() error {
+	c.g.mu.Lock()
+	delete(c.g.conns, c)
+	c.g.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// Env returns the forwarder environment for these servers.
+func Env(b *Broker, k *Kafka, pki *PKI, id string) map[string]string {
+	return map[string]string{
+		"HIVEMQ_URL":                      b.URL,
+		"HIVEMQ_USERNAME":                 MQTTUser,
+		"HIVEMQ_PASSWORD":                 MQTTPassword,
+		"HIVEMQ_CA_FILE":                  pki.CAFile,
+		"CONFLUENT_BOOTSTRAP_SERVER_SASL": k.Addr,
+		"CONFLUENT_API_KEY":               KafkaUser,
+		"CONFLUENT_API_SECRET":            KafkaSecret,
+		"KAFKA_CA_FILE":                   pki.CAFile,
+		"FORWARDER_ID":                    id,
+		"FORWARDER_LISTEN":                "127.0.0.1:0",
+	}
+}
+
+// Reading returns a valid reading for device dev with sequence seq.
+func Reading(dev string, seq uint64) *reading.Reading {
+	return &reading.Reading{
+		DeviceID: dev, Seq: seq, Sensor: "sim-1", Kind: "sim",
+		TS:         time.UnixMilli(1_790_000_000_000 + int64(seq)).UTC(),
+		TimeSynced: true,
+		Values:     map[string]float64{reading.Temperature: 20 + float64(seq%100)/10, reading.Humidity: 45.5},
+	}
+}
+
+// ReadingTopic is the agent's topic for a reading.
+func ReadingTopic(dev string) string { return "sensors/" + dev + "/sim-1/reading" }
+
+// Publisher is an MQTT client publishing QoS 1 as the edge agent would.
+type Publisher struct {
+	c mqtt.Client
+}
+
+// NewPublisher connects a publisher (clean session) to b.
+func NewPublisher(tb testing.TB, b *Broker, pki *PKI, id string) *Publisher {
+	tb.Helper()
+	o := mqtt.NewClientOptions().AddBroker(b.URL).SetClientID(id).SetUsername(PubUser).SetPassword(PubPassword).
+		SetCleanSession(true).SetTLSConfig(pki.Client()).SetAutoReconnect(false).SetMaxResumePubInFlight(1000)
+	c := mqtt.NewClient(o)
+	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		tb.Fatalf("publisher connect: %v", t.Error())
+	}
+	tb.Cleanup(func() { c.Disconnect(100) })
+	return &Publisher{c: c}
+}
+
+// Publish sends payloads to topic at QoS 1 and waits for every PUBACK.
+func (p *Publisher) Publish(tb testing.TB, topic string, payloads ...[]byte) {
+	tb.Helper()
+	toks := make([]mqtt.Token, 0, len(payloads))
+	for _, pl := range payloads {
+		toks = append(toks, p.c.Publish(topic, 1, false, pl))
+	}
+	for _, t := range toks {
+		if !t.WaitTimeout(30*time.Second) || t.Error() != nil {
+			tb.Fatalf("publish %s: %v", topic, t.Error())
+		}
+	}
+}
+
+// PublishReadings publishes seqs from..to (inclusive) for each device, interleaved.
+func (p *Publisher) PublishReadings(tb testing.TB, devs []string, from, to uint64) {
+	tb.Helper()
+	toks := make([]mqtt.Token, 0, len(devs)*int(to-from+1))
+	for s := from; s <= to; s++ {
+		for _, d := range devs {
+			toks = append(toks, p.c.Publish(ReadingTopic(d), 1, false, reading.Encode(nil, Reading(d, s))))
+		}
+	}
+	for _, t := range toks {
+		if !t.WaitTimeout(30*time.Second) || t.Error() != nil {
+			tb.Fatalf("publish: %v", t.Error())
+		}
+	}
+}
+
+// Devices returns n device ids.
+func Devices(n int) []string {
+	ds := make([]string, n)
+	for i := range ds {
+		ds[i] = "pi-" + strconv.Itoa(i)
+	}
+	return ds
+}
+
+// Record is one record read back from Kafka.
+type Record struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Key       string
+	Value     []byte
+	Time      time.Time
+	Headers   map[string]string
+}
+
+// ReadN reads records from topic with a kafka-go Reader (fresh group, from
+// the beginning) until n arrived or timeout passed, then keeps reading for
+// settle to catch extras (duplicates). It returns what it read.
+func (k *Kafka) ReadN(tb testing.TB, topic string, n int, timeout, settle time.Duration) []Record {
+	tb.Helper()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers: []string{k.Addr}, Topic: topic, GroupID: fmt.Sprintf("check-%x", b),
+		StartOffset: kafka.FirstOffset, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 100 * time.Millisecond,
+		Dialer: &kafka.Dialer{Timeout: 5 * time.Second, TLS: k.pki.Client(),
+			SASLMechanism: plain.Mechanism{Username: KafkaUser, Password: KafkaSecret}},
+	})
+	defer r.Close()
+	var out []Record
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var settleCancel context.CancelFunc
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			break
+		}
+		hs := map[string]string{}
+		for _, h := range m.Headers {
+			hs[h.Key] = string(h.Value)
+		}
+		out = append(out, Record{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: string(m.Key),
+			Value: m.Value, Time: m.Time, Headers: hs})
+		if len(out) == n && settleCancel == nil {
+			cancel()
+			ctx, settleCancel = context.WithTimeout(context.Background(), settle)
+			defer settleCancel()
+		}
+	}
+	return out
+}
+
+// Partition returns the partition the Java client's default partitioner
+// (murmur2, via franz-go's independent implementation) picks for key.
+func Partition(key string, n int) int {
+	return kgo.StickyKeyPartitioner(nil).ForTopic(Topic).Partition(&kgo.Record{Key: []byte(key)}, n)
+}

@@ -1,0 +1,105 @@
+package kafkaout
+
+import (
+	"crypto/tls"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+
+	"github.com/edgepipe/sensorpipe/cloud/config"
+	"github.com/edgepipe/sensorpipe/cloud/tlsconf"
+)
+
+// TLSConfig returns the client TLS settings for the given security protocol,
+// or nil for PLAINTEXT. A CA file replaces the system roots, the way
+// librdkafka's ssl.ca.location does.
+func TLSConfig(k config.Kafka) (*tls.Config, error) {
+	if k.SecurityProtocol == config.Plaintext {
+		return nil, nil
+	}
+	return tlsconf.Client(k.CAFile)
+}
+
+// Mechanism returns SASL PLAIN for SASL_SSL, else nil.
+func Mechanism(k config.Kafka) sasl.Mechanism {
+	if k.SecurityProtocol != config.SASLSSL {
+		return nil
+	}
+	return plain.Mechanism{Username: k.APIKey, Password: k.APISecret.Reveal()}
+}
+
+// Transport returns a kafka-go transport with the configured TLS and SASL.
+func Transport(k config.Kafka, clientID string) (*kafka.Transport, error) {
+	tc, err := TLSConfig(k)
+	if err != nil {
+		return nil, err
+	}
+	return &kafka.Transport{
+		DialTimeout: 10 * time.Second,
+		IdleTimeout: 60 * time.Second,
+		MetadataTTL: 30 * time.Second,
+		ClientID:    clientID,
+		TLS:         tc,
+		SASL:        Mechanism(k),
+	}, nil
+}
+
+// Dialer returns a kafka-go dialer (used by Reader) with the configured TLS and SASL.
+func Dialer(k config.Kafka, clientID string) (*kafka.Dialer, error) {
+	tc, err := TLSConfig(k)
+	if err != nil {
+		return nil, err
+	}
+	return &kafka.Dialer{
+		ClientID:      clientID,
+		Timeout:       10 * time.Second,
+		DualStack:     true,
+		TLS:           tc,
+		SASLMechanism: Mechanism(k),
+	}, nil
+}
+
+// Compression maps the KAFKA_COMPRESSION names to kafka-go codecs.
+func Compression(name string) kafka.Compression {
+	switch name {
+	case "gzip":
+		return kafka.Gzip
+	case "snappy":
+		return kafka.Snappy
+	case "lz4":
+		return kafka.Lz4
+	case "zstd":
+		return kafka.Zstd
+	}
+	return 0
+}
+
+// NewWriter returns an async Writer that reports each batch's outcome to
+// completion. Records must set Topic (the forwarder writes to the topic and
+// its DLQ through one Writer).
+func NewWriter(k config.Kafka, clientID string, completion func([]kafka.Message, error)) (*kafka.Writer, error) {
+	tr, err := Transport(k, clientID)
+	if err != nil {
+		return nil, err
+	}
+	return &kafka.Writer{
+		Addr:         kafka.TCP(k.Bootstrap...),
+		Balancer:     kafka.Murmur2Balancer{}, // same partition as the Java client for the same key
+		RequiredAcks: kafka.RequireAll,
+		Async:        true,
+		Completion:   completion,
+		BatchSize:    k.BatchSize,
+		BatchBytes:   int64(k.BatchBytes),
+		BatchTimeout: k.BatchTimeout,
+		Compression:  Compression(k.Compression),
+		// A few quick attempts inside kafka-go; the forwarder retries for ever above it.
+		MaxAttempts:     3,
+		WriteBackoffMin: 100 * time.Millisecond,
+		WriteBackoffMax: time.Second,
+		ReadTimeout:     10 * time.Second,
+		WriteTimeout:    10 * time.Second,
+		Transport:       tr,
+	}, nil
+}

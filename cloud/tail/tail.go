@@ -1,0 +1,148 @@
+// Package tail is `cloud-forwarder tail`: a Kafka consumer that prints the
+// readings on the topic as they arrive, for checks and demos. It replaces
+// the seed document's consumer, which called log.Fatal on the first bad
+// message: here a value that does not decode is reported on stderr and
+// skipped.
+//
+// It joins a consumer group (--group; a fresh random group by default, so
+// nothing is committed on a shared one) and starts at the latest offset
+// unless --from-beginning is given, like the seed's group.id and
+// auto.offset.reset.
+//
+// Example:
+//
+//	cloud-forwarder tail --from-beginning --json | jq .
+package tail
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/cloud/config"
+	"github.com/edgepipe/sensorpipe/cloud/kafkaout"
+)
+
+// ErrUsage is wrapped by errors in the command line.
+var ErrUsage = errors.New("usage error")
+
+// Run parses args and consumes until ctx is cancelled or --count readings were printed.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "optional YAML file with the forwarder's settings (env wins)")
+	group := fs.String("group", "", "consumer group id (default: a new random group)")
+	fromBeginning := fs.Bool("from-beginning", false, "start at the oldest offset (else the latest) when the group has no commit")
+	asJSON := fs.Bool("json", false, "print each record value (the wire-format JSON) on its own line")
+	topic := fs.String("topic", "", "topic to read (default KAFKA_TOPIC)")
+	count := fs.Int("count", 0, "exit after printing this many readings (0: run until interrupted)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
+	}
+	k, err := config.LoadKafka(*cfgPath, getenv)
+	if err != nil {
+		return err
+	}
+	if *topic == "" {
+		*topic = k.Topic
+	}
+	if *group == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		*group = "cloud-forwarder-tail-" + hex.EncodeToString(b[:])
+	}
+	d, err := kafkaout.Dialer(*k, "cloud-forwarder-tail")
+	if err != nil {
+		return err
+	}
+	start := kafka.LastOffset
+	if *fromBeginning {
+		start = kafka.FirstOffset
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:        k.Bootstrap,
+		GroupID:        *group,
+		Topic:          *topic,
+		Dialer:         d,
+		StartOffset:    start,
+		MinBytes:       1,
+		MaxBytes:       10 << 20,
+		MaxWait:        250 * time.Millisecond,
+		CommitInterval: time.Second,
+	})
+	defer r.Close()
+	printed := 0
+	for *count == 0 || printed < *count {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read %s: %w", *topic, err)
+		}
+		rd, err := reading.Decode(m.Value)
+		if err != nil {
+			fmt.Fprintf(stderr, "error: %s[%d]@%d: %v\n", m.Topic, m.Partition, m.Offset, err)
+			continue
+		}
+		if *asJSON {
+			_, err = fmt.Fprintf(stdout, "%s\n", m.Value)
+		} else {
+			_, err = stdout.Write(Line(nil, &rd, m.Partition, m.Offset))
+		}
+		if err != nil {
+			return err
+		}
+		printed++
+	}
+	return nil
+}
+
+// Line formats one reading for people:
+//
+//	2026-11-25T10:15:02.125Z pi-greenhouse-1 seq=48213 bme280-0x76 humidity_pct=48.2 temperature_c=21.43 p=3 off=1207
+func Line(dst []byte, r *reading.Reading, partition int, offset int64) []byte {
+	dst = r.TS.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
+	dst = append(dst, ' ')
+	dst = append(dst, r.DeviceID...)
+	dst = append(dst, " seq="...)
+	dst = strconv.AppendUint(dst, r.Seq, 10)
+	dst = append(dst, ' ')
+	dst = append(dst, r.Sensor...)
+	if !r.TimeSynced {
+		dst = append(dst, " (clock not synced)"...)
+	}
+	keys := make([]string, 0, len(r.Values))
+	for k := range r.Values {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		dst = append(dst, ' ')
+		dst = append(dst, k...)
+		dst = append(dst, '=')
+		dst = strconv.AppendFloat(dst, r.Values[k], 'g', -1, 64)
+	}
+	dst = append(dst, " p="...)
+	dst = strconv.AppendInt(dst, int64(partition), 10)
+	dst = append(dst, " off="...)
+	dst = strconv.AppendInt(dst, offset, 10)
+	return append(dst, '\n')
+}
