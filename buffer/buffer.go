@@ -187,9 +187,8 @@ func boltOptions(readOnly bool, timeout time.Duration) *bolt.Options {
 
 // openChecked opens path read-write, creates the buckets and checks the
 // file. Errors caused by the file's content wrap ErrCorrupt.
-func openChecked(path string, opts Options) (db *bolt.DB, err error) {
-	defer guard(&err)()
-	db, err = bolt.Open(path, 0o600, boltOptions(false, opts.LockTimeout))
+func openChecked(path string, opts Options) (*bolt.DB, error) {
+	db, err := openBolt(path, boltOptions(false, opts.LockTimeout))
 	if err != nil {
 		return nil, classifyOpenErr(path, err)
 	}
@@ -218,6 +217,11 @@ func initAndCheck(db *bolt.DB, path string, opts Options) (err error) {
 	return db.View(func(tx *bolt.Tx) error { return checkTx(tx, path, full) })
 }
 
+func viewGuarded(db *bolt.DB, fn func(tx *bolt.Tx) error) (err error) {
+	defer guard(&err)()
+	return db.View(fn)
+}
+
 // classifyOpenErr tells a damaged file (move it aside) from a problem of the
 // environment (permissions, lock, full disk), which moving would not fix.
 func classifyOpenErr(path string, err error) error {
@@ -235,19 +239,18 @@ func classifyOpenErr(path string, err error) error {
 // It waits at most timeout for the lock and returns ErrLocked while the
 // agent holds the file. A missing file is an error wrapping fs.ErrNotExist.
 // A damaged file is reported (ErrCorrupt), never moved.
-func OpenReadOnly(path string, timeout time.Duration) (b *Buffer, err error) {
+func OpenReadOnly(path string, timeout time.Duration) (*Buffer, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("open buffer %s: %w", path, err)
 	}
 	if timeout <= 0 {
 		timeout = 500 * time.Millisecond
 	}
-	defer guard(&err)()
-	db, err := bolt.Open(path, 0o600, boltOptions(true, timeout))
+	db, err := openBolt(path, boltOptions(true, timeout))
 	if err != nil {
 		return nil, classifyOpenErr(path, err)
 	}
-	if err := db.View(func(tx *bolt.Tx) error { return checkTx(tx, path, false) }); err != nil {
+	if err := viewGuarded(db, func(tx *bolt.Tx) error { return checkTx(tx, path, false) }); err != nil {
 		_ = db.Close()
 		return nil, err
 	}

@@ -29,6 +29,29 @@ func guard(err *error) func() {
 	}
 }
 
+// openBolt is bolt.Open that survives a panic or memory fault inside it
+// (bbolt reads the freelist during Open) and then releases the file: the
+// descriptor, and with it the flock, would otherwise leak.
+func openBolt(path string, o *bolt.Options) (db *bolt.DB, err error) {
+	var f *os.File
+	o.OpenFile = func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		ff, err := os.OpenFile(name, flag, perm)
+		f = ff
+		return ff, err
+	}
+	defer func() {
+		if db == nil && f != nil {
+			// bbolt's mmap still references the open file, which keeps the
+			// flock alive after close; unlock explicitly. The mapping itself
+			// leaks until exit (bbolt does not tell us its address).
+			_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+			_ = f.Close() // an error if bbolt already closed it
+		}
+	}()
+	defer guard(&err)()
+	return bolt.Open(path, 0o600, o)
+}
+
 // isEnvErrno reports errors of the machine, not of the file's content.
 func isEnvErrno(err error) bool {
 	for _, e := range []syscall.Errno{syscall.ENOSPC, syscall.EROFS, syscall.EIO, syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM, syscall.EAGAIN} {
@@ -176,12 +199,12 @@ func recoverCorrupt(path string, opts Options, cause error) (*bolt.DB, error) {
 
 // salvageSequence reads the highest seq a damaged file had handed out.
 func salvageSequence(path string) (seq uint64, err error) {
-	defer guard(&err)()
-	db, err := bolt.Open(path, 0o600, boltOptions(true, time.Second))
+	db, err := openBolt(path, boltOptions(true, time.Second))
 	if err != nil {
 		return 0, err
 	}
 	defer db.Close()
+	defer guard(&err)()
 	err = db.View(func(tx *bolt.Tx) error {
 		rb := tx.Bucket([]byte(bucketReadings))
 		if rb == nil {
