@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/drivers/bme280"
 	"github.com/edgepipe/sensorpipe/drivers/dht"
+	"github.com/edgepipe/sensorpipe/drivers/ds18b20"
 	"github.com/edgepipe/sensorpipe/drivers/sim"
 )
 
@@ -218,6 +219,8 @@ func Open(spec Spec, env Env) (Sensor, error) {
 			return nil, fmt.Errorf("sensor %s: %w", spec.Name, err)
 		}
 		return s, nil
+	case "ds18b20":
+		return ds18b20.New(spec.Name, ds18b20.Opts{SysfsRoot: env.SysfsRoot, ID: spec.W1ID, Logger: env.Logger}), nil
 	}
 	return nil, fmt.Errorf("sensor %s: driver %s: %w", spec.Name, spec.Driver, ErrNotImplemented)
 }

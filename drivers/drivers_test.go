@@ -107,3 +107,15 @@ func TestOpenDHT(t *testing.T) {
 		t.Fatalf("dht sensor does not count failures: %T", s)
 	}
 }
+
+func TestOpenDS18B20(t *testing.T) {
+	s, err := Open(Spec{Name: "ds18b20-1", Driver: "ds18b20", W1ID: "auto"}, Env{SysfsRoot: "ds18b20/testdata/good"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := s.Read(context.Background())
+	if err != nil || v["temperature_c"] != 23.125 || s.Kind() != "ds18b20" || s.Name() != "ds18b20-1" {
+		t.Fatalf("Read = %v, %v", v, err)
+	}
+}
