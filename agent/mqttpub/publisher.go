@@ -1,0 +1,404 @@
+package mqttpub
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgepipe/sensorpipe/agent/config"
+	"github.com/edgepipe/sensorpipe/buffer"
+)
+
+// Queue is what the publisher needs from the buffer.
+type Queue interface {
+	// Peek returns up to n oldest records with Seq > after, oldest first.
+	Peek(after uint64, n int) ([]buffer.Record, error)
+	// Delete removes acknowledged records.
+	Delete(ctx context.Context, seqs ...uint64) error
+	// Wait blocks until a record with Seq > after exists.
+	Wait(ctx context.Context, after uint64) error
+}
+
+// Options configures a Publisher. Zero values mean the defaults noted.
+type Options struct {
+	URL         string        // ssl://host:8883, tls://, mqtts://, tcp://, mqtt://
+	ClientID    string        // fixed, for the broker's persistent session; default DeviceID
+	Username    string        // empty: no credentials
+	Password    config.Secret // never logged
+	CAFile      string        // PEM bundle; empty: system roots
+	TLS         *tls.Config   // overrides CAFile (tests); MinVersion is raised to 1.2
+	DeviceID    string        // topic level and status topic
+	TopicPrefix string        // default "sensors"
+
+	KeepAlive      time.Duration // default 30s
+	PingTimeout    time.Duration // default 10s
+	ConnectTimeout time.Duration // default 15s
+	// AckTimeout drops a connection whose oldest publish has waited this
+	// long for its PUBACK. Default 2*KeepAlive+PingTimeout.
+	AckTimeout time.Duration
+	// WriteTimeout bounds each socket write, so a black-holed link
+	// fails the connection instead of blocking. Default KeepAlive+PingTimeout.
+	WriteTimeout time.Duration
+	MinBackoff   time.Duration // first reconnect delay, default 1s
+	MaxBackoff   time.Duration // cap of the exponential backoff, default 2m
+	// FlushTimeout is how long Run waits for PUBACKs of in-flight
+	// publishes after ctx is cancelled. Default 1.5s.
+	FlushTimeout time.Duration
+
+	Window int // in-flight QoS 1 publishes, default 2000 (at most 65535)
+	Batch  int // records per Peek, default 500
+
+	Logger  *slog.Logger // nil: discard
+	Metrics Metrics
+}
+
+// Metrics are updated by the publisher; nil fields are not updated.
+type Metrics struct {
+	Published     prometheus.Counter  // readings acknowledged by the broker
+	Latency       prometheus.Observer // seconds from publish to PUBACK
+	Connected     prometheus.Gauge    // 1 while connected
+	ConnectErrors prometheus.Counter  // failed connection attempts
+	Disconnects   prometheus.Counter  // connections lost
+}
+
+// Publisher drains a Queue to MQTT. Create it with New and call Run once.
+type Publisher struct {
+	o         Options
+	q         Queue
+	tls       *tls.Config
+	log       *slog.Logger
+	connected atomic.Bool
+	statusTop string
+	topics    map[string]string // sensor -> reading topic; used by the sender only
+}
+
+// New checks opts and returns a Publisher. It does not connect.
+func New(q Queue, o Options) (*Publisher, error) {
+	u, err := url.Parse(o.URL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("%w: url %q is not like ssl://host:8883", ErrOptions, o.URL)
+	}
+	if o.DeviceID == "" {
+		return nil, fmt.Errorf("%w: device id is empty", ErrOptions)
+	}
+	setDefaults(&o)
+	if o.Window > 65535 {
+		return nil, fmt.Errorf("%w: window %d exceeds MQTT's 65535 packet ids", ErrOptions, o.Window)
+	}
+	p := &Publisher{o: o, q: q, log: o.Logger, topics: map[string]string{}}
+	p.statusTop = o.TopicPrefix + "/" + o.DeviceID + "/status"
+	switch u.Scheme {
+	case "ssl", "tls", "mqtts", "tcps":
+		p.tls, err = tlsConfig(o)
+		if err != nil {
+			return nil, err
+		}
+	case "tcp", "mqtt":
+	default:
+		return nil, fmt.Errorf("%w: scheme %q", ErrOptions, u.Scheme)
+	}
+	return p, nil
+}
+
+func setDefaults(o *Options) {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if o.ClientID == "" {
+		o.ClientID = o.DeviceID
+	}
+	if o.TopicPrefix == "" {
+		o.TopicPrefix = "sensors"
+	}
+	def(&o.KeepAlive, 30*time.Second)
+	def(&o.PingTimeout, 10*time.Second)
+	def(&o.ConnectTimeout, 15*time.Second)
+	def(&o.AckTimeout, 2*o.KeepAlive+o.PingTimeout)
+	def(&o.WriteTimeout, o.KeepAlive+o.PingTimeout)
+	def(&o.MinBackoff, time.Second)
+	def(&o.MaxBackoff, 2*time.Minute)
+	def(&o.FlushTimeout, 1500*time.Millisecond)
+	if o.Window <= 0 {
+		o.Window = 2000
+	}
+	if o.Batch <= 0 {
+		o.Batch = 500
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func tlsConfig(o Options) (*tls.Config, error) {
+	var c *tls.Config
+	if o.TLS != nil {
+		c = o.TLS.Clone()
+	} else {
+		c = &tls.Config{}
+		if o.CAFile != "" {
+			pem, err := os.ReadFile(o.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("%w: ca file: %w", ErrOptions, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("%w: ca file %s holds no PEM certificate", ErrOptions, o.CAFile)
+			}
+			c.RootCAs = pool
+		}
+	}
+	if c.MinVersion < tls.VersionTLS12 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	return c, nil
+}
+
+// Connected reports whether the publisher has a broker connection now.
+func (p *Publisher) Connected() bool { return p.connected.Load() }
+
+// StatusTopic is the retained online/offline topic of this device.
+func (p *Publisher) StatusTopic() string { return p.statusTop }
+
+// Run connects, drains the queue and reconnects until ctx is cancelled. It
+// then waits briefly for in-flight PUBACKs, marks the device offline and
+// disconnects. It returns nil after a clean stop, or the queue's error.
+func (p *Publisher) Run(ctx context.Context) error {
+	attempt := 0
+	for ctx.Err() == nil {
+		s, err := p.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			delay := p.backoff(attempt)
+			attempt++
+			p.logConnectError(err, attempt, delay)
+			inc(p.o.Metrics.ConnectErrors)
+			select {
+			case <-ctx.Done():
+			case <-time.After(delay):
+			}
+			continue
+		}
+		attempt = 0
+		p.setConnected(true)
+		p.log.Info("mqtt connected", "url", p.o.URL, "client_id", p.o.ClientID)
+		err = s.run(ctx)
+		p.setConnected(false)
+		if errors.Is(err, errQueue) {
+			s.close(false)
+			return err
+		}
+		if ctx.Err() != nil {
+			s.close(true)
+			return nil
+		}
+		s.close(false)
+		inc(p.o.Metrics.Disconnects)
+		delay := p.backoff(0)
+		p.log.Warn("mqtt connection lost; readings stay buffered", "err", err, "retry_in", delay.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+	}
+	return nil
+}
+
+func (p *Publisher) setConnected(v bool) {
+	p.connected.Store(v)
+	if g := p.o.Metrics.Connected; g != nil {
+		if v {
+			g.Set(1)
+		} else {
+			g.Set(0)
+		}
+	}
+}
+
+// backoff is min*2^attempt capped at max, with "equal jitter": a random
+// value in [d/2, d), so many devices behind one outage do not reconnect
+// in lockstep.
+func (p *Publisher) backoff(attempt int) time.Duration {
+	d := p.o.MinBackoff
+	for i := 0; i < attempt && d < p.o.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, p.o.MaxBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (p *Publisher) logConnectError(err error, attempt int, delay time.Duration) {
+	hint := ""
+	var uerr x509.UnknownAuthorityError
+	var herr x509.HostnameError
+	var cerr *tls.CertificateVerificationError
+	switch {
+	case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword), errors.Is(err, packets.ErrorRefusedNotAuthorised):
+		hint = "the broker refused the credentials: check mqtt.username and mqtt.password_file / " + config.PasswordEnv
+	case errors.As(err, &uerr), errors.As(err, &cerr):
+		hint = "the broker's certificate is not trusted: check mqtt.ca_file (empty means system roots)"
+	case errors.As(err, &herr):
+		hint = "the broker's certificate does not match the host name in mqtt.url"
+	case errors.Is(err, packets.ErrorRefusedIDRejected):
+		hint = "the broker rejected the client id: check mqtt.client_id"
+	default:
+		var nerr net.Error
+		var operr *net.OpError
+		if errors.As(err, &nerr) || errors.As(err, &operr) {
+			hint = "cannot reach the broker: check mqtt.url and the network"
+		}
+	}
+	lvl := slog.LevelWarn
+	if attempt > 1 && attempt%10 != 0 {
+		lvl = slog.LevelDebug // the first failure and every tenth say it loudly
+	}
+	p.log.Log(context.Background(), lvl, "mqtt connect failed; readings stay buffered",
+		"url", p.o.URL, "err", err, "hint", hint, "attempt", attempt, "retry_in", delay.Round(time.Millisecond))
+}
+
+func inc(c prometheus.Counter) {
+	if c != nil {
+		c.Inc()
+	}
+}
+
+// session is one broker connection.
+type session struct {
+	p    *Publisher
+	c    mqtt.Client
+	lost chan error
+	mu   sync.Mutex
+	conn net.Conn // the raw connection, closed to break a stalled link
+}
+
+func (p *Publisher) connect(ctx context.Context) (*session, error) {
+	s := &session{p: p, lost: make(chan error, 1)}
+	o := mqtt.NewClientOptions().
+		AddBroker(p.o.URL).
+		SetClientID(p.o.ClientID).
+		SetProtocolVersion(4). // MQTT 3.1.1
+		SetCleanSession(false).
+		SetOrderMatters(false).
+		SetStore(mqtt.NewMemoryStore()).
+		SetKeepAlive(p.o.KeepAlive).
+		SetPingTimeout(p.o.PingTimeout).
+		SetConnectTimeout(p.o.ConnectTimeout).
+		SetWriteTimeout(p.o.WriteTimeout).
+		SetAutoReconnect(false). // Run reconnects, re-sending from the buffer
+		SetConnectRetry(false).
+		SetWill(p.statusTop, "offline", 1, true).
+		SetCustomOpenConnectionFn(s.dial).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			select {
+			case s.lost <- err:
+			default:
+			}
+		})
+	if p.o.Username != "" {
+		o.SetUsername(p.o.Username).SetPassword(p.o.Password.Reveal())
+	}
+	s.c = mqtt.NewClient(o)
+	tok := s.c.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		s.closeConn()
+		<-tok.Done()
+		return nil, ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		s.closeConn()
+		return nil, err
+	}
+	return s, nil
+}
+
+// dial opens the TCP (and TLS) connection for paho and keeps it, so a
+// stalled link can be closed from outside.
+func (s *session) dial(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
+	p := s.p
+	host := u.Host
+	if u.Port() == "" {
+		port := "1883"
+		if p.tls != nil {
+			port = "8883"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	d := &net.Dialer{Timeout: p.o.ConnectTimeout, KeepAlive: p.o.KeepAlive}
+	raw, err := d.Dial("tcp", host)
+	if err != nil {
+		return nil, err
+	}
+	var conn net.Conn = &deadlineConn{Conn: raw, timeout: p.o.WriteTimeout}
+	if p.tls != nil {
+		cfg := p.tls.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName = u.Hostname()
+		}
+		tc := tls.Client(conn, cfg)
+		_ = raw.SetDeadline(time.Now().Add(p.o.ConnectTimeout))
+		if err := tc.Handshake(); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		_ = raw.SetDeadline(time.Time{})
+		conn = tc
+	}
+	s.mu.Lock()
+	s.conn = raw
+	s.mu.Unlock()
+	return conn, nil
+}
+
+func (s *session) closeConn() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != nil {
+		s.conn.Close()
+	}
+}
+
+// deadlineConn bounds every write, so paho's writers (which set no
+// deadline) fail on a black-holed link instead of blocking forever.
+type deadlineConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *deadlineConn) Write(b []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
+
+// close ends the session: when clean, the device is marked offline first
+// (a clean DISCONNECT suppresses the will).
+func (s *session) close(clean bool) {
+	if clean && s.c.IsConnectionOpen() {
+		tok := s.c.Publish(s.p.statusTop, 1, true, "offline")
+		tok.WaitTimeout(500 * time.Millisecond)
+		s.c.Disconnect(250)
+	} else if s.c.IsConnectionOpen() {
+		s.c.Disconnect(0)
+	}
+	s.closeConn()
+}

@@ -1,0 +1,363 @@
+package mqttpub_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgepipe/sensorpipe/agent/config"
+	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
+	"github.com/edgepipe/sensorpipe/agent/mqttpub"
+	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+)
+
+const device = "pi-test-1"
+
+func openBuffer(t testing.TB) *buffer.Buffer {
+	t.Helper()
+	b, err := buffer.Open(filepath.Join(t.TempDir(), "buffer.db"), buffer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// appendN stores n readings spread over a few sensors, in batches.
+func appendN(t testing.TB, b *buffer.Buffer, n int) {
+	t.Helper()
+	const batch = 1000
+	for done := 0; done < n; {
+		k := min(batch, n-done)
+		rs := make([]*reading.Reading, k)
+		for i := range rs {
+			rs[i] = &reading.Reading{
+				DeviceID: device, Sensor: fmt.Sprintf("sim-%d", (done+i)%4), Kind: "sim",
+				TS: time.Now().UTC(), TimeSynced: true,
+				Values: map[string]float64{reading.Temperature: 20 + float64(i%10)/10},
+			}
+		}
+		if err := b.Append(context.Background(), rs...); err != nil {
+			t.Fatal(err)
+		}
+		done += k
+	}
+}
+
+// logBuf collects log output for assertions.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuf) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type runner struct {
+	p        *mqttpub.Publisher
+	cancel   context.CancelFunc
+	done     chan error
+	pub      prometheus.Counter
+	connErrs prometheus.Counter
+}
+
+func start(t *testing.T, q mqttpub.Queue, o mqttpub.Options) *runner {
+	t.Helper()
+	r := &runner{
+		pub:      prometheus.NewCounter(prometheus.CounterOpts{Name: "published"}),
+		connErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "connect_errors"}),
+		done:     make(chan error, 1),
+	}
+	o.DeviceID = device
+	o.Metrics.Published = r.pub
+	o.Metrics.ConnectErrors = r.connErrs
+	if o.MinBackoff == 0 {
+		o.MinBackoff = 20 * time.Millisecond
+		o.MaxBackoff = 300 * time.Millisecond
+	}
+	p, err := mqttpub.New(q, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.p = p
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- p.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+func (r *runner) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		r.done <- nil // later stops return at once
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s of cancel")
+	}
+}
+
+func waitEmpty(t *testing.T, b *buffer.Buffer, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := b.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Count == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("buffer still holds %d readings after %v", st.Count, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDrainsBacklogThenLiveReadings(t *testing.T) {
+	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{})
+	cnt := mqtttest.NewCounter()
+	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: br.URL()})
+	b := openBuffer(t)
+	appendN(t, b, 5000)
+
+	r := start(t, b, mqttpub.Options{URL: br.URL()})
+	cnt.WaitAll(t, device, 5000, 30*time.Second)
+	appendN(t, b, 500) // live readings while connected
+	cnt.WaitAll(t, device, 5500, 10*time.Second)
+	waitEmpty(t, b, 5*time.Second)
+
+	if !r.p.Connected() {
+		t.Error("Connected() = false while draining")
+	}
+	if got := br.Retained("sensors/" + device + "/status"); got != "online" {
+		t.Errorf("retained status = %q, want online", got)
+	}
+	rep := cnt.Report(device)
+	if rep.MissingCount != 0 || len(rep.Bad) != 0 || rep.Duplicates != 0 {
+		t.Errorf("report %+v; want no missing, no bad, no duplicates on a clean run", rep)
+	}
+	if got := testutil.ToFloat64(r.pub); got != 5500 {
+		t.Errorf("published metric = %v, want 5500", got)
+	}
+	r.stop(t)
+	if got := br.Retained("sensors/" + device + "/status"); got != "offline" {
+		t.Errorf("retained status after stop = %q, want offline", got)
+	}
+}
+
+func TestOrderPerSensorIsKept(t *testing.T) {
+	var mu sync.Mutex
+	last := map[string]uint64{}
+	var disorder []string
+	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{
+		Filter: "sensors/+/+/reading",
+		Inline: func(topic string, payload []byte) {
+			r, err := reading.Decode(payload)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if r.Seq <= last[r.Sensor] {
+				disorder = append(disorder, fmt.Sprintf("%s: %d after %d", r.Sensor, r.Seq, last[r.Sensor]))
+			}
+			last[r.Sensor] = r.Seq
+		},
+	})
+	b := openBuffer(t)
+	appendN(t, b, 3000)
+	start(t, b, mqttpub.Options{URL: br.URL(), Window: 500})
+	waitEmpty(t, b, 20*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(disorder) > 0 {
+		t.Fatalf("%d out-of-order readings, first %v", len(disorder), disorder[:min(5, len(disorder))])
+	}
+}
+
+func TestTLSWithPasswordAndCAFile(t *testing.T) {
+	ca := mqtttest.NewCA(t)
+	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{TLS: ca.Server, Users: map[string]string{device: "s3cret-pass", "counter": "c"}})
+	cnt := mqtttest.NewCounter()
+	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: br.TLSURL(), TLS: ca.Client(), Username: "counter", Password: "c"})
+	b := openBuffer(t)
+	appendN(t, b, 1000)
+	var logs logBuf
+	start(t, b, mqttpub.Options{URL: br.TLSURL(), CAFile: ca.CAFile, Username: device, Password: config.Secret("s3cret-pass"), Logger: logs.logger()})
+	cnt.WaitAll(t, device, 1000, 20*time.Second)
+	if strings.Contains(logs.String(), "s3cret-pass") {
+		t.Fatal("password in the log")
+	}
+}
+
+// TestConnectFailures: each broken setup logs a clear line, retries with
+// backoff, keeps the readings, and never ends Run.
+func TestConnectFailures(t *testing.T) {
+	ca := mqtttest.NewCA(t)
+	other := mqtttest.NewCA(t) // a CA the broker's certificate does not chain to
+	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{TLS: ca.Server, Users: map[string]string{device: "right"}})
+	for _, tc := range []struct {
+		name string
+		o    mqttpub.Options
+		hint string
+	}{
+		{"bad credentials", mqttpub.Options{URL: br.TLSURL(), CAFile: ca.CAFile, Username: device, Password: "wrong-password"}, "mqtt.username"},
+		{"wrong CA", mqttpub.Options{URL: br.TLSURL(), CAFile: other.CAFile, Username: device, Password: "right"}, "mqtt.ca_file"},
+		{"unreachable host", mqttpub.Options{URL: "tcp://127.0.0.1:1", ConnectTimeout: time.Second}, "cannot reach the broker"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := openBuffer(t)
+			appendN(t, b, 100)
+			var logs logBuf
+			tc.o.Logger = logs.logger()
+			tc.o.MinBackoff, tc.o.MaxBackoff = 50*time.Millisecond, 400*time.Millisecond
+			r := start(t, b, tc.o)
+			time.Sleep(1500 * time.Millisecond)
+			select {
+			case err := <-r.done:
+				t.Fatalf("Run returned %v; it must keep retrying", err)
+			default:
+			}
+			out := logs.String()
+			if !strings.Contains(out, "mqtt connect failed") || !strings.Contains(out, tc.hint) {
+				t.Fatalf("log lacks a clear line with %q:\n%s", tc.hint, out)
+			}
+			if strings.Contains(out, "wrong-password") || strings.Contains(out, "right") && tc.name != "unreachable host" && strings.Contains(out, "=right") {
+				t.Fatal("password in the log")
+			}
+			attempts := testutil.ToFloat64(r.connErrs)
+			// 1.5s with delays growing 25-50ms, 50-100, 100-200, 200-400, then capped:
+			// a handful of attempts, not a busy loop.
+			if attempts < 3 || attempts > 15 {
+				t.Fatalf("%v connect attempts in 1.5s; want backoff between 3 and 15", attempts)
+			}
+			if st, _ := b.Stats(); st.Count != 100 {
+				t.Fatalf("buffer holds %d readings, want all 100 kept", st.Count)
+			}
+			if r.p.Connected() {
+				t.Fatal("Connected() = true")
+			}
+		})
+	}
+}
+
+// steady appends readings at about rate per second until ctx ends and
+// returns how many it appended.
+func steady(ctx context.Context, t *testing.T, b *buffer.Buffer, rate int) <-chan int {
+	out := make(chan int, 1)
+	go func() {
+		n := 0
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				out <- n
+				return
+			case <-tick.C:
+			}
+			r := &reading.Reading{DeviceID: device, Sensor: "sim-steady", Kind: "sim", TS: time.Now().UTC(), TimeSynced: true,
+				Values: map[string]float64{reading.Temperature: 21}}
+			if err := b.Append(context.Background(), r); err != nil {
+				t.Error(err)
+				out <- n
+				return
+			}
+			n++
+		}
+	}()
+	return out
+}
+
+func TestBrokerOutage(t *testing.T) {
+	cnt := mqtttest.NewCounter()
+	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{Inline: cnt.Add, Filter: "sensors/+/+/reading"})
+	b := openBuffer(t)
+	var logs logBuf
+	r := start(t, b, mqttpub.Options{URL: br.URL(), KeepAlive: time.Second, PingTimeout: time.Second, Logger: logs.logger()})
+	ctx, stopGen := context.WithCancel(context.Background())
+	gen := steady(ctx, t, b, 200)
+
+	time.Sleep(time.Second)
+	br.Stop()
+	time.Sleep(2 * time.Second)
+	if st, _ := b.Stats(); st.Count < 200 {
+		t.Errorf("only %d readings buffered during the outage", st.Count)
+	}
+	br.Start()
+	time.Sleep(time.Second)
+	stopGen()
+	n := <-gen
+	cnt.WaitAll(t, device, uint64(n), 20*time.Second)
+	waitEmpty(t, b, 5*time.Second)
+	rep := cnt.Report(device)
+	t.Logf("outage: %d readings, %d duplicates", n, rep.Duplicates)
+	if rep.MaxSeq != uint64(n) || rep.Duplicates > n/10 {
+		t.Fatalf("report %+v for %d readings", rep, n)
+	}
+	if !strings.Contains(logs.String(), "mqtt connection lost") {
+		t.Errorf("no log line for the lost connection:\n%s", logs.String())
+	}
+	_ = r
+}
+
+func TestBlackholedLink(t *testing.T) {
+	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{})
+	cnt := mqtttest.NewCounter()
+	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: br.URL()}) // direct, not through the proxy
+	px := mqtttest.NewProxy(t, br.Addr)
+	b := openBuffer(t)
+	var logs logBuf
+	start(t, b, mqttpub.Options{URL: "tcp://" + px.Addr, KeepAlive: time.Second, PingTimeout: time.Second,
+		AckTimeout: 2 * time.Second, ConnectTimeout: time.Second, Logger: logs.logger()})
+	ctx, stopGen := context.WithCancel(context.Background())
+	gen := steady(ctx, t, b, 200)
+
+	time.Sleep(time.Second)
+	px.Blackhole(true)
+	time.Sleep(4 * time.Second)
+	px.Blackhole(false)
+	time.Sleep(time.Second)
+	stopGen()
+	n := <-gen
+	cnt.WaitAll(t, device, uint64(n), 30*time.Second)
+	waitEmpty(t, b, 5*time.Second)
+	rep := cnt.Report(device)
+	t.Logf("black hole: %d readings, %d duplicates", n, rep.Duplicates)
+	if rep.MaxSeq != uint64(n) || rep.Duplicates > n/5 {
+		t.Fatalf("report %+v for %d readings", rep, n)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "mqtt connection lost") && !strings.Contains(out, "no PUBACK in time") {
+		t.Errorf("no log line for the dead link:\n%s", out)
+	}
+}

@@ -1,0 +1,196 @@
+package mqttpub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// errQueue marks errors from the Queue, which end Run (the buffer is gone).
+var errQueue = errors.New("buffer")
+
+type pending struct {
+	seq  uint64
+	tok  mqtt.Token
+	sent time.Time
+}
+
+// run publishes "online", then drains the queue until the connection is
+// lost (error) or ctx is cancelled (nil, after waiting for in-flight acks).
+func (s *session) run(ctx context.Context) error {
+	p := s.p
+	connCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case err := <-s.lost:
+			cancel(fmt.Errorf("%w: %w", ErrConnectionLost, err))
+		case <-connCtx.Done():
+		}
+	}()
+
+	online := s.c.Publish(p.statusTop, 1, true, "online")
+	select {
+	case <-online.Done():
+		if err := online.Error(); err != nil {
+			return fmt.Errorf("publish online status: %w", err)
+		}
+	case <-connCtx.Done():
+		return s.cause(connCtx)
+	case <-time.After(p.o.AckTimeout):
+		s.closeConn()
+		return fmt.Errorf("publish online status: %w", ErrAckTimeout)
+	}
+
+	inflight := make(chan pending, p.o.Window)
+	abort := make(chan struct{})
+	ackErr := make(chan error, 1)
+	go func() { ackErr <- s.acker(inflight, abort) }()
+
+	sendErr := s.sender(connCtx, inflight)
+	close(inflight)
+	if ctx.Err() != nil && context.Cause(connCtx) == ctx.Err() {
+		// Shutdown: give in-flight publishes a moment to be acknowledged
+		// so they are not sent again after the restart.
+		t := time.AfterFunc(p.o.FlushTimeout, func() { close(abort) })
+		err := <-ackErr
+		t.Stop()
+		if errors.Is(err, errQueue) {
+			return err
+		}
+		return nil
+	}
+	close(abort)
+	err := <-ackErr
+	if sendErr != nil && !errors.Is(sendErr, context.Canceled) {
+		return sendErr
+	}
+	if errors.Is(err, errQueue) {
+		return err
+	}
+	if c := s.cause(connCtx); c != nil {
+		return c
+	}
+	return err
+}
+
+func (s *session) cause(ctx context.Context) error {
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return ctx.Err()
+}
+
+// sender peeks past everything in flight and publishes, blocking while the
+// window is full.
+func (s *session) sender(ctx context.Context, inflight chan<- pending) error {
+	p := s.p
+	var after uint64
+	for ctx.Err() == nil {
+		n := min(p.o.Batch, cap(inflight)-len(inflight))
+		n = max(n, 1)
+		recs, err := p.q.Peek(after, n)
+		if err != nil {
+			return fmt.Errorf("%w: peek: %w", errQueue, err)
+		}
+		if len(recs) == 0 {
+			if err := p.q.Wait(ctx, after); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("%w: wait: %w", errQueue, err)
+			}
+			continue
+		}
+		for _, r := range recs {
+			tok := s.c.Publish(p.topic(r.Sensor), 1, false, r.Payload)
+			select {
+			case inflight <- pending{seq: r.Seq, tok: tok, sent: time.Now()}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			after = r.Seq
+		}
+	}
+	return ctx.Err()
+}
+
+func (p *Publisher) topic(sensor string) string {
+	t, ok := p.topics[sensor]
+	if !ok {
+		t = p.o.TopicPrefix + "/" + p.o.DeviceID + "/" + sensor + "/reading"
+		p.topics[sensor] = t
+	}
+	return t
+}
+
+// acker waits for PUBACKs in publish order and deletes acknowledged
+// records in batches. It flushes before it blocks, so a record is deleted
+// soon after its PUBACK even when the next one is slow.
+func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) error {
+	p := s.p
+	batch := make([]uint64, 0, p.o.Window)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.q.Delete(ctx, batch...); err != nil {
+			return fmt.Errorf("%w: delete: %w", errQueue, err)
+		}
+		if c := p.o.Metrics.Published; c != nil {
+			c.Add(float64(len(batch)))
+		}
+		batch = batch[:0]
+		return nil
+	}
+	stall := time.NewTimer(time.Hour)
+	defer stall.Stop()
+	for {
+		var e pending
+		var ok bool
+		select {
+		case e, ok = <-inflight:
+		default:
+			if err := flush(); err != nil {
+				return err
+			}
+			select {
+			case e, ok = <-inflight:
+			case <-abort:
+				return nil
+			}
+		}
+		if !ok {
+			return flush()
+		}
+		select {
+		case <-e.tok.Done():
+		default:
+			if err := flush(); err != nil {
+				return err
+			}
+			stall.Reset(time.Until(e.sent.Add(p.o.AckTimeout)))
+			select {
+			case <-e.tok.Done():
+			case <-abort:
+				return nil
+			case <-stall.C:
+				p.log.Warn("no PUBACK in time; dropping the connection", "seq", e.seq, "waited", time.Since(e.sent).Round(time.Millisecond))
+				s.closeConn()
+				return ErrAckTimeout
+			}
+		}
+		if err := e.tok.Error(); err != nil {
+			if ferr := flush(); ferr != nil {
+				return ferr
+			}
+			return fmt.Errorf("publish seq %d: %w", e.seq, err)
+		}
+		if o := p.o.Metrics.Latency; o != nil {
+			o.Observe(time.Since(e.sent).Seconds())
+		}
+		batch = append(batch, e.seq)
+	}
+}
