@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/edgepipe/sensorpipe/agent/cli"
+	"github.com/edgepipe/sensorpipe/agent/sensorscmd"
 )
 
 // version is set at link time: -ldflags "-X main.version=$(git describe)".
@@ -18,8 +19,10 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	app := cli.App{
-		Version:  version,
-		Commands: map[string]cli.Command{},
+		Version: version,
+		Commands: map[string]cli.Command{
+			"sensors": sensorscmd.Run,
+		},
 	}
 	err := app.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
