@@ -132,7 +132,7 @@ func TestJSONWithFailures(t *testing.T) {
 	for name, want := range map[string]string{
 		"ds18b20-2":   "ds18b20 ds18b20-2: power-on reset value 85 °C",
 		"flaky":       "sim: injected failure (fail_rate)",
-		"bme280-0x76": `sensor bme280-0x76: bme280 bus 97 addr 0x76: open I2C bus`,
+		"bme280-0x76": `sensor bme280-0x76: bme280 bus 97 addr 0x76: I2C bus error: no /dev/i2c-97`,
 	} {
 		r := byName[name]
 		if r.OK || r.Values != nil || !strings.Contains(r.Error, want) {

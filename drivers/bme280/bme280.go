@@ -17,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -80,7 +82,14 @@ func Open(name, busName string, addr uint16, opts Opts) (*Sensor, error) {
 	if err := hostInit(); err != nil {
 		return nil, fmt.Errorf("bme280 %s: periph host init: %w: %w", where, ErrBus, err)
 	}
-	bus, err := i2creg.Open(strings.TrimPrefix(busName, "/dev/i2c-"))
+	num := strings.TrimPrefix(busName, "/dev/i2c-")
+	// periph's own message for a missing bus blames Init(); say what is missing.
+	if _, err := strconv.Atoi(num); err == nil {
+		if _, err := os.Stat("/dev/i2c-" + num); err != nil {
+			return nil, fmt.Errorf("bme280 %s: %w: no /dev/i2c-%s (enable I2C with dtparam=i2c_arm=on in config.txt and reboot)", where, ErrBus, num)
+		}
+	}
+	bus, err := i2creg.Open(num)
 	if err != nil {
 		return nil, fmt.Errorf("bme280 %s: open I2C bus (is I2C enabled? dtparam=i2c_arm=on in config.txt): %w: %w", where, ErrBus, err)
 	}
