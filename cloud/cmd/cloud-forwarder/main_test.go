@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
+)
+
+// binPath is the cloud-forwarder binary built once by TestMain.
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cloud-forwarder-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "cloud-forwarder")
+	build := exec.Command("go", "build", "-o", binPath, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects a child's output safely.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	addr string
+	log  *syncBuffer
+	done chan error
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// spawn starts the real binary with env and waits for /readyz.
+func spawn(t *testing.T, env map[string]string) *proc {
+	t.Helper()
+	p := &proc{addr: freeAddr(t), log: &syncBuffer{}, done: make(chan error, 1)}
+	env["FORWARDER_LISTEN"] = p.addr
+	p.cmd = exec.Command(binPath, "run")
+	p.cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	for k, v := range env {
+		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+	}
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("forwarder log:\n%s", p.log)
+		}
+		p.done <- nil // let a second cleanup of the same proc pass
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + p.addr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("forwarder not ready; log:\n%s", p.log)
+	return nil
+}
+
+func metric(addr, name string) float64 {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return -1
+}
+
+// TestCrashAndRestart SIGKILLs the forwarder mid-stream and restarts it with
+// the same client id: the broker redelivers what was not acked, so nothing
+// is missing; duplicates are allowed and counted.
+func TestCrashAndRestart(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{MaxInflight: 10000})
+	k := testkit.StartKafka(t, pki)
+	env := testkit.Env(b, k, pki, "fwd-crash")
+	p1 := spawn(t, env)
+
+	devs := testkit.Devices(5)
+	const n = 600
+	pub := testkit.NewPublisher(t, b, pki, "pub-crash")
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for s := uint64(1); s <= n; s += 20 {
+			pub.PublishReadings(t, devs, s, s+19)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	// Kill while messages are in flight (received, not yet acked), a third of the way in.
+	for metric(p1.addr, "forwarder_produced_total") < float64(len(devs)*n/3) || metric(p1.addr, "forwarder_in_flight") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("forwarder made no progress")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if err := p1.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p1.done
+	p1.done <- nil
+	killedAt := metric(p1.addr, "forwarder_produced_total") // -1: gone
+	<-published
+
+	p2 := spawn(t, env)
+	recs := k.ReadN(t, testkit.Topic, len(devs)*n, 60*time.Second, 500*time.Millisecond)
+	seen := map[string]int{}
+	for _, r := range recs {
+		rd, err := reading.Decode(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[rd.DeviceID+"/"+strconv.FormatUint(rd.Seq, 10)]++
+	}
+	missing, dups := 0, 0
+	for _, d := range devs {
+		for s := 1; s <= n; s++ {
+			c := seen[d+"/"+strconv.Itoa(s)]
+			if c == 0 {
+				missing++
+			}
+			dups += max(c-1, 0)
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%d readings missing after SIGKILL and restart (%d records read)", missing, len(recs))
+	}
+	t.Logf("SIGKILL mid-stream: %d records for %d readings, %d duplicates (killed process answered %v)",
+		len(recs), len(devs)*n, dups, killedAt)
+
+	// Graceful stop: SIGTERM, exit 0 within 10 s.
+	start := time.Now()
+	if err := p2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p2.done:
+		p2.done <- nil
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p2.log)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit within 10 s of SIGTERM")
+	}
+	t.Logf("SIGTERM to exit: %v", time.Since(start).Round(time.Millisecond))
+	for _, secret := range []string{testkit.MQTTPassword, testkit.KafkaSecret} {
+		if strings.Contains(p2.log.String(), secret) || strings.Contains(p1.log.String(), secret) {
+			t.Errorf("a secret appears in the log")
+		}
+	}
+	if !strings.HasPrefix(p2.log.String(), "{") {
+		t.Errorf("log is not JSON when not on a terminal: %.200s", p2.log)
+	}
+}
+
+// TestSIGTERMWhileKafkaDown stops the forwarder while it holds messages Kafka
+// cannot take: it waits FORWARDER_SHUTDOWN_TIMEOUT, acks nothing, exits 1
+// well within 10 s, and after a restart nothing is missing.
+func TestSIGTERMWhileKafkaDown(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{})
+	k := testkit.StartKafka(t, pki)
+	env := testkit.Env(b, k, pki, "fwd-term")
+	env["FORWARDER_SHUTDOWN_TIMEOUT"] = "3s"
+	p := spawn(t, env)
+	devs := testkit.Devices(3)
+	pub := testkit.NewPublisher(t, b, pki, "pub-term")
+	k.Cut()
+	pub.PublishReadings(t, devs, 1, 50)
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	var err error
+	select {
+	case err = <-p.done:
+		p.done <- nil
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit within 10 s of SIGTERM")
+	}
+	var ee *exec.ExitError
+	// Kafka never came back, so the in-flight records could not be flushed: exit 1, nothing acked.
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit = %v, want status 1 (unflushed records reported)", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %v with a 3s shutdown timeout", d)
+	}
+	k.Restore()
+	spawn(t, env)
+	recs := k.ReadN(t, testkit.Topic, len(devs)*50, 30*time.Second, 200*time.Millisecond)
+	if len(recs) < len(devs)*50 {
+		t.Fatalf("%d of %d readings after restart", len(recs), len(devs)*50)
+	}
+}
+
+func TestConfigErrorExit2(t *testing.T) {
+	cmd := exec.CommandContext(context.Background(), binPath, "run")
+	cmd.Env = []string{"HIVEMQ_URL=ssl://broker.example.com:8883", "CONFLUENT_API_SECRET=hunter2"}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit = %v, want 2", err)
+	}
+	if !strings.Contains(string(out), "CONFLUENT_BOOTSTRAP_SERVER_SASL") || strings.Contains(string(out), "hunter2") {
+		t.Fatalf("output should name the variable and no secret: %s", out)
+	}
+}
