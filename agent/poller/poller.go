@@ -1,0 +1,195 @@
+// Package poller reads each configured sensor on its own schedule and
+// appends every good reading to the buffer.
+//
+// Each sensor has its own goroutine and a timer aligned to multiples of its
+// interval (a 10s sensor reads at :00, :10, :20 ...), so the schedule never
+// drifts, one sensor's reads never overlap, and a slow or hung sensor only
+// delays itself: when a read overruns, the ticks it missed are skipped.
+// Reads have a timeout of one interval (at most 30s). Errors are counted per
+// sensor and logged at most once a minute per sensor. A sensor that fails to
+// open is retried on its schedule.
+//
+// It does not publish or store anything itself: readings go to an Appender.
+//
+//	err := poller.Run(ctx, poller.Options{DeviceID: "pi-1", Sensors: cfg.Sensors,
+//		Open: open, Buffer: buf, Clock: clk})
+package poller
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/drivers"
+)
+
+// Appender stores readings durably (the buffer).
+type Appender interface {
+	Append(ctx context.Context, rs ...*reading.Reading) error
+}
+
+// Clock stamps readings (agent/clock).
+type Clock interface {
+	Now() (ts time.Time, synced bool)
+}
+
+// Options configures Run.
+type Options struct {
+	DeviceID string
+	Sensors  []drivers.Spec
+	Open     func(drivers.Spec) (drivers.Sensor, error)
+	Buffer   Appender
+	Clock    Clock
+	Logger   *slog.Logger // nil: discard
+	Metrics  Metrics
+	// ErrorLogEvery limits error logs per sensor; default 1 minute.
+	ErrorLogEvery time.Duration
+	// MaxReadTimeout caps the per-read timeout (one interval); default 30s.
+	MaxReadTimeout time.Duration
+}
+
+// Metrics are counted per sensor name; nil fields are not updated.
+type Metrics struct {
+	Readings *prometheus.CounterVec // label "sensor": good readings stored
+	Errors   *prometheus.CounterVec // label "sensor": failed opens, reads and appends
+}
+
+// Run polls every sensor until ctx is cancelled, then closes the sensors
+// and returns nil. Sensor errors never end Run.
+func Run(ctx context.Context, o Options) error {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ErrorLogEvery <= 0 {
+		o.ErrorLogEvery = time.Minute
+	}
+	if o.MaxReadTimeout <= 0 {
+		o.MaxReadTimeout = 30 * time.Second
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	for _, spec := range o.Sensors {
+		s := &sensorLoop{o: &o, spec: spec, log: o.Logger.With("sensor", spec.Name)}
+		if o.Metrics.Readings != nil {
+			s.readings = o.Metrics.Readings.WithLabelValues(spec.Name)
+		}
+		if o.Metrics.Errors != nil {
+			s.errors = o.Metrics.Errors.WithLabelValues(spec.Name)
+		}
+		g.Go(func() error { s.run(ctx); return nil })
+	}
+	return g.Wait()
+}
+
+type sensorLoop struct {
+	o        *Options
+	spec     drivers.Spec
+	log      *slog.Logger
+	readings prometheus.Counter
+	errors   prometheus.Counter
+	sensor   drivers.Sensor
+
+	failing    bool
+	lastLog    time.Time
+	suppressed int
+}
+
+// nextTick returns the first multiple of interval after now.
+func nextTick(now time.Time, interval time.Duration) time.Time {
+	return now.Truncate(interval).Add(interval)
+}
+
+func (s *sensorLoop) run(ctx context.Context) {
+	defer func() {
+		if s.sensor != nil {
+			if err := s.sensor.Close(); err != nil {
+				s.log.Warn("close sensor", "err", err)
+			}
+		}
+	}()
+	iv := s.spec.Interval
+	next := nextTick(time.Now(), iv)
+	timer := time.NewTimer(time.Until(next))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		s.poll(ctx)
+		now := time.Now()
+		next = next.Add(iv)
+		if wait := next.Sub(now); wait <= 0 || wait > iv {
+			// The read overran (skip the missed ticks) or the wall clock
+			// was stepped: realign to the next multiple.
+			next = nextTick(now, iv)
+		}
+		timer.Reset(time.Until(next))
+	}
+}
+
+func (s *sensorLoop) poll(ctx context.Context) {
+	if s.sensor == nil {
+		sn, err := s.o.Open(s.spec)
+		if err != nil {
+			s.fail("open sensor", err)
+			return
+		}
+		s.sensor = sn
+		s.log.Info("sensor opened", "kind", sn.Kind(), "interval", s.spec.Interval)
+	}
+	rctx, cancel := context.WithTimeout(ctx, min(s.spec.Interval, s.o.MaxReadTimeout))
+	vals, err := s.sensor.Read(rctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		s.fail("read sensor", err)
+		return
+	}
+	ts, synced := s.o.Clock.Now()
+	r := &reading.Reading{
+		DeviceID: s.o.DeviceID, Sensor: s.spec.Name, Kind: s.sensor.Kind(),
+		TS: ts, TimeSynced: synced, Values: vals,
+	}
+	// The append is not cancelled by ctx: a reading taken is stored.
+	if err := s.o.Buffer.Append(context.WithoutCancel(ctx), r); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		s.fail("store reading", err)
+		return
+	}
+	if s.readings != nil {
+		s.readings.Inc()
+	}
+	if s.failing {
+		s.failing = false
+		s.log.Info("sensor recovered", "seq", r.Seq, "errors_not_logged", s.suppressed)
+		s.suppressed = 0
+	}
+}
+
+// fail counts an error and logs it unless this sensor logged one within
+// ErrorLogEvery, so a disconnected sensor at 1 Hz does not flood the journal.
+func (s *sensorLoop) fail(what string, err error) {
+	if s.errors != nil {
+		s.errors.Inc()
+	}
+	now := time.Now()
+	if s.failing && now.Sub(s.lastLog) < s.o.ErrorLogEvery {
+		s.suppressed++
+		return
+	}
+	s.log.Warn(what+" failed", "err", err, "errors_not_logged", s.suppressed,
+		"next_log_in", fmt.Sprint(s.o.ErrorLogEvery))
+	s.failing = true
+	s.lastLog = now
+	s.suppressed = 0
+}

@@ -1,0 +1,210 @@
+package poller_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgepipe/sensorpipe/agent/clock"
+	"github.com/edgepipe/sensorpipe/agent/poller"
+	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/drivers"
+)
+
+func openBuffer(t *testing.T) *buffer.Buffer {
+	t.Helper()
+	b, err := buffer.Open(filepath.Join(t.TempDir(), "b.db"), buffer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// all returns every reading in the buffer, decoded.
+func all(t *testing.T, b *buffer.Buffer) []reading.Reading {
+	t.Helper()
+	recs, err := b.Peek(0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]reading.Reading, 0, len(recs))
+	for _, rec := range recs {
+		r, err := reading.Decode(rec.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// slowSensor stands in for a hung I2C device: each Read blocks until its
+// context ends. It records whether two reads ever overlapped.
+type slowSensor struct {
+	active, maxActive, reads atomic.Int32
+}
+
+func (s *slowSensor) Name() string { return "slow" }
+func (s *slowSensor) Kind() string { return "slow" }
+func (s *slowSensor) Close() error { return nil }
+func (s *slowSensor) Read(ctx context.Context) (map[string]float64, error) {
+	n := s.active.Add(1)
+	defer s.active.Add(-1)
+	for {
+		m := s.maxActive.Load()
+		if n <= m || s.maxActive.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	s.reads.Add(1)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func open(extra map[string]drivers.Sensor) func(drivers.Spec) (drivers.Sensor, error) {
+	return func(s drivers.Spec) (drivers.Sensor, error) {
+		if sn, ok := extra[s.Name]; ok {
+			return sn, nil
+		}
+		return drivers.Open(s, drivers.Env{})
+	}
+}
+
+func runFor(t *testing.T, d time.Duration, o poller.Options) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- poller.Run(ctx, o) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(d + 2*time.Second):
+		t.Fatal("Run did not return after ctx ended")
+	}
+}
+
+func TestAlignedScheduleAndSlowSensorIsolation(t *testing.T) {
+	b := openBuffer(t)
+	slow := &slowSensor{}
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor"})
+	readings := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "readings"}, []string{"sensor"})
+	const iv = 100 * time.Millisecond
+	runFor(t, 1050*time.Millisecond, poller.Options{
+		DeviceID: "pi-1",
+		Sensors: []drivers.Spec{
+			{Name: "sim-1", Driver: "sim", Interval: iv},
+			{Name: "slow", Driver: "sim", Interval: 50 * time.Millisecond},
+		},
+		Open:    open(map[string]drivers.Sensor{"slow": slow}),
+		Buffer:  b,
+		Clock:   syncedClock(),
+		Metrics: poller.Metrics{Readings: readings, Errors: errs},
+	})
+	rs := all(t, b)
+	if len(rs) < 9 || len(rs) > 11 {
+		t.Fatalf("%d readings from a 100ms sensor in 1.05s; want about 10 despite the hung one", len(rs))
+	}
+	for _, r := range rs {
+		if r.DeviceID != "pi-1" || r.Sensor != "sim-1" || r.Kind != "sim" || !r.TimeSynced || len(r.Values) == 0 {
+			t.Fatalf("bad reading %+v", r)
+		}
+		// Aligned to multiples of the interval: the read happens within a
+		// few ms of the tick (generous for -race on a busy machine).
+		if off := r.TS.Sub(r.TS.Truncate(iv)); off > 40*time.Millisecond {
+			t.Errorf("reading at %v is %v after its tick", r.TS.Format("15:04:05.000"), off)
+		}
+	}
+	if m := slow.maxActive.Load(); m != 1 {
+		t.Errorf("the slow sensor had %d overlapping reads", m)
+	}
+	// Each slow read times out after 50ms, then waits for the next tick.
+	if n := slow.reads.Load(); n < 5 || n > 11 {
+		t.Errorf("slow sensor read %d times in 1.05s with a 50ms interval and 50ms timeouts", n)
+	}
+	if got := testutil.ToFloat64(errs.WithLabelValues("slow")); got < 5 {
+		t.Errorf("slow sensor errors = %v", got)
+	}
+	if got := testutil.ToFloat64(readings.WithLabelValues("sim-1")); int(got) != len(rs) {
+		t.Errorf("readings metric %v, buffer holds %d", got, len(rs))
+	}
+}
+
+func TestErrorsCountedLogsRateLimited(t *testing.T) {
+	b := openBuffer(t)
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	lw := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) })
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor"})
+	runFor(t, 600*time.Millisecond, poller.Options{
+		DeviceID: "pi-1",
+		Sensors:  []drivers.Spec{{Name: "broken", Driver: "sim", Interval: 20 * time.Millisecond, FailRate: 1}},
+		Open:     open(nil),
+		Buffer:   b,
+		Clock:    syncedClock(),
+		Logger:   slog.New(slog.NewTextHandler(lw, nil)),
+		Metrics:  poller.Metrics{Errors: errs},
+	})
+	if n := len(all(t, b)); n != 0 {
+		t.Fatalf("%d readings stored from a sensor that always fails", n)
+	}
+	if got := testutil.ToFloat64(errs.WithLabelValues("broken")); got < 20 {
+		t.Fatalf("errors metric = %v; want one per poll (about 30)", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "read sensor failed"); n != 1 {
+		t.Fatalf("%d error log lines in 0.6s; want 1 (rate-limited):\n%s", n, logs.String())
+	}
+}
+
+func syncedClock() *clock.Clock {
+	c := clock.New(clock.Always(true))
+	c.Check()
+	return c
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestOpenRetriedAndUnsyncedClockMarked(t *testing.T) {
+	b := openBuffer(t)
+	var attempts atomic.Int32
+	opener := func(s drivers.Spec) (drivers.Sensor, error) {
+		if attempts.Add(1) <= 2 {
+			return nil, errors.New("no such device")
+		}
+		return drivers.Open(s, drivers.Env{})
+	}
+	runFor(t, 500*time.Millisecond, poller.Options{
+		DeviceID: "pi-1",
+		Sensors:  []drivers.Spec{{Name: "late", Driver: "sim", Interval: 50 * time.Millisecond}},
+		Open:     opener,
+		Buffer:   b,
+		Clock:    clock.New(clock.Always(false)),
+	})
+	rs := all(t, b)
+	if len(rs) < 4 {
+		t.Fatalf("%d readings after the sensor appeared on the third try", len(rs))
+	}
+	for _, r := range rs {
+		if r.TimeSynced {
+			t.Fatal("reading marked time_synced while the clock is not")
+		}
+	}
+}
