@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/edgepipe/sensorpipe/agent/bufcmd"
 	"github.com/edgepipe/sensorpipe/agent/cli"
 	"github.com/edgepipe/sensorpipe/agent/sensorscmd"
 )
@@ -22,6 +23,7 @@ func main() {
 		Version: version,
 		Commands: map[string]cli.Command{
 			"sensors": sensorscmd.Run,
+			"buffer":  bufcmd.Run,
 		},
 	}
 	err := app.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
