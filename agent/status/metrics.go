@@ -1,0 +1,98 @@
+package status
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/edgepipe/sensorpipe/buffer"
+)
+
+const ns = "edge_agent"
+
+// Metrics are the agent's own series. The buffer's are read from Stats at
+// scrape time (cheap), so they are always current.
+type Metrics struct {
+	Readings       *prometheus.CounterVec // sensor
+	SensorErrors   *prometheus.CounterVec // sensor
+	Published      prometheus.Counter
+	PublishLatency prometheus.Histogram
+	Connected      prometheus.Gauge
+	ConnectErrors  prometheus.Counter
+	Disconnects    prometheus.Counter
+	ClockSynced    prometheus.Gauge
+	TSCorrected    prometheus.Counter
+}
+
+// NewMetrics creates the agent's metrics, plus Go runtime and process
+// collectors, and registers them in reg. stats may be nil (no buffer series).
+func NewMetrics(reg prometheus.Registerer, stats func() (buffer.Stats, error)) *Metrics {
+	m := &Metrics{
+		Readings: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "readings_total",
+			Help: "Good readings taken and stored in the buffer, by sensor."}, []string{"sensor"}),
+		SensorErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sensor_errors_total",
+			Help: "Failed sensor opens, reads and stores, by sensor."}, []string{"sensor"}),
+		Published: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "published_total",
+			Help: "Readings acknowledged by the MQTT broker (PUBACK) and deleted from the buffer."}),
+		PublishLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "publish_latency_seconds",
+			Help:    "Time from MQTT publish to PUBACK.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
+		Connected: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "mqtt_connected",
+			Help: "1 while connected to the MQTT broker."}),
+		ConnectErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "mqtt_connect_errors_total",
+			Help: "Failed MQTT connection attempts."}),
+		Disconnects: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "mqtt_disconnects_total",
+			Help: "MQTT connections lost."}),
+		ClockSynced: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "clock_synced",
+			Help: "1 once the kernel reports the clock synchronised by NTP."}),
+		TSCorrected: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "timestamps_corrected_total",
+			Help: "Buffered readings whose unsynced timestamp was corrected after NTP sync."}),
+	}
+	reg.MustRegister(m.Readings, m.SensorErrors, m.Published, m.PublishLatency, m.Connected,
+		m.ConnectErrors, m.Disconnects, m.ClockSynced, m.TSCorrected,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if stats != nil {
+		reg.MustRegister(&bufferCollector{stats: stats})
+	}
+	return m
+}
+
+var (
+	descDepth = prometheus.NewDesc(ns+"_buffer_readings", "Readings waiting in the buffer.", nil, nil)
+	descLive  = prometheus.NewDesc(ns+"_buffer_live_bytes", "Bytes of readings in the buffer (bounded by buffer.max_bytes).", nil, nil)
+	descFile  = prometheus.NewDesc(ns+"_buffer_file_bytes", "Size of the bbolt file.", nil, nil)
+	descDrop  = prometheus.NewDesc(ns+"_buffer_dropped_total", "Readings dropped by a buffer bound, by reason (max_bytes, max_age).", []string{"reason"}, nil)
+	descAge   = prometheus.NewDesc(ns+"_buffer_oldest_age_seconds", "Age of the oldest buffered reading by its timestamp (0 when empty).", nil, nil)
+	descLast  = prometheus.NewDesc(ns+"_buffer_last_seq", "Highest seq ever assigned.", nil, nil)
+)
+
+// bufferCollector turns one Stats call per scrape into series.
+type bufferCollector struct {
+	stats func() (buffer.Stats, error)
+}
+
+func (c *bufferCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descDepth, descLive, descFile, descDrop, descAge, descLast} {
+		ch <- d
+	}
+}
+
+func (c *bufferCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.stats()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descDepth, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descDepth, prometheus.GaugeValue, float64(st.Count))
+	ch <- prometheus.MustNewConstMetric(descLive, prometheus.GaugeValue, float64(st.LiveBytes))
+	ch <- prometheus.MustNewConstMetric(descFile, prometheus.GaugeValue, float64(st.FileBytes))
+	ch <- prometheus.MustNewConstMetric(descDrop, prometheus.CounterValue, float64(st.DroppedBytes), "max_bytes")
+	ch <- prometheus.MustNewConstMetric(descDrop, prometheus.CounterValue, float64(st.DroppedAge), "max_age")
+	age := 0.0
+	if st.Count > 0 && !st.OldestTS.IsZero() {
+		age = max(0, time.Since(st.OldestTS).Seconds())
+	}
+	ch <- prometheus.MustNewConstMetric(descAge, prometheus.GaugeValue, age)
+	ch <- prometheus.MustNewConstMetric(descLast, prometheus.GaugeValue, float64(st.LastSeq))
+}

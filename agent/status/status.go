@@ -1,0 +1,127 @@
+// Package status is the agent's local HTTP endpoint (status_listen):
+// Prometheus metrics at /metrics, liveness at /healthz, readiness at
+// /readyz, and whatever debug handlers the caller mounts (the buffer's
+// at /buffer/).
+//
+// /healthz answers 200 while the process can do its job at all: the buffer
+// is open and answers. /readyz answers 200 only when readings are also
+// flowing out: healthy AND connected to the MQTT broker. While the broker
+// is unreachable the agent keeps buffering (healthy) but is not ready, so
+// a monitor can tell "offline, buffering" from "broken". Both answer a
+// short text body saying why, and 503 when not ok.
+//
+// Metrics live in a Registry the caller owns; there are no globals.
+//
+//	m := status.NewMetrics(reg, buf.Stats)
+//	srv, err := status.Listen("127.0.0.1:9101", status.Options{Registry: reg, ...})
+//	go srv.Serve(ctx)
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Check returns nil when a condition holds, or why it does not.
+type Check func() error
+
+// Options configures the server.
+type Options struct {
+	Registry *prometheus.Registry
+	Healthy  Check                   // nil: always healthy
+	Ready    Check                   // checked after Healthy; nil: ready when healthy
+	Mounts   map[string]http.Handler // extra handlers by pattern, e.g. "/buffer/"
+	Logger   *slog.Logger
+}
+
+// Server is the status HTTP server.
+type Server struct {
+	l   net.Listener
+	srv *http.Server
+	log *slog.Logger
+}
+
+// Listen binds addr now, so a busy port is reported at start.
+func Listen(addr string, o Options) (*Server, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("status endpoint: %w", err)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{l: l, log: o.Logger, srv: &http.Server{Handler: Handler(o), ReadHeaderTimeout: 5 * time.Second}}, nil
+}
+
+// Addr is the bound address (useful with port 0).
+func (s *Server) Addr() string { return s.l.Addr().String() }
+
+// Serve serves until ctx is cancelled, then shuts down within 1s.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("status endpoint: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(sctx); err != nil {
+		s.srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Handler builds the mux; exported for tests and for embedding.
+func Handler(o Options) http.Handler {
+	mux := http.NewServeMux()
+	reg := o.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		answer(w, run(o.Healthy))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		err := run(o.Healthy)
+		if err == nil {
+			err = run(o.Ready)
+		}
+		answer(w, err)
+	})
+	for pattern, h := range o.Mounts {
+		mux.Handle(pattern, h)
+	}
+	return mux
+}
+
+func run(c Check) error {
+	if c == nil {
+		return nil
+	}
+	return c()
+}
+
+func answer(w http.ResponseWriter, err error) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "not ok: %v\n", err)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
