@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tcpproxy"
+)
+
+// fault is one injected failure. The pipeline's recovery is measured from
+// end: the moment the harness undid the fault (service back, process
+// restarted).
+type fault struct {
+	Name  string    `json:"name"`
+	What  string    `json:"what"`
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	Note  string    `json:"note,omitempty"`
+}
+
+// injector runs faults against a stack, one after another, waiting for the
+// pipeline to catch up between them so each recovery stands alone.
+type injector struct {
+	s      *stack
+	faults []fault
+}
+
+func (in *injector) sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// settle waits until every reading taken before the last fault ended is in
+// Kafka, then a little more.
+func (in *injector) settle(ctx context.Context) error {
+	if err := in.s.checkAlive(); err != nil {
+		return err
+	}
+	f := in.faults[len(in.faults)-1]
+	if err := in.s.tr.waitCaughtUp(ctx, f.End, in.s.opts.settle); err != nil {
+		return fmt.Errorf("after %s: %w\n%s", f.Name, err, in.s.diagnose())
+	}
+	in.s.log.Info("caught up", "fault", f.Name, "after", time.Since(f.End).Round(time.Millisecond))
+	return in.sleep(ctx, 2*time.Second)
+}
+
+func (in *injector) begin(name, what string) *fault {
+	in.s.log.Info("fault", "name", name, "what", what)
+	in.faults = append(in.faults, fault{Name: name, What: what, Start: time.Now()})
+	return &in.faults[len(in.faults)-1]
+}
+
+// run injects every fault of the issue, in one run.
+func (in *injector) run(ctx context.Context) error {
+	steps := []func(context.Context) error{
+		in.brokerRestart,
+		in.silentCut,
+		in.kafkaOutage,
+		in.agentKill,
+		in.agentKillTwice,
+		in.forwarderKill,
+		in.fullBuffer,
+	}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return err
+		}
+		if err := in.settle(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (in *injector) brokerRestart(ctx context.Context) error {
+	f := in.begin("broker-restart", "mosquitto stopped (SIGTERM, saves its persistence file) and started again 3s later")
+	if err := in.s.mosq.stop(10 * time.Second); err != nil {
+		return err
+	}
+	if err := in.sleep(ctx, 3*time.Second); err != nil {
+		return err
+	}
+	if err := in.s.startBroker(ctx); err != nil {
+		return err
+	}
+	f.End = time.Now()
+	return nil
+}
+
+func (in *injector) silentCut(ctx context.Context) error {
+	d := in.s.opts.cut
+	f := in.begin("silent-cut", fmt.Sprintf("agent<->broker link black-holed for %v: bytes dropped both ways, no FIN/RST; redials hang too", d))
+	in.s.link.SetMode(tcpproxy.Blackhole)
+	if err := in.sleep(ctx, d); err != nil {
+		return err
+	}
+	in.s.link.SetMode(tcpproxy.Pass)
+	f.End = time.Now()
+	if acc := in.s.link.AcceptsSince(f.Start); len(acc) > 0 {
+		f.Note = fmt.Sprintf("agent noticed the dead link and redialed %.1fs after the cut", acc[0].Sub(f.Start).Seconds())
+	} else {
+		f.Note = "agent did not redial during the cut"
+	}
+	return nil
+}
+
+func (in *injector) kafkaOutage(ctx context.Context) error {
+	d := in.s.opts.kafkaDown
+	f := in.begin("kafka-outage", fmt.Sprintf("every Kafka connection closed and new ones refused for %v", d))
+	in.s.kafka.Proxy().SetMode(tcpproxy.Refuse)
+	if err := in.sleep(ctx, d); err != nil {
+		return err
+	}
+	in.s.kafka.Proxy().SetMode(tcpproxy.Pass)
+	f.End = time.Now()
+	return nil
+}
+
+// restartAgent starts the agent and marks the fault's end at the start.
+func (in *injector) restartAgent(ctx context.Context, f *fault) error {
+	f.End = time.Now()
+	return in.s.startAgent(ctx)
+}
+
+func (in *injector) agentKill(ctx context.Context) error {
+	f := in.begin("agent-kill-1", "edge-agent killed with SIGKILL while publishing, restarted 2s later")
+	if err := in.s.agent.kill9(); err != nil {
+		return err
+	}
+	if err := in.sleep(ctx, 2*time.Second); err != nil {
+		return err
+	}
+	return in.restartAgent(ctx, f)
+}
+
+func (in *injector) agentKillTwice(ctx context.Context) error {
+	f := in.begin("agent-kill-2", "edge-agent killed with SIGKILL, down 5s, restarted")
+	if err := in.s.agent.kill9(); err != nil {
+		return err
+	}
+	if err := in.sleep(ctx, 5*time.Second); err != nil {
+		return err
+	}
+	if err := in.restartAgent(ctx, f); err != nil {
+		return err
+	}
+	// Kill it again while it drains the 5s backlog: unacked publishes in flight.
+	if err := in.sleep(ctx, 700*time.Millisecond); err != nil {
+		return err
+	}
+	f = in.begin("agent-kill-3", "edge-agent killed with SIGKILL 0.7s after the previous restart, mid-backlog; restarted 1s later")
+	if err := in.s.agent.kill9(); err != nil {
+		return err
+	}
+	if err := in.sleep(ctx, time.Second); err != nil {
+		return err
+	}
+	return in.restartAgent(ctx, f)
+}
+
+func (in *injector) forwarderKill(ctx context.Context) error {
+	p := in.s.fwds[0]
+	f := in.begin("forwarder-kill", p.name+" killed with SIGKILL (unacked MQTT messages in flight), restarted 5s later")
+	if err := p.kill9(); err != nil {
+		return err
+	}
+	if err := in.sleep(ctx, 5*time.Second); err != nil {
+		return err
+	}
+	f.End = time.Now()
+	if err := p.start(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (in *injector) fullBuffer(ctx context.Context) error {
+	d := in.s.opts.fill
+	f := in.begin("full-buffer-restart", fmt.Sprintf("broker unreachable for %v (the agent buffers), agent stopped (SIGTERM) for 3s, then started with the backlog and the broker back", d))
+	in.s.link.SetMode(tcpproxy.Refuse)
+	if err := in.sleep(ctx, d); err != nil {
+		return err
+	}
+	if err := in.s.agent.stop(20 * time.Second); err != nil {
+		return err
+	}
+	st, err := in.s.readBufferStats(ctx)
+	if err == nil {
+		f.Note = fmt.Sprintf("buffer held %d readings (seq %d..%d) when the agent restarted", st.Count, st.OldestSeq, st.NewestSeq)
+	} else {
+		f.Note = "buffer stats unavailable: " + err.Error()
+	}
+	if err := in.sleep(ctx, 3*time.Second); err != nil {
+		return err
+	}
+	in.s.link.SetMode(tcpproxy.Pass)
+	return in.restartAgent(ctx, f)
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tally"
+	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
+)
+
+// finish stops the agent cleanly, lets the forwarders drain, stops
+// everything, reads the whole topic and builds the report. It is best
+// effort: each step that fails becomes a problem in the report.
+func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr error, started time.Time) *report {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), 4*time.Minute)
+	defer cancel()
+	n, interval := sensorPlan(s.opts.rate)
+	rep := &report{
+		Mode: "faults", Started: started, WorkDir: s.dir,
+		Pipeline: fmt.Sprintf("edge-agent -> TCP proxy -> %s (TLS, password file, persistence) -> %d x cloud-forwarder ($share/%s) -> kfake (TLS, SASL PLAIN, behind a TCP proxy), topic %s with %d partitions",
+			mosquittoVersion(ctx), s.opts.forwarders, shareGroup, topic, partitions),
+		Sensors: n, IntervalMS: interval.Milliseconds(), Offered: float64(n) / interval.Seconds(),
+		PerForwarder: map[string]int{}, PeakRSSKiB: map[string]int64{},
+	}
+	if !s.opts.faults {
+		rep.Mode = "throughput"
+	}
+	problem := func(format string, a ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...)) }
+	if runErr != nil {
+		problem("%v", runErr)
+	}
+
+	s.log.Info("stopping the agent (SIGTERM)")
+	if err := s.agent.stop(30 * time.Second); err != nil {
+		problem("%v", err)
+	} else if st := s.agent.exitStatus(); st != "exit 0" {
+		problem("edge-agent ended with %q after SIGTERM; want exit 0", st)
+	}
+	st, statsErr := s.readBufferStats(ctx)
+	prefix, _, _ := s.tr.state()
+	wantPrefix := prefix
+	switch {
+	case statsErr != nil:
+		problem("produced count: %v", statsErr)
+	case st.Count > 0:
+		wantPrefix = st.OldestSeq - 1
+	default:
+		wantPrefix = st.LastSeq
+	}
+	s.log.Info("waiting for the forwarders to drain", "up_to_seq", wantPrefix)
+	if err := s.tr.waitSeq(ctx, wantPrefix, 60*time.Second); err != nil {
+		problem("drain after the agent stopped: %v", err)
+	}
+	for _, f := range s.fwds {
+		if err := f.stop(20 * time.Second); err != nil {
+			problem("%v", err)
+		}
+	}
+	if err := s.mosq.stop(10 * time.Second); err != nil {
+		problem("%v", err)
+	}
+
+	s.log.Info("reading the whole topic with kgo")
+	recs, err := topicread.ReadAll(ctx, s.reader)
+	if err != nil {
+		problem("read topic: %v", err)
+	}
+	if dlq, err := topicread.EndOffsets(ctx, s.reader, topic+".dlq"); err != nil {
+		problem("read dlq offsets: %v", err)
+	} else {
+		for _, n := range dlq {
+			rep.DLQ += n
+		}
+	}
+	readAt := time.Now()
+	var ds []tally.Delivery
+	var maxSeq uint64
+	for _, r := range recs {
+		rep.Records++
+		if r.Err != nil || r.Reading.DeviceID != deviceID {
+			rep.Foreign++
+			continue
+		}
+		rep.PerForwarder[r.Headers["forwarder_id"]]++
+		recv, ok := s.tr.received(recKey{r.Partition, r.Offset})
+		if !ok {
+			recv = readAt
+		}
+		ds = append(ds, tally.Delivery{Seq: r.Reading.Seq, TS: r.Reading.TS, Recv: recv})
+		maxSeq = max(maxSeq, r.Reading.Seq)
+	}
+
+	final := maxSeq
+	rep.ProducedFrom = "max seq found in Kafka: `edge-agent buffer stats` was unavailable, so a lost tail would go unseen"
+	if statsErr == nil {
+		final = st.LastSeq
+		rep.ProducedFrom = "last_seq of `edge-agent buffer stats --json` after the agent stopped"
+	}
+	tl := tally.NewTimeline(final, ds)
+	sum := tl.Summary()
+	rep.Produced, rep.Delivered, rep.Duplicates, rep.DupRate, rep.Unexpected = sum.Produced, sum.Delivered, sum.Duplicates, sum.DupRate, sum.Unexpected
+	missing := sum.Missing
+	if statsErr == nil && st.Count > 0 {
+		rep.Held = st.Count
+		missing = subtract(missing, tally.Range{From: st.OldestSeq, To: st.NewestSeq})
+		if st.Count != st.NewestSeq-st.OldestSeq+1 {
+			problem("buffer holds %d readings in seq %d..%d (not contiguous): those not in Kafka were counted as held", st.Count, st.OldestSeq, st.NewestSeq)
+		}
+	}
+	rep.MissingSeqs = missing
+	rep.Missing = tally.Summary{Missing: missing}.MissingCount()
+
+	var calm []tally.Window
+	for _, f := range in.faults {
+		fr := result(tl, f)
+		rep.Faults = append(rep.Faults, fr)
+		calm = append(calm, tally.Window{From: f.Start, To: f.End.Add(time.Duration(fr.RecoveryS*float64(time.Second)) + time.Second)})
+		if !fr.Complete {
+			problem("%s: some readings taken before the fault's end never reached Kafka", f.Name)
+		}
+	}
+	if drain != nil {
+		fr := result(tl, *drain)
+		rep.Drain = &fr
+		calm = append(calm, tally.Window{From: drain.Start, To: drain.End.Add(time.Duration(fr.RecoveryS*float64(time.Second)) + time.Second)})
+	}
+	rep.LatencyAll = latencyOf(tl.Latencies())
+	rep.LatencyCalm = latencyOf(tl.Latencies(calm...))
+	rep.Throughput = throughput(ds, drain)
+
+	for _, p := range append([]*proc{s.agent}, s.fwds...) {
+		rep.PeakRSSKiB[p.name] = p.peakRSSKB()
+	}
+	rep.RSSFrom = "not measured (no GNU time; -time flag)"
+	if s.opts.timeBin != "" {
+		rep.RSSFrom = "GNU time -v 'Maximum resident set size', largest over every incarnation"
+	}
+	rep.ElapsedS = time.Since(started).Seconds()
+	rep.Pass = rep.Produced > 0 && rep.Missing == 0 && rep.Unexpected == 0 && len(rep.Problems) == 0
+	return rep
+}
+
+// result measures a fault's recovery on the timeline.
+func result(tl *tally.Timeline, f fault) faultResult {
+	r := tl.Recovery(f.End)
+	fr := faultResult{fault: f, RecoveryS: r.Duration.Seconds(), Target: r.Target, Backlog: r.Backlog, Complete: r.Complete}
+	if r.Duration > 0 {
+		fr.DrainRate = float64(r.Backlog) / r.Duration.Seconds()
+	}
+	return fr
+}
+
+// throughput is unique readings delivered per second over the steady part
+// of the run (before a drain phase, if any).
+func throughput(ds []tally.Delivery, drain *fault) float64 {
+	first := map[uint64]time.Time{}
+	for _, d := range ds {
+		if t, ok := first[d.Seq]; !ok || d.Recv.Before(t) {
+			first[d.Seq] = d.Recv
+		}
+	}
+	var lo, hi time.Time
+	n := 0
+	for _, t := range first {
+		if drain != nil && !t.Before(drain.Start) {
+			continue
+		}
+		n++
+		if lo.IsZero() || t.Before(lo) {
+			lo = t
+		}
+		if t.After(hi) {
+			hi = t
+		}
+	}
+	if n < 2 || !hi.After(lo) {
+		return 0
+	}
+	return float64(n-1) / hi.Sub(lo).Seconds()
+}
+
+// subtract removes hole from every range of rs.
+func subtract(rs []tally.Range, hole tally.Range) []tally.Range {
+	var out []tally.Range
+	for _, r := range rs {
+		if r.To < hole.From || r.From > hole.To {
+			out = append(out, r)
+			continue
+		}
+		if r.From < hole.From {
+			out = append(out, tally.Range{From: r.From, To: hole.From - 1})
+		}
+		if r.To > hole.To {
+			out = append(out, tally.Range{From: hole.To + 1, To: r.To})
+		}
+	}
+	return out
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tally"
+)
+
+// latency is a few points of a latency distribution, in milliseconds.
+type latency struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50_ms"`
+	P99 float64 `json:"p99_ms"`
+	Max float64 `json:"max_ms"`
+}
+
+func latencyOf(sorted []time.Duration) latency {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	l := latency{N: len(sorted), P50: ms(tally.Percentile(sorted, 50)), P99: ms(tally.Percentile(sorted, 99))}
+	if len(sorted) > 0 {
+		l.Max = ms(sorted[len(sorted)-1])
+	}
+	return l
+}
+
+func (l latency) String() string {
+	return fmt.Sprintf("p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d readings)", l.P50, l.P99, l.Max, l.N)
+}
+
+// faultResult is a fault and how the pipeline recovered from it.
+type faultResult struct {
+	fault
+	RecoveryS float64 `json:"recovery_s"`
+	Target    uint64  `json:"target_seq"`
+	Backlog   uint64  `json:"backlog"`
+	DrainRate float64 `json:"drain_per_s,omitempty"`
+	Complete  bool    `json:"complete"`
+}
+
+// report is everything the harness measured; it prints as text and JSON.
+type report struct {
+	Mode         string           `json:"mode"`
+	Started      time.Time        `json:"started"`
+	ElapsedS     float64          `json:"elapsed_s"`
+	Pipeline     string           `json:"pipeline"`
+	Sensors      int              `json:"sensors"`
+	IntervalMS   int64            `json:"interval_ms"`
+	Offered      float64          `json:"offered_per_s"`
+	Produced     uint64           `json:"produced"`
+	ProducedFrom string           `json:"produced_from"`
+	Delivered    uint64           `json:"delivered"`
+	Missing      uint64           `json:"missing"`
+	MissingSeqs  []tally.Range    `json:"missing_ranges,omitempty"`
+	Held         uint64           `json:"held_in_buffer"`
+	Duplicates   uint64           `json:"duplicates"`
+	DupRate      float64          `json:"duplicate_rate"`
+	Records      int              `json:"records_in_topic"`
+	Unexpected   uint64           `json:"unexpected_seqs"`
+	Foreign      int              `json:"undecodable_or_foreign"`
+	DLQ          int64            `json:"dlq_records"`
+	PerForwarder map[string]int   `json:"per_forwarder"`
+	LatencyAll   latency          `json:"latency_all"`
+	LatencyCalm  latency          `json:"latency_outside_faults"`
+	Throughput   float64          `json:"delivered_per_s"`
+	Drain        *faultResult     `json:"drain,omitempty"`
+	Faults       []faultResult    `json:"faults,omitempty"`
+	PeakRSSKiB   map[string]int64 `json:"peak_rss_kib"`
+	RSSFrom      string           `json:"rss_from"`
+	Problems     []string         `json:"problems,omitempty"`
+	Pass         bool             `json:"pass"`
+	WorkDir      string           `json:"work_dir"`
+}
+
+func (r *report) text(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
+	p("==== sensorpipe e2e report (%s mode) ====", r.Mode)
+	p("started     %s, took %.0fs", r.Started.UTC().Format(time.RFC3339), r.ElapsedS)
+	p("pipeline    %s", r.Pipeline)
+	p("load        %d sim sensors every %d ms = %.0f readings/s offered", r.Sensors, r.IntervalMS, r.Offered)
+	p("produced    %d  (seqs 1..%d; %s)", r.Produced, r.Produced, r.ProducedFrom)
+	p("delivered   %d unique readings in Kafka (%d records in the topic)", r.Delivered, r.Records)
+	if r.Held > 0 {
+		p("held        %d readings still in the agent's buffer at the end (on disk, sent on next start)", r.Held)
+	}
+	p("missing     %d%s", r.Missing, missingList(r.MissingSeqs))
+	p("duplicates  %d (%.3f%% of delivered)", r.Duplicates, 100*r.DupRate)
+	p("dlq         %d records; undecodable or other device: %d; seqs past the last produced: %d", r.DLQ, r.Foreign, r.Unexpected)
+	var fw []string
+	for k, v := range r.PerForwarder {
+		fw = append(fw, fmt.Sprintf("%s %d", k, v))
+	}
+	p("forwarders  records per forwarder_id header: %s", strings.Join(fw, ", "))
+	p("latency     measured = harness consumer receive time - reading ts (agent clock; same host), first copy of each seq")
+	p("  all         %s", r.LatencyAll)
+	p("  calm        %s  (readings taken outside fault+recovery windows)", r.LatencyCalm)
+	p("throughput  %.1f readings/s delivered (unique readings / span of their arrival)", r.Throughput)
+	if r.Drain != nil {
+		p("drain       backlog of %d readings drained in %.2fs = %.0f readings/s end to end", r.Drain.Backlog, r.Drain.RecoveryS, r.Drain.DrainRate)
+	}
+	if len(r.Faults) > 0 {
+		p("faults      recovery = from the fault's end until every reading taken before it is in Kafka")
+		p("  %-20s %9s %8s %9s  %s", "fault", "recovery", "backlog", "drain/s", "what")
+		for _, f := range r.Faults {
+			rec := fmt.Sprintf("%.2fs", f.RecoveryS)
+			if !f.Complete {
+				rec = "NEVER"
+			}
+			p("  %-20s %9s %8d %9.0f  %s", f.Name, rec, f.Backlog, f.DrainRate, f.What)
+			if f.Note != "" {
+				p("  %-20s %9s %8s %9s  (%s)", "", "", "", "", f.Note)
+			}
+		}
+	}
+	var rss []string
+	for k, v := range r.PeakRSSKiB {
+		rss = append(rss, fmt.Sprintf("%s %.1f MiB", k, float64(v)/1024))
+	}
+	p("peak RSS    %s (%s)", strings.Join(rss, ", "), r.RSSFrom)
+	for _, pr := range r.Problems {
+		p("PROBLEM     %s", pr)
+	}
+	p("logs        %s", r.WorkDir)
+	if r.Pass {
+		p("RESULT      PASS: 0 missing")
+	} else {
+		p("RESULT      FAIL")
+	}
+}
+
+func missingList(rs []tally.Range) string {
+	if len(rs) == 0 {
+		return ""
+	}
+	var parts []string
+	for i, r := range rs {
+		if i == 10 {
+			parts = append(parts, fmt.Sprintf("... %d more ranges", len(rs)-10))
+			break
+		}
+		if r.From == r.To {
+			parts = append(parts, fmt.Sprint(r.From))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d-%d", r.From, r.To))
+		}
+	}
+	return "  seqs " + strings.Join(parts, ", ")
+}
+
+func (r *report) writeJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}

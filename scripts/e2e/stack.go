@@ -1,0 +1,300 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/kafkasrv"
+	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/pki"
+	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tcpproxy"
+	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
+)
+
+const (
+	deviceID   = "e2e-pi-1"
+	topic      = "sensor-readings"
+	partitions = 3
+	kafkaUser  = "e2e-api-key"
+	kafkaPass  = "e2e-api-secret"
+	agentUser  = "e2e-pi-1"
+	agentPass  = "agent-pw-e2e"
+	fwdUser    = "e2e-forwarder"
+	fwdPass    = "forwarder-pw-e2e"
+	shareGroup = "e2e"
+)
+
+// stack is the whole pipeline under test and the harness's taps into it.
+type stack struct {
+	opts   options
+	log    *slog.Logger
+	dir    string
+	certs  pki.Files
+	mosq   *proc
+	mqtt   string          // mosquitto's own address
+	link   *tcpproxy.Proxy // agent -> mosquitto
+	kafka  *kafkasrv.Server
+	agent  *proc
+	status string // agent status_listen
+	bufDB  string
+	cfg    string // agent config path
+	fwds   []*proc
+	reader topicread.Config
+	tr     *tracker
+	stop   context.CancelFunc // stops the live reader
+	done   chan struct{}
+}
+
+// sensorPlan spreads rate readings/s over sim sensors, each polling no
+// faster than every 10 ms (the config's minimum).
+func sensorPlan(rate float64) (n int, interval time.Duration) {
+	n = max(4, int(math.Ceil(rate/100)))
+	interval = time.Duration(float64(n) / rate * float64(time.Second)).Round(time.Millisecond)
+	return n, max(interval, 10*time.Millisecond)
+}
+
+func (s *stack) bin(name string) string { return filepath.Join(s.opts.binDir, name) }
+
+// start brings up mosquitto, kfake, the agent and the forwarders, and the
+// live reader, and waits for the first reading to reach Kafka.
+func (s *stack) start(ctx context.Context) error {
+	for _, b := range []string{"edge-agent", "cloud-forwarder"} {
+		if _, err := os.Stat(s.bin(b)); err != nil {
+			return fmt.Errorf("%s not built (run make build): %w", s.bin(b), err)
+		}
+	}
+	var err error
+	if s.certs, err = pki.Write(s.dir); err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	if err := s.startMosquitto(ctx); err != nil {
+		return err
+	}
+	if s.link, err = tcpproxy.Listen("127.0.0.1:0", s.mqtt); err != nil {
+		return err
+	}
+	if err := s.startKafka(ctx); err != nil {
+		return err
+	}
+	if err := s.writeAgentConfig(); err != nil {
+		return err
+	}
+	if err := s.startForwarders(ctx); err != nil {
+		return err
+	}
+	s.agent = &proc{name: "edge-agent", argv: []string{s.bin("edge-agent"), "run", "--config", s.cfg},
+		logPath: filepath.Join(s.dir, "edge-agent.log"), timeBin: s.opts.timeBin}
+	if err := s.startAgent(ctx); err != nil {
+		return err
+	}
+	s.log.Info("pipeline up, waiting for the first reading in Kafka")
+	if err := s.tr.waitSeq(ctx, 1, 60*time.Second); err != nil {
+		return fmt.Errorf("no reading reached Kafka: %w\n%s", err, s.diagnose())
+	}
+	return nil
+}
+
+func (s *stack) startMosquitto(ctx context.Context) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	s.mqtt = fmt.Sprintf("127.0.0.1:%d", port)
+	s.mosq, err = newMosquitto(s.dir, port, s.certs, []mqttUser{{agentUser, agentPass}, {fwdUser, fwdPass}})
+	if err != nil {
+		return err
+	}
+	return s.startBroker(ctx)
+}
+
+func (s *stack) startBroker(ctx context.Context) error {
+	if err := s.mosq.start(); err != nil {
+		return err
+	}
+	return waitListening(ctx, s.mosq, s.mqtt, 10*time.Second)
+}
+
+func (s *stack) startKafka(ctx context.Context) error {
+	srvTLS, err := s.certs.ServerTLS()
+	if err != nil {
+		return err
+	}
+	s.kafka, err = kafkasrv.Start(kafkasrv.Options{TLS: srvTLS, User: kafkaUser, Password: kafkaPass,
+		Topics: []string{topic, topic + ".dlq"}, Partitions: partitions})
+	if err != nil {
+		return err
+	}
+	cliTLS, err := s.certs.ClientTLS()
+	if err != nil {
+		return err
+	}
+	s.reader = topicread.Config{Bootstrap: s.kafka.Addr(), TLS: cliTLS, User: kafkaUser, Password: kafkaPass,
+		Topic: topic, Partitions: partitions, Redirect: map[string]string{s.kafka.Addr(): s.kafka.DirectAddr()}}
+	s.tr = newTracker(deviceID)
+	rctx, cancel := context.WithCancel(ctx)
+	s.stop, s.done = cancel, make(chan struct{})
+	go func() {
+		defer close(s.done)
+		if err := topicread.Follow(rctx, s.reader, s.tr.add); err != nil {
+			s.log.Error("live reader", "err", err)
+		}
+	}()
+	return nil
+}
+
+func (s *stack) writeAgentConfig() error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	s.status = fmt.Sprintf("127.0.0.1:%d", port)
+	s.bufDB = filepath.Join(s.dir, "agent", "buffer.db")
+	pwFile := filepath.Join(s.dir, "agent-mqtt-password")
+	if err := os.WriteFile(pwFile, []byte(agentPass+"\n"), 0o600); err != nil {
+		return err
+	}
+	n, interval := sensorPlan(s.opts.rate)
+	var b strings.Builder
+	fmt.Fprintf(&b, "device_id: %s\nsensors:\n", deviceID)
+	for i := range n {
+		fmt.Fprintf(&b, "  - {name: sim-%d, driver: sim, interval: %v, seed: %d}\n", i, interval, i+1)
+	}
+	fmt.Fprintf(&b, "buffer:\n  path: %s\n  max_bytes: 512MiB\n", s.bufDB)
+	fmt.Fprintf(&b, "mqtt:\n  url: ssl://%s\n  username: %s\n  password_file: %s\n  ca_file: %s\n  keepalive: %v\n",
+		s.link.Addr(), agentUser, pwFile, s.certs.CA, s.opts.keepalive)
+	fmt.Fprintf(&b, "status_listen: %s\nlog_format: text\n", s.status)
+	s.cfg = filepath.Join(s.dir, "agent.yaml")
+	return os.WriteFile(s.cfg, []byte(b.String()), 0o644)
+}
+
+func (s *stack) startAgent(ctx context.Context) error {
+	if err := s.agent.start(); err != nil {
+		return err
+	}
+	return waitListening(ctx, s.agent, s.status, 20*time.Second)
+}
+
+func (s *stack) startForwarders(ctx context.Context) error {
+	for i := range s.opts.forwarders {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		id := fmt.Sprintf("e2e-fwd-%c", 'a'+i)
+		listen := fmt.Sprintf("127.0.0.1:%d", port)
+		p := &proc{
+			name: id, argv: []string{s.bin("cloud-forwarder"), "run"},
+			logPath: filepath.Join(s.dir, id+".log"), timeBin: s.opts.timeBin,
+			env: []string{
+				"HIVEMQ_URL=ssl://" + s.mqtt,
+				"HIVEMQ_USERNAME=" + fwdUser,
+				"HIVEMQ_PASSWORD=" + fwdPass,
+				"HIVEMQ_CA_FILE=" + s.certs.CA,
+				"FORWARDER_ID=" + id,
+				"FORWARDER_SHARE_GROUP=" + shareGroup,
+				"FORWARDER_LISTEN=" + listen,
+				"CONFLUENT_BOOTSTRAP_SERVER_SASL=" + s.kafka.Addr(),
+				"CONFLUENT_API_KEY=" + kafkaUser,
+				"CONFLUENT_API_SECRET=" + kafkaPass,
+				"KAFKA_SECURITY_PROTOCOL=SASL_SSL",
+				"KAFKA_CA_FILE=" + s.certs.CA,
+				"KAFKA_TOPIC=" + topic,
+			},
+		}
+		s.fwds = append(s.fwds, p)
+		if err := p.start(); err != nil {
+			return err
+		}
+		if err := waitListening(ctx, p, listen, 20*time.Second); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkAlive fails if a program died without the harness killing it.
+func (s *stack) checkAlive() error {
+	var errs []error
+	for _, p := range append([]*proc{s.mosq, s.agent}, s.fwds...) {
+		if p != nil && !p.running() {
+			errs = append(errs, fmt.Errorf("%s exited unexpectedly (%s); last lines of %s:\n%s",
+				p.name, p.exitStatus(), p.logPath, p.logTail(15)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// diagnose gathers the last log lines of every program, for a failure message.
+func (s *stack) diagnose() string {
+	var b strings.Builder
+	for _, p := range append([]*proc{s.mosq, s.agent}, s.fwds...) {
+		if p == nil {
+			continue
+		}
+		state := "running"
+		if !p.running() {
+			state = p.exitStatus()
+		}
+		fmt.Fprintf(&b, "--- %s (%s), last lines of %s:\n%s\n", p.name, state, p.logPath, p.logTail(10))
+	}
+	return b.String()
+}
+
+// bufferStats is what `edge-agent buffer stats --json` prints (the buffer
+// package's Stats).
+type bufferStats struct {
+	Count        uint64 `json:"count"`
+	OldestSeq    uint64 `json:"oldest_seq"`
+	NewestSeq    uint64 `json:"newest_seq"`
+	LastSeq      uint64 `json:"last_seq"`
+	DroppedBytes uint64 `json:"dropped_bytes"`
+	DroppedAge   uint64 `json:"dropped_age"`
+}
+
+// readBufferStats runs the agent's own CLI on the stopped agent's buffer.
+func (s *stack) readBufferStats(ctx context.Context) (bufferStats, error) {
+	var st bufferStats
+	cmd := exec.CommandContext(ctx, s.bin("edge-agent"), "buffer", "stats", "--db", s.bufDB, "--json")
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return st, fmt.Errorf("edge-agent buffer stats: %w: %s", err, ee.Stderr)
+		}
+		return st, fmt.Errorf("edge-agent buffer stats: %w", err)
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return st, fmt.Errorf("edge-agent buffer stats --json: %w: %q", err, out)
+	}
+	if st.LastSeq == 0 {
+		st.LastSeq = st.NewestSeq
+	}
+	return st, nil
+}
+
+// close stops everything still running.
+func (s *stack) close() {
+	for _, p := range append([]*proc{s.agent, s.mosq}, s.fwds...) {
+		if p != nil {
+			p.destroy()
+		}
+	}
+	if s.stop != nil {
+		s.stop()
+		<-s.done
+	}
+	if s.link != nil {
+		s.link.Close()
+	}
+	if s.kafka != nil {
+		s.kafka.Close()
+	}
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
+)
+
+// recKey names one Kafka record.
+type recKey struct {
+	partition int32
+	offset    int64
+}
+
+// tracker follows the topic live: it remembers when each record arrived
+// (for latency and recovery times) and how far the contiguous run of seqs
+// 1..prefix has got (to know when the pipeline has caught up).
+type tracker struct {
+	device string
+
+	mu       sync.Mutex
+	recv     map[recKey]time.Time
+	ts       map[uint64]time.Time // reading ts of each seq seen
+	prefix   uint64               // every seq in 1..prefix has been seen
+	records  int
+	foreign  int           // records of another device or that did not decode
+	progress chan struct{} // closed and replaced when prefix moves
+}
+
+func newTracker(device string) *tracker {
+	return &tracker{device: device, recv: map[recKey]time.Time{}, ts: map[uint64]time.Time{}, progress: make(chan struct{})}
+}
+
+func (t *tracker) add(r topicread.Record) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.records++
+	t.recv[recKey{r.Partition, r.Offset}] = r.Recv
+	if r.Err != nil || r.Reading.DeviceID != t.device {
+		t.foreign++
+		return
+	}
+	if _, ok := t.ts[r.Reading.Seq]; !ok {
+		t.ts[r.Reading.Seq] = r.Reading.TS
+	}
+	moved := false
+	for {
+		if _, ok := t.ts[t.prefix+1]; !ok {
+			break
+		}
+		t.prefix++
+		moved = true
+	}
+	if moved {
+		close(t.progress)
+		t.progress = make(chan struct{})
+	}
+}
+
+// state returns the contiguous prefix, its reading's ts, and a channel
+// closed on the next progress.
+func (t *tracker) state() (uint64, time.Time, <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.prefix, t.ts[t.prefix], t.progress
+}
+
+// received returns when the live consumer got record k.
+func (t *tracker) received(k recKey) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	v, ok := t.recv[k]
+	return v, ok
+}
+
+// waitUntil waits until cond(prefix, prefixTS) holds, up to d.
+func (t *tracker) waitUntil(ctx context.Context, d time.Duration, what string, cond func(uint64, time.Time) bool) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		p, ts, ch := t.state()
+		if cond(p, ts) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+			return fmt.Errorf("%s: not reached within %v (every seq up to %d is in Kafka; that reading was taken at %s)",
+				what, d, p, ts.Format(time.RFC3339Nano))
+		}
+	}
+}
+
+// waitCaughtUp waits until every reading taken up to end is in Kafka: the
+// contiguous prefix reaches a reading taken after end.
+func (t *tracker) waitCaughtUp(ctx context.Context, end time.Time, d time.Duration) error {
+	return t.waitUntil(ctx, d, "catch up", func(_ uint64, ts time.Time) bool { return ts.After(end) })
+}
+
+// waitSeq waits until every seq in 1..seq is in Kafka.
+func (t *tracker) waitSeq(ctx context.Context, seq uint64, d time.Duration) error {
+	return t.waitUntil(ctx, d, fmt.Sprintf("deliver seqs 1..%d", seq), func(p uint64, _ time.Time) bool { return p >= seq })
+}
