@@ -29,3 +29,12 @@ test-arm: ## buffer tests as 32-bit ARM (armv6) under qemu-user
 
 clean: ## remove build outputs
 	rm -rf bin dist
+
+# --- proof: end-to-end fault run and performance report (scripts/e2e, scripts/bench.sh) ---
+.PHONY: e2e bench
+
+e2e: build ## end-to-end proof on the real binaries: faults injected, report printed; fails if a reading is missing
+	$(GO) run ./scripts/e2e -bin bin
+
+bench: ## Go benchmarks (benchstat), e2e throughput and fault runs, peak RSS, binary sizes -> docs/PERFORMANCE.md
+	scripts/bench.sh
