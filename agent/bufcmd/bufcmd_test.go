@@ -1,0 +1,376 @@
+package bufcmd_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepipe/sensorpipe/agent/bufcmd"
+	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+)
+
+// bin is the real edge-agent binary, built once by TestMain.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "bufcmd-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "edge-agent")
+	build := exec.Command("go", "build", "-o", bin, "github.com/edgepipe/sensorpipe/agent/cmd/edge-agent")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building edge-agent:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+	took           time.Duration
+}
+
+func run(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"buffer"}, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	r := result{out.String(), errb.String(), 0, time.Since(start)}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return r
+}
+
+func (r result) want(t *testing.T, code int, stdoutHas, stderrHas []string) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, code, r.stdout, r.stderr)
+	}
+	for _, s := range stdoutHas {
+		if !strings.Contains(r.stdout, s) {
+			t.Errorf("stdout lacks %q:\n%s", s, r.stdout)
+		}
+	}
+	for _, s := range stderrHas {
+		if !strings.Contains(r.stderr, s) {
+			t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
+		}
+	}
+}
+
+var t0 = time.Date(2026, 11, 25, 10, 15, 2, 125e6, time.UTC)
+
+// fill creates a buffer with n readings, seqs 1..n, and closes it.
+func fill(t *testing.T, n int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	b, err := buffer.Open(path, buffer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendReadings(t, b, n)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func appendReadings(t *testing.T, b *buffer.Buffer, n int) {
+	t.Helper()
+	rs := make([]*reading.Reading, n)
+	for i := range rs {
+		rs[i] = &reading.Reading{DeviceID: "pi-test", Sensor: fmt.Sprintf("sim-%d", i%2), Kind: "sim",
+			TS: t0.Add(time.Duration(i) * time.Second), TimeSynced: true,
+			Values: map[string]float64{reading.Temperature: 21.5, reading.Humidity: float64(i)}}
+	}
+	if err := b.Append(context.Background(), rs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// jsonLines decodes wire-format readings, one per line, and returns their seqs.
+func jsonLines(t *testing.T, s string) []uint64 {
+	t.Helper()
+	var seqs []uint64
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		r, err := reading.Decode(sc.Bytes())
+		if err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		seqs = append(seqs, r.Seq)
+	}
+	return seqs
+}
+
+func seqRange(from, to uint64) []uint64 {
+	var s []uint64
+	for i := from; i <= to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+func equal(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestStoppedAgent(t *testing.T) {
+	db := fill(t, 50)
+
+	r := run(t, "stats", "--db", db)
+	r.want(t, 0, []string{db, "agent not running", "50 (seq 1..50)", "2026-11-25T10:15:02.125Z", "dropped", "0 by max_bytes"}, nil)
+
+	r = run(t, "stats", "--db", db, "--json")
+	r.want(t, 0, nil, nil)
+	var st buffer.Stats
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Count != 50 || st.OldestSeq != 1 || st.NewestSeq != 50 || st.FileBytes == 0 || st.LiveBytes == 0 {
+		t.Fatalf("stats --json = %s (%v)", r.stdout, err)
+	}
+
+	r = run(t, "list", "--db", db, "-n", "3")
+	r.want(t, 0, []string{"SEQ", "SENSOR", "sim-0", "humidity_pct=2 temperature_c=21.5"}, nil)
+	if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); len(lines) != 4 || !strings.HasPrefix(lines[1], "1 ") || !strings.HasPrefix(lines[3], "3 ") {
+		t.Fatalf("list -n 3:\n%s", r.stdout)
+	}
+	r = run(t, "--db", db, "list", "-n", "2", "--newest", "--json") // flags before the command too
+	r.want(t, 0, nil, nil)
+	if got := jsonLines(t, r.stdout); !equal(got, []uint64{49, 50}) {
+		t.Fatalf("list --newest -n 2 --json = %v", got)
+	}
+
+	r = run(t, "export", "--db", db)
+	r.want(t, 0, nil, nil)
+	if got := jsonLines(t, r.stdout); !equal(got, seqRange(1, 50)) {
+		t.Fatalf("export = %v", got)
+	}
+	r = run(t, "export", "--db", db, "--from", "10", "--to", "12")
+	r.want(t, 0, nil, nil)
+	if got := jsonLines(t, r.stdout); !equal(got, seqRange(10, 12)) {
+		t.Fatalf("export --from 10 --to 12 = %v", got)
+	}
+
+	r = run(t, "verify", "--db", db)
+	r.want(t, 0, []string{"ok: 50 readings", "bbolt check passed"}, nil)
+	r = run(t, "verify", "--db", db, "--json")
+	r.want(t, 0, []string{`"ok":true`, `"count":50`}, nil)
+}
+
+func TestPurge(t *testing.T) {
+	db := fill(t, 20)
+	r := run(t, "purge", "--db", db, "--upto", "5")
+	r.want(t, 2, nil, []string{"would delete 5 of 20 readings", "--yes"})
+	run(t, "stats", "--db", db).want(t, 0, []string{"20 (seq 1..20)"}, nil)
+
+	run(t, "purge", "--db", db, "--upto", "5", "--yes").want(t, 0, []string{"deleted 5 readings"}, nil)
+	run(t, "stats", "--db", db).want(t, 0, []string{"15 (seq 6..20)"}, nil)
+	run(t, "purge", "--db", db, "--all", "--yes").want(t, 0, []string{"deleted 15 readings", "seqs continue after 20"}, nil)
+	run(t, "stats", "--db", db).want(t, 0, []string{"0 (empty)", "last seq    20"}, nil)
+
+	// The sequence survives the purge.
+	b, err := buffer.Open(db, buffer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendReadings(t, b, 1)
+	b.Close()
+	run(t, "stats", "--db", db).want(t, 0, []string{"1 (seq 21..21)"}, nil)
+	run(t, "verify", "--db", db).want(t, 0, []string{"ok: 1 readings"}, nil)
+}
+
+func TestErrorsAndExitCodes(t *testing.T) {
+	db := fill(t, 3)
+	missing := filepath.Join(t.TempDir(), "nothing-here.db")
+	tests := []struct {
+		name      string
+		args      []string
+		code      int
+		stderrHas []string
+	}{
+		{"no command", nil, 2, []string{"usage: edge-agent buffer"}},
+		{"unknown command", []string{"frobnicate", "--db", db}, 2, []string{`unknown command "frobnicate"`}},
+		{"unknown flag", []string{"stats", "--db", db, "--bogus"}, 2, []string{"bogus"}},
+		{"bad -n", []string{"list", "--db", db, "-n", "abc"}, 2, []string{"-n"}},
+		{"zero -n", []string{"list", "--db", db, "-n", "0"}, 2, []string{"-n must be"}},
+		{"flag of another command", []string{"stats", "--db", db, "--newest"}, 2, []string{"--newest does not apply to stats"}},
+		{"purge without range", []string{"purge", "--db", db, "--yes"}, 2, []string{"exactly one of --all or --upto"}},
+		{"purge both", []string{"purge", "--db", db, "--all", "--upto", "3", "--yes"}, 2, []string{"exactly one"}},
+		{"export backwards", []string{"export", "--db", db, "--from", "5", "--to", "2"}, 2, []string{"after --to"}},
+		{"extra argument", []string{"stats", "--db", db, "extra"}, 2, []string{`unexpected argument "extra"`}},
+		{"missing file stats", []string{"stats", "--db", missing}, 1, []string{missing}},
+		{"missing file verify", []string{"verify", "--db", missing}, 1, []string{missing}},
+		{"missing file purge", []string{"purge", "--db", missing, "--all", "--yes"}, 1, []string{missing}},
+		{"missing config", []string{"stats", "--config", filepath.Join(t.TempDir(), "no.yaml")}, 2, []string{"no.yaml"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			run(t, tt.args...).want(t, tt.code, nil, tt.stderrHas)
+		})
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Fatal("a command created the missing buffer file")
+	}
+}
+
+func TestVerifyFindsDamage(t *testing.T) {
+	db := fill(t, 3000)
+	f, err := os.OpenFile(db, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := f.Stat()
+	// Garbage over a page in the middle of the tree.
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xA5}, 4096), fi.Size()/4096/2*4096); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r := run(t, "verify", "--db", db)
+	if r.code != 1 || !strings.Contains(r.stdout+r.stderr, "corrupt") {
+		t.Fatalf("verify of a damaged file: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	if aside, _ := filepath.Glob(db + ".corrupt-*"); len(aside) > 0 {
+		t.Fatal("the read-only command moved the file")
+	}
+}
+
+// TestRunningAgent holds the file read-write in this process, as the agent
+// does, and serves Handler on a real socket.
+func TestRunningAgent(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "buffer.db")
+	b, err := buffer.Open(db, buffer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	appendReadings(t, b, 30)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/buffer/", bufcmd.Handler(b))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	addr := ln.Addr().String()
+
+	// The address comes from the config's status_listen, or --status.
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("device_id: pi-test\nbuffer:\n  path: %s\nstatus_listen: %s\n", db, addr)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	r := run(t, "stats", "--config", cfg)
+	r.want(t, 0, []string{"via the running agent", "30 (seq 1..30)", "max_bytes 256 MiB"}, nil)
+	if r.took > 10*time.Second {
+		t.Fatalf("stats took %v", r.took)
+	}
+	r = run(t, "stats", "--db", db, "--status", addr, "--json")
+	r.want(t, 0, []string{`"count":30`}, nil)
+	r = run(t, "list", "--config", cfg, "-n", "2", "--newest", "--json")
+	r.want(t, 0, nil, nil)
+	if got := jsonLines(t, r.stdout); !equal(got, []uint64{29, 30}) {
+		t.Fatalf("list via agent = %v", got)
+	}
+	run(t, "list", "--config", cfg, "-n", "1").want(t, 0, []string{"SEQ", "sim-0"}, nil)
+	r = run(t, "export", "--config", cfg, "--from", "25")
+	r.want(t, 0, nil, nil)
+	if got := jsonLines(t, r.stdout); !equal(got, seqRange(25, 30)) {
+		t.Fatalf("export via agent = %v", got)
+	}
+
+	run(t, "verify", "--config", cfg).want(t, 1, nil, []string{"agent holds " + db, "systemctl stop edge-agent"})
+	run(t, "purge", "--config", cfg, "--all", "--yes").want(t, 1, nil, []string{"refusing to purge", db})
+	if st, _ := b.Stats(); st.Count != 30 {
+		t.Fatalf("purge while running deleted readings: %+v", st)
+	}
+
+	// Locked and no endpoint: a clear message, quickly, never a hang.
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	r = run(t, "stats", "--db", db, "--status", deadAddr)
+	r.want(t, 1, nil, []string{"agent holds " + db, deadAddr, "did not answer"})
+	if r.took > 10*time.Second {
+		t.Fatalf("stats with a dead endpoint took %v", r.took)
+	}
+}
+
+func TestHandler(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "buffer.db")
+	b, err := buffer.Open(db, buffer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	appendReadings(t, b, 5)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.StripPrefix("/buffer", bufcmd.Handler(b)), ReadHeaderTimeout: time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	base := "http://" + ln.Addr().String() + "/buffer"
+	tests := []struct {
+		method, path string
+		code         int
+	}{
+		{"GET", "/stats", 200},
+		{"GET", "/list?n=2", 200},
+		{"GET", "/list?n=x", 400},
+		{"GET", "/export?from=2&to=3", 200},
+		{"GET", "/export?to=-1", 400},
+		{"GET", "/nope", 404},
+		{"POST", "/stats", 405},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest(tt.method, base+tt.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.code {
+			t.Errorf("%s %s = %d, want %d", tt.method, tt.path, resp.StatusCode, tt.code)
+		}
+	}
+}
