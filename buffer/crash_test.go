@@ -111,7 +111,7 @@ func crashChild(mode, path string) int {
 // childCommand re-executes this test binary as a crash child. Without
 // binfmt_misc, a 32-bit ARM test running under qemu-user cannot exec an ARM
 // binary directly, so the child is started through qemu as well.
-func childCommand(t *testing.T, mode, path string) *exec.Cmd {
+func childCommand(t testing.TB, mode, path string) *exec.Cmd {
 	t.Helper()
 	args := []string{os.Args[0], "-test.run=^$"}
 	if runtime.GOARCH == "arm" {

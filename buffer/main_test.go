@@ -8,6 +8,9 @@ import (
 // TestMain doubles as the crash tests' child process: with crashChildEnv
 // set, the test binary runs one child workload instead of the tests.
 func TestMain(m *testing.M) {
+	if path := os.Getenv(millionEnv); path != "" {
+		os.Exit(millionChild(path))
+	}
 	if mode := os.Getenv(crashChildEnv); mode != "" {
 		os.Exit(crashChild(mode, os.Getenv(crashPathEnv)))
 	}
