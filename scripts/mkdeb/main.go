@@ -1,0 +1,193 @@
+// Command mkdeb builds the edge-agent .deb packages with nfpm (no dpkg
+// needed on the build machine). Each package installs the binary as
+// /usr/bin/edge-agent, the unit as /lib/systemd/system/edge-agent.service
+// and the commented default config as the conffile
+// /etc/edge-agent/config.yaml; its maintainer scripts (maint/) create the
+// edge-agent user in groups i2c and gpio and enable the service.
+//
+//	go run ./scripts/mkdeb -version v1.2.0 -out dist \
+//	    armhf=dist/edge-agent_linux_armv6 arm64=dist/edge-agent_linux_arm64
+//
+// armhf packages take the armv6 binary: Raspberry Pi OS's armhf is ARMv6,
+// so one package serves the Pi Zero/1 and the Pi 2/3 alike.
+package main
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/goreleaser/nfpm/v2"
+	"github.com/goreleaser/nfpm/v2/deb"
+	"github.com/goreleaser/nfpm/v2/files"
+)
+
+//go:embed maint/postinst maint/prerm maint/postrm
+var maint embed.FS
+
+// errUsage marks a bad invocation (exit status 2).
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mkdeb: %v\n", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mkdeb", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	version := fs.String("version", "0.0.0", "package version (git describe output is made Debian-valid)")
+	out := fs.String("out", "dist", "directory for the .deb files")
+	root := fs.String("root", ".", "repository root (systemd/ is read from here)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: mkdeb [-version V] [-out DIR] [-root DIR] DEBARCH=BINARY...")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: no DEBARCH=BINARY given", errUsage)
+	}
+	scripts, err := writeScripts()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(scripts)
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	v := DebVersion(*version)
+	for _, a := range fs.Args() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		arch, bin, ok := strings.Cut(a, "=")
+		if !ok || arch == "" || bin == "" {
+			return fmt.Errorf("%w: %q is not DEBARCH=BINARY", errUsage, a)
+		}
+		info := Info(arch, v, bin, *root, scripts)
+		path := filepath.Join(*out, fmt.Sprintf("edge-agent_%s_%s.deb", v, arch))
+		if err := build(info, path); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		fmt.Fprintln(stdout, path)
+	}
+	return nil
+}
+
+// writeScripts puts the embedded maintainer scripts in a temp dir, because
+// nfpm reads scripts from paths.
+func writeScripts() (string, error) {
+	dir, err := os.MkdirTemp("", "mkdeb-")
+	if err != nil {
+		return "", err
+	}
+	for _, n := range []string{"postinst", "prerm", "postrm"} {
+		b, err := maint.ReadFile("maint/" + n)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, n), b, 0o755)
+		}
+		if err != nil {
+			os.RemoveAll(dir)
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+var notDebVersion = regexp.MustCompile(`[^A-Za-z0-9.+~]`)
+
+// DebVersion turns `git describe` output into a Debian version: "v1.2.0" is
+// "1.2.0", "v1.2.0-3-gabc123" is "1.2.0+3.gabc123", and a bare commit
+// "abc123-dirty" is "0.0.0~gitabc123.dirty" (sorting before any release).
+func DebVersion(s string) string {
+	s = strings.TrimPrefix(strings.TrimSpace(s), "v")
+	if s == "" {
+		return "0.0.0"
+	}
+	if s[0] >= '0' && s[0] <= '9' {
+		head, rest, _ := strings.Cut(s, "-")
+		if rest == "" {
+			return notDebVersion.ReplaceAllString(head, ".")
+		}
+		return notDebVersion.ReplaceAllString(head, ".") + "+" + notDebVersion.ReplaceAllString(rest, ".")
+	}
+	return "0.0.0~git" + notDebVersion.ReplaceAllString(s, ".")
+}
+
+// Info describes one package; root is the repository root and scripts the
+// directory holding postinst, prerm and postrm.
+func Info(arch, version, bin, root, scripts string) *nfpm.Info {
+	return nfpm.WithDefaults(&nfpm.Info{
+		Name:          "edge-agent",
+		Arch:          arch,
+		Platform:      "linux",
+		Version:       version,
+		VersionSchema: "none",
+		Section:       "misc",
+		Priority:      "optional",
+		Maintainer:    "sensorpipe <sensorpipe@edgepipe.invalid>",
+		Description: "Raspberry Pi sensors to MQTT, losing nothing\n" +
+			"edge-agent polls BME280, DHT22 and DS18B20 sensors, keeps every reading\n" +
+			"in an fsync'd bbolt buffer and publishes it to MQTT (HiveMQ) with QoS 1.",
+		Homepage: "https://github.com/edgepipe/sensorpipe",
+		License:  "Apache-2.0",
+		MTime:    time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		Overridables: nfpm.Overridables{
+			Depends: []string{"passwd"},
+			Contents: files.Contents{
+				{Source: bin, Destination: "/usr/bin/edge-agent",
+					FileInfo: &files.ContentFileInfo{Mode: 0o755}},
+				{Source: filepath.Join(root, "systemd/edge-agent.service"),
+					Destination: "/lib/systemd/system/edge-agent.service",
+					FileInfo:    &files.ContentFileInfo{Mode: 0o644}},
+				{Source: filepath.Join(root, "systemd/edge-agent.config.yaml"),
+					Destination: "/etc/edge-agent/config.yaml", Type: files.TypeConfigNoReplace,
+					FileInfo: &files.ContentFileInfo{Mode: 0o644}},
+				{Source: filepath.Join(root, "systemd/config.example.yaml"),
+					Destination: "/usr/share/doc/edge-agent/config.example.yaml",
+					FileInfo:    &files.ContentFileInfo{Mode: 0o644}},
+			},
+			Scripts: nfpm.Scripts{
+				PostInstall: filepath.Join(scripts, "postinst"),
+				PreRemove:   filepath.Join(scripts, "prerm"),
+				PostRemove:  filepath.Join(scripts, "postrm"),
+			},
+		},
+	})
+}
+
+func build(info *nfpm.Info, path string) error {
+	if err := nfpm.PrepareForPackager(info, "deb"); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := deb.Default.Package(info, f); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	return f.Close()
+}

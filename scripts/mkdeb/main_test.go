@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func needTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found, and CI requires it (apt-get install %s)", name, pkg)
+		}
+		t.Skipf("%s not installed (apt-get install %s)", name, pkg)
+	}
+	return p
+}
+
+func TestDebVersion(t *testing.T) {
+	for in, want := range map[string]string{
+		"v1.2.0":                 "1.2.0",
+		"1.2.0":                  "1.2.0",
+		"v1.2.0-3-gabc123":       "1.2.0+3.gabc123",
+		"v1.2.0-3-gabc123-dirty": "1.2.0+3.gabc123.dirty",
+		"abc123":                 "0.0.0~gitabc123",
+		"abc123-dirty":           "0.0.0~gitabc123.dirty",
+		"":                       "0.0.0",
+	} {
+		if got := DebVersion(in); got != want {
+			t.Errorf("DebVersion(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestDebs builds the three packages from a real edge-agent binary and
+// inspects them with dpkg-deb, the way dpkg will see them.
+func TestDebs(t *testing.T) {
+	dpkgDeb := needTool(t, "dpkg-deb", "dpkg")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "edge-agent")
+	build := exec.Command("go", "build", "-o", bin, "../../agent/cmd/edge-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out := filepath.Join(dir, "dist")
+	var stdout, stderr bytes.Buffer
+	args := []string{"-version", "v1.2.0-3-gabc123", "-out", out, "-root", "../..",
+		"armhf=" + bin, "arm64=" + bin, "amd64=" + bin}
+	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("mkdeb: %v\n%s", err, stderr.String())
+	}
+	for _, arch := range []string{"armhf", "arm64", "amd64"} {
+		t.Run(arch, func(t *testing.T) {
+			deb := filepath.Join(out, "edge-agent_1.2.0+3.gabc123_"+arch+".deb")
+			if !strings.Contains(stdout.String(), deb) {
+				t.Fatalf("mkdeb did not report %s:\n%s", deb, stdout.String())
+			}
+			field := func(f string) string {
+				b, err := exec.Command(dpkgDeb, "-f", deb, f).Output()
+				if err != nil {
+					t.Fatalf("dpkg-deb -f %s: %v", f, err)
+				}
+				return strings.TrimSpace(string(b))
+			}
+			for f, want := range map[string]string{
+				"Package": "edge-agent", "Architecture": arch, "Version": "1.2.0+3.gabc123", "Depends": "passwd",
+			} {
+				if got := field(f); got != want {
+					t.Errorf("%s = %q, want %q", f, got, want)
+				}
+			}
+			list, err := exec.Command(dpkgDeb, "-c", deb).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			modes := map[string]string{}
+			for _, l := range strings.Split(strings.TrimSpace(string(list)), "\n") {
+				f := strings.Fields(l)
+				modes[f[len(f)-1]] = f[0] + " " + f[1]
+			}
+			for path, want := range map[string]string{
+				"./usr/bin/edge-agent":                           "-rwxr-xr-x root/root",
+				"./lib/systemd/system/edge-agent.service":        "-rw-r--r-- root/root",
+				"./etc/edge-agent/config.yaml":                   "-rw-r--r-- root/root",
+				"./usr/share/doc/edge-agent/config.example.yaml": "-rw-r--r-- root/root",
+			} {
+				if modes[path] != want {
+					t.Errorf("%s: %q, want %q (dpkg-deb -c:\n%s)", path, modes[path], want, list)
+				}
+			}
+			ctl := filepath.Join(t.TempDir(), "DEBIAN")
+			if out, err := exec.Command(dpkgDeb, "-e", deb, ctl).CombinedOutput(); err != nil {
+				t.Fatalf("dpkg-deb -e: %v\n%s", err, out)
+			}
+			conffiles, _ := os.ReadFile(filepath.Join(ctl, "conffiles"))
+			if strings.TrimSpace(string(conffiles)) != "/etc/edge-agent/config.yaml" {
+				t.Errorf("conffiles = %q", conffiles)
+			}
+			for _, s := range []string{"postinst", "prerm", "postrm"} {
+				fi, err := os.Stat(filepath.Join(ctl, s))
+				if err != nil {
+					t.Fatalf("no %s: %v", s, err)
+				}
+				if fi.Mode().Perm() != 0o755 {
+					t.Errorf("%s mode %v", s, fi.Mode())
+				}
+				got, _ := os.ReadFile(filepath.Join(ctl, s))
+				want, _ := maint.ReadFile("maint/" + s)
+				if !bytes.Equal(got, want) {
+					t.Errorf("%s differs from maint/%s", s, s)
+				}
+				if out, err := exec.Command("sh", "-n", filepath.Join(ctl, s)).CombinedOutput(); err != nil {
+					t.Errorf("sh -n %s: %v\n%s", s, err, out)
+				}
+			}
+		})
+	}
+}
+
+// TestPostinst runs the real postinst against stand-ins for the account
+// and systemd tools (we cannot create users on the test machine), and
+// checks it creates the groups and the user and enables the unit.
+func TestPostinst(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "calls")
+	fake := `#!/bin/sh
+echo "$(basename "$0") $*" >> ` + log + `
+case "$(basename "$0")" in getent) exit 2;; esac
+exit 0
+`
+	for _, n := range []string{"getent", "groupadd", "useradd", "usermod", "deb-systemd-helper", "systemctl", "chown", "chmod"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(fake), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("sh", "maint/postinst", "configure", "")
+	cmd.Env = []string{"PATH=" + dir + ":/usr/bin:/bin"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("postinst: %v\n%s", err, out)
+	}
+	got, _ := os.ReadFile(log)
+	for _, want := range []string{
+		"groupadd --system i2c\n", "groupadd --system gpio\n",
+		"useradd --system --user-group --home-dir /var/lib/edge-agent",
+		"usermod --append --groups i2c,gpio edge-agent\n",
+		"deb-systemd-helper enable edge-agent.service\n",
+	} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("postinst did not run %q; calls:\n%s", want, got)
+		}
+	}
+}
