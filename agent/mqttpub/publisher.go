@@ -212,7 +212,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		s.close(false)
 		inc(p.o.Metrics.Disconnects)
 		delay := p.backoff(0)
-		p.log.Warn("mqtt connection lost; readings stay buffered", "err", err, "retry_in", delay.Round(time.Millisecond))
+		p.log.Warn("mqtt connection lost; readings stay buffered", "err", err, "retry_in", delay.Round(time.Millisecond).String())
 		select {
 		case <-ctx.Done():
 		case <-time.After(delay):
@@ -270,7 +270,7 @@ func (p *Publisher) logConnectError(err error, attempt int, delay time.Duration)
 		lvl = slog.LevelDebug // the first failure and every tenth say it loudly
 	}
 	p.log.Log(context.Background(), lvl, "mqtt connect failed; readings stay buffered",
-		"url", p.o.URL, "err", err, "hint", hint, "attempt", attempt, "retry_in", delay.Round(time.Millisecond))
+		"url", p.o.URL, "err", err, "hint", hint, "attempt", attempt, "retry_in", delay.Round(time.Millisecond).String())
 }
 
 func inc(c prometheus.Counter) {

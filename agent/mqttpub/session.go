@@ -177,7 +177,7 @@ func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) error {
 			case <-abort:
 				return nil
 			case <-stall.C:
-				p.log.Warn("no PUBACK in time; dropping the connection", "seq", e.seq, "waited", time.Since(e.sent).Round(time.Millisecond))
+				p.log.Warn("no PUBACK in time; dropping the connection", "seq", e.seq, "waited", time.Since(e.sent).Round(time.Millisecond).String())
 				s.closeConn()
 				return ErrAckTimeout
 			}

@@ -141,7 +141,7 @@ func (s *sensorLoop) poll(ctx context.Context) {
 			return
 		}
 		s.sensor = sn
-		s.log.Info("sensor opened", "kind", sn.Kind(), "interval", s.spec.Interval)
+		s.log.Info("sensor opened", "kind", sn.Kind(), "interval", s.spec.Interval.String())
 	}
 	rctx, cancel := context.WithTimeout(ctx, min(s.spec.Interval, s.o.MaxReadTimeout))
 	vals, err := s.sensor.Read(rctx)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/agent/bufcmd"
 	"github.com/edgepipe/sensorpipe/agent/cli"
+	"github.com/edgepipe/sensorpipe/agent/daemon"
 	"github.com/edgepipe/sensorpipe/agent/sensorscmd"
 )
 
@@ -24,6 +25,7 @@ func main() {
 		Commands: map[string]cli.Command{
 			"sensors": sensorscmd.Run,
 			"buffer":  bufcmd.Run,
+			"run":     daemon.Run,
 		},
 	}
 	err := app.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)

@@ -1,0 +1,261 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
+	"github.com/edgepipe/sensorpipe/buffer"
+)
+
+var agentBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "edge-agent-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	agentBin = filepath.Join(dir, "edge-agent")
+	out, err := exec.Command("go", "build", "-o", agentBin, "github.com/edgepipe/sensorpipe/agent/cmd/edge-agent").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build edge-agent: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func writeConfig(t *testing.T, dir, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestRunConfigErrorsExit2(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		yaml string
+		want string
+	}{
+		{"bad device_id", nil, "device_id: 'a/b'\nsensors: [{name: s, driver: sim}]\nmqtt: {url: 'tcp://127.0.0.1:1883'}\n", "device_id"},
+		{"bad interval", nil, "device_id: a\nsensors: [{name: s, driver: sim, interval: 1ms}]\nmqtt: {url: 'tcp://127.0.0.1:1883'}\n", "sensors[0].interval"},
+		{"plaintext remote", nil, "device_id: a\nsensors: [{name: s, driver: sim}]\nmqtt: {url: 'tcp://broker.example.com:1883'}\n", "mqtt.url"},
+		{"unknown flag", []string{"--verbose"}, "", "flag provided but not defined"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args
+			if tc.yaml != "" {
+				args = []string{"--config", writeConfig(t, dir, tc.yaml)}
+			}
+			cmd := exec.Command(agentBin, append([]string{"run"}, args...)...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+				t.Fatalf("exit %v, want 2; stderr: %s", err, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("stderr does not name %q: %s", tc.want, stderr.String())
+			}
+		})
+	}
+}
+
+// notifySocket is a fake systemd notify socket collecting sd_notify states.
+type notifySocket struct {
+	path string
+	mu   sync.Mutex
+	msgs []string
+}
+
+func newNotifySocket(t *testing.T) *notifySocket {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sdn") // short path: unix socket names are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	n := &notifySocket{path: filepath.Join(dir, "notify")}
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			n.msgs = append(n.msgs, string(buf[:k]))
+			n.mu.Unlock()
+		}
+	}()
+	return n
+}
+
+func (n *notifySocket) has(state string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, m := range n.msgs {
+		if strings.Contains(m, state) {
+			return true
+		}
+	}
+	return false
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timeout waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestBinarySystemdLifecycle runs the real binary as systemd would:
+// READY=1, watchdog pings, SIGHUP reload of sensors, SIGTERM within 5s with
+// STOPPING=1, retained offline status, and nothing lost.
+func TestBinarySystemdLifecycle(t *testing.T) {
+	cnt := mqtttest.NewCounter()
+	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{})
+	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: br.URL()})
+	dir := t.TempDir()
+	db := filepath.Join(dir, "buffer.db")
+	statusAddr := freePort(t)
+	base := fmt.Sprintf("device_id: pi-bin\nbuffer: {path: %s}\nmqtt: {url: %q, keepalive: 2s}\nstatus_listen: %s\nlog_format: json\nsensors:\n", db, br.URL(), statusAddr)
+	cfgPath := writeConfig(t, dir, base+"  - {name: sim-1, driver: sim, interval: 20ms}\n")
+	ns := newNotifySocket(t)
+
+	cmd := exec.Command(agentBin, "run", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=200000")
+	var stderr syncBuf
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, "READY=1", 10*time.Second, func() bool { return ns.has("READY=1") })
+	waitFor(t, "WATCHDOG=1", 2*time.Second, func() bool { return ns.has("WATCHDOG=1") })
+	cnt.WaitUnique(t, "pi-bin", 20, 10*time.Second)
+	if code, body := httpGet(t, "http://"+statusAddr+"/readyz"); code != 200 {
+		t.Errorf("/readyz = %d %s", code, body)
+	}
+	if code, body := httpGet(t, "http://"+statusAddr+"/buffer/stats"); code != 200 || !strings.Contains(body, `"last_seq"`) {
+		t.Errorf("/buffer/stats = %d %s", code, body)
+	}
+
+	// SIGHUP: a second sensor appears without a restart.
+	writeConfig(t, dir, base+"  - {name: sim-1, driver: sim, interval: 20ms}\n  - {name: sim-hup, driver: sim, interval: 20ms}\n")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "readings of the reloaded sensor", 5*time.Second, func() bool {
+		_, m := httpGet(t, "http://"+statusAddr+"/metrics")
+		return metricValue(m, `edge_agent_readings_total{sensor="sim-hup"}`) >= 5
+	})
+
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("shutdown took %v, want < 5s", d)
+	}
+	if !ns.has("STOPPING=1") {
+		t.Error("no STOPPING=1")
+	}
+	if got := br.Retained("sensors/pi-bin/status"); got != "offline" {
+		t.Errorf("retained status = %q, want offline", got)
+	}
+	checkNothingLost(t, cnt, "pi-bin", db)
+	if !strings.Contains(stderr.String(), `"msg":"reload: sensors reloaded"`) {
+		t.Errorf("no reload log line:\n%s", stderr.String())
+	}
+}
+
+// checkNothingLost: every seq ever assigned was either delivered or is
+// still in the buffer.
+func checkNothingLost(t *testing.T, cnt *mqtttest.Counter, device, db string) {
+	t.Helper()
+	b, err := buffer.OpenReadOnly(db, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	st, err := b.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := map[uint64]bool{}
+	if err := b.Each(context.Background(), 0, math.MaxUint64, func(seq uint64, _ []byte) error { left[seq] = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64]bool{}
+	for _, s := range cnt.Seqs(device) {
+		got[s] = true
+	}
+	var missing []uint64
+	for s := uint64(1); s <= st.LastSeq; s++ {
+		if !got[s] && !left[s] {
+			missing = append(missing, s)
+		}
+	}
+	rep := cnt.Report(device)
+	t.Logf("%s: last seq %d, delivered %d (+%d duplicates), still buffered %d", device, st.LastSeq, rep.Unique, rep.Duplicates, len(left))
+	if len(missing) > 0 {
+		t.Fatalf("%d readings lost, first %v", len(missing), missing[:min(10, len(missing))])
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// metricValue returns the value of one series in a /metrics page, or -1.
+func metricValue(page, series string) float64 {
+	for _, l := range strings.Split(page, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}

@@ -1,0 +1,382 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"reflect"
+	"syscall"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	// Trust a compiled-in copy of the Mozilla roots when the Pi image has
+	// no CA bundle (minimal images); system roots win when present.
+	_ "golang.org/x/crypto/x509roots/fallback"
+
+	"github.com/edgepipe/sensorpipe/agent/bufcmd"
+	"github.com/edgepipe/sensorpipe/agent/cli"
+	"github.com/edgepipe/sensorpipe/agent/clock"
+	"github.com/edgepipe/sensorpipe/agent/config"
+	"github.com/edgepipe/sensorpipe/agent/mqttpub"
+	"github.com/edgepipe/sensorpipe/agent/poller"
+	"github.com/edgepipe/sensorpipe/agent/status"
+	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/drivers"
+)
+
+// Run is the `edge-agent run [--config FILE]` command.
+func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", config.DefaultPath, "config file")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return cli.Usagef("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return cli.Usagef("run takes no arguments, got %q", fs.Args())
+	}
+	cfg, err := config.Load(*path, os.Getenv)
+	if err != nil {
+		return err
+	}
+	log := NewLogger(cfg.LogFormat, cfg.LogLevel, stderr)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	err = Agent(ctx, cfg, Options{Logger: log, Reload: hup})
+	if err != nil {
+		log.Error("edge-agent stopped", "err", err)
+	}
+	return err
+}
+
+// NewLogger returns a slog logger writing text when w is a terminal and
+// JSON otherwise (journald, containers), unless format says which.
+func NewLogger(format string, level slog.Level, w io.Writer) *slog.Logger {
+	ho := &slog.HandlerOptions{Level: level}
+	if format == "text" || format == "auto" && isTerminal(w) {
+		return slog.New(slog.NewTextHandler(w, ho))
+	}
+	return slog.New(slog.NewJSONHandler(w, ho))
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// Options are the agent's seams for tests; zero values are production.
+type Options struct {
+	Logger          *slog.Logger
+	Clock           clock.Source           // default clock.Kernel{}
+	ClockOptions    []clock.Option         // tests step time
+	ClockCheckEvery time.Duration          // default 5s
+	Reload          <-chan os.Signal       // SIGHUP; nil: no reloads
+	Getenv          func(string) string    // for reloads; default os.Getenv
+	Notify          func(state string)     // default sd_notify
+	MQTT            func(*mqttpub.Options) // adjust publisher options
+	Listening       func(addr string)      // called with the status address
+}
+
+// Agent runs the agent with a validated config until ctx ends.
+func Agent(ctx context.Context, cfg *config.Config, o Options) error {
+	a, err := newAgent(cfg, o)
+	if err != nil {
+		return err
+	}
+	return a.run(ctx)
+}
+
+type agent struct {
+	cfg      *config.Config
+	o        Options
+	log      *slog.Logger
+	buf      *buffer.Buffer
+	clk      *clock.Clock
+	m        *status.Metrics
+	reg      *prometheus.Registry
+	startSeq uint64 // readings with a higher seq were taken by this run
+	clockErr string // last clock error logged, so it is logged once
+}
+
+func newAgent(cfg *config.Config, o Options) (*agent, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Kernel{}
+	}
+	if o.ClockCheckEvery <= 0 {
+		o.ClockCheckEvery = 5 * time.Second
+	}
+	if o.Getenv == nil {
+		o.Getenv = os.Getenv
+	}
+	if o.Notify == nil {
+		o.Notify = func(state string) { _, _ = sddaemon.SdNotify(false, state) }
+	}
+	return &agent{cfg: cfg, o: o, log: o.Logger}, nil
+}
+
+func (a *agent) run(ctx context.Context) (err error) {
+	cfg := a.cfg
+	a.buf, err = buffer.Open(cfg.Buffer.Path, buffer.Options{
+		MaxBytes: int64(cfg.Buffer.MaxBytes), MaxAge: cfg.Buffer.MaxAge,
+		Logger: a.log.With("component", "buffer"),
+	})
+	if err != nil {
+		return fmt.Errorf("open buffer %s: %w", cfg.Buffer.Path, err)
+	}
+	defer func() {
+		if cerr := a.buf.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close buffer: %w", cerr)
+		}
+	}()
+	st, err := a.buf.Stats()
+	if err != nil {
+		return fmt.Errorf("buffer stats: %w", err)
+	}
+	a.startSeq = st.LastSeq
+	a.reg = prometheus.NewRegistry()
+	a.m = status.NewMetrics(a.reg, a.buf.Stats)
+	a.clk = clock.New(a.o.Clock, a.o.ClockOptions...)
+	a.checkClock(ctx)
+
+	pub, err := mqttpub.New(a.buf, a.publisherOptions())
+	if err != nil {
+		return err
+	}
+	var srv *status.Server
+	if cfg.StatusListen != "" {
+		srv, err = status.Listen(cfg.StatusListen, status.Options{
+			Registry: a.reg,
+			Healthy:  a.healthy,
+			Ready: func() error {
+				if !pub.Connected() {
+					return errors.New("not connected to the MQTT broker (readings are buffered)")
+				}
+				return nil
+			},
+			Mounts: map[string]http.Handler{"/buffer/": bufcmd.Handler(a.buf)},
+			Logger: a.log,
+		})
+		if err != nil {
+			return err
+		}
+		if a.o.Listening != nil {
+			a.o.Listening(srv.Addr())
+		}
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return pub.Run(gctx) })
+	g.Go(func() error { return a.pollers(gctx) })
+	g.Go(func() error { a.clockLoop(gctx); return nil })
+	if srv != nil {
+		g.Go(func() error { return srv.Serve(gctx) })
+	}
+	a.log.Info("edge-agent running", "device_id", cfg.DeviceID, "sensors", len(cfg.Sensors),
+		"buffered", st.Count, "buffer", cfg.Buffer.Path, "mqtt", cfg.MQTT.URL, "status", cfg.StatusListen,
+		"clock_synced", a.clk.Synced())
+	a.o.Notify(sddaemon.SdNotifyReady)
+	a.watchdog(gctx)
+	a.o.Notify(sddaemon.SdNotifyStopping)
+	a.log.Info("edge-agent stopping")
+	return g.Wait()
+}
+
+func (a *agent) publisherOptions() mqttpub.Options {
+	c := a.cfg.MQTT
+	po := mqttpub.Options{
+		URL: c.URL, ClientID: c.ClientID, Username: c.Username, Password: c.Password, CAFile: c.CAFile,
+		DeviceID: a.cfg.DeviceID, TopicPrefix: c.TopicPrefix, KeepAlive: c.KeepAlive,
+		Logger: a.log.With("component", "mqtt"),
+		Metrics: mqttpub.Metrics{
+			Published: a.m.Published, Latency: a.m.PublishLatency, Connected: a.m.Connected,
+			ConnectErrors: a.m.ConnectErrors, Disconnects: a.m.Disconnects,
+		},
+	}
+	if a.o.MQTT != nil {
+		a.o.MQTT(&po)
+	}
+	return po
+}
+
+func (a *agent) healthy() error {
+	if _, err := a.buf.Stats(); err != nil {
+		return fmt.Errorf("buffer: %w", err)
+	}
+	return nil
+}
+
+// watchdog is the main loop: it pets systemd's watchdog while the agent is
+// healthy, until ctx ends.
+func (a *agent) watchdog(ctx context.Context) {
+	every, err := sddaemon.SdWatchdogEnabled(false)
+	if err != nil || every <= 0 {
+		<-ctx.Done()
+		return
+	}
+	t := time.NewTicker(every / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.healthy(); err != nil {
+				a.log.Error("unhealthy; not petting the watchdog", "err", err)
+				continue
+			}
+			a.o.Notify(sddaemon.SdNotifyWatchdog)
+		}
+	}
+}
+
+// pollers runs the sensor pollers, restarting them with the new sensors
+// list on each reload signal.
+func (a *agent) pollers(ctx context.Context) error {
+	specs := a.cfg.Sensors
+	for {
+		pctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- poller.Run(pctx, a.pollerOptions(specs)) }()
+		for reloaded := false; !reloaded; {
+			select {
+			case <-ctx.Done():
+				cancel()
+				return <-done
+			case <-a.o.Reload:
+				next, ok := a.reload()
+				if !ok {
+					continue
+				}
+				cancel()
+				if err := <-done; err != nil {
+					return err
+				}
+				specs, reloaded = next, true
+			}
+		}
+	}
+}
+
+func (a *agent) pollerOptions(specs []drivers.Spec) poller.Options {
+	env := drivers.Env{SysfsRoot: a.cfg.SysfsRoot, Logger: a.log.With("component", "drivers")}
+	return poller.Options{
+		DeviceID: a.cfg.DeviceID,
+		Sensors:  specs,
+		Open:     func(s drivers.Spec) (drivers.Sensor, error) { return drivers.Open(s, env) },
+		Buffer:   a.buf,
+		Clock:    a.clk,
+		Logger:   a.log.With("component", "poller"),
+		Metrics:  poller.Metrics{Readings: a.m.Readings, Errors: a.m.SensorErrors},
+	}
+}
+
+// reload re-reads the config file; only the sensors list is applied.
+func (a *agent) reload() ([]drivers.Spec, bool) {
+	path := a.cfg.Path()
+	next, err := config.Load(path, a.o.Getenv)
+	if err != nil {
+		a.log.Error("reload: config not applied; keeping the current sensors", "err", err)
+		return nil, false
+	}
+	cur := *a.cfg
+	for _, k := range []struct {
+		key     string
+		changed bool
+	}{
+		{"device_id", next.DeviceID != cur.DeviceID},
+		{"buffer", next.Buffer != cur.Buffer},
+		{"mqtt", !reflect.DeepEqual(next.MQTT, cur.MQTT)},
+		{"status_listen", next.StatusListen != cur.StatusListen},
+		{"sysfs_root", next.SysfsRoot != cur.SysfsRoot},
+	} {
+		if k.changed {
+			a.log.Warn("reload: key changed but only sensors are reloaded; restart the agent to apply it", "key", k.key)
+		}
+	}
+	a.log.Info("reload: sensors reloaded", "config", path, "sensors", len(next.Sensors))
+	return next.Sensors, true
+}
+
+// clockLoop watches for the NTP sync and then corrects the timestamps of
+// this run's unsynced readings still in the buffer.
+func (a *agent) clockLoop(ctx context.Context) {
+	t := time.NewTicker(a.o.ClockCheckEvery)
+	defer t.Stop()
+	pending := 0 // corrections still to run after the sync
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if a.checkClock(ctx) {
+			pending = 2
+		}
+		// A reading stamped just before the sync may be appended just
+		// after the first pass; a second pass one tick later catches it.
+		if pending > 0 {
+			pending--
+			a.correct(ctx)
+		}
+	}
+}
+
+// checkClock reports whether the clock became synced on this call.
+func (a *agent) checkClock(_ context.Context) bool {
+	became, err := a.clk.Check()
+	if err != nil {
+		if err.Error() != a.clockErr {
+			a.clockErr = err.Error()
+			a.log.Warn("cannot tell whether the clock is synced; readings are marked time_synced=false", "err", err)
+		}
+		return false
+	}
+	if a.clk.Synced() {
+		a.m.ClockSynced.Set(1)
+	}
+	if became {
+		a.log.Info("clock synced", "step", a.clk.Offset().Round(time.Millisecond).String())
+	}
+	return became
+}
+
+func (a *agent) correct(ctx context.Context) {
+	off := a.clk.Offset()
+	n, err := a.buf.Update(ctx, func(r *reading.Reading) bool {
+		if r.TimeSynced || r.Seq <= a.startSeq {
+			return false
+		}
+		r.TS = r.TS.Add(off).UTC()
+		r.TimeSynced = true
+		return true
+	})
+	a.m.TSCorrected.Add(float64(n))
+	if err != nil && ctx.Err() == nil {
+		a.log.Error("correcting buffered timestamps", "err", err, "corrected", n)
+		return
+	}
+	if n > 0 {
+		a.log.Info("corrected timestamps of buffered readings", "count", n, "step", off.Round(time.Millisecond).String())
+	}
+}

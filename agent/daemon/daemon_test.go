@@ -1,0 +1,254 @@
+package daemon_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgepipe/sensorpipe/agent/clock"
+	"github.com/edgepipe/sensorpipe/agent/config"
+	"github.com/edgepipe/sensorpipe/agent/daemon"
+	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
+	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+)
+
+// parse builds a config like the file a user writes.
+func parse(t *testing.T, y string, getenv func(string) string) *config.Config {
+	t.Helper()
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	cfg, err := config.Parse([]byte(y), getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// export reads every buffered reading through the status endpoint (the
+// agent holds the file lock).
+func export(t *testing.T, addr string) []reading.Reading {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/buffer/export")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/buffer/export: %s", resp.Status)
+	}
+	var out []reading.Reading
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		r, err := reading.Decode(sc.Bytes())
+		if err != nil {
+			t.Fatalf("export line %q: %v", sc.Text(), err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+type agentRun struct {
+	addr   chan string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startAgent(t *testing.T, cfg *config.Config, o daemon.Options) (*agentRun, string) {
+	t.Helper()
+	r := &agentRun{addr: make(chan string, 1), done: make(chan error, 1)}
+	o.Listening = func(a string) { r.addr <- a }
+	if o.Notify == nil {
+		o.Notify = func(string) {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- daemon.Agent(ctx, cfg, o) }()
+	t.Cleanup(func() { r.stop(t) })
+	select {
+	case a := <-r.addr:
+		return r, a
+	case err := <-r.done:
+		t.Fatalf("agent ended at start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent did not start")
+	}
+	return nil, ""
+}
+
+func (r *agentRun) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err, ok := <-r.done:
+		if ok && err != nil {
+			t.Errorf("agent: %v", err)
+		}
+		if ok {
+			close(r.done)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("agent did not stop within 5s")
+	}
+}
+
+// TestClockSyncCorrectsBufferedTimestamps: a Pi boots a week behind; the
+// broker is unreachable so readings stay buffered; then NTP steps the
+// clock. This run's readings get the true time; an unsynced reading left by
+// an earlier run (whose monotonic reference is gone) is left as it was.
+func TestClockSyncCorrectsBufferedTimestamps(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "buffer.db")
+	old := &reading.Reading{DeviceID: "pi-1", Sensor: "sim-1", Kind: "sim",
+		TS: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Values: map[string]float64{reading.Temperature: 1}}
+	b, err := buffer.Open(dbPath, buffer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+
+	const behind = 7 * 24 * time.Hour
+	var step atomic.Int64
+	step.Store(int64(-behind))
+	var synced atomic.Bool
+	start := time.Now()
+	cfg := parse(t, fmt.Sprintf(`device_id: pi-1
+sensors: [{name: sim-1, driver: sim, interval: 50ms}]
+buffer: {path: %s}
+mqtt: {url: "tcp://127.0.0.1:1"}
+status_listen: 127.0.0.1:0
+`, dbPath), nil)
+	_, addr := startAgent(t, cfg, daemon.Options{
+		Clock:           sourceFunc(func() (bool, error) { return synced.Load(), nil }),
+		ClockCheckEvery: 50 * time.Millisecond,
+		ClockOptions: []clock.Option{clock.WithTime(
+			func() time.Time { return time.Now().Round(0).Add(time.Duration(step.Load())) },
+			func() time.Duration { return time.Since(start) },
+		)},
+	})
+	time.Sleep(500 * time.Millisecond)
+	before := export(t, addr)
+	if len(before) < 5 {
+		t.Fatalf("%d readings buffered", len(before))
+	}
+	for _, r := range before[1:] {
+		if r.TimeSynced || time.Since(r.TS) < behind-time.Minute {
+			t.Fatalf("reading before sync: ts %v synced %v; want a week behind, unsynced", r.TS, r.TimeSynced)
+		}
+	}
+	// NTP steps the clock forward a week and the kernel reports sync.
+	step.Store(0)
+	synced.Store(true)
+	time.Sleep(400 * time.Millisecond)
+	after := export(t, addr)
+	bySeq := map[uint64]reading.Reading{}
+	for _, r := range after {
+		bySeq[r.Seq] = r
+	}
+	if r := bySeq[before[0].Seq]; r.TimeSynced || !r.TS.Equal(old.TS) {
+		t.Errorf("the earlier run's reading was changed: %+v", r)
+	}
+	for _, r0 := range before[1:] {
+		r := bySeq[r0.Seq]
+		if !r.TimeSynced {
+			t.Fatalf("seq %d still unsynced after the clock synced", r0.Seq)
+		}
+		if d := r.TS.Sub(r0.TS) - behind; d < -5*time.Millisecond || d > 5*time.Millisecond {
+			t.Fatalf("seq %d moved by %v, want %v", r0.Seq, r.TS.Sub(r0.TS), behind)
+		}
+		if age := time.Since(r.TS); age < 0 || age > 5*time.Second {
+			t.Fatalf("seq %d corrected to %v, not a few ms ago", r0.Seq, r.TS)
+		}
+	}
+	if last := after[len(after)-1]; !last.TimeSynced || time.Since(last.TS) > time.Second {
+		t.Fatalf("reading after sync: %+v", last)
+	}
+}
+
+type sourceFunc func() (bool, error)
+
+func (f sourceFunc) Synced() (bool, error) { return f() }
+
+// TestMosquittoTLSPassword runs the agent against Debian's mosquitto with
+// TLS and a password file, the way HiveMQ Cloud is configured.
+func TestMosquittoTLSPassword(t *testing.T) {
+	ca := mqtttest.NewCA(t)
+	mq := mqtttest.StartMosquitto(t, ca, map[string]string{"pi-1": "agent-secret-123", "counter": "counter-pw"})
+	cnt := mqtttest.NewCounter()
+	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: mq.URL(), TLS: ca.Client(), Username: "counter", Password: "counter-pw"})
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "mqtt-password")
+	if err := os.WriteFile(pwFile, []byte("agent-secret-123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuf
+	cfg := parse(t, fmt.Sprintf(`device_id: pi-1
+sensors:
+  - {name: sim-1, driver: sim, interval: 20ms}
+  - {name: sim-2, driver: sim, interval: 30ms}
+buffer: {path: %s}
+mqtt: {url: %q, username: pi-1, password_file: %s, ca_file: %s}
+status_listen: 127.0.0.1:0
+log_level: debug
+`, filepath.Join(dir, "b.db"), mq.URL(), pwFile, ca.CAFile), nil)
+	run, addr := startAgent(t, cfg, daemon.Options{Logger: daemon.NewLogger("json", -4, &logs), Clock: clock.Always(true)})
+	cnt.WaitUnique(t, "pi-1", 40, 20*time.Second)
+	code, body := httpGet(t, "http://"+addr+"/readyz")
+	if code != 200 {
+		t.Errorf("/readyz = %d %s", code, body)
+	}
+	_, metrics := httpGet(t, "http://"+addr+"/metrics")
+	if !strings.Contains(metrics, "edge_agent_mqtt_connected 1") {
+		t.Error("metrics do not say connected")
+	}
+	run.stop(t)
+	rep := cnt.Report("pi-1")
+	if len(rep.Bad) > 0 {
+		t.Fatalf("bad messages: %v", rep.Bad)
+	}
+	if strings.Contains(logs.String(), "agent-secret-123") {
+		t.Fatal("the password appears in the debug log")
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sb strings.Builder
+	bufio.NewReader(resp.Body).WriteTo(&sb)
+	return resp.StatusCode, sb.String()
+}
