@@ -1,0 +1,6 @@
+// Package scripts holds the shell scripts that put edge-agent on a Pi
+// (install-pi.sh over ssh, flash-sd.sh onto a mounted SD card, test-qemu.sh
+// for the cross-built binaries) and the Go tests that run them against
+// stand-ins for the remote Pi and a fake root filesystem. Its
+// subdirectories are the Go build tools (mkdeb, demo).
+package scripts

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Runs on the Pi as root, from the staging directory install-pi.sh copied
+# it to (next to edge-agent, edge-agent.service and config.yaml).
+# ROOT prefixes every installed path (tests only; empty on a Pi).
+set -eu
+src=$(cd "$(dirname "$0")" && pwd)
+ROOT=${ROOT:-}
+
+for g in i2c gpio; do
+	getent group "$g" >/dev/null || groupadd --system "$g"
+done
+if ! getent passwd edge-agent >/dev/null; then
+	useradd --system --user-group --home-dir /var/lib/edge-agent --no-create-home \
+		--shell /usr/sbin/nologin --comment "edge-agent sensor daemon" edge-agent
+fi
+usermod --append --groups i2c,gpio edge-agent
+
+install -d -m 0755 "$ROOT/usr/local/bin" "$ROOT/etc/systemd/system" "$ROOT/etc/edge-agent"
+install -m 0755 "$src/edge-agent" "$ROOT/usr/local/bin/edge-agent"
+install -m 0644 "$src/edge-agent.service" "$ROOT/etc/systemd/system/edge-agent.service"
+if [ -e "$ROOT/etc/edge-agent/config.yaml" ]; then
+	echo "install-pi: keeping the existing /etc/edge-agent/config.yaml"
+else
+	install -m 0644 "$src/config.yaml" "$ROOT/etc/edge-agent/config.yaml"
+	echo "install-pi: wrote /etc/edge-agent/config.yaml: edit device_id, sensors and mqtt, then: sudo systemctl restart edge-agent"
+fi
+rm -rf "$src"
+
+systemctl daemon-reload
+systemctl enable edge-agent.service
+systemctl restart edge-agent.service || true
+systemctl --no-pager --lines=20 status edge-agent.service || true

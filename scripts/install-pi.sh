@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs edge-agent on a running Raspberry Pi over ssh:
+#   make pi && scripts/install-pi.sh pi@raspberrypi.local
+# Asks the Pi its architecture (uname -m), copies the matching dist/ binary
+# to /usr/local/bin, the unit to /etc/systemd/system, the default config to
+# /etc/edge-agent/config.yaml unless one exists, creates the edge-agent
+# user (groups i2c, gpio), then enables and restarts the service and shows
+# its status. The remote user needs sudo.
+# SSH, SCP and DIST can be overridden (tests use stand-ins for ssh/scp).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+SSH=${SSH:-ssh}
+SCP=${SCP:-scp}
+DIST=${DIST:-$repo/dist}
+stage=/tmp/edge-agent-install
+
+if [ $# -ne 1 ] || [ -z "$1" ]; then
+	echo "usage: $0 user@host" >&2
+	exit 2
+fi
+host=$1
+
+machine=$($SSH "$host" uname -m)
+case "$machine" in
+armv6l) arch=armv6 ;;                # Pi Zero, Pi 1
+armv7l) arch=armv7 ;;                # Pi 2/3/4 with a 32-bit OS
+aarch64 | arm64) arch=arm64 ;;       # Pi 3/4/5 with a 64-bit OS
+x86_64) arch=amd64 ;;                # a PC, for trying it out
+*)
+	echo "install-pi: unsupported architecture $machine on $host" >&2
+	exit 1
+	;;
+esac
+bin=$DIST/edge-agent_linux_$arch
+if [ ! -f "$bin" ]; then
+	echo "install-pi: $bin not found; run 'make pi' first" >&2
+	exit 1
+fi
+echo "install-pi: $host is $machine: installing $(basename "$bin")"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cp "$bin" "$tmp/edge-agent"
+sed 's#^ExecStart=/usr/bin/edge-agent#ExecStart=/usr/local/bin/edge-agent#' \
+	"$repo/systemd/edge-agent.service" > "$tmp/edge-agent.service"
+cp "$repo/systemd/edge-agent.config.yaml" "$tmp/config.yaml"
+cp "$here/install-pi-remote.sh" "$tmp/remote.sh"
+
+$SSH "$host" "rm -rf $stage && mkdir -p $stage"
+$SCP "$tmp/edge-agent" "$tmp/edge-agent.service" "$tmp/config.yaml" "$tmp/remote.sh" "$host:$stage/"
+$SSH "$host" "sudo sh $stage/remote.sh"
