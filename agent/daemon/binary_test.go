@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -220,14 +222,22 @@ func checkNothingLost(t *testing.T, cnt *mqtttest.Counter, device, db string) {
 	if err := b.Each(context.Background(), 0, math.MaxUint64, func(seq uint64, _ []byte) error { left[seq] = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	got := map[uint64]bool{}
-	for _, s := range cnt.Seqs(device) {
-		got[s] = true
-	}
+	// The broker acknowledged everything not in the buffer; its delivery to
+	// the subscriber may still be under way, so give it a few seconds.
 	var missing []uint64
-	for s := uint64(1); s <= st.LastSeq; s++ {
-		if !got[s] && !left[s] {
-			missing = append(missing, s)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		got := map[uint64]bool{}
+		for _, s := range cnt.Seqs(device) {
+			got[s] = true
+		}
+		missing = missing[:0]
+		for s := uint64(1); s <= st.LastSeq; s++ {
+			if !got[s] && !left[s] {
+				missing = append(missing, s)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
 		}
 	}
 	rep := cnt.Report(device)
@@ -258,4 +268,15 @@ func metricValue(page, series string) float64 {
 		}
 	}
 	return -1
+}
+
+// tryGet is httpGet for a server that may not be up yet.
+func tryGet(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
