@@ -224,3 +224,12 @@ func Open(spec Spec, env Env) (Sensor, error) {
 	}
 	return nil, fmt.Errorf("sensor %s: driver %s: %w", spec.Name, spec.Driver, ErrNotImplemented)
 }
+
+// Every driver satisfies Sensor; dht also counts its retried failures.
+var (
+	_ Sensor         = (*sim.Sensor)(nil)
+	_ Sensor         = (*bme280.Sensor)(nil)
+	_ Sensor         = (*dht.Sensor)(nil)
+	_ Sensor         = (*ds18b20.Sensor)(nil)
+	_ FailureCounter = (*dht.Sensor)(nil)
+)
