@@ -299,3 +299,21 @@ func TestScanWithoutBuses(t *testing.T) {
 		t.Fatalf("Scan of an empty /dev = %v, %v", found, errs)
 	}
 }
+
+// TestPlaybackCatchesMissingTraffic shows the other tests' bus.Close()
+// check has teeth: a recorded measurement that the driver never asked for
+// makes Close fail.
+func TestPlaybackCatchesMissingTraffic(t *testing.T) {
+	bus := &i2ctest.Playback{Ops: concat(
+		openOps(ChipIDBME280, datasheetCalib, 3),
+		readOps(ChipIDBME280, 3, measurement(adcP, adcT, adcH)),
+	), DontPanic: true}
+	s, err := New("bme", bus, addr, Opts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := bus.Close(); err == nil {
+		t.Fatal("Close succeeded with three recorded transactions unused")
+	}
+}

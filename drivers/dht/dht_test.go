@@ -221,3 +221,36 @@ func equalDurations(a, b []time.Duration) bool {
 	}
 	return true
 }
+
+// TestDeviceRenumbered: the overlay was reloaded and the device came back
+// under another number; the next Read finds it again.
+func TestDeviceRenumbered(t *testing.T) {
+	root := t.TempDir()
+	base := filepath.Join(root, "bus/iio/devices")
+	put := func(dev string) {
+		t.Helper()
+		dir := filepath.Join(base, dev)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, content := range map[string]string{"name": "dht11\n", "in_temp_input": "19000\n", "in_humidityrelative_input": "60000\n"} {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	put("iio:device0")
+	s, _ := New("dht", Opts{Model: DHT22, SysfsRoot: root, Clock: newClock()})
+	ctx := context.Background()
+	if v, err := s.Read(ctx); err != nil || v["temperature_c"] != 19 {
+		t.Fatalf("first read: %v, %v", v, err)
+	}
+	os.RemoveAll(filepath.Join(base, "iio:device0"))
+	if _, err := s.Read(ctx); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after removal: %v", err)
+	}
+	put("iio:device3")
+	if v, err := s.Read(ctx); err != nil || v["humidity_pct"] != 60 {
+		t.Fatalf("after renumbering: %v, %v", v, err)
+	}
+}
