@@ -128,7 +128,6 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func readOnce(ctx context.Context, spec drivers.Spec, env drivers.Env) Result {
 	start := time.Now()
 	r := Result{Name: spec.Name, Driver: spec.Driver}
-	defer func() { r.Duration = time.Since(start).Round(time.Millisecond).String() }()
 	s, err := drivers.Open(spec, env)
 	if err != nil {
 		r.Error = err.Error()
