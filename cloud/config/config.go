@@ -58,6 +58,8 @@ type Config struct {
 	DLQMaxBytes int
 	// LogLevel is debug, info, warn or error (FORWARDER_LOG_LEVEL).
 	LogLevel string
+	// Pprof serves net/http/pprof under /debug/pprof/ on Listen (FORWARDER_PPROF).
+	Pprof bool
 }
 
 // MQTT is the broker side.
@@ -116,6 +118,7 @@ var Vars = []Var{
 	{"FORWARDER_SHUTDOWN_TIMEOUT", "8s", "how long SIGTERM waits to flush in-flight records"},
 	{"FORWARDER_DLQ_MAX_BYTES", "65536", "dead-lettered payloads are truncated to this size"},
 	{"FORWARDER_LOG_LEVEL", "info", "debug, info, warn, error"},
+	{"FORWARDER_PPROF", "false", "serve Go's /debug/pprof/ on FORWARDER_LISTEN (profiling)"},
 }
 
 // Load reads the optional YAML file at path ("" for none) and then the
@@ -276,6 +279,9 @@ func parse(v map[string]string) (*Config, error) {
 		if *d.dst, err = time.ParseDuration(get(d.key, d.def)); err != nil || *d.dst <= 0 {
 			return nil, &Error{Key: d.key, Msg: fmt.Sprintf("%q is not a positive duration", get(d.key, d.def))}
 		}
+	}
+	if c.Pprof, err = parseBool(v, "FORWARDER_PPROF"); err != nil {
+		return nil, err
 	}
 	c.LogLevel = strings.ToLower(get("FORWARDER_LOG_LEVEL", "info"))
 	switch c.LogLevel {

@@ -1,6 +1,10 @@
 package forwarder
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/segmentio/kafka-go"
+)
 
 // pending is one MQTT message on its way to Kafka.
 type pending struct {
@@ -9,6 +13,11 @@ type pending struct {
 	ts   int64  // the reading's ts (unix nanos), for the lag gauge; 0 for DLQ
 	dlq  bool
 	done bool // guarded by ackQueue.mu
+
+	// Storage for the record's headers, key and seq, so a reading costs one
+	// allocation here rather than four.
+	hdrs [4]kafka.Header
+	buf  [48]byte
 }
 
 // ackQueue releases PUBACKs in arrival order although Kafka acknowledges

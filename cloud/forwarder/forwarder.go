@@ -2,11 +2,13 @@ package forwarder
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -117,6 +119,10 @@ func (f *Forwarder) Ready() bool {
 func (f *Forwarder) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(f.m.reg, promhttp.HandlerOpts{}))
+	if f.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !f.Ready() {
@@ -247,13 +253,14 @@ func (f *Forwarder) connect() (mqtt.Client, error) {
 		o.SetUsername(f.cfg.MQTT.Username)
 		o.SetPassword(f.cfg.MQTT.Password.Reveal())
 	}
+	var tc *tls.Config
 	if f.cfg.MQTT.TLS {
-		tc, err := tlsconf.Client(f.cfg.MQTT.CAFile)
-		if err != nil {
+		var err error
+		if tc, err = tlsconf.Client(f.cfg.MQTT.CAFile); err != nil {
 			return nil, fmt.Errorf("mqtt tls: %w", err)
 		}
-		o.SetTLSConfig(tc)
 	}
+	o.SetCustomOpenConnectionFn(dialMQTT(tc))
 	o.SetOnConnectHandler(func(c mqtt.Client) {
 		f.mqttUp.Store(true)
 		f.m.mqttUp.Set(1)
@@ -314,18 +321,23 @@ func (f *Forwarder) record(p *pending, topic string, payload []byte) kafka.Messa
 		return f.dlqRecord(p, topic, payload, err)
 	}
 	p.ts = r.TS.UnixNano()
-	dev := []byte(r.DeviceID)
+	// One allocation holds the headers and the key/seq bytes (see pending).
+	buf := append(p.buf[:0], r.DeviceID...)
+	dev := buf[:len(r.DeviceID):len(r.DeviceID)]
+	buf = strconv.AppendUint(buf, r.Seq, 10)
+	seq := buf[len(dev):]
+	p.hdrs = [4]kafka.Header{
+		{Key: "mqtt_topic", Value: []byte(topic)},
+		{Key: "device_id", Value: dev},
+		{Key: "seq", Value: seq},
+		{Key: "forwarder_id", Value: f.idHeader},
+	}
 	return kafka.Message{
-		Topic: f.cfg.Kafka.Topic,
-		Key:   dev,
-		Value: payload,
-		Time:  r.TS,
-		Headers: []kafka.Header{
-			{Key: "mqtt_topic", Value: []byte(topic)},
-			{Key: "device_id", Value: dev},
-			{Key: "seq", Value: strconv.AppendUint(nil, r.Seq, 10)},
-			{Key: "forwarder_id", Value: f.idHeader},
-		},
+		Topic:      f.cfg.Kafka.Topic,
+		Key:        dev,
+		Value:      payload,
+		Time:       r.TS,
+		Headers:    p.hdrs[:],
 		WriterData: p,
 	}
 }

@@ -179,12 +179,25 @@ type Kafka struct {
 // StartKafka runs kfake with TLS and SASL PLAIN, the topic (6 partitions) and its DLQ.
 func StartKafka(tb testing.TB, pki *PKI) *Kafka {
 	tb.Helper()
+	return StartKafkaWith(tb, pki, KafkaOptions{})
+}
+
+// KafkaOptions tune StartKafkaWith.
+type KafkaOptions struct {
+	Plaintext bool // no TLS, no SASL (benchmarks against a loopback cluster)
+}
+
+// StartKafkaWith is StartKafka with options.
+func StartKafkaWith(tb testing.TB, pki *PKI, o KafkaOptions) *Kafka {
+	tb.Helper()
 	k := &Kafka{pki: pki}
-	c, err := kfake.NewCluster(
-		kfake.NumBrokers(1),
-		kfake.TLS(pki.Server),
-		kfake.EnableSASL(),
-		kfake.Superuser("PLAIN", KafkaUser, KafkaSecret),
+	opts := []kfake.Opt{kfake.NumBrokers(1)}
+	if !o.Plaintext {
+		opts = append(opts, kfake.TLS(pki.Server), kfake.EnableSASL(), kfake.Superuser("PLAIN", KafkaUser, KafkaSecret))
+	} else {
+		k.pki = nil
+	}
+	c, err := kfake.NewCluster(append(opts,
 		kfake.SeedTopics(Partitions, Topic),
 		kfake.SeedTopics(1, DLQTopic),
 		kfake.ListenFn(func(network, address string) (net.Listener, error) {
@@ -196,7 +209,7 @@ func StartKafka(tb testing.TB, pki *PKI) *Kafka {
 			k.gates = append(k.gates, g)
 			return g, nil
 		}),
-	)
+	)...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -378,8 +391,7 @@ func (k *Kafka) ReadN(tb testing.TB, topic string, n int, timeout, settle time.D
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: []string{k.Addr}, Topic: topic, GroupID: fmt.Sprintf("check-%x", b),
 		StartOffset: kafka.FirstOffset, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 100 * time.Millisecond,
-		Dialer: &kafka.Dialer{Timeout: 5 * time.Second, TLS: k.pki.Client(),
-			SASLMechanism: plain.Mechanism{Username: KafkaUser, Password: KafkaSecret}},
+		Dialer: k.dialer(),
 	})
 	defer r.Close()
 	var out []Record
@@ -404,6 +416,14 @@ func (k *Kafka) ReadN(tb testing.TB, topic string, n int, timeout, settle time.D
 		}
 	}
 	return out
+}
+
+func (k *Kafka) dialer() *kafka.Dialer {
+	if k.pki == nil {
+		return &kafka.Dialer{Timeout: 5 * time.Second}
+	}
+	return &kafka.Dialer{Timeout: 5 * time.Second, TLS: k.pki.Client(),
+		SASLMechanism: plain.Mechanism{Username: KafkaUser, Password: KafkaSecret}}
 }
 
 // Partition returns the partition the Java client's default partitioner
