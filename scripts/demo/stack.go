@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+)
+
+// ErrNotImplemented is returned when a binary does not have the `run`
+// command yet (it says "unknown command").
+var ErrNotImplemented = errors.New("command not implemented")
+
+// allowAll lets every client connect and use every topic: the broker
+// listens on loopback only.
+type allowAll struct{ mqtt.HookBase }
+
+func (allowAll) ID() string { return "allow-all" }
+func (allowAll) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+func (allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+func (allowAll) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
+
+func startBroker() (*mqtt.Server, string, error) {
+	srv := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := srv.AddHook(new(allowAll), nil); err != nil {
+		return nil, "", err
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "demo", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(l); err != nil {
+		return nil, "", fmt.Errorf("mqtt listener: %w", err)
+	}
+	if err := srv.Serve(); err != nil {
+		return nil, "", err
+	}
+	return srv, l.Address(), nil
+}
+
+// proc is a child program whose output goes to a log file.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func start(name, bin string, args, env []string, logPath string) (*proc, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	// Own process group: Ctrl-C reaches only the demo, which stops the
+	// agent first and lets the forwarder drain before stopping it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// stop sends SIGTERM and waits, killing after grace.
+func (p *proc) stop(grace time.Duration) error {
+	select {
+	case <-p.done:
+		return p.exitErr()
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s did not stop within %v after SIGTERM; killed", p.name, grace)
+	}
+	return p.exitErr()
+}
+
+func (p *proc) exitErr() error {
+	if p.err == nil {
+		return nil
+	}
+	b, _ := os.ReadFile(p.log)
+	if bytes.Contains(b, []byte("unknown command")) {
+		return fmt.Errorf("%s: %w (its `run` is not wired yet)", p.name, ErrNotImplemented)
+	}
+	return fmt.Errorf("%s: %v; last log lines:\n%s", p.name, p.err, tail(b, 15))
+}
+
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "  " + strings.Join(lines, "\n  ")
+}
+
+func agentConfig(o Options, dir, mqttAddr string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "device_id: %s\nsensors:\n", o.DeviceID)
+	for i := 1; i <= o.Sensors; i++ {
+		fmt.Fprintf(&b, "  - {name: sim-%d, driver: sim, interval: %s}\n", i, o.Interval)
+	}
+	fmt.Fprintf(&b, "buffer:\n  path: %s\n", filepath.Join(dir, "buffer.db"))
+	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s\n", mqttAddr)
+	fmt.Fprintf(&b, "status_listen: 127.0.0.1:0\nlog_format: text\n")
+	return b.String()
+}
+
+// Demo runs the pipeline until ctx ends or o.Duration passes, printing
+// readings to out, and returns the tally.
+func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
+	for _, b := range []string{"edge-agent", "cloud-forwarder"} {
+		if _, err := os.Stat(filepath.Join(o.BinDir, b)); err != nil {
+			return nil, fmt.Errorf("%s/%s not found: run `make build` first: %w", o.BinDir, b, err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "sensorpipe-demo-")
+	if err != nil {
+		return nil, err
+	}
+	broker, mqttAddr, err := startBroker()
+	if err != nil {
+		return nil, err
+	}
+	defer broker.Close()
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, o.Topic, o.Topic+".dlq"))
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	defer kafka.Close()
+	kafkaAddr := kafka.ListenAddrs()[0]
+	fmt.Fprintf(out, "demo: MQTT broker on %s, Kafka on %s, logs and buffer in %s\n", mqttAddr, kafkaAddr, dir)
+
+	cfg := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(cfg, []byte(agentConfig(o, dir, mqttAddr)), 0o644); err != nil {
+		return nil, err
+	}
+	fwd, err := start("cloud-forwarder", filepath.Join(o.BinDir, "cloud-forwarder"), []string{"run"}, []string{
+		"HIVEMQ_URL=tcp://" + mqttAddr,
+		"KAFKA_SECURITY_PROTOCOL=PLAINTEXT",
+		"CONFLUENT_BOOTSTRAP_SERVER_SASL=" + kafkaAddr,
+		"KAFKA_TOPIC=" + o.Topic,
+		"FORWARDER_ID=demo-forwarder",
+		"FORWARDER_LISTEN=127.0.0.1:0",
+	}, filepath.Join(dir, "cloud-forwarder.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer fwd.stop(10 * time.Second) //nolint:errcheck // stopped explicitly below; this is the error path
+	agent, err := start("edge-agent", filepath.Join(o.BinDir, "edge-agent"), []string{"run", "--config", cfg},
+		nil, filepath.Join(dir, "edge-agent.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer agent.stop(10 * time.Second) //nolint:errcheck // as above
+	fmt.Fprintf(out, "demo: %d simulated sensors every %v -> edge-agent -> MQTT -> cloud-forwarder -> Kafka topic %s; Ctrl-C stops\n",
+		o.Sensors, o.Interval, o.Topic)
+
+	sum := newSummary()
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(kafkaAddr), kgo.ConsumeTopics(o.Topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancelConsume := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		consume(cctx, consumer, sum, o.Quiet, out)
+	}()
+	defer func() { cancelConsume(); consumer.Close(); wg.Wait() }()
+
+	var timeout <-chan time.Time
+	if o.Duration > 0 {
+		timeout = time.After(o.Duration)
+	}
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(out, "\ndemo: stopping")
+	case <-timeout:
+	case <-agent.done:
+		return sum.Finish(), agent.exitErr()
+	case <-fwd.done:
+		return sum.Finish(), fwd.exitErr()
+	}
+
+	// Stop taking readings, then let the forwarder drain what the agent
+	// published; what the agent had not yet published stays in its buffer.
+	if err := agent.stop(15 * time.Second); err != nil {
+		return sum.Finish(), err
+	}
+	buffered, last, err := bufferContents(filepath.Join(dir, "buffer.db"))
+	if err != nil {
+		return sum.Finish(), err
+	}
+	sum.SetProduced(last, buffered)
+	deadline := time.Now().Add(15 * time.Second)
+	for sum.Outstanding() > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	ferr := fwd.stop(15 * time.Second)
+	res := sum.Finish()
+	if res.Missing == 0 {
+		os.RemoveAll(dir)
+	} else {
+		fmt.Fprintf(out, "demo: kept %s for inspection\n", dir)
+	}
+	return res, ferr
+}
+
+// bufferContents returns the seqs still in the agent's buffer and the last
+// seq it ever assigned.
+func bufferContents(path string) (map[uint64]bool, uint64, error) {
+	b, err := buffer.OpenReadOnly(path, 5*time.Second)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open the agent's buffer: %w", err)
+	}
+	defer b.Close()
+	st, err := b.Stats()
+	if err != nil {
+		return nil, 0, err
+	}
+	in := map[uint64]bool{}
+	var after uint64
+	for {
+		recs, err := b.Peek(after, 1000)
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(recs) == 0 {
+			break
+		}
+		for _, r := range recs {
+			in[r.Seq] = true
+			after = r.Seq
+		}
+	}
+	return in, st.LastSeq, nil
+}
+
+func consume(ctx context.Context, cl *kgo.Client, sum *Summary, quiet bool, out io.Writer) {
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		fs.EachRecord(func(rec *kgo.Record) {
+			r, err := reading.Decode(rec.Value)
+			if err != nil {
+				sum.Bad()
+				fmt.Fprintf(out, "demo: undecodable record at %s/%d@%d: %v\n", rec.Topic, rec.Partition, rec.Offset, err)
+				return
+			}
+			dup := sum.Add(r.DeviceID, r.Seq)
+			if !quiet {
+				printReading(out, &r, rec, dup)
+			}
+		})
+	}
+}
+
+func printReading(out io.Writer, r *reading.Reading, rec *kgo.Record, dup bool) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s  %s/%-6s seq=%-5d", r.TS.Local().Format("15:04:05.000"), r.DeviceID, r.Sensor, r.Seq)
+	for _, k := range []struct{ key, unit string }{
+		{reading.Temperature, "°C"}, {reading.Humidity, "%"}, {reading.Pressure, "hPa"},
+	} {
+		if v, ok := r.Values[k.key]; ok {
+			fmt.Fprintf(&b, "  %7.2f %s", v, k.unit)
+		}
+	}
+	fmt.Fprintf(&b, "   kafka %s/%d@%d", rec.Topic, rec.Partition, rec.Offset)
+	if dup {
+		b.WriteString("  (duplicate)")
+	}
+	fmt.Fprintln(out, b.String())
+}

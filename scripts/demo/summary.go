@@ -1,0 +1,117 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sync"
+)
+
+type key struct {
+	device string
+	seq    uint64
+}
+
+// Summary tallies readings by (device_id, seq), the pipeline's identity.
+type Summary struct {
+	Produced   uint64 // seqs the agent assigned (its buffer's last seq)
+	Delivered  int    // distinct (device_id, seq) seen in Kafka
+	Duplicates int    // records seen more than once (at-least-once)
+	Buffered   int    // produced, not yet published: still in the agent's buffer
+	Missing    int    // produced, not buffered, never seen in Kafka
+	Undecoded  int    // Kafka records that failed to decode
+
+	mu       sync.Mutex
+	seen     map[key]int
+	produced uint64
+	buffered map[uint64]bool
+	known    bool
+}
+
+func newSummary() *Summary { return &Summary{seen: map[key]int{}} }
+
+// Add records one Kafka record and reports whether it was a duplicate.
+func (s *Summary) Add(device string, seq uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := key{device, seq}
+	s.seen[k]++
+	return s.seen[k] > 1
+}
+
+// Bad counts an undecodable record.
+func (s *Summary) Bad() {
+	s.mu.Lock()
+	s.Undecoded++
+	s.mu.Unlock()
+}
+
+// SetProduced tells the summary what the stopped agent produced and what
+// it still holds.
+func (s *Summary) SetProduced(last uint64, buffered map[uint64]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.produced, s.buffered, s.known = last, buffered, true
+}
+
+// Outstanding is how many produced, unbuffered readings Kafka has not shown yet.
+func (s *Summary) Outstanding() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for seq := uint64(1); seq <= s.produced; seq++ {
+		if !s.buffered[seq] && !s.seenSeq(seq) {
+			n++
+		}
+	}
+	return n
+}
+
+// seenSeq reports whether any device delivered seq (the demo has one device).
+func (s *Summary) seenSeq(seq uint64) bool {
+	for k := range s.seen {
+		if k.seq == seq {
+			return true
+		}
+	}
+	return false
+}
+
+// Finish computes the totals.
+func (s *Summary) Finish() *Summary {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Delivered, s.Duplicates = len(s.seen), 0
+	bySeq := map[uint64]bool{}
+	for k, n := range s.seen {
+		s.Duplicates += n - 1
+		bySeq[k.seq] = true
+	}
+	if s.known {
+		s.Produced, s.Buffered, s.Missing = s.produced, len(s.buffered), 0
+		for seq := uint64(1); seq <= s.produced; seq++ {
+			if !s.buffered[seq] && !bySeq[seq] {
+				s.Missing++
+			}
+		}
+	}
+	return s
+}
+
+// Print writes the summary for a person.
+func (s *Summary) Print(w io.Writer) {
+	fmt.Fprintln(w, "\nsummary by (device_id, seq):")
+	if s.known {
+		fmt.Fprintf(w, "  produced by edge-agent      %d\n", s.Produced)
+	} else {
+		fmt.Fprintln(w, "  produced by edge-agent      unknown (the agent did not stop cleanly)")
+	}
+	fmt.Fprintf(w, "  delivered to Kafka          %d\n", s.Delivered)
+	fmt.Fprintf(w, "  duplicates (at-least-once)  %d\n", s.Duplicates)
+	if s.known {
+		fmt.Fprintf(w, "  still in the agent's buffer %d (sent on its next start)\n", s.Buffered)
+		fmt.Fprintf(w, "  missing                     %d\n", s.Missing)
+	}
+	if s.Undecoded > 0 {
+		fmt.Fprintf(w, "  undecodable records         %d\n", s.Undecoded)
+	}
+}
