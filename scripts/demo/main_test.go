@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,9 +36,6 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sum, err := Demo(ctx, o, &out)
-	if errors.Is(err, ErrNotImplemented) {
-		t.Skipf("skipped until the binaries' run command exists: %v", err)
-	}
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
