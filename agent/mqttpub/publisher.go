@@ -282,6 +282,7 @@ func inc(c prometheus.Counter) {
 
 // session is one broker connection.
 type session struct {
+	ctx  context.Context // ends a dial or TLS handshake in progress on shutdown
 	p    *Publisher
 	c    mqtt.Client
 	lost chan error
@@ -290,7 +291,7 @@ type session struct {
 }
 
 func (p *Publisher) connect(ctx context.Context) (*session, error) {
-	s := &session{p: p, lost: make(chan error, 1)}
+	s := &session{ctx: ctx, p: p, lost: make(chan error, 1)}
 	o := mqtt.NewClientOptions().
 		AddBroker(p.o.URL).
 		SetClientID(p.o.ClientID).
@@ -344,7 +345,7 @@ func (s *session) dial(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 		host = net.JoinHostPort(u.Hostname(), port)
 	}
 	d := &net.Dialer{Timeout: p.o.ConnectTimeout, KeepAlive: p.o.KeepAlive}
-	raw, err := d.Dial("tcp", host)
+	raw, err := d.DialContext(s.ctx, "tcp", host)
 	if err != nil {
 		return nil, err
 	}
@@ -360,12 +361,13 @@ func (s *session) dial(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 			cfg.ServerName = u.Hostname()
 		}
 		tc := tls.Client(conn, cfg)
-		_ = raw.SetDeadline(time.Now().Add(p.o.ConnectTimeout))
-		if err := tc.Handshake(); err != nil {
+		hctx, cancel := context.WithTimeout(s.ctx, p.o.ConnectTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
 			raw.Close()
 			return nil, err
 		}
-		_ = raw.SetDeadline(time.Time{})
 		conn = tc
 	}
 	s.mu.Lock()

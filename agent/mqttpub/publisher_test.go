@@ -365,3 +365,20 @@ func TestBlackholedLink(t *testing.T) {
 		t.Errorf("no log line for the dead link:\n%s", out)
 	}
 }
+
+// TestStopWhileConnecting: a broker address that accepts TCP but never
+// answers (a black hole) must not hold up shutdown for the 15s connect
+// timeout.
+func TestStopWhileConnecting(t *testing.T) {
+	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{})
+	px := mqtttest.NewProxy(t, br.Addr)
+	px.Blackhole(true)
+	b := openBuffer(t)
+	r := start(t, b, mqttpub.Options{URL: "tcp://" + px.Addr})
+	time.Sleep(300 * time.Millisecond)
+	began := time.Now()
+	r.stop(t)
+	if d := time.Since(began); d > 2*time.Second {
+		t.Fatalf("stop took %v while connecting", d)
+	}
+}
