@@ -41,6 +41,7 @@ pi: ## static stripped edge-agent for Pi Zero/1 (armv6), Pi 2/3 (armv7), 64-bit 
 	cd dist && sha256sum edge-agent_linux_* > SHA256SUMS
 
 deb: pi ## .deb packages (armhf, arm64, amd64) into dist/, built with nfpm by scripts/mkdeb
+	rm -f dist/*.deb
 	CGO_ENABLED=0 GOOS=linux $(goenv_amd64) $(GO) build $(GOFLAGS_B) -o dist/edge-agent_linux_amd64 ./agent/cmd/edge-agent
 	$(GO) run ./scripts/mkdeb -version $(VERSION) -out dist \
 		armhf=dist/edge-agent_linux_armv6 arm64=dist/edge-agent_linux_arm64 amd64=dist/edge-agent_linux_amd64

@@ -114,17 +114,24 @@ func writeScripts() (string, error) {
 	return dir, nil
 }
 
-var notDebVersion = regexp.MustCompile(`[^A-Za-z0-9.+~]`)
+var (
+	notDebVersion = regexp.MustCompile(`[^A-Za-z0-9.+~]`)
+	// released matches a tag like 1.2 or 1.2.0; a bare commit hash such as
+	// 6723d64 also starts with a digit but has no dot.
+	released = regexp.MustCompile(`^[0-9]+\.[0-9]`)
+)
 
 // DebVersion turns `git describe` output into a Debian version: "v1.2.0" is
 // "1.2.0", "v1.2.0-3-gabc123" is "1.2.0+3.gabc123", and a bare commit
 // "abc123-dirty" is "0.0.0~gitabc123.dirty" (sorting before any release).
+// Debian versions must start with a digit and have no '-' (that would
+// mean a Debian revision).
 func DebVersion(s string) string {
 	s = strings.TrimPrefix(strings.TrimSpace(s), "v")
 	if s == "" {
 		return "0.0.0"
 	}
-	if s[0] >= '0' && s[0] <= '9' {
+	if released.MatchString(s) {
 		head, rest, _ := strings.Cut(s, "-")
 		if rest == "" {
 			return notDebVersion.ReplaceAllString(head, ".")

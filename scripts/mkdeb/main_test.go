@@ -30,6 +30,7 @@ func TestDebVersion(t *testing.T) {
 		"v1.2.0-3-gabc123-dirty": "1.2.0+3.gabc123.dirty",
 		"abc123":                 "0.0.0~gitabc123",
 		"abc123-dirty":           "0.0.0~gitabc123.dirty",
+		"6723d64-dirty":          "0.0.0~git6723d64.dirty",
 		"":                       "0.0.0",
 	} {
 		if got := DebVersion(in); got != want {
