@@ -30,6 +30,7 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	if runErr != nil {
 		problem("%v", runErr)
 	}
+	rep.Problems = append(rep.Problems, in.problems...)
 
 	s.log.Info("stopping the agent (SIGTERM)")
 	if err := s.agent.stop(30 * time.Second); err != nil {
@@ -112,8 +113,10 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	rep.Missing = tally.Summary{Missing: missing}.MissingCount()
 
 	var calm []tally.Window
+	var since time.Time
 	for _, f := range in.faults {
-		fr := result(tl, f)
+		fr := result(tl, since, f)
+		since = f.End
 		rep.Faults = append(rep.Faults, fr)
 		calm = append(calm, tally.Window{From: f.Start, To: f.End.Add(time.Duration(fr.RecoveryS*float64(time.Second)) + time.Second)})
 		if !fr.Complete {
@@ -121,10 +124,11 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 		}
 	}
 	if drain != nil {
-		fr := result(tl, *drain)
+		fr := result(tl, drain.Start, *drain)
 		rep.Drain = &fr
 		calm = append(calm, tally.Window{From: drain.Start, To: drain.End.Add(time.Duration(fr.RecoveryS*float64(time.Second)) + time.Second)})
 	}
+	rep.MissingWhere = attribute(missing, ds, rep.Faults)
 	rep.LatencyAll = latencyOf(tl.Latencies())
 	rep.LatencyCalm = latencyOf(tl.Latencies(calm...))
 	rep.Throughput = throughput(ds, drain)
@@ -142,8 +146,8 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 }
 
 // result measures a fault's recovery on the timeline.
-func result(tl *tally.Timeline, f fault) faultResult {
-	r := tl.Recovery(f.End)
+func result(tl *tally.Timeline, since time.Time, f fault) faultResult {
+	r := tl.Recovery(since, f.End)
 	fr := faultResult{fault: f, RecoveryS: r.Duration.Seconds(), Target: r.Target, Backlog: r.Backlog, Complete: r.Complete}
 	if r.Duration > 0 {
 		fr.DrainRate = float64(r.Backlog) / r.Duration.Seconds()
@@ -194,6 +198,36 @@ func subtract(rs []tally.Range, hole tally.Range) []tally.Range {
 		if r.To > hole.To {
 			out = append(out, tally.Range{From: hole.To + 1, To: r.To})
 		}
+	}
+	return out
+}
+
+// attribute says, for the first few missing ranges, when the reading just
+// before the gap was taken and which fault was going on then.
+func attribute(missing []tally.Range, ds []tally.Delivery, faults []faultResult) []string {
+	ts := map[uint64]time.Time{}
+	for _, d := range ds {
+		ts[d.Seq] = d.TS
+	}
+	var out []string
+	for i, r := range missing {
+		if i == 10 {
+			break
+		}
+		before, ok := ts[r.From-1]
+		if !ok {
+			out = append(out, fmt.Sprintf("seqs %d-%d: nothing delivered just before", r.From, r.To))
+			continue
+		}
+		during := "no fault"
+		for _, f := range faults {
+			end := f.End.Add(time.Duration(f.RecoveryS*float64(time.Second)) + time.Second)
+			if !before.Before(f.Start.Add(-time.Second)) && !before.After(end) {
+				during = f.Name
+			}
+		}
+		out = append(out, fmt.Sprintf("seqs %d-%d: the reading before the gap was taken at %s (%s)",
+			r.From, r.To, before.UTC().Format("15:04:05.000"), during))
 	}
 	return out
 }

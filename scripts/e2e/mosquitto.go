@@ -58,7 +58,7 @@ func newMosquitto(dir string, port int, certs pki.Files, users []mqttUser) (*pro
 		"password_file " + passwd,
 		"persistence true",
 		"persistence_location " + persist,
-		"autosave_interval 1",
+		"autosave_interval 30",
 		// The forwarders' persistent sessions must hold the whole backlog
 		// of an outage; mosquitto's default (1000) would drop the rest.
 		"max_queued_messages 1000000",

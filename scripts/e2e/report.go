@@ -56,6 +56,7 @@ type report struct {
 	Delivered    uint64           `json:"delivered"`
 	Missing      uint64           `json:"missing"`
 	MissingSeqs  []tally.Range    `json:"missing_ranges,omitempty"`
+	MissingWhere []string         `json:"missing_where,omitempty"`
 	Held         uint64           `json:"held_in_buffer"`
 	Duplicates   uint64           `json:"duplicates"`
 	DupRate      float64          `json:"duplicate_rate"`
@@ -88,6 +89,9 @@ func (r *report) text(w io.Writer) {
 		p("held        %d readings still in the agent's buffer at the end (on disk, sent on next start)", r.Held)
 	}
 	p("missing     %d%s", r.Missing, missingList(r.MissingSeqs))
+	for _, m := range r.MissingWhere {
+		p("            %s", m)
+	}
 	p("duplicates  %d (%.3f%% of delivered)", r.Duplicates, 100*r.DupRate)
 	p("dlq         %d records; undecodable or other device: %d; seqs past the last produced: %d", r.DLQ, r.Foreign, r.Unexpected)
 	var fw []string

@@ -24,14 +24,17 @@ type tracker struct {
 	mu       sync.Mutex
 	recv     map[recKey]time.Time
 	ts       map[uint64]time.Time // reading ts of each seq seen
-	prefix   uint64               // every seq in 1..prefix has been seen
+	prefix   uint64               // every seq in 1..prefix has been seen (or forgiven)
+	maxSeq   uint64
+	forgiven map[uint64]bool // gaps given up on, so later faults can still be gated
 	records  int
 	foreign  int           // records of another device or that did not decode
 	progress chan struct{} // closed and replaced when prefix moves
 }
 
 func newTracker(device string) *tracker {
-	return &tracker{device: device, recv: map[recKey]time.Time{}, ts: map[uint64]time.Time{}, progress: make(chan struct{})}
+	return &tracker{device: device, recv: map[recKey]time.Time{}, ts: map[uint64]time.Time{},
+		forgiven: map[uint64]bool{}, progress: make(chan struct{})}
 }
 
 func (t *tracker) add(r topicread.Record) {
@@ -46,9 +49,14 @@ func (t *tracker) add(r topicread.Record) {
 	if _, ok := t.ts[r.Reading.Seq]; !ok {
 		t.ts[r.Reading.Seq] = r.Reading.TS
 	}
+	t.maxSeq = max(t.maxSeq, r.Reading.Seq)
+	t.advance()
+}
+
+func (t *tracker) advance() {
 	moved := false
 	for {
-		if _, ok := t.ts[t.prefix+1]; !ok {
+		if _, ok := t.ts[t.prefix+1]; !ok && !t.forgiven[t.prefix+1] {
 			break
 		}
 		t.prefix++
@@ -60,12 +68,30 @@ func (t *tracker) add(r topicread.Record) {
 	}
 }
 
+// forgive gives up on the seqs missing below the newest one seen, so the
+// next fault can still be gated on catching up. The final count, not the
+// tracker, decides what was lost.
+func (t *tracker) forgive() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for s := t.prefix + 1; s <= t.maxSeq; s++ {
+		if _, ok := t.ts[s]; !ok {
+			t.forgiven[s] = true
+		}
+	}
+	t.advance()
+}
+
 // state returns the contiguous prefix, its reading's ts, and a channel
 // closed on the next progress.
 func (t *tracker) state() (uint64, time.Time, <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.prefix, t.ts[t.prefix], t.progress
+	s := t.prefix
+	for s > 0 && t.forgiven[s] {
+		s--
+	}
+	return t.prefix, t.ts[s], t.progress
 }
 
 // received returns when the live consumer got record k.

@@ -106,17 +106,26 @@ type Recovery struct {
 
 // Recovery measures catch-up after a fault that ended at end: the target is
 // the newest seq taken at or before end, and the pipeline has caught up
-// once every seq from 1 to the target has been received.
-func (t *Timeline) Recovery(end time.Time) Recovery {
+// once every seq up to the target has been received. Only seqs taken after
+// since count, so a reading lost in an earlier fault is not charged to
+// this one (pass the previous fault's end, or the zero time).
+func (t *Timeline) Recovery(since, end time.Time) Recovery {
 	var r Recovery
+	var floor uint64 // newest seq taken at or before since
 	for seq, d := range t.first {
-		if seq <= t.final && !d.TS.After(end) && seq > r.Target {
+		if seq > t.final {
+			continue
+		}
+		if !d.TS.After(end) && seq > r.Target {
 			r.Target = seq
+		}
+		if !since.IsZero() && !d.TS.After(since) && seq > floor {
+			floor = seq
 		}
 	}
 	r.Complete = true
 	var last time.Time
-	for seq := uint64(1); seq <= r.Target; seq++ {
+	for seq := floor + 1; seq <= r.Target; seq++ {
 		d, ok := t.first[seq]
 		if !ok {
 			r.Complete = false

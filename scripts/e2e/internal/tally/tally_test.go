@@ -75,6 +75,7 @@ func TestRecovery(t *testing.T) {
 		name  string
 		final uint64
 		ds    []Delivery
+		since time.Time
 		end   time.Time
 		want  Recovery
 	}{
@@ -87,10 +88,13 @@ func TestRecovery(t *testing.T) {
 		{name: "a gap never filled", final: 7, end: at(1000),
 			ds:   []Delivery{d(1, 0, 10), d(3, 200, 1300)},
 			want: Recovery{Target: 3, Backlog: 2, Duration: 300 * time.Millisecond, Complete: false}},
+		{name: "a gap before since is not this fault's", final: 7, since: at(300), end: at(1000),
+			ds:   []Delivery{d(1, 0, 10), d(3, 200, 210), d(4, 400, 1100), d(5, 900, 1300), d(6, 1100, 1400)},
+			want: Recovery{Target: 5, Backlog: 2, Duration: 300 * time.Millisecond, Complete: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := NewTimeline(tt.final, tt.ds).Recovery(tt.end)
+			got := NewTimeline(tt.final, tt.ds).Recovery(tt.since, tt.end)
 			if got != tt.want {
 				t.Fatalf("Recovery(%v) = %+v, want %+v", tt.end.Sub(t0), got, tt.want)
 			}
