@@ -72,9 +72,7 @@ func start(name, bin string, args, env []string, logPath string) (*proc, error) 
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
-	// Own process group: Ctrl-C reaches only the demo, which stops the
-	// agent first and lets the forwarder drain before stopping it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
