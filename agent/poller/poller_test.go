@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,15 +120,26 @@ func TestAlignedScheduleAndSlowSensorIsolation(t *testing.T) {
 	if len(rs) < 9 || len(rs) > 11 {
 		t.Fatalf("%d readings from a 100ms sensor in 1.05s; want about 10 despite the hung one", len(rs))
 	}
+	var offs []time.Duration
+	var prevTick time.Time
 	for _, r := range rs {
 		if r.DeviceID != "pi-1" || r.Sensor != "sim-1" || r.Kind != "sim" || !r.TimeSynced || len(r.Values) == 0 {
 			t.Fatalf("bad reading %+v", r)
 		}
-		// Aligned to multiples of the interval: the read happens within a
-		// few ms of the tick (generous for -race on a busy machine).
-		if off := r.TS.Sub(r.TS.Truncate(iv)); off > 40*time.Millisecond {
-			t.Errorf("reading at %v is %v after its tick", r.TS.Format("15:04:05.000"), off)
+		// Aligned to multiples of the interval, one reading per tick: no
+		// drift (offsets do not grow) and no two reads in one tick.
+		tick := r.TS.Truncate(iv)
+		if !tick.After(prevTick) {
+			t.Errorf("two readings in the tick of %v", tick.Format("15:04:05.000"))
 		}
+		prevTick = tick
+		offs = append(offs, r.TS.Sub(tick))
+	}
+	slices.Sort(offs)
+	// The median read is within a few ms of its tick (generous for -race
+	// on a shared 2-core machine, where a goroutine can wait 50ms+).
+	if med := offs[len(offs)/2]; med > 25*time.Millisecond {
+		t.Errorf("median reading is %v after its tick (all: %v)", med, offs)
 	}
 	if m := slow.maxActive.Load(); m != 1 {
 		t.Errorf("the slow sensor had %d overlapping reads", m)

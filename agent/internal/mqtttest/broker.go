@@ -9,7 +9,6 @@ import (
 
 	mqttsrv "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -103,11 +102,11 @@ func (b *Broker) Start() {
 			b.t.Fatal(err)
 		}
 	}
-	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.Addr})); err != nil {
+	if err := srv.AddListener(newTCPListener("tcp", b.Addr, nil)); err != nil {
 		b.t.Fatal(err)
 	}
 	if b.TLSAddr != "" {
-		if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tls", Address: b.TLSAddr, TLSConfig: b.o.TLS})); err != nil {
+		if err := srv.AddListener(newTCPListener("tls", b.TLSAddr, b.o.TLS)); err != nil {
 			b.t.Fatal(err)
 		}
 	}
