@@ -192,8 +192,12 @@ func (a *agent) run(ctx context.Context) (err error) {
 	if srv != nil {
 		g.Go(func() error { return srv.Serve(gctx) })
 	}
+	statusAddr := "off"
+	if srv != nil {
+		statusAddr = srv.Addr() // the bound port when status_listen ends in :0
+	}
 	a.log.Info("edge-agent running", "device_id", cfg.DeviceID, "sensors", len(cfg.Sensors),
-		"buffered", st.Count, "buffer", cfg.Buffer.Path, "mqtt", cfg.MQTT.URL, "status", cfg.StatusListen,
+		"buffered", st.Count, "buffer", cfg.Buffer.Path, "mqtt", cfg.MQTT.URL, "status", statusAddr,
 		"clock_synced", a.clk.Synced())
 	a.o.Notify(sddaemon.SdNotifyReady)
 	a.watchdog(gctx)
