@@ -296,8 +296,11 @@ func BenchmarkLiveLatency(b *testing.B) {
 		b.StopTimer()
 		mq := startMosquitto(b, "")
 		k := testkit.StartKafkaWith(b, nil, testkit.KafkaOptions{Plaintext: true})
-		c := startForwarder(b, mq, k.Addr)
+		c := startForwarder(b, mq, k.Addr, "FORWARDER_PPROF=true")
 		c.waitMetric(b, "forwarder_kafka_ready", 1, 10*time.Second, 10*time.Millisecond)
+		if prof := os.Getenv("BENCH_CPUPROFILE"); prof != "" {
+			go func() { time.Sleep(2 * time.Second); saveProfile(c.addr, "profile?seconds=5", prof) }()
+		}
 		time.Sleep(200 * time.Millisecond)
 
 		cl, err := kgo.NewClient(kgo.SeedBrokers(k.Addr), kgo.ConsumeTopics(testkit.Topic),
@@ -378,5 +381,18 @@ func BenchmarkLiveLatency(b *testing.B) {
 		b.Logf("%d readings at %d/s: p50 %v p99 %v max %v; forwarder cpu %v, VmHWM %d KiB",
 			len(lats), rate, p(0.5), p(0.99), p(1), cpu, hwm)
 		b.StartTimer()
+	}
+}
+
+// BenchmarkDecode measures reading.Decode on a typical payload: the part of
+// the forwarder's per-message CPU spent validating the wire format.
+func BenchmarkDecode(b *testing.B) {
+	_, p := payload(12345)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		if _, err := reading.Decode(p); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

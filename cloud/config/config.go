@@ -108,13 +108,13 @@ var Vars = []Var{
 	{"KAFKA_CA_FILE", "", "PEM CA bundle for a private cluster"},
 	{"KAFKA_TOPIC", "sensor-readings", "target topic"},
 	{"KAFKA_DLQ_TOPIC", "KAFKA_TOPIC.dlq", "dead-letter topic for payloads that fail validation"},
-	{"KAFKA_BATCH_SIZE", "2000", "max records per partition batch"},
+	{"KAFKA_BATCH_SIZE", "200", "max records per partition batch (kafka-go writes one batch per partition at a time: raise it on high-latency links)"},
 	{"KAFKA_BATCH_BYTES", "1048576", "max bytes per partition batch"},
 	{"KAFKA_BATCH_TIMEOUT", "5ms", "max time a record waits for its batch to fill"},
 	{"KAFKA_COMPRESSION", "snappy", "none, gzip, snappy, lz4, zstd"},
 	{"FORWARDER_LISTEN", ":9102", "/metrics, /healthz, /readyz"},
 	{"FORWARDER_INSECURE", "false", "allow plaintext MQTT/Kafka to non-loopback hosts"},
-	{"FORWARDER_MAX_IN_FLIGHT", "20000", "messages received and not yet acked (bounds memory while Kafka is down)"},
+	{"FORWARDER_MAX_IN_FLIGHT", "5000", "messages received and not yet acked (bounds memory while Kafka is down)"},
 	{"FORWARDER_SHUTDOWN_TIMEOUT", "8s", "how long SIGTERM waits to flush in-flight records"},
 	{"FORWARDER_DLQ_MAX_BYTES", "65536", "dead-lettered payloads are truncated to this size"},
 	{"FORWARDER_LOG_LEVEL", "info", "debug, info, warn, error"},
@@ -258,9 +258,9 @@ func parse(v map[string]string) (*Config, error) {
 		min, max int
 		dst      *int
 	}{
-		{"FORWARDER_MAX_IN_FLIGHT", 20000, 1, 1 << 20, &c.MaxInFlight},
+		{"FORWARDER_MAX_IN_FLIGHT", 5000, 1, 1 << 20, &c.MaxInFlight},
 		{"FORWARDER_DLQ_MAX_BYTES", 65536, 64, 900 << 10, &c.DLQMaxBytes},
-		{"KAFKA_BATCH_SIZE", 2000, 1, 1 << 20, &c.Kafka.BatchSize},
+		{"KAFKA_BATCH_SIZE", 200, 1, 1 << 20, &c.Kafka.BatchSize},
 		{"KAFKA_BATCH_BYTES", 1 << 20, 1 << 10, 64 << 20, &c.Kafka.BatchBytes},
 	}
 	for _, i := range ints {

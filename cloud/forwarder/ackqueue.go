@@ -17,7 +17,7 @@ type pending struct {
 	// Storage for the record's headers, key and seq, so a reading costs one
 	// allocation here rather than four.
 	hdrs [4]kafka.Header
-	buf  [48]byte
+	buf  [112]byte
 }
 
 // ackQueue releases PUBACKs in arrival order although Kafka acknowledges

@@ -321,13 +321,16 @@ func (f *Forwarder) record(p *pending, topic string, payload []byte) kafka.Messa
 		return f.dlqRecord(p, topic, payload, err)
 	}
 	p.ts = r.TS.UnixNano()
-	// One allocation holds the headers and the key/seq bytes (see pending).
+	// One allocation (pending) holds the headers and the key, seq and topic
+	// bytes; append only allocates for names longer than pending.buf.
 	buf := append(p.buf[:0], r.DeviceID...)
-	dev := buf[:len(r.DeviceID):len(r.DeviceID)]
+	dev := buf[:len(buf):len(buf)]
 	buf = strconv.AppendUint(buf, r.Seq, 10)
-	seq := buf[len(dev):]
+	seq := buf[len(dev):len(buf):len(buf)]
+	n := len(buf)
+	buf = append(buf, topic...)
 	p.hdrs = [4]kafka.Header{
-		{Key: "mqtt_topic", Value: []byte(topic)},
+		{Key: "mqtt_topic", Value: buf[n:len(buf):len(buf)]},
 		{Key: "device_id", Value: dev},
 		{Key: "seq", Value: seq},
 		{Key: "forwarder_id", Value: f.idHeader},
