@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -122,14 +123,21 @@ func (c *counters) save(tx *bolt.Tx) error {
 	return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaCounters), c.marshal())
 }
 
-// Buffer is a durable FIFO of readings in one bbolt file.
+// Buffer is a durable FIFO of readings in one bbolt file and its log.
 // Its methods are safe for concurrent use.
 type Buffer struct {
 	db       *bolt.DB
+	wal      *os.File // nil when read-only
 	path     string
 	opts     Options
 	log      *slog.Logger
 	readOnly bool
+
+	mu sync.RWMutex // guards st; the writer holds it to change st, readers to read bbolt+st consistently
+	st *state
+
+	commitMu   sync.Mutex   // held by whoever commits: the writer goroutine, or a caller on the fast path
+	lastCommit atomic.Int64 // Unix ns of the last commit, for the idle checkpoint
 
 	reqs       chan *request
 	quit       chan struct{}
@@ -141,11 +149,12 @@ type Buffer struct {
 	notify   chan struct{} // closed and replaced when readings are appended
 }
 
-// Open opens or creates the buffer at path, creating missing directories.
-// A file bbolt cannot read, or that fails the open-time check, is renamed
-// to <path>.corrupt-<UTC time> (logged as an error) and a fresh buffer is
-// started; the caller keeps running. It returns ErrLocked when another
-// process holds the file for longer than opts.LockTimeout.
+// Open opens or creates the buffer at path (and its log, path+".wal"),
+// creating missing directories. A file bbolt cannot read, or that fails the
+// open-time check, is renamed to <path>.corrupt-<UTC time> (logged as an
+// error) and a fresh buffer is started; the caller keeps running. It
+// returns ErrLocked when another process holds the file for longer than
+// opts.LockTimeout.
 func Open(path string, opts Options) (*Buffer, error) {
 	opts = opts.withDefaults()
 	if unsafe.Sizeof(uintptr(0)) == 4 && opts.MaxBytes > maxBytes32 {
@@ -155,9 +164,9 @@ func Open(path string, opts Options) (*Buffer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("open buffer %s: %w", path, err)
 	}
-	db, err := openChecked(path, opts)
+	db, st, err := openChecked(path, opts)
 	if err != nil && errors.Is(err, ErrCorrupt) {
-		db, err = recoverCorrupt(path, opts, err)
+		db, st, err = recoverCorrupt(path, opts, err)
 	}
 	if err != nil {
 		return nil, err
@@ -167,10 +176,22 @@ func Open(path string, opts Options) (*Buffer, error) {
 		path:       path,
 		opts:       opts,
 		log:        opts.Logger,
+		st:         st,
 		reqs:       make(chan *request, 1024),
 		quit:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 		notify:     make(chan struct{}),
+	}
+	// Always start a new log epoch: whatever the old log holds past its
+	// last intact record (a torn write) must never look valid again.
+	if err := b.update(b.st.checkpointTx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open buffer %s: checkpoint: %w", path, err)
+	}
+	b.st.reset()
+	if b.wal, err = openWAL(path); err != nil {
+		db.Close()
+		return nil, err
 	}
 	go b.writer()
 	return b, nil
@@ -185,18 +206,42 @@ func boltOptions(readOnly bool, timeout time.Duration) *bolt.Options {
 	}
 }
 
-// openChecked opens path read-write, creates the buckets and checks the
-// file. Errors caused by the file's content wrap ErrCorrupt.
-func openChecked(path string, opts Options) (*bolt.DB, error) {
+// openChecked opens path read-write, creates the buckets, checks the file
+// and replays the log. Errors caused by the file's content wrap ErrCorrupt.
+func openChecked(path string, opts Options) (*bolt.DB, *state, error) {
 	db, err := openBolt(path, boltOptions(false, opts.LockTimeout))
 	if err != nil {
-		return nil, classifyOpenErr(path, err)
+		return nil, nil, classifyOpenErr(path, err)
 	}
 	if err := initAndCheck(db, path, opts); err != nil {
 		_ = db.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return db, nil
+	st, err := loadFromDisk(db, path)
+	if err != nil {
+		_ = db.Close()
+		return nil, nil, err
+	}
+	return db, st, nil
+}
+
+// loadFromDisk builds the state from bbolt and replays the log on top.
+func loadFromDisk(db *bolt.DB, path string) (st *state, err error) {
+	log, err := readWAL(path)
+	if err != nil {
+		return nil, fmt.Errorf("open buffer %s: read log: %w", path, err)
+	}
+	err = viewGuarded(db, func(tx *bolt.Tx) error {
+		if st, err = loadState(tx); err != nil {
+			return err
+		}
+		_, err = st.replay(tx.Bucket([]byte(bucketReadings)), log)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open buffer %s: %w", path, err)
+	}
+	return st, nil
 }
 
 func initAndCheck(db *bolt.DB, path string, opts Options) (err error) {
@@ -254,9 +299,13 @@ func OpenReadOnly(path string, timeout time.Duration) (*Buffer, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	quit := make(chan struct{})
-	return &Buffer{db: db, path: path, readOnly: true, opts: Options{}.withDefaults(),
-		log: slog.New(slog.DiscardHandler), quit: quit, notify: make(chan struct{})}, nil
+	st, err := loadFromDisk(db, path)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return &Buffer{db: db, path: path, readOnly: true, opts: Options{}.withDefaults(), st: st,
+		log: slog.New(slog.DiscardHandler), quit: make(chan struct{}), notify: make(chan struct{})}, nil
 }
 
 // Path is the buffer's file.
@@ -276,22 +325,28 @@ func (b *Buffer) Close() error {
 	if b.writerDone != nil {
 		<-b.writerDone
 	}
+	if b.wal != nil {
+		_ = b.wal.Close()
+	}
 	if err := b.db.Close(); err != nil {
 		return fmt.Errorf("close buffer %s: %w", b.path, err)
 	}
 	return nil
 }
 
-// view runs fn in a read transaction, turning a panic or a memory fault
-// from a damaged file into an error wrapping ErrCorrupt.
-func (b *Buffer) view(fn func(tx *bolt.Tx) error) (err error) {
+// read runs fn with the state and a bbolt read transaction, consistently
+// (the writer cannot change either meanwhile), turning a panic or a memory
+// fault from a damaged file into an error wrapping ErrCorrupt.
+func (b *Buffer) read(fn func(s *state, tx *bolt.Tx) error) (err error) {
 	b.closeMu.RLock()
 	defer b.closeMu.RUnlock()
 	if b.closed {
 		return ErrClosed
 	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
 	defer guard(&err)()
-	return b.db.View(fn)
+	return b.db.View(func(tx *bolt.Tx) error { return fn(b.st, tx) })
 }
 
 // Peek returns up to n of the oldest records with Seq > after, oldest first.
@@ -300,18 +355,24 @@ func (b *Buffer) Peek(after uint64, n int) ([]Record, error) {
 	if n <= 0 {
 		return nil, nil
 	}
+	out, err := b.collect(after, ^uint64(0), n)
+	if err != nil {
+		return nil, fmt.Errorf("peek buffer: %w", err)
+	}
+	return out, nil
+}
+
+// collect returns up to n records with after < seq <= to, oldest first.
+func (b *Buffer) collect(after, to uint64, n int) ([]Record, error) {
 	var out []Record
-	err := b.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket([]byte(bucketReadings)).Cursor()
+	err := b.read(func(s *state, tx *bolt.Tx) error {
 		var arena []byte
-		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < n; k, v = c.Next() {
-			seq, err := keySeq(k)
-			if err != nil {
-				return err
-			}
+		var perr error
+		err := s.each(tx.Bucket([]byte(bucketReadings)), after, min(to, s.durable), func(seq uint64, v []byte) bool {
 			h, err := parseValue(v)
 			if err != nil {
-				return fmt.Errorf("seq %d: %w", seq, err)
+				perr = fmt.Errorf("seq %d: %w", seq, err)
+				return false
 			}
 			if cap(arena)-len(arena) < len(h.payload) {
 				arena = make([]byte, 0, max(32<<10, len(h.payload)))
@@ -319,13 +380,14 @@ func (b *Buffer) Peek(after uint64, n int) ([]Record, error) {
 			start := len(arena)
 			arena = append(arena, h.payload...)
 			out = append(out, Record{Seq: seq, Sensor: string(h.sensor), Payload: arena[start:len(arena):len(arena)]})
+			return len(out) < n
+		})
+		if err != nil {
+			return err
 		}
-		return nil
+		return perr
 	})
-	if err != nil {
-		return nil, fmt.Errorf("peek buffer: %w", err)
-	}
-	return out, nil
+	return out, err
 }
 
 // Wait blocks until a record with Seq > after exists, ctx ends or the
@@ -336,10 +398,11 @@ func (b *Buffer) Wait(ctx context.Context, after uint64) error {
 		ch := b.notify
 		b.notifyMu.Unlock()
 		var found bool
-		err := b.view(func(tx *bolt.Tx) error {
-			k, _ := tx.Bucket([]byte(bucketReadings)).Cursor().Seek(seqKey(after + 1))
-			found = k != nil
-			return nil
+		err := b.read(func(s *state, tx *bolt.Tx) error {
+			return s.each(tx.Bucket([]byte(bucketReadings)), after, s.durable, func(uint64, []byte) bool {
+				found = true
+				return false
+			})
 		})
 		if err != nil || found {
 			return err

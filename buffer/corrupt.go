@@ -3,6 +3,7 @@ package buffer
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"runtime/debug"
 	"syscall"
@@ -64,8 +65,8 @@ func isEnvErrno(err error) bool {
 
 // checkTx is the open-time check. The quick form reads the few pages that
 // locate the data (file size against bbolt's high-water mark, the buckets,
-// the counters, the first and last record); the full form also decodes
-// every record and compares the counters.
+// the counters, the first and last record, fully decoded); the full form
+// also walks every record's key and header and compares the counters.
 func checkTx(tx *bolt.Tx, path string, full bool) error {
 	if fs := fileSize(path); fs < tx.Size() {
 		return fmt.Errorf("%w: file is %d bytes but bbolt needs %d (truncated)", ErrCorrupt, fs, tx.Size())
@@ -97,7 +98,7 @@ func checkTx(tx *bolt.Tx, path string, full bool) error {
 	if !full {
 		return nil
 	}
-	w, err := walk(tx, nil)
+	w, err := walkHeaders(tx)
 	if err != nil {
 		return err
 	}
@@ -130,6 +131,30 @@ func decodeRecord(seq uint64, v []byte) (reading.Reading, error) {
 type walkResult struct {
 	count, live uint64
 	first, last uint64
+}
+
+// walkHeaders is walk without the JSON decode: it touches every page of
+// the tree and checks keys, order and headers, at a fraction of the cost.
+func walkHeaders(tx *bolt.Tx) (walkResult, error) {
+	var w walkResult
+	prev := uint64(0)
+	c := tx.Bucket([]byte(bucketReadings)).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		seq, err := keySeq(k)
+		if err != nil {
+			return w, err
+		}
+		if seq <= prev {
+			return w, fmt.Errorf("%w: seq %d after %d", ErrCorrupt, seq, prev)
+		}
+		prev = seq
+		if _, err := parseValue(v); err != nil {
+			return w, fmt.Errorf("seq %d: %w", seq, err)
+		}
+		w.count++
+		w.live += uint64(len(k) + len(v))
+	}
+	return w, nil
 }
 
 // walk decodes every record in seq order; fn, when set, sees each one.
@@ -165,18 +190,27 @@ func walk(tx *bolt.Tx, fn func(seq uint64, r *reading.Reading) error) (walkResul
 	return w, nil
 }
 
-// recoverCorrupt moves the damaged file aside and opens a fresh one whose
-// sequence continues above the old file's, so no (device_id, seq) is reused
-// (consumers dedupe on it). If the old sequence cannot be read, the fresh
+// recoverCorrupt moves the damaged file (and its log) aside and opens a
+// fresh one whose sequence continues above the old one's, so no
+// (device_id, seq) is reused (consumers dedupe on it). The old sequence is
+// the higher of bbolt's and the log's; if bbolt's cannot be read, the fresh
 // sequence starts at the current Unix time in microseconds, which is above
 // any seq a buffer appending fewer than a million readings a second since
 // 1970 could have reached.
-func recoverCorrupt(path string, opts Options, cause error) (*bolt.DB, error) {
+func recoverCorrupt(path string, opts Options, cause error) (*bolt.DB, *state, error) {
 	salvaged, serr := salvageSequence(path)
+	if log, err := readWAL(path); err == nil {
+		if top := maxWALSeq(log); top < maxSaneSeq {
+			salvaged = max(salvaged, top)
+		}
+	}
 	now := time.Now().UTC()
 	aside := fmt.Sprintf("%s.corrupt-%s", path, now.Format("20060102T150405.000Z"))
 	if err := os.Rename(path, aside); err != nil {
-		return nil, fmt.Errorf("move corrupt buffer %s aside: %w (cause: %w)", path, err, cause)
+		return nil, nil, fmt.Errorf("move corrupt buffer %s aside: %w (cause: %w)", path, err, cause)
+	}
+	if err := os.Rename(walPath(path), walPath(aside)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("move buffer log %s aside: %w", walPath(path), err)
 	}
 	start := salvaged
 	if serr != nil {
@@ -184,17 +218,12 @@ func recoverCorrupt(path string, opts Options, cause error) (*bolt.DB, error) {
 	}
 	opts.Logger.Error("buffer file is corrupt; moved aside, starting a fresh buffer",
 		"path", path, "moved_to", aside, "err", cause, "next_seq", start+1, "sequence_salvaged", serr == nil)
-	db, err := openChecked(path, opts)
+	db, st, err := openChecked(path, opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte(bucketReadings)).SetSequence(start)
-	}); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("open buffer %s: set sequence: %w", path, err)
-	}
-	return db, nil
+	st.next, st.durable, st.base = start, start, start
+	return db, st, nil
 }
 
 // salvageSequence reads the highest seq a damaged file had handed out.

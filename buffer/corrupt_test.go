@@ -100,7 +100,7 @@ func TestCorruptFileIsMovedAside(t *testing.T) {
 				t.Fatalf("Open of a damaged file failed instead of starting fresh: %v", err)
 			}
 			defer b.Close()
-			aside, _ := filepath.Glob(path + ".corrupt-*")
+			aside := corruptFiles(t, path)
 			if len(aside) != 1 {
 				t.Fatalf("moved-aside files: %v", aside)
 			}
@@ -158,7 +158,7 @@ func TestEmptyFileIsInitialised(t *testing.T) {
 	writeFile(t, path, nil)
 	b := openT(t, path, buffer.Options{})
 	appendN(t, b, 0, 1)
-	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 0 {
+	if aside := corruptFiles(t, path); len(aside) != 0 {
 		t.Fatalf("empty file moved aside: %v", aside)
 	}
 }
@@ -209,4 +209,20 @@ func flip(t *testing.T, path string, off int64) {
 	if _, err := f.WriteAt(b[:], off); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// corruptFiles lists the moved-aside buffer files (not their logs).
+func corruptFiles(t *testing.T, path string) []string {
+	t.Helper()
+	all, err := filepath.Glob(path + ".corrupt-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range all {
+		if !strings.HasSuffix(f, ".wal") {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -258,6 +258,20 @@ func TestCrashWhileAppending(t *testing.T) {
 			}
 		}
 		lastMax = stored[len(stored)-1]
+		// Keep the file small (verify decodes every record) but not empty,
+		// so older data is carried through the following crashes too.
+		if len(stored) > 500 {
+			b, err := buffer.Open(path, buffer.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Purge(context.Background(), stored[len(stored)-500]); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	t.Logf("%d runs, %d acknowledged appends, all present", crashRuns(t), total)
 }
@@ -270,7 +284,7 @@ func TestCrashWhileDeleting(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		appendN(t, b, 0, 3000)
+		appendN(t, b, 0, 1500)
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -292,7 +306,7 @@ func TestCrashWhileDeleting(t *testing.T) {
 				t.Fatalf("run %d: seq %d appeared from nowhere", i, s)
 			}
 		}
-		if len(after) < 500 {
+		if len(after) < 300 {
 			refill()
 			after = inspect(t, path)
 		}

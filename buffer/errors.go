@@ -19,6 +19,4 @@ var (
 	ErrInvalidReading = errors.New("reading cannot be buffered")
 )
 
-func errorsIs(err, target error) bool { return errors.Is(err, target) }
-
 func isCorrupt(err error) bool { return errors.Is(err, ErrCorrupt) }

@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -23,6 +24,7 @@ type Stats struct {
 	LiveBytes    int64     `json:"live_bytes"`    // keys + stored values
 	FileBytes    int64     `json:"file_bytes"`    // size of the bbolt file; bbolt reuses freed pages but never shrinks
 	FreeBytes    int64     `json:"free_bytes"`    // pages free for reuse inside the file
+	LogBytes     int64     `json:"log_bytes"`     // write-ahead log not yet checkpointed into the file
 	DroppedBytes uint64    `json:"dropped_bytes"` // readings dropped by max_bytes, ever
 	DroppedAge   uint64    `json:"dropped_age"`   // readings dropped by max_age, ever
 	MaxBytes     int64     `json:"max_bytes,omitempty"`
@@ -45,28 +47,37 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // Stats reports the buffer's size and position.
 func (b *Buffer) Stats() (Stats, error) {
 	var s Stats
-	err := b.view(func(tx *bolt.Tx) error {
-		cnt, err := loadCounters(tx)
+	err := b.read(func(st *state, tx *bolt.Tx) error {
+		rb := tx.Bucket([]byte(bucketReadings))
+		s.Count, s.LiveBytes = st.cnt.count, int64(st.cnt.live)
+		s.DroppedBytes, s.DroppedAge = st.cnt.droppedBytes, st.cnt.droppedAge
+		s.LastSeq = st.durable
+		var err error
+		var perr error
+		err = st.each(rb, 0, st.durable, func(seq uint64, v []byte) bool {
+			s.OldestSeq = seq
+			var h header
+			h, perr = parseValue(v)
+			s.OldestTS = h.ts
+			return false
+		})
+		if err != nil || perr != nil {
+			return errors.Join(err, perr)
+		}
+		seq, v, err := st.last(rb, st.durable)
 		if err != nil {
 			return err
 		}
-		rb := tx.Bucket([]byte(bucketReadings))
-		s.Count, s.LiveBytes = cnt.count, int64(cnt.live)
-		s.DroppedBytes, s.DroppedAge = cnt.droppedBytes, cnt.droppedAge
-		s.LastSeq = rb.Sequence()
-		c := rb.Cursor()
-		if k, v := c.First(); k != nil {
-			if s.OldestSeq, s.OldestTS, err = seqTS(k, v); err != nil {
+		if v != nil {
+			h, err := parseValue(v)
+			if err != nil {
 				return err
 			}
+			s.NewestSeq, s.NewestTS = seq, h.ts
 		}
-		if k, v := c.Last(); k != nil {
-			if s.NewestSeq, s.NewestTS, err = seqTS(k, v); err != nil {
-				return err
-			}
-		}
-		st := tx.DB().Stats()
-		s.FreeBytes = int64(st.FreePageN+st.PendingPageN) * int64(tx.DB().Info().PageSize)
+		dbs := tx.DB().Stats()
+		s.FreeBytes = int64(dbs.FreePageN+dbs.PendingPageN) * int64(tx.DB().Info().PageSize)
+		s.LogBytes = st.walOff
 		return nil
 	})
 	if err != nil {
@@ -79,91 +90,106 @@ func (b *Buffer) Stats() (Stats, error) {
 	return s, nil
 }
 
-func seqTS(k, v []byte) (uint64, time.Time, error) {
-	seq, err := keySeq(k)
-	if err != nil {
-		return 0, time.Time{}, err
-	}
-	h, err := parseValue(v)
-	return seq, h.ts, err
-}
-
 // updateChunk bounds the memory and lock time of one Update/Purge transaction.
 const updateChunk = 5000
 
 // Update rewrites every stored reading for which fn returns true (the agent
 // uses it to correct timestamps once NTP has synced). fn may change
-// anything but Seq, which is kept. It works in chunks of transactions, so a
-// crash midway leaves some readings rewritten and the rest untouched, each
-// one whole. It returns how many readings were rewritten.
+// anything but Seq, which is kept. It runs in the writer, after moving the
+// log into bbolt, in chunks of transactions: a crash midway leaves some
+// readings rewritten and the rest untouched, each one whole. Appends wait
+// meanwhile. It returns how many readings were rewritten.
 func (b *Buffer) Update(ctx context.Context, fn func(r *reading.Reading) bool) (int, error) {
 	if b.readOnly {
 		return 0, ErrReadOnly
 	}
 	total := 0
-	next := uint64(1)
-	for {
-		if err := ctx.Err(); err != nil {
-			return total, err
-		}
-		var done bool
-		err := b.writeTx(func(tx *bolt.Tx) error {
-			rb := tx.Bucket([]byte(bucketReadings))
-			cnt, err := loadCounters(tx)
-			if err != nil {
+	err := b.exclusive(ctx, func() error {
+		next := uint64(1)
+		for {
+			if err := ctx.Err(); err != nil {
 				return err
 			}
-			type put struct {
-				k, v []byte
-				old  int
-			}
-			var puts []put
-			c := rb.Cursor()
-			n := 0
-			k, v := c.Seek(seqKey(next))
-			for ; k != nil && n < updateChunk; k, v = c.Next() {
-				n++
-				seq, err := keySeq(k)
-				if err != nil {
-					return err
+			var done bool
+			err := b.chunkTx(func(tx *bolt.Tx, cnt *counters) error {
+				rb := tx.Bucket([]byte(bucketReadings))
+				type put struct {
+					k, v []byte
+					old  int
 				}
-				r, err := decodeRecord(seq, v)
-				if err != nil {
-					return err
+				var puts []put
+				c := rb.Cursor()
+				n := 0
+				k, v := c.Seek(seqKey(next))
+				for ; k != nil && n < updateChunk; k, v = c.Next() {
+					n++
+					seq, err := keySeq(k)
+					if err != nil {
+						return err
+					}
+					r, err := decodeRecord(seq, v)
+					if err != nil {
+						return err
+					}
+					if !fn(&r) {
+						continue
+					}
+					r.Seq = seq
+					if err := checkReading(&r); err != nil {
+						return fmt.Errorf("seq %d: rewritten reading: %w", seq, err)
+					}
+					puts = append(puts, put{seqKey(seq), appendValue(nil, &r), len(v)})
 				}
-				if !fn(&r) {
-					continue
+				if k == nil {
+					done = true
+				} else {
+					next, _ = keySeq(k)
 				}
-				r.Seq = seq
-				if err := checkReading(&r); err != nil {
-					return fmt.Errorf("seq %d: rewritten reading: %w", seq, err)
+				for _, p := range puts {
+					if err := rb.Put(p.k, p.v); err != nil {
+						return err
+					}
+					cnt.live = cnt.live - uint64(p.old) + uint64(len(p.v))
 				}
-				puts = append(puts, put{seqKey(seq), appendValue(nil, &r), len(v)})
-			}
-			if k == nil {
-				done = true
-			} else {
-				next, _ = keySeq(k)
-			}
-			for _, p := range puts {
-				if err := rb.Put(p.k, p.v); err != nil {
-					return err
+				total += len(puts)
+				if len(puts) == 0 {
+					return errNothing
 				}
-				cnt.live = cnt.live - uint64(p.old) + uint64(len(p.v))
+				return nil
+			})
+			if err != nil || done {
+				return err
 			}
-			total += len(puts)
-			if len(puts) == 0 {
-				return errNothing
-			}
-			return cnt.save(tx)
-		})
-		if err != nil {
-			return total, err
 		}
-		if done {
-			return total, nil
+	})
+	return total, err
+}
+
+// chunkTx runs one bbolt transaction of an exclusive operation (the log is
+// empty then, so bbolt's counters are the buffer's) and publishes the new
+// counters to readers. fn returning errNothing rolls back quietly.
+func (b *Buffer) chunkTx(fn func(tx *bolt.Tx, cnt *counters) error) error {
+	var cnt counters
+	err := b.update(func(tx *bolt.Tx) error {
+		var err error
+		if cnt, err = loadCounters(tx); err != nil {
+			return err
 		}
+		if err := fn(tx, &cnt); err != nil {
+			return err
+		}
+		return cnt.save(tx)
+	})
+	if errors.Is(err, errNothing) {
+		return nil
 	}
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.st.cnt = cnt
+	b.mu.Unlock()
+	return nil
 }
 
 // Purge deletes every reading with seq <= upto (math.MaxUint64: all) and
@@ -174,118 +200,125 @@ func (b *Buffer) Purge(ctx context.Context, upto uint64) (int, error) {
 		return 0, ErrReadOnly
 	}
 	total := 0
-	for {
-		if err := ctx.Err(); err != nil {
-			return total, err
-		}
-		n := 0
-		err := b.writeTx(func(tx *bolt.Tx) error {
-			rb := tx.Bucket([]byte(bucketReadings))
-			cnt, err := loadCounters(tx)
-			if err != nil {
+	err := b.exclusive(ctx, func() error {
+		for {
+			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if upto == math.MaxUint64 {
-				// Dropping the bucket frees its pages in one step; the
-				// sequence is carried over to the new bucket.
-				seq := rb.Sequence()
-				n = int(cnt.count)
-				if err := tx.DeleteBucket([]byte(bucketReadings)); err != nil {
-					return err
+			n := 0
+			err := b.chunkTx(func(tx *bolt.Tx, cnt *counters) error {
+				rb := tx.Bucket([]byte(bucketReadings))
+				if upto == math.MaxUint64 {
+					// Dropping the bucket frees its pages in one step; the
+					// sequence is carried over to the new bucket.
+					seq := rb.Sequence()
+					n = int(cnt.count)
+					if err := tx.DeleteBucket([]byte(bucketReadings)); err != nil {
+						return err
+					}
+					nb, err := tx.CreateBucket([]byte(bucketReadings))
+					if err != nil {
+						return err
+					}
+					cnt.count, cnt.live = 0, 0
+					return nb.SetSequence(seq)
 				}
-				nb, err := tx.CreateBucket([]byte(bucketReadings))
-				if err != nil {
-					return err
+				var keys [][]byte
+				c := rb.Cursor()
+				for k, v := c.First(); k != nil && len(keys) < updateChunk; k, v = c.Next() {
+					if s, err := keySeq(k); err != nil || s > upto {
+						break
+					}
+					keys = append(keys, append([]byte(nil), k...))
+					cnt.count--
+					cnt.live -= uint64(len(k) + len(v))
 				}
-				if err := nb.SetSequence(seq); err != nil {
-					return err
+				if len(keys) == 0 {
+					return errNothing
 				}
-				cnt.count, cnt.live = 0, 0
-				return cnt.save(tx)
-			}
-			var keys [][]byte
-			c := rb.Cursor()
-			for k, _ := c.First(); k != nil && len(keys) < updateChunk; k, _ = c.Next() {
-				if s, err := keySeq(k); err != nil || s > upto {
-					break
+				for _, k := range keys {
+					if err := rb.Delete(k); err != nil {
+						return err
+					}
 				}
-				keys = append(keys, append([]byte(nil), k...))
-			}
-			if len(keys) == 0 {
-				return errNothing
-			}
-			d, err := b.deleteKeys(rb, keys, &cnt)
-			n = int(d)
-			if err != nil {
+				n = len(keys)
+				return nil
+			})
+			total += n
+			if err != nil || n == 0 || upto == math.MaxUint64 {
 				return err
 			}
-			return cnt.save(tx)
-		})
-		total += n
-		if err != nil || n == 0 || upto == math.MaxUint64 {
-			return total, err
 		}
-	}
+	})
+	return total, err
 }
-
-// writeTx is a write transaction from a caller's goroutine (not the
-// writer's); bbolt serialises it with the writer's commits.
-func (b *Buffer) writeTx(fn func(tx *bolt.Tx) error) error {
-	b.closeMu.RLock()
-	defer b.closeMu.RUnlock()
-	if b.closed {
-		return ErrClosed
-	}
-	err := b.update(fn)
-	if err != nil && isNothing(err) {
-		return nil
-	}
-	return err
-}
-
-func isNothing(err error) bool { return err != nil && errorsIs(err, errNothing) }
 
 // VerifyReport is what Verify found.
 type VerifyReport struct {
 	Count     uint64   `json:"count"`
 	LiveBytes int64    `json:"live_bytes"`
+	LogBytes  int64    `json:"log_bytes"` // of records not yet checkpointed into bbolt
 	Problems  []string `json:"problems,omitempty"`
 }
 
 // OK reports whether no problem was found.
 func (v *VerifyReport) OK() bool { return len(v.Problems) == 0 }
 
-// Verify checks the whole file: every record decodes, seqs increase, the
-// counters match, and bbolt's own consistency check (Tx.Check) passes. It
-// reads every page, so it is for the CLI and tests, not the hot path.
+// Verify checks everything: every bbolt record decodes, seqs increase,
+// bbolt's counters match its content, bbolt's own consistency check
+// (Tx.Check) passes, and the log's records on top decode and add up to the
+// buffer's counters. It reads every page: for the CLI and tests.
 func (b *Buffer) Verify(ctx context.Context) (VerifyReport, error) {
 	var rep VerifyReport
-	err := b.view(func(tx *bolt.Tx) error {
+	err := b.read(func(st *state, tx *bolt.Tx) error {
+		problem := func(format string, a ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...)) }
+		rep.LogBytes = st.walOff
 		cnt, err := loadCounters(tx)
 		if err != nil {
-			rep.Problems = append(rep.Problems, err.Error())
+			problem("%v", err)
 		}
 		w, werr := walk(tx, func(uint64, *reading.Reading) error { return ctx.Err() })
-		rep.Count, rep.LiveBytes = w.count, int64(w.live)
 		if werr != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			rep.Problems = append(rep.Problems, werr.Error())
+			problem("%v", werr)
 		} else if err == nil && (w.count != cnt.count || w.live != cnt.live) {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("counters say %d readings / %d bytes, the file holds %d / %d",
-				cnt.count, cnt.live, w.count, w.live))
+			problem("bbolt counters say %d readings / %d bytes, the file holds %d / %d", cnt.count, cnt.live, w.count, w.live)
 		}
-		if w.last > tx.Bucket([]byte(bucketReadings)).Sequence() {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("record seq %d above the bucket sequence", w.last))
+		if seq := tx.Bucket([]byte(bucketReadings)).Sequence(); w.last > seq {
+			problem("record seq %d above the bucket sequence %d", w.last, seq)
 		}
-		if werr != nil {
-			return nil // the tree is damaged; bbolt's check could fault in a goroutine we cannot guard
+		if werr == nil { // on a damaged tree bbolt's check could fault in a goroutine we cannot guard
+			for cerr := range tx.Check() {
+				problem("bbolt: %v", cerr)
+			}
 		}
-		for cerr := range tx.Check() {
-			rep.Problems = append(rep.Problems, "bbolt: "+cerr.Error())
+		// The whole buffer, bbolt and log merged, against the counters.
+		var count, live uint64
+		prev := uint64(0)
+		err = st.each(tx.Bucket([]byte(bucketReadings)), 0, st.durable, func(seq uint64, v []byte) bool {
+			if seq <= prev {
+				problem("seq %d after %d", seq, prev)
+			}
+			prev = seq
+			if seq > st.base {
+				if _, err := decodeRecord(seq, v); err != nil {
+					problem("log: %v", err)
+				}
+			}
+			count++
+			live += uint64(keyLen + len(v))
+			return ctx.Err() == nil
+		})
+		if err != nil {
+			problem("%v", err)
 		}
-		return nil
+		rep.Count, rep.LiveBytes = count, int64(live)
+		if count != st.cnt.count || live != st.cnt.live {
+			problem("counters say %d readings / %d bytes, bbolt and the log hold %d / %d", st.cnt.count, st.cnt.live, count, live)
+		}
+		return ctx.Err()
 	})
 	if err != nil && !isCorrupt(err) {
 		return rep, err
@@ -296,49 +329,65 @@ func (b *Buffer) Verify(ctx context.Context) (VerifyReport, error) {
 	return rep, nil
 }
 
-// Each calls fn for every record with from <= seq <= to, in seq order, in
-// one read transaction (a consistent snapshot). For export.
+// Each calls fn for every record with from <= seq <= to, in seq order. It
+// reads in windows, so a long export never blocks the writer; records
+// appended or deleted meanwhile may or may not be seen.
 func (b *Buffer) Each(ctx context.Context, from, to uint64, fn func(seq uint64, payload []byte) error) error {
-	return b.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket([]byte(bucketReadings)).Cursor()
-		for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
-			seq, err := keySeq(k)
-			if err != nil {
-				return err
-			}
-			if seq > to {
-				return nil
-			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			h, err := parseValue(v)
-			if err != nil {
-				return fmt.Errorf("seq %d: %w", seq, err)
-			}
-			if err := fn(seq, h.payload); err != nil {
+	after := uint64(0)
+	if from > 0 {
+		after = from - 1
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		recs, err := b.collect(after, to, 1000)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if err := fn(r.Seq, r.Payload); err != nil {
 				return err
 			}
 		}
-		return nil
-	})
+		if len(recs) < 1000 {
+			return nil
+		}
+		after = recs[len(recs)-1].Seq
+	}
 }
 
 // Last returns up to n of the newest records, newest first.
 func (b *Buffer) Last(n int) ([]Record, error) {
 	var out []Record
-	err := b.view(func(tx *bolt.Tx) error {
+	add := func(seq uint64, v []byte) error {
+		h, err := parseValue(v)
+		if err != nil {
+			return fmt.Errorf("seq %d: %w", seq, err)
+		}
+		out = append(out, Record{Seq: seq, Sensor: string(h.sensor), Payload: append([]byte(nil), h.payload...)})
+		return nil
+	}
+	err := b.read(func(st *state, tx *bolt.Tx) error {
+		for i := len(st.pending) - 1; i >= 0 && len(out) < n; i-- {
+			if p := st.pending[i]; !p.dead && p.seq <= st.durable {
+				if err := add(p.seq, p.val); err != nil {
+					return err
+				}
+			}
+		}
 		c := tx.Bucket([]byte(bucketReadings)).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < n; k, v = c.Prev() {
 			seq, err := keySeq(k)
 			if err != nil {
 				return err
 			}
-			h, err := parseValue(v)
-			if err != nil {
-				return fmt.Errorf("seq %d: %w", seq, err)
+			if _, gone := st.deleted[seq]; gone {
+				continue
 			}
-			out = append(out, Record{Seq: seq, Sensor: string(h.sensor), Payload: append([]byte(nil), h.payload...)})
+			if err := add(seq, v); err != nil {
+				return err
+			}
 		}
 		return nil
 	})

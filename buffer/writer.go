@@ -16,28 +16,35 @@ type opKind int
 const (
 	opAppend opKind = iota
 	opDelete
+	opExclusive // runs alone, after a checkpoint: Update, Purge
 )
 
-// request is one caller's Append or Delete waiting for the next commit.
+// request is one caller's operation waiting for the writer.
 type request struct {
 	kind opKind
 	rs   []*reading.Reading
 	seqs []uint64
+	fn   func() error // opExclusive
 	done chan error
 }
 
 func (r *request) size() int { return len(r.rs) + len(r.seqs) }
 
-// maxBatch bounds one transaction's work so a flood of callers cannot make
-// a single commit (and its memory) arbitrarily large.
+// maxBatch bounds one commit's work so a flood of callers cannot make a
+// single log write (and its memory) arbitrarily large.
 const maxBatch = 20000
 
+// idleCheckpoint: after this long without requests, the log is moved into
+// bbolt, so a restart replays little and the memory is returned.
+const idleCheckpoint = time.Second
+
 // Append stores rs durably: it assigns each r.Seq (monotonic, never reused),
-// writes the wire bytes, and returns after the transaction is fsynced.
-// Concurrent and quick successive calls share one transaction. ctx is only
-// consulted before the readings are handed to the writer; once handed over
-// Append waits for the commit, so a nil error always means durable and a
-// non-nil error means none of rs was stored (their Seq is left 0).
+// stores the wire bytes, and returns after they are fsynced. Concurrent and
+// quick successive calls share one write and one fsync (group commit). ctx
+// is only consulted before the readings are handed to the writer; once
+// handed over Append waits for the commit, so a nil error always means
+// durable and a non-nil error means the caller must treat rs as not stored
+// (their Seq is reset to 0).
 func (b *Buffer) Append(ctx context.Context, rs ...*reading.Reading) error {
 	if len(rs) == 0 {
 		return nil
@@ -59,6 +66,12 @@ func (b *Buffer) Delete(ctx context.Context, seqs ...uint64) error {
 	return b.submit(ctx, &request{kind: opDelete, seqs: seqs, done: make(chan error, 1)})
 }
 
+// exclusive runs fn in the writer after a checkpoint, so fn sees everything
+// in bbolt and nothing else writes meanwhile.
+func (b *Buffer) exclusive(ctx context.Context, fn func() error) error {
+	return b.submit(ctx, &request{kind: opExclusive, fn: fn, done: make(chan error, 1)})
+}
+
 func (b *Buffer) submit(ctx context.Context, req *request) error {
 	if b.readOnly {
 		return ErrReadOnly
@@ -71,6 +84,17 @@ func (b *Buffer) submit(ctx context.Context, req *request) error {
 		b.closeMu.RUnlock()
 		return ErrClosed
 	}
+	// Fast path: when nobody is queued and no commit is running, commit
+	// here, saving the two goroutine switches of a hand-over to the writer.
+	if req.kind != opExclusive && len(b.reqs) == 0 && b.commitMu.TryLock() {
+		if len(b.reqs) == 0 {
+			b.runBatch([]*request{req}, false)
+			b.commitMu.Unlock()
+			b.closeMu.RUnlock()
+			return <-req.done
+		}
+		b.commitMu.Unlock()
+	}
 	select {
 	case b.reqs <- req:
 	case <-ctx.Done():
@@ -81,12 +105,16 @@ func (b *Buffer) submit(ctx context.Context, req *request) error {
 	return <-req.done
 }
 
-// writer is the single goroutine that writes: it takes every request that
-// is waiting, commits them in one transaction, and answers them all.
+// writer is the single goroutine that changes the buffer: it takes every
+// request that is waiting, logs them with one write and one fsync, and
+// answers them all; it checkpoints the log into bbolt when it grows or
+// when the buffer is idle.
 func (b *Buffer) writer() {
 	defer close(b.writerDone)
-	ticker := time.NewTicker(b.opts.AgeInterval)
-	defer ticker.Stop()
+	ageTick := time.NewTicker(b.opts.AgeInterval)
+	defer ageTick.Stop()
+	idle := time.NewTimer(idleCheckpoint)
+	defer idle.Stop()
 	lastAge := time.Time{}
 	var batch []*request
 	for {
@@ -94,22 +122,26 @@ func (b *Buffer) writer() {
 		select {
 		case r := <-b.reqs:
 			batch = append(batch, r)
-		case <-ticker.C:
+		case <-ageTick.C:
+		case <-idle.C:
+			if quiet := time.Since(time.Unix(0, b.lastCommit.Load())); quiet < idleCheckpoint {
+				idle.Reset(idleCheckpoint - quiet)
+				continue
+			}
+			b.commitMu.Lock()
+			b.checkpoint()
+			b.commitMu.Unlock()
+			idle.Reset(idleCheckpoint)
+			continue
 		case <-b.quit:
-			// Close holds no more senders (closed is set), so what is
-			// queued now is everything; commit it before leaving.
-			for {
-				select {
-				case r := <-b.reqs:
-					batch = append(batch, r)
-					continue
-				default:
-				}
-				break
+			// closed is set, so nothing more can be queued: finish what is.
+			for len(b.reqs) > 0 {
+				batch = append(batch, <-b.reqs)
 			}
-			if len(batch) > 0 {
-				b.run(batch, false)
-			}
+			b.commitMu.Lock()
+			b.runBatch(batch, false)
+			b.checkpoint()
+			b.commitMu.Unlock()
 			return
 		}
 		n := 0
@@ -117,7 +149,7 @@ func (b *Buffer) writer() {
 			n += r.size()
 		}
 	fill:
-		for n < maxBatch {
+		for n < maxBatch && (len(batch) == 0 || batch[len(batch)-1].kind != opExclusive) {
 			select {
 			case r := <-b.reqs:
 				batch = append(batch, r)
@@ -131,111 +163,172 @@ func (b *Buffer) writer() {
 		if ageDue {
 			lastAge = now
 		}
-		if len(batch) == 0 && !ageDue {
-			continue
-		}
-		b.run(batch, ageDue)
+		b.commitMu.Lock()
+		b.runBatch(batch, ageDue)
+		b.commitMu.Unlock()
+		idle.Reset(idleCheckpoint)
 	}
 }
 
-// run commits one batch and answers its callers.
-func (b *Buffer) run(batch []*request, ageDue bool) {
-	appended, err := b.commit(batch, ageDue)
-	if err != nil {
-		for _, req := range batch {
-			for _, r := range req.rs {
-				r.Seq = 0
-			}
+// runBatch runs the batch's appends and deletes as one commit, and its
+// exclusive requests (at most one, last) alone after a checkpoint. The
+// caller holds commitMu.
+func (b *Buffer) runBatch(batch []*request, ageDue bool) {
+	defer b.lastCommit.Store(time.Now().UnixNano())
+	var excl *request
+	if n := len(batch); n > 0 && batch[n-1].kind == opExclusive {
+		excl, batch = batch[n-1], batch[:n-1]
+	}
+	if len(batch) > 0 || ageDue {
+		if b.st.walOff >= walCheckpointAt || len(b.st.deleted) >= maxDeletedBeforeCheckpoint {
+			b.checkpoint()
 		}
-		b.log.Error("buffer commit failed", "err", err, "requests", len(batch))
+		err := b.commit(batch, ageDue)
+		for _, req := range batch {
+			if err != nil {
+				for _, r := range req.rs {
+					r.Seq = 0
+				}
+			}
+			req.done <- err
+		}
 	}
-	for _, req := range batch {
-		req.done <- err
-	}
-	if appended > 0 {
-		b.wake()
+	if excl != nil {
+		err := b.checkpoint()
+		if err == nil {
+			err = excl.fn()
+		}
+		excl.done <- err
 	}
 }
+
+// maxDeletedBeforeCheckpoint bounds the deleted set that readers skip over.
+const maxDeletedBeforeCheckpoint = 20000
 
 // drops counts what one commit removed because of the bounds.
 type drops struct{ bytes, age uint64 }
 
-func (b *Buffer) commit(batch []*request, ageDue bool) (appended int, err error) {
+// commit applies the batch to the in-memory state, logs it with one write
+// and fsync, and then makes the appends visible to readers.
+func (b *Buffer) commit(batch []*request, ageDue bool) error {
+	var logBuf []byte
 	var d drops
-	err = b.update(func(tx *bolt.Tx) error {
-		rb := tx.Bucket([]byte(bucketReadings))
-		// Keys only grow, so packed pages waste nothing; splits still happen at the page size.
-		rb.FillPercent = 1.0
-		cnt, err := loadCounters(tx)
-		if err != nil {
-			return err
-		}
-		// bbolt keeps references to Put's slices until commit, so values
-		// are carved from arenas that are never reused within the tx.
-		var arena []byte
+	appended := false
+	err := b.applyLocked(func(bucket func() *bolt.Bucket) error {
+		s := b.st
 		for _, req := range batch {
 			switch req.kind {
 			case opAppend:
 				for _, r := range req.rs {
-					seq, err := rb.NextSequence()
-					if err != nil {
-						return err
-					}
-					r.Seq = seq
-					if cap(arena)-len(arena) < 512 {
-						arena = make([]byte, 0, 64<<10)
-					}
-					start := len(arena)
-					arena = appendValue(arena, r)
-					v := arena[start:len(arena):len(arena)]
-					if err := rb.Put(seqKey(seq), v); err != nil {
-						return err
-					}
-					cnt.count++
-					cnt.live += uint64(keyLen + len(v))
-					appended++
+					r.Seq = s.next + 1
+					val := appendValue(make([]byte, 0, headerLen+len(r.Sensor)+256), r)
+					s.addPending(r.Seq, val)
+					logBuf = appendWAL(logBuf, s.epoch, walAppend, r.Seq, val)
+					appended = true
 				}
 			case opDelete:
-				for _, s := range req.seqs {
-					k := seqKey(s)
-					v := rb.Get(k)
-					if v == nil {
-						continue
-					}
-					cnt.count--
-					cnt.live -= uint64(keyLen + len(v))
-					if err := rb.Delete(k); err != nil {
-						return err
+				rb := bucket()
+				for _, seq := range req.seqs {
+					if s.remove(rb, seq) {
+						logBuf = appendWAL(logBuf, s.epoch, walDelete, seq, nil)
 					}
 				}
 			}
 		}
+		var err error
 		if ageDue {
-			if d.age, err = b.dropAged(rb, &cnt); err != nil {
+			if logBuf, d.age, err = b.dropAged(bucket(), logBuf); err != nil {
 				return err
 			}
 		}
-		if d.bytes, err = b.dropOverBytes(rb, &cnt); err != nil {
-			return err
+		if s.cnt.live > uint64(b.opts.MaxBytes) {
+			logBuf, d.bytes, err = b.dropOverBytes(bucket(), logBuf)
 		}
-		if d.bytes > 0 || d.age > 0 {
-			cnt.droppedBytes += d.bytes
-			cnt.droppedAge += d.age
-			b.logDrops(d, cnt)
-		} else if len(batch) == 0 {
-			return errNothing // a timer pass that found nothing: no commit, no fsync
-		}
-		return cnt.save(tx)
+		return err
 	})
-	if errors.Is(err, errNothing) {
-		err = nil
+	if err == nil && len(logBuf) > 0 {
+		err = writeSync(b.wal, logBuf, b.st.walOff)
 	}
-	return appended, err
+	if err != nil {
+		err = fmt.Errorf("buffer %s: commit: %w", b.path, err)
+		b.log.Error("buffer commit failed; reloading from disk", "err", err, "requests", len(batch))
+		if rerr := b.reload(); rerr != nil {
+			b.log.Error("buffer reload failed", "err", rerr)
+		}
+		return err
+	}
+	b.mu.Lock()
+	b.st.walOff += int64(len(logBuf))
+	b.st.durable = b.st.next
+	b.mu.Unlock()
+	if d.bytes > 0 || d.age > 0 {
+		b.logDrops(d)
+	}
+	if appended {
+		b.wake()
+	}
+	return nil
 }
 
-var errNothing = errors.New("nothing to commit")
+// applyLocked runs fn on the state under the write lock. bucket opens a
+// bbolt read transaction on first use (deletes and drops check bbolt;
+// appends alone do not need it).
+func (b *Buffer) applyLocked(fn func(bucket func() *bolt.Bucket) error) (err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	defer guard(&err)()
+	var tx *bolt.Tx
+	defer func() {
+		if tx != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	bucket := func() *bolt.Bucket {
+		if tx == nil {
+			var err error
+			if tx, err = b.db.Begin(false); err != nil {
+				panic(err) // turned into an error by guard
+			}
+		}
+		return tx.Bucket([]byte(bucketReadings))
+	}
+	return fn(bucket)
+}
 
-func (b *Buffer) logDrops(d drops, cnt counters) {
+// checkpoint moves the log's changes into bbolt with one synced bbolt
+// transaction and starts a new log epoch. On failure nothing changes: the
+// log keeps growing and the next checkpoint tries again.
+func (b *Buffer) checkpoint() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.st.dirty() {
+		return nil
+	}
+	if err := b.update(b.st.checkpointTx); err != nil {
+		b.log.Error("buffer checkpoint failed; the log keeps the data", "err", err)
+		return err
+	}
+	b.st.reset()
+	return nil
+}
+
+// reload rebuilds the state from bbolt and the log, after a failed commit
+// left the in-memory state ahead of the disk.
+func (b *Buffer) reload() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st, err := loadFromDisk(b.db, b.path)
+	if err != nil {
+		return err
+	}
+	b.st = st
+	return nil
+}
+
+func (b *Buffer) logDrops(d drops) {
+	b.mu.RLock()
+	cnt := b.st.cnt
+	b.mu.RUnlock()
 	if d.bytes > 0 {
 		b.log.Warn("buffer over max_bytes: dropped oldest readings",
 			"dropped", d.bytes, "max_bytes", b.opts.MaxBytes, "dropped_total", cnt.droppedBytes, "remaining", cnt.count)
@@ -247,66 +340,73 @@ func (b *Buffer) logDrops(d drops, cnt counters) {
 }
 
 // dropOverBytes removes the oldest records until the live bytes fit MaxBytes.
-func (b *Buffer) dropOverBytes(rb *bolt.Bucket, cnt *counters) (uint64, error) {
-	if cnt.live <= uint64(b.opts.MaxBytes) {
-		return 0, nil
+func (b *Buffer) dropOverBytes(rb *bolt.Bucket, logBuf []byte) ([]byte, uint64, error) {
+	s := b.st
+	if s.cnt.live <= uint64(b.opts.MaxBytes) {
+		return logBuf, 0, nil
 	}
-	var keys [][]byte
-	live := cnt.live
-	c := rb.Cursor()
-	for k, v := c.First(); k != nil && live > uint64(b.opts.MaxBytes); k, v = c.Next() {
-		keys = append(keys, append([]byte(nil), k...))
-		live -= uint64(len(k) + len(v))
+	var victims []uint64
+	live := s.cnt.live
+	err := s.each(rb, 0, s.next, func(seq uint64, val []byte) bool {
+		victims = append(victims, seq)
+		live -= uint64(keyLen + len(val))
+		return live > uint64(b.opts.MaxBytes)
+	})
+	var n uint64
+	for _, seq := range victims {
+		if s.remove(rb, seq) {
+			s.cnt.droppedBytes++
+			n++
+			logBuf = appendWAL(logBuf, s.epoch, walDropBytes, seq, nil)
+		}
 	}
-	return b.deleteKeys(rb, keys, cnt)
+	return logBuf, n, err
 }
 
 // ageScanLimit bounds how many unsynced readings one pass looks past.
 const ageScanLimit = 10000
 
 // dropAged removes the oldest records whose synced timestamp is older than
-// MaxAge. Readings are in seq order, which is time order for synced clocks,
-// so the scan stops at the first synced reading still young enough.
-func (b *Buffer) dropAged(rb *bolt.Bucket, cnt *counters) (uint64, error) {
+// MaxAge. Readings are in seq order, which is time order for a synced
+// clock, so the scan stops at the first synced reading still young enough.
+// Readings from an unsynced clock are not aged (their ts is not trusted).
+func (b *Buffer) dropAged(rb *bolt.Bucket, logBuf []byte) ([]byte, uint64, error) {
+	s := b.st
 	cutoff := b.opts.Now().Add(-b.opts.MaxAge)
-	var keys [][]byte
+	var victims []uint64
 	skipped := 0
-	c := rb.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		h, err := parseValue(v)
+	var perr error
+	err := s.each(rb, 0, s.next, func(seq uint64, val []byte) bool {
+		h, err := parseValue(val)
 		if err != nil {
-			return 0, err
+			perr = fmt.Errorf("seq %d: %w", seq, err)
+			return false
 		}
 		if !h.synced {
-			if skipped++; skipped > ageScanLimit {
-				break
-			}
-			continue
+			skipped++
+			return skipped <= ageScanLimit
 		}
 		if !h.ts.Before(cutoff) {
-			break
+			return false
 		}
-		keys = append(keys, append([]byte(nil), k...))
+		victims = append(victims, seq)
+		return true
+	})
+	if err == nil {
+		err = perr
 	}
-	return b.deleteKeys(rb, keys, cnt)
-}
-
-func (b *Buffer) deleteKeys(rb *bolt.Bucket, keys [][]byte, cnt *counters) (uint64, error) {
-	for _, k := range keys {
-		v := rb.Get(k)
-		if v == nil {
-			continue
-		}
-		cnt.count--
-		cnt.live -= uint64(len(k) + len(v))
-		if err := rb.Delete(k); err != nil {
-			return 0, err
+	var n uint64
+	for _, seq := range victims {
+		if s.remove(rb, seq) {
+			s.cnt.droppedAge++
+			n++
+			logBuf = appendWAL(logBuf, s.epoch, walDropAge, seq, nil)
 		}
 	}
-	return uint64(len(keys)), nil
+	return logBuf, n, err
 }
 
-// update runs fn in a write transaction with the same fault guard as view.
+// update runs fn in a bbolt write transaction with the fault guard.
 func (b *Buffer) update(fn func(tx *bolt.Tx) error) (err error) {
 	defer guard(&err)()
 	if err := b.db.Update(fn); err != nil {
@@ -314,3 +414,5 @@ func (b *Buffer) update(fn func(tx *bolt.Tx) error) (err error) {
 	}
 	return nil
 }
+
+var errNothing = errors.New("nothing to commit")

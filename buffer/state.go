@@ -1,0 +1,204 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// memRec is an appended record that is in the log but not yet in bbolt.
+type memRec struct {
+	seq  uint64
+	val  []byte // stored value; never modified once created
+	dead bool   // deleted or dropped before the checkpoint
+}
+
+// state is the buffer's content as bbolt plus the log describe it. bbolt
+// holds everything up to the last checkpoint; pending and deleted are the
+// log's changes on top. Guarded by Buffer.mu; changed only by the writer.
+type state struct {
+	next    uint64 // highest seq assigned
+	durable uint64 // highest seq whose append is fsynced: readers see no further
+	base    uint64 // every seq <= base is in bbolt or gone; pending seqs are > base
+	cnt     counters
+	pending []memRec       // ascending seq
+	deleted map[uint64]int // bbolt records removed since the checkpoint -> stored size
+	epoch   uint64         // log records are valid iff they carry it
+	walOff  int64          // where the next log write goes
+}
+
+const metaEpoch = "wal_epoch"
+
+func loadState(tx *bolt.Tx) (*state, error) {
+	cnt, err := loadCounters(tx)
+	if err != nil {
+		return nil, err
+	}
+	var epoch uint64
+	if v := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaEpoch)); v != nil {
+		if len(v) != 8 {
+			return nil, fmt.Errorf("%w: wal epoch of %d bytes", ErrCorrupt, len(v))
+		}
+		epoch = binary.BigEndian.Uint64(v)
+	}
+	seq := tx.Bucket([]byte(bucketReadings)).Sequence()
+	return &state{next: seq, durable: seq, base: seq, cnt: cnt, deleted: map[uint64]int{}, epoch: epoch}, nil
+}
+
+// addPending records an append.
+func (s *state) addPending(seq uint64, val []byte) {
+	s.pending = append(s.pending, memRec{seq: seq, val: val})
+	s.next = seq
+	s.cnt.count++
+	s.cnt.live += uint64(keyLen + len(val))
+}
+
+// remove deletes seq if it is stored and reports whether it was.
+func (s *state) remove(rb *bolt.Bucket, seq uint64) bool {
+	if seq > s.base {
+		i := sort.Search(len(s.pending), func(i int) bool { return s.pending[i].seq >= seq })
+		if i == len(s.pending) || s.pending[i].seq != seq || s.pending[i].dead {
+			return false
+		}
+		s.pending[i].dead = true
+		s.cnt.count--
+		s.cnt.live -= uint64(keyLen + len(s.pending[i].val))
+		return true
+	}
+	if _, gone := s.deleted[seq]; gone {
+		return false
+	}
+	v := rb.Get(seqKey(seq))
+	if v == nil {
+		return false
+	}
+	s.deleted[seq] = len(v)
+	s.cnt.count--
+	s.cnt.live -= uint64(keyLen + len(v))
+	return true
+}
+
+// each calls fn for the stored records with after < seq <= limit in seq
+// order, bbolt's first then the log's, until fn returns false. Values from
+// bbolt are valid only inside tx.
+func (s *state) each(rb *bolt.Bucket, after, limit uint64, fn func(seq uint64, val []byte) bool) error {
+	if after < s.base {
+		c := rb.Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
+			seq, err := keySeq(k)
+			if err != nil {
+				return err
+			}
+			if seq > limit {
+				return nil
+			}
+			if _, gone := s.deleted[seq]; gone {
+				continue
+			}
+			if !fn(seq, v) {
+				return nil
+			}
+		}
+	}
+	i := sort.Search(len(s.pending), func(i int) bool { return s.pending[i].seq > after })
+	for ; i < len(s.pending) && s.pending[i].seq <= limit; i++ {
+		if s.pending[i].dead {
+			continue
+		}
+		if !fn(s.pending[i].seq, s.pending[i].val) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// last returns the newest stored record at or below limit.
+func (s *state) last(rb *bolt.Bucket, limit uint64) (uint64, []byte, error) {
+	for i := len(s.pending) - 1; i >= 0; i-- {
+		if p := s.pending[i]; !p.dead && p.seq <= limit {
+			return p.seq, p.val, nil
+		}
+	}
+	c := rb.Cursor()
+	for k, v := c.Last(); k != nil; k, v = c.Prev() {
+		seq, err := keySeq(k)
+		if err != nil {
+			return 0, nil, err
+		}
+		if _, gone := s.deleted[seq]; !gone && seq <= limit {
+			return seq, v, nil
+		}
+	}
+	return 0, nil, nil
+}
+
+// replay applies the log's valid records of the current epoch.
+func (s *state) replay(rb *bolt.Bucket, log []byte) (n int, err error) {
+	recs, end := parseWAL(log, s.epoch)
+	for _, r := range recs {
+		switch r.op {
+		case walAppend:
+			if r.seq != s.next+1 {
+				return n, nil // not the continuation of this log: end of replay
+			}
+			if _, err := parseValue(r.val); err != nil {
+				return n, nil
+			}
+			s.addPending(r.seq, append([]byte(nil), r.val...))
+		case walDelete:
+			s.remove(rb, r.seq)
+		case walDropBytes:
+			if s.remove(rb, r.seq) {
+				s.cnt.droppedBytes++
+			}
+		case walDropAge:
+			if s.remove(rb, r.seq) {
+				s.cnt.droppedAge++
+			}
+		}
+		n++
+	}
+	s.durable = s.next
+	s.walOff = end
+	return n, nil
+}
+
+// checkpointTx writes the log's changes into bbolt and advances the epoch;
+// the caller resets the in-memory part (reset) once the tx has committed.
+func (s *state) checkpointTx(tx *bolt.Tx) error {
+	rb := tx.Bucket([]byte(bucketReadings))
+	rb.FillPercent = 1.0 // keys only grow: packed pages waste nothing
+	for _, p := range s.pending {
+		if !p.dead {
+			if err := rb.Put(seqKey(p.seq), p.val); err != nil {
+				return err
+			}
+		}
+	}
+	for seq := range s.deleted {
+		if err := rb.Delete(seqKey(seq)); err != nil {
+			return err
+		}
+	}
+	if err := rb.SetSequence(s.next); err != nil {
+		return err
+	}
+	if err := s.cnt.save(tx); err != nil {
+		return err
+	}
+	return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaEpoch), binary.BigEndian.AppendUint64(nil, s.epoch+1))
+}
+
+func (s *state) reset() {
+	s.pending = nil
+	s.deleted = map[uint64]int{}
+	s.base = s.next
+	s.durable = s.next
+	s.epoch++
+	s.walOff = 0
+}
+
+// dirty reports whether the log holds anything bbolt does not.
+func (s *state) dirty() bool { return s.walOff > 0 || len(s.pending) > 0 || len(s.deleted) > 0 }

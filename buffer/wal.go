@@ -1,0 +1,161 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// The write-ahead log makes one group commit cost one write and one
+// fdatasync, about what a bare write+fsync costs; a bbolt commit costs two
+// fdatasyncs plus the tree's pages. Appends and deletes are acknowledged
+// once they are in the log; a checkpoint moves them into bbolt in one
+// ordinary (fully synced) bbolt transaction every few MiB or after a
+// second of quiet, and then the log starts over.
+//
+// The log is one preallocated file, <path>.wal, rewritten from offset 0
+// after each checkpoint. Each record carries the epoch that bbolt's meta
+// bucket stored at the last checkpoint, so records left over from earlier
+// epochs (further into the file) end the replay like a torn write does:
+//
+//	[0:4]  body length, big-endian
+//	[4:8]  CRC-32C of the body
+//	body:  epoch u64 | op byte | seq u64 | value (appends only)
+const (
+	walHeader  = 8
+	walBodyMin = 8 + 1 + 8
+
+	walAppend    = 'A'
+	walDelete    = 'D'
+	walDropBytes = 'B'
+	walDropAge   = 'G'
+
+	// walPrealloc is written with zeros when the log is created, so later
+	// writes overwrite allocated blocks and fdatasync has no metadata to flush.
+	walPrealloc = 4 << 20
+	// walCheckpointAt: a checkpoint runs before a commit once the log holds this much.
+	walCheckpointAt = 2 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func walPath(path string) string { return path + ".wal" }
+
+func appendWAL(dst []byte, epoch uint64, op byte, seq uint64, val []byte) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(walBodyMin+len(val)))
+	crcAt := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	body := len(dst)
+	dst = binary.BigEndian.AppendUint64(dst, epoch)
+	dst = append(dst, op)
+	dst = binary.BigEndian.AppendUint64(dst, seq)
+	dst = append(dst, val...)
+	binary.BigEndian.PutUint32(dst[crcAt:], crc32.Checksum(dst[body:], castagnoli))
+	return dst
+}
+
+type walRecord struct {
+	op  byte
+	seq uint64
+	val []byte // aliases the log buffer
+}
+
+// parseWAL returns the valid records of epoch at the start of b, stopping
+// at the first torn, stale or malformed one, and the offset where it stopped.
+func parseWAL(b []byte, epoch uint64) ([]walRecord, int64) {
+	var recs []walRecord
+	off := 0
+	for len(b)-off >= walHeader+walBodyMin {
+		n := int(binary.BigEndian.Uint32(b[off:]))
+		if n < walBodyMin || n > len(b)-off-walHeader {
+			break
+		}
+		body := b[off+walHeader : off+walHeader+n]
+		if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(b[off+4:]) {
+			break
+		}
+		if binary.BigEndian.Uint64(body) != epoch {
+			break
+		}
+		r := walRecord{op: body[8], seq: binary.BigEndian.Uint64(body[9:]), val: body[walBodyMin:]}
+		switch r.op {
+		case walAppend, walDelete, walDropBytes, walDropAge:
+		default:
+			return recs, int64(off)
+		}
+		recs = append(recs, r)
+		off += walHeader + n
+	}
+	return recs, int64(off)
+}
+
+// maxWALSeq is the highest seq of any intact append record in the log, of
+// any epoch: what a damaged buffer may have handed out beyond its bbolt file.
+func maxWALSeq(b []byte) uint64 {
+	var top uint64
+	for off := 0; len(b)-off >= walHeader+walBodyMin; {
+		n := int(binary.BigEndian.Uint32(b[off:]))
+		if n < walBodyMin || n > len(b)-off-walHeader {
+			off++ // resynchronise past garbage
+			continue
+		}
+		body := b[off+walHeader : off+walHeader+n]
+		if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(b[off+4:]) {
+			off++
+			continue
+		}
+		if body[8] == walAppend {
+			top = max(top, binary.BigEndian.Uint64(body[9:]))
+		}
+		off += walHeader + n
+	}
+	return top
+}
+
+func readWAL(path string) ([]byte, error) {
+	b, err := os.ReadFile(walPath(path))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// openWAL opens (creating and preallocating if needed) the log for writing.
+func openWAL(path string) (*os.File, error) {
+	p := walPath(path)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|walSyncFlag, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open buffer log %s: %w", p, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open buffer log %s: %w", p, err)
+	}
+	if fi.Size() < walPrealloc {
+		zeros := make([]byte, walPrealloc-fi.Size())
+		if _, err := f.WriteAt(zeros, fi.Size()); err != nil { // synchronous: walSyncFlag
+			f.Close()
+			return nil, fmt.Errorf("preallocate buffer log %s: %w", p, err)
+		}
+		syncDir(filepath.Dir(p))
+	}
+	return f, nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+// writeSync writes b at off, durably: the log is opened with walSyncFlag.
+func writeSync(f *os.File, b []byte, off int64) error {
+	_, err := f.WriteAt(b, off)
+	return err
+}
