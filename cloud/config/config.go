@@ -52,6 +52,9 @@ type Config struct {
 	// MaxInFlight bounds the messages received from MQTT and not yet acked
 	// (FORWARDER_MAX_IN_FLIGHT). It bounds memory while Kafka is down.
 	MaxInFlight int
+	// MaxInFlightBytes bounds their payload bytes (FORWARDER_MAX_IN_FLIGHT_BYTES),
+	// so a flood of large invalid payloads cannot exhaust memory either.
+	MaxInFlightBytes int
 	// ShutdownTimeout is how long SIGTERM waits for in-flight records (FORWARDER_SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
 	// DLQMaxBytes truncates dead-lettered payloads to this many bytes (FORWARDER_DLQ_MAX_BYTES).
@@ -115,6 +118,7 @@ var Vars = []Var{
 	{"FORWARDER_LISTEN", ":9102", "/metrics, /healthz, /readyz"},
 	{"FORWARDER_INSECURE", "false", "allow plaintext MQTT/Kafka to non-loopback hosts"},
 	{"FORWARDER_MAX_IN_FLIGHT", "5000", "messages received and not yet acked (bounds memory while Kafka is down)"},
+	{"FORWARDER_MAX_IN_FLIGHT_BYTES", "16777216", "payload bytes received and not yet acked"},
 	{"FORWARDER_SHUTDOWN_TIMEOUT", "8s", "how long SIGTERM waits to flush in-flight records"},
 	{"FORWARDER_DLQ_MAX_BYTES", "65536", "dead-lettered payloads are truncated to this size"},
 	{"FORWARDER_LOG_LEVEL", "info", "debug, info, warn, error"},
@@ -259,6 +263,7 @@ func parse(v map[string]string) (*Config, error) {
 		dst      *int
 	}{
 		{"FORWARDER_MAX_IN_FLIGHT", 5000, 1, 1 << 20, &c.MaxInFlight},
+		{"FORWARDER_MAX_IN_FLIGHT_BYTES", 16 << 20, 64 << 10, 1 << 30, &c.MaxInFlightBytes},
 		{"FORWARDER_DLQ_MAX_BYTES", 65536, 64, 900 << 10, &c.DLQMaxBytes},
 		{"KAFKA_BATCH_SIZE", 200, 1, 1 << 20, &c.Kafka.BatchSize},
 		{"KAFKA_BATCH_BYTES", 1 << 20, 1 << 10, 64 << 20, &c.Kafka.BatchBytes},

@@ -8,11 +8,12 @@ import (
 
 // pending is one MQTT message on its way to Kafka.
 type pending struct {
-	ack  func() // paho's msg.Ack: sends the PUBACK
-	recv int64  // when it arrived (unix nanos), for the latency histogram
-	ts   int64  // the reading's ts (unix nanos), for the lag gauge; 0 for DLQ
-	dlq  bool
-	done bool // guarded by ackQueue.mu
+	ack    func() // paho's msg.Ack: sends the PUBACK
+	recv   int64  // when it arrived (unix nanos), for the latency histogram
+	ts     int64  // the reading's ts (unix nanos), for the lag gauge; 0 for DLQ
+	dlq    bool
+	weight int64 // payload bytes counted against Config.MaxInFlightBytes
+	done   bool  // guarded by ackQueue.mu
 
 	// Storage for the record's headers, key and seq, so a reading costs one
 	// allocation here rather than four.

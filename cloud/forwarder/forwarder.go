@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/config"
@@ -50,7 +51,10 @@ type Forwarder struct {
 	w     producer
 	probe func(ctx context.Context) error // checks that Kafka answers and the topic exists
 
-	sem      chan struct{}      // one token per message in flight
+	sem      chan struct{}       // one token per message in flight
+	bytesSem *semaphore.Weighted // payload bytes in flight
+	stopCtx  context.Context     // cancelled with stopping, for bytesSem.Acquire
+	stopFn   context.CancelFunc
 	in       chan kafka.Message // records waiting for the feeder
 	acks     chan *pending      // in-order PUBACKs for the acker
 	queue    ackQueue           // arrival order
@@ -79,7 +83,9 @@ func New(cfg *config.Config, opts Options) (*Forwarder, error) {
 		acks:     make(chan *pending, cfg.MaxInFlight),
 		stopping: make(chan struct{}),
 		idHeader: []byte(cfg.ID),
+		bytesSem: semaphore.NewWeighted(int64(cfg.MaxInFlightBytes)),
 	}
+	f.stopCtx, f.stopFn = context.WithCancel(context.Background())
 	f.queue.out = f.acks
 	f.m = newMetrics(func() float64 { return float64(len(f.sem)) })
 	w, err := kafkaout.NewWriter(cfg.Kafka, "cloud-forwarder-"+cfg.ID, f.completion)
@@ -190,7 +196,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 // disconnects from MQTT and closes the Kafka writer.
 func (f *Forwarder) shutdown(client mqtt.Client) error {
 	start := time.Now()
-	f.stopOnce.Do(func() { close(f.stopping) })
+	f.stopOnce.Do(func() { close(f.stopping); f.stopFn() })
 	// Once the handler lock is free, no message can enter any more.
 	f.handleMu.Lock()
 	inFlight := len(f.sem)
@@ -296,10 +302,16 @@ func (f *Forwarder) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	case <-f.stopping:
 		return // not acked: the broker delivers it again to our next session
 	}
+	weight := min(int64(len(msg.Payload())), int64(f.cfg.MaxInFlightBytes))
+	if err := f.bytesSem.Acquire(f.stopCtx, weight); err != nil {
+		<-f.sem
+		return
+	}
 	f.handleMu.Lock()
 	defer f.handleMu.Unlock()
 	select {
 	case <-f.stopping:
+		f.bytesSem.Release(weight)
 		<-f.sem
 		return
 	default:
@@ -308,7 +320,7 @@ func (f *Forwarder) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	if msg.Duplicate() {
 		f.m.redelivered.Inc()
 	}
-	p := &pending{ack: msg.Ack, recv: time.Now().UnixNano()}
+	p := &pending{ack: msg.Ack, recv: time.Now().UnixNano(), weight: weight}
 	f.queue.push(p)
 	f.in <- f.record(p, msg.Topic(), msg.Payload())
 }
@@ -455,6 +467,7 @@ func (f *Forwarder) ackLoop(quit <-chan struct{}) {
 		select {
 		case p := <-f.acks:
 			p.ack()
+			f.bytesSem.Release(p.weight)
 			<-f.sem
 			n++
 			if len(f.acks) == 0 || n >= 256 {

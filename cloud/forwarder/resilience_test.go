@@ -62,7 +62,9 @@ func TestDeadLetters(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{})
 	k := testkit.StartKafka(t, pki)
-	fwd := start(t, testkit.Env(b, k, pki, "fwd-dlq"))
+	env := testkit.Env(b, k, pki, "fwd-dlq")
+	env["FORWARDER_MAX_IN_FLIGHT_BYTES"] = "262144" // the 1 MiB payloads each take the whole budget, one at a time
+	fwd := start(t, env)
 	pub := testkit.NewPublisher(t, b, pki, "pub-dlq")
 
 	garbage := make([]byte, 512)
