@@ -28,5 +28,10 @@ rm -rf "$src"
 
 systemctl daemon-reload
 systemctl enable edge-agent.service
+if grep -q 'YOUR-CLUSTER' "$ROOT/etc/edge-agent/config.yaml"; then
+	# Like the .deb: no point starting against the placeholder broker.
+	echo "install-pi: not started yet: set mqtt.url in /etc/edge-agent/config.yaml, then: sudo systemctl restart edge-agent"
+	exit 0
+fi
 systemctl restart edge-agent.service || true
 systemctl --no-pager --lines=20 status edge-agent.service || true

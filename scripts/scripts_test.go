@@ -109,22 +109,31 @@ func TestInstallPi(t *testing.T) {
 				"ssh uname -m\n", "groupadd --system i2c\n", "groupadd --system gpio\n",
 				"useradd --system --user-group", "usermod --append --groups i2c,gpio edge-agent\n",
 				"systemctl daemon-reload\n", "systemctl enable edge-agent.service\n",
-				"systemctl restart edge-agent.service\n", "systemctl --no-pager --lines=20 status edge-agent.service\n",
 			} {
 				if !strings.Contains(calls, want) {
 					t.Errorf("no %q in calls:\n%s", want, calls)
 				}
 			}
+			if strings.Contains(calls, "systemctl restart") || !strings.Contains(out, "not started yet") {
+				t.Errorf("started the agent with the placeholder broker URL; calls:\n%s\noutput:\n%s", calls, out)
+			}
 			if !strings.Contains(out, "installing edge-agent_linux_"+tc.arch) {
 				t.Errorf("output does not name the binary:\n%s", out)
 			}
-			// A second install keeps an edited config.
-			write(t, filepath.Join(root, "etc/edge-agent/config.yaml"), "# edited\n", 0o644)
+			// A second install keeps an edited config, and starts the agent.
+			edited := "# edited\nmqtt: {url: ssl://abc.s1.eu.hivemq.cloud:8883}\n"
+			write(t, filepath.Join(root, "etc/edge-agent/config.yaml"), edited, 0o644)
 			if out := install(); !strings.Contains(out, "keeping the existing") {
 				t.Errorf("second install did not say it kept the config:\n%s", out)
 			}
-			if read(t, filepath.Join(root, "etc/edge-agent/config.yaml")) != "# edited\n" {
+			if read(t, filepath.Join(root, "etc/edge-agent/config.yaml")) != edited {
 				t.Error("second install overwrote the config")
+			}
+			calls = read(t, log)
+			for _, want := range []string{"systemctl restart edge-agent.service\n", "systemctl --no-pager --lines=20 status edge-agent.service\n"} {
+				if !strings.Contains(calls, want) {
+					t.Errorf("second install: no %q in calls:\n%s", want, calls)
+				}
 			}
 		})
 	}
