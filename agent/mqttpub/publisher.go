@@ -282,12 +282,13 @@ func inc(c prometheus.Counter) {
 
 // session is one broker connection.
 type session struct {
-	ctx  context.Context // ends a dial or TLS handshake in progress on shutdown
-	p    *Publisher
-	c    mqtt.Client
-	lost chan error
-	mu   sync.Mutex
-	conn net.Conn // the raw connection, closed to break a stalled link
+	ctx   context.Context // ends a dial or TLS handshake in progress on shutdown
+	p     *Publisher
+	c     mqtt.Client
+	lost  chan error
+	mu    sync.Mutex
+	conn  net.Conn   // the raw connection, closed to break a stalled link
+	batch *batchConn // what paho writes to; closing it ends its flusher
 }
 
 func (p *Publisher) connect(ctx context.Context) (*session, error) {
@@ -370,10 +371,13 @@ func (s *session) dial(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 		}
 		conn = tc
 	}
+	// paho writes one packet per Write; under a backlog, batching them
+	// saves a syscall (and a TLS record) per reading.
+	bc := newBatchConn(conn)
 	s.mu.Lock()
-	s.conn = raw
+	s.conn, s.batch = raw, bc
 	s.mu.Unlock()
-	return conn, nil
+	return bc, nil
 }
 
 func (s *session) closeConn() {
@@ -381,29 +385,8 @@ func (s *session) closeConn() {
 	defer s.mu.Unlock()
 	if s.conn != nil {
 		s.conn.Close()
+		s.batch.Close()
 	}
-}
-
-// bufferedConn reads through a bufio.Reader.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
-
-// deadlineConn bounds every write, so paho's writers (which set no
-// deadline) fail on a black-holed link instead of blocking forever.
-type deadlineConn struct {
-	net.Conn
-	timeout time.Duration
-}
-
-func (c *deadlineConn) Write(b []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
-		return 0, err
-	}
-	return c.Conn.Write(b)
 }
 
 // close ends the session: when clean, the device is marked offline first
