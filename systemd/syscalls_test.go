@@ -1,0 +1,210 @@
+package systemd
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// handledDenials are syscalls the unit forbids on purpose and the agent
+// copes with: adjtimex (ProtectClock) gets EPERM and the agent reads
+// /run/systemd/timesync/synchronized instead (agent/clock).
+var handledDenials = map[string]bool{"adjtimex": true}
+
+// syscallGroups parses `systemd-analyze syscall-filter` into group -> members.
+func syscallGroups(t *testing.T, analyze string) map[string][]string {
+	t.Helper()
+	out, err := exec.Command(analyze, "syscall-filter", "--no-pager").Output()
+	if err != nil {
+		t.Fatalf("systemd-analyze syscall-filter: %v", err)
+	}
+	groups := map[string][]string{}
+	var cur string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		l := sc.Text()
+		switch {
+		case strings.HasPrefix(l, "@"):
+			cur = strings.TrimSpace(l)
+		case strings.HasPrefix(strings.TrimSpace(l), "#"), strings.TrimSpace(l) == "", cur == "":
+		default:
+			groups[cur] = append(groups[cur], strings.TrimSpace(l))
+		}
+	}
+	return groups
+}
+
+func expand(groups map[string][]string, name string, into map[string]bool) {
+	if !strings.HasPrefix(name, "@") {
+		into[name] = true
+		return
+	}
+	for _, m := range groups[name] {
+		expand(groups, m, into)
+	}
+}
+
+// allowedSyscalls applies the unit's SystemCallFilter= lines (and the deny
+// list ProtectClock adds) the way systemd does, in order.
+func allowedSyscalls(t *testing.T, analyze, unit string) map[string]bool {
+	t.Helper()
+	groups := syscallGroups(t, analyze)
+	b, err := os.ReadFile(unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]bool{}
+	expand(groups, "@default", allowed)
+	for _, l := range strings.Split(string(b), "\n") {
+		v, ok := strings.CutPrefix(l, "SystemCallFilter=")
+		if !ok {
+			continue
+		}
+		deny := strings.HasPrefix(v, "~")
+		set := map[string]bool{}
+		for _, n := range strings.Fields(strings.TrimPrefix(v, "~")) {
+			expand(groups, n, set)
+		}
+		for s := range set {
+			if deny {
+				delete(allowed, s)
+			} else {
+				allowed[s] = true
+			}
+		}
+	}
+	if strings.Contains(string(b), "\nProtectClock=yes\n") {
+		clock := map[string]bool{}
+		expand(groups, "@clock", clock)
+		for s := range clock {
+			delete(allowed, s)
+		}
+	}
+	return allowed
+}
+
+type allowAll struct{ mqtt.HookBase }
+
+func (*allowAll) ID() string { return "allow-all" }
+func (*allowAll) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+func (*allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+func (*allowAll) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
+
+// TestAgentSyscallsAllowed runs the real agent under strace (sim sensors,
+// publishing to a broker, status endpoint) and checks that every system
+// call it makes passes the unit's seccomp filter, so the hardening cannot
+// kill or cripple it on a Pi. Hardware buses (I2C ioctl, sysfs reads) use
+// read/ioctl, which the filter allows.
+func TestAgentSyscallsAllowed(t *testing.T) {
+	analyze := needAnalyze(t)
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("strace not found, and CI requires it (apt-get install strace)")
+		}
+		t.Skip("strace not installed (apt-get install strace)")
+	}
+	if out, err := exec.Command(strace, "-qq", "-o", "/dev/null", "true").CombinedOutput(); err != nil {
+		t.Skipf("strace cannot trace here (no ptrace permission?): %v %s", err, out)
+	}
+	allowed := allowedSyscalls(t, analyze, "edge-agent.service")
+
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "edge-agent")
+	build := exec.Command("go", "build", "-o", bin, "../agent/cmd/edge-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := srv.AddHook(new(allowAll), nil); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+
+	cfg := filepath.Join(dir, "config.yaml")
+	conf := fmt.Sprintf("device_id: strace\nsensors:\n  - {name: sim-1, driver: sim, interval: 50ms}\n"+
+		"buffer:\n  path: %s/buffer.db\nmqtt:\n  url: tcp://%s\nstatus_listen: 127.0.0.1:0\n", dir, l.Address())
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	trace := filepath.Join(dir, "trace")
+	cmd := exec.Command(strace, "-f", "-qq", "-o", trace, bin, "run", "--config", cfg)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * time.Second)
+	// strace does not pass SIGTERM on; signal the agent, whose pid opens
+	// every line of the trace (the first line is its execve).
+	head, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if _, err := fmt.Sscanf(string(head), "%d ", &pid); err != nil || pid <= 0 {
+		t.Fatalf("no pid at the start of the trace: %v", err)
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("agent under strace did not stop:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "mqtt connected") {
+		t.Fatalf("the agent never connected, so the trace misses the publish path:\n%s", logs.String())
+	}
+
+	b, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := regexp.MustCompile(`(?m)^(?:\d+\s+)?(?:<\.\.\. )?([a-z_0-9]+)\(`)
+	used := map[string]bool{}
+	for _, m := range name.FindAllStringSubmatch(string(b), -1) {
+		used[m[1]] = true
+	}
+	var denied []string
+	for s := range used {
+		if !allowed[s] && !handledDenials[s] {
+			denied = append(denied, s)
+		}
+	}
+	sort.Strings(denied)
+	t.Logf("the agent made %d distinct system calls; the unit's filter allows %d", len(used), len(allowed))
+	if len(used) < 20 {
+		t.Fatalf("only %d system calls traced; strace output looks wrong:\n%.2000s", len(used), b)
+	}
+	if len(denied) > 0 {
+		t.Fatalf("edge-agent.service's SystemCallFilter would deny %v, which the agent uses", denied)
+	}
+}
