@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tcpproxy"
@@ -16,7 +18,10 @@ type fault struct {
 	What  string    `json:"what"`
 	Start time.Time `json:"start"`
 	End   time.Time `json:"end"`
-	Note  string    `json:"note,omitempty"`
+	// Settled is when the harness saw the pipeline caught up (or gave up
+	// waiting); readings lost before it are charged to this fault.
+	Settled time.Time `json:"settled"`
+	Note    string    `json:"note,omitempty"`
 }
 
 // injector runs faults against a stack, one after another, waiting for the
@@ -43,7 +48,8 @@ func (in *injector) settle(ctx context.Context) error {
 	if err := in.s.checkAlive(); err != nil {
 		return err
 	}
-	f := in.faults[len(in.faults)-1]
+	f := &in.faults[len(in.faults)-1]
+	defer func() { f.Settled = time.Now() }()
 	if err := in.s.tr.waitCaughtUp(ctx, f.End, in.s.opts.settle); err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -86,9 +92,17 @@ func (in *injector) run(ctx context.Context) error {
 }
 
 func (in *injector) brokerRestart(ctx context.Context) error {
-	f := in.begin("broker-restart", "mosquitto stopped (SIGTERM, saves its persistence file) and started again 3s later")
+	what := "mosquitto stopped (SIGTERM, saves its persistence file) and started again 3s later"
+	if in.s.opts.brokerHold {
+		what += "; agent link held until both forwarders re-subscribed (mosquitto 2.0 does not persist shared subscriptions)"
+	}
+	f := in.begin("broker-restart", what)
+	logFrom := fileSize(brokerLog(in.s.dir))
 	if err := in.s.mosq.stop(10 * time.Second); err != nil {
 		return err
+	}
+	if in.s.opts.brokerHold {
+		in.s.link.SetMode(tcpproxy.Refuse)
 	}
 	if err := in.sleep(ctx, 3*time.Second); err != nil {
 		return err
@@ -96,8 +110,62 @@ func (in *injector) brokerRestart(ctx context.Context) error {
 	if err := in.s.startBroker(ctx); err != nil {
 		return err
 	}
+	up := time.Now()
+	if in.s.opts.brokerHold {
+		var subs []string
+		for _, p := range in.s.fwds {
+			subs = append(subs, p.name+" 1 $share/")
+		}
+		err := waitLog(ctx, brokerLog(in.s.dir), logFrom, subs, 30*time.Second)
+		in.s.link.SetMode(tcpproxy.Pass)
+		if err != nil {
+			return fmt.Errorf("broker restart: forwarders did not re-subscribe: %w", err)
+		}
+		f.Note = fmt.Sprintf("forwarders re-subscribed %.1fs after the broker came back; the agent's link was refused until then", time.Since(up).Seconds())
+	}
 	f.End = time.Now()
 	return nil
+}
+
+// fileSize is the size of path, 0 if it cannot be read.
+func fileSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// waitLog waits until every one of want appears in path past offset.
+func waitLog(ctx context.Context, path string, offset int64, want []string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if offset > int64(len(b)) {
+			offset = 0
+		}
+		tail := string(b[offset:])
+		missing := 0
+		for _, w := range want {
+			if !strings.Contains(tail, w) {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %q not in %s after %v", missing, want, path, d)
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func (in *injector) silentCut(ctx context.Context) error {
@@ -161,6 +229,7 @@ func (in *injector) agentKillTwice(ctx context.Context) error {
 	if err := in.sleep(ctx, 700*time.Millisecond); err != nil {
 		return err
 	}
+	f.Settled = time.Now() // not caught up: the next kill interrupts its drain on purpose
 	f = in.begin("agent-kill-3", "edge-agent killed with SIGKILL 0.7s after the previous restart, mid-backlog; restarted 1s later")
 	if err := in.s.agent.kill9(); err != nil {
 		return err

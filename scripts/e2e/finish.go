@@ -116,9 +116,11 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	var since time.Time
 	for _, f := range in.faults {
 		fr := result(tl, since, f)
-		since = f.End
+		if !f.Settled.IsZero() {
+			since = f.Settled
+		}
 		rep.Faults = append(rep.Faults, fr)
-		calm = append(calm, tally.Window{From: f.Start, To: f.End.Add(time.Duration(fr.RecoveryS*float64(time.Second)) + time.Second)})
+		calm = append(calm, tally.Window{From: f.Start, To: settledOr(f)})
 		if !fr.Complete {
 			problem("%s: some readings taken before the fault's end never reached Kafka", f.Name)
 		}
@@ -126,7 +128,7 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	if drain != nil {
 		fr := result(tl, drain.Start, *drain)
 		rep.Drain = &fr
-		calm = append(calm, tally.Window{From: drain.Start, To: drain.End.Add(time.Duration(fr.RecoveryS*float64(time.Second)) + time.Second)})
+		calm = append(calm, tally.Window{From: drain.Start, To: settledOr(*drain)})
 	}
 	rep.MissingWhere = attribute(missing, ds, rep.Faults)
 	rep.LatencyAll = latencyOf(tl.Latencies())
@@ -145,10 +147,21 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	return rep
 }
 
+// settledOr is when the fault settled, or now if it never did.
+func settledOr(f fault) time.Time {
+	if f.Settled.IsZero() {
+		return time.Now()
+	}
+	return f.Settled
+}
+
 // result measures a fault's recovery on the timeline.
 func result(tl *tally.Timeline, since time.Time, f fault) faultResult {
 	r := tl.Recovery(since, f.End)
-	fr := faultResult{fault: f, RecoveryS: r.Duration.Seconds(), Target: r.Target, Backlog: r.Backlog, Complete: r.Complete}
+	fr := faultResult{fault: f, RecoveryS: r.Duration.Seconds(), Target: r.Target, Backlog: r.Backlog, Complete: r.Complete, ResumeS: -1}
+	if d, ok := tl.Resume(f.End); ok {
+		fr.ResumeS = d.Seconds()
+	}
 	if r.Duration > 0 {
 		fr.DrainRate = float64(r.Backlog) / r.Duration.Seconds()
 	}
@@ -221,8 +234,7 @@ func attribute(missing []tally.Range, ds []tally.Delivery, faults []faultResult)
 		}
 		during := "no fault"
 		for _, f := range faults {
-			end := f.End.Add(time.Duration(f.RecoveryS*float64(time.Second)) + time.Second)
-			if !before.Before(f.Start.Add(-time.Second)) && !before.After(end) {
+			if !before.Before(f.Start.Add(-time.Second)) && !before.After(settledOr(f.fault)) {
 				during = f.Name
 			}
 		}

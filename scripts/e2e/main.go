@@ -50,6 +50,8 @@ type options struct {
 	cut        time.Duration
 	kafkaDown  time.Duration
 	fill       time.Duration
+	brokerHold bool
+	warmup     time.Duration
 	settle     time.Duration
 	timeout    time.Duration
 	timeBin    string
@@ -71,6 +73,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.keepalive, "keepalive", 5*time.Second, "the agent's mqtt.keepalive (bounds how fast it sees a silent cut)")
 	fs.DurationVar(&o.cut, "cut", 20*time.Second, "how long the agent<->broker link is black-holed")
 	fs.DurationVar(&o.kafkaDown, "kafka-down", 10*time.Second, "how long Kafka is unreachable")
+	fs.BoolVar(&o.brokerHold, "broker-hold", true, "on broker restart, refuse the agent's link until the forwarders re-subscribe (mosquitto 2.0 loses shared subscriptions over a restart; HiveMQ does not)")
+	fs.DurationVar(&o.warmup, "warmup", 15*time.Second, "fault run: undisturbed running before the first fault (the calm latency sample)")
 	fs.DurationVar(&o.fill, "fill", 40*time.Second, "how long the agent buffers before the full-buffer restart")
 	fs.DurationVar(&o.settle, "settle", 90*time.Second, "how long to wait for the pipeline to catch up after a fault")
 	fs.DurationVar(&o.timeout, "timeout", 9*time.Minute, "give up after this long")
@@ -121,7 +125,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var runErr error
 	var drain *fault
 	if o.faults {
-		if err := in.sleep(ctx, 5*time.Second); err != nil {
+		if err := in.sleep(ctx, o.warmup); err != nil {
 			return err
 		}
 		runErr = in.run(ctx)

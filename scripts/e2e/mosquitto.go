@@ -63,11 +63,14 @@ func newMosquitto(dir string, port int, certs pki.Files, users []mqttUser) (*pro
 		// of an outage; mosquitto's default (1000) would drop the rest.
 		"max_queued_messages 1000000",
 		"max_inflight_messages 1000",
-		"log_dest stdout",
+		// A file log is flushed line by line (stdout to a file is not),
+		// so the harness can watch it for the forwarders' re-subscribe.
+		"log_dest file " + brokerLog(dir),
 		"log_type error",
 		"log_type warning",
 		"log_type notice",
 		"log_type information",
+		"log_type subscribe", // the harness waits for the forwarders' SUBSCRIBE after a restart
 		"connection_messages true",
 		"log_timestamp_format %Y-%m-%dT%H:%M:%S",
 		"",
@@ -77,6 +80,11 @@ func newMosquitto(dir string, port int, certs pki.Files, users []mqttUser) (*pro
 		return nil, err
 	}
 	return &proc{name: "mosquitto", argv: []string{bin, "-c", confPath}, logPath: filepath.Join(dir, "mosquitto.log")}, nil
+}
+
+// brokerLog is the log file newMosquitto configures.
+func brokerLog(dir string) string {
+	return filepath.Join(dir, "mosquitto-broker.log")
 }
 
 // mosquittoVersion is the first line of `mosquitto -h`.

@@ -39,6 +39,7 @@ type faultResult struct {
 	Target    uint64  `json:"target_seq"`
 	Backlog   uint64  `json:"backlog"`
 	DrainRate float64 `json:"drain_per_s,omitempty"`
+	ResumeS   float64 `json:"resume_s"` // first fresh reading in Kafka after the end; -1 if none
 	Complete  bool    `json:"complete"`
 }
 
@@ -107,16 +108,21 @@ func (r *report) text(w io.Writer) {
 		p("drain       backlog of %d readings drained in %.2fs = %.0f readings/s end to end", r.Drain.Backlog, r.Drain.RecoveryS, r.Drain.DrainRate)
 	}
 	if len(r.Faults) > 0 {
-		p("faults      recovery = from the fault's end until every reading taken before it is in Kafka")
-		p("  %-20s %9s %8s %9s  %s", "fault", "recovery", "backlog", "drain/s", "what")
+		p("faults      recovery = from the fault's end until every reading taken before that moment is in Kafka;")
+		p("            backlog = those readings not yet in Kafka at the end; resume = until the first reading taken after the end is in Kafka")
+		p("  %-20s %9s %8s %9s %8s  %s", "fault", "recovery", "backlog", "drain/s", "resume", "what")
 		for _, f := range r.Faults {
 			rec := fmt.Sprintf("%.2fs", f.RecoveryS)
 			if !f.Complete {
 				rec = "NEVER"
 			}
-			p("  %-20s %9s %8d %9.0f  %s", f.Name, rec, f.Backlog, f.DrainRate, f.What)
+			res := fmt.Sprintf("%.2fs", f.ResumeS)
+			if f.ResumeS < 0 {
+				res = "-"
+			}
+			p("  %-20s %9s %8d %9.0f %8s  %s", f.Name, rec, f.Backlog, f.DrainRate, res, f.What)
 			if f.Note != "" {
-				p("  %-20s %9s %8s %9s  (%s)", "", "", "", "", f.Note)
+				p("  %-20s %9s %8s %9s %8s  (%s)", "", "", "", "", "", f.Note)
 			}
 		}
 	}

@@ -245,6 +245,8 @@ func (s *stack) diagnose() string {
 		}
 		fmt.Fprintf(&b, "--- %s (%s), last lines of %s:\n%s\n", p.name, state, p.logPath, p.logTail(10))
 	}
+	broker := &proc{logPath: brokerLog(s.dir)}
+	fmt.Fprintf(&b, "--- broker log %s:\n%s\n", broker.logPath, broker.logTail(10))
 	return b.String()
 }
 

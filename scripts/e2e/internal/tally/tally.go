@@ -104,24 +104,19 @@ type Recovery struct {
 	Complete bool          // false if some seq <= Target never arrived
 }
 
-// Recovery measures catch-up after a fault that ended at end: the target is
-// the newest seq taken at or before end, and the pipeline has caught up
-// once every seq up to the target has been received. Only seqs taken after
-// since count, so a reading lost in an earlier fault is not charged to
-// this one (pass the previous fault's end, or the zero time).
+// Recovery measures catch-up after a fault that ended at end. The target
+// is the newest seq taken at or before end: the seq just below the first
+// one taken after end (seqs follow time), or the final seq if none was.
+// The pipeline has caught up once every seq up to the target has been
+// received. Only seqs taken after since count, so a reading lost earlier
+// is not charged to this fault (pass when the previous fault had settled,
+// or the zero time).
 func (t *Timeline) Recovery(since, end time.Time) Recovery {
 	var r Recovery
-	var floor uint64 // newest seq taken at or before since
-	for seq, d := range t.first {
-		if seq > t.final {
-			continue
-		}
-		if !d.TS.After(end) && seq > r.Target {
-			r.Target = seq
-		}
-		if !since.IsZero() && !d.TS.After(since) && seq > floor {
-			floor = seq
-		}
+	r.Target = t.lastTakenBy(end)
+	var floor uint64
+	if !since.IsZero() {
+		floor = t.lastTakenBy(since)
 	}
 	r.Complete = true
 	var last time.Time
@@ -143,6 +138,33 @@ func (t *Timeline) Recovery(since, end time.Time) Recovery {
 		r.Duration = last.Sub(end)
 	}
 	return r
+}
+
+// Resume is how long after end the first reading taken after end reached
+// Kafka (how soon fresh data flowed again), and false if none did.
+func (t *Timeline) Resume(end time.Time) (time.Duration, bool) {
+	var first time.Time
+	for seq, d := range t.first {
+		if seq <= t.final && d.TS.After(end) && (first.IsZero() || d.Recv.Before(first)) {
+			first = d.Recv
+		}
+	}
+	if first.IsZero() {
+		return 0, false
+	}
+	return first.Sub(end), true
+}
+
+// lastTakenBy is the newest seq taken at or before at: one less than the
+// first delivered seq taken after it, or the final seq.
+func (t *Timeline) lastTakenBy(at time.Time) uint64 {
+	next := t.final + 1
+	for seq, d := range t.first {
+		if seq <= t.final && d.TS.After(at) && seq < next {
+			next = seq
+		}
+	}
+	return next - 1
 }
 
 // Window is a span of time whose readings are left out of steady-state

@@ -85,9 +85,15 @@ func TestRecovery(t *testing.T) {
 			want: Recovery{Target: 3, Complete: true}},
 		{name: "before any reading", final: 7, ds: ds, end: at(-5),
 			want: Recovery{Complete: true}},
-		{name: "a gap never filled", final: 7, end: at(1000),
+		{name: "a gap never filled", final: 3, end: at(1000),
 			ds:   []Delivery{d(1, 0, 10), d(3, 200, 1300)},
 			want: Recovery{Target: 3, Backlog: 2, Duration: 300 * time.Millisecond, Complete: false}},
+		{name: "readings lost just before the end count", final: 5, end: at(1000),
+			ds:   []Delivery{d(1, 0, 10), d(2, 100, 110), d(5, 1100, 1200)},
+			want: Recovery{Target: 4, Backlog: 2, Complete: false}},
+		{name: "nothing taken after the end: the target is the final seq", final: 4, end: at(1000),
+			ds:   []Delivery{d(1, 0, 10), d(2, 100, 1500), d(3, 200, 1100), d(4, 900, 1600)},
+			want: Recovery{Target: 4, Backlog: 3, Duration: 600 * time.Millisecond, Complete: true}},
 		{name: "a gap before since is not this fault's", final: 7, since: at(300), end: at(1000),
 			ds:   []Delivery{d(1, 0, 10), d(3, 200, 210), d(4, 400, 1100), d(5, 900, 1300), d(6, 1100, 1400)},
 			want: Recovery{Target: 5, Backlog: 2, Duration: 300 * time.Millisecond, Complete: true}},
@@ -144,6 +150,27 @@ func TestPercentile(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := Percentile(tt.sorted, tt.p); got != tt.want {
 				t.Fatalf("Percentile(p%v) = %v, want %v", tt.p, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestResume(t *testing.T) {
+	tl := NewTimeline(4, []Delivery{d(1, 0, 10), d(2, 1100, 1900), d(3, 1200, 1300), d(3, 1200, 1250), d(4, 1300, 1400)})
+	tests := []struct {
+		name string
+		end  time.Time
+		want time.Duration
+		ok   bool
+	}{
+		{"earliest arrival of a later reading, duplicates included", at(1000), 250 * time.Millisecond, true},
+		{"nothing taken after the end", at(2000), 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := tl.Resume(tt.end)
+			if got != tt.want || ok != tt.ok {
+				t.Fatalf("Resume() = %v, %v; want %v, %v", got, ok, tt.want, tt.ok)
 			}
 		})
 	}
