@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -124,25 +125,28 @@ func (p *Publisher) topic(sensor string) string {
 	return t
 }
 
-// acker waits for PUBACKs in publish order and deletes acknowledged
-// records in batches. It flushes before it blocks, so a record is deleted
-// soon after its PUBACK even when the next one is slow.
-func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) error {
+// acker waits for PUBACKs in publish order and hands acknowledged seqs
+// to a deleter in batches. It flushes before it blocks, so a record is
+// deleted soon after its PUBACK even when the next one is slow; and it does
+// not wait for the delete's fsync, so PUBACKs keep freeing the window while
+// the buffer commits (the next batch grows meanwhile).
+func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) (err error) {
 	p := s.p
-	batch := make([]uint64, 0, p.o.Window)
+	d := s.startDeleter()
+	defer func() {
+		if derr := d.stop(); derr != nil && err == nil {
+			err = derr
+		}
+	}()
+	batch := make([]uint64, 0, 256)
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := p.q.Delete(ctx, batch...); err != nil {
-			return fmt.Errorf("%w: delete: %w", errQueue, err)
+		if err := d.send(batch); err != nil {
+			return err
 		}
-		if c := p.o.Metrics.Published; c != nil {
-			c.Add(float64(len(batch)))
-		}
-		batch = batch[:0]
+		batch = make([]uint64, 0, 256)
 		return nil
 	}
 	stall := time.NewTimer(time.Hour)
@@ -159,7 +163,7 @@ func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) error {
 			select {
 			case e, ok = <-inflight:
 			case <-abort:
-				return nil
+				return flush()
 			}
 		}
 		if !ok {
@@ -175,7 +179,7 @@ func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) error {
 			select {
 			case <-e.tok.Done():
 			case <-abort:
-				return nil
+				return flush()
 			case <-stall.C:
 				p.log.Warn("no PUBACK in time; dropping the connection", "seq", e.seq, "waited", time.Since(e.sent).Round(time.Millisecond).String())
 				s.closeConn()
@@ -192,5 +196,72 @@ func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) error {
 			o.Observe(time.Since(e.sent).Seconds())
 		}
 		batch = append(batch, e.seq)
+		if len(batch) >= maxDeleteBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
 	}
+}
+
+// maxDeleteBatch bounds how many acknowledged readings wait for one
+// delete while PUBACKs stream in without a pause (they would be sent again
+// after a crash).
+const maxDeleteBatch = 1000
+
+// deleter deletes acknowledged seqs from the queue, one batch at a time, in
+// its own goroutine.
+type deleter struct {
+	ch   chan []uint64
+	done chan struct{}
+	mu   sync.Mutex
+	err  error
+}
+
+func (s *session) startDeleter() *deleter {
+	p := s.p
+	d := &deleter{ch: make(chan []uint64, 4), done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		for seqs := range d.ch {
+			if d.failed() != nil {
+				continue // drain; the acker stops at its next send
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := p.q.Delete(ctx, seqs...)
+			cancel()
+			if err != nil {
+				d.mu.Lock()
+				d.err = fmt.Errorf("%w: delete: %w", errQueue, err)
+				d.mu.Unlock()
+				continue
+			}
+			if c := p.o.Metrics.Published; c != nil {
+				c.Add(float64(len(seqs)))
+			}
+		}
+	}()
+	return d
+}
+
+func (d *deleter) failed() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.err
+}
+
+// send queues a batch; it blocks while four batches are pending.
+func (d *deleter) send(seqs []uint64) error {
+	if err := d.failed(); err != nil {
+		return err
+	}
+	d.ch <- seqs
+	return nil
+}
+
+// stop waits until every queued batch is deleted.
+func (d *deleter) stop() error {
+	close(d.ch)
+	<-d.done
+	return d.failed()
 }
