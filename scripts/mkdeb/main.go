@@ -13,6 +13,8 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"embed"
 	"errors"
@@ -31,8 +33,10 @@ import (
 	"github.com/goreleaser/nfpm/v2/files"
 )
 
-//go:embed maint/postinst maint/prerm maint/postrm
+//go:embed maint/postinst maint/prerm maint/postrm maint/copyright maint/lintian-overrides
 var maint embed.FS
+
+const maintainer = "sensorpipe <sensorpipe@edgepipe.invalid>"
 
 // errUsage marks a bad invocation (exit status 2).
 var errUsage = errors.New("usage")
@@ -67,7 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return fmt.Errorf("%w: no DEBARCH=BINARY given", errUsage)
 	}
-	scripts, err := writeScripts()
+	v := DebVersion(*version)
+	scripts, err := writeAux(v)
 	if err != nil {
 		return err
 	}
@@ -75,7 +80,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	v := DebVersion(*version)
 	for _, a := range fs.Args() {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -94,24 +98,50 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// writeScripts puts the embedded maintainer scripts in a temp dir, because
-// nfpm reads scripts from paths.
-func writeScripts() (string, error) {
+// writeAux puts the embedded maintainer scripts and the generated doc
+// files (copyright, changelog.gz, lintian overrides) in a temp dir,
+// because nfpm reads contents and scripts from paths.
+func writeAux(version string) (string, error) {
 	dir, err := os.MkdirTemp("", "mkdeb-")
 	if err != nil {
 		return "", err
 	}
-	for _, n := range []string{"postinst", "prerm", "postrm"} {
+	fail := func(err error) (string, error) {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	for _, n := range []string{"postinst", "prerm", "postrm", "copyright", "lintian-overrides"} {
 		b, err := maint.ReadFile("maint/" + n)
-		if err == nil {
-			err = os.WriteFile(filepath.Join(dir, n), b, 0o755)
-		}
 		if err != nil {
-			os.RemoveAll(dir)
-			return "", err
+			return fail(err)
+		}
+		mode := os.FileMode(0o644)
+		if n == "postinst" || n == "prerm" || n == "postrm" {
+			mode = 0o755
+		}
+		if err := os.WriteFile(filepath.Join(dir, n), b, mode); err != nil {
+			return fail(err)
 		}
 	}
+	if err := os.WriteFile(filepath.Join(dir, "changelog.gz"), Changelog(version, buildDate), 0o644); err != nil {
+		return fail(err)
+	}
 	return dir, nil
+}
+
+// buildDate is fixed so that the same inputs give the same package.
+var buildDate = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Changelog returns a gzipped (no name, no time: reproducible) Debian
+// changelog with one entry for version.
+func Changelog(version string, date time.Time) []byte {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	fmt.Fprintf(zw, "edge-agent (%s) stable; urgency=medium\n\n"+
+		"  * Built from the sensorpipe repository by scripts/mkdeb.\n\n"+
+		" -- %s  %s\n", version, maintainer, date.Format(time.RFC1123Z))
+	zw.Close()
+	return buf.Bytes()
 }
 
 var (
@@ -152,15 +182,14 @@ func Info(arch, version, bin, root, scripts string) *nfpm.Info {
 		VersionSchema: "none",
 		Section:       "misc",
 		Priority:      "optional",
-		Maintainer:    "sensorpipe <sensorpipe@edgepipe.invalid>",
+		Maintainer:    maintainer,
 		Description: "Raspberry Pi sensors to MQTT, losing nothing\n" +
 			"edge-agent polls BME280, DHT22 and DS18B20 sensors, keeps every reading\n" +
 			"in an fsync'd bbolt buffer and publishes it to MQTT (HiveMQ) with QoS 1.",
 		Homepage: "https://github.com/edgepipe/sensorpipe",
-		License:  "Apache-2.0",
-		MTime:    time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		MTime:    buildDate,
 		Overridables: nfpm.Overridables{
-			Depends: []string{"passwd"},
+			Depends: []string{"passwd"}, // deb-systemd-helper comes from init-system-helpers, which is essential
 			Contents: files.Contents{
 				{Source: bin, Destination: "/usr/bin/edge-agent",
 					FileInfo: &files.ContentFileInfo{Mode: 0o755}},
@@ -172,6 +201,15 @@ func Info(arch, version, bin, root, scripts string) *nfpm.Info {
 					FileInfo: &files.ContentFileInfo{Mode: 0o644}},
 				{Source: filepath.Join(root, "systemd/config.example.yaml"),
 					Destination: "/usr/share/doc/edge-agent/config.example.yaml",
+					FileInfo:    &files.ContentFileInfo{Mode: 0o644}},
+				{Source: filepath.Join(scripts, "copyright"),
+					Destination: "/usr/share/doc/edge-agent/copyright",
+					FileInfo:    &files.ContentFileInfo{Mode: 0o644}},
+				{Source: filepath.Join(scripts, "changelog.gz"),
+					Destination: "/usr/share/doc/edge-agent/changelog.gz",
+					FileInfo:    &files.ContentFileInfo{Mode: 0o644}},
+				{Source: filepath.Join(scripts, "lintian-overrides"),
+					Destination: "/usr/share/lintian/overrides/edge-agent",
 					FileInfo:    &files.ContentFileInfo{Mode: 0o644}},
 			},
 			Scripts: nfpm.Scripts{

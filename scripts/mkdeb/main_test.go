@@ -56,11 +56,18 @@ func TestDebVersion(t *testing.T) {
 func TestDebs(t *testing.T) {
 	dpkgDeb := needTool(t, "dpkg-deb", "dpkg")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "edge-agent")
-	build := exec.Command("go", "build", "-o", bin, "../../agent/cmd/edge-agent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	// Real binaries for each architecture, built as `make pi` does
+	// (lintian rejects a foreign or unstripped binary).
+	bins := map[string]string{}
+	for arch, env := range map[string][]string{
+		"armhf": {"GOARCH=arm", "GOARM=6"}, "arm64": {"GOARCH=arm64"}, "amd64": {"GOARCH=amd64"},
+	} {
+		bins[arch] = filepath.Join(dir, "edge-agent-"+arch)
+		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bins[arch], "../../agent/cmd/edge-agent")
+		build.Env = append(append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux"), env...)
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", arch, err, out)
+		}
 	}
 	// mkdeb runs as its own (non-race) binary: gzip under the race
 	// detector would take minutes for three 13 MB packages.
@@ -71,14 +78,16 @@ func TestDebs(t *testing.T) {
 	out := filepath.Join(dir, "dist")
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(mkdeb, "-version", "v1.2.0-3-gabc123", "-out", out, "-root", "../..",
-		"armhf="+bin, "arm64="+bin, "amd64="+bin)
+		"armhf="+bins["armhf"], "arm64="+bins["arm64"], "amd64="+bins["amd64"])
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("mkdeb: %v\n%s", err, stderr.String())
 	}
+	var debs []string
 	for _, arch := range []string{"armhf", "arm64", "amd64"} {
+		deb := filepath.Join(out, "edge-agent_1.2.0+3.gabc123_"+arch+".deb")
+		debs = append(debs, deb)
 		t.Run(arch, func(t *testing.T) {
-			deb := filepath.Join(out, "edge-agent_1.2.0+3.gabc123_"+arch+".deb")
 			if !strings.Contains(stdout.String(), deb) {
 				t.Fatalf("mkdeb did not report %s:\n%s", deb, stdout.String())
 			}
@@ -110,6 +119,9 @@ func TestDebs(t *testing.T) {
 				"./lib/systemd/system/edge-agent.service":        "-rw-r--r-- root/root",
 				"./etc/edge-agent/config.yaml":                   "-rw-r--r-- root/root",
 				"./usr/share/doc/edge-agent/config.example.yaml": "-rw-r--r-- root/root",
+				"./usr/share/doc/edge-agent/copyright":           "-rw-r--r-- root/root",
+				"./usr/share/doc/edge-agent/changelog.gz":        "-rw-r--r-- root/root",
+				"./usr/share/lintian/overrides/edge-agent":       "-rw-r--r-- root/root",
 			} {
 				if modes[path] != want {
 					t.Errorf("%s: %q, want %q (dpkg-deb -c:\n%s)", path, modes[path], want, list)
@@ -141,6 +153,22 @@ func TestDebs(t *testing.T) {
 				}
 			}
 		})
+	}
+	t.Run("lintian", func(t *testing.T) { lintian(t, debs) })
+}
+
+// lintian runs Debian's package checker on the packages and fails on any
+// error (E:) tag; warnings are logged.
+func lintian(t *testing.T, debs []string) {
+	l := needTool(t, "lintian", "lintian")
+	out, _ := exec.Command(l, append([]string{"--tag-display-limit", "0"}, debs...)...).CombinedOutput()
+	for _, line := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(line, "E: "):
+			t.Errorf("lintian: %s", line)
+		case strings.HasPrefix(line, "W: "):
+			t.Logf("lintian: %s", line)
+		}
 	}
 }
 
