@@ -80,6 +80,9 @@ type MQTT struct {
 	ClientID     string        `yaml:"client_id"` // default: device_id
 	Insecure     bool          `yaml:"insecure"`  // allow tcp:// to a non-loopback host
 	KeepAlive    time.Duration `yaml:"keepalive"`
+	// MaxInflight is the window of QoS 1 publishes awaiting PUBACK; lower
+	// it for a broker that throttles a client with many in flight.
+	MaxInflight int `yaml:"max_inflight"`
 	// Password is read from PasswordEnv or PasswordFile by Load, never from YAML.
 	Password Secret `yaml:"-"`
 }
@@ -126,6 +129,7 @@ func Default() Config {
 		MQTT: MQTT{
 			TopicPrefix: "sensors",
 			KeepAlive:   30 * time.Second,
+			MaxInflight: 2000,
 		},
 		StatusListen: "127.0.0.1:9101",
 		SysfsRoot:    "/sys",
@@ -275,6 +279,9 @@ func (m *MQTT) validate() error {
 	}
 	if m.KeepAlive < time.Second {
 		return &Error{Key: "mqtt.keepalive", Msg: "must be at least 1s"}
+	}
+	if m.MaxInflight < 1 || m.MaxInflight > 65535 {
+		return &Error{Key: "mqtt.max_inflight", Msg: fmt.Sprintf("%d is not between 1 and 65535 (MQTT packet ids)", m.MaxInflight)}
 	}
 	return nil
 }

@@ -32,6 +32,9 @@ func TestLoadFull(t *testing.T) {
 	if c.MQTT.Password.Reveal() != "hunter2-secret" {
 		t.Errorf("password from file not read (trailing newline must be trimmed)")
 	}
+	if c.MQTT.MaxInflight != 2000 {
+		t.Errorf("max_inflight default = %d", c.MQTT.MaxInflight)
+	}
 	if c.MQTT.KeepAlive != 30*time.Second || c.LogFormat != "json" || c.Path() != "testdata/full.yaml" {
 		t.Errorf("keepalive %v, log_format %q, path %q", c.MQTT.KeepAlive, c.LogFormat, c.Path())
 	}
@@ -98,6 +101,8 @@ func TestEveryKeyNamed(t *testing.T) {
 		{"mqtt password file missing", base + "  password_file: testdata/nope\n", "mqtt.password_file"},
 		{"mqtt ca file missing", base + "  ca_file: testdata/nope.pem\n", "mqtt.ca_file"},
 		{"mqtt keepalive short", base + "  keepalive: 100ms\n", "mqtt.keepalive"},
+		{"mqtt max_inflight zero", base + "  max_inflight: 0\n", "mqtt.max_inflight"},
+		{"mqtt max_inflight huge", base + "  max_inflight: 70000\n", "mqtt.max_inflight"},
 		{"mqtt client_id bad", base + "  client_id: 'a b'\n", "mqtt.client_id"},
 		{"status_listen bad", base + "status_listen: localhost\n", "status_listen"},
 		{"log_format bad", base + "log_format: xml\n", "log_format"},

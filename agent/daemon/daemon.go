@@ -210,7 +210,7 @@ func (a *agent) publisherOptions() mqttpub.Options {
 	c := a.cfg.MQTT
 	po := mqttpub.Options{
 		URL: c.URL, ClientID: c.ClientID, Username: c.Username, Password: c.Password, CAFile: c.CAFile,
-		DeviceID: a.cfg.DeviceID, TopicPrefix: c.TopicPrefix, KeepAlive: c.KeepAlive,
+		DeviceID: a.cfg.DeviceID, TopicPrefix: c.TopicPrefix, KeepAlive: c.KeepAlive, Window: c.MaxInflight,
 		Logger: a.log.With("component", "mqtt"),
 		Metrics: mqttpub.Metrics{
 			Published: a.m.Published, Latency: a.m.PublishLatency, Connected: a.m.Connected,
