@@ -295,3 +295,25 @@ func TestReadOnly(t *testing.T) {
 		t.Fatalf("Append on read-only = %v", err)
 	}
 }
+
+func TestAppendRejectsOversized(t *testing.T) {
+	b := openT(t, filepath.Join(t.TempDir(), "buffer.db"), buffer.Options{})
+	r := newReading(1)
+	for i := 0; len(r.Values) < 3000; i++ {
+		r.Values[fmt.Sprintf("value_number_%d", i)] = float64(i) // ~3000 * 25 bytes > 64 KiB
+	}
+	if err := b.Append(context.Background(), r); !errors.Is(err, buffer.ErrInvalidReading) {
+		t.Fatalf("Append of a %d-value reading = %v, want ErrInvalidReading", len(r.Values), err)
+	}
+	r = newReading(2)
+	for i := 0; len(r.Values) < 1000; i++ { // ~25 KiB: fits though the quick bound says maybe not
+		r.Values[fmt.Sprintf("value_number_%d", i)] = float64(i)
+	}
+	if err := b.Append(context.Background(), r); err != nil {
+		t.Fatalf("Append of a 1000-value reading: %v", err)
+	}
+	recs, _ := b.Peek(0, 1)
+	if got, err := reading.Decode(recs[0].Payload); err != nil || len(got.Values) != 1000 {
+		t.Fatalf("stored big reading: %v", err)
+	}
+}

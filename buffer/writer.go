@@ -84,16 +84,14 @@ func (b *Buffer) submit(ctx context.Context, req *request) error {
 		b.closeMu.RUnlock()
 		return ErrClosed
 	}
-	// Fast path: when nobody is queued and no commit is running, commit
-	// here, saving the two goroutine switches of a hand-over to the writer.
-	if req.kind != opExclusive && len(b.reqs) == 0 && b.commitMu.TryLock() {
-		if len(b.reqs) == 0 {
-			b.runBatch([]*request{req}, false)
-			b.commitMu.Unlock()
-			b.closeMu.RUnlock()
-			return <-req.done
-		}
+	// Fast path: when no commit is running, commit here, saving the two
+	// goroutine switches of a hand-over to the writer.
+	// Whatever queued meanwhile joins this commit.
+	if req.kind != opExclusive && b.commitMu.TryLock() {
+		b.runBatch(b.fill([]*request{req}), false)
 		b.commitMu.Unlock()
+		b.closeMu.RUnlock()
+		return <-req.done
 	}
 	select {
 	case b.reqs <- req:
@@ -144,30 +142,36 @@ func (b *Buffer) writer() {
 			b.commitMu.Unlock()
 			return
 		}
-		n := 0
-		for _, r := range batch {
-			n += r.size()
-		}
-	fill:
-		for n < maxBatch && (len(batch) == 0 || batch[len(batch)-1].kind != opExclusive) {
-			select {
-			case r := <-b.reqs:
-				batch = append(batch, r)
-				n += r.size()
-			default:
-				break fill
-			}
-		}
+		b.commitMu.Lock()
+		batch = b.fill(batch)
 		now := b.opts.Now()
 		ageDue := now.Sub(lastAge) >= b.opts.AgeInterval || now.Before(lastAge)
 		if ageDue {
 			lastAge = now
 		}
-		b.commitMu.Lock()
 		b.runBatch(batch, ageDue)
 		b.commitMu.Unlock()
 		idle.Reset(idleCheckpoint)
 	}
+}
+
+// fill adds the queued requests to batch, up to maxBatch readings and
+// stopping after an exclusive one (which must run last, alone).
+func (b *Buffer) fill(batch []*request) []*request {
+	n := 0
+	for _, r := range batch {
+		n += r.size()
+	}
+	for n < maxBatch && (len(batch) == 0 || batch[len(batch)-1].kind != opExclusive) {
+		select {
+		case r := <-b.reqs:
+			batch = append(batch, r)
+			n += r.size()
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // runBatch runs the batch's appends and deletes as one commit, and its
