@@ -167,7 +167,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	g.Go(func() error { f.ackLoop(quitAcks); return nil })
 	g.Go(func() error { f.probeLoop(hard); return nil })
 
-	client, err := f.connect()
+	client, err := f.connect(hard)
 	if err != nil {
 		cancelHard()
 		close(quitAcks)
@@ -213,7 +213,14 @@ func (f *Forwarder) shutdown(client mqtt.Client) error {
 		time.Sleep(5 * time.Millisecond)
 	}
 	// Quiesce lets paho write the PUBACKs already queued before DISCONNECT.
-	client.Disconnect(250)
+	// Bounded: paho's Disconnect can wait on its reconnect logic.
+	disconnected := make(chan struct{})
+	go func() { client.Disconnect(250); close(disconnected) }()
+	select {
+	case <-disconnected:
+	case <-time.After(time.Second):
+		f.log.Warn("mqtt disconnect did not finish in 1s; exiting anyway")
+	}
 	f.mqttUp.Store(false)
 	f.m.mqttUp.Set(0)
 
@@ -238,8 +245,8 @@ func (f *Forwarder) subscription() string {
 	return f.cfg.MQTT.TopicFilter
 }
 
-// connect starts the paho client; it keeps retrying in the background.
-func (f *Forwarder) connect() (mqtt.Client, error) {
+// connect starts the paho client; it keeps retrying in the background until ctx ends.
+func (f *Forwarder) connect(ctx context.Context) (mqtt.Client, error) {
 	o := mqtt.NewClientOptions().
 		AddBroker(f.cfg.MQTT.URL).
 		SetClientID(f.cfg.ID).
@@ -247,8 +254,7 @@ func (f *Forwarder) connect() (mqtt.Client, error) {
 		SetAutoAckDisabled(true).
 		SetOrderMatters(true). // handler runs in paho's router goroutine, in arrival order: ack order and backpressure
 		SetAutoReconnect(true).
-		SetConnectRetry(true).
-		SetConnectRetryInterval(2 * time.Second).
+		SetConnectRetry(false). // firstConnect retries, so failures are logged
 		SetMaxReconnectInterval(30 * time.Second).
 		SetKeepAlive(30 * time.Second).
 		SetPingTimeout(10 * time.Second).
@@ -289,8 +295,31 @@ func (f *Forwarder) connect() (mqtt.Client, error) {
 	})
 
 	c := mqtt.NewClient(o)
-	c.Connect() // with ConnectRetry the token completes only once connected; OnConnect reports it
+	go f.firstConnect(ctx, c)
 	return c, nil
+}
+
+// firstConnect retries the initial connection with backoff, logging why each
+// attempt failed (bad credentials, TLS, DNS); paho's AutoReconnect takes over
+// once connected.
+func (f *Forwarder) firstConnect(ctx context.Context, c mqtt.Client) {
+	delay := time.Second
+	for ctx.Err() == nil {
+		t := c.Connect()
+		select {
+		case <-t.Done():
+		case <-ctx.Done():
+			return
+		}
+		if t.Error() == nil {
+			return
+		}
+		f.log.Warn("mqtt connect failed; retrying", "broker", f.cfg.MQTT.URL, "in", delay, "err", t.Error())
+		if !sleep(ctx, delay) {
+			return
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
 }
 
 // onMessage runs in paho's router goroutine for every PUBLISH, in order.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -211,5 +212,69 @@ func waitMetric(t *testing.T, addr, name string, want float64) {
 			t.Fatalf("%s = %v, want %v", name, got, want)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuf is a concurrency-safe log sink.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestBadCredentials: the forwarder keeps retrying, says why, stays not
+// ready, and never logs the password.
+func TestBadCredentials(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{})
+	k := testkit.StartKafka(t, pki)
+	env := testkit.Env(b, k, pki, "fwd-badpw")
+	env["HIVEMQ_PASSWORD"] = "wrong-password-xyz"
+	cfg, err := config.Load("", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuf{}
+	addrCh := make(chan string, 1)
+	f, err := forwarder.New(cfg, forwarder.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+		Listening: func(a string) { addrCh <- a }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	addr := <-addrCh
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "mqtt connect failed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no connect failure logged:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, _ := get(addr, "/readyz"); code != 503 {
+		t.Errorf("/readyz = %d with bad credentials", code)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	for _, secret := range []string{"wrong-password-xyz", testkit.KafkaSecret} {
+		if strings.Contains(logs.String(), secret) {
+			t.Fatalf("log contains a secret:\n%s", logs)
+		}
 	}
 }
