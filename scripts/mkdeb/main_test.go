@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -155,6 +157,48 @@ func TestDebs(t *testing.T) {
 		})
 	}
 	t.Run("lintian", func(t *testing.T) { lintian(t, debs) })
+	t.Run("install", func(t *testing.T) { installRemove(t, debs[2]) })
+}
+
+// installRemove installs, upgrades, removes and purges the amd64 package
+// with the real dpkg and maintainer scripts, inside a private mount
+// namespace whose root is an overlay of this machine's: nothing reaches
+// the real root.
+func installRemove(t *testing.T, deb string) {
+	if runtime.GOARCH != "amd64" {
+		t.Skipf("the amd64 package cannot be installed on %s", runtime.GOARCH)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a mount namespace and chroot")
+	}
+	for _, tool := range []string{"dpkg", "unshare", "chroot", "useradd", "deb-systemd-helper"} {
+		needTool(t, tool, "dpkg util-linux coreutils passwd init-system-helpers")
+	}
+	dir := t.TempDir()
+	for _, d := range []string{"upper", "work", "root"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script, err := filepath.Abs("testdata/install-remove.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "root")
+	setup := fmt.Sprintf(`set -e
+mount -t overlay overlay -o lowerdir=/,upperdir=%[1]s/upper,workdir=%[1]s/work %[2]s || exit 99
+mount --bind /dev %[2]s/dev
+mount -t proc proc %[2]s/proc
+mount -t tmpfs tmpfs %[2]s/run
+exec chroot %[2]s sh %[3]s %[4]s`, dir, root, script, deb)
+	out, err := exec.Command("unshare", "--mount", "--propagation", "private", "--fork", "sh", "-c", setup).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 99 {
+		t.Skipf("cannot mount an overlay of / here:\n%s", out)
+	}
+	if err != nil || !strings.Contains(string(out), "== ok") {
+		t.Fatalf("install/remove in an overlay root: %v\n%s", err, out)
+	}
+	t.Logf("dpkg install, upgrade, remove, purge in an overlay root:\n%s", out)
 }
 
 // lintian runs Debian's package checker on the packages and fails on any
