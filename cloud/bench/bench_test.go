@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -27,6 +28,10 @@ import (
 var binPath string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		os.Exit(m.Run()) // no benchmark selected (plain `go test ./...`): skip the build
+	}
 	dir, err := os.MkdirTemp("", "cloud-forwarder-bench")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
