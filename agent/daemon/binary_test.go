@@ -284,3 +284,58 @@ func tryGet(url string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestBinaryBadCredentialsKeepsBuffering: wrong password from the env: the
+// real binary stays up, says why in one clear line, backs off, keeps
+// buffering, is healthy but not ready, and never prints the password.
+func TestBinaryBadCredentialsKeepsBuffering(t *testing.T) {
+	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{Users: map[string]string{"pi-auth": "right-password"}})
+	dir := t.TempDir()
+	statusAddr := freePort(t)
+	cfgPath := writeConfig(t, dir, fmt.Sprintf(`device_id: pi-auth
+buffer: {path: %s}
+mqtt: {url: %q, username: pi-auth}
+status_listen: %s
+log_format: json
+sensors: [{name: sim-1, driver: sim, interval: 50ms}]
+`, filepath.Join(dir, "b.db"), br.URL(), statusAddr))
+	cmd := exec.Command(agentBin, "run", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), "EDGE_AGENT_MQTT_PASSWORD=wrong-password-42")
+	var stderr syncBuf
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		t.Fatalf("agent exited with bad credentials: %v\n%s", err, stderr.String())
+	case <-time.After(2500 * time.Millisecond):
+	}
+	if code, body := tryGet("http://" + statusAddr + "/healthz"); code != 200 {
+		t.Errorf("/healthz = %d %s", code, body)
+	}
+	if code, body := tryGet("http://" + statusAddr + "/readyz"); code != 503 || !strings.Contains(body, "not connected") {
+		t.Errorf("/readyz = %d %s; want 503 not connected", code, body)
+	}
+	_, m := tryGet("http://" + statusAddr + "/metrics")
+	if n := metricValue(m, "edge_agent_buffer_readings"); n < 20 {
+		t.Errorf("%v readings buffered after 2.5s at 20/s", n)
+	}
+	if n := metricValue(m, "edge_agent_mqtt_connect_errors_total"); n < 1 || n > 4 {
+		t.Errorf("%v connect attempts in 2.5s; want backoff from 1s (1 to 4)", n)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-exited; err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	logs := stderr.String()
+	if !strings.Contains(logs, `"msg":"mqtt connect failed; readings stay buffered"`) || !strings.Contains(logs, "check mqtt.username") {
+		t.Errorf("no clear log line about the credentials:\n%s", logs)
+	}
+	if strings.Contains(logs, "wrong-password-42") {
+		t.Fatal("the password is in the log")
+	}
+}
