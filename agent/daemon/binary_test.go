@@ -182,6 +182,7 @@ func TestBinarySystemdLifecycle(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, "RELOADING=1", 5*time.Second, func() bool { return ns.has("RELOADING=1") })
 	waitFor(t, "readings of the reloaded sensor", 5*time.Second, func() bool {
 		_, m := httpGet(t, "http://"+statusAddr+"/metrics")
 		return metricValue(m, `edge_agent_readings_total{sensor="sim-hup"}`) >= 5

@@ -268,8 +268,12 @@ func (a *agent) pollers(ctx context.Context) error {
 				cancel()
 				return <-done
 			case <-a.o.Reload:
+				// RELOADING=1 ... READY=1 is what Type=notify-reload expects;
+				// plain Type=notify accepts it too.
+				a.o.Notify(sddaemon.SdNotifyReloading + "\n" + sddaemon.SdNotifyMonotonicUsec())
 				next, ok := a.reload()
 				if !ok {
+					a.o.Notify(sddaemon.SdNotifyReady)
 					continue
 				}
 				cancel()
@@ -277,6 +281,7 @@ func (a *agent) pollers(ctx context.Context) error {
 					return err
 				}
 				specs, reloaded = next, true
+				a.o.Notify(sddaemon.SdNotifyReady)
 			}
 		}
 	}

@@ -8,7 +8,8 @@
 // main loop pets the systemd watchdog at half of WatchdogSec while the
 // buffer answers. SIGHUP re-reads the config file and restarts only the
 // pollers with the new sensors list (other keys need a restart and are
-// reported as such). On SIGTERM/SIGINT: STOPPING=1, pollers stop, the
+// reported as such), bracketed by RELOADING=1 and READY=1 so the unit may
+// use Type=notify-reload. On SIGTERM/SIGINT: STOPPING=1, pollers stop, the
 // publisher waits up to 1.5s for outstanding PUBACKs, publishes "offline"
 // and disconnects, then the buffer is closed; all within 5s.
 //
