@@ -104,6 +104,11 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	missing := sum.Missing
 	if statsErr == nil && st.Count > 0 {
 		rep.Held = st.Count
+		for seq := st.OldestSeq; seq <= st.NewestSeq; seq++ {
+			if tl.Has(seq) {
+				rep.HeldDelivered++
+			}
+		}
 		missing = subtract(missing, tally.Range{From: st.OldestSeq, To: st.NewestSeq})
 		if st.Count != st.NewestSeq-st.OldestSeq+1 {
 			problem("buffer holds %d readings in seq %d..%d (not contiguous): those not in Kafka were counted as held", st.Count, st.OldestSeq, st.NewestSeq)
@@ -133,7 +138,7 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	rep.MissingWhere = attribute(missing, ds, rep.Faults)
 	rep.LatencyAll = latencyOf(tl.Latencies())
 	rep.LatencyCalm = latencyOf(tl.Latencies(calm...))
-	rep.Throughput = throughput(ds, drain)
+	rep.Taken, rep.Throughput = rates(ds, drain)
 
 	for _, p := range append([]*proc{s.agent}, s.fwds...) {
 		rep.PeakRSSKiB[p.name] = p.peakRSSKB()
@@ -162,39 +167,57 @@ func result(tl *tally.Timeline, since time.Time, f fault) faultResult {
 	if d, ok := tl.Resume(f.End); ok {
 		fr.ResumeS = d.Seconds()
 	}
-	if r.Duration > 0 {
-		fr.DrainRate = float64(r.Backlog) / r.Duration.Seconds()
+	if n, span := tl.Burst(f.End, f.End.Add(r.Duration)); span > 0 && r.Complete {
+		fr.DrainRate = float64(n) / span.Seconds()
+		fr.Drained = n
+		fr.DrainS = span.Seconds()
 	}
 	return fr
 }
 
-// throughput is unique readings delivered per second over the steady part
-// of the run (before a drain phase, if any).
-func throughput(ds []tally.Delivery, drain *fault) float64 {
-	first := map[uint64]time.Time{}
+// rates are readings taken (by reading ts) and delivered (by first
+// arrival) per second, over the steady part of the run: before a drain
+// phase, if any, and after the first reading arrived.
+func rates(ds []tally.Delivery, drain *fault) (taken, delivered float64) {
+	first := map[uint64]tally.Delivery{}
 	for _, d := range ds {
-		if t, ok := first[d.Seq]; !ok || d.Recv.Before(t) {
-			first[d.Seq] = d.Recv
+		if o, ok := first[d.Seq]; !ok || d.Recv.Before(o.Recv) {
+			first[d.Seq] = d
 		}
 	}
-	var lo, hi time.Time
-	n := 0
-	for _, t := range first {
-		if drain != nil && !t.Before(drain.Start) {
-			continue
+	var tsLo, tsHi, rLo, rHi time.Time
+	nTS, nRecv := 0, 0
+	for _, d := range first {
+		if drain == nil || d.TS.Before(drain.Start) {
+			nTS++
+			tsLo, tsHi = minTime(tsLo, d.TS), maxTime(tsHi, d.TS)
 		}
-		n++
-		if lo.IsZero() || t.Before(lo) {
-			lo = t
-		}
-		if t.After(hi) {
-			hi = t
+		if drain == nil || d.Recv.Before(drain.Start) {
+			nRecv++
+			rLo, rHi = minTime(rLo, d.Recv), maxTime(rHi, d.Recv)
 		}
 	}
-	if n < 2 || !hi.After(lo) {
-		return 0
+	per := func(n int, lo, hi time.Time) float64 {
+		if n < 2 || !hi.After(lo) {
+			return 0
+		}
+		return float64(n-1) / hi.Sub(lo).Seconds()
 	}
-	return float64(n-1) / hi.Sub(lo).Seconds()
+	return per(nTS, tsLo, tsHi), per(nRecv, rLo, rHi)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // subtract removes hole from every range of rs.

@@ -133,6 +133,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		drain, runErr = throughputRun(ctx, s, in)
 	}
 	rep := finish(ctx, s, in, drain, runErr, started)
+	removeDir := rep.Pass && !o.keep && o.workDir == ""
+	if removeDir {
+		rep.WorkDir += " (removed: the run passed; -keep keeps it)"
+	}
 	rep.text(stdout)
 	if o.jsonOut != "" {
 		if err := rep.writeJSON(o.jsonOut); err != nil {
@@ -142,7 +146,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !rep.Pass {
 		return fmt.Errorf("FAIL: %d missing, %d problems (logs kept in %s)", rep.Missing, len(rep.Problems), dir)
 	}
-	if !o.keep && o.workDir == "" {
+	if removeDir {
 		s.close()
 		os.RemoveAll(dir)
 	}

@@ -40,42 +40,46 @@ type faultResult struct {
 	Backlog   uint64  `json:"backlog"`
 	DrainRate float64 `json:"drain_per_s,omitempty"`
 	ResumeS   float64 `json:"resume_s"` // first fresh reading in Kafka after the end; -1 if none
+	Drained   int     `json:"drained"`  // readings that arrived from the first arrival after the end until caught up
+	DrainS    float64 `json:"drain_s"`
 	Complete  bool    `json:"complete"`
 }
 
 // report is everything the harness measured; it prints as text and JSON.
 type report struct {
-	Mode         string           `json:"mode"`
-	Started      time.Time        `json:"started"`
-	ElapsedS     float64          `json:"elapsed_s"`
-	Pipeline     string           `json:"pipeline"`
-	Sensors      int              `json:"sensors"`
-	IntervalMS   int64            `json:"interval_ms"`
-	Offered      float64          `json:"offered_per_s"`
-	Produced     uint64           `json:"produced"`
-	ProducedFrom string           `json:"produced_from"`
-	Delivered    uint64           `json:"delivered"`
-	Missing      uint64           `json:"missing"`
-	MissingSeqs  []tally.Range    `json:"missing_ranges,omitempty"`
-	MissingWhere []string         `json:"missing_where,omitempty"`
-	Held         uint64           `json:"held_in_buffer"`
-	Duplicates   uint64           `json:"duplicates"`
-	DupRate      float64          `json:"duplicate_rate"`
-	Records      int              `json:"records_in_topic"`
-	Unexpected   uint64           `json:"unexpected_seqs"`
-	Foreign      int              `json:"undecodable_or_foreign"`
-	DLQ          int64            `json:"dlq_records"`
-	PerForwarder map[string]int   `json:"per_forwarder"`
-	LatencyAll   latency          `json:"latency_all"`
-	LatencyCalm  latency          `json:"latency_outside_faults"`
-	Throughput   float64          `json:"delivered_per_s"`
-	Drain        *faultResult     `json:"drain,omitempty"`
-	Faults       []faultResult    `json:"faults,omitempty"`
-	PeakRSSKiB   map[string]int64 `json:"peak_rss_kib"`
-	RSSFrom      string           `json:"rss_from"`
-	Problems     []string         `json:"problems,omitempty"`
-	Pass         bool             `json:"pass"`
-	WorkDir      string           `json:"work_dir"`
+	Mode          string           `json:"mode"`
+	Started       time.Time        `json:"started"`
+	ElapsedS      float64          `json:"elapsed_s"`
+	Pipeline      string           `json:"pipeline"`
+	Sensors       int              `json:"sensors"`
+	IntervalMS    int64            `json:"interval_ms"`
+	Offered       float64          `json:"offered_per_s"`
+	Produced      uint64           `json:"produced"`
+	ProducedFrom  string           `json:"produced_from"`
+	Delivered     uint64           `json:"delivered"`
+	Missing       uint64           `json:"missing"`
+	MissingSeqs   []tally.Range    `json:"missing_ranges,omitempty"`
+	MissingWhere  []string         `json:"missing_where,omitempty"`
+	HeldDelivered uint64           `json:"held_already_delivered"`
+	Held          uint64           `json:"held_in_buffer"`
+	Duplicates    uint64           `json:"duplicates"`
+	DupRate       float64          `json:"duplicate_rate"`
+	Records       int              `json:"records_in_topic"`
+	Unexpected    uint64           `json:"unexpected_seqs"`
+	Foreign       int              `json:"undecodable_or_foreign"`
+	DLQ           int64            `json:"dlq_records"`
+	PerForwarder  map[string]int   `json:"per_forwarder"`
+	LatencyAll    latency          `json:"latency_all"`
+	LatencyCalm   latency          `json:"latency_outside_faults"`
+	Taken         float64          `json:"taken_per_s"`
+	Throughput    float64          `json:"delivered_per_s"`
+	Drain         *faultResult     `json:"drain,omitempty"`
+	Faults        []faultResult    `json:"faults,omitempty"`
+	PeakRSSKiB    map[string]int64 `json:"peak_rss_kib"`
+	RSSFrom       string           `json:"rss_from"`
+	Problems      []string         `json:"problems,omitempty"`
+	Pass          bool             `json:"pass"`
+	WorkDir       string           `json:"work_dir"`
 }
 
 func (r *report) text(w io.Writer) {
@@ -87,7 +91,7 @@ func (r *report) text(w io.Writer) {
 	p("produced    %d  (seqs 1..%d; %s)", r.Produced, r.Produced, r.ProducedFrom)
 	p("delivered   %d unique readings in Kafka (%d records in the topic)", r.Delivered, r.Records)
 	if r.Held > 0 {
-		p("held        %d readings still in the agent's buffer at the end (on disk, sent on next start)", r.Held)
+		p("held        %d readings still in the agent's buffer after its clean stop, %d of them already in Kafka (PUBACK not processed before the stop); the agent sends them on its next start", r.Held, r.HeldDelivered)
 	}
 	p("missing     %d%s", r.Missing, missingList(r.MissingSeqs))
 	for _, m := range r.MissingWhere {
@@ -103,13 +107,16 @@ func (r *report) text(w io.Writer) {
 	p("latency     measured = harness consumer receive time - reading ts (agent clock; same host), first copy of each seq")
 	p("  all         %s", r.LatencyAll)
 	p("  calm        %s  (readings taken outside fault+recovery windows)", r.LatencyCalm)
-	p("throughput  %.1f readings/s delivered (unique readings / span of their arrival)", r.Throughput)
+	p("throughput  %.1f readings/s taken by the agent (by reading ts), %.1f readings/s delivered (by arrival), before any drain phase", r.Taken, r.Throughput)
 	if r.Drain != nil {
-		p("drain       backlog of %d readings drained in %.2fs = %.0f readings/s end to end", r.Drain.Backlog, r.Drain.RecoveryS, r.Drain.DrainRate)
+		p("drain       link refused %.0fs: backlog of %d readings caught up %.2fs after the link came back (first delivery after %.2fs, agent reconnect backoff);",
+			r.Drain.End.Sub(r.Drain.Start).Seconds(), r.Drain.Backlog, r.Drain.RecoveryS, r.Drain.ResumeS)
+		p("            %d readings (backlog + fresh) arrived in the last %.2fs = %.0f readings/s end to end", r.Drain.Drained, r.Drain.DrainS, r.Drain.DrainRate)
 	}
 	if len(r.Faults) > 0 {
 		p("faults      recovery = from the fault's end until every reading taken before that moment is in Kafka;")
-		p("            backlog = those readings not yet in Kafka at the end; resume = until the first reading taken after the end is in Kafka")
+		p("            backlog = those readings not yet in Kafka at the end; resume = until the first reading taken after the end is in Kafka;")
+		p("            drain/s = readings arriving per second from the first arrival after the end until caught up")
 		p("  %-20s %9s %8s %9s %8s  %s", "fault", "recovery", "backlog", "drain/s", "resume", "what")
 		for _, f := range r.Faults {
 			rec := fmt.Sprintf("%.2fs", f.RecoveryS)

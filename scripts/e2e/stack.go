@@ -53,12 +53,14 @@ type stack struct {
 	done   chan struct{}
 }
 
-// sensorPlan spreads rate readings/s over sim sensors, each polling no
-// faster than every 10 ms (the config's minimum).
+// sensorPlan spreads rate readings/s over at least 4 sim sensors, each
+// polling no faster than every 20 ms: the config allows 10 ms, but at that
+// pace one sensor's poll loop misses ticks on a busy machine, and the run
+// would offer less than asked.
 func sensorPlan(rate float64) (n int, interval time.Duration) {
-	n = max(4, int(math.Ceil(rate/100)))
+	n = max(4, int(math.Ceil(rate/50)))
 	interval = time.Duration(float64(n) / rate * float64(time.Second)).Round(time.Millisecond)
-	return n, max(interval, 10*time.Millisecond)
+	return n, max(interval, 20*time.Millisecond)
 }
 
 func (s *stack) bin(name string) string { return filepath.Join(s.opts.binDir, name) }

@@ -68,6 +68,12 @@ func NewTimeline(final uint64, ds []Delivery) *Timeline {
 	return t
 }
 
+// Has reports whether seq was delivered.
+func (t *Timeline) Has(seq uint64) bool {
+	_, ok := t.first[seq]
+	return ok
+}
+
 // Summary counts produced, delivered, missing and duplicated readings.
 func (t *Timeline) Summary() Summary {
 	s := Summary{Produced: t.final, Duplicates: t.records - uint64(len(t.first))}
@@ -153,6 +159,26 @@ func (t *Timeline) Resume(end time.Time) (time.Duration, bool) {
 		return 0, false
 	}
 	return first.Sub(end), true
+}
+
+// Burst measures delivery speed after end: from the first arrival after
+// end until until, how many distinct seqs first arrived, and over how long.
+func (t *Timeline) Burst(end, until time.Time) (n int, span time.Duration) {
+	var first time.Time
+	for _, d := range t.first {
+		if d.Recv.After(end) && !d.Recv.After(until) && (first.IsZero() || d.Recv.Before(first)) {
+			first = d.Recv
+		}
+	}
+	if first.IsZero() {
+		return 0, 0
+	}
+	for _, d := range t.first {
+		if !d.Recv.Before(first) && !d.Recv.After(until) {
+			n++
+		}
+	}
+	return n, until.Sub(first)
 }
 
 // lastTakenBy is the newest seq taken at or before at: one less than the

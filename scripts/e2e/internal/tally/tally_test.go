@@ -175,3 +175,24 @@ func TestResume(t *testing.T) {
 		})
 	}
 }
+
+func TestBurst(t *testing.T) {
+	tl := NewTimeline(5, []Delivery{d(1, 0, 10), d(2, 100, 1500), d(3, 200, 1600), d(3, 200, 1700), d(4, 300, 2500), d(5, 1100, 3000)})
+	tests := []struct {
+		name       string
+		end, until time.Time
+		n          int
+		span       time.Duration
+	}{
+		{"from the first arrival after the end", at(1000), at(2500), 3, time.Second},
+		{"nothing arrived", at(3000), at(4000), 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, span := tl.Burst(tt.end, tt.until)
+			if n != tt.n || span != tt.span {
+				t.Fatalf("Burst() = %d, %v; want %d, %v", n, span, tt.n, tt.span)
+			}
+		})
+	}
+}
