@@ -5,7 +5,7 @@
 # docs/PERFORMANCE.md with the figures, the machine and the commands.
 #
 # Knobs (environment): BENCH_COUNT (default 5), BENCH_PKGS, E2E_RATES (readings/s,
-# default "100 400"), E2E_DURATION (default 30s), E2E_FAULTS (1 = also the
+# default "100 400"), E2E_DURATION (default 30s), E2E_DRAIN (default 30s), E2E_FAULTS (1 = also the
 # fault run, default 1), OUT (default docs/PERFORMANCE.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ COUNT=${BENCH_COUNT:-5}
 PKGS=${BENCH_PKGS:-./buffer/... ./drivers/... ./agent/... ./cloud/...}
 RATES=${E2E_RATES:-100 400}
 DURATION=${E2E_DURATION:-30s}
+DRAIN=${E2E_DRAIN:-30s}
 FAULTS=${E2E_FAULTS:-1}
 OUT=${OUT:-docs/PERFORMANCE.md}
 BENCHSTAT_PKG=golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
@@ -60,9 +61,9 @@ build_size cloud-forwarder ./cloud/cmd/cloud-forwarder linux arm64 "" linux/arm6
 # 3. End-to-end runs on the real binaries.
 e2e_runs=()
 for rate in $RATES; do
-	cmd="flock $LOCK $GO run ./scripts/e2e -bin bin -faults=false -rate $rate -duration $DURATION"
+	cmd="flock $LOCK $GO run ./scripts/e2e -bin bin -faults=false -rate $rate -duration $DURATION -drain $DRAIN"
 	say "$cmd"
-	flock "$LOCK" $GO run ./scripts/e2e -bin bin -faults=false -rate "$rate" -duration "$DURATION" \
+	flock "$LOCK" $GO run ./scripts/e2e -bin bin -faults=false -rate "$rate" -duration "$DURATION" -drain "$DRAIN" \
 		-json "$work/e2e-$rate.json" >"$work/e2e-$rate.txt"
 	e2e_runs+=("$cmd|$work/e2e-$rate.txt")
 done
