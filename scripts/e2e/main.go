@@ -103,6 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	interrupted := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(stderr, nil)).With("at", "e2e")
@@ -131,6 +132,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		runErr = in.run(ctx)
 	} else {
 		drain, runErr = throughputRun(ctx, s, in)
+	}
+	if interrupted.Err() != nil {
+		return fmt.Errorf("interrupted; logs in %s", dir)
 	}
 	rep := finish(ctx, s, in, drain, runErr, started)
 	removeDir := rep.Pass && !o.keep && o.workDir == ""
