@@ -50,7 +50,7 @@ type batchConn struct {
 	once    sync.Once
 }
 
-const closeFlush = time.Second
+const closeFlush = 500 * time.Millisecond
 
 func newBatchConn(c net.Conn) *batchConn {
 	b := &batchConn{Conn: c, wake: make(chan struct{}, 1), done: make(chan struct{})}

@@ -207,7 +207,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 			return err
 		}
 		if ctx.Err() != nil {
-			s.close(true)
+			s.close(!s.dead)
 			return nil
 		}
 		s.close(false)
@@ -289,6 +289,7 @@ type session struct {
 	mu    sync.Mutex
 	conn  net.Conn   // the raw connection, closed to break a stalled link
 	batch *batchConn // what paho writes to; closing it ends its flusher
+	dead  bool       // PUBACKs stopped during the shutdown flush
 }
 
 func (p *Publisher) connect(ctx context.Context) (*session, error) {

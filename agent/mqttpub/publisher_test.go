@@ -382,3 +382,23 @@ func TestStopWhileConnecting(t *testing.T) {
 		t.Fatalf("stop took %v while connecting", d)
 	}
 }
+
+// TestStopOnBlackholedLink: SIGTERM while the link is a black hole with
+// publishes in flight: Run still returns well inside systemd's 5s budget.
+func TestStopOnBlackholedLink(t *testing.T) {
+	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{})
+	px := mqtttest.NewProxy(t, br.Addr)
+	b := openBuffer(t)
+	appendN(t, b, 20000)
+	r := start(t, b, mqttpub.Options{URL: "tcp://" + px.Addr})
+	for !r.p.Connected() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	px.Blackhole(true)
+	time.Sleep(200 * time.Millisecond)
+	began := time.Now()
+	r.stop(t)
+	if d := time.Since(began); d > 3500*time.Millisecond {
+		t.Fatalf("stop took %v on a black-holed link", d)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -56,11 +57,17 @@ func (s *session) run(ctx context.Context) error {
 	if ctx.Err() != nil && context.Cause(connCtx) == ctx.Err() {
 		// Shutdown: give in-flight publishes a moment to be acknowledged
 		// so they are not sent again after the restart.
-		t := time.AfterFunc(p.o.FlushTimeout, func() { close(abort) })
+		var timedOut atomic.Bool
+		t := time.AfterFunc(p.o.FlushTimeout, func() { timedOut.Store(true); close(abort) })
 		err := <-ackErr
 		t.Stop()
 		if errors.Is(err, errQueue) {
 			return err
+		}
+		if timedOut.Load() {
+			// The broker stopped answering: do not wait again to say
+			// "offline"; the will says it when the broker gives up on us.
+			s.dead = true
 		}
 		return nil
 	}
