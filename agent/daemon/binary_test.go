@@ -197,6 +197,8 @@ func TestBinarySystemdLifecycle(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("shutdown took %v, want < 5s", d)
+	} else {
+		t.Logf("SIGTERM to exit: %v", d.Round(time.Millisecond))
 	}
 	if !ns.has("STOPPING=1") {
 		t.Error("no STOPPING=1")
