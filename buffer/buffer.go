@@ -217,7 +217,7 @@ func openChecked(path string, opts Options) (*bolt.DB, *state, error) {
 		_ = db.Close()
 		return nil, nil, err
 	}
-	st, err := loadFromDisk(db, path)
+	st, err := loadFromDisk(db, path, opts.Logger)
 	if err != nil {
 		_ = db.Close()
 		return nil, nil, err
@@ -226,20 +226,27 @@ func openChecked(path string, opts Options) (*bolt.DB, *state, error) {
 }
 
 // loadFromDisk builds the state from bbolt and replays the log on top.
-func loadFromDisk(db *bolt.DB, path string) (st *state, err error) {
+// Intact records found past the point where the replay had to stop mean
+// the log was damaged, not torn by a crash: that is logged, never silent.
+func loadFromDisk(db *bolt.DB, path string, logger *slog.Logger) (st *state, err error) {
 	log, err := readWAL(path)
 	if err != nil {
 		return nil, fmt.Errorf("open buffer %s: read log: %w", path, err)
 	}
+	var lost int
 	err = viewGuarded(db, func(tx *bolt.Tx) error {
 		if st, err = loadState(tx); err != nil {
 			return err
 		}
-		_, err = st.replay(tx.Bucket([]byte(bucketReadings)), log)
-		return err
+		lost = st.replay(tx.Bucket([]byte(bucketReadings)), log)
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open buffer %s: %w", path, err)
+	}
+	if lost > 0 {
+		logger.Error("buffer log is damaged: records after the damage are lost",
+			"path", walPath(path), "offset", st.walOff, "lost_records", lost)
 	}
 	return st, nil
 }
@@ -299,7 +306,7 @@ func OpenReadOnly(path string, timeout time.Duration) (*Buffer, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	st, err := loadFromDisk(db, path)
+	st, err := loadFromDisk(db, path, slog.New(slog.DiscardHandler))
 	if err != nil {
 		_ = db.Close()
 		return nil, err

@@ -134,17 +134,30 @@ func (s *state) last(rb *bolt.Bucket, limit uint64) (uint64, []byte, error) {
 	return 0, nil, nil
 }
 
-// replay applies the log's valid records of the current epoch.
-func (s *state) replay(rb *bolt.Bucket, log []byte) (n int, err error) {
-	recs, end := parseWAL(log, s.epoch)
+// replay applies the log's valid records of the current epoch. It stops at
+// the first torn, stale or out-of-sequence record and returns how many
+// intact records of this epoch lie beyond that point: zero after a crash
+// (a torn tail), more if the log itself was damaged.
+func (s *state) replay(rb *bolt.Bucket, log []byte) (lost int) {
+	recs, _ := parseWAL(log, s.epoch)
+	off := int64(0)
+	defer func() {
+		s.walOff = off
+		if lost = countEpoch(log[off:], s.epoch); lost > 0 {
+			// Those seqs were acknowledged and may have been published:
+			// never hand them out again.
+			s.next = max(s.next, maxWALSeq(log))
+		}
+		s.durable = s.next
+	}()
 	for _, r := range recs {
 		switch r.op {
 		case walAppend:
 			if r.seq != s.next+1 {
-				return n, nil // not the continuation of this log: end of replay
+				return
 			}
 			if _, err := parseValue(r.val); err != nil {
-				return n, nil
+				return
 			}
 			s.addPending(r.seq, append([]byte(nil), r.val...))
 		case walDelete:
@@ -158,11 +171,9 @@ func (s *state) replay(rb *bolt.Bucket, log []byte) (n int, err error) {
 				s.cnt.droppedAge++
 			}
 		}
-		n++
+		off += r.size
 	}
-	s.durable = s.next
-	s.walOff = end
-	return n, nil
+	return
 }
 
 // checkpointTx writes the log's changes into bbolt and advances the epoch;

@@ -59,9 +59,10 @@ func appendWAL(dst []byte, epoch uint64, op byte, seq uint64, val []byte) []byte
 }
 
 type walRecord struct {
-	op  byte
-	seq uint64
-	val []byte // aliases the log buffer
+	op   byte
+	seq  uint64
+	val  []byte // aliases the log buffer
+	size int64  // bytes in the log, header included
 }
 
 // parseWAL returns the valid records of epoch at the start of b, stopping
@@ -81,7 +82,7 @@ func parseWAL(b []byte, epoch uint64) ([]walRecord, int64) {
 		if binary.BigEndian.Uint64(body) != epoch {
 			break
 		}
-		r := walRecord{op: body[8], seq: binary.BigEndian.Uint64(body[9:]), val: body[walBodyMin:]}
+		r := walRecord{op: body[8], seq: binary.BigEndian.Uint64(body[9:]), val: body[walBodyMin:], size: int64(walHeader + n)}
 		switch r.op {
 		case walAppend, walDelete, walDropBytes, walDropAge:
 		default:
@@ -93,14 +94,13 @@ func parseWAL(b []byte, epoch uint64) ([]walRecord, int64) {
 	return recs, int64(off)
 }
 
-// maxWALSeq is the highest seq of any intact append record in the log, of
-// any epoch: what a damaged buffer may have handed out beyond its bbolt file.
-func maxWALSeq(b []byte) uint64 {
-	var top uint64
+// scanWAL calls fn for every intact record anywhere in b, of any epoch,
+// resynchronising byte by byte past garbage.
+func scanWAL(b []byte, fn func(epoch uint64, op byte, seq uint64)) {
 	for off := 0; len(b)-off >= walHeader+walBodyMin; {
 		n := int(binary.BigEndian.Uint32(b[off:]))
 		if n < walBodyMin || n > len(b)-off-walHeader {
-			off++ // resynchronise past garbage
+			off++
 			continue
 		}
 		body := b[off+walHeader : off+walHeader+n]
@@ -108,12 +108,32 @@ func maxWALSeq(b []byte) uint64 {
 			off++
 			continue
 		}
-		if body[8] == walAppend {
-			top = max(top, binary.BigEndian.Uint64(body[9:]))
-		}
+		fn(binary.BigEndian.Uint64(body), body[8], binary.BigEndian.Uint64(body[9:]))
 		off += walHeader + n
 	}
+}
+
+// maxWALSeq is the highest seq of any intact append record in the log, of
+// any epoch: what a damaged buffer may have handed out beyond its bbolt file.
+func maxWALSeq(b []byte) uint64 {
+	var top uint64
+	scanWAL(b, func(_ uint64, op byte, seq uint64) {
+		if op == walAppend {
+			top = max(top, seq)
+		}
+	})
 	return top
+}
+
+// countEpoch counts the intact records of epoch in b.
+func countEpoch(b []byte, epoch uint64) int {
+	n := 0
+	scanWAL(b, func(e uint64, _ byte, _ uint64) {
+		if e == epoch {
+			n++
+		}
+	})
+	return n
 }
 
 func readWAL(path string) ([]byte, error) {

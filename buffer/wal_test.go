@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,5 +116,48 @@ func TestCleanCloseLeavesNothingInTheLog(t *testing.T) {
 	b = openT(t, path, buffer.Options{})
 	if st, _ := b.Stats(); st.Count != 50 || st.LastSeq != 50 {
 		t.Fatalf("after a clean close and losing the log: %+v", st)
+	}
+}
+
+func TestDamagedLogIsLoggedNotSilent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	b := openT(t, path, buffer.Options{})
+	for i := 0; i < 10; i++ { // ten commits, one record each
+		appendN(t, b, i, 1)
+	}
+	st, _ := b.Stats()
+	snap := snapshot(t, path)
+	// Flip a byte inside the third record: records 4..10 are intact but
+	// can no longer be replayed in order.
+	f, err := os.OpenFile(snap+".wal", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := st.LogBytes / 10
+	if _, err := f.WriteAt([]byte{0xff, 0xff}, 2*rec+30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	ro, err := buffer.OpenReadOnly(snap, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rst, _ := ro.Stats()
+	ro.Close()
+	if rst.Count != 2 || rst.NewestSeq != 2 || rst.LastSeq != 10 {
+		t.Fatalf("read-only view of a damaged log: %+v", rst)
+	}
+	log, sink := newLogger()
+	b2 := openT(t, snap, buffer.Options{Logger: log})
+	if !strings.Contains(sink.String(), "buffer log is damaged") || !strings.Contains(sink.String(), "lost_records=7") {
+		t.Fatalf("damage not logged:\n%s", sink)
+	}
+	if st2, _ := b2.Stats(); st2.Count != 2 {
+		t.Fatalf("after a damaged log: %+v", st2)
+	}
+	// Seqs 3..10 were acknowledged before the damage: never reused.
+	if r := appendN(t, b2, 0, 1); r[0].Seq != 11 {
+		t.Fatalf("seq after a damaged log = %d, want 11", r[0].Seq)
 	}
 }

@@ -321,7 +321,7 @@ func (b *Buffer) checkpoint() error {
 func (b *Buffer) reload() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	st, err := loadFromDisk(b.db, b.path)
+	st, err := loadFromDisk(b.db, b.path, b.log)
 	if err != nil {
 		return err
 	}
