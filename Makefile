@@ -24,7 +24,7 @@ lint: ## staticcheck
 test-race: ## every Go test with the race detector
 	$(GO) test -race -timeout 15m ./...
 
-test-arm: ## buffer tests as 32-bit ARM (armv6) under qemu-user
+test-arm: ## buffer, drivers and agent package tests as 32-bit ARM (armv6) under qemu-user
 	scripts/test-arm.sh
 
 # --- shipping: Pi binaries, .debs, container, demo, install (scripts/, systemd/) ---
