@@ -91,12 +91,12 @@ func TestAgentUnitContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"Type=notify", "WatchdogSec=30", "Restart=always", "StartLimitIntervalSec=", "StartLimitBurst=",
+		"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID\n", "WatchdogSec=30", "Restart=always", "StartLimitIntervalSec=", "StartLimitBurst=",
 		"StateDirectory=edge-agent", "ConfigurationDirectory=edge-agent", "User=edge-agent",
 		"SupplementaryGroups=i2c gpio", "DevicePolicy=closed", "DeviceAllow=char-i2c rw",
 		"ReadOnlyPaths=/sys", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
 		"PrivateTmp=yes", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-		"SystemCallFilter=@system-service", "MemoryMax=64M",
+		"SystemCallFilter=@system-service", "SystemCallFilter=adjtimex\n", "MemoryMax=64M",
 		"ExecStart=/usr/bin/edge-agent run --config /etc/edge-agent/config.yaml\n",
 	} {
 		if !strings.Contains(string(b), want) {
