@@ -3,6 +3,7 @@ package systemd
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // handledDenials are syscalls the unit may forbid on purpose because the
@@ -107,13 +110,8 @@ func (*allowAll) Provides(b byte) bool {
 func (*allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
 func (*allowAll) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
 
-// TestAgentSyscallsAllowed runs the real agent under strace (sim sensors,
-// publishing to a broker, status endpoint) and checks that every system
-// call it makes passes the unit's seccomp filter, so the hardening cannot
-// kill or cripple it on a Pi. Hardware buses (I2C ioctl, sysfs reads) use
-// read/ioctl, which the filter allows.
-func TestAgentSyscallsAllowed(t *testing.T) {
-	analyze := needAnalyze(t)
+func needStrace(t *testing.T) string {
+	t.Helper()
 	strace, err := exec.LookPath("strace")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -124,16 +122,22 @@ func TestAgentSyscallsAllowed(t *testing.T) {
 	if out, err := exec.Command(strace, "-qq", "-o", "/dev/null", "true").CombinedOutput(); err != nil {
 		t.Skipf("strace cannot trace here (no ptrace permission?): %v %s", err, out)
 	}
-	allowed := allowedSyscalls(t, analyze, "edge-agent.service")
+	return strace
+}
 
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "edge-agent")
-	build := exec.Command("go", "build", "-o", bin, "../agent/cmd/edge-agent")
+func buildBin(t *testing.T, dir, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	build := exec.Command("go", "build", "-o", bin, pkg)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
+	return bin
+}
 
+func startBroker(t *testing.T) string {
+	t.Helper()
 	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err := srv.AddHook(new(allowAll), nil); err != nil {
 		t.Fatal(err)
@@ -146,23 +150,35 @@ func TestAgentSyscallsAllowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
+	return l.Address()
+}
 
-	cfg := filepath.Join(dir, "config.yaml")
-	conf := fmt.Sprintf("device_id: strace\nsensors:\n  - {name: sim-1, driver: sim, interval: 50ms}\n"+
-		"buffer:\n  path: %s/buffer.db\nmqtt:\n  url: tcp://%s\nstatus_listen: 127.0.0.1:0\n", dir, l.Address())
+func agentConfig(t *testing.T, dir, device, broker string) string {
+	t.Helper()
+	cfg := filepath.Join(dir, device+".yaml")
+	conf := fmt.Sprintf("device_id: %s\nsensors:\n  - {name: sim-1, driver: sim, interval: 50ms}\n"+
+		"buffer:\n  path: %s/%s.db\nmqtt:\n  url: tcp://%s\nstatus_listen: 127.0.0.1:0\n", device, dir, device, broker)
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	trace := filepath.Join(dir, "trace")
-	cmd := exec.Command(strace, "-f", "-qq", "-o", trace, bin, "run", "--config", cfg)
+	return cfg
+}
+
+// traceRun runs bin under strace for a few seconds, stops it with SIGTERM
+// and returns its output and the set of system calls it made.
+func traceRun(t *testing.T, strace string, env []string, bin string, args ...string) (string, map[string]bool) {
+	t.Helper()
+	trace := filepath.Join(t.TempDir(), "trace")
+	cmd := exec.Command(strace, append([]string{"-f", "-qq", "-o", trace, bin}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(4 * time.Second)
-	// strace does not pass SIGTERM on; signal the agent, whose pid opens
-	// every line of the trace (the first line is its execve).
+	time.Sleep(5 * time.Second)
+	// strace does not pass SIGTERM on; signal the traced program, whose pid
+	// opens every line of the trace (the first line is its execve).
 	head, err := os.ReadFile(trace)
 	if err != nil {
 		t.Fatal(err)
@@ -178,12 +194,8 @@ func TestAgentSyscallsAllowed(t *testing.T) {
 	case <-done:
 	case <-time.After(20 * time.Second):
 		_ = cmd.Process.Kill()
-		t.Fatalf("agent under strace did not stop:\n%s", logs.String())
+		t.Fatalf("%s under strace did not stop:\n%s", bin, logs.String())
 	}
-	if !strings.Contains(logs.String(), "mqtt connected") {
-		t.Fatalf("the agent never connected, so the trace misses the publish path:\n%s", logs.String())
-	}
-
 	b, err := os.ReadFile(trace)
 	if err != nil {
 		t.Fatal(err)
@@ -193,6 +205,14 @@ func TestAgentSyscallsAllowed(t *testing.T) {
 	for _, m := range name.FindAllStringSubmatch(string(b), -1) {
 		used[m[1]] = true
 	}
+	if len(used) < 20 {
+		t.Fatalf("only %d system calls traced; strace output looks wrong:\n%.2000s", len(used), b)
+	}
+	return logs.String(), used
+}
+
+func checkAllowed(t *testing.T, unit string, used, allowed map[string]bool) {
+	t.Helper()
 	var denied []string
 	for s := range used {
 		if !allowed[s] && !handledDenials[s] {
@@ -200,14 +220,73 @@ func TestAgentSyscallsAllowed(t *testing.T) {
 		}
 	}
 	sort.Strings(denied)
-	t.Logf("the agent made %d distinct system calls; the unit's filter allows %d", len(used), len(allowed))
-	if len(used) < 20 {
-		t.Fatalf("only %d system calls traced; strace output looks wrong:\n%.2000s", len(used), b)
+	t.Logf("%d distinct system calls made; %s's filter allows %d", len(used), unit, len(allowed))
+	if len(denied) > 0 {
+		t.Fatalf("%s's SystemCallFilter would deny %v, which the program uses", unit, denied)
+	}
+}
+
+// TestAgentSyscallsAllowed runs the real agent under strace (sim sensors,
+// publishing to a broker, status endpoint) and checks that every system
+// call it makes passes the unit's seccomp filter, so the hardening cannot
+// kill or cripple it on a Pi. Hardware buses (I2C ioctl, sysfs reads) use
+// read/ioctl, which the filter allows.
+func TestAgentSyscallsAllowed(t *testing.T) {
+	analyze := needAnalyze(t)
+	strace := needStrace(t)
+	allowed := allowedSyscalls(t, analyze, "edge-agent.service")
+	dir := t.TempDir()
+	bin := buildBin(t, dir, "../agent/cmd/edge-agent")
+	broker := startBroker(t)
+	logs, used := traceRun(t, strace, nil, bin, "run", "--config", agentConfig(t, dir, "strace", broker))
+	if !strings.Contains(logs, "mqtt connected") {
+		t.Fatalf("the agent never connected, so the trace misses the publish path:\n%s", logs)
 	}
 	if !used["adjtimex"] || !allowed["adjtimex"] {
 		t.Errorf("adjtimex used %v, allowed %v: the agent's clock-sync check needs both", used["adjtimex"], allowed["adjtimex"])
 	}
-	if len(denied) > 0 {
-		t.Fatalf("edge-agent.service's SystemCallFilter would deny %v, which the agent uses", denied)
+	checkAllowed(t, "edge-agent.service", used, allowed)
+}
+
+// TestForwarderSyscallsAllowed does the same for cloud-forwarder.service:
+// a real agent publishes to the broker, the traced forwarder moves the
+// readings to an embedded Kafka (kfake).
+func TestForwarderSyscallsAllowed(t *testing.T) {
+	analyze := needAnalyze(t)
+	strace := needStrace(t)
+	allowed := allowedSyscalls(t, analyze, "cloud-forwarder.service")
+	dir := t.TempDir()
+	agentBin := buildBin(t, dir, "../agent/cmd/edge-agent")
+	fwdBin := buildBin(t, dir, "../cloud/cmd/cloud-forwarder")
+	broker := startBroker(t)
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "sensor-readings", "sensor-readings.dlq"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(kafka.Close)
+
+	agent := exec.Command(agentBin, "run", "--config", agentConfig(t, dir, "feeder", broker))
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
+
+	logs, used := traceRun(t, strace, []string{
+		"HIVEMQ_URL=tcp://" + broker, "KAFKA_SECURITY_PROTOCOL=PLAINTEXT",
+		"CONFLUENT_BOOTSTRAP_SERVER_SASL=" + kafka.ListenAddrs()[0], "FORWARDER_ID=strace",
+		"FORWARDER_LISTEN=127.0.0.1:0",
+	}, fwdBin, "run")
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...), kgo.ConsumeTopics("sensor-readings"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if fs := cl.PollFetches(ctx); fs.NumRecords() == 0 {
+		t.Fatalf("the traced forwarder produced nothing, so the trace misses the Kafka path:\n%s", logs)
+	}
+	checkAllowed(t, "cloud-forwarder.service", used, allowed)
 }
