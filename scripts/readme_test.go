@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgepipe/sensorpipe/agent/config"
 )
 
 // The README promises that every command it shows exists. These tests hold
@@ -166,6 +168,26 @@ func TestReadmeEnvAndMetrics(t *testing.T) {
 		}
 		if !strings.Contains(fwdSrc.String(), `"`+m+`"`) {
 			t.Errorf("README names metric %s, which cloud/ does not define", m)
+		}
+	}
+}
+
+// TestReadmeConfig loads every YAML block of the README with the agent's
+// config loader (what `edge-agent config check` runs).
+func TestReadmeConfig(t *testing.T) {
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(read(t, "../README.md"), -1)
+	if len(blocks) == 0 {
+		t.Fatal("no yaml block in the README")
+	}
+	getenv := func(k string) string {
+		if k == config.PasswordEnv {
+			return "from-env"
+		}
+		return ""
+	}
+	for i, b := range blocks {
+		if _, err := config.Parse([]byte(b[1]), getenv); err != nil {
+			t.Errorf("README yaml block %d: %v\n%s", i+1, err, b[1])
 		}
 	}
 }
