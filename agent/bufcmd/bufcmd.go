@@ -87,7 +87,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "purge":
 		return runPurge(ctx, o, stdout)
 	}
-	panic("unreachable: parseArgs checked the command")
+	return cli.Usagef("unknown command %q", o.cmd) // parseArgs already refused it
 }
 
 // parseArgs accepts flags before and after the command word.
