@@ -26,7 +26,7 @@ const LockTimeout = 500 * time.Millisecond
 
 const (
 	defaultListN = 20
-	maxListN     = 100000
+	maxListN     = 10000 // list holds them in memory, in the agent too when it answers; export streams
 )
 
 const usage = `usage: edge-agent buffer COMMAND [flags]
