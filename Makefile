@@ -52,7 +52,8 @@ image: ## the cloud-forwarder container image (scripts/build-image.sh)
 	else echo "make image: scripts/build-image.sh does not exist yet (the forwarder issue adds it)" >&2; exit 1; fi
 
 demo: build ## the whole pipeline on this machine: sim sensors -> MQTT -> Kafka, readings printed; Ctrl-C stops
-	$(GO) run ./scripts/demo -bin bin
+	$(GO) build -o bin/demo ./scripts/demo
+	bin/demo -bin bin
 
 install: pi ## copy the agent to a Pi over ssh and start it: make install PI=pi@raspberrypi.local
 	@[ -n "$(PI)" ] || { echo "usage: make install PI=user@host" >&2; exit 2; }
