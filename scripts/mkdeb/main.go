@@ -189,7 +189,9 @@ func Info(arch, version, bin, root, scripts string) *nfpm.Info {
 		Homepage: "https://github.com/edgepipe/sensorpipe",
 		MTime:    buildDate,
 		Overridables: nfpm.Overridables{
-			Depends: []string{"passwd"}, // deb-systemd-helper comes from init-system-helpers, which is essential
+			// passwd: useradd/groupadd in postinst; procps: /bin/kill for ExecReload.
+			// deb-systemd-helper comes from init-system-helpers, which is essential.
+			Depends: []string{"passwd", "procps"},
 			Contents: files.Contents{
 				{Source: bin, Destination: "/usr/bin/edge-agent",
 					FileInfo: &files.ContentFileInfo{Mode: 0o755}},

@@ -101,7 +101,7 @@ func TestDebs(t *testing.T) {
 				return strings.TrimSpace(string(b))
 			}
 			for f, want := range map[string]string{
-				"Package": "edge-agent", "Architecture": arch, "Version": "1.2.0+3.gabc123", "Depends": "passwd",
+				"Package": "edge-agent", "Architecture": arch, "Version": "1.2.0+3.gabc123", "Depends": "passwd, procps",
 			} {
 				if got := field(f); got != want {
 					t.Errorf("%s = %q, want %q", f, got, want)
