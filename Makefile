@@ -28,7 +28,7 @@ test-arm: ## buffer, drivers and agent package tests as 32-bit ARM (armv6) under
 	scripts/test-arm.sh
 
 # --- shipping: Pi binaries, .debs, container, demo, install (scripts/, systemd/) ---
-.PHONY: pi deb image demo install test-qemu
+.PHONY: pi deb image demo install test-qemu test-systemd
 PI_ARCHES := armv6 armv7 arm64
 goenv_armv6 := GOARCH=arm GOARM=6
 goenv_armv7 := GOARCH=arm GOARM=7
@@ -61,6 +61,9 @@ install: pi ## copy the agent to a Pi over ssh and start it: make install PI=pi@
 
 test-qemu: pi ## run the dist/ binaries for armv6, armv7 and arm64 under qemu-user
 	scripts/test-qemu.sh
+
+test-systemd: deb ## boot Debian under systemd-nspawn, install the amd64 .deb, check the unit runs (root, network; not in make test)
+	scripts/test-systemd.sh
 
 clean: ## remove build outputs
 	rm -rf bin dist
