@@ -56,7 +56,8 @@ func runStats(ctx context.Context, o *opts, stdout io.Writer) error {
 	}
 	fmt.Fprintf(tw, "last seq\t%d\n", st.LastSeq)
 	fmt.Fprintf(tw, "live bytes\t%s\n", humanize.IBytes(uint64(st.LiveBytes)))
-	fmt.Fprintf(tw, "file size\t%s (%s free for reuse)\n", humanize.IBytes(uint64(st.FileBytes)), humanize.IBytes(uint64(st.FreeBytes)))
+	fmt.Fprintf(tw, "file size\t%s (%s free for reuse), log %s not yet checkpointed\n",
+		humanize.IBytes(uint64(st.FileBytes)), humanize.IBytes(uint64(st.FreeBytes)), humanize.IBytes(uint64(st.LogBytes)))
 	if st.MaxBytes > 0 {
 		fmt.Fprintf(tw, "bounds\tmax_bytes %s, max_age %s\n", humanize.IBytes(uint64(st.MaxBytes)), time.Duration(st.MaxAge))
 	}
