@@ -10,8 +10,11 @@
 #   make test-systemd        (needs root, debootstrap, systemd-container,
 #                             mosquitto, mosquitto-clients, and a Debian mirror)
 #
+# It does the same for a tree prepared offline by scripts/flash-sd.sh, where
+# the user is created at first boot from sysusers.d.
 # Not part of `make test`: it downloads a Debian base (~40 s). The tree is
-# cached in $NSPAWN_CACHE (default /var/cache/sensorpipe/nspawn-bookworm).
+# cached in $NSPAWN_CACHE (default /var/cache/sensorpipe/nspawn-bookworm);
+# each boot uses a throwaway copy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 skip() { echo "test-systemd: SKIPPED: $*" >&2; exit 0; }
@@ -43,10 +46,6 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
-# Boot a throwaway copy so the cache stays clean.
-root=$work/root
-cp -a "$cache" "$root"
-rm -f "$root/etc/machine-id"
 
 port=""
 for _ in 1 2 3 4 5; do
@@ -58,73 +57,67 @@ for _ in 1 2 3 4 5; do
 	if kill -0 "$mpid" 2>/dev/null; then port=$p; pids+=("$mpid"); break; fi
 done
 [ -n "$port" ] || fail "mosquitto did not start"
-mosquitto_sub -h 127.0.0.1 -p "$port" -t 'sensors/nspawn-pi/+/reading' -C 5 -W 120 > "$work/readings" 2>&1 &
-subpid=$!
-pids+=("$subpid")
+# boot_check ROOT DEVICE LABEL: boots ROOT (the agent installed, its config
+# naming DEVICE) and checks the unit and the readings.
+boot_check() {
+	local root=$1 device=$2 label=$3
+	mosquitto_sub -h 127.0.0.1 -p "$port" -t "sensors/$device/+/reading" -C 5 -W 120 > "$work/readings-$device" 2>&1 &
+	local subpid=$!
+	pids+=("$subpid")
+	cat > "$root/etc/edge-agent/config.yaml" <<-YAML
+		device_id: $device
+		sensors:
+		  - {name: sim-1, driver: sim, interval: 500ms}
+		mqtt:
+		  url: tcp://127.0.0.1:$port
+		status_listen: ""
+	YAML
+	cp scripts/testdata/nspawn-report.sh "$root/root/report.sh"
+	chmod +x "$root/root/report.sh"
+	cat > "$root/etc/systemd/system/report.service" <<-'UNIT'
+		[Unit]
+		After=edge-agent.service
+		[Service]
+		Type=oneshot
+		ExecStart=/root/report.sh
+		[Install]
+		WantedBy=multi-user.target
+	UNIT
+	ln -sf /etc/systemd/system/report.service "$root/etc/systemd/system/multi-user.target.wants/report.service"
 
+	echo "test-systemd: $label: booting with systemd-nspawn"
+	timeout 180 systemd-nspawn --register=no --keep-unit -q -D "$root" --boot > "$work/boot-$device.log" 2>&1 \
+		|| fail "$label: nspawn: $(tail -20 "$work/boot-$device.log")"
+	[ -f "$root/root/report.txt" ] || fail "$label: no report from inside the container: $(tail -20 "$work/boot-$device.log")"
+	local report
+	report=$(cat "$root/root/report.txt")
+	echo "$report" | sed 's/^/  /'
+	for w in ActiveState=active SubState=running NRestarts=0 Type=notify WatchdogUSec=30s ProcUser=edge-agent \
+		Reload=ok AfterReload=running StopResult=success; do
+		grep -qx "$w" <<<"$report" || fail "$label: want $w"
+	done
+	grep -q '^Groups=.*\bi2c\b' <<<"$report" && grep -q '^Groups=.*\bgpio\b' <<<"$report" \
+		|| fail "$label: edge-agent not in i2c and gpio"
+	wait "$subpid" || fail "$label: fewer than 5 readings reached the host broker: $(cat "$work/readings-$device")"
+	grep -q "\"device_id\":\"$device\"" "$work/readings-$device" || fail "$label: unexpected payloads"
+	echo "test-systemd: $label: ok: $(wc -l < "$work/readings-$device") readings reached the host broker"
+}
+
+# 1. The .deb, installed with dpkg.
+root=$work/deb
+cp -a "$cache" "$root"
+rm -f "$root/etc/machine-id"
 cp "$deb" "$root/root/edge-agent.deb"
 chroot "$root" dpkg -i /root/edge-agent.deb > "$work/dpkg.log" 2>&1 || fail "dpkg -i: $(cat "$work/dpkg.log")"
-cat > "$root/etc/edge-agent/config.yaml" <<YAML
-device_id: nspawn-pi
-sensors:
-  - {name: sim-1, driver: sim, interval: 500ms}
-mqtt:
-  url: tcp://127.0.0.1:$port
-status_listen: ""
-YAML
-cat > "$root/root/report.sh" <<'SH'
-#!/bin/sh
-# Waits for edge-agent to settle, exercises reload and stop, writes what
-# systemd says to /root/report.txt, powers the container off.
-for _ in $(seq 1 30); do
-	[ "$(systemctl show -p SubState --value edge-agent)" = running ] && break
-	sleep 1
-done
-sleep 5
-{
-	systemctl show edge-agent -p ActiveState,SubState,NRestarts,Result,Type,WatchdogUSec
-	echo "Groups=$(id -nG edge-agent)"
-	pid=$(systemctl show -p MainPID --value edge-agent)
-	echo "ProcUser=$(ps -o user= -p "$pid")"
-	systemctl reload edge-agent && echo "Reload=ok" || echo "Reload=failed"
-	sleep 2
-	echo "AfterReload=$(systemctl show -p SubState --value edge-agent)"
-	systemctl stop edge-agent
-	echo "StopResult=$(systemctl show -p Result --value edge-agent)"
-	echo "== journal"
-	journalctl -u edge-agent --no-pager -o cat | tail -20
-} > /root/report.txt 2>&1
-systemctl poweroff
-SH
-chmod +x "$root/root/report.sh"
-cat > "$root/etc/systemd/system/report.service" <<'UNIT'
-[Unit]
-After=edge-agent.service
-[Service]
-Type=oneshot
-ExecStart=/root/report.sh
-[Install]
-WantedBy=multi-user.target
-UNIT
-ln -sf /etc/systemd/system/report.service "$root/etc/systemd/system/multi-user.target.wants/report.service"
+boot_check "$root" nspawn-deb ".deb"
 
-echo "test-systemd: booting the tree with systemd-nspawn"
-timeout 180 systemd-nspawn --register=no --keep-unit -q -D "$root" --boot > "$work/boot.log" 2>&1 \
-	|| fail "nspawn: $(tail -20 "$work/boot.log")"
-[ -f "$root/root/report.txt" ] || fail "no report from inside the container: $(tail -20 "$work/boot.log")"
-report=$(cat "$root/root/report.txt")
-echo "$report" | sed 's/^/  /'
-want() { grep -qx "$1" <<<"$report" || fail "want $1"; }
-want ActiveState=active
-want SubState=running
-want NRestarts=0
-want Type=notify
-want WatchdogUSec=30s
-want ProcUser=edge-agent
-want Reload=ok
-want AfterReload=running
-want StopResult=success
-grep -q '^Groups=.*\bi2c\b' <<<"$report" && grep -q '^Groups=.*\bgpio\b' <<<"$report" || fail "edge-agent not in i2c and gpio"
-wait "$subpid" || fail "fewer than 5 readings reached the host broker: $(cat "$work/readings")"
-grep -q '"device_id":"nspawn-pi"' "$work/readings" || fail "unexpected payloads: $(cat "$work/readings")"
-echo "test-systemd: ok: the .deb's unit runs under systemd 252 as PID 1; $(wc -l < "$work/readings") readings reached the host broker"
+# 2. scripts/flash-sd.sh on the offline tree: the user comes from sysusers.d
+# at first boot (edge-agent-sysusers.service), not from a package script.
+root=$work/flash
+cp -a "$cache" "$root"
+rm -f "$root/etc/machine-id"
+mkdir -p "$work/bootfs" && printf '# config.txt\n[all]\n' > "$work/bootfs/config.txt"
+ARCH=amd64 scripts/flash-sd.sh "$root" "$work/bootfs" > "$work/flash.log" 2>&1 || fail "flash-sd.sh: $(cat "$work/flash.log")"
+! chroot "$root" getent passwd edge-agent >/dev/null || fail "flash-sd.sh created the user offline; it should at boot"
+boot_check "$root" nspawn-flash "flash-sd.sh"
+echo "test-systemd: ok: the unit runs under systemd 252 as PID 1, from the .deb and from flash-sd.sh"
