@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/agent/config"
+	"github.com/edgepipe/sensorpipe/buffer/reading"
 )
 
 // The README promises that every command it shows exists. These tests hold
@@ -189,5 +190,21 @@ func TestReadmeConfig(t *testing.T) {
 		if _, err := config.Parse([]byte(b[1]), getenv); err != nil {
 			t.Errorf("README yaml block %d: %v\n%s", i+1, err, b[1])
 		}
+	}
+}
+
+// TestReadmeWire decodes the README's wire-format example with the strict
+// decoder that the forwarder uses.
+func TestReadmeWire(t *testing.T) {
+	m := regexp.MustCompile("(?s)```json\n(.*?)```").FindStringSubmatch(read(t, "../README.md"))
+	if m == nil {
+		t.Fatal("no json block in the README")
+	}
+	r, err := reading.Decode([]byte(strings.ReplaceAll(m[1], "\n", "")))
+	if err != nil {
+		t.Fatalf("README's reading does not decode: %v\n%s", err, m[1])
+	}
+	if r.DeviceID == "" || r.Seq == 0 || len(r.Values) != 3 {
+		t.Fatalf("decoded %+v", r)
 	}
 }
