@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tally"
@@ -84,6 +85,12 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 			continue
 		}
 		rep.PerForwarder[r.Headers["forwarder_id"]]++
+		if v := contractViolation(r); v != "" {
+			rep.ContractBad++
+			if rep.ContractEx == "" {
+				rep.ContractEx = fmt.Sprintf("partition %d offset %d: %s", r.Partition, r.Offset, v)
+			}
+		}
 		recv, ok := s.tr.received(recKey{r.Partition, r.Offset})
 		if !ok {
 			recv = readAt
@@ -92,6 +99,9 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 		maxSeq = max(maxSeq, r.Reading.Seq)
 	}
 
+	if rep.ContractBad > 0 {
+		problem("%d records break the Kafka contract; first: %s", rep.ContractBad, rep.ContractEx)
+	}
 	final := maxSeq
 	rep.ProducedFrom = "max seq found in Kafka: `edge-agent buffer stats` was unavailable, so a lost tail would go unseen"
 	if statsErr == nil {
@@ -150,6 +160,28 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	rep.ElapsedS = time.Since(started).Seconds()
 	rep.Pass = rep.Produced > 0 && rep.Missing == 0 && rep.Unexpected == 0 && len(rep.Problems) == 0
 	return rep
+}
+
+// contractViolation checks a record against design.md's Kafka section:
+// key = device_id, headers mqtt_topic/device_id/seq/forwarder_id, record
+// time = reading ts.
+func contractViolation(r topicread.Record) string {
+	rd := r.Reading
+	switch {
+	case r.Key != rd.DeviceID:
+		return fmt.Sprintf("key %q, want the device_id %q", r.Key, rd.DeviceID)
+	case r.Headers["device_id"] != rd.DeviceID:
+		return fmt.Sprintf("device_id header %q, want %q", r.Headers["device_id"], rd.DeviceID)
+	case r.Headers["seq"] != strconv.FormatUint(rd.Seq, 10):
+		return fmt.Sprintf("seq header %q, want %d", r.Headers["seq"], rd.Seq)
+	case r.Headers["mqtt_topic"] != fmt.Sprintf("sensors/%s/%s/reading", rd.DeviceID, rd.Sensor):
+		return fmt.Sprintf("mqtt_topic header %q", r.Headers["mqtt_topic"])
+	case r.Headers["forwarder_id"] == "":
+		return "no forwarder_id header"
+	case !r.Timestamp.Equal(rd.TS.Truncate(time.Millisecond)):
+		return fmt.Sprintf("record time %s, want the reading ts %s", r.Timestamp.UTC().Format(time.RFC3339Nano), rd.TS.UTC().Format(time.RFC3339Nano))
+	}
+	return ""
 }
 
 // settledOr is when the fault settled, or now if it never did.

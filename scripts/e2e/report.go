@@ -68,6 +68,8 @@ type report struct {
 	Unexpected    uint64           `json:"unexpected_seqs"`
 	Foreign       int              `json:"undecodable_or_foreign"`
 	DLQ           int64            `json:"dlq_records"`
+	ContractBad   int              `json:"contract_violations"`
+	ContractEx    string           `json:"contract_example,omitempty"`
 	PerForwarder  map[string]int   `json:"per_forwarder"`
 	LatencyAll    latency          `json:"latency_all"`
 	LatencyCalm   latency          `json:"latency_outside_faults"`
@@ -99,6 +101,10 @@ func (r *report) text(w io.Writer) {
 	}
 	p("duplicates  %d (%.3f%% of delivered)", r.Duplicates, 100*r.DupRate)
 	p("dlq         %d records; undecodable or other device: %d; seqs past the last produced: %d", r.DLQ, r.Foreign, r.Unexpected)
+	p("contract    %d records break design.md's Kafka contract (key = device_id; headers mqtt_topic, device_id, seq, forwarder_id; record time = reading ts)", r.ContractBad)
+	if r.ContractEx != "" {
+		p("            first: %s", r.ContractEx)
+	}
 	var fw []string
 	for k, v := range r.PerForwarder {
 		fw = append(fw, fmt.Sprintf("%s %d", k, v))

@@ -44,6 +44,8 @@ type Record struct {
 	Reading   reading.Reading // zero if Err is set
 	Err       error           // the value did not decode as a reading
 	Headers   map[string]string
+	Key       string
+	Timestamp time.Time // the record's timestamp (the forwarder sets the reading's ts)
 }
 
 func (c Config) client(extra ...kgo.Opt) (*kgo.Client, error) {
@@ -77,7 +79,8 @@ func (c Config) partitions() map[string]map[int32]kgo.Offset {
 }
 
 func decode(r *kgo.Record, now time.Time) Record {
-	out := Record{Partition: r.Partition, Offset: r.Offset, Recv: now, Headers: map[string]string{}}
+	out := Record{Partition: r.Partition, Offset: r.Offset, Recv: now, Headers: map[string]string{},
+		Key: string(r.Key), Timestamp: r.Timestamp}
 	for _, h := range r.Headers {
 		out.Headers[h.Key] = string(h.Value)
 	}
