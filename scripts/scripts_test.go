@@ -304,3 +304,27 @@ func TestFlashSDUnits(t *testing.T) {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// TestFlashSDBootDefault: without BOOT, a Bookworm card's config.txt under
+// ROOTFS/boot/firmware is used; with none anywhere the script refuses.
+func TestFlashSDBootDefault(t *testing.T) {
+	dist := fakeDist(t)
+	root := filepath.Join(t.TempDir(), "rootfs")
+	write(t, filepath.Join(root, "etc/hostname"), "raspberrypi\n", 0o644)
+	run := func() (string, error) {
+		cmd := exec.Command("./flash-sd.sh", root)
+		cmd.Env = append(os.Environ(), "DIST="+dist)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(); err == nil || !strings.Contains(out, "pass the boot partition") {
+		t.Fatalf("no config.txt: want a refusal naming BOOT, got %v:\n%s", err, out)
+	}
+	write(t, filepath.Join(root, "boot/firmware/config.txt"), "[all]\n", 0o644)
+	if out, err := run(); err != nil {
+		t.Fatalf("flash-sd.sh ROOTFS: %v\n%s", err, out)
+	}
+	if cfg := read(t, filepath.Join(root, "boot/firmware/config.txt")); !strings.Contains(cfg, "\ndtparam=i2c_arm=on\n") {
+		t.Fatalf("boot/firmware/config.txt not updated:\n%s", cfg)
+	}
+}
