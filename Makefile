@@ -48,14 +48,13 @@ deb: pi ## .deb packages (armhf, arm64, amd64) into dist/, built with nfpm by sc
 	cd dist && sha256sum edge-agent_linux_* *.deb > SHA256SUMS
 
 image: ## the cloud-forwarder container image (scripts/build-image.sh)
-	@if [ -x scripts/build-image.sh ]; then scripts/build-image.sh; \
-	else echo "make image: scripts/build-image.sh does not exist yet (the forwarder issue adds it)" >&2; exit 1; fi
+	scripts/build-image.sh
 
 demo: build ## the whole pipeline on this machine: sim sensors -> MQTT -> Kafka, readings printed; Ctrl-C stops
 	$(GO) build -o bin/demo ./scripts/demo
 	bin/demo -bin bin
 
-install: pi ## copy the agent to a Pi over ssh and start it: make install PI=pi@raspberrypi.local
+install: pi ## install the agent on a Pi over ssh (scripts/install-pi.sh): make install PI=pi@raspberrypi.local
 	@[ -n "$(PI)" ] || { echo "usage: make install PI=user@host" >&2; exit 2; }
 	scripts/install-pi.sh $(PI)
 
