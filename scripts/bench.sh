@@ -4,14 +4,14 @@
 # real binaries, peak RSS (GNU time -v) and binary sizes per target; writes
 # docs/PERFORMANCE.md with the figures, the machine and the commands.
 #
-# Knobs (environment): BENCH_COUNT (default 5), BENCH_PKGS, E2E_RATES (readings/s,
+# Knobs (environment): BENCH_COUNT (default 6), BENCH_PKGS, E2E_RATES (readings/s,
 # default "100 400"), E2E_DURATION (default 30s), E2E_DRAIN (default 30s), E2E_FAULTS (1 = also the
 # fault run, default 1), OUT (default docs/PERFORMANCE.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
-COUNT=${BENCH_COUNT:-5}
+COUNT=${BENCH_COUNT:-6} # benchstat needs >= 6 samples for a 95% confidence interval
 PKGS=${BENCH_PKGS:-./buffer/... ./drivers/... ./agent/... ./cloud/...}
 RATES=${E2E_RATES:-100 400}
 DURATION=${E2E_DURATION:-30s}
@@ -34,7 +34,7 @@ bench_cmd="flock $LOCK $GO test -run '^\$' -bench . -benchmem -count $COUNT $PKG
 say "$bench_cmd"
 flock "$LOCK" $GO test -run '^$' -bench . -benchmem -count "$COUNT" $PKGS | tee "$work/bench.txt" >&2
 say "benchstat"
-$GO run "$BENCHSTAT_PKG" "$work/bench.txt" >"$work/benchstat.txt"
+(cd "$work" && $GO run "$BENCHSTAT_PKG" bench.txt) >"$work/benchstat.txt"
 
 # 2. Binaries: host build for the e2e runs, and every shipped target for sizes.
 make build >&2
@@ -105,23 +105,69 @@ magnitude, and compare runs with benchstat rather than by eye.
 
 ## End to end, on the real binaries
 
-\`scripts/e2e\` starts mosquitto (TLS, password file, persistence), kfake (TLS, SASL PLAIN) behind a
-TCP proxy, the real \`bin/edge-agent\` (sim sensors) and two \`bin/cloud-forwarder\` replicas in a
-share group, then reads the whole topic back with franz-go \`kgo\`. What each line means:
+\`scripts/e2e\` starts mosquitto (TLS listener, password file, persistence), kfake (TLS, SASL PLAIN)
+behind a TCP proxy it advertises, the real \`bin/edge-agent\` (sim sensors) behind a second TCP
+proxy, and two \`bin/cloud-forwarder\` replicas in a share group; at the end it stops the agent with
+SIGTERM, lets the forwarders drain and reads the whole topic back with franz-go \`kgo\` (not the
+forwarder's kafka-go), over TLS + SASL PLAIN. It exits 1 if any reading is missing.
 
-- **produced**: the agent's buffer \`last_seq\` after a clean stop; every seq 1..last_seq must be in Kafka.
-- **latency**: the harness consumer's receive time minus the reading's \`ts\` (both on this host's
-  clock), for the first copy of each seq. It includes the sensor poll → bbolt fsync → MQTT publish
-  → broker → forwarder → Kafka produce (acks=all) → consumer fetch path. "calm" leaves out readings
-  taken during a fault or its recovery.
-- **throughput**: unique readings delivered per second while the agent produced at the offered rate
-  (so it equals the offered rate when the pipeline keeps up; look at latency to see the headroom).
-- **drain**: the broker link is refused for a while so a backlog builds in the agent's buffer, then
-  restored; backlog / time-to-catch-up is the pipeline's end-to-end capacity.
-- **recovery**: time from a fault's end until every reading taken before that moment is in Kafka.
+The fault run (\`make e2e\`, and CI) injects, one after another, waiting for the pipeline to catch up
+in between:
+
+1. **broker-restart**: mosquitto stopped with SIGTERM (it saves its persistence file) and started 3 s
+   later. mosquitto 2.0.11 does not restore *shared* subscriptions from its persistence file
+   (plain persistent subscriptions survive; checked with \`mosquitto_sub -c\` on \`t/#\` and
+   \`\$share/g/t/#\`), so whatever is published before the forwarders re-subscribe is dropped by the
+   broker. HiveMQ keeps shared subscriptions across restarts. The harness therefore refuses the
+   agent's link until mosquitto logs both forwarders' SUBSCRIBE (\`-broker-hold=false\` shows the loss).
+2. **silent-cut**: the agent↔broker link black-holed for 20 s: bytes dropped both ways, no FIN or
+   RST, new connections hang too. Only the agent's MQTT keepalive (5 s here) can notice.
+3. **kafka-outage**: every Kafka connection closed and new ones refused for 10 s.
+4. **agent-kill-1..3**: \`kill -9\` of the agent three times, the third 0.7 s after a restart while it
+   drains a backlog.
+5. **forwarder-kill**: \`kill -9\` of one forwarder with unacked MQTT messages in flight, restarted 5 s later.
+6. **full-buffer-restart**: the broker refused for 40 s while the agent buffers, the agent stopped
+   (SIGTERM) for 3 s, then started on that backlog with the broker back.
+
+What the report's lines mean:
+
+- **produced**: the agent's buffer \`last_seq\` (\`edge-agent buffer stats --json\`) after the clean
+  stop; every seq 1..last_seq must be in Kafka, except readings the buffer still holds (reported).
+- **latency**: the harness consumer's receive time minus the reading's \`ts\` (same host, same clock),
+  for the first copy of each seq: sensor poll → bbolt fsync → MQTT publish (QoS 1) → broker →
+  forwarder → Kafka produce (acks=all) → consumer fetch. "calm" leaves out readings taken during a
+  fault or its recovery; "all" includes the readings held back by the faults (seconds to minutes).
+- **throughput**: readings per second the agent actually took (by reading \`ts\`) and that arrived in
+  Kafka, before the drain phase. Equal figures mean the pipeline kept up at that rate.
+- **drain**: the broker link is refused so a backlog builds in the agent's buffer, then restored.
+  The first delay is the agent's reconnect backoff; the rate is readings arriving per second from
+  the first arrival until caught up (backlog plus fresh readings).
+- **recovery**: time from a fault's end until every reading taken before that moment is in Kafka;
+  **resume**: until the first reading taken after the end is in Kafka.
+- **contract**: every record is checked against design.md (key = device_id, headers, record time = reading ts).
 - **peak RSS**: GNU \`time -v\` maximum resident set size of each program, largest over its restarts.
 
 EOF
+	if command -v jq >/dev/null && [ -f "$work/e2e-faults.json" ]; then
+		echo "### Headline figures"
+		echo
+		echo "| figure | value | run |"
+		echo "|---|---|---|"
+		jq -r '"| readings lost | \(.missing) of \(.produced) | fault run |",
+			"| duplicates | \(.duplicates) (\(.duplicate_rate * 10000 | round / 100)%) | fault run |",
+			"| calm latency p50 / p99 | \(.latency_outside_faults.p50_ms) / \(.latency_outside_faults.p99_ms) ms | fault run, \(.offered_per_s) readings/s |",
+			(.faults[] | "| recovery after \(.name) | \(if .complete then "\(.recovery_s * 100 | round / 100) s" else "never" end) | fault run |"),
+			"| peak RSS edge-agent | \(.peak_rss_kib["edge-agent"] / 1024 * 10 | round / 10) MiB | fault run |",
+			"| peak RSS cloud-forwarder | \([.peak_rss_kib | to_entries[] | select(.key != "edge-agent") | .value] | max / 1024 * 10 | round / 10) MiB | fault run |"' \
+			"$work/e2e-faults.json"
+		for rate in $RATES; do
+			jq -r --arg r "$rate" '"| latency p50 / p99 at \($r)/s | \(.latency_outside_faults.p50_ms) / \(.latency_outside_faults.p99_ms) ms | throughput run \($r)/s |",
+				"| taken / delivered at \($r)/s | \(.taken_per_s | round) / \(.delivered_per_s | round) readings/s | throughput run \($r)/s |",
+				(if .drain then "| drain rate after a \(.drain.drain_s | . * 100 | round / 100) s burst | \(.drain.drain_per_s | round) readings/s (\(.drain.drained) readings; reconnect after \(.drain.resume_s * 100 | round / 100) s) | throughput run \($r)/s |" else empty end)' \
+				"$work/e2e-$rate.json"
+		done
+		echo
+	fi
 	for entry in "${e2e_runs[@]}"; do
 		cmd=${entry%%|*}
 		file=${entry#*|}
