@@ -33,7 +33,7 @@ import (
 	"github.com/goreleaser/nfpm/v2/files"
 )
 
-//go:embed maint/postinst maint/prerm maint/postrm maint/copyright maint/lintian-overrides
+//go:embed maint/postinst maint/prerm maint/postrm maint/copyright maint/lintian-overrides maint/modules-load.conf
 var maint embed.FS
 
 const maintainer = "sensorpipe <sensorpipe@edgepipe.invalid>"
@@ -99,7 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // writeAux puts the embedded maintainer scripts and the generated doc
-// files (copyright, changelog.gz, lintian overrides) in a temp dir,
+// files (copyright, changelog.gz, lintian overrides, modules-load.d) in a temp dir,
 // because nfpm reads contents and scripts from paths.
 func writeAux(version string) (string, error) {
 	dir, err := os.MkdirTemp("", "mkdeb-")
@@ -110,7 +110,7 @@ func writeAux(version string) (string, error) {
 		os.RemoveAll(dir)
 		return "", err
 	}
-	for _, n := range []string{"postinst", "prerm", "postrm", "copyright", "lintian-overrides"} {
+	for _, n := range []string{"postinst", "prerm", "postrm", "copyright", "lintian-overrides", "modules-load.conf"} {
 		b, err := maint.ReadFile("maint/" + n)
 		if err != nil {
 			return fail(err)
@@ -209,6 +209,9 @@ func Info(arch, version, bin, root, scripts string) *nfpm.Info {
 					FileInfo:    &files.ContentFileInfo{Mode: 0o644}},
 				{Source: filepath.Join(scripts, "changelog.gz"),
 					Destination: "/usr/share/doc/edge-agent/changelog.gz",
+					FileInfo:    &files.ContentFileInfo{Mode: 0o644}},
+				{Source: filepath.Join(scripts, "modules-load.conf"),
+					Destination: "/usr/lib/modules-load.d/edge-agent.conf",
 					FileInfo:    &files.ContentFileInfo{Mode: 0o644}},
 				{Source: filepath.Join(scripts, "lintian-overrides"),
 					Destination: "/usr/share/lintian/overrides/edge-agent",

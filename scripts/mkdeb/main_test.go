@@ -124,6 +124,7 @@ func TestDebs(t *testing.T) {
 				"./usr/share/doc/edge-agent/copyright":           "-rw-r--r-- root/root",
 				"./usr/share/doc/edge-agent/changelog.gz":        "-rw-r--r-- root/root",
 				"./usr/share/lintian/overrides/edge-agent":       "-rw-r--r-- root/root",
+				"./usr/lib/modules-load.d/edge-agent.conf":       "-rw-r--r-- root/root",
 			} {
 				if modes[path] != want {
 					t.Errorf("%s: %q, want %q (dpkg-deb -c:\n%s)", path, modes[path], want, list)
