@@ -15,7 +15,11 @@ if ! getent passwd edge-agent >/dev/null; then
 fi
 usermod --append --groups i2c,gpio edge-agent
 
-install -d -m 0755 "$ROOT/usr/local/bin" "$ROOT/etc/systemd/system" "$ROOT/etc/edge-agent"
+install -d -m 0755 "$ROOT/usr/local/bin" "$ROOT/etc/systemd/system" "$ROOT/etc/edge-agent" "$ROOT/etc/modules-load.d"
+# /dev/i2c-* for the BME280 (and the unit's DeviceAllow=char-i2c): load
+# i2c-dev now and at every boot.
+printf '# I2C device nodes for the BME280 (written by install-pi.sh)\ni2c-dev\n' > "$ROOT/etc/modules-load.d/edge-agent.conf"
+modprobe i2c-dev 2>/dev/null || true
 install -m 0755 "$src/edge-agent" "$ROOT/usr/local/bin/edge-agent"
 install -m 0644 "$src/edge-agent.service" "$ROOT/etc/systemd/system/edge-agent.service"
 if [ -e "$ROOT/etc/edge-agent/config.yaml" ]; then

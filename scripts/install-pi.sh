@@ -3,10 +3,10 @@
 #   make pi && scripts/install-pi.sh pi@raspberrypi.local
 # Asks the Pi its architecture (uname -m), copies the matching dist/ binary
 # to /usr/local/bin, the unit to /etc/systemd/system, the default config to
-# /etc/edge-agent/config.yaml unless one exists, creates the edge-agent
-# user (groups i2c, gpio), then enables the service and, once the config
-# names a real broker (no YOUR-CLUSTER placeholder), restarts it and shows
-# its status. The remote user needs sudo.
+# /etc/edge-agent/config.yaml unless one exists, loads i2c-dev (now and at
+# boot), creates the edge-agent user (groups i2c, gpio), then enables the
+# service and, once the config names a real broker (no YOUR-CLUSTER
+# placeholder), restarts it and shows its status. The remote user needs sudo.
 # SSH, SCP and DIST can be overridden (tests use stand-ins for ssh/scp).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

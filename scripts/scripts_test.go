@@ -61,7 +61,7 @@ dest="$REMOTE${last#*:}"
 while [ $# -gt 1 ]; do cp "$1" "$dest"; shift; done
 `, 0o755)
 	logger := "#!/bin/sh\necho \"$(basename \"$0\") $*\" >> \"$LOG\"\n"
-	for _, n := range []string{"groupadd", "useradd", "usermod", "systemctl"} {
+	for _, n := range []string{"groupadd", "useradd", "usermod", "systemctl", "modprobe"} {
 		write(t, filepath.Join(dir, n), logger, 0o755)
 	}
 	write(t, filepath.Join(dir, "getent"), logger+"exit 2\n", 0o755)
@@ -104,11 +104,14 @@ func TestInstallPi(t *testing.T) {
 			if read(t, filepath.Join(root, "etc/edge-agent/config.yaml")) != read(t, "../systemd/edge-agent.config.yaml") {
 				t.Error("config.yaml is not the default config")
 			}
+			if !strings.Contains(read(t, filepath.Join(root, "etc/modules-load.d/edge-agent.conf")), "\ni2c-dev\n") {
+				t.Error("modules-load.d/edge-agent.conf does not load i2c-dev")
+			}
 			calls := read(t, log)
 			for _, want := range []string{
 				"ssh uname -m\n", "groupadd --system i2c\n", "groupadd --system gpio\n",
 				"useradd --system --user-group", "usermod --append --groups i2c,gpio edge-agent\n",
-				"systemctl daemon-reload\n", "systemctl enable edge-agent.service\n",
+				"systemctl daemon-reload\n", "systemctl enable edge-agent.service\n", "modprobe i2c-dev\n",
 			} {
 				if !strings.Contains(calls, want) {
 					t.Errorf("no %q in calls:\n%s", want, calls)
