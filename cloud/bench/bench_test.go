@@ -71,12 +71,14 @@ func startMosquitto(tb testing.TB, extra string) string {
 	addr := freeAddr(tb)
 	_, port, _ := net.SplitHostPort(addr)
 	conf := filepath.Join(tb.TempDir(), "mosquitto.conf")
+	if !strings.Contains(extra, "max_inflight_messages") {
+		extra += "\nmax_inflight_messages 0"
+	}
 	body := fmt.Sprintf(`listener %s 127.0.0.1
 allow_anonymous true
 persistence false
 max_queued_messages 200000
 max_queued_bytes 0
-max_inflight_messages 0
 set_tcp_nodelay true
 log_type error
 %s
@@ -213,7 +215,7 @@ func BenchmarkDrainBacklog(b *testing.B) {
 	const n = 100_000
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		mq := startMosquitto(b, "")
+		mq := startMosquitto(b, os.Getenv("BENCH_MOSQUITTO_CONF")) // e.g. "max_inflight_messages 20"
 		k := testkit.StartKafkaWith(b, nil, testkit.KafkaOptions{Plaintext: true})
 		// Create the persistent session, then leave.
 		c := startForwarder(b, mq, k.Addr)
