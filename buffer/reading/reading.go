@@ -186,6 +186,11 @@ func (v *value) UnmarshalJSON(b []byte) error {
 
 // Decode parses and validates one wire-format reading. Unknown top-level
 // fields are ignored; unknown value keys are kept. Every error wraps ErrInvalid.
+//
+// Payloads in the shape Encode writes take a hand-written fast path; anything
+// else (escapes, unknown fields, nulls, odd numbers) goes through
+// encoding/json, and both paths end in the same checks, so they accept and
+// reject the same inputs (FuzzFastPathAgrees holds them to that).
 func Decode(b []byte) (Reading, error) {
 	if len(b) > MaxPayload {
 		return Reading{}, fmt.Errorf("%w: payload is %d bytes, limit %d", ErrInvalid, len(b), MaxPayload)
@@ -193,37 +198,85 @@ func Decode(b []byte) (Reading, error) {
 	if !utf8.Valid(b) {
 		return Reading{}, fmt.Errorf("%w: payload is not valid UTF-8", ErrInvalid)
 	}
+	var f fields
+	if !parseFast(b, &f) {
+		f = fields{}
+		if err := parseSlow(b, &f); err != nil {
+			return Reading{}, err
+		}
+	}
+	return f.reading()
+}
+
+// fields is a parsed payload before validation; has* tell a missing field
+// from a zero one.
+type fields struct {
+	hasV, hasDeviceID, hasSeq, hasTS, hasSynced bool
+
+	v                      int
+	deviceID, sensor, kind string
+	seq                    uint64
+	ts                     string
+	synced                 bool
+	values                 map[string]float64
+}
+
+func parseSlow(b []byte, f *fields) error {
 	var w wire
 	if err := json.Unmarshal(b, &w); err != nil {
-		return Reading{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	if w.V != nil {
+		f.hasV, f.v = true, *w.V
+	}
+	if w.DeviceID != nil {
+		f.hasDeviceID, f.deviceID = true, *w.DeviceID
+	}
+	if w.Seq != nil {
+		f.hasSeq, f.seq = true, *w.Seq
+	}
+	if w.TS != nil {
+		f.hasTS, f.ts = true, *w.TS
+	}
+	if w.TimeSynced != nil {
+		f.hasSynced, f.synced = true, *w.TimeSynced
+	}
+	f.sensor, f.kind = w.Sensor, w.Kind
+	f.values = make(map[string]float64, len(w.Values))
+	for k, v := range w.Values {
+		f.values[k] = float64(v)
+	}
+	return nil
+}
+
+func (f *fields) reading() (Reading, error) {
 	switch {
-	case w.V == nil:
+	case !f.hasV:
 		return Reading{}, fmt.Errorf("%w: missing v", ErrInvalid)
-	case *w.V != Version:
-		return Reading{}, fmt.Errorf("%w: unsupported version v=%d", ErrInvalid, *w.V)
-	case w.DeviceID == nil:
+	case f.v != Version:
+		return Reading{}, fmt.Errorf("%w: unsupported version v=%d", ErrInvalid, f.v)
+	case !f.hasDeviceID:
 		return Reading{}, fmt.Errorf("%w: missing device_id", ErrInvalid)
-	case w.Seq == nil:
+	case !f.hasSeq:
 		return Reading{}, fmt.Errorf("%w: missing seq", ErrInvalid)
-	case w.TS == nil:
+	case !f.hasTS:
 		return Reading{}, fmt.Errorf("%w: missing ts", ErrInvalid)
 	}
-	ts, err := time.Parse(time.RFC3339Nano, *w.TS)
+	ts, err := time.Parse(time.RFC3339Nano, f.ts)
 	if err != nil {
-		return Reading{}, fmt.Errorf("%w: ts %q is not RFC 3339", ErrInvalid, *w.TS)
+		return Reading{}, fmt.Errorf("%w: ts %q is not RFC 3339", ErrInvalid, f.ts)
 	}
 	r := Reading{
-		DeviceID:   *w.DeviceID,
-		Seq:        *w.Seq,
-		Sensor:     w.Sensor,
-		Kind:       w.Kind,
+		DeviceID:   f.deviceID,
+		Seq:        f.seq,
+		Sensor:     f.sensor,
+		Kind:       f.kind,
 		TS:         ts.UTC(),
-		TimeSynced: w.TimeSynced == nil || *w.TimeSynced,
-		Values:     make(map[string]float64, len(w.Values)),
+		TimeSynced: !f.hasSynced || f.synced,
+		Values:     f.values,
 	}
-	for k, v := range w.Values {
-		r.Values[k] = float64(v)
+	if r.Values == nil {
+		r.Values = map[string]float64{}
 	}
 	if err := r.Validate(); err != nil {
 		return Reading{}, err
@@ -242,6 +295,9 @@ func (r *Reading) Validate() error {
 	}
 	if r.TS.IsZero() {
 		return fmt.Errorf("%w: missing ts", ErrInvalid)
+	}
+	if y := r.TS.UTC().Year(); y < 1 || y > 9999 {
+		return fmt.Errorf("%w: ts year %d is outside 0001..9999 in UTC", ErrInvalid, y)
 	}
 	if len(r.Values) == 0 {
 		return fmt.Errorf("%w: no values", ErrInvalid)

@@ -93,6 +93,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"zero seq", `{"v":1,"device_id":"d","seq":0,"ts":"2026-11-25T10:15:02Z","values":{"t":1}}`, "seq must be positive"},
 		{"negative seq", `{"v":1,"device_id":"d","seq":-4,"ts":"2026-11-25T10:15:02Z","values":{"t":1}}`, "cannot unmarshal"},
 		{"missing ts", `{"v":1,"device_id":"d","seq":1,"values":{"t":1}}`, "missing ts"},
+		{"ts before year 1 in UTC", `{"v":1,"device_id":"d","seq":1,"ts":"0000-01-01T00:00:00+01:00","values":{"t":1}}`, "outside 0001..9999"},
 		{"bad ts", `{"v":1,"device_id":"d","seq":1,"ts":"yesterday","values":{"t":1}}`, "not RFC 3339"},
 		{"no values", `{"v":1,"device_id":"d","seq":1,"ts":"2026-11-25T10:15:02Z"}`, "no values"},
 		{"NaN literal", `{"v":1,` + ok[:len(ok)-2] + `NaN}}`, "invalid character"},
