@@ -138,7 +138,9 @@ What the report's lines mean:
   forwarder → Kafka produce (acks=all) → consumer fetch. "calm" leaves out readings taken during a
   fault or its recovery; "all" includes the readings held back by the faults (seconds to minutes).
 - **throughput**: readings per second the agent actually took (by reading \`ts\`) and that arrived in
-  Kafka, before the drain phase. Equal figures mean the pipeline kept up at that rate.
+  Kafka, before the drain phase. Equal figures mean the pipeline kept up with what the agent took.
+  When "taken" is below the offered rate the sensors' poll loops missed ticks (they skip a missed
+  tick rather than queue it), which happens when the host is busy: see the run's "host" load line.
 - **drain**: the broker link is refused so a backlog builds in the agent's buffer, then restored.
   The first delay is the agent's reconnect backoff; the rate is readings arriving per second from
   the first arrival until caught up (backlog plus fresh readings).
@@ -162,7 +164,7 @@ EOF
 			"$work/e2e-faults.json"
 		for rate in $RATES; do
 			jq -r --arg r "$rate" '"| latency p50 / p99 at \($r)/s | \(.latency_outside_faults.p50_ms) / \(.latency_outside_faults.p99_ms) ms | throughput run \($r)/s |",
-				"| taken / delivered at \($r)/s | \(.taken_per_s | round) / \(.delivered_per_s | round) readings/s | throughput run \($r)/s |",
+				"| taken / delivered at \($r)/s | \(.taken_per_s | round) / \(.delivered_per_s | round) readings/s (host load \(.loadavg_start)) | throughput run \($r)/s |",
 				(if .drain then "| drain rate after a \(.drain.drain_s | . * 100 | round / 100) s burst | \(.drain.drain_per_s | round) readings/s (\(.drain.drained) readings; reconnect after \(.drain.resume_s * 100 | round / 100) s) | throughput run \($r)/s |" else empty end)' \
 				"$work/e2e-$rate.json"
 		done

@@ -117,7 +117,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	s := &stack{opts: o, log: log, dir: dir}
 	defer s.close()
-	started := time.Now()
+	started, loadStart := time.Now(), loadAvg()
 	log.Info("starting", "workdir", dir)
 	if err := s.start(ctx); err != nil {
 		return fmt.Errorf("start the pipeline (logs in %s): %w", dir, err)
@@ -137,6 +137,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("interrupted; logs in %s", dir)
 	}
 	rep := finish(ctx, s, in, drain, runErr, started)
+	rep.LoadStart, rep.LoadEnd = loadStart, loadAvg()
 	removeDir := rep.Pass && !o.keep && o.workDir == ""
 	if removeDir {
 		rep.WorkDir += " (removed: the run passed; -keep keeps it)"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -50,6 +51,8 @@ type report struct {
 	Mode          string           `json:"mode"`
 	Started       time.Time        `json:"started"`
 	ElapsedS      float64          `json:"elapsed_s"`
+	LoadStart     string           `json:"loadavg_start"`
+	LoadEnd       string           `json:"loadavg_end"`
 	Pipeline      string           `json:"pipeline"`
 	Sensors       int              `json:"sensors"`
 	IntervalMS    int64            `json:"interval_ms"`
@@ -88,6 +91,7 @@ func (r *report) text(w io.Writer) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
 	p("==== sensorpipe e2e report (%s mode) ====", r.Mode)
 	p("started     %s, took %.0fs", r.Started.UTC().Format(time.RFC3339), r.ElapsedS)
+	p("host        load average (1/5/15 min) %s at the start, %s at the end; %d CPUs shared with whatever else runs", r.LoadStart, r.LoadEnd, runtime.NumCPU())
 	p("pipeline    %s", r.Pipeline)
 	p("load        %d sim sensors every %d ms = %.0f readings/s offered", r.Sensors, r.IntervalMS, r.Offered)
 	p("produced    %d  (seqs 1..%d; %s)", r.Produced, r.Produced, r.ProducedFrom)
@@ -180,4 +184,17 @@ func (r *report) writeJSON(path string) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// loadAvg is the first three fields of /proc/loadavg, or "?".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
