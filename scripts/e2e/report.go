@@ -137,7 +137,11 @@ func (r *report) text(w io.Writer) {
 			if f.ResumeS < 0 {
 				res = "-"
 			}
-			p("  %-20s %9s %8d %9.0f %8s  %s", f.Name, rec, f.Backlog, f.DrainRate, res, f.What)
+			drain := "-" // no backlog, or it all arrived in one fetch
+			if f.DrainRate > 0 {
+				drain = fmt.Sprintf("%.0f", f.DrainRate)
+			}
+			p("  %-20s %9s %8d %9s %8s  %s", f.Name, rec, f.Backlog, drain, res, f.What)
 			if f.Note != "" {
 				p("  %-20s %9s %8s %9s %8s  (%s)", "", "", "", "", "", f.Note)
 			}
