@@ -55,7 +55,7 @@ type Options struct {
 	// fails the connection instead of blocking. Default KeepAlive+PingTimeout.
 	WriteTimeout time.Duration
 	MinBackoff   time.Duration // first reconnect delay, default 1s
-	MaxBackoff   time.Duration // cap of the exponential backoff, default 2m
+	MaxBackoff   time.Duration // cap of the exponential backoff, default 30s
 	// FlushTimeout is how long Run waits for PUBACKs of in-flight
 	// publishes after ctx is cancelled. Default 1.5s.
 	FlushTimeout time.Duration
@@ -133,7 +133,7 @@ func setDefaults(o *Options) {
 	def(&o.AckTimeout, 2*o.KeepAlive+o.PingTimeout)
 	def(&o.WriteTimeout, o.KeepAlive+o.PingTimeout)
 	def(&o.MinBackoff, time.Second)
-	def(&o.MaxBackoff, 2*time.Minute)
+	def(&o.MaxBackoff, 30*time.Second)
 	def(&o.FlushTimeout, 1500*time.Millisecond)
 	if o.Window <= 0 {
 		o.Window = 2000
