@@ -8,7 +8,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 .PHONY: help build test vet lint test-race test-arm clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## host binaries into bin/
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_B) -o bin/ ./agent/cmd/edge-agent $(wildcard ./cloud/cmd/cloud-forwarder)
