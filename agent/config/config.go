@@ -42,12 +42,14 @@ var ErrInvalid = errors.New("invalid configuration")
 type Error struct {
 	Key string // dotted path, e.g. "mqtt.url" or "sensors[2].interval"
 	Msg string
+	Err error // the underlying error, if any (a missing file, say)
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("config: %s: %s", e.Key, e.Msg) }
 
-// Unwrap makes errors.Is(err, ErrInvalid) true.
-func (e *Error) Unwrap() error { return ErrInvalid }
+// Unwrap makes errors.Is(err, ErrInvalid) true, and errors.Is on the
+// underlying error (fs.ErrNotExist for a missing file) too.
+func (e *Error) Unwrap() []error { return []error{ErrInvalid, e.Err} }
 
 // Config is the whole agent configuration.
 type Config struct {
@@ -96,6 +98,12 @@ func (Secret) String() string { return "[redacted]" }
 // LogValue redacts the secret for slog.
 func (Secret) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 
+// GoString redacts the secret for %#v.
+func (Secret) GoString() string { return `"[redacted]"` }
+
+// MarshalText redacts the secret in JSON, YAML and other encoders.
+func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
+
 // Reveal returns the secret itself, for the one place that sends it.
 func (s Secret) Reveal() string { return string(s) }
 
@@ -143,7 +151,9 @@ func Default() Config {
 func Load(path string, getenv func(string) string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		// Exit 2, not 1: under systemd a missing config is a setup error,
+		// and restarting will not fix it.
+		return nil, &Error{Key: "--config", Msg: err.Error(), Err: err}
 	}
 	c, err := Parse(b, getenv)
 	if err != nil {
@@ -252,7 +262,12 @@ func (m *MQTT) validate() error {
 	}
 	u, err := url.Parse(m.URL)
 	if err != nil || u.Host == "" {
-		return &Error{Key: "mqtt.url", Msg: fmt.Sprintf("%q is not a URL like ssl://host:8883", m.URL)}
+		// The value is not echoed: it may hold a password.
+		return &Error{Key: "mqtt.url", Msg: "is not a URL like ssl://host:8883"}
+	}
+	if u.User != nil {
+		// The URL is logged and printed; credentials in it would leak.
+		return &Error{Key: "mqtt.url", Msg: "must not contain credentials; use mqtt.username and mqtt.password_file"}
 	}
 	switch u.Scheme {
 	case "ssl", "tls", "mqtts":

@@ -1,8 +1,11 @@
 package config_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -141,9 +144,39 @@ func TestInsecureAllowsRemotePlaintext(t *testing.T) {
 	}
 }
 
-func TestLoadMissingFile(t *testing.T) {
-	_, err := config.Load("testdata/does-not-exist.yaml", noEnv)
-	if err == nil || errors.Is(err, config.ErrInvalid) {
-		t.Fatalf("err = %v; a missing file is a runtime error, not a config error", err)
+func TestLoadMissingFileIsAConfigError(t *testing.T) {
+	_, err := config.Load(filepath.Join(t.TempDir(), "nope.yaml"), func(string) string { return "" })
+	var ce *config.Error
+	if !errors.As(err, &ce) || ce.Key != "--config" {
+		t.Fatalf("Load(missing) = %v, want a config error naming --config", err)
+	}
+	if !errors.Is(err, config.ErrInvalid) || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Load(missing) = %v, want it to match both config.ErrInvalid and fs.ErrNotExist", err)
+	}
+}
+
+func TestURLWithCredentialsIsRefusedWithoutEchoingThem(t *testing.T) {
+	for _, u := range []string{"ssl://user:hunter2@broker.example:8883", "ssl://us er:hunter2@%zz"} {
+		yml := "device_id: d\nsensors: [{name: s, driver: sim}]\nmqtt: {url: \"" + u + "\"}\n"
+		_, err := config.Parse([]byte(yml), func(string) string { return "" })
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "mqtt.url") {
+			t.Fatalf("Parse(url %q) = %v, want an error naming mqtt.url", u, err)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Fatalf("error echoes the password: %v", err)
+		}
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	s := config.Secret("hunter2")
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %+v %#v %s", s, s, s, s)} {
+		if strings.Contains(out, "hunter2") {
+			t.Fatalf("secret printed: %s", out)
+		}
+	}
+	b, _ := json.Marshal(struct{ P config.Secret }{s})
+	if strings.Contains(string(b), "hunter2") {
+		t.Fatalf("secret in JSON: %s", b)
 	}
 }
