@@ -62,11 +62,12 @@ type Forwarder struct {
 	stopOnce sync.Once
 	handleMu sync.Mutex // held while the handler admits a message; shutdown takes it to fence them
 
-	mqttUp    atomic.Bool
-	kafkaUp   atomic.Bool
-	failures  atomic.Int64 // consecutive failed Kafka writes, for backoff
-	lastErrLg atomic.Int64 // unix nanos of the last produce-error log line (rate limit)
-	idHeader  []byte
+	mqttUp     atomic.Bool
+	subscribed atomic.Bool // the broker granted our SUBSCRIBE on this connection
+	kafkaUp    atomic.Bool
+	failures   atomic.Int64 // consecutive failed Kafka writes, for backoff
+	lastErrLg  atomic.Int64 // unix nanos of the last produce-error log line (rate limit)
+	idHeader   []byte
 }
 
 // New checks what can be checked without the network and returns a Forwarder.
@@ -118,7 +119,38 @@ func (f *Forwarder) Ready() bool {
 		return false
 	default:
 	}
-	return f.mqttUp.Load() && f.kafkaUp.Load()
+	return f.mqttUp.Load() && f.subscribed.Load() && f.kafkaUp.Load()
+}
+
+// subscribe retries until the broker grants the subscription. paho reports a
+// refusal (SUBACK 0x80, e.g. an ACL that forbids the filter) only in the
+// token's Result, not as an error, and a forwarder that silently receives
+// nothing must not report ready.
+func (f *Forwarder) subscribe(ctx context.Context, c mqtt.Client) {
+	filter := f.subscription()
+	for delay := time.Second; c.IsConnectionOpen(); delay = min(2*delay, 30*time.Second) {
+		// nil callback: messages go to the default handler, which also matches $share filters.
+		t := c.Subscribe(filter, 1, nil)
+		var err error
+		switch {
+		case !t.WaitTimeout(10 * time.Second):
+			err = errors.New("no SUBACK within 10s")
+		case t.Error() != nil:
+			err = t.Error()
+		case t.(*mqtt.SubscribeToken).Result()[filter] >= 0x80:
+			err = errors.New("the broker refused the subscription (SUBACK 0x80): check the user's subscribe permission")
+		default:
+			f.subscribed.Store(true)
+			f.log.Info("mqtt subscribed", "filter", filter)
+			return
+		}
+		f.log.Error("mqtt subscribe failed; retrying", "filter", filter, "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
 }
 
 // Handler serves /metrics, /healthz and /readyz.
@@ -133,7 +165,7 @@ func (f *Forwarder) Handler() http.Handler {
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !f.Ready() {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: mqtt_connected=%t kafka_ready=%t\n", f.mqttUp.Load(), f.kafkaUp.Load())
+			fmt.Fprintf(w, "not ready: mqtt_connected=%t mqtt_subscribed=%t kafka_ready=%t\n", f.mqttUp.Load(), f.subscribed.Load(), f.kafkaUp.Load())
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -277,15 +309,11 @@ func (f *Forwarder) connect(ctx context.Context) (mqtt.Client, error) {
 		f.mqttUp.Store(true)
 		f.m.mqttUp.Set(1)
 		f.log.Info("mqtt connected", "broker", f.cfg.MQTT.URL)
-		// nil callback: messages go to the default handler, which also matches $share filters.
-		t := c.Subscribe(f.subscription(), 1, nil)
-		go func() {
-			if t.WaitTimeout(10*time.Second) && t.Error() != nil {
-				f.log.Error("mqtt subscribe failed", "filter", f.subscription(), "err", t.Error())
-			}
-		}()
+		f.subscribed.Store(false)
+		go f.subscribe(ctx, c)
 	})
 	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		f.subscribed.Store(false)
 		f.mqttUp.Store(false)
 		f.m.mqttUp.Set(0)
 		f.log.Warn("mqtt connection lost; reconnecting", "err", err)

@@ -278,3 +278,43 @@ func TestBadCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscribeRefused: a broker that refuses the SUBSCRIBE (SUBACK 0x80)
+// leaves the forwarder not ready and saying why, not silently idle.
+func TestSubscribeRefused(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{DenySubscribe: true})
+	k := testkit.StartKafka(t, pki)
+	env := testkit.Env(b, k, pki, "fwd-denied")
+	cfg, err := config.Load("", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuf{}
+	addrCh := make(chan string, 1)
+	f, err := forwarder.New(cfg, forwarder.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+		Listening: func(a string) { addrCh <- a }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	addr := <-addrCh
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "refused the subscription") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no subscribe refusal logged:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, body := get(addr, "/readyz"); code != 503 || !strings.Contains(body, "mqtt_subscribed=false") {
+		t.Errorf("/readyz = %d %q while the broker refuses the subscription", code, body)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}

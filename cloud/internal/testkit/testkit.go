@@ -118,6 +118,9 @@ type BrokerOptions struct {
 	MaxPacketSize uint32
 	// NoTLS serves plain TCP.
 	NoTLS bool
+	// DenySubscribe refuses MQTTUser's subscriptions (SUBACK 0x80), as a
+	// HiveMQ Cloud credential without subscribe permission does.
+	DenySubscribe bool
 }
 
 // StartBroker runs mochi with TLS and username/password auth until the test ends.
@@ -137,12 +140,16 @@ func StartBroker(tb testing.TB, pki *PKI, o BrokerOptions) *Broker {
 		Capabilities: caps,
 		Logger:       slog.New(slog.DiscardHandler),
 	})
-	err := s.AddHook(new(auth.Hook), &auth.Options{Ledger: &auth.Ledger{
+	ledger := &auth.Ledger{
 		Auth: auth.AuthRules{
 			{Username: MQTTUser, Password: auth.RString(MQTTPassword), Allow: true},
 			{Username: PubUser, Password: PubPassword, Allow: true},
 		},
-	}})
+	}
+	if o.DenySubscribe {
+		ledger.ACL = auth.ACLRules{{Username: MQTTUser, Filters: auth.Filters{"#": auth.Deny}}}
+	}
+	err := s.AddHook(new(auth.Hook), &auth.Options{Ledger: ledger})
 	if err != nil {
 		tb.Fatal(err)
 	}
