@@ -241,37 +241,12 @@ func TestBadCredentials(t *testing.T) {
 	k := testkit.StartKafka(t, pki)
 	env := testkit.Env(b, k, pki, "fwd-badpw")
 	env["HIVEMQ_PASSWORD"] = "wrong-password-xyz"
-	cfg, err := config.Load("", func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuf{}
-	addrCh := make(chan string, 1)
-	f, err := forwarder.New(cfg, forwarder.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil)),
-		Listening: func(a string) { addrCh <- a }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	addr := <-addrCh
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "mqtt connect failed") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no connect failure logged:\n%s", logs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	addr, logs, stop := startLogged(t, env)
+	waitLog(t, logs, "mqtt connect failed")
 	if code, _ := get(addr, "/readyz"); code != 503 {
 		t.Errorf("/readyz = %d with bad credentials", code)
 	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return")
-	}
+	stop()
 	for _, secret := range []string{"wrong-password-xyz", testkit.KafkaSecret} {
 		if strings.Contains(logs.String(), secret) {
 			t.Fatalf("log contains a secret:\n%s", logs)
@@ -285,12 +260,23 @@ func TestSubscribeRefused(t *testing.T) {
 	pki := testkit.NewPKI(t)
 	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{DenySubscribe: true})
 	k := testkit.StartKafka(t, pki)
-	env := testkit.Env(b, k, pki, "fwd-denied")
+	addr, logs, stop := startLogged(t, testkit.Env(b, k, pki, "fwd-denied"))
+	waitLog(t, logs, "refused the subscription")
+	if code, body := get(addr, "/readyz"); code != 503 || !strings.Contains(body, "mqtt_subscribed=false") {
+		t.Errorf("/readyz = %d %q while the broker refuses the subscription", code, body)
+	}
+	stop()
+}
+
+// startLogged runs a forwarder configured by env, logging JSON into the
+// returned buffer; stop cancels it and waits for Run to return.
+func startLogged(t *testing.T, env map[string]string) (addr string, logs *syncBuf, stop func()) {
+	t.Helper()
 	cfg, err := config.Load("", func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuf{}
+	logs = &syncBuf{}
 	addrCh := make(chan string, 1)
 	f, err := forwarder.New(cfg, forwarder.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil)),
 		Listening: func(a string) { addrCh <- a }})
@@ -300,21 +286,24 @@ func TestSubscribeRefused(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
-	addr := <-addrCh
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "refused the subscription") {
+	return <-addrCh, logs, func() {
+		t.Helper()
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return")
+		}
+	}
+}
+
+// waitLog waits up to 10 s for text to appear in logs.
+func waitLog(t *testing.T, logs *syncBuf, text string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), text); {
 		if time.Now().After(deadline) {
-			t.Fatalf("no subscribe refusal logged:\n%s", logs)
+			t.Fatalf("%q not logged:\n%s", text, logs)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	if code, body := get(addr, "/readyz"); code != 503 || !strings.Contains(body, "mqtt_subscribed=false") {
-		t.Errorf("/readyz = %d %q while the broker refuses the subscription", code, body)
-	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return")
 	}
 }
