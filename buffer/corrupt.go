@@ -136,43 +136,39 @@ type walkResult struct {
 // walkHeaders is walk without the JSON decode: it touches every page of
 // the tree and checks keys, order and headers, at a fraction of the cost.
 func walkHeaders(tx *bolt.Tx) (walkResult, error) {
-	var w walkResult
-	prev := uint64(0)
-	c := tx.Bucket([]byte(bucketReadings)).Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		seq, err := keySeq(k)
-		if err != nil {
-			return w, err
-		}
-		if seq <= prev {
-			return w, fmt.Errorf("%w: seq %d after %d", ErrCorrupt, seq, prev)
-		}
-		prev = seq
+	return scan(tx, func(seq uint64, v []byte) error {
 		if _, err := parseValue(v); err != nil {
-			return w, fmt.Errorf("seq %d: %w", seq, err)
+			return fmt.Errorf("seq %d: %w", seq, err)
 		}
-		w.count++
-		w.live += uint64(len(k) + len(v))
-	}
-	return w, nil
+		return nil
+	})
 }
 
 // walk decodes every record in seq order; fn, when set, sees each one.
 func walk(tx *bolt.Tx, fn func(seq uint64, r *reading.Reading) error) (walkResult, error) {
+	return scan(tx, func(seq uint64, v []byte) error {
+		r, err := decodeRecord(seq, v)
+		if err != nil || fn == nil {
+			return err
+		}
+		return fn(seq, &r)
+	})
+}
+
+// scan visits every record in key order, checking that keys are valid and
+// strictly increasing, and totals what it saw. It stops at visit's first error.
+func scan(tx *bolt.Tx, visit func(seq uint64, v []byte) error) (walkResult, error) {
 	var w walkResult
-	prev := uint64(0)
 	c := tx.Bucket([]byte(bucketReadings)).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		seq, err := keySeq(k)
 		if err != nil {
 			return w, err
 		}
-		if seq <= prev {
-			return w, fmt.Errorf("%w: seq %d after %d", ErrCorrupt, seq, prev)
+		if seq <= w.last {
+			return w, fmt.Errorf("%w: seq %d after %d", ErrCorrupt, seq, w.last)
 		}
-		prev = seq
-		r, err := decodeRecord(seq, v)
-		if err != nil {
+		if err := visit(seq, v); err != nil {
 			return w, err
 		}
 		if w.count == 0 {
@@ -181,11 +177,6 @@ func walk(tx *bolt.Tx, fn func(seq uint64, r *reading.Reading) error) (walkResul
 		w.last = seq
 		w.count++
 		w.live += uint64(len(k) + len(v))
-		if fn != nil {
-			if err := fn(seq, &r); err != nil {
-				return w, err
-			}
-		}
 	}
 	return w, nil
 }
