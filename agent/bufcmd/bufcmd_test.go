@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/agent/bufcmd"
+	"github.com/edgepipe/sensorpipe/agent/internal/agentbin"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 )
@@ -24,24 +25,7 @@ import (
 // bin is the real edge-agent binary, built once by TestMain.
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "bufcmd-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin = filepath.Join(dir, "edge-agent")
-	build := exec.Command("go", "build", "-o", bin, "github.com/edgepipe/sensorpipe/agent/cmd/edge-agent")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building edge-agent:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { agentbin.Main(m, &bin) }
 
 type result struct {
 	stdout, stderr string

@@ -19,32 +19,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepipe/sensorpipe/agent/internal/agentbin"
 	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
 	"github.com/edgepipe/sensorpipe/buffer"
 )
 
 var agentBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "edge-agent-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	agentBin = filepath.Join(dir, "edge-agent")
-	// Built the way `make build` ships it, so the steady-state benchmark
-	// measures the real thing.
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agentBin, "github.com/edgepipe/sensorpipe/agent/cmd/edge-agent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := build.CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build edge-agent: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { agentbin.Main(m, &agentBin) }
 
 func writeConfig(t *testing.T, dir, body string) string {
 	t.Helper()

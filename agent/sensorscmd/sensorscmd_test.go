@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgepipe/sensorpipe/agent/internal/agentbin"
 	"github.com/edgepipe/sensorpipe/agent/sensorscmd"
 )
 
@@ -17,23 +18,7 @@ var agentBin string
 
 // TestMain builds the real edge-agent binary; the tests run it the way a
 // user does on a new Pi.
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sensorscmd-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	agentBin = filepath.Join(dir, "edge-agent")
-	out, err := exec.Command("go", "build", "-o", agentBin, "github.com/edgepipe/sensorpipe/agent/cmd/edge-agent").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build edge-agent: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { agentbin.Main(m, &agentBin) }
 
 // writeConfig writes a valid agent config with the given sensors entries
 // and sysfs_root pointing at the fixture tree.
