@@ -134,21 +134,7 @@ func startForwarder(tb testing.TB, mqttAddr, kafkaAddr string, extra ...string) 
 // scrape is a client without gzip, so polling costs the forwarder little.
 var scrape = &http.Client{Transport: &http.Transport{DisableCompression: true}}
 
-func (c *child) metric(name string) float64 {
-	resp, err := scrape.Get("http://" + c.addr + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return -1
-}
+func (c *child) metric(name string) float64 { return testkit.Metric(c.addr, name) }
 
 func (c *child) waitMetric(tb testing.TB, name string, want float64, timeout time.Duration, poll time.Duration) {
 	tb.Helper()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -115,22 +114,6 @@ func spawn(t *testing.T, env map[string]string) *proc {
 	return nil
 }
 
-func metric(addr, name string) float64 {
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return -1
-}
-
 // TestCrashAndRestart SIGKILLs the forwarder mid-stream and restarts it with
 // the same client id: the broker redelivers what was not acked, so nothing
 // is missing; duplicates are allowed and counted.
@@ -154,7 +137,7 @@ func TestCrashAndRestart(t *testing.T) {
 	}()
 	deadline := time.Now().Add(20 * time.Second)
 	// Kill while messages are in flight (received, not yet acked), a third of the way in.
-	for metric(p1.addr, "forwarder_produced_total") < float64(len(devs)*n/3) || metric(p1.addr, "forwarder_in_flight") < 1 {
+	for testkit.Metric(p1.addr, "forwarder_produced_total") < float64(len(devs)*n/3) || testkit.Metric(p1.addr, "forwarder_in_flight") < 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("forwarder made no progress")
 		}
@@ -165,7 +148,7 @@ func TestCrashAndRestart(t *testing.T) {
 	}
 	<-p1.done
 	p1.done <- nil
-	killedAt := metric(p1.addr, "forwarder_produced_total") // -1: gone
+	killedAt := testkit.Metric(p1.addr, "forwarder_produced_total") // -1: gone
 	<-published
 
 	p2 := spawn(t, env)
