@@ -146,7 +146,7 @@ What the report's lines mean:
   the first arrival until caught up (backlog plus fresh readings).
 - **recovery**: time from a fault's end until every reading taken before that moment is in Kafka;
   **resume**: until the first reading taken after the end is in Kafka.
-- **contract**: every record is checked against design.md (key = device_id, headers, record time = reading ts).
+- **contract**: every record is checked against docs/DESIGN.md's Kafka contract (key = device_id, headers, record time = reading ts).
 - **peak RSS**: GNU \`time -v\` maximum resident set size of each program, largest over its restarts.
 
 EOF

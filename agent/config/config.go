@@ -1,5 +1,5 @@
 // Package config loads and validates the edge agent's YAML configuration
-// (shared/design.md, "Configuration"). It is parsed once at start into a
+// (docs/DESIGN.md, "Configuration"). It is parsed once at start into a
 // typed Config; nothing else in the agent reads files or env vars for settings.
 //
 // Every validation error wraps ErrInvalid and names the offending key, so the

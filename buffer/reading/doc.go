@@ -1,6 +1,6 @@
 // Package reading defines one sensor reading and its JSON wire format, the
 // contract between the edge agent, the MQTT broker, the cloud forwarder and
-// every Kafka consumer (see shared/design.md).
+// every Kafka consumer (see docs/DESIGN.md, "The wire format").
 //
 // The same bytes travel as the MQTT payload and the Kafka record value:
 //

@@ -1,13 +1,13 @@
 // Package tail is `cloud-forwarder tail`: a Kafka consumer that prints the
-// readings on the topic as they arrive, for checks and demos. It replaces
-// the seed document's consumer, which called log.Fatal on the first bad
-// message: here a value that does not decode is reported on stderr and
-// skipped.
+// readings on the topic as they arrive, for checks and demos. A value that
+// does not decode is reported on stderr and skipped: one bad record never
+// stops the consumer (a log.Fatal there would stop the whole pipeline's
+// view of the topic).
 //
 // It joins a consumer group (--group; a fresh random group by default, so
 // nothing is committed on a shared one) and starts at the latest offset
-// unless --from-beginning is given, like the seed's group.id and
-// auto.offset.reset.
+// unless --from-beginning is given (Kafka's group.id and
+// auto.offset.reset=earliest).
 //
 // Example:
 //

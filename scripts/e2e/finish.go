@@ -162,7 +162,7 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	return rep
 }
 
-// contractViolation checks a record against design.md's Kafka section:
+// contractViolation checks a record against docs/DESIGN.md's Kafka section:
 // key = device_id, headers mqtt_topic/device_id/seq/forwarder_id, record
 // time = reading ts.
 func contractViolation(r topicread.Record) string {

@@ -105,7 +105,7 @@ func (r *report) text(w io.Writer) {
 	}
 	p("duplicates  %d (%.3f%% of delivered)", r.Duplicates, 100*r.DupRate)
 	p("dlq         %d records; undecodable or other device: %d; seqs past the last produced: %d", r.DLQ, r.Foreign, r.Unexpected)
-	p("contract    %d records break design.md's Kafka contract (key = device_id; headers mqtt_topic, device_id, seq, forwarder_id; record time = reading ts)", r.ContractBad)
+	p("contract    %d records break docs/DESIGN.md's Kafka contract (key = device_id; headers mqtt_topic, device_id, seq, forwarder_id; record time = reading ts)", r.ContractBad)
 	if r.ContractEx != "" {
 		p("            first: %s", r.ContractEx)
 	}
