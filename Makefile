@@ -11,7 +11,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## host binaries into bin/
-	CGO_ENABLED=0 $(GO) build $(GOFLAGS_B) -o bin/ ./agent/cmd/edge-agent $(wildcard ./cloud/cmd/cloud-forwarder)
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_B) -o bin/ ./agent/cmd/edge-agent ./cloud/cmd/cloud-forwarder
 
 test: vet lint test-race test-arm test-qemu ## the whole suite (README's test command; CI runs it)
 

@@ -12,6 +12,6 @@
 //
 // Example:
 //
-//	w, err := kafkaout.NewWriter(cfg.Kafka, func(msgs []kafka.Message, err error) { ... })
+//	w, err := kafkaout.NewWriter(cfg.Kafka, cfg.ID, func(msgs []kafka.Message, err error) { ... })
 //	err = w.WriteMessages(ctx, msgs...) // returns at once; Completion reports the outcome
 package kafkaout

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,10 +22,6 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 )
-
-// ErrNotImplemented is returned when a binary does not have the `run`
-// command yet (it says "unknown command").
-var ErrNotImplemented = errors.New("command not implemented")
 
 // allowAll lets every client connect and use every topic: the broker
 // listens on loopback only.
@@ -109,9 +103,6 @@ func (p *proc) exitErr() error {
 		return nil
 	}
 	b, _ := os.ReadFile(p.log)
-	if bytes.Contains(b, []byte("unknown command")) {
-		return fmt.Errorf("%s: %w (its `run` is not wired yet)", p.name, ErrNotImplemented)
-	}
 	return fmt.Errorf("%s: %v; last log lines:\n%s", p.name, p.err, tail(b, 15))
 }
 
