@@ -36,13 +36,6 @@ type Sensor interface {
 	Close() error
 }
 
-// FailureCounter is implemented by sensors that retry inside Read (dht):
-// Failures counts every failed attempt, including those a retry recovered
-// from, which the agent's per-read error count would not show.
-type FailureCounter interface {
-	Failures() uint64
-}
-
 // Spec is one entry of the agent config's `sensors:` list.
 type Spec struct {
 	Name     string        `yaml:"name"`
@@ -227,9 +220,8 @@ func Open(spec Spec, env Env) (Sensor, error) {
 
 // Every driver satisfies Sensor; dht also counts its retried failures.
 var (
-	_ Sensor         = (*sim.Sensor)(nil)
-	_ Sensor         = (*bme280.Sensor)(nil)
-	_ Sensor         = (*dht.Sensor)(nil)
-	_ Sensor         = (*ds18b20.Sensor)(nil)
-	_ FailureCounter = (*dht.Sensor)(nil)
+	_ Sensor = (*sim.Sensor)(nil)
+	_ Sensor = (*bme280.Sensor)(nil)
+	_ Sensor = (*dht.Sensor)(nil)
+	_ Sensor = (*ds18b20.Sensor)(nil)
 )

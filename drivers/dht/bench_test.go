@@ -21,14 +21,3 @@ func BenchmarkRead(b *testing.B) {
 		}
 	}
 }
-
-// BenchmarkDecodeFrame is the pure 40-bit decoder.
-func BenchmarkDecodeFrame(b *testing.B) {
-	f := [5]byte{0x02, 0x8C, 0x01, 0x5F, 0xEE}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, _, err := DecodeFrame(f, DHT22); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

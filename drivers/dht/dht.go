@@ -9,8 +9,7 @@
 //	s, err := dht.New("dht22-gpio4", dht.Opts{Model: dht.DHT22, SysfsRoot: "/sys"})
 //	v, err := s.Read(ctx) // temperature_c, humidity_pct
 //
-// DecodeFrame decodes the raw 40-bit frame for a GPIO reader; this package
-// does not bit-bang GPIO itself.
+// It does not bit-bang GPIO itself.
 package dht
 
 import (
@@ -64,9 +63,9 @@ const DefaultRetries = 2
 type Sensor struct {
 	name     string
 	opts     Opts
-	dir      string    // resolved device directory, "" until found
-	last     time.Time // start of the last measurement attempt
-	failures atomic.Uint64
+	dir      string        // resolved device directory, "" until found
+	last     time.Time     // start of the last measurement attempt
+	failures atomic.Uint64 // failed attempts, including those a retry recovered from (tests read it)
 }
 
 // New returns a sensor; the device is looked up on the first Read, so an
@@ -101,11 +100,6 @@ func (s *Sensor) Name() string { return s.name }
 
 // Kind returns "dht11" or "dht22".
 func (s *Sensor) Kind() string { return s.opts.Model.String() }
-
-// Failures counts failed measurement attempts since New, including those a
-// retry recovered from and out-of-range values. Safe to call concurrently
-// with Read.
-func (s *Sensor) Failures() uint64 { return s.failures.Load() }
 
 // Read returns temperature_c and humidity_pct. An EIO or ETIMEDOUT from the
 // kernel is retried up to Opts.Retries times, never sooner than the model's

@@ -11,8 +11,6 @@ var (
 	ErrParse = errors.New("unparsable value")
 	// ErrOutOfRange: a value outside the model's datasheet range.
 	ErrOutOfRange = errors.New("value out of the sensor's range")
-	// ErrChecksum: a 40-bit frame whose fifth byte is not the sum of the others.
-	ErrChecksum = errors.New("frame checksum mismatch")
 	// ErrFrame: a frame with a checksum that matches but impossible content.
 	ErrFrame = errors.New("invalid frame")
 )
