@@ -1,0 +1,123 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// stage is the session's temporary table each batch is copied into before
+// one INSERT ... ON CONFLICT moves it to readings. Its rows vanish at
+// commit (and at rollback), so every batch starts from an empty table.
+const stage = "sink_stage"
+
+var createStage = `CREATE TEMPORARY TABLE IF NOT EXISTS ` + stage + ` (
+	device_id text, seq bigint, sensor text, kind text, ts timestamptz, time_synced boolean,
+	temperature_c double precision, humidity_pct double precision, pressure_hpa double precision,
+	"values" jsonb) ON COMMIT DELETE ROWS`
+
+var insertFromStage = func() string {
+	cols := `"` + strings.Join(columns, `", "`) + `"`
+	return `INSERT INTO readings (` + cols + `) SELECT ` + cols + ` FROM ` + stage +
+		` ON CONFLICT (device_id, seq) DO NOTHING`
+}()
+
+// writer puts batches of rows into readings on one connection.
+type writer struct {
+	conn *pgx.Conn
+}
+
+// prepare readies a fresh connection: the staging table is per session.
+func (w *writer) prepare(ctx context.Context) error {
+	if _, err := w.conn.Exec(ctx, createStage); err != nil {
+		return fmt.Errorf("create the staging table: %w", err)
+	}
+	return nil
+}
+
+// result is what one write did.
+type result struct {
+	inserted int64 // new rows
+	dups     int64 // rows already in the table (or twice in the batch)
+	batches  int   // transactions committed
+}
+
+// write stores rows, in one transaction when it can. When PostgreSQL
+// refuses the data (not the connection), it splits the batch and retries
+// the halves, down to single rows: a row refused on its own is passed to
+// bad and skipped, so one bad row never holds up the others or the stream.
+// Any other error is returned as is, for the caller to retry the batch
+// (rows already committed by then come back as duplicates).
+func (w *writer) write(ctx context.Context, rows []row, bad func(row, error)) (result, error) {
+	var res result
+	if len(rows) == 0 {
+		return res, nil
+	}
+	n, err := w.tx(ctx, rows)
+	if err == nil {
+		res.inserted, res.dups, res.batches = n, int64(len(rows))-n, 1
+		return res, nil
+	}
+	if !isDataError(err) {
+		return res, err
+	}
+	if len(rows) == 1 {
+		bad(rows[0], err)
+		return res, nil
+	}
+	half := len(rows) / 2
+	for _, part := range [][]row{rows[:half], rows[half:]} {
+		r, err := w.write(ctx, part, bad)
+		res.inserted += r.inserted
+		res.dups += r.dups
+		res.batches += r.batches
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// tx copies rows into the staging table and inserts the new ones into
+// readings, in one transaction; it returns how many were new.
+func (w *writer) tx(ctx context.Context, rows []row) (int64, error) {
+	tx, err := w.conn.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after Commit
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{stage}, columns, pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+		return rows[i].fields(), nil
+	}))
+	if err != nil {
+		return 0, fmt.Errorf("copy %d rows: %w", len(rows), err)
+	}
+	tag, err := tx.Exec(ctx, insertFromStage)
+	if err != nil {
+		return 0, fmt.Errorf("insert %d rows: %w", len(rows), err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("commit %d rows: %w", len(rows), err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// isDataError tells PostgreSQL refusing a value (SQLSTATE class 22 data
+// exception, 23 integrity constraint violation, 54 program limit such as an
+// index entry too large) from everything else (connection lost, server
+// shutting down, out of disk), which retrying the same batch later may cure.
+func isDataError(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || len(pe.Code) < 2 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "22", "23", "54":
+		return true
+	}
+	return false
+}
