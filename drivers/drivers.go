@@ -1,7 +1,8 @@
 // Package drivers defines what the agent polls: a Sensor that reads once,
 // and a Spec (one entry of the config's sensors list) that Open turns into a
-// Sensor. Each chip lives in its own subpackage; Open wires them explicitly,
-// in one visible switch, with no init() registration.
+// Sensor. Each chip lives in its own subpackage; one visible table in this
+// package wires them (names, fields, checks, Open, probing), with no init()
+// registration.
 //
 //	if err := drivers.Check(spec); err != nil { ... }          // at config load
 //	s, err := drivers.Open(spec, drivers.Env{SysfsRoot: "/sys"}) // at start
@@ -13,7 +14,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"reflect"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgepipe/sensorpipe/drivers/bme280"
@@ -86,90 +90,194 @@ var (
 	w1IDRe      = regexp.MustCompile(`^28-[0-9a-f]{12}$`)
 )
 
+// A driver is one entry of the table below: everything the agent knows
+// about one chip family. Adding a driver means adding its fields to Spec and
+// one entry here; Check, Open, the error messages and `edge-agent sensors`
+// all read the table.
+type driver struct {
+	// names are the values of Spec.Driver this entry answers to.
+	names []string
+	// fields are the yaml keys of Spec that belong to this driver; any other
+	// driver-specific key set on its entries is refused.
+	fields []string
+	// check validates the driver's own fields (nil: nothing to check).
+	check func(s Spec) error
+	// open builds the sensor from a checked Spec, with env's defaults set.
+	open func(s Spec, env Env) (Sensor, error)
+	// probe lists the devices of this family the machine has, and says why
+	// none was found (nil: nothing to look for, as for sim).
+	probe func(env Env, devDir string) ([]Found, []string)
+}
+
+// table is the one list of drivers, in the order messages name them.
+func table() []driver {
+	return []driver{
+		{
+			names:  []string{"bme280", "bmp280"},
+			fields: []string{"bus", "address", "oversampling", "filter"},
+			check:  checkBME280,
+			open: func(s Spec, _ Env) (Sensor, error) {
+				addr := s.Address
+				if addr == 0 {
+					addr = 0x76
+				}
+				// Either driver name accepts either chip; Kind says which was found.
+				return bme280.Open(s.Name, s.Bus, addr, bme280.Opts{Oversampling: s.Oversampling, Filter: s.Filter})
+			},
+			probe: probeI2C,
+		},
+		{
+			names:  []string{"dht11", "dht22"},
+			fields: []string{"iio_device"},
+			check:  checkDHT,
+			open: func(s Spec, env Env) (Sensor, error) {
+				model := dht.DHT22
+				if s.Driver == "dht11" {
+					model = dht.DHT11
+				}
+				return dht.New(s.Name, dht.Opts{Model: model, SysfsRoot: env.SysfsRoot, Device: s.IIODevice, Logger: env.Logger})
+			},
+			probe: func(env Env, _ string) ([]Found, []string) {
+				devs, err := dht.Find(env.SysfsRoot)
+				return found("iio", "dht11/dht22", devs, err)
+			},
+		},
+		{
+			names:  []string{"ds18b20"},
+			fields: []string{"w1_id"},
+			check: func(s Spec) error {
+				if s.W1ID != "" && s.W1ID != "auto" && !w1IDRe.MatchString(s.W1ID) {
+					return fmt.Errorf(`w1_id %q is not "auto" or a DS18B20 id like "28-0316a2793aff" (see /sys/bus/w1/devices)`, s.W1ID)
+				}
+				return nil
+			},
+			open: func(s Spec, env Env) (Sensor, error) {
+				return ds18b20.New(s.Name, ds18b20.Opts{SysfsRoot: env.SysfsRoot, ID: s.W1ID, Logger: env.Logger}), nil
+			},
+			probe: func(env Env, _ string) ([]Found, []string) {
+				ids, err := ds18b20.Find(env.SysfsRoot)
+				return found("w1", "ds18b20", ids, err)
+			},
+		},
+		{
+			names:  []string{"sim"},
+			fields: []string{"seed", "fail_rate"},
+			check: func(s Spec) error {
+				if math.IsNaN(s.FailRate) || s.FailRate < 0 || s.FailRate > 1 {
+					return fmt.Errorf("fail_rate %v is not between 0 and 1", s.FailRate)
+				}
+				return nil
+			},
+			open: func(s Spec, _ Env) (Sensor, error) {
+				return sim.New(s.Name, sim.Opts{Seed: s.Seed, FailRate: s.FailRate}), nil
+			},
+		},
+	}
+}
+
+// lookup returns the table entry for a driver name.
+func lookup(name string) (driver, bool) {
+	for _, d := range table() {
+		if slices.Contains(d.names, name) {
+			return d, true
+		}
+	}
+	return driver{}, false
+}
+
+// Names lists every driver name Spec.Driver accepts, in table order.
+func Names() []string {
+	var names []string
+	for _, d := range table() {
+		names = append(names, d.names...)
+	}
+	return names
+}
+
 // Check validates a Spec without touching hardware. Its messages name the
 // field (the caller prefixes the key, e.g. "sensors[2]").
 func Check(s Spec) error {
-	if err := checkDriverFields(s); err != nil {
-		return err
+	if s.Driver == "" {
+		return fmt.Errorf("driver is required (%s)", strings.Join(Names(), ", "))
 	}
-	switch s.Driver {
-	case "bme280", "bmp280":
-		if s.Bus == "" {
-			return fmt.Errorf(`bus is required for %s (the I2C bus, "1" on a Raspberry Pi)`, s.Driver)
+	d, ok := lookup(s.Driver)
+	if !ok {
+		return fmt.Errorf("unknown driver %q (%s)", s.Driver, strings.Join(Names(), ", "))
+	}
+	// A field of another driver is almost always a typo in the driver name
+	// or a copied entry; silently ignoring it would hide that.
+	for _, f := range setFields(s) {
+		if !slices.Contains(d.fields, f) {
+			return fmt.Errorf("%s does not apply to driver %s (only to %v)", f, s.Driver, owners(f))
 		}
-		switch s.Address {
-		case 0, 0x76, 0x77:
-		default:
-			return fmt.Errorf("address 0x%02x is not a %s address (0x76 with SDO to GND, 0x77 with SDO to 3V3)", s.Address, s.Driver)
+	}
+	if d.check == nil {
+		return nil
+	}
+	return d.check(s)
+}
+
+// setFields returns the yaml keys of the driver-specific Spec fields that
+// are not zero, in Spec's order.
+func setFields(s Spec) []string {
+	v := reflect.ValueOf(s)
+	var set []string
+	for i := range v.NumField() {
+		key, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ",")
+		switch key {
+		case "name", "driver", "interval":
+			continue // common to every driver
 		}
-		switch s.Oversampling {
-		case 0, 1, 2, 4, 8, 16:
-		default:
-			return fmt.Errorf("oversampling %d is not 1, 2, 4, 8 or 16", s.Oversampling)
+		if !v.Field(i).IsZero() {
+			set = append(set, key)
 		}
-		switch s.Filter {
-		case 0, 2, 4, 8, 16:
-		default:
-			return fmt.Errorf("filter %d is not 0 (off), 2, 4, 8 or 16", s.Filter)
+	}
+	return set
+}
+
+// owners lists the driver names a field belongs to.
+func owners(field string) []string {
+	var names []string
+	for _, d := range table() {
+		if slices.Contains(d.fields, field) {
+			names = append(names, d.names...)
 		}
-	case "dht11", "dht22":
-		if s.IIODevice != "" && s.IIODevice != "auto" && !iioDeviceRe.MatchString(s.IIODevice) {
-			return fmt.Errorf(`iio_device %q is not "auto" or like "iio:device0"`, s.IIODevice)
-		}
-		minIv := DHT22MinInterval
-		if s.Driver == "dht11" {
-			minIv = DHT11MinInterval
-		}
-		if s.Interval != 0 && s.Interval < minIv {
-			return fmt.Errorf("interval %v is shorter than the %s's minimum of %v between measurements", s.Interval, s.Driver, minIv)
-		}
-	case "ds18b20":
-		if s.W1ID != "" && s.W1ID != "auto" && !w1IDRe.MatchString(s.W1ID) {
-			return fmt.Errorf(`w1_id %q is not "auto" or a DS18B20 id like "28-0316a2793aff" (see /sys/bus/w1/devices)`, s.W1ID)
-		}
-	case "sim":
-		if math.IsNaN(s.FailRate) || s.FailRate < 0 || s.FailRate > 1 {
-			return fmt.Errorf("fail_rate %v is not between 0 and 1", s.FailRate)
-		}
-	case "":
-		return fmt.Errorf("driver is required (bme280, bmp280, dht11, dht22, ds18b20, sim)")
+	}
+	return names
+}
+
+func checkBME280(s Spec) error {
+	if s.Bus == "" {
+		return fmt.Errorf(`bus is required for %s (the I2C bus, "1" on a Raspberry Pi)`, s.Driver)
+	}
+	switch s.Address {
+	case 0, 0x76, 0x77:
 	default:
-		return fmt.Errorf("unknown driver %q (bme280, bmp280, dht11, dht22, ds18b20, sim)", s.Driver)
+		return fmt.Errorf("address 0x%02x is not a %s address (0x76 with SDO to GND, 0x77 with SDO to 3V3)", s.Address, s.Driver)
+	}
+	switch s.Oversampling {
+	case 0, 1, 2, 4, 8, 16:
+	default:
+		return fmt.Errorf("oversampling %d is not 1, 2, 4, 8 or 16", s.Oversampling)
+	}
+	switch s.Filter {
+	case 0, 2, 4, 8, 16:
+	default:
+		return fmt.Errorf("filter %d is not 0 (off), 2, 4, 8 or 16", s.Filter)
 	}
 	return nil
 }
 
-// checkDriverFields rejects fields that belong to another driver: they are
-// almost always a typo in the driver name or a copied entry, and silently
-// ignoring them would hide it.
-func checkDriverFields(s Spec) error {
-	owner := func(set bool, field string, drivers ...string) error {
-		if !set {
-			return nil
-		}
-		for _, d := range drivers {
-			if s.Driver == d {
-				return nil
-			}
-		}
-		if s.Driver == "" {
-			return nil // "driver is required" is the better message
-		}
-		return fmt.Errorf("%s does not apply to driver %s (only to %v)", field, s.Driver, drivers)
+func checkDHT(s Spec) error {
+	if s.IIODevice != "" && s.IIODevice != "auto" && !iioDeviceRe.MatchString(s.IIODevice) {
+		return fmt.Errorf(`iio_device %q is not "auto" or like "iio:device0"`, s.IIODevice)
 	}
-	for _, err := range []error{
-		owner(s.Bus != "", "bus", "bme280", "bmp280"),
-		owner(s.Address != 0, "address", "bme280", "bmp280"),
-		owner(s.Oversampling != 0, "oversampling", "bme280", "bmp280"),
-		owner(s.Filter != 0, "filter", "bme280", "bmp280"),
-		owner(s.IIODevice != "", "iio_device", "dht11", "dht22"),
-		owner(s.W1ID != "", "w1_id", "ds18b20"),
-		owner(s.Seed != 0, "seed", "sim"),
-		owner(s.FailRate != 0, "fail_rate", "sim"),
-	} {
-		if err != nil {
-			return err
-		}
+	minIv := DHT22MinInterval
+	if s.Driver == "dht11" {
+		minIv = DHT11MinInterval
+	}
+	if s.Interval != 0 && s.Interval < minIv {
+		return fmt.Errorf("interval %v is shorter than the %s's minimum of %v between measurements", s.Interval, s.Driver, minIv)
 	}
 	return nil
 }
@@ -182,43 +290,79 @@ func Open(spec Spec, env Env) (Sensor, error) {
 	if err := Check(spec); err != nil {
 		return nil, fmt.Errorf("sensor %s: %w", spec.Name, err)
 	}
+	d, _ := lookup(spec.Driver) // Check found it
+	s, err := d.open(spec, env.withDefaults())
+	if err != nil { // never return a typed nil inside the interface
+		return nil, fmt.Errorf("sensor %s: %w", spec.Name, err)
+	}
+	return s, nil
+}
+
+func (env Env) withDefaults() Env {
 	if env.SysfsRoot == "" {
 		env.SysfsRoot = "/sys"
 	}
 	if env.Logger == nil {
 		env.Logger = slog.New(slog.DiscardHandler)
 	}
-	switch spec.Driver {
-	case "sim":
-		return sim.New(spec.Name, sim.Opts{Seed: spec.Seed, FailRate: spec.FailRate}), nil
-	case "bme280", "bmp280":
-		addr := spec.Address
-		if addr == 0 {
-			addr = 0x76
-		}
-		// Either driver name accepts either chip; Kind says which was found.
-		s, err := bme280.Open(spec.Name, spec.Bus, addr, bme280.Opts{Oversampling: spec.Oversampling, Filter: spec.Filter})
-		if err != nil {
-			return nil, fmt.Errorf("sensor %s: %w", spec.Name, err)
-		}
-		return s, nil
-	case "dht11", "dht22":
-		model := dht.DHT22
-		if spec.Driver == "dht11" {
-			model = dht.DHT11
-		}
-		s, err := dht.New(spec.Name, dht.Opts{Model: model, SysfsRoot: env.SysfsRoot, Device: spec.IIODevice, Logger: env.Logger})
-		if err != nil { // never return a typed nil inside the interface
-			return nil, fmt.Errorf("sensor %s: %w", spec.Name, err)
-		}
-		return s, nil
-	case "ds18b20":
-		return ds18b20.New(spec.Name, ds18b20.Opts{SysfsRoot: env.SysfsRoot, ID: spec.W1ID, Logger: env.Logger}), nil
-	}
-	return nil, fmt.Errorf("sensor %s: driver %s: %w", spec.Name, spec.Driver, ErrNotImplemented)
+	return env
 }
 
-// Every driver satisfies Sensor; dht also counts its retried failures.
+// Found is a device present on the machine, configured or not.
+type Found struct {
+	Type string `json:"type"` // i2c, iio, w1
+	ID   string `json:"id"`   // "1:0x76", "iio:device0", "28-0316a2793aff"
+	Kind string `json:"kind"` // bme280, bmp280, dht11/dht22, ds18b20
+}
+
+// Probe looks for every driver's devices on the machine: I2C chips under
+// devDir ("/dev"), IIO and 1-Wire devices under env.SysfsRoot. It returns
+// what it found and, per kind of device it found none of or could not
+// list, a note saying why.
+func Probe(env Env, devDir string) (found []Found, notes []string) {
+	env = env.withDefaults()
+	for _, d := range table() {
+		if d.probe == nil {
+			continue
+		}
+		f, n := d.probe(env, devDir)
+		found = append(found, f...)
+		notes = append(notes, n...)
+	}
+	return found, notes
+}
+
+func probeI2C(_ Env, devDir string) ([]Found, []string) {
+	chips, errs := bme280.Scan(devDir)
+	var fs []Found
+	var notes []string
+	for _, c := range chips {
+		fs = append(fs, Found{Type: "i2c", ID: fmt.Sprintf("%s:0x%02x", c.Bus, c.Addr), Kind: c.Kind})
+	}
+	for _, err := range errs {
+		notes = append(notes, "i2c: "+err.Error())
+	}
+	if chips == nil && errs == nil {
+		notes = append(notes, fmt.Sprintf("i2c: no %s/i2c-* (enable with dtparam=i2c_arm=on in config.txt)", devDir))
+	} else if len(chips) == 0 {
+		notes = append(notes, "i2c: no BME280/BMP280 answered at 0x76 or 0x77")
+	}
+	return fs, notes
+}
+
+// found turns a sysfs lookup into Found entries, or its error into a note.
+func found(typ, kind string, ids []string, err error) ([]Found, []string) {
+	if err != nil {
+		return nil, []string{typ + ": " + err.Error()}
+	}
+	fs := make([]Found, 0, len(ids))
+	for _, id := range ids {
+		fs = append(fs, Found{Type: typ, ID: id, Kind: kind})
+	}
+	return fs, nil
+}
+
+// Every driver satisfies Sensor.
 var (
 	_ Sensor = (*sim.Sensor)(nil)
 	_ Sensor = (*bme280.Sensor)(nil)

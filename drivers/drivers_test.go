@@ -2,6 +2,7 @@ package drivers
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,5 +115,36 @@ func TestOpenDS18B20(t *testing.T) {
 	v, err := s.Read(context.Background())
 	if err != nil || v["temperature_c"] != 23.125 || s.Kind() != "ds18b20" || s.Name() != "ds18b20-1" {
 		t.Fatalf("Read = %v, %v", v, err)
+	}
+}
+
+// TestTableCoversSpec keeps the driver table and Spec in step: every
+// driver-specific Spec key belongs to a driver, every key a driver claims
+// exists, and every driver name opens through the table.
+func TestTableCoversSpec(t *testing.T) {
+	all := Spec{Bus: "1", Address: 1, Oversampling: 1, Filter: 1, IIODevice: "x", W1ID: "x", Seed: 1, FailRate: 1}
+	keys := setFields(all)
+	if len(keys) != 8 {
+		t.Fatalf("setFields(every field set) = %v: a Spec field is missing from this test", keys)
+	}
+	claimed := map[string]bool{}
+	for _, d := range table() {
+		if len(d.names) == 0 || d.open == nil {
+			t.Errorf("entry %v: needs names and open", d.names)
+		}
+		for _, f := range d.fields {
+			if !slices.Contains(keys, f) {
+				t.Errorf("driver %v claims %q, which is not a Spec key", d.names, f)
+			}
+			claimed[f] = true
+		}
+	}
+	for _, k := range keys {
+		if !claimed[k] {
+			t.Errorf("Spec key %q belongs to no driver", k)
+		}
+	}
+	if got := strings.Join(Names(), ","); got != "bme280,bmp280,dht11,dht22,ds18b20,sim" {
+		t.Errorf("Names = %s", got)
 	}
 }

@@ -29,9 +29,6 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/cli"
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/drivers"
-	"github.com/edgepipe/sensorpipe/drivers/bme280"
-	"github.com/edgepipe/sensorpipe/drivers/dht"
-	"github.com/edgepipe/sensorpipe/drivers/ds18b20"
 )
 
 // ReadTimeout bounds one sensor's Read, retries included (a DHT22 that
@@ -40,11 +37,11 @@ const ReadTimeout = 20 * time.Second
 
 // Report is what the command prints with --json.
 type Report struct {
-	Config    string   `json:"config,omitempty"` // "" when no config file was found
-	SysfsRoot string   `json:"sysfs_root"`
-	Sensors   []Result `json:"sensors"`
-	Found     []Found  `json:"found"`
-	Notes     []string `json:"notes,omitempty"` // why a kind of device was not found
+	Config    string          `json:"config,omitempty"` // "" when no config file was found
+	SysfsRoot string          `json:"sysfs_root"`
+	Sensors   []Result        `json:"sensors"`
+	Found     []drivers.Found `json:"found"`
+	Notes     []string        `json:"notes,omitempty"` // why a kind of device was not found
 }
 
 // Result is one configured sensor read once.
@@ -56,13 +53,6 @@ type Result struct {
 	Values   map[string]float64 `json:"values,omitempty"`
 	Error    string             `json:"error,omitempty"`
 	Duration string             `json:"duration"`
-}
-
-// Found is a device present on the machine, configured or not.
-type Found struct {
-	Type string `json:"type"` // i2c, iio, w1
-	ID   string `json:"id"`   // "1:0x76", "iio:device0", "28-0316a2793aff"
-	Kind string `json:"kind"` // bme280, bmp280, dht11/dht22, ds18b20
 }
 
 // Run is the cli.Command wired as "sensors".
@@ -81,7 +71,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	explicit := false
 	flags.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
 
-	rep := Report{SysfsRoot: "/sys", Sensors: []Result{}, Found: []Found{}}
+	rep := Report{SysfsRoot: "/sys", Sensors: []Result{}, Found: []drivers.Found{}}
 	cfg, err := config.Load(*path, os.Getenv)
 	switch {
 	case err == nil:
@@ -107,7 +97,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			rep.Sensors = append(rep.Sensors, r)
 		}
 	}
-	probe(&rep, *devDir)
+	found, notes := drivers.Probe(drivers.Env{SysfsRoot: rep.SysfsRoot}, *devDir)
+	rep.Found = append(rep.Found, found...)
+	rep.Notes = append(rep.Notes, notes...)
 
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -146,37 +138,6 @@ func readOnce(ctx context.Context, spec drivers.Spec, env drivers.Env) Result {
 	}
 	r.OK, r.Values = true, v
 	return r
-}
-
-// probe fills rep.Found with what the machine has, and rep.Notes with why
-// a kind of device is absent.
-func probe(rep *Report, devDir string) {
-	found, errs := bme280.Scan(devDir)
-	for _, f := range found {
-		rep.Found = append(rep.Found, Found{Type: "i2c", ID: fmt.Sprintf("%s:0x%02x", f.Bus, f.Addr), Kind: f.Kind})
-	}
-	for _, err := range errs {
-		rep.Notes = append(rep.Notes, "i2c: "+err.Error())
-	}
-	if found == nil && errs == nil {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("i2c: no %s/i2c-* (enable with dtparam=i2c_arm=on in config.txt)", devDir))
-	} else if len(found) == 0 {
-		rep.Notes = append(rep.Notes, "i2c: no BME280/BMP280 answered at 0x76 or 0x77")
-	}
-	if devs, err := dht.Find(rep.SysfsRoot); err != nil {
-		rep.Notes = append(rep.Notes, "iio: "+err.Error())
-	} else {
-		for _, d := range devs {
-			rep.Found = append(rep.Found, Found{Type: "iio", ID: d, Kind: "dht11/dht22"})
-		}
-	}
-	if ids, err := ds18b20.Find(rep.SysfsRoot); err != nil {
-		rep.Notes = append(rep.Notes, "w1: "+err.Error())
-	} else {
-		for _, id := range ids {
-			rep.Found = append(rep.Found, Found{Type: "w1", ID: id, Kind: "ds18b20"})
-		}
-	}
 }
 
 func printHuman(w io.Writer, rep *Report) {

@@ -28,6 +28,8 @@ import (
 	"periph.io/x/conn/v3/physic"
 	"periph.io/x/devices/v3/bmxx80"
 	"periph.io/x/host/v3"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
 )
 
 // Chip ids in register 0xD0.
@@ -207,14 +209,14 @@ func (s *Sensor) convert(e *physic.Env, v map[string]float64) error {
 	if p < 300 || p > 1100 || math.IsNaN(p) {
 		return fmt.Errorf("%s %s: pressure %.2f hPa: %w", s.kind, s.where, p, ErrOutOfRange)
 	}
-	v["temperature_c"] = round(t, 100)
-	v["pressure_hpa"] = round(p, 100)
+	v[reading.Temperature] = round(t, 100)
+	v[reading.Pressure] = round(p, 100)
 	if s.kind == "bme280" {
 		h := float64(e.Humidity) / float64(physic.PercentRH)
 		if h < 0 || h > 100 || math.IsNaN(h) {
 			return fmt.Errorf("%s %s: humidity %.2f %%: %w", s.kind, s.where, h, ErrOutOfRange)
 		}
-		v["humidity_pct"] = round(h, 100)
+		v[reading.Humidity] = round(h, 100)
 	}
 	return nil
 }

@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
 )
 
 // FileReader reads one sysfs file; os.ReadFile in production. Tests wrap
@@ -109,7 +111,7 @@ func (s *Sensor) Read(ctx context.Context) (map[string]float64, error) {
 	for attempt := 0; ; attempt++ {
 		t, rh, err := s.attempt(ctx)
 		if err == nil {
-			return map[string]float64{"temperature_c": t, "humidity_pct": rh}, nil
+			return map[string]float64{reading.Temperature: t, reading.Humidity: rh}, nil
 		}
 		if ctx.Err() != nil {
 			return nil, err

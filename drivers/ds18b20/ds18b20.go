@@ -21,6 +21,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
 )
 
 // Opts configures a DS18B20.
@@ -72,7 +74,7 @@ func (s *Sensor) Read(ctx context.Context) (map[string]float64, error) {
 		}
 		return nil, fmt.Errorf("ds18b20 %s: %w", s.name, err)
 	}
-	return map[string]float64{"temperature_c": t}, nil
+	return map[string]float64{reading.Temperature: t}, nil
 }
 
 func (s *Sensor) read() (float64, error) {

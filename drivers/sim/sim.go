@@ -17,6 +17,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"time"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
 )
 
 // Opts configures a simulated sensor. The zero value is usable.
@@ -96,9 +98,9 @@ func (s *Sensor) read(v map[string]float64) error {
 	// Pressure drifts over a few days rather than with the sun.
 	weather := math.Sin(2 * math.Pi * float64(now.Unix()) / (3.7 * 86400))
 
-	v["temperature_c"] = round(18+6*daily+s.tWalk, 100)
-	v["humidity_pct"] = round(clamp(60-18*daily+4*s.hWalk, 0, 100), 10)
-	v["pressure_hpa"] = round(1013+6*weather+s.pWalk, 100)
+	v[reading.Temperature] = round(18+6*daily+s.tWalk, 100)
+	v[reading.Humidity] = round(clamp(60-18*daily+4*s.hWalk, 0, 100), 10)
+	v[reading.Pressure] = round(1013+6*weather+s.pWalk, 100)
 	return nil
 }
 
