@@ -19,15 +19,7 @@
 // aside as <path>.corrupt-<UTC time> and a fresh buffer starts, keeping the
 // seq above the old file's when it can be salvaged.
 //
-// It does not publish, retry or know about MQTT; see agent/ for that.
-//
-// Example:
-//
-//	b, err := buffer.Open("/var/lib/edge-agent/buffer.db", buffer.Options{Logger: log})
-//	if err != nil { return err }
-//	defer b.Close()
-//	if err := b.Append(ctx, &r); err != nil { return err } // r.Seq is set and on disk
-//	recs, _ := b.Peek(0, 100)
-//	// publish recs[i].Payload, then on PUBACK:
-//	_ = b.Delete(ctx, recs[0].Seq)
+// It does not publish, retry or know about MQTT; see agent/mqttpub for that.
+// The package Example (example_test.go) shows Open, Append, Peek, Delete
+// and Stats on a real file.
 package buffer

@@ -2,11 +2,8 @@
 // and a Spec (one entry of the config's sensors list) that Open turns into a
 // Sensor. Each chip lives in its own subpackage; one visible table in this
 // package wires them (names, fields, checks, Open, probing), with no init()
-// registration.
-//
-//	if err := drivers.Check(spec); err != nil { ... }          // at config load
-//	s, err := drivers.Open(spec, drivers.Env{SysfsRoot: "/sys"}) // at start
-//	values, err := s.Read(ctx)                                  // every interval
+// registration. Check runs at config load, Open at start, Read on every
+// tick: see the package Example (example_test.go).
 package drivers
 
 import (

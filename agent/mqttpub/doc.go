@@ -17,7 +17,5 @@
 // waiting for TCP to notice.
 //
 // It does not read sensors or own the buffer; the caller passes a Queue.
-//
-//	p, err := mqttpub.New(buf, mqttpub.Options{URL: "ssl://x.hivemq.cloud:8883", DeviceID: "pi-1", ...})
-//	err = p.Run(ctx) // until ctx is cancelled
+// The package Example (example_test.go) wires it to a buffer.
 package mqttpub

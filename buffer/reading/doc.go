@@ -12,11 +12,6 @@
 // consumer cannot trust: a missing device_id, seq or ts, numbers that are not
 // finite, invalid UTF-8, and payloads over MaxPayload bytes. It does not
 // know about MQTT topics or Kafka; CheckName validates the names that become
-// topic levels.
-//
-// Example:
-//
-//	b := reading.Encode(nil, &r)
-//	back, err := reading.Decode(b)
-//	if errors.Is(err, reading.ErrInvalid) { /* dead-letter it */ }
+// topic levels. The package Example (example_test.go) encodes and decodes
+// one reading.
 package reading
