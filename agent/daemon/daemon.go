@@ -172,7 +172,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 				if !pub.Connected() {
 					return errors.New("not connected to the MQTT broker (readings are buffered)")
 				}
-				return nil
+				return pub.Stalled()
 			},
 			Mounts: map[string]http.Handler{"/buffer/": bufcmd.Handler(a.buf)},
 			Logger: a.log,
@@ -200,7 +200,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 		"buffered", st.Count, "buffer", cfg.Buffer.Path, "mqtt", cfg.MQTT.URL, "status", statusAddr,
 		"clock_synced", a.clk.Synced())
 	a.o.Notify(sddaemon.SdNotifyReady)
-	a.watchdog(gctx)
+	a.watchdog(gctx, pub)
 	a.o.Notify(sddaemon.SdNotifyStopping)
 	a.log.Info("edge-agent stopping")
 	return g.Wait()
@@ -213,7 +213,8 @@ func (a *agent) publisherOptions() mqttpub.Options {
 		DeviceID: a.cfg.DeviceID, TopicPrefix: c.TopicPrefix, KeepAlive: c.KeepAlive, Window: c.MaxInflight,
 		Logger: a.log.With("component", "mqtt"),
 		Metrics: mqttpub.Metrics{
-			Published: a.m.Published, Latency: a.m.PublishLatency, Connected: a.m.Connected,
+			Published: a.m.Published, Delivered: a.m.Delivered, DeleteErrors: a.m.DeleteErrors,
+			Latency: a.m.PublishLatency, Connected: a.m.Connected,
 			ConnectErrors: a.m.ConnectErrors, Disconnects: a.m.Disconnects,
 		},
 	}
@@ -231,8 +232,8 @@ func (a *agent) healthy() error {
 }
 
 // watchdog is the main loop: it pets systemd's watchdog while the agent is
-// healthy, until ctx ends.
-func (a *agent) watchdog(ctx context.Context) {
+// healthy and the publisher is not stalled, until ctx ends.
+func (a *agent) watchdog(ctx context.Context, pub *mqttpub.Publisher) {
 	every, err := sddaemon.SdWatchdogEnabled(false)
 	if err != nil || every <= 0 {
 		<-ctx.Done()
@@ -245,7 +246,11 @@ func (a *agent) watchdog(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := a.healthy(); err != nil {
+			err := a.healthy()
+			if err == nil {
+				err = pub.Stalled()
+			}
+			if err != nil {
 				a.log.Error("unhealthy; not petting the watchdog", "err", err)
 				continue
 			}

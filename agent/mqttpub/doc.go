@@ -4,6 +4,10 @@
 // It keeps a window of in-flight publishes (2,000 by default), peeking past
 // the ones already sent, so a backlog drains at tens of thousands of
 // readings a second. Acknowledged sequence numbers are deleted in batches.
+// A failed delete ends the session: the readings are sent again and
+// deleted on their next acknowledgement. Stalled reports a publisher that
+// has work and makes no progress (a deadlock), for readiness and the
+// systemd watchdog.
 // When the connection drops, everything not yet acknowledged is still in
 // the buffer, so the next connection simply starts again from the oldest
 // record: order per sensor is kept and nothing is lost; a few readings may

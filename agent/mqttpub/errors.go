@@ -8,6 +8,12 @@ var (
 	// ErrAckTimeout is why a connection is dropped when a publish waits
 	// too long for its PUBACK.
 	ErrAckTimeout = errors.New("no PUBACK in time")
+	// ErrDelete ends a session when the buffer failed to delete delivered
+	// readings (disk full, I/O error): they are sent again and deleted on
+	// the next acknowledgement.
+	ErrDelete = errors.New("buffer delete failed")
+	// ErrStalled is wrapped by Stalled's reports.
+	ErrStalled = errors.New("publisher stalled")
 	// ErrOptions is wrapped by errors about invalid Options.
 	ErrOptions = errors.New("invalid mqtt options")
 )

@@ -59,6 +59,10 @@ type Options struct {
 	// FlushTimeout is how long Run waits for PUBACKs of in-flight
 	// publishes after ctx is cancelled. Default 1.5s.
 	FlushTimeout time.Duration
+	// StallTimeout is how long the publisher may go without a step forward
+	// (a publish, a PUBACK handled, a delete done) while it has work before
+	// Stalled reports it. Default 2*AckTimeout.
+	StallTimeout time.Duration
 
 	Window int // in-flight QoS 1 publishes, default 2000 (at most 65535)
 	Batch  int // records per Peek, default 500
@@ -69,7 +73,9 @@ type Options struct {
 
 // Metrics are updated by the publisher; nil fields are not updated.
 type Metrics struct {
-	Published     prometheus.Counter  // readings acknowledged by the broker
+	Published     prometheus.Counter  // readings acknowledged by the broker (PUBACK)
+	Delivered     prometheus.Counter  // readings deleted from the queue after delivery
+	DeleteErrors  prometheus.Counter  // failed deletes (each ends the session)
 	Latency       prometheus.Observer // seconds from publish to PUBACK
 	Connected     prometheus.Gauge    // 1 while connected
 	ConnectErrors prometheus.Counter  // failed connection attempts
@@ -85,6 +91,13 @@ type Publisher struct {
 	connected atomic.Bool
 	statusTop string
 	topics    map[string]string // sensor -> reading topic; used by the sender only
+
+	led      *ledger
+	prog     progress
+	delFails atomic.Int64 // failed deletes since the last good one
+
+	sessMu     sync.Mutex
+	sessCancel context.CancelCauseFunc // ends the current session; nil between sessions
 }
 
 // New checks opts and returns a Publisher. It does not connect.
@@ -100,7 +113,7 @@ func New(q Queue, o Options) (*Publisher, error) {
 	if o.Window > 65535 {
 		return nil, fmt.Errorf("%w: window %d exceeds MQTT's 65535 packet ids", ErrOptions, o.Window)
 	}
-	p := &Publisher{o: o, q: q, log: o.Logger, topics: map[string]string{}}
+	p := &Publisher{o: o, q: q, log: o.Logger, topics: map[string]string{}, led: newLedger()}
 	p.statusTop = o.TopicPrefix + "/" + o.DeviceID + "/status"
 	switch u.Scheme {
 	case "ssl", "tls", "mqtts", "tcps":
@@ -135,6 +148,7 @@ func setDefaults(o *Options) {
 	def(&o.MinBackoff, time.Second)
 	def(&o.MaxBackoff, 30*time.Second)
 	def(&o.FlushTimeout, 1500*time.Millisecond)
+	def(&o.StallTimeout, 2*o.AckTimeout)
 	if o.Window <= 0 {
 		o.Window = 2000
 	}
@@ -177,9 +191,32 @@ func (p *Publisher) Connected() bool { return p.connected.Load() }
 func (p *Publisher) StatusTopic() string { return p.statusTop }
 
 // Run connects, drains the queue and reconnects until ctx is cancelled. It
-// then waits briefly for in-flight PUBACKs, marks the device offline and
-// disconnects. It returns nil after a clean stop, or the queue's error.
+// then waits briefly for in-flight PUBACKs, deletes what was delivered,
+// marks the device offline and disconnects. It returns nil after a clean
+// stop, or the queue's error when the buffer fails for good (closed,
+// unreadable).
 func (p *Publisher) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := make(chan struct{})
+	delErr := make(chan error, 1)
+	go func() {
+		err := p.deleter(stop)
+		if err != nil {
+			cancel(err)
+		}
+		delErr <- err
+	}()
+	err := p.sessions(ctx)
+	close(stop)
+	if derr := <-delErr; derr != nil {
+		return derr
+	}
+	return err
+}
+
+// sessions is Run's connect loop.
+func (p *Publisher) sessions(ctx context.Context) error {
 	attempt := 0
 	for ctx.Err() == nil {
 		s, err := p.connect(ctx)
@@ -191,10 +228,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 			attempt++
 			p.logConnectError(err, attempt, delay)
 			inc(p.o.Metrics.ConnectErrors)
-			select {
-			case <-ctx.Done():
-			case <-time.After(delay):
-			}
+			sleep(ctx, delay)
 			continue
 		}
 		attempt = 0
@@ -211,15 +245,84 @@ func (p *Publisher) Run(ctx context.Context) error {
 			return nil
 		}
 		s.close(false)
+		if errors.Is(err, ErrDelete) {
+			// Logged by the deleter; back off while the disk keeps failing.
+			sleep(ctx, p.backoff(int(p.delFails.Load())))
+			continue
+		}
 		inc(p.o.Metrics.Disconnects)
 		delay := p.backoff(0)
 		p.log.Warn("mqtt connection lost; readings stay buffered", "err", err, "retry_in", delay.Round(time.Millisecond).String())
-		select {
-		case <-ctx.Done():
-		case <-time.After(delay):
-		}
+		sleep(ctx, delay)
 	}
 	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// endSession ends the current session, if any, with cause.
+func (p *Publisher) endSession(cause error) {
+	p.sessMu.Lock()
+	defer p.sessMu.Unlock()
+	if p.sessCancel != nil {
+		p.sessCancel(cause)
+	}
+}
+
+// Stalled returns an error wrapping ErrStalled when the publisher has work
+// but has made no step forward for StallTimeout: readings to send or
+// publishes in flight while connected, or delivered readings whose delete
+// does not return. A network outage is not a stall (there is no
+// connection); an idle publisher is not either. The agent's readiness and
+// its systemd watchdog use it.
+func (p *Publisher) Stalled() error {
+	idle := p.prog.idleFor()
+	if idle < p.o.StallTimeout {
+		return nil
+	}
+	d := idle.Round(time.Second).String()
+	if n := p.led.deletingN(); n > 0 {
+		return fmt.Errorf("%w: %d delivered readings not deleted from the buffer for %s", ErrStalled, n, d)
+	}
+	if !p.connected.Load() {
+		return nil
+	}
+	if n := p.prog.inflight.Load(); n > 0 {
+		return fmt.Errorf("%w: %d publishes in flight and no PUBACK handled for %s", ErrStalled, n, d)
+	}
+	if p.prog.sending.Load() {
+		return fmt.Errorf("%w: readings to send and none sent for %s", ErrStalled, d)
+	}
+	return nil
+}
+
+// progress tells a publisher that works from one that is stuck.
+type progress struct {
+	last     atomic.Int64 // unix ns of the last step forward
+	sending  atomic.Bool  // the sender is not waiting for new readings
+	inflight atomic.Int64 // publishes whose PUBACK the acker has not handled
+}
+
+func (g *progress) touch() { g.last.Store(time.Now().UnixNano()) }
+
+func (g *progress) idleFor() time.Duration {
+	return time.Duration(time.Now().UnixNano() - g.last.Load())
+}
+
+// setSending marks the sender busy or waiting; becoming busy counts as a
+// step, so the clock starts then.
+func (g *progress) setSending(v bool) {
+	if v {
+		g.touch()
+	}
+	g.sending.Store(v)
 }
 
 func (p *Publisher) setConnected(v bool) {
@@ -277,6 +380,12 @@ func (p *Publisher) logConnectError(err error, attempt int, delay time.Duration)
 func inc(c prometheus.Counter) {
 	if c != nil {
 		c.Inc()
+	}
+}
+
+func add(c prometheus.Counter, n int) {
+	if c != nil {
+		c.Add(float64(n))
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +25,17 @@ func (s *session) run(ctx context.Context) error {
 	p := s.p
 	connCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	p.sessMu.Lock()
+	p.sessCancel = cancel
+	p.sessMu.Unlock()
+	defer func() {
+		p.sessMu.Lock()
+		p.sessCancel = nil
+		p.sessMu.Unlock()
+		p.prog.setSending(false)
+		p.prog.inflight.Store(0) // what the acker dropped is sent again
+	}()
+	p.prog.touch()
 	go func() {
 		select {
 		case err := <-s.lost:
@@ -50,7 +60,13 @@ func (s *session) run(ctx context.Context) error {
 	inflight := make(chan pending, p.o.Window)
 	abort := make(chan struct{})
 	ackErr := make(chan error, 1)
-	go func() { ackErr <- s.acker(inflight, abort) }()
+	go func() {
+		err := s.acker(inflight, abort)
+		if err != nil {
+			cancel(err) // the sender must not wait on a window nobody empties
+		}
+		ackErr <- err
+	}()
 
 	sendErr := s.sender(connCtx, inflight)
 	close(inflight)
@@ -59,11 +75,8 @@ func (s *session) run(ctx context.Context) error {
 		// so they are not sent again after the restart.
 		var timedOut atomic.Bool
 		t := time.AfterFunc(p.o.FlushTimeout, func() { timedOut.Store(true); close(abort) })
-		err := <-ackErr
+		<-ackErr
 		t.Stop()
-		if errors.Is(err, errQueue) {
-			return err
-		}
 		if timedOut.Load() {
 			// The broker stopped answering: do not wait again to say
 			// "offline"; the will says it when the broker gives up on us.
@@ -75,9 +88,6 @@ func (s *session) run(ctx context.Context) error {
 	err := <-ackErr
 	if sendErr != nil && !errors.Is(sendErr, context.Canceled) {
 		return sendErr
-	}
-	if errors.Is(err, errQueue) {
-		return err
 	}
 	if c := s.cause(connCtx); c != nil {
 		return c
@@ -93,9 +103,11 @@ func (s *session) cause(ctx context.Context) error {
 }
 
 // sender peeks past everything in flight and publishes, blocking while the
-// window is full.
+// window is full. Readings the ledger holds (delivered, being deleted) are
+// skipped.
 func (s *session) sender(ctx context.Context, inflight chan<- pending) error {
 	p := s.p
+	p.prog.setSending(true)
 	var after uint64
 	for ctx.Err() == nil {
 		n := min(p.o.Batch, cap(inflight)-len(inflight))
@@ -105,19 +117,24 @@ func (s *session) sender(ctx context.Context, inflight chan<- pending) error {
 			return fmt.Errorf("%w: peek: %w", errQueue, err)
 		}
 		if len(recs) == 0 {
-			if err := p.q.Wait(ctx, after); err != nil && ctx.Err() == nil {
+			p.prog.setSending(false)
+			err := p.q.Wait(ctx, after)
+			p.prog.setSending(true)
+			if err != nil && ctx.Err() == nil {
 				return fmt.Errorf("%w: wait: %w", errQueue, err)
 			}
 			continue
 		}
-		for _, r := range recs {
+		after = recs[len(recs)-1].Seq
+		for _, r := range p.led.admit(recs) {
 			tok := s.c.Publish(p.topic(r.Sensor), 1, false, r.Payload)
+			p.prog.inflight.Add(1)
+			p.prog.touch()
 			select {
 			case inflight <- pending{seq: r.Seq, tok: tok, sent: time.Now()}:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			after = r.Seq
 		}
 	}
 	return ctx.Err()
@@ -132,30 +149,21 @@ func (p *Publisher) topic(sensor string) string {
 	return t
 }
 
-// acker waits for PUBACKs in publish order and hands acknowledged seqs
-// to a deleter in batches. It flushes before it blocks, so a record is
+// acker waits for PUBACKs in publish order and hands acknowledged seqs to
+// the deleter in batches. It flushes before it blocks, so a record is
 // deleted soon after its PUBACK even when the next one is slow; and it does
 // not wait for the delete's fsync, so PUBACKs keep freeing the window while
-// the buffer commits (the next batch grows meanwhile).
-func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) (err error) {
+// the buffer commits, unless the deleter falls behind by maxQueuedDeletes.
+func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) error {
 	p := s.p
-	d := s.startDeleter()
-	defer func() {
-		if derr := d.stop(); derr != nil && err == nil {
-			err = derr
-		}
-	}()
 	batch := make([]uint64, 0, 256)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
+	flush := func() {
+		if len(batch) > 0 {
+			p.delivered(batch)
+			batch = batch[:0]
 		}
-		if err := d.send(batch); err != nil {
-			return err
-		}
-		batch = make([]uint64, 0, 256)
-		return nil
 	}
+	defer flush()
 	stall := time.NewTimer(time.Hour)
 	defer stall.Stop()
 	for {
@@ -164,29 +172,25 @@ func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) (err err
 		select {
 		case e, ok = <-inflight:
 		default:
-			if err := flush(); err != nil {
-				return err
-			}
+			flush()
 			select {
 			case e, ok = <-inflight:
 			case <-abort:
-				return flush()
+				return nil
 			}
 		}
 		if !ok {
-			return flush()
+			return nil
 		}
 		select {
 		case <-e.tok.Done():
 		default:
-			if err := flush(); err != nil {
-				return err
-			}
+			flush()
 			stall.Reset(time.Until(e.sent.Add(p.o.AckTimeout)))
 			select {
 			case <-e.tok.Done():
 			case <-abort:
-				return flush()
+				return nil
 			case <-stall.C:
 				p.log.Warn("no PUBACK in time; dropping the connection", "seq", e.seq, "waited", time.Since(e.sent).Round(time.Millisecond).String())
 				s.closeConn()
@@ -194,81 +198,45 @@ func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) (err err
 			}
 		}
 		if err := e.tok.Error(); err != nil {
-			if ferr := flush(); ferr != nil {
-				return ferr
-			}
 			return fmt.Errorf("publish seq %d: %w", e.seq, err)
 		}
+		p.prog.inflight.Add(-1)
 		if o := p.o.Metrics.Latency; o != nil {
 			o.Observe(time.Since(e.sent).Seconds())
 		}
 		batch = append(batch, e.seq)
 		if len(batch) >= maxDeleteBatch {
-			if err := flush(); err != nil {
-				return err
+			flush()
+			if !p.waitDeleter(abort) {
+				return nil
 			}
 		}
 	}
 }
 
-// maxDeleteBatch bounds how many acknowledged readings wait for one
-// delete while PUBACKs stream in without a pause (they would be sent again
-// after a crash).
-const maxDeleteBatch = 1000
+// maxQueuedDeletes is how many delivered readings may wait for the deleter
+// before the acker waits for it.
+const maxQueuedDeletes = 4 * maxDeleteBatch
 
-// deleter deletes acknowledged seqs from the queue, one batch at a time, in
-// its own goroutine.
-type deleter struct {
-	ch   chan []uint64
-	done chan struct{}
-	mu   sync.Mutex
-	err  error
+// delivered hands acknowledged seqs to the deleter.
+func (p *Publisher) delivered(seqs []uint64) {
+	p.led.delivered(seqs)
+	add(p.o.Metrics.Published, len(seqs))
+	p.prog.touch()
 }
 
-func (s *session) startDeleter() *deleter {
-	p := s.p
-	d := &deleter{ch: make(chan []uint64, 4), done: make(chan struct{})}
-	go func() {
-		defer close(d.done)
-		for seqs := range d.ch {
-			if d.failed() != nil {
-				continue // drain; the acker stops at its next send
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := p.q.Delete(ctx, seqs...)
-			cancel()
-			if err != nil {
-				d.mu.Lock()
-				d.err = fmt.Errorf("%w: delete: %w", errQueue, err)
-				d.mu.Unlock()
-				continue
-			}
-			if c := p.o.Metrics.Published; c != nil {
-				c.Add(float64(len(seqs)))
-			}
+// waitDeleter waits while the deleter is maxQueuedDeletes behind; false
+// when abort came first.
+func (p *Publisher) waitDeleter(abort <-chan struct{}) bool {
+	for {
+		n, freed := p.led.backlog()
+		if n < maxQueuedDeletes {
+			return true
 		}
-	}()
-	return d
-}
-
-func (d *deleter) failed() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.err
-}
-
-// send queues a batch; it blocks while four batches are pending.
-func (d *deleter) send(seqs []uint64) error {
-	if err := d.failed(); err != nil {
-		return err
+		select {
+		case <-freed:
+		case <-abort:
+			return false
+		}
 	}
-	d.ch <- seqs
-	return nil
-}
-
-// stop waits until every queued batch is deleted.
-func (d *deleter) stop() error {
-	close(d.ch)
-	<-d.done
-	return d.failed()
 }

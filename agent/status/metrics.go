@@ -17,6 +17,8 @@ type Metrics struct {
 	Readings       *prometheus.CounterVec // sensor
 	SensorErrors   *prometheus.CounterVec // sensor
 	Published      prometheus.Counter
+	Delivered      prometheus.Counter
+	DeleteErrors   prometheus.Counter
 	PublishLatency prometheus.Histogram
 	Connected      prometheus.Gauge
 	ConnectErrors  prometheus.Counter
@@ -34,7 +36,11 @@ func NewMetrics(reg prometheus.Registerer, stats func() (buffer.Stats, error)) *
 		SensorErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sensor_errors_total",
 			Help: "Failed sensor opens, reads and stores, by sensor."}, []string{"sensor"}),
 		Published: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "published_total",
-			Help: "Readings acknowledged by the MQTT broker (PUBACK) and deleted from the buffer."}),
+			Help: "Readings acknowledged by the MQTT broker (PUBACK), re-sends included."}),
+		Delivered: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "delivered_total",
+			Help: "Readings deleted from the buffer after delivery."}),
+		DeleteErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "buffer_delete_errors_total",
+			Help: "Failed deletes of delivered readings (each ends the MQTT session; the readings are sent again)."}),
 		PublishLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "publish_latency_seconds",
 			Help:    "Time from MQTT publish to PUBACK.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
@@ -49,7 +55,7 @@ func NewMetrics(reg prometheus.Registerer, stats func() (buffer.Stats, error)) *
 		TSCorrected: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "timestamps_corrected_total",
 			Help: "Buffered readings whose unsynced timestamp was corrected after NTP sync."}),
 	}
-	reg.MustRegister(m.Readings, m.SensorErrors, m.Published, m.PublishLatency, m.Connected,
+	reg.MustRegister(m.Readings, m.SensorErrors, m.Published, m.Delivered, m.DeleteErrors, m.PublishLatency, m.Connected,
 		m.ConnectErrors, m.Disconnects, m.ClockSynced, m.TSCorrected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if stats != nil {
