@@ -8,6 +8,7 @@
 // deleted on their next acknowledgement. Stalled reports a publisher that
 // has work and makes no progress (a deadlock), for readiness and the
 // systemd watchdog.
+//
 // When the connection drops, everything not yet acknowledged is still in
 // the buffer, so the next connection simply starts again from the oldest
 // record: order per sensor is kept and nothing is lost; a few readings may
