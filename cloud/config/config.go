@@ -160,7 +160,7 @@ func gather(path string, getenv func(string) string) (map[string]string, error) 
 			return nil, err
 		}
 	}
-	for _, v := range Vars {
+	for _, v := range allVars() {
 		if s := getenv(v.Name); s != "" {
 			vals[v.Name] = s
 		}
@@ -187,7 +187,7 @@ func readFile(path string, vals map[string]string) error {
 		return &Error{Key: "--config", Msg: fmt.Sprintf("%s: %v", path, err)}
 	}
 	known := map[string]bool{}
-	for _, v := range Vars {
+	for _, v := range allVars() {
 		known[strings.ToLower(v.Name)] = true
 	}
 	for k, v := range m {

@@ -8,14 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
@@ -23,6 +21,7 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/kafkaout"
+	"github.com/edgepipe/sensorpipe/cloud/statushttp"
 	"github.com/edgepipe/sensorpipe/cloud/tlsconf"
 )
 
@@ -155,22 +154,9 @@ func (f *Forwarder) subscribe(ctx context.Context, c mqtt.Client) {
 
 // Handler serves /metrics, /healthz and /readyz.
 func (f *Forwarder) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(f.m.reg, promhttp.HandlerOpts{}))
-	if f.cfg.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	}
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !f.Ready() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: mqtt_connected=%t mqtt_subscribed=%t kafka_ready=%t\n", f.mqttUp.Load(), f.subscribed.Load(), f.kafkaUp.Load())
-			return
-		}
-		fmt.Fprintln(w, "ready")
+	return statushttp.Handler(f.m.reg, f.cfg.Pprof, func() (bool, string) {
+		return f.Ready(), fmt.Sprintf("mqtt_connected=%t mqtt_subscribed=%t kafka_ready=%t", f.mqttUp.Load(), f.subscribed.Load(), f.kafkaUp.Load())
 	})
-	return mux
 }
 
 // Run forwards until ctx is cancelled, then shuts down gracefully.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/forwarder"
+	"github.com/edgepipe/sensorpipe/cloud/sink"
 	"github.com/edgepipe/sensorpipe/cloud/tail"
 )
 
@@ -55,11 +56,20 @@ Usage:
   cloud-forwarder run [--config FILE]     forward until SIGTERM (configuration from the environment)
   cloud-forwarder tail [--group ID] [--from-beginning] [--json] [--count N] [--topic T] [--config FILE]
                                           print the readings arriving on the Kafka topic
+  cloud-forwarder sink [--config FILE]    write the readings from Kafka into PostgreSQL until SIGTERM
   cloud-forwarder version                 print the version
 
 Environment (a --config YAML file may set the same keys in lower case; the environment wins):
 `)
 	for _, v := range config.Vars {
+		def := v.Default
+		if def != "" {
+			def = " (default " + def + ")"
+		}
+		fmt.Fprintf(&b, "  %-32s %s%s\n", v.Name, v.Meaning, def)
+	}
+	b.WriteString("\nThe sink reads the CONFLUENT_*/KAFKA_* settings above, FORWARDER_INSECURE, FORWARDER_LOG_LEVEL, FORWARDER_PPROF, and:\n")
+	for _, v := range config.SinkVars {
 		def := v.Default
 		if def != "" {
 			def = " (default " + def + ")"
@@ -84,6 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "run":
 		return runForwarder(ctx, args[1:], stderr)
+	case "sink":
+		return runSink(ctx, args[1:], stderr)
 	case "tail":
 		return tail.Run(ctx, args[1:], os.Getenv, stdout, stderr)
 	}
@@ -115,6 +127,35 @@ func runForwarder(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if err := f.Run(ctx); err != nil {
 		log.Error("forwarder stopped with an error", "err", err)
+		return err
+	}
+	return nil
+}
+
+func runSink(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sink", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "optional YAML file with the same keys as the environment, in lower case")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	cfg, err := config.LoadSink(*cfgPath, os.Getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	s, err := sink.New(cfg, sink.Options{Logger: log, Version: version})
+	if err != nil {
+		return err
+	}
+	if err := s.Run(ctx); err != nil {
+		log.Error("sink stopped with an error", "err", err)
 		return err
 	}
 	return nil

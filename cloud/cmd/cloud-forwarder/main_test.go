@@ -255,3 +255,25 @@ func TestConfigErrorExit2(t *testing.T) {
 		t.Fatalf("output should name the variable and no secret: %s", out)
 	}
 }
+
+// TestSinkRefusesWeakTLSToARemoteDatabase: a DATABASE_URL to a remote host
+// without sslmode=verify-full exits 2 naming the key, without printing the
+// URL's password.
+func TestSinkRefusesWeakTLSToARemoteDatabase(t *testing.T) {
+	for _, mode := range []string{"", "?sslmode=require", "?sslmode=verify-ca"} {
+		cmd := exec.CommandContext(context.Background(), binPath, "sink")
+		cmd.Env = []string{
+			"CONFLUENT_BOOTSTRAP_SERVER_SASL=pkc.example.com:9092", "CONFLUENT_API_KEY=k", "CONFLUENT_API_SECRET=hunter2",
+			"DATABASE_URL=postgres://sink:db-pass-42@db.example.com:5432/sensors" + mode,
+		}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Fatalf("sslmode %q: exit = %v, want 2\n%s", mode, err, out)
+		}
+		if !strings.Contains(string(out), "DATABASE_URL") || !strings.Contains(string(out), "verify-full") ||
+			strings.Contains(string(out), "db-pass-42") || strings.Contains(string(out), "hunter2") {
+			t.Fatalf("sslmode %q: output should name DATABASE_URL and verify-full and no secret: %s", mode, out)
+		}
+	}
+}

@@ -34,6 +34,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	plainkgo "github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 )
@@ -437,4 +438,33 @@ func (k *Kafka) dialer() *kafka.Dialer {
 // (murmur2, via franz-go's independent implementation) picks for key.
 func Partition(key string, n int) int {
 	return kgo.StickyKeyPartitioner(nil).ForTopic(Topic).Partition(&kgo.Record{Key: []byte(key)}, n)
+}
+
+// Produce writes values to topic with franz-go (acks=all), keyed by
+// keys[i] when keys is not nil (the forwarder keys by device_id), and waits
+// until Kafka has them all.
+func (k *Kafka) Produce(tb testing.TB, topic string, keys []string, values ...[]byte) {
+	tb.Helper()
+	opts := []kgo.Opt{kgo.SeedBrokers(k.Addr), kgo.ProducerLinger(0), kgo.RecordRetries(5)}
+	if k.pki != nil {
+		opts = append(opts, kgo.DialTLSConfig(k.pki.Client()),
+			kgo.SASL(plainkgo.Auth{User: KafkaUser, Pass: KafkaSecret}.AsMechanism()))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cl.Close()
+	recs := make([]*kgo.Record, len(values))
+	for i, v := range values {
+		recs[i] = &kgo.Record{Topic: topic, Value: v}
+		if keys != nil {
+			recs[i].Key = []byte(keys[i])
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		tb.Fatalf("produce to %s: %v", topic, err)
+	}
 }

@@ -1,0 +1,189 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Sink is the validated configuration of `cloud-forwarder sink` (Kafka to
+// PostgreSQL). Its Kafka settings are read exactly as for `run`.
+type Sink struct {
+	Kafka Kafka
+	// DatabaseURL is the libpq URL (DATABASE_URL or the file named by
+	// DATABASE_URL_FILE). A secret: it usually holds the password.
+	DatabaseURL Secret
+	Group       string        // SINK_GROUP: Kafka consumer group
+	Listen      string        // SINK_LISTEN: /metrics, /healthz, /readyz
+	Retention   time.Duration // SINK_RETENTION: 0 keeps every row
+	BatchSize   int           // SINK_BATCH_SIZE: records per database transaction, at most
+	LogLevel    string        // FORWARDER_LOG_LEVEL
+	Pprof       bool          // FORWARDER_PPROF
+}
+
+// SinkVars lists the settings only `cloud-forwarder sink` reads; it also
+// reads the CONFLUENT_*/KAFKA_* settings of Vars, FORWARDER_INSECURE,
+// FORWARDER_LOG_LEVEL and FORWARDER_PPROF.
+var SinkVars = []Var{
+	{"DATABASE_URL", "", "PostgreSQL libpq URL, postgres://user:pass@host:5432/db?sslmode=verify-full (weaker sslmode only to loopback or a unix socket); required"},
+	{"DATABASE_URL_FILE", "", "file holding DATABASE_URL (instead of DATABASE_URL)"},
+	{"SINK_GROUP", "sensorpipe-sink", "Kafka consumer group of the sink replicas"},
+	{"SINK_LISTEN", ":9103", "/metrics, /healthz, /readyz of the sink"},
+	{"SINK_RETENTION", "keep", "delete readings older than this (e.g. 720h or 90d); keep: never"},
+	{"SINK_BATCH_SIZE", "5000", "records written per database transaction, at most"},
+}
+
+// Sink defaults.
+const (
+	DefaultSinkGroup  = "sensorpipe-sink"
+	DefaultSinkListen = ":9103"
+	DefaultSinkBatch  = 5000
+	// MinRetention guards against a unit slip (SINK_RETENTION=30 meaning days) emptying the table.
+	MinRetention = time.Hour
+)
+
+func allVars() []Var { return append(Vars[:len(Vars):len(Vars)], SinkVars...) }
+
+// LoadSink is Load for `cloud-forwarder sink`.
+func LoadSink(path string, getenv func(string) string) (*Sink, error) {
+	vals, err := gather(path, getenv)
+	if err != nil {
+		return nil, err
+	}
+	get := getter(vals)
+	c := &Config{}
+	if c.Insecure, err = parseBool(vals, "FORWARDER_INSECURE"); err != nil {
+		return nil, err
+	}
+	if err := parseKafka(c, vals, get); err != nil {
+		return nil, err
+	}
+	s := &Sink{Kafka: c.Kafka}
+	if s.DatabaseURL, err = secret(vals, "DATABASE_URL"); err != nil {
+		return nil, err
+	}
+	if err := checkDatabaseURL(s.DatabaseURL.Reveal()); err != nil {
+		return nil, &Error{Key: "DATABASE_URL", Msg: err.Error()}
+	}
+	s.Group = get("SINK_GROUP", DefaultSinkGroup)
+	if err := checkGroup(s.Group); err != nil {
+		return nil, &Error{Key: "SINK_GROUP", Msg: err.Error()}
+	}
+	s.Listen = get("SINK_LISTEN", DefaultSinkListen)
+	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+		return nil, &Error{Key: "SINK_LISTEN", Msg: fmt.Sprintf("%q is not host:port", s.Listen)}
+	}
+	if s.Retention, err = parseRetention(get("SINK_RETENTION", "keep")); err != nil {
+		return nil, &Error{Key: "SINK_RETENTION", Msg: err.Error()}
+	}
+	if s.BatchSize, err = parseInt(get("SINK_BATCH_SIZE", strconv.Itoa(DefaultSinkBatch)), "SINK_BATCH_SIZE", 1, 100000); err != nil {
+		return nil, err
+	}
+	if s.Pprof, err = parseBool(vals, "FORWARDER_PPROF"); err != nil {
+		return nil, err
+	}
+	s.LogLevel = strings.ToLower(get("FORWARDER_LOG_LEVEL", "info"))
+	switch s.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return nil, &Error{Key: "FORWARDER_LOG_LEVEL", Msg: fmt.Sprintf("%q is not debug, info, warn or error", s.LogLevel)}
+	}
+	return s, nil
+}
+
+// checkDatabaseURL accepts a postgres:// URL that pgx can use and that
+// verifies the server's certificate and name (sslmode=verify-full) unless
+// every host is loopback or a unix socket. Its messages never quote the URL:
+// it holds the password.
+func checkDatabaseURL(s string) error {
+	if s == "" {
+		return fmt.Errorf("required (postgres://user:password@host:5432/dbname?sslmode=verify-full)")
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return fmt.Errorf("not a postgres:// URL")
+	}
+	if _, err := pgx.ParseConfig(s); err != nil {
+		return fmt.Errorf("not a usable libpq URL: %s", redact(err.Error(), u))
+	}
+	q := u.Query()
+	var hosts []string
+	if h := q.Get("host"); h != "" {
+		hosts = strings.Split(h, ",")
+	} else if u.Host != "" {
+		for _, hp := range strings.Split(u.Host, ",") {
+			h, _, err := net.SplitHostPort(hp)
+			if err != nil {
+				h = strings.Trim(hp, "[]")
+			}
+			hosts = append(hosts, h)
+		}
+	}
+	local := true // no host at all: the default unix socket
+	for _, h := range hosts {
+		local = local && (h == "" || strings.HasPrefix(h, "/") || strings.HasPrefix(h, "@") || isLoopback(h))
+	}
+	if mode := q.Get("sslmode"); !local && mode != "verify-full" {
+		if mode == "" {
+			mode = "prefer (the default)"
+		}
+		return fmt.Errorf("sslmode is %s; a remote database needs sslmode=verify-full (certificate and host name checked), plus sslrootcert=FILE for a private CA", mode)
+	}
+	return nil
+}
+
+// redact removes the URL's password from a message.
+func redact(msg string, u *url.URL) string {
+	if u.User == nil {
+		return msg
+	}
+	if p, ok := u.User.Password(); ok && p != "" {
+		msg = strings.ReplaceAll(msg, p, "[redacted]")
+	}
+	return msg
+}
+
+// checkGroup applies Kafka's rules for a consumer group id: non-empty,
+// printable, at most 255 bytes.
+func checkGroup(g string) error {
+	if g == "" || len(g) > 255 {
+		return fmt.Errorf("%q is not 1 to 255 bytes", g)
+	}
+	for _, r := range g {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%q contains a control character", g)
+		}
+	}
+	return nil
+}
+
+// parseRetention reads "keep" (or 0) for no retention, a Go duration
+// (720h), or a number of days (90d).
+func parseRetention(s string) (time.Duration, error) {
+	switch strings.ToLower(s) {
+	case "", "keep", "0", "none", "off":
+		return 0, nil
+	}
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 || n > 100*365 {
+			return 0, fmt.Errorf("%q is not a number of days", s)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("%q is not keep, a duration (720h) or days (90d)", s)
+		}
+	}
+	if d < MinRetention {
+		return 0, fmt.Errorf("%q is under %v; use keep to keep everything", s, MinRetention)
+	}
+	return d, nil
+}

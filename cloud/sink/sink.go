@@ -1,0 +1,397 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/cloud/config"
+	"github.com/edgepipe/sensorpipe/cloud/kafkaout"
+	"github.com/edgepipe/sensorpipe/cloud/sink/schema"
+	"github.com/edgepipe/sensorpipe/cloud/statushttp"
+)
+
+// Options are the parts of a Sink that do not come from configuration.
+type Options struct {
+	Logger  *slog.Logger // nil = discard
+	Version string       // shown in the startup log line
+	// Listening, if set, is called with the bound address of the HTTP
+	// server (useful with SINK_LISTEN=127.0.0.1:0).
+	Listening func(addr string)
+}
+
+// shutdownGrace is how long a stop waits for the batch in hand to be
+// stored and committed; past it the batch is abandoned uncommitted (it is
+// consumed again by the next owner of its partitions).
+const shutdownGrace = 5 * time.Second
+
+// Sink is one Kafka-to-PostgreSQL writer. Create it with New and call Run once.
+type Sink struct {
+	cfg   *config.Sink
+	log   *slog.Logger
+	opts  Options
+	m     *metrics
+	dbCfg *pgx.ConnConfig
+	kopts []kgo.Opt
+
+	w        writer // used by the consume loop only
+	dbUp     atomic.Bool
+	kafkaUp  atomic.Bool
+	migrated atomic.Bool
+	dbFails  int // consecutive failures, for backoff (consume loop only)
+	own      partitions
+}
+
+// New checks what can be checked without the network and returns a Sink.
+func New(cfg *config.Sink, opts Options) (*Sink, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	dbCfg, err := pgx.ParseConfig(cfg.DatabaseURL.Reveal())
+	if err != nil {
+		return nil, fmt.Errorf("%w: DATABASE_URL: %v", config.ErrInvalid, err)
+	}
+	if dbCfg.RuntimeParams["application_name"] == "" {
+		dbCfg.RuntimeParams["application_name"] = "cloud-forwarder-sink"
+	}
+	s := &Sink{cfg: cfg, log: opts.Logger, opts: opts, m: newMetrics(), dbCfg: dbCfg}
+	if s.kopts, err = s.kafkaOptions(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// kafkaOptions are the consumer's settings: the group, TLS and SASL as for
+// `run`, manual commits, and bounded fetch buffers.
+func (s *Sink) kafkaOptions() ([]kgo.Opt, error) {
+	k := s.cfg.Kafka
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(k.Bootstrap...),
+		kgo.ClientID("cloud-forwarder-sink"),
+		kgo.ConsumerGroup(s.cfg.Group),
+		kgo.ConsumeTopics(k.Topic),
+		// A new group starts at the oldest record: the table is meant to
+		// hold every reading the topic still has.
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		// Offsets are committed by the consume loop after the rows are;
+		// blocking rebalances meanwhile means a commit never lands on a
+		// partition that moved to another replica during the batch.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		// Bound what is fetched ahead of the database: this is most of
+		// the sink's memory.
+		kgo.FetchMaxBytes(4 << 20),
+		kgo.FetchMaxPartitionBytes(1 << 20),
+		kgo.MaxConcurrentFetches(2),
+		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.WithLogger(kgoLogger{s.log}),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			s.log.Info("kafka partitions assigned", "partitions", m)
+			s.own.add(m[s.cfg.Kafka.Topic])
+		}),
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.forget("revoked", m) }),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.forget("lost", m) }),
+	}
+	tc, err := kafkaout.TLSConfig(k)
+	if err != nil {
+		return nil, fmt.Errorf("kafka tls: %w", err)
+	}
+	if tc != nil {
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	if k.SecurityProtocol == config.SASLSSL {
+		opts = append(opts, kgo.SASL(plain.Auth{User: k.APIKey, Pass: k.APISecret.Reveal()}.AsMechanism()))
+	}
+	return opts, nil
+}
+
+func (s *Sink) forget(how string, m map[string][]int32) {
+	s.log.Info("kafka partitions "+how, "partitions", m)
+	ps := m[s.cfg.Kafka.Topic]
+	s.own.remove(ps)
+	for _, p := range ps {
+		s.m.lag.DeleteLabelValues(s.cfg.Kafka.Topic, strconv.Itoa(int(p)))
+	}
+}
+
+// Ready reports whether the sink can store readings: the schema is in
+// place, PostgreSQL takes writes and Kafka answers.
+func (s *Sink) Ready() bool { return s.migrated.Load() && s.dbUp.Load() && s.kafkaUp.Load() }
+
+func (s *Sink) notReady() string {
+	return fmt.Sprintf("schema_ready=%t db_ready=%t kafka_ready=%t", s.migrated.Load(), s.dbUp.Load(), s.kafkaUp.Load())
+}
+
+// Run consumes and stores until ctx is cancelled, then stores the batch in
+// hand (for up to 5 s), commits it, leaves the group and returns.
+func (s *Sink) Run(ctx context.Context) error {
+	srv, err := statushttp.Listen(s.cfg.Listen, statushttp.Handler(s.m.reg, s.cfg.Pprof, func() (bool, string) {
+		return s.Ready(), s.notReady()
+	}))
+	if err != nil {
+		return err
+	}
+	if s.opts.Listening != nil {
+		s.opts.Listening(srv.Addr())
+	}
+	var g errgroup.Group
+	g.Go(srv.Serve)
+	defer func() {
+		srv.Shutdown()
+		_ = g.Wait()
+	}()
+	s.log.Info("sink starting", "version", s.opts.Version, "kafka", s.cfg.Kafka.Bootstrap, "topic", s.cfg.Kafka.Topic,
+		"group", s.cfg.Group, "security_protocol", s.cfg.Kafka.SecurityProtocol, "database", s.dbCfg.Host,
+		"retention", s.cfg.Retention.String(), "listen", srv.Addr())
+
+	if !s.connect(ctx, true) {
+		return nil // stopped before the database was ever reachable
+	}
+	defer func() { _ = s.w.conn.Close(context.Background()) }()
+
+	cl, err := kgo.NewClient(s.kopts...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer func() {
+		// Leaving the group hands our partitions to the other replicas at once.
+		done := make(chan struct{})
+		go func() { cl.CloseAllowingRebalance(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			s.log.Warn("kafka client did not close within 5s")
+		}
+	}()
+	bg, bgCtx := errgroup.WithContext(ctx)
+	bg.Go(func() error { s.probeKafka(bgCtx, cl); return nil })
+	if s.cfg.Retention > 0 {
+		bg.Go(func() error { s.retain(bgCtx); return nil })
+	}
+	err = s.consume(ctx, cl)
+	_ = bg.Wait()
+	s.log.Info("sink stopped")
+	return err
+}
+
+// consume is the loop: poll a batch, store it, commit its offsets, allow
+// a rebalance, again.
+func (s *Sink) consume(ctx context.Context, cl *kgo.Client) error {
+	// hard outlives ctx by shutdownGrace, so the batch in hand can finish.
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(shutdownGrace, cancelHard) })
+	defer stop()
+	for {
+		fs := cl.PollRecords(ctx, s.cfg.BatchSize)
+		if ctx.Err() != nil || fs.IsClientClosed() {
+			cl.AllowRebalance()
+			return nil
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			s.log.Warn("kafka fetch error", "topic", t, "partition", p, "err", err)
+		})
+		recs := fs.Records()
+		if len(recs) > 0 {
+			start := time.Now()
+			if !s.store(ctx, hard, recs) {
+				cl.AllowRebalance()
+				return nil // stopping with the batch unstored: it stays uncommitted
+			}
+			if err := cl.CommitRecords(hard, recs...); err != nil {
+				s.m.commitErrs.Inc()
+				s.log.Warn("kafka offset commit failed; the batch will be consumed again and its rows dropped as duplicates",
+					"records", len(recs), "err", err)
+			}
+			s.m.records.Add(float64(len(recs)))
+			s.m.batchTime.Observe(time.Since(start).Seconds())
+		}
+		cl.AllowRebalance()
+	}
+}
+
+// store decodes recs and writes them, retrying with backoff while
+// PostgreSQL is unreachable. It returns false if ctx ended first (or hard,
+// the grace after it), with the batch not stored.
+func (s *Sink) store(ctx, hard context.Context, recs []*kgo.Record) bool {
+	rows := make([]row, 0, len(recs))
+	for _, rec := range recs {
+		src := Source{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
+		r, err := reading.Decode(rec.Value)
+		if err != nil {
+			s.skip(reasonDecode, src, err)
+			continue
+		}
+		rw, err := newRow(&r, src)
+		if err != nil {
+			s.skip(reasonColumn, src, err)
+			continue
+		}
+		rows = append(rows, rw)
+	}
+	for {
+		if !s.connect(ctx, false) {
+			return false
+		}
+		res, err := s.w.write(hard, rows, func(r row, err error) { s.skip(reasonRefused, r.src, err) })
+		s.m.rows.Add(float64(res.inserted))
+		s.m.duplicates.Add(float64(res.dups))
+		s.m.batches.Add(float64(res.batches))
+		if err == nil {
+			s.dbOK()
+			return true
+		}
+		s.dbFailed("write failed; retrying the batch", err)
+		if s.w.conn != nil && !s.w.conn.IsClosed() {
+			// A failure that left the session usable (statement timeout,
+			// disk full): start the next attempt on a fresh one anyway.
+			_ = s.w.conn.Close(context.WithoutCancel(hard))
+		}
+		if ctx.Err() != nil || !sleep(ctx, s.backoff()) {
+			return false
+		}
+	}
+}
+
+func (s *Sink) skip(reason string, src Source, err error) {
+	s.m.skipped.WithLabelValues(reason).Inc()
+	s.log.Warn("skipping a record", "reason", reason, "topic", src.Topic, "partition", src.Partition, "offset", src.Offset, "err", err)
+}
+
+// connect makes sure the writer has a usable session (migrating the schema
+// on the first one when migrate is set), retrying with backoff. It returns
+// false if ctx ended before it had one.
+func (s *Sink) connect(ctx context.Context, migrate bool) bool {
+	for s.w.conn == nil || s.w.conn.IsClosed() {
+		err := s.open(ctx, migrate)
+		if err == nil {
+			s.dbOK()
+			return true
+		}
+		if errors.Is(err, schema.ErrTooNew) {
+			s.log.Error("refusing to write", "err", err)
+		}
+		s.dbFailed("database not reachable; retrying", err)
+		if !sleep(ctx, s.backoff()) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Sink) open(ctx context.Context, migrate bool) error {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, s.dbCfg)
+	if err != nil {
+		return err
+	}
+	if migrate {
+		from, to, err := schema.Migrate(cctx, conn)
+		if err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+			return fmt.Errorf("migrate the schema: %w", err)
+		}
+		if from != to {
+			s.log.Info("schema migrated", "from", from, "to", to)
+		}
+		s.migrated.Store(true)
+	}
+	s.w.conn = conn
+	if err := s.w.prepare(cctx); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return err
+	}
+	return nil
+}
+
+func (s *Sink) dbOK() {
+	if s.dbFails > 0 || !s.dbUp.Load() {
+		s.log.Info("database ready")
+	}
+	s.dbFails = 0
+	s.dbUp.Store(true)
+	s.m.dbUp.Set(1)
+}
+
+func (s *Sink) dbFailed(msg string, err error) {
+	s.m.dbErrors.Inc()
+	s.dbUp.Store(false)
+	s.m.dbUp.Set(0)
+	s.dbFails++
+	if s.dbFails == 1 || s.dbFails%10 == 0 {
+		s.log.Warn(msg, "failures", s.dbFails, "retry_in", s.backoff(), "err", err)
+	}
+}
+
+// backoff grows with consecutive database failures: 250ms, 500ms, ... 10s.
+func (s *Sink) backoff() time.Duration {
+	n := min(s.dbFails, 7)
+	return min(250*time.Millisecond<<max(n-1, 0), 10*time.Second)
+}
+
+// probeKafka asks a broker for its API versions every few seconds, so
+// /readyz tells a Kafka outage even while there is nothing to consume, and
+// then updates the lag of the partitions this replica owns.
+func (s *Sink) probeKafka(ctx context.Context, cl *kgo.Client) {
+	for first := true; ; first = false {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := cl.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		up := err == nil
+		if s.kafkaUp.Swap(up) != up || (first && !up) {
+			if up {
+				s.log.Info("kafka reachable")
+			} else {
+				s.log.Warn("kafka not reachable", "bootstrap", s.cfg.Kafka.Bootstrap, "err", err)
+			}
+		}
+		s.m.kafkaUp.Set(map[bool]float64{false: 0, true: 1}[up])
+		if up {
+			if err := s.updateLag(ctx, cl); err != nil && ctx.Err() == nil {
+				s.log.Debug("lag not updated", "err", err)
+			}
+		}
+		if !sleep(ctx, 2*time.Second) {
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// kgoLogger sends franz-go's warnings and errors to slog.
+type kgoLogger struct{ l *slog.Logger }
+
+func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lv := slog.LevelWarn
+	if level == kgo.LogLevelError {
+		lv = slog.LevelError
+	}
+	k.l.Log(context.Background(), lv, "kafka: "+msg, keyvals...)
+}

@@ -1,0 +1,266 @@
+package sink
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/cloud/config"
+	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
+)
+
+// sinkEnv is the sink's environment for a kfake cluster with TLS and SASL
+// PLAIN, as production has, and a database URL.
+func sinkEnv(k *testkit.Kafka, pki *testkit.PKI, dbURL string) map[string]string {
+	return map[string]string{
+		"CONFLUENT_BOOTSTRAP_SERVER_SASL": k.Addr,
+		"CONFLUENT_API_KEY":               testkit.KafkaUser,
+		"CONFLUENT_API_SECRET":            testkit.KafkaSecret,
+		"KAFKA_CA_FILE":                   pki.CAFile,
+		"DATABASE_URL":                    dbURL,
+		"SINK_LISTEN":                     "127.0.0.1:0",
+	}
+}
+
+// running is a Sink started by startSink.
+type running struct {
+	s    *Sink
+	addr string
+	log  *syncLog
+	stop func() error // cancels Run and returns its error
+}
+
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startSink runs a Sink in this process until the test ends (or stop).
+func startSink(t *testing.T, env map[string]string) *running {
+	t.Helper()
+	cfg, err := config.LoadSink("", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &running{log: &syncLog{}}
+	addr := make(chan string, 1)
+	r.s, err = New(cfg, Options{Logger: slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Listening: func(a string) { addr <- a }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.s.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	r.stop = func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
+	t.Cleanup(func() {
+		if err := r.stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("sink log:\n%s", r.log)
+		}
+	})
+	select {
+	case r.addr = <-addr:
+	case err := <-done:
+		t.Fatalf("Run returned at once: %v", err)
+	}
+	return r
+}
+
+func (r *running) ready() bool {
+	resp, err := http.Get("http://" + r.addr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (r *running) metric(name string) float64 { return testkit.Metric(r.addr, name) }
+
+// waitFor polls cond every 20 ms until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// encoded returns the wire form of seqs from..to of each device, and the keys (device ids).
+func encoded(devs []string, from, to uint64) (keys []string, values [][]byte) {
+	for s := from; s <= to; s++ {
+		for _, d := range devs {
+			keys = append(keys, d)
+			values = append(values, reading.Encode(nil, testkit.Reading(d, s)))
+		}
+	}
+	return keys, values
+}
+
+// tally counts the table by (device_id, seq): rows, distinct readings, and
+// readings of devs with seq in 1..n that are missing.
+type tally struct{ rows, distinct, missing int }
+
+func count(t *testing.T, url string, devs []string, n int) tally {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var c tally
+	if err := conn.QueryRow(ctx, "SELECT count(*), count(DISTINCT (device_id, seq)) FROM readings").Scan(&c.rows, &c.distinct); err != nil {
+		t.Fatal(err)
+	}
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM unnest($1::text[]) d, generate_series(1, $2::bigint) s
+		WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE r.device_id = d AND r.seq = s)`, devs, n).Scan(&c.missing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// countOnly is count when the caller only wants the number of rows (0 if
+// the database cannot be asked).
+func countOnly(url string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return 0
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM readings").Scan(&n); err != nil {
+		return 0
+	}
+	return n
+}
+
+// TestSinkWritesEveryReadingOnce sends readings (some twice), records that
+// are not readings or do not fit the table, and a dead-lettered record:
+// every reading becomes one row, the bad records are counted and logged
+// with their position, and nothing from the DLQ is written.
+func TestSinkWritesEveryReadingOnce(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	k := testkit.StartKafka(t, pki)
+	_, url := migrated(t)
+	devs := testkit.Devices(4)
+	const n = 500
+	keys, vals := encoded(devs, 1, n)
+	k.Produce(t, testkit.Topic, keys, vals...)
+	dupKeys, dupVals := encoded(devs, 100, 150)
+	k.Produce(t, testkit.Topic, dupKeys, dupVals...)
+	nul := testkit.Reading("pi-bad", 1)
+	nul.Kind = "sim\x00" // decodes (the escape \u0000), but PostgreSQL text cannot hold it
+	k.Produce(t, testkit.Topic, []string{"pi-bad", "pi-bad"}, []byte("{not json"), reading.Encode(nil, nul))
+	k.Produce(t, testkit.DLQTopic, nil, reading.Encode(nil, testkit.Reading("pi-dlq", 1)))
+
+	r := startSink(t, sinkEnv(k, pki, url))
+	waitFor(t, 30*time.Second, "every record consumed", func() bool {
+		return r.metric("sink_records_total") == float64(len(vals)+len(dupVals)+2)
+	})
+	if c := count(t, url, devs, n); c.rows != len(devs)*n || c.distinct != c.rows || c.missing != 0 {
+		t.Fatalf("table: %+v; want %d rows, all distinct, none missing", c, len(devs)*n)
+	}
+	if got := r.metric("sink_rows_written_total"); got != float64(len(devs)*n) {
+		t.Errorf("sink_rows_written_total = %v", got)
+	}
+	if got := r.metric("sink_duplicates_total"); got != float64(len(dupVals)) {
+		t.Errorf("sink_duplicates_total = %v, want %d", got, len(dupVals))
+	}
+	if got := r.metric(`sink_skipped_total{reason="decode"}`); got != 1 {
+		t.Errorf("skipped for decode = %v, want 1", got)
+	}
+	if got := r.metric(`sink_skipped_total{reason="column"}`); got != 1 {
+		t.Errorf("skipped for column = %v, want 1", got)
+	}
+	log := r.log.String()
+	for _, want := range []string{"topic=sensor-readings", "partition=", "offset=", "reason=decode", "reason=column"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log has no %q:\n%s", want, log)
+		}
+	}
+	waitFor(t, 10*time.Second, "ready", r.ready)
+	waitFor(t, 10*time.Second, "lag 0 on every partition", func() bool {
+		total := 0.0
+		for p := range testkit.Partitions {
+			total += r.metric(`sink_lag_records{partition="` + strconv.Itoa(p) + `",topic="sensor-readings"}`)
+		}
+		return total == 0
+	})
+	if err := r.stop(); err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+
+	// A second sink in the same group finds every offset committed: it writes nothing.
+	r2 := startSink(t, sinkEnv(k, pki, url))
+	waitFor(t, 15*time.Second, "second sink ready", r2.ready)
+	time.Sleep(time.Second)
+	if got := r2.metric("sink_records_total"); got != 0 {
+		t.Fatalf("a restarted sink consumed %v records again; offsets were not committed", got)
+	}
+}
+
+// TestSinkStartsBeforeTheDatabase starts the sink while PostgreSQL is down:
+// it is not ready, it retries, and once the server is up it migrates the
+// schema and writes everything.
+func TestSinkStartsBeforeTheDatabase(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	k := testkit.StartKafka(t, pki)
+	c := pgcluster.ForTest(t)
+	url, err := c.CreateDatabase(context.Background(), "late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	devs := testkit.Devices(2)
+	keys, vals := encoded(devs, 1, 100)
+	k.Produce(t, testkit.Topic, keys, vals...)
+	r := startSink(t, sinkEnv(k, pki, url))
+	time.Sleep(time.Second)
+	if r.ready() {
+		t.Fatal("ready without a database")
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "all rows", func() bool { return countOnly(url) == len(vals) })
+	waitFor(t, 10*time.Second, "ready", r.ready)
+}
