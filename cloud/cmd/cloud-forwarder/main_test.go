@@ -17,8 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
 )
 
 // binPath is the cloud-forwarder binary built once by TestMain.
@@ -77,12 +80,19 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// spawn starts the real binary with env and waits for /readyz.
+// spawn starts the real binary's run command with env and waits for /readyz.
 func spawn(t *testing.T, env map[string]string) *proc {
 	t.Helper()
+	return spawnCmd(t, "run", "FORWARDER_LISTEN", env)
+}
+
+// spawnCmd starts the real binary's command with env, listening where
+// listenKey says, and waits for /readyz.
+func spawnCmd(t *testing.T, command, listenKey string, env map[string]string) *proc {
+	t.Helper()
 	p := &proc{addr: freeAddr(t), log: &syncBuffer{}, done: make(chan error, 1)}
-	env["FORWARDER_LISTEN"] = p.addr
-	p.cmd = exec.Command(binPath, "run")
+	env[listenKey] = p.addr
+	p.cmd = exec.Command(binPath, command)
 	p.cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	for k, v := range env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
@@ -96,7 +106,7 @@ func spawn(t *testing.T, env map[string]string) *proc {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 		if t.Failed() {
-			t.Logf("forwarder log:\n%s", p.log)
+			t.Logf("%s log:\n%s", command, p.log)
 		}
 		p.done <- nil // let a second cleanup of the same proc pass
 	})
@@ -110,7 +120,7 @@ func spawn(t *testing.T, env map[string]string) *proc {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("forwarder not ready; log:\n%s", p.log)
+	t.Fatalf("%s not ready; log:\n%s", command, p.log)
 	return nil
 }
 
@@ -276,4 +286,99 @@ func TestSinkRefusesWeakTLSToARemoteDatabase(t *testing.T) {
 			t.Fatalf("sslmode %q: output should name DATABASE_URL and verify-full and no secret: %s", mode, out)
 		}
 	}
+}
+
+// sinkInTx reports whether the sink's database session has a transaction open.
+func sinkInTx(ctx context.Context, conn *pgx.Conn) bool {
+	var n int
+	err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE application_name = 'cloud-forwarder-sink' AND xact_start IS NOT NULL`).Scan(&n)
+	return err == nil && n > 0
+}
+
+func rowCount(ctx context.Context, conn *pgx.Conn) (rows, distinct int) {
+	_ = conn.QueryRow(ctx, "SELECT count(*), count(DISTINCT (device_id, seq)) FROM readings").Scan(&rows, &distinct)
+	return rows, distinct
+}
+
+// TestSinkKill9MidBatch SIGKILLs the real `cloud-forwarder sink` three
+// times while it has a transaction open on a backlog, restarting it each
+// time: the uncommitted batch is consumed again, and in the end every
+// reading is exactly one row.
+func TestSinkKill9MidBatch(t *testing.T) {
+	c := pgcluster.ForTest(t)
+	ctx := context.Background()
+	url, err := c.CreateDatabase(ctx, "kill9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pki := testkit.NewPKI(t)
+	k := testkit.StartKafka(t, pki)
+	devs := testkit.Devices(8)
+	const n = 2500
+	var keys []string
+	var vals [][]byte
+	for s := uint64(1); s <= n; s++ {
+		for _, d := range devs {
+			keys = append(keys, d)
+			vals = append(vals, reading.Encode(nil, testkit.Reading(d, s)))
+		}
+	}
+	k.Produce(t, testkit.Topic, keys, vals...)
+	env := map[string]string{
+		"CONFLUENT_BOOTSTRAP_SERVER_SASL": k.Addr,
+		"CONFLUENT_API_KEY":               testkit.KafkaUser,
+		"CONFLUENT_API_SECRET":            testkit.KafkaSecret,
+		"KAFKA_CA_FILE":                   pki.CAFile,
+		"DATABASE_URL":                    url,
+		"SINK_BATCH_SIZE":                 "1000",
+	}
+	watch, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(ctx)
+	total := len(vals)
+	for kill := 1; kill <= 3; kill++ {
+		p := spawnCmd(t, "sink", "SINK_LISTEN", env)
+		deadline := time.Now().Add(30 * time.Second)
+		// Kill once a quarter more of the backlog is in, while a transaction is open.
+		for {
+			rows, _ := rowCount(ctx, watch)
+			if rows >= kill*total/4 && sinkInTx(ctx, watch) {
+				break
+			}
+			if rows == total || time.Now().After(deadline) {
+				t.Fatalf("kill %d: no open transaction to kill (%d of %d rows in)", kill, rows, total)
+			}
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-p.done
+		p.done <- nil
+		rows, _ := rowCount(ctx, watch)
+		t.Logf("kill %d: SIGKILL with a transaction open, %d of %d rows committed", kill, rows, total)
+	}
+	p := spawnCmd(t, "sink", "SINK_LISTEN", env)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if rows, _ := rowCount(ctx, watch); rows >= total || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rows, distinct := rowCount(ctx, watch)
+	var missing int
+	if err := watch.QueryRow(ctx, `SELECT count(*) FROM unnest($1::text[]) d, generate_series(1, $2::bigint) s
+		WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE r.device_id = d AND r.seq = s)`, devs, n).Scan(&missing); err != nil {
+		t.Fatal(err)
+	}
+	if rows != total || distinct != total || missing != 0 {
+		t.Fatalf("after 3 kills and a restart: %d rows, %d distinct, %d missing; want %d, no duplicates\n%s", rows, distinct, missing, total, p.log)
+	}
+	if dups := testkit.Metric(p.addr, "sink_duplicates_total"); dups < 0 {
+		t.Errorf("no sink_duplicates_total on %s", p.addr)
+	}
+	t.Logf("%d readings, %d rows, 0 missing, 0 duplicate rows", total, rows)
 }

@@ -1,0 +1,136 @@
+package sink
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
+)
+
+// producer feeds seqs 1..n of each device to the topic in chunks, in the
+// background, pausing between chunks so faults land mid-stream.
+type producer struct {
+	done chan struct{}
+}
+
+func produceInBackground(t *testing.T, k *testkit.Kafka, devs []string, n, chunk uint64, pause time.Duration) *producer {
+	t.Helper()
+	p := &producer{done: make(chan struct{})}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(p.done)
+		for s := uint64(1); s <= n; s += chunk {
+			keys, vals := encoded(devs, s, min(s+chunk-1, n))
+			k.Produce(t, testkit.Topic, keys, vals...)
+			time.Sleep(pause)
+		}
+	}()
+	t.Cleanup(wg.Wait)
+	return p
+}
+
+func (p *producer) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("producer did not finish")
+	}
+}
+
+// checkAll fails unless the table holds every reading of devs with seq
+// 1..n exactly once.
+func checkAll(t *testing.T, url string, devs []string, n int) {
+	t.Helper()
+	want := len(devs) * n
+	waitFor(t, 60*time.Second, "every reading in the table", func() bool { return countOnly(url) >= want })
+	c := count(t, url, devs, n)
+	if c.rows != want || c.distinct != want || c.missing != 0 {
+		t.Fatalf("table: %d rows, %d distinct, %d missing; want %d rows, none missing, no duplicates", c.rows, c.distinct, c.missing, want)
+	}
+	t.Logf("%d readings, %d rows, 0 missing, 0 duplicate rows", want, c.rows)
+}
+
+// TestFaultPostgresRestartMidStream crashes PostgreSQL (immediate
+// shutdown: the open transaction is lost) while the sink writes, keeps it
+// down 2 s, and starts it again: the sink reports not ready, retries, and
+// in the end every reading is one row.
+func TestFaultPostgresRestartMidStream(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	k := testkit.StartKafka(t, pki)
+	c := pgcluster.ForTest(t)
+	url, err := c.CreateDatabase(context.Background(), "restart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	devs := testkit.Devices(4)
+	const n = 1000
+	r := startSink(t, sinkEnv(k, pki, url))
+	p := produceInBackground(t, k, devs, n, 25, 20*time.Millisecond)
+	waitFor(t, 30*time.Second, "some rows", func() bool { return countOnly(url) > 400 })
+	if err := c.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "not ready while the database is down", func() bool { return !r.ready() })
+	time.Sleep(2 * time.Second)
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(t)
+	checkAll(t, url, devs, n)
+	waitFor(t, 15*time.Second, "ready again", r.ready)
+	if r.metric("sink_db_errors_total") < 1 {
+		t.Errorf("sink_db_errors_total = %v, want the outage counted", r.metric("sink_db_errors_total"))
+	}
+}
+
+// TestFaultKafkaUnreachable cuts every Kafka connection for a while in the
+// middle of the stream: the sink reports not ready, and once Kafka is back
+// it carries on from its committed offsets.
+func TestFaultKafkaUnreachable(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	k := testkit.StartKafka(t, pki)
+	_, url := migrated(t)
+	devs := testkit.Devices(4)
+	const n = 600
+	r := startSink(t, sinkEnv(k, pki, url))
+	keys, vals := encoded(devs, 1, n/2)
+	k.Produce(t, testkit.Topic, keys, vals...)
+	waitFor(t, 30*time.Second, "some rows", func() bool { return countOnly(url) > 0 })
+	k.Cut()
+	waitFor(t, 15*time.Second, "not ready while Kafka is cut off", func() bool { return !r.ready() })
+	time.Sleep(3 * time.Second)
+	k.Restore()
+	keys, vals = encoded(devs, n/2+1, n)
+	k.Produce(t, testkit.Topic, keys, vals...)
+	checkAll(t, url, devs, n)
+	waitFor(t, 15*time.Second, "ready again", r.ready)
+}
+
+// TestFaultTwoReplicasInOneGroup runs two sinks in one consumer group: they
+// split the partitions, and when one stops mid-stream the other takes its
+// partitions from the committed offsets. Every reading is one row.
+func TestFaultTwoReplicasInOneGroup(t *testing.T) {
+	pki := testkit.NewPKI(t)
+	k := testkit.StartKafka(t, pki)
+	_, url := migrated(t)
+	devs := testkit.Devices(12)
+	const n = 300
+	a := startSink(t, sinkEnv(k, pki, url))
+	b := startSink(t, sinkEnv(k, pki, url))
+	p := produceInBackground(t, k, devs, n, 10, 20*time.Millisecond)
+	waitFor(t, 30*time.Second, "both replicas writing", func() bool {
+		return a.metric("sink_rows_written_total") > 0 && b.metric("sink_rows_written_total") > 0
+	})
+	if err := b.stop(); err != nil {
+		t.Fatalf("replica b: %v", err)
+	}
+	p.wait(t)
+	checkAll(t, url, devs, n)
+	t.Logf("replica a wrote %v rows, b %v before it stopped", a.metric("sink_rows_written_total"), b.metric("sink_rows_written_total"))
+}
