@@ -1,37 +1,17 @@
 package buffer_test
 
 import (
-	"bytes"
 	"log/slog"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
-// logSink collects log output from the buffer's goroutines.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *logSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
-func (s *logSink) count(substr string) int { return strings.Count(s.String(), substr) }
-
-func newLogger() (*slog.Logger, *logSink) {
-	s := &logSink{}
-	return slog.New(slog.NewTextHandler(s, &slog.HandlerOptions{Level: slog.LevelDebug})), s
+// newLogger returns a debug logger and what it wrote, for the buffer's goroutines.
+func newLogger() (*slog.Logger, *testkit.LogBuffer) {
+	s := &testkit.LogBuffer{}
+	return s.Logger(), s
 }
 
 // fakeClock is a settable clock for MaxAge tests.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
 // The README promises that every command it shows exists. These tests hold
@@ -53,13 +54,7 @@ func TestReadmePaths(t *testing.T) {
 
 func buildBins(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "../agent/cmd/edge-agent", "../cloud/cmd/cloud-forwarder")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return dir
+	return filepath.Dir(testkit.BuildT(t, "../agent/cmd/edge-agent", "../cloud/cmd/cloud-forwarder")[0])
 }
 
 // TestReadmeCommands runs `--help` of every edge-agent and cloud-forwarder

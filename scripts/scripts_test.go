@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
 // fakeDist writes one distinguishable stand-in binary per architecture.
@@ -277,13 +279,7 @@ func TestFlashSD(t *testing.T) {
 // TestFlashSDUnits checks the units flash-sd.sh writes with systemd-analyze,
 // the way systemd on the Pi will read them.
 func TestFlashSDUnits(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("systemd-analyze not found, and CI requires it (apt-get install systemd)")
-		}
-		t.Skip("systemd-analyze not installed (apt-get install systemd)")
-	}
+	analyze := testkit.NeedTool(t, "systemd-analyze", "systemd")
 	dir := t.TempDir()
 	root := filepath.Join(dir, "rootfs")
 	write(t, filepath.Join(root, "etc/hostname"), "raspberrypi\n", 0o644)

@@ -22,6 +22,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
 // handledDenials are syscalls the unit may forbid on purpose because the
@@ -112,13 +114,7 @@ func (*allowAll) OnACLCheck(*mqtt.Client, string, bool) bool              { retu
 
 func needStrace(t *testing.T) string {
 	t.Helper()
-	strace, err := exec.LookPath("strace")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("strace not found, and CI requires it (apt-get install strace)")
-		}
-		t.Skip("strace not installed (apt-get install strace)")
-	}
+	strace := testkit.NeedTool(t, "strace", "strace")
 	if out, err := exec.Command(strace, "-qq", "-o", "/dev/null", "true").CombinedOutput(); err != nil {
 		t.Skipf("strace cannot trace here (no ptrace permission?): %v %s", err, out)
 	}
@@ -127,13 +123,11 @@ func needStrace(t *testing.T) string {
 
 func buildBin(t *testing.T, dir, pkg string) string {
 	t.Helper()
-	bin := filepath.Join(dir, filepath.Base(pkg))
-	build := exec.Command("go", "build", "-o", bin, pkg)
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	bins, err := testkit.Build(dir, pkg)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return bin
+	return bins[0]
 }
 
 func startBroker(t *testing.T) string {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/edgepipe/sensorpipe/agent/config"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
 // maxExposure is the issue's target for `systemd-analyze security`.
@@ -17,14 +18,7 @@ const maxExposure = 3.0
 
 func needAnalyze(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("systemd-analyze not found, and CI requires it (apt-get install systemd)")
-		}
-		t.Skip("systemd-analyze not installed (apt-get install systemd)")
-	}
-	return p
+	return testkit.NeedTool(t, "systemd-analyze", "systemd")
 }
 
 // unitCopy writes unit into a temp dir with its ExecStart binary replaced by

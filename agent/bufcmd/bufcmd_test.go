@@ -17,15 +17,17 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/agent/bufcmd"
-	"github.com/edgepipe/sensorpipe/agent/internal/agentbin"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
 // bin is the real edge-agent binary, built once by TestMain.
 var bin string
 
-func TestMain(m *testing.M) { agentbin.Main(m, &bin) }
+func TestMain(m *testing.M) {
+	testkit.Main(m, &bin, "github.com/edgepipe/sensorpipe/agent/cmd/edge-agent")
+}
 
 type result struct {
 	stdout, stderr string

@@ -19,14 +19,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/agent/internal/agentbin"
 	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
 	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
 var agentBin string
 
-func TestMain(m *testing.M) { agentbin.Main(m, &agentBin) }
+func TestMain(m *testing.M) {
+	testkit.Main(m, &agentBin, "github.com/edgepipe/sensorpipe/agent/cmd/edge-agent")
+}
 
 func writeConfig(t *testing.T, dir, body string) string {
 	t.Helper()
@@ -116,17 +118,6 @@ func (n *notifySocket) has(state string) bool {
 	return false
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timeout waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestBinarySystemdLifecycle runs the real binary as systemd would:
 // READY=1, watchdog pings, SIGHUP reload of sensors, SIGTERM within 5s with
 // STOPPING=1, retained offline status, and nothing lost.
@@ -149,8 +140,8 @@ func TestBinarySystemdLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	waitFor(t, "READY=1", 10*time.Second, func() bool { return ns.has("READY=1") })
-	waitFor(t, "WATCHDOG=1", 2*time.Second, func() bool { return ns.has("WATCHDOG=1") })
+	testkit.WaitFor(t, "READY=1", 10*time.Second, func() bool { return ns.has("READY=1") })
+	testkit.WaitFor(t, "WATCHDOG=1", 2*time.Second, func() bool { return ns.has("WATCHDOG=1") })
 	cnt.WaitUnique(t, "pi-bin", 20, 10*time.Second)
 	if code, body := httpGet(t, "http://"+statusAddr+"/readyz"); code != 200 {
 		t.Errorf("/readyz = %d %s", code, body)
@@ -164,8 +155,8 @@ func TestBinarySystemdLifecycle(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "RELOADING=1", 5*time.Second, func() bool { return ns.has("RELOADING=1") })
-	waitFor(t, "readings of the reloaded sensor", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "RELOADING=1", 5*time.Second, func() bool { return ns.has("RELOADING=1") })
+	testkit.WaitFor(t, "readings of the reloaded sensor", 5*time.Second, func() bool {
 		_, m := httpGet(t, "http://"+statusAddr+"/metrics")
 		return metricValue(m, `edge_agent_readings_total{sensor="sim-hup"}`) >= 5
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
 // TestCrashWhilePublishing SIGKILLs the real binary 20 times while it drains
@@ -71,7 +72,7 @@ sensors:
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	waitFor(t, "the backlog to drain", 60*time.Second, func() bool {
+	testkit.WaitFor(t, "the backlog to drain", 60*time.Second, func() bool {
 		code, body := tryGet("http://" + statusAddr + "/buffer/stats")
 		var st buffer.Stats
 		return code == 200 && json.Unmarshal([]byte(body), &st) == nil && st.Count < 50 && st.LastSeq > 20000

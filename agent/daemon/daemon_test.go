@@ -19,6 +19,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // parse builds a config like the file a user writes.
@@ -185,7 +186,7 @@ func (f sourceFunc) Synced() (bool, error) { return f() }
 // TestMosquittoTLSPassword runs the agent against Debian's mosquitto with
 // TLS and a password file, the way HiveMQ Cloud is configured.
 func TestMosquittoTLSPassword(t *testing.T) {
-	ca := mqtttest.NewCA(t)
+	ca := pki.New(t)
 	mq := mqtttest.StartMosquitto(t, ca, map[string]string{"pi-1": "agent-secret-123", "counter": "counter-pw"})
 	cnt := mqtttest.NewCounter()
 	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: mq.URL(), TLS: ca.Client(), Username: "counter", Password: "counter-pw"})

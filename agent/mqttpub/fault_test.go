@@ -15,6 +15,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
 // failingQueue is the real buffer whose Delete fails (ENOSPC, as on a full
@@ -50,8 +51,8 @@ func TestDeleteFailureEndsSessionAndRetries(t *testing.T) {
 	q := &failingQueue{Buffer: openBuffer(t)}
 	appendN(t, q.Buffer, 3000)
 	q.failing.Store(true)
-	var logs logBuf
-	r := start(t, q, mqttpub.Options{URL: br.URL(), Window: 500, Logger: logs.logger()})
+	var logs testkit.LogBuffer
+	r := start(t, q, mqttpub.Options{URL: br.URL(), Window: 500, Logger: logs.Logger()})
 
 	cnt.WaitUnique(t, device, 100, 20*time.Second) // published, but none can be deleted
 	for deadline := time.Now().Add(10 * time.Second); q.failures.Load() < 3; time.Sleep(10 * time.Millisecond) {

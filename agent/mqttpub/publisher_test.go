@@ -1,10 +1,8 @@
 package mqttpub_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +17,8 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 const device = "pi-test-1"
@@ -52,28 +52,6 @@ func appendN(t testing.TB, b *buffer.Buffer, n int) {
 		}
 		done += k
 	}
-}
-
-// logBuf collects log output for assertions.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuf) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 type runner struct {
@@ -209,14 +187,14 @@ func TestOrderPerSensorIsKept(t *testing.T) {
 }
 
 func TestTLSWithPasswordAndCAFile(t *testing.T) {
-	ca := mqtttest.NewCA(t)
+	ca := pki.New(t)
 	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{TLS: ca.Server, Users: map[string]string{device: "s3cret-pass", "counter": "c"}})
 	cnt := mqtttest.NewCounter()
 	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: br.TLSURL(), TLS: ca.Client(), Username: "counter", Password: "c"})
 	b := openBuffer(t)
 	appendN(t, b, 1000)
-	var logs logBuf
-	start(t, b, mqttpub.Options{URL: br.TLSURL(), CAFile: ca.CAFile, Username: device, Password: config.Secret("s3cret-pass"), Logger: logs.logger()})
+	var logs testkit.LogBuffer
+	start(t, b, mqttpub.Options{URL: br.TLSURL(), CAFile: ca.CAFile, Username: device, Password: config.Secret("s3cret-pass"), Logger: logs.Logger()})
 	cnt.WaitAll(t, device, 1000, 20*time.Second)
 	if strings.Contains(logs.String(), "s3cret-pass") {
 		t.Fatal("password in the log")
@@ -226,8 +204,8 @@ func TestTLSWithPasswordAndCAFile(t *testing.T) {
 // TestConnectFailures: each broken setup logs a clear line, retries with
 // backoff, keeps the readings, and never ends Run.
 func TestConnectFailures(t *testing.T) {
-	ca := mqtttest.NewCA(t)
-	other := mqtttest.NewCA(t) // a CA the broker's certificate does not chain to
+	ca := pki.New(t)
+	other := pki.New(t) // a CA the broker's certificate does not chain to
 	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{TLS: ca.Server, Users: map[string]string{device: "right"}})
 	for _, tc := range []struct {
 		name string
@@ -241,8 +219,8 @@ func TestConnectFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := openBuffer(t)
 			appendN(t, b, 100)
-			var logs logBuf
-			tc.o.Logger = logs.logger()
+			var logs testkit.LogBuffer
+			tc.o.Logger = logs.Logger()
 			tc.o.MinBackoff, tc.o.MaxBackoff = 50*time.Millisecond, 400*time.Millisecond
 			r := start(t, b, tc.o)
 			time.Sleep(1500 * time.Millisecond)
@@ -306,8 +284,8 @@ func TestBrokerOutage(t *testing.T) {
 	cnt := mqtttest.NewCounter()
 	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{Inline: cnt.Add, Filter: "sensors/+/+/reading"})
 	b := openBuffer(t)
-	var logs logBuf
-	r := start(t, b, mqttpub.Options{URL: br.URL(), KeepAlive: time.Second, PingTimeout: time.Second, Logger: logs.logger()})
+	var logs testkit.LogBuffer
+	r := start(t, b, mqttpub.Options{URL: br.URL(), KeepAlive: time.Second, PingTimeout: time.Second, Logger: logs.Logger()})
 	ctx, stopGen := context.WithCancel(context.Background())
 	gen := steady(ctx, t, b, 200)
 
@@ -340,9 +318,9 @@ func TestBlackholedLink(t *testing.T) {
 	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: br.URL()}) // direct, not through the proxy
 	px := mqtttest.NewProxy(t, br.Addr)
 	b := openBuffer(t)
-	var logs logBuf
+	var logs testkit.LogBuffer
 	start(t, b, mqttpub.Options{URL: "tcp://" + px.Addr, KeepAlive: time.Second, PingTimeout: time.Second,
-		AckTimeout: 2 * time.Second, ConnectTimeout: time.Second, Logger: logs.logger()})
+		AckTimeout: 2 * time.Second, ConnectTimeout: time.Second, Logger: logs.Logger()})
 	ctx, stopGen := context.WithCancel(context.Background())
 	gen := steady(ctx, t, b, 200)
 

@@ -1,14 +1,12 @@
 package poller_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +19,7 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/drivers"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
 func openBuffer(t *testing.T) *buffer.Buffer {
@@ -158,9 +157,7 @@ func TestAlignedScheduleAndSlowSensorIsolation(t *testing.T) {
 
 func TestErrorsCountedLogsRateLimited(t *testing.T) {
 	b := openBuffer(t)
-	var logs bytes.Buffer
-	var mu sync.Mutex
-	lw := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) })
+	var logs testkit.LogBuffer
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor"})
 	runFor(t, 600*time.Millisecond, poller.Options{
 		DeviceID: "pi-1",
@@ -168,7 +165,7 @@ func TestErrorsCountedLogsRateLimited(t *testing.T) {
 		Open:     open(nil),
 		Buffer:   b,
 		Clock:    syncedClock(),
-		Logger:   slog.New(slog.NewTextHandler(lw, nil)),
+		Logger:   slog.New(slog.NewTextHandler(&logs, nil)),
 		Metrics:  poller.Metrics{Errors: errs},
 	})
 	if n := len(all(t, b)); n != 0 {
@@ -177,8 +174,6 @@ func TestErrorsCountedLogsRateLimited(t *testing.T) {
 	if got := testutil.ToFloat64(errs.WithLabelValues("broken")); got < 20 {
 		t.Fatalf("errors metric = %v; want one per poll (about 30)", got)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	if n := strings.Count(logs.String(), "read sensor failed"); n != 1 {
 		t.Fatalf("%d error log lines in 0.6s; want 1 (rate-limited):\n%s", n, logs.String())
 	}
@@ -189,10 +184,6 @@ func syncedClock() *clock.Clock {
 	c.Check()
 	return c
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func TestOpenRetriedAndUnsyncedClockMarked(t *testing.T) {
 	b := openBuffer(t)

@@ -10,15 +10,17 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgepipe/sensorpipe/agent/internal/agentbin"
 	"github.com/edgepipe/sensorpipe/agent/sensorscmd"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
 var agentBin string
 
 // TestMain builds the real edge-agent binary; the tests run it the way a
 // user does on a new Pi.
-func TestMain(m *testing.M) { agentbin.Main(m, &agentBin) }
+func TestMain(m *testing.M) {
+	testkit.Main(m, &agentBin, "github.com/edgepipe/sensorpipe/agent/cmd/edge-agent")
+}
 
 // writeConfig writes a valid agent config with the given sensors entries
 // and sysfs_root pointing at the fixture tree.

@@ -17,6 +17,7 @@ import (
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/forwarder"
 	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // running is a forwarder started by a test.
@@ -165,14 +166,14 @@ func checkReadings(t *testing.T, recs []testkit.Record, devs []string, n uint64,
 }
 
 func TestHappyPath(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{})
-	k := testkit.StartKafka(t, pki)
-	fwd := start(t, testkit.Env(b, k, pki, "fwd-happy"))
+	certs := pki.New(t)
+	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{})
+	k := testkit.StartKafka(t, certs)
+	fwd := start(t, testkit.Env(b, k, certs, "fwd-happy"))
 
 	devs := testkit.Devices(8)
 	const n = 100
-	pub := testkit.NewPublisher(t, b, pki, "pub-happy")
+	pub := testkit.NewPublisher(t, b, certs, "pub-happy")
 	pub.PublishReadings(t, devs, 1, n)
 
 	recs := k.ReadN(t, testkit.Topic, len(devs)*n, 30*time.Second, 200*time.Millisecond)
@@ -236,10 +237,10 @@ func (s *syncBuf) String() string {
 // TestBadCredentials: the forwarder keeps retrying, says why, stays not
 // ready, and never logs the password.
 func TestBadCredentials(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{})
-	k := testkit.StartKafka(t, pki)
-	env := testkit.Env(b, k, pki, "fwd-badpw")
+	certs := pki.New(t)
+	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{})
+	k := testkit.StartKafka(t, certs)
+	env := testkit.Env(b, k, certs, "fwd-badpw")
 	env["HIVEMQ_PASSWORD"] = "wrong-password-xyz"
 	addr, logs, stop := startLogged(t, env)
 	waitLog(t, logs, "mqtt connect failed")
@@ -257,10 +258,10 @@ func TestBadCredentials(t *testing.T) {
 // TestSubscribeRefused: a broker that refuses the SUBSCRIBE (SUBACK 0x80)
 // leaves the forwarder not ready and saying why, not silently idle.
 func TestSubscribeRefused(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{DenySubscribe: true})
-	k := testkit.StartKafka(t, pki)
-	addr, logs, stop := startLogged(t, testkit.Env(b, k, pki, "fwd-denied"))
+	certs := pki.New(t)
+	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{DenySubscribe: true})
+	k := testkit.StartKafka(t, certs)
+	addr, logs, stop := startLogged(t, testkit.Env(b, k, certs, "fwd-denied"))
 	waitLog(t, logs, "refused the subscription")
 	if code, body := get(addr, "/readyz"); code != 503 || !strings.Contains(body, "mqtt_subscribed=false") {
 		t.Errorf("/readyz = %d %q while the broker refuses the subscription", code, body)

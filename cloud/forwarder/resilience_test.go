@@ -9,20 +9,21 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // TestKafkaOutage cuts every connection to Kafka mid-stream: the forwarder
 // must stop acking, keep at most FORWARDER_MAX_IN_FLIGHT messages, report
 // not ready, and deliver everything once Kafka is back.
 func TestKafkaOutage(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{MaxInflight: 5000})
-	k := testkit.StartKafka(t, pki)
-	env := testkit.Env(b, k, pki, "fwd-outage")
+	certs := pki.New(t)
+	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{MaxInflight: 5000})
+	k := testkit.StartKafka(t, certs)
+	env := testkit.Env(b, k, certs, "fwd-outage")
 	env["FORWARDER_MAX_IN_FLIGHT"] = "150"
 	fwd := start(t, env)
 	devs := testkit.Devices(5)
-	pub := testkit.NewPublisher(t, b, pki, "pub-outage")
+	pub := testkit.NewPublisher(t, b, certs, "pub-outage")
 
 	pub.PublishReadings(t, devs, 1, 100)
 	waitMetric(t, fwd.addr, "forwarder_acked_total", 500)
@@ -59,13 +60,13 @@ func TestKafkaOutage(t *testing.T) {
 // TestDeadLetters sends payloads that must not stop the stream: each goes to
 // the DLQ with an error header and its MQTT topic, and is acked.
 func TestDeadLetters(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{})
-	k := testkit.StartKafka(t, pki)
-	env := testkit.Env(b, k, pki, "fwd-dlq")
+	certs := pki.New(t)
+	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{})
+	k := testkit.StartKafka(t, certs)
+	env := testkit.Env(b, k, certs, "fwd-dlq")
 	env["FORWARDER_MAX_IN_FLIGHT_BYTES"] = "262144" // the 1 MiB payloads each take the whole budget, one at a time
 	fwd := start(t, env)
-	pub := testkit.NewPublisher(t, b, pki, "pub-dlq")
+	pub := testkit.NewPublisher(t, b, certs, "pub-dlq")
 
 	garbage := make([]byte, 512)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -139,19 +140,19 @@ func TestDeadLetters(t *testing.T) {
 // TestShareGroup runs two forwarders in one share group: every message is
 // produced once, and both take part.
 func TestShareGroup(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{})
-	k := testkit.StartKafka(t, pki)
+	certs := pki.New(t)
+	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{})
+	k := testkit.StartKafka(t, certs)
 	var fwds []*running
 	for _, id := range []string{"fwd-a", "fwd-b"} {
-		env := testkit.Env(b, k, pki, id)
+		env := testkit.Env(b, k, certs, id)
 		env["FORWARDER_SHARE_GROUP"] = "bridge"
 		fwds = append(fwds, start(t, env))
 	}
 	time.Sleep(200 * time.Millisecond) // both SUBSCRIBEs registered
 	devs := testkit.Devices(10)
 	const n = 60
-	pub := testkit.NewPublisher(t, b, pki, "pub-share")
+	pub := testkit.NewPublisher(t, b, certs, "pub-share")
 	pub.PublishReadings(t, devs, 1, n)
 
 	recs := k.ReadN(t, testkit.Topic, len(devs)*n, 30*time.Second, 300*time.Millisecond)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // producer feeds seqs 1..n of each device to the topic in chunks, in the
@@ -61,8 +62,8 @@ func checkAll(t *testing.T, url string, devs []string, n int) {
 // down 2 s, and starts it again: the sink reports not ready, retries, and
 // in the end every reading is one row.
 func TestFaultPostgresRestartMidStream(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	k := testkit.StartKafka(t, pki)
+	certs := pki.New(t)
+	k := testkit.StartKafka(t, certs)
 	c := pgcluster.ForTest(t)
 	url, err := c.CreateDatabase(context.Background(), "restart")
 	if err != nil {
@@ -70,7 +71,7 @@ func TestFaultPostgresRestartMidStream(t *testing.T) {
 	}
 	devs := testkit.Devices(4)
 	const n = 1000
-	r := startSink(t, sinkEnv(k, pki, url))
+	r := startSink(t, sinkEnv(k, certs, url))
 	p := produceInBackground(t, k, devs, n, 25, 20*time.Millisecond)
 	waitFor(t, 30*time.Second, "some rows", func() bool { return countOnly(url) > 400 })
 	if err := c.Crash(); err != nil {
@@ -93,12 +94,12 @@ func TestFaultPostgresRestartMidStream(t *testing.T) {
 // middle of the stream: the sink reports not ready, and once Kafka is back
 // it carries on from its committed offsets.
 func TestFaultKafkaUnreachable(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	k := testkit.StartKafka(t, pki)
+	certs := pki.New(t)
+	k := testkit.StartKafka(t, certs)
 	_, url := migrated(t)
 	devs := testkit.Devices(4)
 	const n = 600
-	r := startSink(t, sinkEnv(k, pki, url))
+	r := startSink(t, sinkEnv(k, certs, url))
 	keys, vals := encoded(devs, 1, n/2)
 	k.Produce(t, testkit.Topic, keys, vals...)
 	waitFor(t, 30*time.Second, "some rows", func() bool { return countOnly(url) > 0 })
@@ -116,13 +117,13 @@ func TestFaultKafkaUnreachable(t *testing.T) {
 // split the partitions, and when one stops mid-stream the other takes its
 // partitions from the committed offsets. Every reading is one row.
 func TestFaultTwoReplicasInOneGroup(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	k := testkit.StartKafka(t, pki)
+	certs := pki.New(t)
+	k := testkit.StartKafka(t, certs)
 	_, url := migrated(t)
 	devs := testkit.Devices(12)
 	const n = 300
-	a := startSink(t, sinkEnv(k, pki, url))
-	b := startSink(t, sinkEnv(k, pki, url))
+	a := startSink(t, sinkEnv(k, certs, url))
+	b := startSink(t, sinkEnv(k, certs, url))
 	p := produceInBackground(t, k, devs, n, 10, 20*time.Millisecond)
 	waitFor(t, 30*time.Second, "both replicas writing", func() bool {
 		return a.metric("sink_rows_written_total") > 0 && b.metric("sink_rows_written_total") > 0

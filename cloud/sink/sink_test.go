@@ -16,16 +16,17 @@ import (
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // sinkEnv is the sink's environment for a kfake cluster with TLS and SASL
 // PLAIN, as production has, and a database URL.
-func sinkEnv(k *testkit.Kafka, pki *testkit.PKI, dbURL string) map[string]string {
+func sinkEnv(k *testkit.Kafka, certs *pki.PKI, dbURL string) map[string]string {
 	return map[string]string{
 		"CONFLUENT_BOOTSTRAP_SERVER_SASL": k.Addr,
 		"CONFLUENT_API_KEY":               testkit.KafkaUser,
 		"CONFLUENT_API_SECRET":            testkit.KafkaSecret,
-		"KAFKA_CA_FILE":                   pki.CAFile,
+		"KAFKA_CA_FILE":                   certs.CAFile,
 		"DATABASE_URL":                    dbURL,
 		"SINK_LISTEN":                     "127.0.0.1:0",
 	}
@@ -176,8 +177,8 @@ func countOnly(url string) int {
 // every reading becomes one row, the bad records are counted and logged
 // with their position, and nothing from the DLQ is written.
 func TestSinkWritesEveryReadingOnce(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	k := testkit.StartKafka(t, pki)
+	certs := pki.New(t)
+	k := testkit.StartKafka(t, certs)
 	_, url := migrated(t)
 	devs := testkit.Devices(4)
 	const n = 500
@@ -190,7 +191,7 @@ func TestSinkWritesEveryReadingOnce(t *testing.T) {
 	k.Produce(t, testkit.Topic, []string{"pi-bad", "pi-bad"}, []byte("{not json"), reading.Encode(nil, nul))
 	k.Produce(t, testkit.DLQTopic, nil, reading.Encode(nil, testkit.Reading("pi-dlq", 1)))
 
-	r := startSink(t, sinkEnv(k, pki, url))
+	r := startSink(t, sinkEnv(k, certs, url))
 	waitFor(t, 30*time.Second, "every record consumed", func() bool {
 		return r.metric("sink_records_total") == float64(len(vals)+len(dupVals)+2)
 	})
@@ -228,7 +229,7 @@ func TestSinkWritesEveryReadingOnce(t *testing.T) {
 	}
 
 	// A second sink in the same group finds every offset committed: it writes nothing.
-	r2 := startSink(t, sinkEnv(k, pki, url))
+	r2 := startSink(t, sinkEnv(k, certs, url))
 	waitFor(t, 15*time.Second, "second sink ready", r2.ready)
 	time.Sleep(time.Second)
 	if got := r2.metric("sink_records_total"); got != 0 {
@@ -240,8 +241,8 @@ func TestSinkWritesEveryReadingOnce(t *testing.T) {
 // it is not ready, it retries, and once the server is up it migrates the
 // schema and writes everything.
 func TestSinkStartsBeforeTheDatabase(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	k := testkit.StartKafka(t, pki)
+	certs := pki.New(t)
+	k := testkit.StartKafka(t, certs)
 	c := pgcluster.ForTest(t)
 	url, err := c.CreateDatabase(context.Background(), "late")
 	if err != nil {
@@ -253,7 +254,7 @@ func TestSinkStartsBeforeTheDatabase(t *testing.T) {
 	devs := testkit.Devices(2)
 	keys, vals := encoded(devs, 1, 100)
 	k.Produce(t, testkit.Topic, keys, vals...)
-	r := startSink(t, sinkEnv(k, pki, url))
+	r := startSink(t, sinkEnv(k, certs, url))
 	time.Sleep(time.Second)
 	if r.ready() {
 		t.Fatal("ready without a database")

@@ -14,17 +14,18 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
 	"github.com/edgepipe/sensorpipe/cloud/tail"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // TestTailSkipsBadValues writes readings and garbage to a TLS+SASL kfake and
 // tails them from the beginning: good ones print, bad ones are reported and
 // skipped, never fatal.
 func TestTailSkipsBadValues(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	k := testkit.StartKafka(t, pki)
+	certs := pki.New(t)
+	k := testkit.StartKafka(t, certs)
 	w := &kafka.Writer{
 		Addr: kafka.TCP(k.Addr), Topic: testkit.Topic, Balancer: kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond,
-		Transport: &kafka.Transport{TLS: pki.Client(), SASL: plain.Mechanism{Username: testkit.KafkaUser, Password: testkit.KafkaSecret}},
+		Transport: &kafka.Transport{TLS: certs.Client(), SASL: plain.Mechanism{Username: testkit.KafkaUser, Password: testkit.KafkaSecret}},
 	}
 	defer w.Close()
 	var msgs []kafka.Message
@@ -39,7 +40,7 @@ func TestTailSkipsBadValues(t *testing.T) {
 	}
 	env := map[string]string{
 		"CONFLUENT_BOOTSTRAP_SERVER_SASL": k.Addr, "CONFLUENT_API_KEY": testkit.KafkaUser,
-		"CONFLUENT_API_SECRET": testkit.KafkaSecret, "KAFKA_CA_FILE": pki.CAFile,
+		"CONFLUENT_API_SECRET": testkit.KafkaSecret, "KAFKA_CA_FILE": certs.CAFile,
 	}
 	for _, asJSON := range []bool{false, true} {
 		var out, errOut bytes.Buffer

@@ -3,24 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
 // buildBins builds the real edge-agent and cloud-forwarder into a temp dir.
 func buildBins(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "../../agent/cmd/edge-agent", "../../cloud/cmd/cloud-forwarder")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return dir
+	return filepath.Dir(testkit.BuildT(t, "../../agent/cmd/edge-agent", "../../cloud/cmd/cloud-forwarder")[0])
 }
 
 // TestDemo runs the whole local pipeline for a few seconds and checks that

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // mqttUser is one account in the broker's password file.
@@ -18,7 +18,7 @@ type mqttUser struct{ name, password string }
 // newMosquitto writes a broker config for a TLS listener on port with a
 // password file and on-disk persistence, and returns the (not yet started)
 // broker process.
-func newMosquitto(dir string, port int, certs pki.Files, users []mqttUser) (*proc, error) {
+func newMosquitto(dir string, port int, certs *pki.PKI, users []mqttUser) (*proc, error) {
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		return nil, fmt.Errorf("mosquitto is not installed (apt-get install mosquitto mosquitto-clients): %w", err)
@@ -51,9 +51,9 @@ func newMosquitto(dir string, port int, certs pki.Files, users []mqttUser) (*pro
 		"per_listener_settings false",
 		"user " + runAs,
 		fmt.Sprintf("listener %d 127.0.0.1", port),
-		"cafile " + certs.CA,
-		"certfile " + certs.Cert,
-		"keyfile " + certs.Key,
+		"cafile " + certs.CAFile,
+		"certfile " + certs.CertFile,
+		"keyfile " + certs.KeyFile,
 		"allow_anonymous false",
 		"password_file " + passwd,
 		"persistence true",

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/kafkasrv"
-	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tcpproxy"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
 )
@@ -37,7 +37,7 @@ type stack struct {
 	opts   options
 	log    *slog.Logger
 	dir    string
-	certs  pki.Files
+	certs  *pki.PKI
 	mosq   *proc
 	mqtt   string          // mosquitto's own address
 	link   *tcpproxy.Proxy // agent -> mosquitto
@@ -125,20 +125,13 @@ func (s *stack) startBroker(ctx context.Context) error {
 }
 
 func (s *stack) startKafka(ctx context.Context) error {
-	srvTLS, err := s.certs.ServerTLS()
-	if err != nil {
-		return err
-	}
-	s.kafka, err = kafkasrv.Start(kafkasrv.Options{TLS: srvTLS, User: kafkaUser, Password: kafkaPass,
+	var err error
+	s.kafka, err = kafkasrv.Start(kafkasrv.Options{TLS: s.certs.Server, User: kafkaUser, Password: kafkaPass,
 		Topics: []string{topic, topic + ".dlq"}, Partitions: partitions})
 	if err != nil {
 		return err
 	}
-	cliTLS, err := s.certs.ClientTLS()
-	if err != nil {
-		return err
-	}
-	s.reader = topicread.Config{Bootstrap: s.kafka.Addr(), TLS: cliTLS, User: kafkaUser, Password: kafkaPass,
+	s.reader = topicread.Config{Bootstrap: s.kafka.Addr(), TLS: s.certs.Client(), User: kafkaUser, Password: kafkaPass,
 		Topic: topic, Partitions: partitions, Redirect: map[string]string{s.kafka.Addr(): s.kafka.DirectAddr()}}
 	s.tr = newTracker(deviceID)
 	rctx, cancel := context.WithCancel(ctx)
@@ -171,7 +164,7 @@ func (s *stack) writeAgentConfig() error {
 	}
 	fmt.Fprintf(&b, "buffer:\n  path: %s\n  max_bytes: 512MiB\n", s.bufDB)
 	fmt.Fprintf(&b, "mqtt:\n  url: ssl://%s\n  username: %s\n  password_file: %s\n  ca_file: %s\n  keepalive: %v\n",
-		s.link.Addr(), agentUser, pwFile, s.certs.CA, s.opts.keepalive)
+		s.link.Addr(), agentUser, pwFile, s.certs.CAFile, s.opts.keepalive)
 	fmt.Fprintf(&b, "status_listen: %s\nlog_format: text\n", s.status)
 	s.cfg = filepath.Join(s.dir, "agent.yaml")
 	return os.WriteFile(s.cfg, []byte(b.String()), 0o644)
@@ -199,7 +192,7 @@ func (s *stack) startForwarders(ctx context.Context) error {
 				"HIVEMQ_URL=ssl://" + s.mqtt,
 				"HIVEMQ_USERNAME=" + fwdUser,
 				"HIVEMQ_PASSWORD=" + fwdPass,
-				"HIVEMQ_CA_FILE=" + s.certs.CA,
+				"HIVEMQ_CA_FILE=" + s.certs.CAFile,
 				"FORWARDER_ID=" + id,
 				"FORWARDER_SHARE_GROUP=" + shareGroup,
 				"FORWARDER_LISTEN=" + listen,
@@ -207,7 +200,7 @@ func (s *stack) startForwarders(ctx context.Context) error {
 				"CONFLUENT_API_KEY=" + kafkaUser,
 				"CONFLUENT_API_SECRET=" + kafkaPass,
 				"KAFKA_SECURITY_PROTOCOL=SASL_SSL",
-				"KAFKA_CA_FILE=" + s.certs.CA,
+				"KAFKA_CA_FILE=" + s.certs.CAFile,
 				"KAFKA_TOPIC=" + topic,
 			},
 		}

@@ -12,19 +12,9 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-)
 
-func needTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found, and CI requires it (apt-get install %s)", name, pkg)
-		}
-		t.Skipf("%s not installed (apt-get install %s)", name, pkg)
-	}
-	return p
-}
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
+)
 
 func TestUsage(t *testing.T) {
 	var stderr bytes.Buffer
@@ -56,7 +46,7 @@ func TestDebVersion(t *testing.T) {
 // TestDebs builds the three packages from a real edge-agent binary and
 // inspects them with dpkg-deb, the way dpkg will see them.
 func TestDebs(t *testing.T) {
-	dpkgDeb := needTool(t, "dpkg-deb", "dpkg")
+	dpkgDeb := testkit.NeedTool(t, "dpkg-deb", "dpkg")
 	dir := t.TempDir()
 	// Real binaries for each architecture, built as `make pi` does
 	// (lintian rejects a foreign or unstripped binary).
@@ -173,7 +163,7 @@ func installRemove(t *testing.T, deb string) {
 		t.Skip("needs root for a mount namespace and chroot")
 	}
 	for _, tool := range []string{"dpkg", "unshare", "chroot", "useradd", "deb-systemd-helper"} {
-		needTool(t, tool, "dpkg util-linux coreutils passwd init-system-helpers")
+		testkit.NeedTool(t, tool, "dpkg util-linux coreutils passwd init-system-helpers")
 	}
 	dir := t.TempDir()
 	for _, d := range []string{"upper", "work", "root"} {
@@ -205,7 +195,7 @@ exec chroot %[2]s sh %[3]s %[4]s`, dir, root, script, deb)
 // lintian runs Debian's package checker on the packages and fails on any
 // error (E:) tag; warnings are logged.
 func lintian(t *testing.T, debs []string) {
-	l := needTool(t, "lintian", "lintian")
+	l := testkit.NeedTool(t, "lintian", "lintian")
 	out, _ := exec.Command(l, append([]string{"--tag-display-limit", "0"}, debs...)...).CombinedOutput()
 	for _, line := range strings.Split(string(out), "\n") {
 		switch {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // NeedTool skips the test when a program is missing, or fails it under
@@ -43,7 +45,7 @@ func (m *Mosquitto) URL() string {
 // StartMosquitto runs mosquitto on a free loopback port with TLS (when ca
 // is not nil) and a password file (when users is not nil, made with
 // mosquitto_passwd -b). It is killed at cleanup.
-func StartMosquitto(t testing.TB, ca *CA, users map[string]string) *Mosquitto {
+func StartMosquitto(t testing.TB, ca *pki.PKI, users map[string]string) *Mosquitto {
 	t.Helper()
 	NeedTool(t, "mosquitto", "mosquitto_passwd")
 	dir := t.TempDir()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // skipOrFail skips when a tool is missing, except in CI where it must be there.
@@ -55,15 +56,15 @@ func TestDockerImage(t *testing.T) {
 		t.Fatalf("image config: %q %v", out, err)
 	}
 
-	pki := testkit.NewPKI(t)
-	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{})
-	k := testkit.StartKafka(t, pki)
-	env := testkit.Env(b, k, pki, "fwd-docker")
+	certs := pki.New(t)
+	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{})
+	k := testkit.StartKafka(t, certs)
+	env := testkit.Env(b, k, certs, "fwd-docker")
 	env["HIVEMQ_CA_FILE"], env["KAFKA_CA_FILE"] = "/ca.pem", "/ca.pem"
 	addr := freeAddr(t)
 	env["FORWARDER_LISTEN"] = addr
 	name := "cloud-forwarder-test-" + strconv.Itoa(os.Getpid())
-	args := []string{"run", "--rm", "--name", name, "--network", "host", "-v", pki.CAFile + ":/ca.pem:ro"}
+	args := []string{"run", "--rm", "--name", name, "--network", "host", "-v", certs.CAFile + ":/ca.pem:ro"}
 	for k, v := range env {
 		args = append(args, "-e", k+"="+v)
 	}
@@ -106,7 +107,7 @@ func TestDockerImage(t *testing.T) {
 		}
 	}
 	devs := testkit.Devices(4)
-	pub := testkit.NewPublisher(t, b, pki, "pub-docker")
+	pub := testkit.NewPublisher(t, b, certs, "pub-docker")
 	pub.PublishReadings(t, devs, 1, 25)
 	recs := k.ReadN(t, testkit.Topic, 100, 30*time.Second, 100*time.Millisecond)
 	if len(recs) != 100 {

@@ -22,6 +22,7 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // binPath is the cloud-forwarder binary built once by TestMain.
@@ -128,15 +129,15 @@ func spawnCmd(t *testing.T, command, listenKey string, env map[string]string) *p
 // the same client id: the broker redelivers what was not acked, so nothing
 // is missing; duplicates are allowed and counted.
 func TestCrashAndRestart(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{MaxInflight: 10000})
-	k := testkit.StartKafka(t, pki)
-	env := testkit.Env(b, k, pki, "fwd-crash")
+	certs := pki.New(t)
+	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{MaxInflight: 10000})
+	k := testkit.StartKafka(t, certs)
+	env := testkit.Env(b, k, certs, "fwd-crash")
 	p1 := spawn(t, env)
 
 	devs := testkit.Devices(5)
 	const n = 600
-	pub := testkit.NewPublisher(t, b, pki, "pub-crash")
+	pub := testkit.NewPublisher(t, b, certs, "pub-crash")
 	published := make(chan struct{})
 	go func() {
 		defer close(published)
@@ -216,13 +217,13 @@ func TestCrashAndRestart(t *testing.T) {
 // cannot take: it waits the default FORWARDER_SHUTDOWN_TIMEOUT, acks nothing,
 // still exits within 10 s (status 1), and after a restart nothing is missing.
 func TestSIGTERMWhileKafkaDown(t *testing.T) {
-	pki := testkit.NewPKI(t)
-	b := testkit.StartBroker(t, pki, testkit.BrokerOptions{})
-	k := testkit.StartKafka(t, pki)
-	env := testkit.Env(b, k, pki, "fwd-term")
+	certs := pki.New(t)
+	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{})
+	k := testkit.StartKafka(t, certs)
+	env := testkit.Env(b, k, certs, "fwd-term")
 	p := spawn(t, env)
 	devs := testkit.Devices(3)
-	pub := testkit.NewPublisher(t, b, pki, "pub-term")
+	pub := testkit.NewPublisher(t, b, certs, "pub-term")
 	k.Cut()
 	pub.PublishReadings(t, devs, 1, 50)
 	time.Sleep(300 * time.Millisecond)
@@ -312,8 +313,8 @@ func TestSinkKill9MidBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pki := testkit.NewPKI(t)
-	k := testkit.StartKafka(t, pki)
+	certs := pki.New(t)
+	k := testkit.StartKafka(t, certs)
 	devs := testkit.Devices(8)
 	const n = 2500
 	var keys []string
@@ -329,7 +330,7 @@ func TestSinkKill9MidBatch(t *testing.T) {
 		"CONFLUENT_BOOTSTRAP_SERVER_SASL": k.Addr,
 		"CONFLUENT_API_KEY":               testkit.KafkaUser,
 		"CONFLUENT_API_SECRET":            testkit.KafkaSecret,
-		"KAFKA_CA_FILE":                   pki.CAFile,
+		"KAFKA_CA_FILE":                   certs.CAFile,
 		"DATABASE_URL":                    url,
 		"SINK_BATCH_SIZE":                 "1000",
 	}

@@ -8,19 +8,11 @@ package testkit
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -37,6 +29,7 @@ import (
 	plainkgo "github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // Credentials used by every test server.
@@ -51,56 +44,6 @@ const (
 	DLQTopic     = "sensor-readings.dlq"
 	Partitions   = 6
 )
-
-// PKI is a throwaway CA and a server certificate for 127.0.0.1 and localhost.
-type PKI struct {
-	CAFile string // PEM of the CA, for HIVEMQ_CA_FILE / KAFKA_CA_FILE
-	Pool   *x509.CertPool
-	Server *tls.Config // server side, for both brokers
-}
-
-// NewPKI generates the certificates into a temp dir.
-func NewPKI(tb testing.TB) *PKI {
-	tb.Helper()
-	caKey := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sensorpipe test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER := must(x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey))
-	ca := must(x509.ParseCertificate(caDER))
-	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der := must(x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey))
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	caFile := filepath.Join(tb.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return &PKI{
-		CAFile: caFile,
-		Pool:   pool,
-		Server: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
-	}
-}
-
-// Client returns a client TLS config trusting the test CA.
-func (p *PKI) Client() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: p.Pool} }
-
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
-}
 
 // Broker is an embedded mochi MQTT broker.
 type Broker struct {
@@ -125,7 +68,7 @@ type BrokerOptions struct {
 }
 
 // StartBroker runs mochi with TLS and username/password auth until the test ends.
-func StartBroker(tb testing.TB, pki *PKI, o BrokerOptions) *Broker {
+func StartBroker(tb testing.TB, certs *pki.PKI, o BrokerOptions) *Broker {
 	tb.Helper()
 	caps := mochi.NewDefaultServerCapabilities()
 	caps.MaximumInflight = o.MaxInflight
@@ -160,7 +103,7 @@ func StartBroker(tb testing.TB, pki *PKI, o BrokerOptions) *Broker {
 		ln, err = net.Listen("tcp", "127.0.0.1:0")
 		scheme = "tcp"
 	} else {
-		ln, err = tls.Listen("tcp", "127.0.0.1:0", pki.Server)
+		ln, err = tls.Listen("tcp", "127.0.0.1:0", certs.Server)
 	}
 	if err != nil {
 		tb.Fatal(err)
@@ -180,14 +123,14 @@ func StartBroker(tb testing.TB, pki *PKI, o BrokerOptions) *Broker {
 type Kafka struct {
 	Cluster *kfake.Cluster
 	Addr    string
-	pki     *PKI
+	certs   *pki.PKI
 	gates   []*gate
 }
 
 // StartKafka runs kfake with TLS and SASL PLAIN, the topic (6 partitions) and its DLQ.
-func StartKafka(tb testing.TB, pki *PKI) *Kafka {
+func StartKafka(tb testing.TB, certs *pki.PKI) *Kafka {
 	tb.Helper()
-	return StartKafkaWith(tb, pki, KafkaOptions{})
+	return StartKafkaWith(tb, certs, KafkaOptions{})
 }
 
 // KafkaOptions tune StartKafkaWith.
@@ -196,14 +139,14 @@ type KafkaOptions struct {
 }
 
 // StartKafkaWith is StartKafka with options.
-func StartKafkaWith(tb testing.TB, pki *PKI, o KafkaOptions) *Kafka {
+func StartKafkaWith(tb testing.TB, certs *pki.PKI, o KafkaOptions) *Kafka {
 	tb.Helper()
-	k := &Kafka{pki: pki}
+	k := &Kafka{certs: certs}
 	opts := []kfake.Opt{kfake.NumBrokers(1)}
 	if !o.Plaintext {
-		opts = append(opts, kfake.TLS(pki.Server), kfake.EnableSASL(), kfake.Superuser("PLAIN", KafkaUser, KafkaSecret))
+		opts = append(opts, kfake.TLS(certs.Server), kfake.EnableSASL(), kfake.Superuser("PLAIN", KafkaUser, KafkaSecret))
 	} else {
-		k.pki = nil
+		k.certs = nil
 	}
 	c, err := kfake.NewCluster(append(opts,
 		kfake.SeedTopics(Partitions, Topic),
@@ -293,16 +236,16 @@ func (c *gatedConn) Close() error {
 }
 
 // Env returns the forwarder environment for these servers.
-func Env(b *Broker, k *Kafka, pki *PKI, id string) map[string]string {
+func Env(b *Broker, k *Kafka, certs *pki.PKI, id string) map[string]string {
 	return map[string]string{
 		"HIVEMQ_URL":                      b.URL,
 		"HIVEMQ_USERNAME":                 MQTTUser,
 		"HIVEMQ_PASSWORD":                 MQTTPassword,
-		"HIVEMQ_CA_FILE":                  pki.CAFile,
+		"HIVEMQ_CA_FILE":                  certs.CAFile,
 		"CONFLUENT_BOOTSTRAP_SERVER_SASL": k.Addr,
 		"CONFLUENT_API_KEY":               KafkaUser,
 		"CONFLUENT_API_SECRET":            KafkaSecret,
-		"KAFKA_CA_FILE":                   pki.CAFile,
+		"KAFKA_CA_FILE":                   certs.CAFile,
 		"FORWARDER_ID":                    id,
 		"FORWARDER_LISTEN":                "127.0.0.1:0",
 	}
@@ -327,10 +270,10 @@ type Publisher struct {
 }
 
 // NewPublisher connects a publisher (clean session) to b.
-func NewPublisher(tb testing.TB, b *Broker, pki *PKI, id string) *Publisher {
+func NewPublisher(tb testing.TB, b *Broker, certs *pki.PKI, id string) *Publisher {
 	tb.Helper()
 	o := mqtt.NewClientOptions().AddBroker(b.URL).SetClientID(id).SetUsername(PubUser).SetPassword(PubPassword).
-		SetCleanSession(true).SetTLSConfig(pki.Client()).SetAutoReconnect(false).SetMaxResumePubInFlight(1000)
+		SetCleanSession(true).SetTLSConfig(certs.Client()).SetAutoReconnect(false).SetMaxResumePubInFlight(1000)
 	c := mqtt.NewClient(o)
 	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 		tb.Fatalf("publisher connect: %v", t.Error())
@@ -427,10 +370,10 @@ func (k *Kafka) ReadN(tb testing.TB, topic string, n int, timeout, settle time.D
 }
 
 func (k *Kafka) dialer() *kafka.Dialer {
-	if k.pki == nil {
+	if k.certs == nil {
 		return &kafka.Dialer{Timeout: 5 * time.Second}
 	}
-	return &kafka.Dialer{Timeout: 5 * time.Second, TLS: k.pki.Client(),
+	return &kafka.Dialer{Timeout: 5 * time.Second, TLS: k.certs.Client(),
 		SASLMechanism: plain.Mechanism{Username: KafkaUser, Password: KafkaSecret}}
 }
 
@@ -446,8 +389,8 @@ func Partition(key string, n int) int {
 func (k *Kafka) Produce(tb testing.TB, topic string, keys []string, values ...[]byte) {
 	tb.Helper()
 	opts := []kgo.Opt{kgo.SeedBrokers(k.Addr), kgo.ProducerLinger(0), kgo.RecordRetries(5)}
-	if k.pki != nil {
-		opts = append(opts, kgo.DialTLSConfig(k.pki.Client()),
+	if k.certs != nil {
+		opts = append(opts, kgo.DialTLSConfig(k.certs.Client()),
 			kgo.SASL(plainkgo.Auth{User: KafkaUser, Pass: KafkaSecret}.AsMechanism()))
 	}
 	cl, err := kgo.NewClient(opts...)

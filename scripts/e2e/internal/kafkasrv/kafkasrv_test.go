@@ -10,7 +10,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/kafkasrv"
-	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tcpproxy"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
 )
@@ -19,18 +19,8 @@ import (
 // reads the topic back while the proxy refuses connections: the reader's
 // redirect reaches kfake directly.
 func TestThroughProxy(t *testing.T) {
-	files, err := pki.Write(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvTLS, err := files.ServerTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cliTLS, err := files.ClientTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
+	certs := pki.New(t)
+	srvTLS, cliTLS := certs.Server, certs.Client()
 	srv, err := kafkasrv.Start(kafkasrv.Options{TLS: srvTLS, User: "key", Password: "secret", Topics: []string{"t"}, Partitions: 2})
 	if err != nil {
 		t.Fatal(err)
