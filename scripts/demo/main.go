@@ -1,10 +1,12 @@
 // Command demo runs the whole pipeline on one machine with no hardware and
 // no cloud account (`make demo`): simulated sensors -> bin/edge-agent ->
 // an embedded MQTT broker (mochi-mqtt) -> bin/cloud-forwarder -> an
-// embedded Kafka-protocol server (kfake). It prints each reading as it
-// lands in Kafka and, on Ctrl-C (or after -duration), stops everything and
-// prints a summary by (device_id, seq): produced, delivered, duplicates,
-// still buffered, missing. It exits 1 if a reading went missing.
+// embedded Kafka-protocol server (kfake) and, when a PostgreSQL server is
+// installed, `cloud-forwarder sink` into a throwaway cluster. It prints
+// each reading as it lands in Kafka and, on Ctrl-C (or after -duration),
+// stops everything and prints a summary by (device_id, seq): produced,
+// delivered, duplicates, still buffered, missing, rows in PostgreSQL. It
+// exits 1 if a reading went missing.
 //
 //	go run ./scripts/demo -bin bin               # after make build
 //	go run ./scripts/demo -bin bin -duration 20s -quiet
@@ -50,6 +52,7 @@ type Options struct {
 	Quiet    bool          // no line per reading
 	Topic    string        // Kafka topic
 	DeviceID string
+	NoDB     bool // skip the PostgreSQL step even when a server is installed
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -63,6 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.Quiet, "quiet", false, "print only the summary")
 	fs.StringVar(&o.Topic, "topic", "sensor-readings", "Kafka topic")
 	fs.StringVar(&o.DeviceID, "device", "demo-pi", "device_id of the simulated Pi")
+	fs.BoolVar(&o.NoDB, "no-db", false, "skip the PostgreSQL step (cloud-forwarder sink) even when a server is installed")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -78,6 +82,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if sum.Missing > 0 {
 		return fmt.Errorf("%d readings are missing", sum.Missing)
+	}
+	if sum.DBMissing > 0 {
+		return fmt.Errorf("%d readings in Kafka are not in PostgreSQL", sum.DBMissing)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -173,6 +174,15 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 		return nil, err
 	}
 	defer agent.stop(10 * time.Second) //nolint:errcheck // as above
+	var db *database
+	if !o.NoDB {
+		if db, err = startDatabase(ctx, o, dir, kafkaAddr, out); err != nil {
+			return nil, err
+		}
+		if db != nil {
+			defer db.close() //nolint:errcheck // closed explicitly below; this is the error path
+		}
+	}
 	fmt.Fprintf(out, "demo: %d simulated sensors every %v -> edge-agent -> MQTT -> cloud-forwarder -> Kafka topic %s; Ctrl-C stops\n",
 		o.Sensors, o.Interval, o.Topic)
 
@@ -203,6 +213,8 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 		return sum.Finish(), agent.exitErr()
 	case <-fwd.done:
 		return sum.Finish(), fwd.exitErr()
+	case <-dbDone(db):
+		return sum.Finish(), db.sink.exitErr()
 	}
 
 	// Stop taking readings, then let the forwarder drain what the agent
@@ -221,12 +233,28 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 	}
 	ferr := fwd.stop(15 * time.Second)
 	res := sum.Finish()
-	if res.Missing == 0 {
+	if db != nil {
+		n, err := db.waitRows(context.WithoutCancel(ctx), res.Delivered, 15*time.Second)
+		if err != nil {
+			return res, fmt.Errorf("count the rows in PostgreSQL: %w", err)
+		}
+		res.SetDB(n)
+		ferr = errors.Join(ferr, db.close())
+	}
+	if res.Missing == 0 && res.DBMissing == 0 {
 		os.RemoveAll(dir)
 	} else {
 		fmt.Fprintf(out, "demo: kept %s for inspection\n", dir)
 	}
 	return res, ferr
+}
+
+// dbDone is the sink's exit channel, or nil (never ready) without a database.
+func dbDone(db *database) <-chan struct{} {
+	if db == nil {
+		return nil
+	}
+	return db.sink.done
 }
 
 // bufferContents returns the seqs still in the agent's buffer and the last

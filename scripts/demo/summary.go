@@ -19,6 +19,9 @@ type Summary struct {
 	Buffered   int    // produced, not yet published: still in the agent's buffer
 	Missing    int    // produced, not buffered, never seen in Kafka
 	Undecoded  int    // Kafka records that failed to decode
+	DBRows     int    // rows in PostgreSQL's readings table (with a database)
+	DBMissing  int    // delivered to Kafka, not in the table
+	dbKnown    bool
 
 	mu       sync.Mutex
 	seen     map[key]int
@@ -97,6 +100,14 @@ func (s *Summary) Finish() *Summary {
 	return s
 }
 
+// SetDB records the rows the sink wrote into PostgreSQL (call after Finish).
+func (s *Summary) SetDB(rows int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.DBRows, s.dbKnown = rows, true
+	s.DBMissing = max(s.Delivered-rows, 0)
+}
+
 // Print writes the summary for a person.
 func (s *Summary) Print(w io.Writer) {
 	fmt.Fprintln(w, "\nsummary by (device_id, seq):")
@@ -110,6 +121,12 @@ func (s *Summary) Print(w io.Writer) {
 	if s.known {
 		fmt.Fprintf(w, "  still in the agent's buffer %d (sent on its next start)\n", s.Buffered)
 		fmt.Fprintf(w, "  missing                     %d\n", s.Missing)
+	}
+	if s.dbKnown {
+		fmt.Fprintf(w, "  rows in PostgreSQL          %d (table readings, one per (device_id, seq))\n", s.DBRows)
+		if s.DBMissing > 0 {
+			fmt.Fprintf(w, "  in Kafka, not in PostgreSQL %d\n", s.DBMissing)
+		}
 	}
 	if s.Undecoded > 0 {
 		fmt.Fprintf(w, "  undecodable records         %d\n", s.Undecoded)
