@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,13 +15,11 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
 
 // handledDenials are syscalls the unit may forbid on purpose because the
@@ -103,15 +99,6 @@ func allowedSyscalls(t *testing.T, analyze, unit string) map[string]bool {
 	return allowed
 }
 
-type allowAll struct{ mqtt.HookBase }
-
-func (*allowAll) ID() string { return "allow-all" }
-func (*allowAll) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
-}
-func (*allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-func (*allowAll) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
-
 func needStrace(t *testing.T) string {
 	t.Helper()
 	strace := testkit.NeedTool(t, "strace", "strace")
@@ -132,19 +119,7 @@ func buildBin(t *testing.T, dir, pkg string) string {
 
 func startBroker(t *testing.T) string {
 	t.Helper()
-	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err := srv.AddHook(new(allowAll), nil); err != nil {
-		t.Fatal(err)
-	}
-	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	if err := srv.AddListener(l); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return l.Address()
+	return broker.New(t, broker.Options{}).Addr
 }
 
 func agentConfig(t *testing.T, dir, device, broker string) string {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
 
 // BenchmarkSteadyState runs the real binary with 4 sim sensors at 1 Hz,
@@ -25,9 +25,9 @@ func BenchmarkSteadyState(b *testing.B) {
 	if s, err := strconv.Atoi(os.Getenv("EDGE_AGENT_STEADY_SECONDS")); err == nil && s > 0 {
 		secs = s
 	}
-	br := mqtttest.StartBroker(b, mqtttest.BrokerOptions{})
-	cnt := mqtttest.NewCounter()
-	mqtttest.Subscribe(b, cnt, mqtttest.SubOptions{URL: br.URL()})
+	br := broker.New(b, broker.Options{})
+	cnt := broker.NewCounter()
+	broker.Subscribe(b, cnt, broker.SubOptions{URL: br.URL()})
 	for b.Loop() {
 		dir := b.TempDir()
 		cfg := filepath.Join(dir, "config.yaml")

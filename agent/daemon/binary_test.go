@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
 
 var agentBin string
@@ -122,9 +122,9 @@ func (n *notifySocket) has(state string) bool {
 // READY=1, watchdog pings, SIGHUP reload of sensors, SIGTERM within 5s with
 // STOPPING=1, retained offline status, and nothing lost.
 func TestBinarySystemdLifecycle(t *testing.T) {
-	cnt := mqtttest.NewCounter()
-	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{})
-	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: br.URL()})
+	cnt := broker.NewCounter()
+	br := broker.New(t, broker.Options{})
+	broker.Subscribe(t, cnt, broker.SubOptions{URL: br.URL()})
 	dir := t.TempDir()
 	db := filepath.Join(dir, "buffer.db")
 	statusAddr := freePort(t)
@@ -187,7 +187,7 @@ func TestBinarySystemdLifecycle(t *testing.T) {
 
 // checkNothingLost: every seq ever assigned was either delivered or is
 // still in the buffer.
-func checkNothingLost(t *testing.T, cnt *mqtttest.Counter, device, db string) {
+func checkNothingLost(t *testing.T, cnt *broker.Counter, device, db string) {
 	t.Helper()
 	b, err := buffer.OpenReadOnly(db, 5*time.Second)
 	if err != nil {
@@ -265,7 +265,7 @@ func tryGet(url string) (int, string) {
 // real binary stays up, says why in one clear line, backs off, keeps
 // buffering, is healthy but not ready, and never prints the password.
 func TestBinaryBadCredentialsKeepsBuffering(t *testing.T) {
-	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{Users: map[string]string{"pi-auth": "right-password"}})
+	br := broker.New(t, broker.Options{Users: map[string]string{"pi-auth": "right-password"}})
 	dir := t.TempDir()
 	statusAddr := freePort(t)
 	cfgPath := writeConfig(t, dir, fmt.Sprintf(`device_id: pi-auth

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
 
 // TestCrashWhilePublishing SIGKILLs the real binary 20 times while it drains
@@ -22,9 +22,9 @@ import (
 // last restart every reading ever stored reaches the broker.
 func TestCrashWhilePublishing(t *testing.T) {
 	const device = "pi-crash"
-	cnt := mqtttest.NewCounter()
-	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{})
-	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: br.URL()})
+	cnt := broker.NewCounter()
+	br := broker.New(t, broker.Options{})
+	broker.Subscribe(t, cnt, broker.SubOptions{URL: br.URL()})
 	dir := t.TempDir()
 	db := filepath.Join(dir, "buffer.db")
 	prefill(t, db, device, 20000)

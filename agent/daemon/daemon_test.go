@@ -16,9 +16,9 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/clock"
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/agent/daemon"
-	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
@@ -187,9 +187,9 @@ func (f sourceFunc) Synced() (bool, error) { return f() }
 // TLS and a password file, the way HiveMQ Cloud is configured.
 func TestMosquittoTLSPassword(t *testing.T) {
 	ca := pki.New(t)
-	mq := mqtttest.StartMosquitto(t, ca, map[string]string{"pi-1": "agent-secret-123", "counter": "counter-pw"})
-	cnt := mqtttest.NewCounter()
-	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: mq.URL(), TLS: ca.Client(), Username: "counter", Password: "counter-pw"})
+	mq := broker.StartMosquitto(t, broker.MosquittoConfig{PKI: ca, Users: map[string]string{"pi-1": "agent-secret-123", "counter": "counter-pw"}})
+	cnt := broker.NewCounter()
+	broker.Subscribe(t, cnt, broker.SubOptions{URL: mq.URL(), TLS: ca.Client(), Username: "counter", Password: "counter-pw"})
 	dir := t.TempDir()
 	pwFile := filepath.Join(dir, "mqtt-password")
 	if err := os.WriteFile(pwFile, []byte("agent-secret-123\n"), 0o600); err != nil {

@@ -5,15 +5,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
 
 // BenchmarkDrain100k drains a 100,000-reading backlog from the real bbolt
 // buffer to a local mosquitto at QoS 1 (delete after PUBACK) and reports
 // readings/s. Run it with -benchtime=1x under flock /tmp/bench.lock.
 func BenchmarkDrain100k(b *testing.B) {
-	mq := mqtttest.StartMosquitto(b, nil, nil)
+	mq := broker.StartMosquitto(b, broker.MosquittoConfig{})
 	for b.Loop() {
 		b.StopTimer()
 		buf := openBuffer(b)

@@ -12,10 +12,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
 
 // failingQueue is the real buffer whose Delete fails (ENOSPC, as on a full
@@ -45,9 +45,9 @@ func (e *errnoErr) Unwrap() error { return e.e }
 // the readings must be sent again and deleted once the disk recovers, and
 // nothing may be lost.
 func TestDeleteFailureEndsSessionAndRetries(t *testing.T) {
-	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{})
-	cnt := mqtttest.NewCounter()
-	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: br.URL()})
+	br := broker.New(t, broker.Options{})
+	cnt := broker.NewCounter()
+	broker.Subscribe(t, cnt, broker.SubOptions{URL: br.URL()})
 	q := &failingQueue{Buffer: openBuffer(t)}
 	appendN(t, q.Buffer, 3000)
 	q.failing.Store(true)
@@ -108,7 +108,7 @@ func (q *stuckQueue) Delete(ctx context.Context, seqs ...uint64) error {
 // so through Stalled, so readiness and the watchdog can act; a healthy or
 // merely disconnected publisher does not.
 func TestStalledPublisherIsReported(t *testing.T) {
-	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{})
+	br := broker.New(t, broker.Options{})
 	q := &stuckQueue{Buffer: openBuffer(t), release: make(chan struct{}), entered: make(chan struct{})}
 	appendN(t, q.Buffer, 1000)
 	r := start(t, q, mqttpub.Options{URL: br.URL(), Window: 200, StallTimeout: 500 * time.Millisecond})
@@ -124,7 +124,9 @@ func TestStalledPublisherIsReported(t *testing.T) {
 		t.Fatalf("Stalled() = %v during a broker outage", err)
 	}
 	q.stuck.Store(true)
-	br.Start()
+	if err := br.Start(); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case <-q.entered:
 	case <-time.After(10 * time.Second):

@@ -18,6 +18,7 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
@@ -121,9 +122,9 @@ func waitEmpty(t *testing.T, b *buffer.Buffer, timeout time.Duration) {
 }
 
 func TestDrainsBacklogThenLiveReadings(t *testing.T) {
-	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{})
-	cnt := mqtttest.NewCounter()
-	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: br.URL()})
+	br := broker.New(t, broker.Options{})
+	cnt := broker.NewCounter()
+	broker.Subscribe(t, cnt, broker.SubOptions{URL: br.URL()})
 	b := openBuffer(t)
 	appendN(t, b, 5000)
 
@@ -160,7 +161,7 @@ func TestOrderPerSensorIsKept(t *testing.T) {
 	var mu sync.Mutex
 	last := map[string]uint64{}
 	var disorder []string
-	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{
+	br := broker.New(t, broker.Options{
 		Filter: "sensors/+/+/reading",
 		Inline: func(topic string, payload []byte) {
 			r, err := reading.Decode(payload)
@@ -188,9 +189,9 @@ func TestOrderPerSensorIsKept(t *testing.T) {
 
 func TestTLSWithPasswordAndCAFile(t *testing.T) {
 	ca := pki.New(t)
-	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{TLS: ca.Server, Users: map[string]string{device: "s3cret-pass", "counter": "c"}})
-	cnt := mqtttest.NewCounter()
-	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: br.TLSURL(), TLS: ca.Client(), Username: "counter", Password: "c"})
+	br := broker.New(t, broker.Options{TLS: ca.Server, Users: map[string]string{device: "s3cret-pass", "counter": "c"}})
+	cnt := broker.NewCounter()
+	broker.Subscribe(t, cnt, broker.SubOptions{URL: br.TLSURL(), TLS: ca.Client(), Username: "counter", Password: "c"})
 	b := openBuffer(t)
 	appendN(t, b, 1000)
 	var logs testkit.LogBuffer
@@ -206,7 +207,7 @@ func TestTLSWithPasswordAndCAFile(t *testing.T) {
 func TestConnectFailures(t *testing.T) {
 	ca := pki.New(t)
 	other := pki.New(t) // a CA the broker's certificate does not chain to
-	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{TLS: ca.Server, Users: map[string]string{device: "right"}})
+	br := broker.New(t, broker.Options{TLS: ca.Server, Users: map[string]string{device: "right"}})
 	for _, tc := range []struct {
 		name string
 		o    mqttpub.Options
@@ -281,8 +282,8 @@ func steady(ctx context.Context, t *testing.T, b *buffer.Buffer, rate int) <-cha
 }
 
 func TestBrokerOutage(t *testing.T) {
-	cnt := mqtttest.NewCounter()
-	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{Inline: cnt.Add, Filter: "sensors/+/+/reading"})
+	cnt := broker.NewCounter()
+	br := broker.New(t, broker.Options{Inline: cnt.Add, Filter: "sensors/+/+/reading"})
 	b := openBuffer(t)
 	var logs testkit.LogBuffer
 	r := start(t, b, mqttpub.Options{URL: br.URL(), KeepAlive: time.Second, PingTimeout: time.Second, Logger: logs.Logger()})
@@ -295,7 +296,9 @@ func TestBrokerOutage(t *testing.T) {
 	if st, _ := b.Stats(); st.Count < 200 {
 		t.Errorf("only %d readings buffered during the outage", st.Count)
 	}
-	br.Start()
+	if err := br.Start(); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(time.Second)
 	stopGen()
 	n := <-gen
@@ -313,9 +316,9 @@ func TestBrokerOutage(t *testing.T) {
 }
 
 func TestBlackholedLink(t *testing.T) {
-	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{})
-	cnt := mqtttest.NewCounter()
-	mqtttest.Subscribe(t, cnt, mqtttest.SubOptions{URL: br.URL()}) // direct, not through the proxy
+	br := broker.New(t, broker.Options{})
+	cnt := broker.NewCounter()
+	broker.Subscribe(t, cnt, broker.SubOptions{URL: br.URL()}) // direct, not through the proxy
 	px := mqtttest.NewProxy(t, br.Addr)
 	b := openBuffer(t)
 	var logs testkit.LogBuffer
@@ -348,7 +351,7 @@ func TestBlackholedLink(t *testing.T) {
 // answers (a black hole) must not hold up shutdown for the 15s connect
 // timeout.
 func TestStopWhileConnecting(t *testing.T) {
-	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{})
+	br := broker.New(t, broker.Options{})
 	px := mqtttest.NewProxy(t, br.Addr)
 	px.Blackhole(true)
 	b := openBuffer(t)
@@ -364,7 +367,7 @@ func TestStopWhileConnecting(t *testing.T) {
 // TestStopOnBlackholedLink: SIGTERM while the link is a black hole with
 // publishes in flight: Run still returns well inside systemd's 5s budget.
 func TestStopOnBlackholedLink(t *testing.T) {
-	br := mqtttest.StartBroker(t, mqtttest.BrokerOptions{})
+	br := broker.New(t, broker.Options{})
 	px := mqtttest.NewProxy(t, br.Addr)
 	b := openBuffer(t)
 	appendN(t, b, 20000)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
 
 var binPath string
@@ -59,48 +60,17 @@ func freeAddr(tb testing.TB) string {
 	return ln.Addr().String()
 }
 
-// startMosquitto runs mosquitto with a queue big enough for the backlog.
+// startMosquitto runs mosquitto with a queue big enough for the backlog;
+// extra holds more config lines (BENCH_MOSQUITTO_CONF).
 func startMosquitto(tb testing.TB, extra string) string {
 	tb.Helper()
-	if _, err := exec.LookPath("mosquitto"); err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatal("CI=true but mosquitto is not installed")
+	lines := []string{"max_queued_messages 200000", "set_tcp_nodelay true"}
+	for _, l := range strings.Split(extra, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
 		}
-		tb.Skip("mosquitto is not installed")
 	}
-	addr := freeAddr(tb)
-	_, port, _ := net.SplitHostPort(addr)
-	conf := filepath.Join(tb.TempDir(), "mosquitto.conf")
-	if !strings.Contains(extra, "max_inflight_messages") {
-		extra += "\nmax_inflight_messages 0"
-	}
-	body := fmt.Sprintf(`listener %s 127.0.0.1
-allow_anonymous true
-persistence false
-max_queued_messages 200000
-max_queued_bytes 0
-set_tcp_nodelay true
-log_type error
-%s
-`, port, extra)
-	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	cmd := exec.Command("mosquitto", "-c", conf)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	for i := 0; i < 200; i++ {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	tb.Fatal("mosquitto did not start")
-	return ""
+	return broker.StartMosquitto(tb, broker.MosquittoConfig{Extra: lines}).Addr
 }
 
 type child struct {

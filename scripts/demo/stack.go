@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,41 +13,13 @@ import (
 	"syscall"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
-
-// allowAll lets every client connect and use every topic: the broker
-// listens on loopback only.
-type allowAll struct{ mqtt.HookBase }
-
-func (allowAll) ID() string { return "allow-all" }
-func (allowAll) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
-}
-func (allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-func (allowAll) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
-
-func startBroker() (*mqtt.Server, string, error) {
-	srv := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err := srv.AddHook(new(allowAll), nil); err != nil {
-		return nil, "", err
-	}
-	l := listeners.NewTCP(listeners.Config{ID: "demo", Address: "127.0.0.1:0"})
-	if err := srv.AddListener(l); err != nil {
-		return nil, "", fmt.Errorf("mqtt listener: %w", err)
-	}
-	if err := srv.Serve(); err != nil {
-		return nil, "", err
-	}
-	return srv, l.Address(), nil
-}
 
 // proc is a child program whose output goes to a log file.
 type proc struct {
@@ -139,11 +110,12 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	broker, mqttAddr, err := startBroker()
+	mq, err := broker.Start(broker.Options{})
 	if err != nil {
 		return nil, err
 	}
-	defer broker.Close()
+	defer mq.Stop()
+	mqttAddr := mq.Addr
 	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, o.Topic, o.Topic+".dlq"))
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)

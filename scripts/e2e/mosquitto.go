@@ -3,12 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strings"
 
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
@@ -23,60 +22,19 @@ func newMosquitto(dir string, port int, certs *pki.PKI, users []mqttUser) (*proc
 	if err != nil {
 		return nil, fmt.Errorf("mosquitto is not installed (apt-get install mosquitto mosquitto-clients): %w", err)
 	}
-	passwdBin, err := exec.LookPath("mosquitto_passwd")
+	pw := map[string]string{}
+	for _, u := range users {
+		pw[u.name] = u.password
+	}
+	confPath, err := broker.MosquittoConfig{
+		Addr: fmt.Sprintf("127.0.0.1:%d", port), Dir: dir, PKI: certs, Users: pw,
+		Persist: true,
+		// A file log is flushed line by line (stdout to a file is not), so
+		// the harness can watch it for the forwarders' re-subscribe.
+		LogFile: brokerLog(dir),
+		Extra:   []string{"max_inflight_messages 1000"},
+	}.Write()
 	if err != nil {
-		return nil, fmt.Errorf("mosquitto_passwd is not installed (apt-get install mosquitto): %w", err)
-	}
-	passwd := filepath.Join(dir, "passwd")
-	for i, u := range users {
-		args := []string{"-b", passwd, u.name, u.password}
-		if i == 0 {
-			args = append([]string{"-c"}, args...)
-		}
-		if out, err := exec.Command(passwdBin, args...).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("mosquitto_passwd: %w: %s", err, out)
-		}
-	}
-	persist := filepath.Join(dir, "data") + "/"
-	if err := os.MkdirAll(persist, 0o755); err != nil {
-		return nil, err
-	}
-	// Run as ourselves: as root mosquitto would otherwise switch to the
-	// "mosquitto" user, who cannot read our temp dir.
-	runAs := "root"
-	if u, err := user.Current(); err == nil {
-		runAs = u.Username
-	}
-	conf := strings.Join([]string{
-		"per_listener_settings false",
-		"user " + runAs,
-		fmt.Sprintf("listener %d 127.0.0.1", port),
-		"cafile " + certs.CAFile,
-		"certfile " + certs.CertFile,
-		"keyfile " + certs.KeyFile,
-		"allow_anonymous false",
-		"password_file " + passwd,
-		"persistence true",
-		"persistence_location " + persist,
-		"autosave_interval 30",
-		// The forwarders' persistent sessions must hold the whole backlog
-		// of an outage; mosquitto's default (1000) would drop the rest.
-		"max_queued_messages 1000000",
-		"max_inflight_messages 1000",
-		// A file log is flushed line by line (stdout to a file is not),
-		// so the harness can watch it for the forwarders' re-subscribe.
-		"log_dest file " + brokerLog(dir),
-		"log_type error",
-		"log_type warning",
-		"log_type notice",
-		"log_type information",
-		"log_type subscribe", // the harness waits for the forwarders' SUBSCRIBE after a restart
-		"connection_messages true",
-		"log_timestamp_format %Y-%m-%dT%H:%M:%S",
-		"",
-	}, "\n")
-	confPath := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
 	return &proc{name: "mosquitto", argv: []string{bin, "-c", confPath}, logPath: filepath.Join(dir, "mosquitto.log")}, nil

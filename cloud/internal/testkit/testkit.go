@@ -9,19 +9,13 @@ package testkit
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"fmt"
-	"log/slog"
 	"net"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -29,6 +23,7 @@ import (
 	plainkgo "github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
@@ -45,78 +40,29 @@ const (
 	Partitions   = 6
 )
 
-// Broker is an embedded mochi MQTT broker.
-type Broker struct {
-	Server *mochi.Server
-	Addr   string // 127.0.0.1:port
-	URL    string // ssl://127.0.0.1:port, or tcp:// without TLS
-}
-
-// BrokerOptions tune the broker; zero values are sensible.
+// BrokerOptions tune StartBroker; zero values are sensible.
 type BrokerOptions struct {
-	// MaxInflight caps the QoS 1 messages mochi keeps per client session,
-	// including the backlog queued for a disconnected persistent session
-	// (mochi's capabilities.maximum_inflight; 0 = 20000).
-	MaxInflight uint16
-	// MaxPacketSize is the largest packet accepted (0 = 2 MiB).
-	MaxPacketSize uint32
-	// NoTLS serves plain TCP.
-	NoTLS bool
+	MaxInflight   uint16 // see broker.Options
+	MaxPacketSize uint32 // see broker.Options
 	// DenySubscribe refuses MQTTUser's subscriptions (SUBACK 0x80), as a
 	// HiveMQ Cloud credential without subscribe permission does.
 	DenySubscribe bool
 }
 
-// StartBroker runs mochi with TLS and username/password auth until the test ends.
-func StartBroker(tb testing.TB, certs *pki.PKI, o BrokerOptions) *Broker {
+// StartBroker runs mochi with TLS and the forwarder's and the publisher's
+// credentials until the test ends.
+func StartBroker(tb testing.TB, certs *pki.PKI, o BrokerOptions) *broker.Broker {
 	tb.Helper()
-	caps := mochi.NewDefaultServerCapabilities()
-	caps.MaximumInflight = o.MaxInflight
-	if caps.MaximumInflight == 0 {
-		caps.MaximumInflight = 20000
-	}
-	caps.MaximumPacketSize = o.MaxPacketSize
-	if caps.MaximumPacketSize == 0 {
-		caps.MaximumPacketSize = 2 << 20
-	}
-	caps.MaximumClientWritesPending = 16 << 10
-	s := mochi.New(&mochi.Options{
-		Capabilities: caps,
-		Logger:       slog.New(slog.DiscardHandler),
-	})
-	ledger := &auth.Ledger{
-		Auth: auth.AuthRules{
-			{Username: MQTTUser, Password: auth.RString(MQTTPassword), Allow: true},
-			{Username: PubUser, Password: PubPassword, Allow: true},
-		},
+	bo := broker.Options{
+		TLS:           certs.Server,
+		Users:         map[string]string{MQTTUser: MQTTPassword, PubUser: PubPassword},
+		MaxInflight:   o.MaxInflight,
+		MaxPacketSize: o.MaxPacketSize,
 	}
 	if o.DenySubscribe {
-		ledger.ACL = auth.ACLRules{{Username: MQTTUser, Filters: auth.Filters{"#": auth.Deny}}}
+		bo.DenySubscribe = []string{MQTTUser}
 	}
-	err := s.AddHook(new(auth.Hook), &auth.Options{Ledger: ledger})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var ln net.Listener
-	scheme := "ssl"
-	if o.NoTLS {
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
-		scheme = "tcp"
-	} else {
-		ln, err = tls.Listen("tcp", "127.0.0.1:0", certs.Server)
-	}
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := s.AddListener(listeners.NewNet("t", ln)); err != nil {
-		tb.Fatal(err)
-	}
-	if err := s.Serve(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = s.Close() })
-	addr := ln.Addr().String()
-	return &Broker{Server: s, Addr: addr, URL: scheme + "://" + addr}
+	return broker.New(tb, bo)
 }
 
 // Kafka is a kfake cluster behind a listener that can be cut.
@@ -236,9 +182,9 @@ func (c *gatedConn) Close() error {
 }
 
 // Env returns the forwarder environment for these servers.
-func Env(b *Broker, k *Kafka, certs *pki.PKI, id string) map[string]string {
+func Env(b *broker.Broker, k *Kafka, certs *pki.PKI, id string) map[string]string {
 	return map[string]string{
-		"HIVEMQ_URL":                      b.URL,
+		"HIVEMQ_URL":                      b.TLSURL(),
 		"HIVEMQ_USERNAME":                 MQTTUser,
 		"HIVEMQ_PASSWORD":                 MQTTPassword,
 		"HIVEMQ_CA_FILE":                  certs.CAFile,
@@ -264,52 +210,28 @@ func Reading(dev string, seq uint64) *reading.Reading {
 // ReadingTopic is the agent's topic for a reading.
 func ReadingTopic(dev string) string { return "sensors/" + dev + "/sim-1/reading" }
 
-// Publisher is an MQTT client publishing QoS 1 as the edge agent would.
-type Publisher struct {
-	c mqtt.Client
-}
+// Publisher publishes QoS 1 as the edge agent would.
+type Publisher struct{ *broker.Publisher }
 
-// NewPublisher connects a publisher (clean session) to b.
-func NewPublisher(tb testing.TB, b *Broker, certs *pki.PKI, id string) *Publisher {
+// NewPublisher connects a publisher (clean session) to b over TLS.
+func NewPublisher(tb testing.TB, b *broker.Broker, certs *pki.PKI, id string) *Publisher {
 	tb.Helper()
-	o := mqtt.NewClientOptions().AddBroker(b.URL).SetClientID(id).SetUsername(PubUser).SetPassword(PubPassword).
-		SetCleanSession(true).SetTLSConfig(certs.Client()).SetAutoReconnect(false).SetMaxResumePubInFlight(1000)
-	c := mqtt.NewClient(o)
-	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-		tb.Fatalf("publisher connect: %v", t.Error())
-	}
-	tb.Cleanup(func() { c.Disconnect(100) })
-	return &Publisher{c: c}
-}
-
-// Publish sends payloads to topic at QoS 1 and waits for every PUBACK.
-func (p *Publisher) Publish(tb testing.TB, topic string, payloads ...[]byte) {
-	tb.Helper()
-	toks := make([]mqtt.Token, 0, len(payloads))
-	for _, pl := range payloads {
-		toks = append(toks, p.c.Publish(topic, 1, false, pl))
-	}
-	for _, t := range toks {
-		if !t.WaitTimeout(30*time.Second) || t.Error() != nil {
-			tb.Fatalf("publish %s: %v", topic, t.Error())
-		}
-	}
+	return &Publisher{broker.NewPublisher(tb, broker.PubOptions{URL: b.TLSURL(), TLS: certs.Client(),
+		Username: PubUser, Password: PubPassword, ClientID: id})}
 }
 
 // PublishReadings publishes seqs from..to (inclusive) for each device, interleaved.
 func (p *Publisher) PublishReadings(tb testing.TB, devs []string, from, to uint64) {
 	tb.Helper()
-	toks := make([]mqtt.Token, 0, len(devs)*int(to-from+1))
+	var topics []string
+	var payloads [][]byte
 	for s := from; s <= to; s++ {
 		for _, d := range devs {
-			toks = append(toks, p.c.Publish(ReadingTopic(d), 1, false, reading.Encode(nil, Reading(d, s))))
+			topics = append(topics, ReadingTopic(d))
+			payloads = append(payloads, reading.Encode(nil, Reading(d, s)))
 		}
 	}
-	for _, t := range toks {
-		if !t.WaitTimeout(30*time.Second) || t.Error() != nil {
-			tb.Fatalf("publish: %v", t.Error())
-		}
-	}
+	p.PublishEach(tb, topics, payloads)
 }
 
 // Devices returns n device ids.

@@ -1,4 +1,4 @@
-package mqtttest
+package broker
 
 import (
 	"crypto/tls"
@@ -30,7 +30,11 @@ func newTCPListener(id, addr string, tc *tls.Config) *tcpListener {
 
 func (t *tcpListener) ID() string       { return t.id }
 func (t *tcpListener) Protocol() string { return "tcp" }
-func (t *tcpListener) Address() string  { return t.addr }
+func (t *tcpListener) Address() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.addr
+}
 
 func (t *tcpListener) Init(*slog.Logger) error {
 	l, err := net.Listen("tcp", t.addr)
@@ -42,6 +46,7 @@ func (t *tcpListener) Init(*slog.Logger) error {
 	}
 	t.mu.Lock()
 	t.l = l
+	t.addr = l.Addr().String() // the port the kernel picked for :0
 	t.mu.Unlock()
 	return nil
 }

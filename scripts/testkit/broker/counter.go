@@ -1,4 +1,4 @@
-package mqtttest
+package broker
 
 import (
 	"crypto/tls"
