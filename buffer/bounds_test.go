@@ -30,8 +30,8 @@ func TestMaxBytesDropsOldest(t *testing.T) {
 	if st.DroppedBytes == 0 || st.DroppedBytes+st.Count != uint64(total) {
 		t.Fatalf("DroppedBytes %d + Count %d != appended %d", st.DroppedBytes, st.Count, total)
 	}
-	if st.NewestSeq != uint64(total) || st.OldestSeq != st.DroppedBytes+1 {
-		t.Fatalf("kept seqs %d..%d, want the newest %d..%d", st.OldestSeq, st.NewestSeq, st.DroppedBytes+1, total)
+	if f := st.SeqFloor; st.NewestSeq != f+uint64(total) || st.OldestSeq != f+st.DroppedBytes+1 {
+		t.Fatalf("kept seqs %d..%d, want the newest %d..%d", st.OldestSeq, st.NewestSeq, f+st.DroppedBytes+1, f+uint64(total))
 	}
 	if st.DroppedAge != 0 {
 		t.Fatalf("DroppedAge = %d", st.DroppedAge)
@@ -72,7 +72,7 @@ func TestMaxAgeDropsExpiredSyncedReadings(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if st.DroppedAge != want || st.Count != 110-want || st.OldestSeq != want+1 {
+	if st.DroppedAge != want || st.Count != 110-want || st.OldestSeq != st.SeqFloor+want+1 {
 		t.Fatalf("after aging: %+v, want %d dropped by age", st, want)
 	}
 	if st.DroppedBytes != 0 {
@@ -99,7 +99,7 @@ func TestMaxAgeDropsExpiredSyncedReadings(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	recs, _ := b.Peek(0, 100)
-	if len(recs) != 11 || recs[0].Seq != 101 || recs[10].Seq != 111 {
+	if f := st.SeqFloor; len(recs) != 11 || recs[0].Seq != f+101 || recs[10].Seq != f+111 {
 		t.Fatalf("left %v, want the 10 unsynced readings and the fresh one", seqs(recs))
 	}
 }

@@ -40,7 +40,8 @@ type Options struct {
 	FullCheckLimit int64
 	// AgeInterval is how often MaxAge is enforced. 0 means 1 minute.
 	AgeInterval time.Duration
-	// Now is the clock used for MaxAge; nil means time.Now. Tests set it.
+	// Now is the clock used for MaxAge and for the first seq of a fresh
+	// buffer; nil means time.Now. Tests set it.
 	Now func() time.Time
 }
 
@@ -132,6 +133,7 @@ type Buffer struct {
 	opts     Options
 	log      *slog.Logger
 	readOnly bool
+	opened   time.Time // monotonic; when Open began
 
 	mu sync.RWMutex // guards st; the writer holds it to change st, readers to read bbolt+st consistently
 	st *state
@@ -156,6 +158,7 @@ type Buffer struct {
 // returns ErrLocked when another process holds the file for longer than
 // opts.LockTimeout.
 func Open(path string, opts Options) (*Buffer, error) {
+	opened := time.Now() // before the floor is read from opts.Now: see confirmFloor
 	opts = opts.withDefaults()
 	if unsafe.Sizeof(uintptr(0)) == 4 && opts.MaxBytes > maxBytes32 {
 		opts.Logger.Warn("buffer max_bytes capped on a 32-bit system", "max_bytes", opts.MaxBytes, "cap", maxBytes32)
@@ -171,12 +174,19 @@ func Open(path string, opts Options) (*Buffer, error) {
 	if err != nil {
 		return nil, err
 	}
+	if st.next == 0 { // no seq ever handed out here: new, deleted, emptied or moved aside
+		floor, evidence := freshFloor(path, opts.Now())
+		st.startFresh(floor)
+		opts.Logger.Info("new buffer: seqs start above the floor", "path", path,
+			"next_seq", floor+1, "left_by_earlier_buffer", evidence)
+	}
 	b := &Buffer{
 		db:         db,
 		path:       path,
 		opts:       opts,
 		log:        opts.Logger,
 		st:         st,
+		opened:     opened,
 		reqs:       make(chan *request, 1024),
 		quit:       make(chan struct{}),
 		writerDone: make(chan struct{}),

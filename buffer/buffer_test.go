@@ -52,17 +52,18 @@ func appendN(t *testing.T, b *buffer.Buffer, from, n int) []*reading.Reading {
 func TestAppendPeekDelete(t *testing.T) {
 	ctx := context.Background()
 	b := openT(t, filepath.Join(t.TempDir(), "sub", "buffer.db"), buffer.Options{})
+	f := floorOf(t, b)
 	rs := appendN(t, b, 0, 10)
 	for i, r := range rs {
-		if r.Seq != uint64(i+1) {
-			t.Fatalf("reading %d got seq %d, want %d", i, r.Seq, i+1)
+		if r.Seq != f+uint64(i+1) {
+			t.Fatalf("reading %d got seq %d, want %d", i, r.Seq, f+uint64(i+1))
 		}
 	}
 	recs, err := b.Peek(0, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != 4 || recs[0].Seq != 1 || recs[3].Seq != 4 {
+	if len(recs) != 4 || recs[0].Seq != f+1 || recs[3].Seq != f+4 {
 		t.Fatalf("Peek(0,4) = %+v", recs)
 	}
 	for i, rec := range recs {
@@ -74,25 +75,39 @@ func TestAppendPeekDelete(t *testing.T) {
 			t.Fatalf("record %d = %+v, decoded %+v", i, rec, got)
 		}
 	}
-	if recs, _ = b.Peek(8, 100); len(recs) != 2 || recs[0].Seq != 9 {
+	if recs, _ = b.Peek(f+8, 100); len(recs) != 2 || recs[0].Seq != f+9 {
 		t.Fatalf("Peek(8,100) = %v", recs)
 	}
 	// Out-of-order and unknown seqs.
-	if err := b.Delete(ctx, 3, 1, 99, 3); err != nil {
+	if err := b.Delete(ctx, f+3, f+1, f+99, f+3, 1); err != nil {
 		t.Fatal(err)
 	}
 	recs, _ = b.Peek(0, 3)
-	if len(recs) != 3 || recs[0].Seq != 2 || recs[1].Seq != 4 || recs[2].Seq != 5 {
+	if len(recs) != 3 || recs[0].Seq != f+2 || recs[1].Seq != f+4 || recs[2].Seq != f+5 {
 		t.Fatalf("after delete Peek = %v", seqs(recs))
 	}
 	st, err := b.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Count != 8 || st.OldestSeq != 2 || st.NewestSeq != 10 || st.LastSeq != 10 ||
+	if st.Count != 8 || st.OldestSeq != f+2 || st.NewestSeq != f+10 || st.LastSeq != f+10 ||
 		!st.OldestTS.Equal(rs[1].TS) || !st.NewestTS.Equal(rs[9].TS) || st.LiveBytes <= 0 || st.FileBytes < st.LiveBytes {
 		t.Fatalf("Stats = %+v", st)
 	}
+}
+
+// floorOf is the seq a fresh buffer started above: its first reading
+// gets floorOf+1.
+func floorOf(t *testing.T, b *buffer.Buffer) uint64 {
+	t.Helper()
+	st, err := b.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.SeqFloor == 0 {
+		t.Fatalf("a fresh buffer has no seq floor: %+v", st)
+	}
+	return st.SeqFloor
 }
 
 func seqs(recs []buffer.Record) []uint64 {
@@ -110,8 +125,9 @@ func TestSeqSurvivesReopenAndPurge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f := floorOf(t, b)
 	appendN(t, b, 0, 5)
-	if n, err := b.Purge(ctx, 3); err != nil || n != 3 {
+	if n, err := b.Purge(ctx, f+3); err != nil || n != 3 {
 		t.Fatalf("Purge(3) = %d, %v", n, err)
 	}
 	if n, err := b.Purge(ctx, math.MaxUint64); err != nil || n != 2 {
@@ -122,11 +138,11 @@ func TestSeqSurvivesReopenAndPurge(t *testing.T) {
 	}
 	b = openT(t, path, buffer.Options{})
 	rs := appendN(t, b, 0, 1)
-	if rs[0].Seq != 6 {
-		t.Fatalf("after purge and reopen seq = %d, want 6", rs[0].Seq)
+	if rs[0].Seq != f+6 {
+		t.Fatalf("after purge and reopen seq = %d, want %d", rs[0].Seq, f+6)
 	}
 	st, _ := b.Stats()
-	if st.Count != 1 || st.LastSeq != 6 || st.OldestSeq != 6 {
+	if st.Count != 1 || st.LastSeq != f+6 || st.OldestSeq != f+6 || st.SeqFloor != f {
 		t.Fatalf("Stats = %+v", st)
 	}
 	rep, err := b.Verify(ctx)
@@ -137,6 +153,7 @@ func TestSeqSurvivesReopenAndPurge(t *testing.T) {
 
 func TestConcurrentAppendsGetUniqueSeqs(t *testing.T) {
 	b := openT(t, filepath.Join(t.TempDir(), "buffer.db"), buffer.Options{})
+	f := floorOf(t, b)
 	const workers, per = 16, 50
 	var wg sync.WaitGroup
 	got := make(chan uint64, workers*per)
@@ -158,7 +175,7 @@ func TestConcurrentAppendsGetUniqueSeqs(t *testing.T) {
 	close(got)
 	seen := map[uint64]bool{}
 	for s := range got {
-		if seen[s] || s == 0 || s > workers*per {
+		if seen[s] || s <= f || s > f+workers*per {
 			t.Fatalf("seq %d duplicated or out of range", s)
 		}
 		seen[s] = true
@@ -194,7 +211,7 @@ func TestWait(t *testing.T) {
 	if err := b.Wait(context.Background(), 0); err != nil { // already there
 		t.Fatal(err)
 	}
-	go func() { done <- b.Wait(context.Background(), 1) }()
+	go func() { done <- b.Wait(context.Background(), floorOf(t, b)+1) }()
 	time.Sleep(20 * time.Millisecond)
 	_ = b.Close()
 	if err := <-done; !errors.Is(err, buffer.ErrClosed) {
@@ -259,7 +276,7 @@ func TestUpdateRewritesTimestamps(t *testing.T) {
 	}
 	recs, _ := b.Peek(0, 2)
 	r1, _ := reading.Decode(recs[1].Payload)
-	if r1.Seq != 2 || !r1.TimeSynced || !r1.TS.Equal(rs[1].TS.Add(shift)) {
+	if r1.Seq != rs[1].Seq || !r1.TimeSynced || !r1.TS.Equal(rs[1].TS.Add(shift)) {
 		t.Fatalf("rewritten reading = %+v", r1)
 	}
 	rep, err := b.Verify(ctx)

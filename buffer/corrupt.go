@@ -181,40 +181,26 @@ func scan(tx *bolt.Tx, visit func(seq uint64, v []byte) error) (walkResult, erro
 	return w, nil
 }
 
+// corruptInfix names the files a damaged buffer is moved aside to:
+// <path>.corrupt-<UTC time> and its log.
+const corruptInfix = ".corrupt-"
+
 // recoverCorrupt moves the damaged file (and its log) aside and opens a
-// fresh one whose sequence continues above the old one's, so no
-// (device_id, seq) is reused (consumers dedupe on it). The old sequence is
-// the higher of bbolt's and the log's; if bbolt's cannot be read, the fresh
-// sequence starts at the current Unix time in microseconds, which is above
-// any seq a buffer appending fewer than a million readings a second since
-// 1970 could have reached.
+// fresh one. Open then starts its sequence above anything the moved-aside
+// files still show and above the clock (freshFloor), so no
+// (device_id, seq) is reused (consumers dedupe on it).
 func recoverCorrupt(path string, opts Options, cause error) (*bolt.DB, *state, error) {
-	salvaged, serr := salvageSequence(path)
-	if log, err := readWAL(path); err == nil {
-		if top := maxWALSeq(log); top < maxSaneSeq {
-			salvaged = max(salvaged, top)
-		}
-	}
 	now := time.Now().UTC()
-	aside := fmt.Sprintf("%s.corrupt-%s", path, now.Format("20060102T150405.000Z"))
+	aside := path + corruptInfix + now.Format("20060102T150405.000Z")
 	if err := os.Rename(path, aside); err != nil {
 		return nil, nil, fmt.Errorf("move corrupt buffer %s aside: %w (cause: %w)", path, err, cause)
 	}
 	if err := os.Rename(walPath(path), walPath(aside)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, fmt.Errorf("move buffer log %s aside: %w", walPath(path), err)
 	}
-	start := salvaged
-	if serr != nil {
-		start = max(start, uint64(now.UnixMicro()))
-	}
 	opts.Logger.Error("buffer file is corrupt; moved aside, starting a fresh buffer",
-		"path", path, "moved_to", aside, "err", cause, "next_seq", start+1, "sequence_salvaged", serr == nil)
-	db, st, err := openChecked(path, opts)
-	if err != nil {
-		return nil, nil, err
-	}
-	st.next, st.durable, st.base = start, start, start
-	return db, st, nil
+		"path", path, "moved_to", aside, "err", cause)
+	return openChecked(path, opts)
 }
 
 // salvageSequence reads the highest seq a damaged file had handed out.

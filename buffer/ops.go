@@ -15,20 +15,25 @@ import (
 // Stats describes the buffer's content. All fields come from counters kept
 // in the file and the first and last record, so it is cheap at any size.
 type Stats struct {
-	Count        uint64    `json:"count"`
-	OldestSeq    uint64    `json:"oldest_seq"`
-	NewestSeq    uint64    `json:"newest_seq"`
-	OldestTS     time.Time `json:"oldest_ts"`
-	NewestTS     time.Time `json:"newest_ts"`
-	LastSeq      uint64    `json:"last_seq"`      // highest seq ever assigned (survives purges)
-	LiveBytes    int64     `json:"live_bytes"`    // keys + stored values
-	FileBytes    int64     `json:"file_bytes"`    // size of the bbolt file; bbolt reuses freed pages but never shrinks
-	FreeBytes    int64     `json:"free_bytes"`    // pages free for reuse inside the file
-	LogBytes     int64     `json:"log_bytes"`     // write-ahead log not yet checkpointed into the file
-	DroppedBytes uint64    `json:"dropped_bytes"` // readings dropped by max_bytes, ever
-	DroppedAge   uint64    `json:"dropped_age"`   // readings dropped by max_age, ever
-	MaxBytes     int64     `json:"max_bytes,omitempty"`
-	MaxAge       Duration  `json:"max_age,omitempty"`
+	Count     uint64    `json:"count"`
+	OldestSeq uint64    `json:"oldest_seq"`
+	NewestSeq uint64    `json:"newest_seq"`
+	OldestTS  time.Time `json:"oldest_ts"`
+	NewestTS  time.Time `json:"newest_ts"`
+	LastSeq   uint64    `json:"last_seq"` // highest seq ever assigned (survives purges)
+	// SeqFloor: every seq this buffer handed out is above it (0 for a
+	// buffer created before floors existed, which counted from 1). Seqs
+	// above it are consecutive, except for one jump when a buffer started
+	// with a clock behind sees its first synced reading.
+	SeqFloor     uint64   `json:"seq_floor"`
+	LiveBytes    int64    `json:"live_bytes"`    // keys + stored values
+	FileBytes    int64    `json:"file_bytes"`    // size of the bbolt file; bbolt reuses freed pages but never shrinks
+	FreeBytes    int64    `json:"free_bytes"`    // pages free for reuse inside the file
+	LogBytes     int64    `json:"log_bytes"`     // write-ahead log not yet checkpointed into the file
+	DroppedBytes uint64   `json:"dropped_bytes"` // readings dropped by max_bytes, ever
+	DroppedAge   uint64   `json:"dropped_age"`   // readings dropped by max_age, ever
+	MaxBytes     int64    `json:"max_bytes,omitempty"`
+	MaxAge       Duration `json:"max_age,omitempty"`
 }
 
 // Duration marshals as a Go duration string ("720h0m0s").
@@ -51,7 +56,7 @@ func (b *Buffer) Stats() (Stats, error) {
 		rb := tx.Bucket([]byte(bucketReadings))
 		s.Count, s.LiveBytes = st.cnt.count, int64(st.cnt.live)
 		s.DroppedBytes, s.DroppedAge = st.cnt.droppedBytes, st.cnt.droppedAge
-		s.LastSeq = st.durable
+		s.LastSeq, s.SeqFloor = st.durable, st.floor
 		var err error
 		var perr error
 		err = st.each(rb, 0, st.durable, func(seq uint64, v []byte) bool {

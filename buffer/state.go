@@ -27,9 +27,20 @@ type state struct {
 	deleted map[uint64]int // bbolt records removed since the checkpoint -> stored size
 	epoch   uint64         // log records are valid iff they carry it
 	walOff  int64          // where the next log write goes
+
+	// floor is the sequence a fresh start (or the first synced reading
+	// after it) set: every seq handed out since is above it. unconfirmed
+	// says that the floor came from a clock not yet known to be right, so
+	// the first synced reading may raise it (see floor.go).
+	floor       uint64
+	unconfirmed bool
 }
 
-const metaEpoch = "wal_epoch"
+const (
+	metaEpoch       = "wal_epoch"
+	metaFloor       = "seq_floor"
+	metaUnconfirmed = "seq_floor_unconfirmed"
+)
 
 func loadState(tx *bolt.Tx) (*state, error) {
 	cnt, err := loadCounters(tx)
@@ -43,8 +54,17 @@ func loadState(tx *bolt.Tx) (*state, error) {
 		}
 		epoch = binary.BigEndian.Uint64(v)
 	}
+	mb := tx.Bucket([]byte(bucketMeta))
+	var floor uint64
+	if v := mb.Get([]byte(metaFloor)); v != nil {
+		if len(v) != 8 {
+			return nil, fmt.Errorf("%w: seq floor of %d bytes", ErrCorrupt, len(v))
+		}
+		floor = binary.BigEndian.Uint64(v)
+	}
 	seq := tx.Bucket([]byte(bucketReadings)).Sequence()
-	return &state{next: seq, durable: seq, base: seq, cnt: cnt, deleted: map[uint64]int{}, epoch: epoch}, nil
+	return &state{next: seq, durable: seq, base: seq, cnt: cnt, deleted: map[uint64]int{}, epoch: epoch,
+		floor: floor, unconfirmed: mb.Get([]byte(metaUnconfirmed)) != nil}, nil
 }
 
 // addPending records an append.
@@ -199,7 +219,24 @@ func (s *state) checkpointTx(tx *bolt.Tx) error {
 	if err := s.cnt.save(tx); err != nil {
 		return err
 	}
+	if err := s.saveFloor(tx); err != nil {
+		return err
+	}
 	return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaEpoch), binary.BigEndian.AppendUint64(nil, s.epoch+1))
+}
+
+func (s *state) saveFloor(tx *bolt.Tx) error {
+	mb := tx.Bucket([]byte(bucketMeta))
+	if s.floor == 0 { // a buffer from before floors, counting from 1: nothing to keep
+		return nil
+	}
+	if err := mb.Put([]byte(metaFloor), binary.BigEndian.AppendUint64(nil, s.floor)); err != nil {
+		return err
+	}
+	if s.unconfirmed {
+		return mb.Put([]byte(metaUnconfirmed), []byte{1})
+	}
+	return mb.Delete([]byte(metaUnconfirmed))
 }
 
 func (s *state) reset() {

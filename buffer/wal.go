@@ -124,12 +124,14 @@ func scanWAL(b []byte, fn func(epoch uint64, op byte, seq uint64)) {
 	}
 }
 
-// maxWALSeq is the highest seq of any intact append record in the log, of
-// any epoch: what a damaged buffer may have handed out beyond its bbolt file.
+// maxWALSeq is the highest seq of any intact record in the log, of any
+// epoch and any operation (a delete names a seq that was handed out), up
+// to maxSaneSeq: what a damaged or lost buffer may have handed out beyond
+// its bbolt file.
 func maxWALSeq(b []byte) uint64 {
 	var top uint64
-	scanWAL(b, func(_ uint64, op byte, seq uint64) {
-		if op == walAppend {
+	scanWAL(b, func(_ uint64, _ byte, seq uint64) {
+		if seq <= maxSaneSeq {
 			top = max(top, seq)
 		}
 	})

@@ -33,8 +33,9 @@ func TestLogIsReplayed(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "buffer.db")
 	b := openT(t, path, buffer.Options{})
+	fl := floorOf(t, b)
 	appendN(t, b, 0, 100)
-	if err := b.Delete(ctx, 1, 2, 50); err != nil {
+	if err := b.Delete(ctx, fl+1, fl+2, fl+50); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := b.Stats()
@@ -50,24 +51,25 @@ func TestLogIsReplayed(t *testing.T) {
 	rst, _ := ro.Stats()
 	rep, err := ro.Verify(ctx)
 	ro.Close()
-	if err != nil || !rep.OK() || rst.Count != 97 || rst.OldestSeq != 3 || rst.NewestSeq != 100 || rst.LiveBytes != st.LiveBytes {
+	if err != nil || !rep.OK() || rst.Count != 97 || rst.OldestSeq != fl+3 || rst.NewestSeq != fl+100 || rst.LiveBytes != st.LiveBytes {
 		t.Fatalf("read-only replay: stats %+v verify %+v %v (live want %d)", rst, rep, err, st.LiveBytes)
 	}
 
 	b2 := openT(t, snap, buffer.Options{})
 	recs, _ := b2.Peek(0, 1000)
-	if len(recs) != 97 || recs[0].Seq != 3 || recs[47].Seq != 51 {
+	if len(recs) != 97 || recs[0].Seq != fl+3 || recs[47].Seq != fl+51 {
 		t.Fatalf("after replay: %v", seqs(recs))
 	}
 	r := appendN(t, b2, 0, 1)
-	if r[0].Seq != 101 {
-		t.Fatalf("seq after replay = %d, want 101", r[0].Seq)
+	if r[0].Seq != fl+101 {
+		t.Fatalf("seq after replay = %d, want %d", r[0].Seq, fl+101)
 	}
 }
 
 func TestTornLogTailIsIgnored(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "buffer.db")
 	b := openT(t, path, buffer.Options{})
+	fl := floorOf(t, b)
 	for i := 0; i < 10; i++ { // ten commits, one record each
 		appendN(t, b, i, 1)
 	}
@@ -84,7 +86,7 @@ func TestTornLogTailIsIgnored(t *testing.T) {
 	f.Close()
 	b2 := openT(t, snap, buffer.Options{})
 	st2, _ := b2.Stats()
-	if st2.Count != 9 || st2.NewestSeq != 9 {
+	if st2.Count != 9 || st2.NewestSeq != fl+9 {
 		t.Fatalf("after a torn tail: %+v, want the 9 intact records", st2)
 	}
 	if rep, err := b2.Verify(context.Background()); err != nil || !rep.OK() {
@@ -95,7 +97,7 @@ func TestTornLogTailIsIgnored(t *testing.T) {
 	appendN(t, b2, 0, 1)
 	snap2 := snapshot(t, snap)
 	b3 := openT(t, snap2, buffer.Options{})
-	if st3, _ := b3.Stats(); st3.Count != 10 || st3.NewestSeq != 10 {
+	if st3, _ := b3.Stats(); st3.Count != 10 || st3.NewestSeq != fl+10 {
 		t.Fatalf("after the second crash: %+v", st3)
 	}
 }
@@ -106,6 +108,7 @@ func TestCleanCloseLeavesNothingInTheLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fl := floorOf(t, b)
 	appendN(t, b, 0, 50)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
@@ -114,7 +117,7 @@ func TestCleanCloseLeavesNothingInTheLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	b = openT(t, path, buffer.Options{})
-	if st, _ := b.Stats(); st.Count != 50 || st.LastSeq != 50 {
+	if st, _ := b.Stats(); st.Count != 50 || st.LastSeq != fl+50 || st.SeqFloor != fl {
 		t.Fatalf("after a clean close and losing the log: %+v", st)
 	}
 }
@@ -122,6 +125,7 @@ func TestCleanCloseLeavesNothingInTheLog(t *testing.T) {
 func TestDamagedLogIsLoggedNotSilent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "buffer.db")
 	b := openT(t, path, buffer.Options{})
+	fl := floorOf(t, b)
 	for i := 0; i < 10; i++ { // ten commits, one record each
 		appendN(t, b, i, 1)
 	}
@@ -145,7 +149,7 @@ func TestDamagedLogIsLoggedNotSilent(t *testing.T) {
 	}
 	rst, _ := ro.Stats()
 	ro.Close()
-	if rst.Count != 2 || rst.NewestSeq != 2 || rst.LastSeq != 10 {
+	if rst.Count != 2 || rst.NewestSeq != fl+2 || rst.LastSeq != fl+10 {
 		t.Fatalf("read-only view of a damaged log: %+v", rst)
 	}
 	log, sink := newLogger()
@@ -157,7 +161,7 @@ func TestDamagedLogIsLoggedNotSilent(t *testing.T) {
 		t.Fatalf("after a damaged log: %+v", st2)
 	}
 	// Seqs 3..10 were acknowledged before the damage: never reused.
-	if r := appendN(t, b2, 0, 1); r[0].Seq != 11 {
-		t.Fatalf("seq after a damaged log = %d, want 11", r[0].Seq)
+	if r := appendN(t, b2, 0, 1); r[0].Seq != fl+11 {
+		t.Fatalf("seq after a damaged log = %d, want %d", r[0].Seq, fl+11)
 	}
 }

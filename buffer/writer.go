@@ -187,6 +187,11 @@ func (b *Buffer) runBatch(batch []*request, ageDue bool) {
 		if b.st.walOff >= walCheckpointAt || len(b.st.deleted) >= maxDeletedBeforeCheckpoint {
 			b.checkpoint()
 		}
+		if b.st.unconfirmed {
+			if ts, ok := firstSynced(batch); ok {
+				b.confirmFloor(ts)
+			}
+		}
 		err := b.commit(batch, ageDue)
 		for _, req := range batch {
 			if err != nil {
@@ -223,6 +228,9 @@ func (b *Buffer) commit(batch []*request, ageDue bool) error {
 		for _, req := range batch {
 			switch req.kind {
 			case opAppend:
+				if s.next+uint64(len(req.rs)) > maxSaneSeq {
+					return fmt.Errorf("seq would pass 2^53 (next %d)", s.next+1)
+				}
 				for _, r := range req.rs {
 					r.Seq = s.next + 1
 					val := appendValue(make([]byte, 0, headerLen+len(r.Sensor)+256), r)

@@ -75,20 +75,39 @@ func (r result) want(t *testing.T, code int, stdoutHas, stderrHas []string) {
 
 var t0 = time.Date(2026, 11, 25, 10, 15, 2, 125e6, time.UTC)
 
-// fill creates a buffer with n readings, seqs 1..n, and closes it.
-func fill(t *testing.T, n int) string {
+// fill creates a buffer with n readings, seqs f+1..f+n, closes it and
+// returns its path and f, the buffer's seq floor.
+func fill(t *testing.T, n int) (string, uint64) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "buffer.db")
 	b, err := buffer.Open(path, buffer.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	f := floorOf(t, b)
 	appendReadings(t, b, n)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return path
+	return path, f
 }
+
+// floorOf is the seq a fresh buffer started above.
+func floorOf(t *testing.T, b *buffer.Buffer) uint64 {
+	t.Helper()
+	st, err := b.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.SeqFloor
+}
+
+// span formats the stats line's "N (seq A..B)" for seqs f+from..f+to.
+func span(f uint64, from, to uint64) string {
+	return fmt.Sprintf("%d (seq %d..%d)", to-from+1, f+from, f+to)
+}
+
+func u(f uint64) string { return fmt.Sprint(f) }
 
 func appendReadings(t *testing.T, b *buffer.Buffer, n int) {
 	t.Helper()
@@ -139,37 +158,37 @@ func equal(a, b []uint64) bool {
 }
 
 func TestStoppedAgent(t *testing.T) {
-	db := fill(t, 50)
+	db, f := fill(t, 50)
 
 	r := run(t, "stats", "--db", db)
-	r.want(t, 0, []string{db, "agent not running", "50 (seq 1..50)", "2026-11-25T10:15:02.125Z", "dropped", "0 by max_bytes"}, nil)
+	r.want(t, 0, []string{db, "agent not running", span(f, 1, 50), "2026-11-25T10:15:02.125Z", "dropped", "0 by max_bytes"}, nil)
 
 	r = run(t, "stats", "--db", db, "--json")
 	r.want(t, 0, nil, nil)
 	var st buffer.Stats
-	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Count != 50 || st.OldestSeq != 1 || st.NewestSeq != 50 || st.FileBytes == 0 || st.LiveBytes == 0 {
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Count != 50 || st.OldestSeq != f+1 || st.NewestSeq != f+50 || st.FileBytes == 0 || st.LiveBytes == 0 {
 		t.Fatalf("stats --json = %s (%v)", r.stdout, err)
 	}
 
 	r = run(t, "list", "--db", db, "-n", "3")
 	r.want(t, 0, []string{"SEQ", "SENSOR", "sim-0", "humidity_pct=2 temperature_c=21.5"}, nil)
-	if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); len(lines) != 4 || !strings.HasPrefix(lines[1], "1 ") || !strings.HasPrefix(lines[3], "3 ") {
+	if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); len(lines) != 4 || !strings.HasPrefix(lines[1], u(f+1)+" ") || !strings.HasPrefix(lines[3], u(f+3)+" ") {
 		t.Fatalf("list -n 3:\n%s", r.stdout)
 	}
 	r = run(t, "--db", db, "list", "-n", "2", "--newest", "--json") // flags before the command too
 	r.want(t, 0, nil, nil)
-	if got := jsonLines(t, r.stdout); !equal(got, []uint64{49, 50}) {
+	if got := jsonLines(t, r.stdout); !equal(got, []uint64{f + 49, f + 50}) {
 		t.Fatalf("list --newest -n 2 --json = %v", got)
 	}
 
 	r = run(t, "export", "--db", db)
 	r.want(t, 0, nil, nil)
-	if got := jsonLines(t, r.stdout); !equal(got, seqRange(1, 50)) {
+	if got := jsonLines(t, r.stdout); !equal(got, seqRange(f+1, f+50)) {
 		t.Fatalf("export = %v", got)
 	}
-	r = run(t, "export", "--db", db, "--from", "10", "--to", "12")
+	r = run(t, "export", "--db", db, "--from", u(f+10), "--to", u(f+12))
 	r.want(t, 0, nil, nil)
-	if got := jsonLines(t, r.stdout); !equal(got, seqRange(10, 12)) {
+	if got := jsonLines(t, r.stdout); !equal(got, seqRange(f+10, f+12)) {
 		t.Fatalf("export --from 10 --to 12 = %v", got)
 	}
 
@@ -180,15 +199,15 @@ func TestStoppedAgent(t *testing.T) {
 }
 
 func TestPurge(t *testing.T) {
-	db := fill(t, 20)
-	r := run(t, "purge", "--db", db, "--upto", "5")
+	db, f := fill(t, 20)
+	r := run(t, "purge", "--db", db, "--upto", u(f+5))
 	r.want(t, 2, nil, []string{"would delete 5 of 20 readings", "--yes"})
-	run(t, "stats", "--db", db).want(t, 0, []string{"20 (seq 1..20)"}, nil)
+	run(t, "stats", "--db", db).want(t, 0, []string{span(f, 1, 20)}, nil)
 
-	run(t, "purge", "--db", db, "--upto", "5", "--yes").want(t, 0, []string{"deleted 5 readings"}, nil)
-	run(t, "stats", "--db", db).want(t, 0, []string{"15 (seq 6..20)"}, nil)
-	run(t, "purge", "--db", db, "--all", "--yes").want(t, 0, []string{"deleted 15 readings", "seqs continue after 20"}, nil)
-	run(t, "stats", "--db", db).want(t, 0, []string{"0 (empty)", "last seq    20"}, nil)
+	run(t, "purge", "--db", db, "--upto", u(f+5), "--yes").want(t, 0, []string{"deleted 5 readings"}, nil)
+	run(t, "stats", "--db", db).want(t, 0, []string{span(f, 6, 20)}, nil)
+	run(t, "purge", "--db", db, "--all", "--yes").want(t, 0, []string{"deleted 15 readings", "seqs continue after " + u(f+20)}, nil)
+	run(t, "stats", "--db", db).want(t, 0, []string{"0 (empty)", "last seq    " + u(f+20)}, nil)
 
 	// The sequence survives the purge.
 	b, err := buffer.Open(db, buffer.Options{})
@@ -197,12 +216,12 @@ func TestPurge(t *testing.T) {
 	}
 	appendReadings(t, b, 1)
 	b.Close()
-	run(t, "stats", "--db", db).want(t, 0, []string{"1 (seq 21..21)"}, nil)
+	run(t, "stats", "--db", db).want(t, 0, []string{span(f, 21, 21)}, nil)
 	run(t, "verify", "--db", db).want(t, 0, []string{"ok: 1 readings"}, nil)
 }
 
 func TestErrorsAndExitCodes(t *testing.T) {
-	db := fill(t, 3)
+	db, _ := fill(t, 3)
 	missing := filepath.Join(t.TempDir(), "nothing-here.db")
 	tests := []struct {
 		name      string
@@ -236,7 +255,7 @@ func TestErrorsAndExitCodes(t *testing.T) {
 }
 
 func TestVerifyFindsDamage(t *testing.T) {
-	db := fill(t, 3000)
+	db, _ := fill(t, 3000)
 	f, err := os.OpenFile(db, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -266,6 +285,7 @@ func TestRunningAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
+	f := floorOf(t, b)
 	appendReadings(t, b, 30)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -285,7 +305,7 @@ func TestRunningAgent(t *testing.T) {
 	}
 
 	r := run(t, "stats", "--config", cfg)
-	r.want(t, 0, []string{"via the running agent", "30 (seq 1..30)", "max_bytes 256 MiB"}, nil)
+	r.want(t, 0, []string{"via the running agent", span(f, 1, 30), "max_bytes 256 MiB"}, nil)
 	if r.took > 10*time.Second {
 		t.Fatalf("stats took %v", r.took)
 	}
@@ -293,13 +313,13 @@ func TestRunningAgent(t *testing.T) {
 	r.want(t, 0, []string{`"count":30`}, nil)
 	r = run(t, "list", "--config", cfg, "-n", "2", "--newest", "--json")
 	r.want(t, 0, nil, nil)
-	if got := jsonLines(t, r.stdout); !equal(got, []uint64{29, 30}) {
+	if got := jsonLines(t, r.stdout); !equal(got, []uint64{f + 29, f + 30}) {
 		t.Fatalf("list via agent = %v", got)
 	}
 	run(t, "list", "--config", cfg, "-n", "1").want(t, 0, []string{"SEQ", "sim-0"}, nil)
-	r = run(t, "export", "--config", cfg, "--from", "25")
+	r = run(t, "export", "--config", cfg, "--from", u(f+25))
 	r.want(t, 0, nil, nil)
-	if got := jsonLines(t, r.stdout); !equal(got, seqRange(25, 30)) {
+	if got := jsonLines(t, r.stdout); !equal(got, seqRange(f+25, f+30)) {
 		t.Fatalf("export via agent = %v", got)
 	}
 

@@ -49,6 +49,7 @@ func TestDeleteFailureEndsSessionAndRetries(t *testing.T) {
 	cnt := broker.NewCounter()
 	broker.Subscribe(t, cnt, broker.SubOptions{URL: br.URL()})
 	q := &failingQueue{Buffer: openBuffer(t)}
+	f := countFrom(t, cnt, q.Buffer)
 	appendN(t, q.Buffer, 3000)
 	q.failing.Store(true)
 	var logs testkit.LogBuffer
@@ -65,7 +66,7 @@ func TestDeleteFailureEndsSessionAndRetries(t *testing.T) {
 	}
 	q.failing.Store(false) // space is back
 	appendN(t, q.Buffer, 500)
-	cnt.WaitAll(t, device, 3500, 20*time.Second)
+	cnt.WaitAll(t, device, f+3500, 20*time.Second)
 	waitEmpty(t, q.Buffer, 20*time.Second)
 
 	select {

@@ -34,6 +34,18 @@ func openBuffer(t testing.TB) *buffer.Buffer {
 	return b
 }
 
+// countFrom tells cnt where b's seqs start (a fresh buffer's seqs start
+// above its floor, not at 1) and returns that floor.
+func countFrom(t testing.TB, cnt *mqtttest.Counter, b *buffer.Buffer) uint64 {
+	t.Helper()
+	st, err := b.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cnt.From(device, st.SeqFloor)
+	return st.SeqFloor
+}
+
 // appendN stores n readings spread over a few sensors, in batches.
 func appendN(t testing.TB, b *buffer.Buffer, n int) {
 	t.Helper()
@@ -126,12 +138,13 @@ func TestDrainsBacklogThenLiveReadings(t *testing.T) {
 	cnt := broker.NewCounter()
 	broker.Subscribe(t, cnt, broker.SubOptions{URL: br.URL()})
 	b := openBuffer(t)
+	f := countFrom(t, cnt, b)
 	appendN(t, b, 5000)
 
 	r := start(t, b, mqttpub.Options{URL: br.URL()})
-	cnt.WaitAll(t, device, 5000, 30*time.Second)
+	cnt.WaitAll(t, device, f+5000, 30*time.Second)
 	appendN(t, b, 500) // live readings while connected
-	cnt.WaitAll(t, device, 5500, 10*time.Second)
+	cnt.WaitAll(t, device, f+5500, 10*time.Second)
 	waitEmpty(t, b, 5*time.Second)
 
 	if !r.p.Connected() {
@@ -196,7 +209,7 @@ func TestTLSWithPasswordAndCAFile(t *testing.T) {
 	appendN(t, b, 1000)
 	var logs testkit.LogBuffer
 	start(t, b, mqttpub.Options{URL: br.TLSURL(), CAFile: ca.CAFile, Username: device, Password: config.Secret("s3cret-pass"), Logger: logs.Logger()})
-	cnt.WaitAll(t, device, 1000, 20*time.Second)
+	cnt.WaitAll(t, device, countFrom(t, cnt, b)+1000, 20*time.Second)
 	if strings.Contains(logs.String(), "s3cret-pass") {
 		t.Fatal("password in the log")
 	}
@@ -285,6 +298,7 @@ func TestBrokerOutage(t *testing.T) {
 	cnt := broker.NewCounter()
 	br := broker.New(t, broker.Options{Inline: cnt.Add, Filter: "sensors/+/+/reading"})
 	b := openBuffer(t)
+	f := countFrom(t, cnt, b)
 	var logs testkit.LogBuffer
 	r := start(t, b, mqttpub.Options{URL: br.URL(), KeepAlive: time.Second, PingTimeout: time.Second, Logger: logs.Logger()})
 	ctx, stopGen := context.WithCancel(context.Background())
@@ -302,11 +316,11 @@ func TestBrokerOutage(t *testing.T) {
 	time.Sleep(time.Second)
 	stopGen()
 	n := <-gen
-	cnt.WaitAll(t, device, uint64(n), 20*time.Second)
+	cnt.WaitAll(t, device, f+uint64(n), 20*time.Second)
 	waitEmpty(t, b, 5*time.Second)
 	rep := cnt.Report(device)
 	t.Logf("outage: %d readings, %d duplicates", n, rep.Duplicates)
-	if rep.MaxSeq != uint64(n) || rep.Duplicates > n/10 {
+	if rep.MaxSeq != f+uint64(n) || rep.MissingCount != 0 || rep.Duplicates > n/10 {
 		t.Fatalf("report %+v for %d readings", rep, n)
 	}
 	if !strings.Contains(logs.String(), "mqtt connection lost") {
@@ -321,6 +335,7 @@ func TestBlackholedLink(t *testing.T) {
 	broker.Subscribe(t, cnt, broker.SubOptions{URL: br.URL()}) // direct, not through the proxy
 	px := mqtttest.NewProxy(t, br.Addr)
 	b := openBuffer(t)
+	f := countFrom(t, cnt, b)
 	var logs testkit.LogBuffer
 	start(t, b, mqttpub.Options{URL: "tcp://" + px.Addr, KeepAlive: time.Second, PingTimeout: time.Second,
 		AckTimeout: 2 * time.Second, ConnectTimeout: time.Second, Logger: logs.Logger()})
@@ -334,11 +349,11 @@ func TestBlackholedLink(t *testing.T) {
 	time.Sleep(time.Second)
 	stopGen()
 	n := <-gen
-	cnt.WaitAll(t, device, uint64(n), 30*time.Second)
+	cnt.WaitAll(t, device, f+uint64(n), 30*time.Second)
 	waitEmpty(t, b, 5*time.Second)
 	rep := cnt.Report(device)
 	t.Logf("black hole: %d readings, %d duplicates", n, rep.Duplicates)
-	if rep.MaxSeq != uint64(n) || rep.Duplicates > n/5 {
+	if rep.MaxSeq != f+uint64(n) || rep.MissingCount != 0 || rep.Duplicates > n/5 {
 		t.Fatalf("report %+v for %d readings", rep, n)
 	}
 	out := logs.String()

@@ -194,11 +194,11 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 	if err := agent.stop(15 * time.Second); err != nil {
 		return sum.Finish(), err
 	}
-	buffered, last, err := bufferContents(filepath.Join(dir, "buffer.db"))
+	buffered, floor, last, err := bufferContents(filepath.Join(dir, "buffer.db"))
 	if err != nil {
 		return sum.Finish(), err
 	}
-	sum.SetProduced(last, buffered)
+	sum.SetProduced(floor, last, buffered)
 	deadline := time.Now().Add(15 * time.Second)
 	for sum.Outstanding() > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
@@ -229,24 +229,24 @@ func dbDone(db *database) <-chan struct{} {
 	return db.sink.done
 }
 
-// bufferContents returns the seqs still in the agent's buffer and the last
-// seq it ever assigned.
-func bufferContents(path string) (map[uint64]bool, uint64, error) {
+// bufferContents returns the seqs still in the agent's buffer, the floor
+// its seqs start above and the last seq it ever assigned.
+func bufferContents(path string) (map[uint64]bool, uint64, uint64, error) {
 	b, err := buffer.OpenReadOnly(path, 5*time.Second)
 	if err != nil {
-		return nil, 0, fmt.Errorf("open the agent's buffer: %w", err)
+		return nil, 0, 0, fmt.Errorf("open the agent's buffer: %w", err)
 	}
 	defer b.Close()
 	st, err := b.Stats()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	in := map[uint64]bool{}
 	var after uint64
 	for {
 		recs, err := b.Peek(after, 1000)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
 		if len(recs) == 0 {
 			break
@@ -256,7 +256,7 @@ func bufferContents(path string) (map[uint64]bool, uint64, error) {
 			after = r.Seq
 		}
 	}
-	return in, st.LastSeq, nil
+	return in, st.SeqFloor, st.LastSeq, nil
 }
 
 func consume(ctx context.Context, cl *kgo.Client, sum *Summary, quiet bool, out io.Writer) {

@@ -13,7 +13,7 @@ type key struct {
 
 // Summary tallies readings by (device_id, seq), the pipeline's identity.
 type Summary struct {
-	Produced   uint64 // seqs the agent assigned (its buffer's last seq)
+	Produced   uint64 // seqs the agent assigned (its buffer's floor+1 .. last seq)
 	Delivered  int    // distinct (device_id, seq) seen in Kafka
 	Duplicates int    // records seen more than once (at-least-once)
 	Buffered   int    // produced, not yet published: still in the agent's buffer
@@ -25,7 +25,8 @@ type Summary struct {
 
 	mu       sync.Mutex
 	seen     map[key]int
-	produced uint64
+	floor    uint64 // the agent's seqs start above it
+	produced uint64 // the last seq it assigned
 	buffered map[uint64]bool
 	known    bool
 }
@@ -48,12 +49,12 @@ func (s *Summary) Bad() {
 	s.mu.Unlock()
 }
 
-// SetProduced tells the summary what the stopped agent produced and what
-// it still holds.
-func (s *Summary) SetProduced(last uint64, buffered map[uint64]bool) {
+// SetProduced tells the summary what the stopped agent produced (the seqs
+// floor+1..last of its buffer) and what it still holds.
+func (s *Summary) SetProduced(floor, last uint64, buffered map[uint64]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.produced, s.buffered, s.known = last, buffered, true
+	s.floor, s.produced, s.buffered, s.known = floor, last, buffered, true
 }
 
 // Outstanding is how many produced, unbuffered readings Kafka has not shown yet.
@@ -61,7 +62,7 @@ func (s *Summary) Outstanding() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for seq := uint64(1); seq <= s.produced; seq++ {
+	for seq := s.floor + 1; seq <= s.produced; seq++ {
 		if !s.buffered[seq] && !s.seenSeq(seq) {
 			n++
 		}
@@ -90,8 +91,8 @@ func (s *Summary) Finish() *Summary {
 		bySeq[k.seq] = true
 	}
 	if s.known {
-		s.Produced, s.Buffered, s.Missing = s.produced, len(s.buffered), 0
-		for seq := uint64(1); seq <= s.produced; seq++ {
+		s.Produced, s.Buffered, s.Missing = s.produced-min(s.floor, s.produced), len(s.buffered), 0
+		for seq := s.floor + 1; seq <= s.produced; seq++ {
 			if !s.buffered[seq] && !bySeq[seq] {
 				s.Missing++
 			}

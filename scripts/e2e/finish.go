@@ -108,7 +108,12 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 		final = st.LastSeq
 		rep.ProducedFrom = "last_seq of `edge-agent buffer stats --json` after the agent stopped"
 	}
-	tl := tally.NewTimeline(final, ds)
+	floor := s.floor
+	if statsErr == nil && st.SeqFloor != floor {
+		problem("the buffer's seq floor moved from %d to %d during the run", floor, st.SeqFloor)
+	}
+	rep.FirstSeq, rep.LastSeq = floor+1, final
+	tl := tally.NewTimeline(floor, final, ds)
 	sum := tl.Summary()
 	rep.Produced, rep.Delivered, rep.Duplicates, rep.DupRate, rep.Unexpected = sum.Produced, sum.Delivered, sum.Duplicates, sum.DupRate, sum.Unexpected
 	missing := sum.Missing

@@ -58,6 +58,8 @@ type report struct {
 	IntervalMS    int64            `json:"interval_ms"`
 	Offered       float64          `json:"offered_per_s"`
 	Produced      uint64           `json:"produced"`
+	FirstSeq      uint64           `json:"first_seq"`
+	LastSeq       uint64           `json:"last_seq"`
 	ProducedFrom  string           `json:"produced_from"`
 	Delivered     uint64           `json:"delivered"`
 	Missing       uint64           `json:"missing"`
@@ -94,7 +96,7 @@ func (r *report) text(w io.Writer) {
 	p("host        load average (1/5/15 min) %s at the start, %s at the end; %d CPUs shared with whatever else runs", r.LoadStart, r.LoadEnd, runtime.NumCPU())
 	p("pipeline    %s", r.Pipeline)
 	p("load        %d sim sensors every %d ms = %.0f readings/s offered", r.Sensors, r.IntervalMS, r.Offered)
-	p("produced    %d  (seqs 1..%d; %s)", r.Produced, r.Produced, r.ProducedFrom)
+	p("produced    %d  (seqs %d..%d; %s)", r.Produced, r.FirstSeq, r.LastSeq, r.ProducedFrom)
 	p("delivered   %d unique readings in Kafka (%d records in the topic)", r.Delivered, r.Records)
 	if r.Held > 0 {
 		p("held        %d readings still in the agent's buffer after its clean stop, %d of them already in Kafka (PUBACK not processed before the stop); the agent sends them on its next start", r.Held, r.HeldDelivered)

@@ -44,6 +44,7 @@ type stack struct {
 	kafka  *kafkasrv.Server
 	agent  *proc
 	status string // agent status_listen
+	floor  uint64 // the agent's buffer's seq floor: its first seq is floor+1
 	bufDB  string
 	cfg    string // agent config path
 	fwds   []*proc
@@ -97,8 +98,16 @@ func (s *stack) start(ctx context.Context) error {
 	if err := s.startAgent(ctx); err != nil {
 		return err
 	}
-	s.log.Info("pipeline up, waiting for the first reading in Kafka")
-	if err := s.tr.waitSeq(ctx, 1, 60*time.Second); err != nil {
+	// A fresh buffer's seqs start above its floor (Unix microseconds),
+	// not at 1: ask the running agent where.
+	st, err := s.waitBufferStats(ctx, 30*time.Second)
+	if err != nil {
+		return fmt.Errorf("agent buffer stats: %w\n%s", err, s.diagnose())
+	}
+	s.floor = st.SeqFloor
+	s.tr.setFloor(st.SeqFloor)
+	s.log.Info("pipeline up, waiting for the first reading in Kafka", "seq_floor", st.SeqFloor)
+	if err := s.tr.waitSeq(ctx, st.SeqFloor+1, 60*time.Second); err != nil {
 		return fmt.Errorf("no reading reached Kafka: %w\n%s", err, s.diagnose())
 	}
 	return nil
@@ -252,14 +261,32 @@ type bufferStats struct {
 	OldestSeq    uint64 `json:"oldest_seq"`
 	NewestSeq    uint64 `json:"newest_seq"`
 	LastSeq      uint64 `json:"last_seq"`
+	SeqFloor     uint64 `json:"seq_floor"`
 	DroppedBytes uint64 `json:"dropped_bytes"`
 	DroppedAge   uint64 `json:"dropped_age"`
 }
 
-// readBufferStats runs the agent's own CLI on the stopped agent's buffer.
+// waitBufferStats retries readBufferStats until the agent answers.
+func (s *stack) waitBufferStats(ctx context.Context, d time.Duration) (bufferStats, error) {
+	deadline := time.Now().Add(d)
+	for {
+		st, err := s.readBufferStats(ctx)
+		if err == nil || time.Now().After(deadline) {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// readBufferStats runs the agent's own CLI on the agent's buffer: on the
+// file when the agent is stopped, through its status endpoint while it runs.
 func (s *stack) readBufferStats(ctx context.Context) (bufferStats, error) {
 	var st bufferStats
-	cmd := exec.CommandContext(ctx, s.bin("edge-agent"), "buffer", "stats", "--db", s.bufDB, "--json")
+	cmd := exec.CommandContext(ctx, s.bin("edge-agent"), "buffer", "stats", "--db", s.bufDB, "--status", s.status, "--json")
 	out, err := cmd.Output()
 	if err != nil {
 		var ee *exec.ExitError

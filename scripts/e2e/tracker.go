@@ -17,14 +17,16 @@ type recKey struct {
 
 // tracker follows the topic live: it remembers when each record arrived
 // (for latency and recovery times) and how far the contiguous run of seqs
-// 1..prefix has got (to know when the pipeline has caught up).
+// floor+1..prefix has got (to know when the pipeline has caught up). The
+// agent's seqs start above its buffer's floor (setFloor), not at 1.
 type tracker struct {
 	device string
 
 	mu       sync.Mutex
 	recv     map[recKey]time.Time
 	ts       map[uint64]time.Time // reading ts of each seq seen
-	prefix   uint64               // every seq in 1..prefix has been seen (or forgiven)
+	floor    uint64               // the agent's first seq is floor+1
+	prefix   uint64               // every seq in floor+1..prefix has been seen (or forgiven)
 	maxSeq   uint64
 	forgiven map[uint64]bool // gaps given up on, so later faults can still be gated
 	records  int
@@ -50,6 +52,15 @@ func (t *tracker) add(r topicread.Record) {
 		t.ts[r.Reading.Seq] = r.Reading.TS
 	}
 	t.maxSeq = max(t.maxSeq, r.Reading.Seq)
+	t.advance()
+}
+
+// setFloor tells the tracker where the agent's seqs start.
+func (t *tracker) setFloor(floor uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.floor = floor
+	t.prefix = max(t.prefix, floor)
 	t.advance()
 }
 
@@ -88,7 +99,7 @@ func (t *tracker) state() (uint64, time.Time, <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.prefix
-	for s > 0 && t.forgiven[s] {
+	for s > t.floor && t.forgiven[s] {
 		s--
 	}
 	return t.prefix, t.ts[s], t.progress
@@ -128,7 +139,10 @@ func (t *tracker) waitCaughtUp(ctx context.Context, end time.Time, d time.Durati
 	return t.waitUntil(ctx, d, "catch up", func(_ uint64, ts time.Time) bool { return ts.After(end) })
 }
 
-// waitSeq waits until every seq in 1..seq is in Kafka.
+// waitSeq waits until every seq in floor+1..seq is in Kafka.
 func (t *tracker) waitSeq(ctx context.Context, seq uint64, d time.Duration) error {
-	return t.waitUntil(ctx, d, fmt.Sprintf("deliver seqs 1..%d", seq), func(p uint64, _ time.Time) bool { return p >= seq })
+	t.mu.Lock()
+	from := t.floor + 1
+	t.mu.Unlock()
+	return t.waitUntil(ctx, d, fmt.Sprintf("deliver seqs %d..%d", from, seq), func(p uint64, _ time.Time) bool { return p >= seq })
 }

@@ -14,9 +14,12 @@ import (
 )
 
 // Counter counts readings by (device_id, seq), and the topics they came on.
+// A device's seqs start above its buffer's floor (buffer.Stats.SeqFloor);
+// tell the Counter with From, or it counts from 1.
 type Counter struct {
 	mu      sync.Mutex
 	seen    map[string]map[uint64]int
+	floor   map[string]uint64
 	total   int
 	bad     []string
 	changed chan struct{}
@@ -24,7 +27,15 @@ type Counter struct {
 
 // NewCounter returns an empty Counter.
 func NewCounter() *Counter {
-	return &Counter{seen: map[string]map[uint64]int{}, changed: make(chan struct{}, 1)}
+	return &Counter{seen: map[string]map[uint64]int{}, floor: map[string]uint64{}, changed: make(chan struct{}, 1)}
+}
+
+// From says that device's seqs start above floor (its buffer's
+// Stats().SeqFloor): Report and Has look for seqs from floor+1 on.
+func (c *Counter) From(device string, floor uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.floor[device] = floor
 }
 
 // Add decodes one MQTT message; payloads that do not decode, or whose
@@ -59,7 +70,7 @@ func hasSuffix(s, suf string) bool { return len(s) >= len(suf) && s[len(s)-len(s
 type Report struct {
 	Unique, Total, Duplicates int
 	MaxSeq                    uint64
-	Missing                   []uint64 // seqs in 1..MaxSeq never seen (capped at 20)
+	Missing                   []uint64 // seqs in floor+1..MaxSeq never seen (capped at 20)
 	MissingCount              int
 	Bad                       []string
 }
@@ -75,26 +86,33 @@ func (c *Counter) Report(device string) Report {
 		rep.MaxSeq = max(rep.MaxSeq, seq)
 	}
 	rep.Duplicates = rep.Total - rep.Unique
-	for s := uint64(1); s <= rep.MaxSeq; s++ {
-		if m[s] == 0 {
-			rep.MissingCount++
-			if len(rep.Missing) < 20 {
-				rep.Missing = append(rep.Missing, s)
-			}
+	// Walk the gaps between the seqs seen, not the whole range: without
+	// From, seqs of a fresh buffer (~10^15) would take for ever.
+	next := c.floor[device] + 1
+	for _, s := range sortedSeqs(m) {
+		if s < next {
+			continue
 		}
+		gap := s - next
+		rep.MissingCount += int(min(gap, 1<<31))
+		for ; next < s && len(rep.Missing) < 20; next++ {
+			rep.Missing = append(rep.Missing, next)
+		}
+		next = s + 1
 	}
 	return rep
 }
 
-// Has reports whether every seq in 1..upto was seen for device.
+// Has reports whether every seq in floor+1..upto was seen for device.
 func (c *Counter) Has(device string, upto uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := c.seen[device]
-	if uint64(len(m)) < upto {
+	from := c.floor[device] + 1
+	if upto >= from && uint64(len(m)) < upto-from+1 {
 		return false
 	}
-	for s := uint64(1); s <= upto; s++ {
+	for s := from; s <= upto; s++ {
 		if m[s] == 0 {
 			return false
 		}
@@ -123,7 +141,7 @@ func (c *Counter) WaitUnique(t testing.TB, device string, n int, timeout time.Du
 	}
 }
 
-// WaitAll waits until every seq in 1..upto of device was seen.
+// WaitAll waits until every seq in floor+1..upto of device was seen.
 func (c *Counter) WaitAll(t testing.TB, device string, upto uint64, timeout time.Duration) {
 	t.Helper()
 	deadline := time.After(timeout)
@@ -133,18 +151,28 @@ func (c *Counter) WaitAll(t testing.TB, device string, upto uint64, timeout time
 		case <-time.After(50 * time.Millisecond):
 		case <-deadline:
 			rep := c.Report(device)
-			t.Fatalf("timeout after %v: want every seq 1..%d of %s; unique %d, missing %d (first %v), max seq %d",
-				timeout, upto, device, rep.Unique, rep.MissingCount, rep.Missing, rep.MaxSeq)
+			t.Fatalf("timeout after %v: want every seq %d..%d of %s; unique %d, missing %d (first %v), max seq %d",
+				timeout, c.from(device), upto, device, rep.Unique, rep.MissingCount, rep.Missing, rep.MaxSeq)
 		}
 	}
+}
+
+func (c *Counter) from(device string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.floor[device] + 1
 }
 
 // Seqs returns the distinct seqs of device in order.
 func (c *Counter) Seqs(device string) []uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]uint64, 0, len(c.seen[device]))
-	for s := range c.seen[device] {
+	return sortedSeqs(c.seen[device])
+}
+
+func sortedSeqs(m map[uint64]int) []uint64 {
+	out := make([]uint64, 0, len(m))
+	for s := range m {
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })

@@ -6,7 +6,7 @@
 // It is pure bookkeeping over values, so it is table-tested without any
 // server:
 //
-//	tl := tally.NewTimeline(final, deliveries)
+//	tl := tally.NewTimeline(floor, final, deliveries)
 //	s := tl.Summary()          // produced, delivered, missing, duplicates
 //	r := tl.Recovery(faultEnd) // when every reading taken before faultEnd was in Kafka
 package tally
@@ -32,12 +32,12 @@ func (r Range) Len() uint64 { return r.To - r.From + 1 }
 
 // Summary counts deliveries against the seqs the agent produced.
 type Summary struct {
-	Produced   uint64  // seqs 1..Produced were written to the agent's buffer
-	Delivered  uint64  // distinct seqs in 1..Produced found in Kafka
-	Missing    []Range // seqs in 1..Produced never found
+	Produced   uint64  // seqs floor+1..final were written to the agent's buffer: final-floor of them
+	Delivered  uint64  // distinct seqs in floor+1..final found in Kafka
+	Missing    []Range // seqs in floor+1..final never found
 	Duplicates uint64  // records beyond the first of each seq
 	DupRate    float64 // Duplicates / Delivered
-	Unexpected uint64  // distinct seqs above Produced (should be 0)
+	Unexpected uint64  // distinct seqs outside floor+1..final (should be 0)
 }
 
 // MissingCount is the number of seqs in Missing.
@@ -52,14 +52,16 @@ func (s Summary) MissingCount() uint64 {
 // Timeline indexes deliveries by seq: for each seq, its ts and the time the
 // first copy arrived.
 type Timeline struct {
+	floor   uint64
 	final   uint64
 	first   map[uint64]Delivery // earliest-received copy of each seq
 	records uint64              // every record, duplicates included
 }
 
-// NewTimeline indexes ds; final is the newest seq the agent produced.
-func NewTimeline(final uint64, ds []Delivery) *Timeline {
-	t := &Timeline{final: final, first: make(map[uint64]Delivery, len(ds)), records: uint64(len(ds))}
+// NewTimeline indexes ds; the agent produced the seqs floor+1..final (its
+// buffer's seq floor and last seq).
+func NewTimeline(floor, final uint64, ds []Delivery) *Timeline {
+	t := &Timeline{floor: floor, final: final, first: make(map[uint64]Delivery, len(ds)), records: uint64(len(ds))}
 	for _, d := range ds {
 		if old, ok := t.first[d.Seq]; !ok || d.Recv.Before(old.Recv) {
 			t.first[d.Seq] = d
@@ -76,9 +78,9 @@ func (t *Timeline) Has(seq uint64) bool {
 
 // Summary counts produced, delivered, missing and duplicated readings.
 func (t *Timeline) Summary() Summary {
-	s := Summary{Produced: t.final, Duplicates: t.records - uint64(len(t.first))}
+	s := Summary{Produced: t.final - min(t.floor, t.final), Duplicates: t.records - uint64(len(t.first))}
 	var open *Range
-	for seq := uint64(1); seq <= t.final; seq++ {
+	for seq := t.floor + 1; seq <= t.final; seq++ {
 		if _, ok := t.first[seq]; ok {
 			s.Delivered++
 			open = nil
@@ -92,7 +94,7 @@ func (t *Timeline) Summary() Summary {
 		}
 	}
 	for seq := range t.first {
-		if seq > t.final || seq == 0 {
+		if seq > t.final || seq <= t.floor {
 			s.Unexpected++
 		}
 	}
@@ -120,9 +122,9 @@ type Recovery struct {
 func (t *Timeline) Recovery(since, end time.Time) Recovery {
 	var r Recovery
 	r.Target = t.lastTakenBy(end)
-	var floor uint64
+	floor := t.floor
 	if !since.IsZero() {
-		floor = t.lastTakenBy(since)
+		floor = max(floor, t.lastTakenBy(since))
 	}
 	r.Complete = true
 	var last time.Time

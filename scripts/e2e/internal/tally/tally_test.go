@@ -17,10 +17,10 @@ func d(seq uint64, tsMS, recvMS int) Delivery {
 
 func TestSummary(t *testing.T) {
 	tests := []struct {
-		name  string
-		final uint64
-		ds    []Delivery
-		want  Summary
+		name         string
+		floor, final uint64
+		ds           []Delivery
+		want         Summary
 	}{
 		{name: "empty run", final: 0, want: Summary{}},
 		{name: "nothing delivered", final: 3, want: Summary{Produced: 3, Missing: []Range{{1, 3}}}},
@@ -44,10 +44,15 @@ func TestSummary(t *testing.T) {
 			ds:   []Delivery{d(1, 0, 1), d(2, 0, 1), d(3, 0, 1), d(0, 0, 1)},
 			want: Summary{Produced: 2, Delivered: 2, Unexpected: 2},
 		},
+		{
+			name: "seqs start above the floor", floor: 1000, final: 1004,
+			ds:   []Delivery{d(1001, 0, 1), d(1003, 0, 1), d(1004, 0, 1), d(1000, 0, 1), d(7, 0, 1)},
+			want: Summary{Produced: 4, Delivered: 3, Missing: []Range{{1002, 1002}}, Unexpected: 2},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := NewTimeline(tt.final, tt.ds).Summary()
+			got := NewTimeline(tt.floor, tt.final, tt.ds).Summary()
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("Summary() = %+v, want %+v", got, tt.want)
 			}
@@ -100,7 +105,7 @@ func TestRecovery(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := NewTimeline(tt.final, tt.ds).Recovery(tt.since, tt.end)
+			got := NewTimeline(0, tt.final, tt.ds).Recovery(tt.since, tt.end)
 			if got != tt.want {
 				t.Fatalf("Recovery(%v) = %+v, want %+v", tt.end.Sub(t0), got, tt.want)
 			}
@@ -110,7 +115,7 @@ func TestRecovery(t *testing.T) {
 
 func TestLatencies(t *testing.T) {
 	ds := []Delivery{d(1, 0, 30), d(2, 100, 110), d(3, 200, 1200), d(3, 200, 1100), d(4, 300, 320)}
-	tl := NewTimeline(4, ds)
+	tl := NewTimeline(0, 4, ds)
 	ms := func(v ...int) []time.Duration {
 		out := make([]time.Duration, len(v))
 		for i, x := range v {
@@ -156,7 +161,7 @@ func TestPercentile(t *testing.T) {
 }
 
 func TestResume(t *testing.T) {
-	tl := NewTimeline(4, []Delivery{d(1, 0, 10), d(2, 1100, 1900), d(3, 1200, 1300), d(3, 1200, 1250), d(4, 1300, 1400)})
+	tl := NewTimeline(0, 4, []Delivery{d(1, 0, 10), d(2, 1100, 1900), d(3, 1200, 1300), d(3, 1200, 1250), d(4, 1300, 1400)})
 	tests := []struct {
 		name string
 		end  time.Time
@@ -177,7 +182,7 @@ func TestResume(t *testing.T) {
 }
 
 func TestBurst(t *testing.T) {
-	tl := NewTimeline(5, []Delivery{d(1, 0, 10), d(2, 100, 1500), d(3, 200, 1600), d(3, 200, 1700), d(4, 300, 2500), d(5, 1100, 3000)})
+	tl := NewTimeline(0, 5, []Delivery{d(1, 0, 10), d(2, 100, 1500), d(3, 200, 1600), d(3, 200, 1700), d(4, 300, 2500), d(5, 1100, 3000)})
 	tests := []struct {
 		name       string
 		end, until time.Time
