@@ -14,7 +14,9 @@ import (
 
 // The life of a reading in the buffer: Append stores it durably and gives
 // it its seq, the publisher Peeks the oldest records and Deletes each one
-// once its delivery is confirmed.
+// once its delivery is confirmed. A new buffer's seqs start above its
+// floor (about the clock in Unix microseconds), so the example prints them
+// relative to it.
 func Example() {
 	dir, err := os.MkdirTemp("", "buffer-example")
 	if err != nil {
@@ -28,6 +30,11 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer b.Close()
+	st, err := b.Stats()
+	if err != nil {
+		log.Fatal(err)
+	}
+	floor := st.SeqFloor
 
 	for _, t := range []float64{21.5, 21.6} {
 		r := reading.Reading{
@@ -38,7 +45,7 @@ func Example() {
 		if err := b.Append(ctx, &r); err != nil { // on disk when it returns
 			log.Fatal(err)
 		}
-		fmt.Println("stored seq", r.Seq)
+		fmt.Println("stored seq floor +", r.Seq-floor)
 	}
 
 	recs, err := b.Peek(0, 100) // oldest first; Payload is the wire format
@@ -50,21 +57,20 @@ func Example() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		fmt.Println("to publish:", rec.Seq, rec.Sensor, r.Values[reading.Temperature])
+		fmt.Println("to publish: floor +", rec.Seq-floor, rec.Sensor, r.Values[reading.Temperature])
 	}
 
 	if err := b.Delete(ctx, recs[0].Seq); err != nil { // confirmed: gone for good
 		log.Fatal(err)
 	}
-	st, err := b.Stats()
-	if err != nil {
+	if st, err = b.Stats(); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("waiting:", st.Count, "last seq:", st.LastSeq)
+	fmt.Println("waiting:", st.Count, "last seq: floor +", st.LastSeq-floor)
 	// Output:
-	// stored seq 1
-	// stored seq 2
-	// to publish: 1 sim-1 21.5
-	// to publish: 2 sim-1 21.6
-	// waiting: 1 last seq: 2
+	// stored seq floor + 1
+	// stored seq floor + 2
+	// to publish: floor + 1 sim-1 21.5
+	// to publish: floor + 2 sim-1 21.6
+	// waiting: 1 last seq: floor + 2
 }
