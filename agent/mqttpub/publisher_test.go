@@ -36,7 +36,7 @@ func openBuffer(t testing.TB) *buffer.Buffer {
 
 // countFrom tells cnt where b's seqs start (a fresh buffer's seqs start
 // above its floor, not at 1) and returns that floor.
-func countFrom(t testing.TB, cnt *mqtttest.Counter, b *buffer.Buffer) uint64 {
+func countFrom(t testing.TB, cnt *broker.Counter, b *buffer.Buffer) uint64 {
 	t.Helper()
 	st, err := b.Stats()
 	if err != nil {
