@@ -149,6 +149,10 @@ type Buffer struct {
 
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced when readings are appended
+
+	suspectMu  sync.Mutex
+	suspects   map[uint64]struct{} // damaged records seen by readers, for the writer to move aside
+	quarantine chan struct{}       // wakes the writer to move them
 }
 
 // Open opens or creates the buffer at path (and its log, path+".wal"),
@@ -168,8 +172,10 @@ func Open(path string, opts Options) (*Buffer, error) {
 		return nil, fmt.Errorf("open buffer %s: %w", path, err)
 	}
 	db, st, err := openChecked(path, opts)
+	recovered := false
 	if err != nil && errors.Is(err, ErrCorrupt) {
 		db, st, err = recoverCorrupt(path, opts, err)
+		recovered = true
 	}
 	if err != nil {
 		return nil, err
@@ -179,6 +185,9 @@ func Open(path string, opts Options) (*Buffer, error) {
 		st.startFresh(floor)
 		opts.Logger.Info("new buffer: seqs start above the floor", "path", path,
 			"next_seq", floor+1, "left_by_earlier_buffer", evidence)
+	}
+	if recovered { // after the floor: the old files were evidence for it
+		trimCorrupt(path, opts.Logger)
 	}
 	b := &Buffer{
 		db:         db,
@@ -191,6 +200,7 @@ func Open(path string, opts Options) (*Buffer, error) {
 		quit:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 		notify:     make(chan struct{}),
+		quarantine: make(chan struct{}, 1),
 	}
 	// Always start a new log epoch: whatever the old log holds past its
 	// last intact record (a torn write) must never look valid again.
@@ -203,6 +213,8 @@ func Open(path string, opts Options) (*Buffer, error) {
 		db.Close()
 		return nil, err
 	}
+	_ = b.moveDamaged(b.st.suspects) // logged; on failure they stay skipped, and the next Peek retries
+	b.st.suspects = nil
 	go b.writer()
 	return b, nil
 }
@@ -223,7 +235,8 @@ func openChecked(path string, opts Options) (*bolt.DB, *state, error) {
 	if err != nil {
 		return nil, nil, classifyOpenErr(path, err)
 	}
-	if err := initAndCheck(db, path, opts); err != nil {
+	suspects, err := initAndCheck(db, path, opts)
+	if err != nil {
 		_ = db.Close()
 		return nil, nil, err
 	}
@@ -232,6 +245,7 @@ func openChecked(path string, opts Options) (*bolt.DB, *state, error) {
 		_ = db.Close()
 		return nil, nil, err
 	}
+	st.suspects = suspects
 	return db, st, nil
 }
 
@@ -261,7 +275,9 @@ func loadFromDisk(db *bolt.DB, path string, logger *slog.Logger) (st *state, err
 	return st, nil
 }
 
-func initAndCheck(db *bolt.DB, path string, opts Options) (err error) {
+// initAndCheck creates the buckets and runs the open-time check; it returns
+// the seqs of damaged records it found.
+func initAndCheck(db *bolt.DB, path string, opts Options) (damaged []uint64, err error) {
 	defer guard(&err)()
 	err = db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists([]byte(bucketReadings)); err != nil {
@@ -273,10 +289,13 @@ func initAndCheck(db *bolt.DB, path string, opts Options) (err error) {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("open buffer %s: %w", path, err)
+		return nil, fmt.Errorf("open buffer %s: %w", path, err)
 	}
 	full := opts.FullCheckLimit > 0 && fileSize(path) <= opts.FullCheckLimit
-	return db.View(func(tx *bolt.Tx) error { return checkTx(tx, path, full) })
+	err = db.View(func(tx *bolt.Tx) error {
+		return checkTx(tx, path, full, func(seq uint64, _ error) { damaged = append(damaged, seq) })
+	})
+	return damaged, err
 }
 
 func viewGuarded(db *bolt.DB, fn func(tx *bolt.Tx) error) (err error) {
@@ -312,7 +331,7 @@ func OpenReadOnly(path string, timeout time.Duration) (*Buffer, error) {
 	if err != nil {
 		return nil, classifyOpenErr(path, err)
 	}
-	if err := viewGuarded(db, func(tx *bolt.Tx) error { return checkTx(tx, path, false) }); err != nil {
+	if err := viewGuarded(db, func(tx *bolt.Tx) error { return checkTx(tx, path, false, nil) }); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -384,12 +403,11 @@ func (b *Buffer) collect(after, to uint64, n int) ([]Record, error) {
 	var out []Record
 	err := b.read(func(s *state, tx *bolt.Tx) error {
 		var arena []byte
-		var perr error
-		err := s.each(tx.Bucket([]byte(bucketReadings)), after, min(to, s.durable), func(seq uint64, v []byte) bool {
+		return s.each(tx.Bucket([]byte(bucketReadings)), after, min(to, s.durable), func(seq uint64, v []byte) bool {
 			h, err := parseValue(v)
-			if err != nil {
-				perr = fmt.Errorf("seq %d: %w", seq, err)
-				return false
+			if err != nil { // damaged: never handed out; the writer moves it aside
+				b.noteDamaged(seq)
+				return true
 			}
 			if cap(arena)-len(arena) < len(h.payload) {
 				arena = make([]byte, 0, max(32<<10, len(h.payload)))
@@ -399,10 +417,6 @@ func (b *Buffer) collect(after, to uint64, n int) ([]Record, error) {
 			out = append(out, Record{Seq: seq, Sensor: string(h.sensor), Payload: arena[start:len(arena):len(arena)]})
 			return len(out) < n
 		})
-		if err != nil {
-			return err
-		}
-		return perr
 	})
 	return out, err
 }

@@ -4,8 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -66,8 +70,13 @@ func isEnvErrno(err error) bool {
 // checkTx is the open-time check. The quick form reads the few pages that
 // locate the data (file size against bbolt's high-water mark, the buckets,
 // the counters, the first and last record, fully decoded); the full form
-// also walks every record's key and header and compares the counters.
-func checkTx(tx *bolt.Tx, path string, full bool) error {
+// also walks every record's key and header (checksum included) and
+// compares the counters. A record that fails its own checks is passed to
+// damaged (nil: ignored), not reported as a damaged file.
+func checkTx(tx *bolt.Tx, path string, full bool, damaged func(seq uint64, err error)) error {
+	if damaged == nil {
+		damaged = func(uint64, error) {}
+	}
 	if fs := fileSize(path); fs < tx.Size() {
 		return fmt.Errorf("%w: file is %d bytes but bbolt needs %d (truncated)", ErrCorrupt, fs, tx.Size())
 	}
@@ -91,14 +100,16 @@ func checkTx(tx *bolt.Tx, path string, full bool) error {
 		if seq > rb.Sequence() {
 			return fmt.Errorf("%w: record seq %d above the bucket sequence %d", ErrCorrupt, seq, rb.Sequence())
 		}
-		if _, err := decodeRecord(seq, kv[1]); err != nil {
+		if _, err := decodeRecord(seq, kv[1]); isDamaged(err) {
+			damaged(seq, err)
+		} else if err != nil {
 			return err
 		}
 	}
 	if !full {
 		return nil
 	}
-	w, err := walkHeaders(tx)
+	w, err := walkHeaders(tx, damaged)
 	if err != nil {
 		return err
 	}
@@ -111,8 +122,9 @@ func checkTx(tx *bolt.Tx, path string, full bool) error {
 
 func pair(k, v []byte) [2][]byte { return [2][]byte{k, v} }
 
-// decodeRecord checks one stored value fully: header, wire format, and that
-// the payload's seq and sensor match the key and header.
+// decodeRecord checks one stored value fully: header, checksum, wire
+// format, and that the payload's seq and sensor match the key and header.
+// Its errors wrap errDamaged.
 func decodeRecord(seq uint64, v []byte) (reading.Reading, error) {
 	h, err := parseValue(v)
 	if err != nil {
@@ -120,10 +132,10 @@ func decodeRecord(seq uint64, v []byte) (reading.Reading, error) {
 	}
 	r, err := reading.Decode(h.payload)
 	if err != nil {
-		return r, fmt.Errorf("%w: seq %d: %w", ErrCorrupt, seq, err)
+		return r, fmt.Errorf("%w: seq %d: %w", errDamaged, seq, err)
 	}
 	if r.Seq != seq || r.Sensor != string(h.sensor) {
-		return r, fmt.Errorf("%w: seq %d: payload says seq %d sensor %q, header says sensor %q", ErrCorrupt, seq, r.Seq, r.Sensor, h.sensor)
+		return r, fmt.Errorf("%w: seq %d: payload says seq %d sensor %q, header says sensor %q", errDamaged, seq, r.Seq, r.Sensor, h.sensor)
 	}
 	return r, nil
 }
@@ -134,20 +146,26 @@ type walkResult struct {
 }
 
 // walkHeaders is walk without the JSON decode: it touches every page of
-// the tree and checks keys, order and headers, at a fraction of the cost.
-func walkHeaders(tx *bolt.Tx) (walkResult, error) {
+// the tree and checks keys, order, headers and checksums, at a fraction of
+// the cost. Damaged records go to damaged and are counted like the others.
+func walkHeaders(tx *bolt.Tx, damaged func(seq uint64, err error)) (walkResult, error) {
 	return scan(tx, func(seq uint64, v []byte) error {
 		if _, err := parseValue(v); err != nil {
-			return fmt.Errorf("seq %d: %w", seq, err)
+			damaged(seq, fmt.Errorf("seq %d: %w", seq, err))
 		}
 		return nil
 	})
 }
 
-// walk decodes every record in seq order; fn, when set, sees each one.
-func walk(tx *bolt.Tx, fn func(seq uint64, r *reading.Reading) error) (walkResult, error) {
+// walk decodes every record in seq order: fn sees each good one, damaged
+// each damaged one, and both are counted.
+func walk(tx *bolt.Tx, fn func(seq uint64, r *reading.Reading) error, damaged func(seq uint64, err error)) (walkResult, error) {
 	return scan(tx, func(seq uint64, v []byte) error {
 		r, err := decodeRecord(seq, v)
+		if isDamaged(err) {
+			damaged(seq, err)
+			return nil
+		}
 		if err != nil || fn == nil {
 			return err
 		}
@@ -185,6 +203,46 @@ func scan(tx *bolt.Tx, visit func(seq uint64, v []byte) error) (walkResult, erro
 // <path>.corrupt-<UTC time> and its log.
 const corruptInfix = ".corrupt-"
 
+// corruptKeep is how many moved-aside buffers (each with its log) are
+// kept: a card that keeps corrupting the file must not fill up with copies.
+const corruptKeep = 3
+
+// trimCorrupt deletes all but the newest corruptKeep moved-aside buffers
+// next to path, with their logs, and logs what it deleted.
+func trimCorrupt(path string, logger *slog.Logger) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	var aside []string // names sort by their UTC time
+	for _, e := range entries {
+		if n := e.Name(); strings.HasPrefix(n, base+corruptInfix) && !strings.HasSuffix(n, ".wal") {
+			aside = append(aside, n)
+		}
+	}
+	slices.Sort(aside)
+	for _, n := range aside[:max(0, len(aside)-corruptKeep)] {
+		p := filepath.Join(dir, n)
+		err := errors.Join(os.Remove(p), ignoreNotExist(os.Remove(walPath(p))))
+		if err != nil {
+			logger.Warn("buffer: cannot delete an old moved-aside buffer", "path", p, "err", err)
+			continue
+		}
+		logger.Warn("buffer: deleted an old moved-aside buffer (only the newest are kept)", "path", p, "kept", corruptKeep)
+	}
+}
+
+func ignoreNotExist(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
 // recoverCorrupt moves the damaged file (and its log) aside and opens a
 // fresh one. Open then starts its sequence above anything the moved-aside
 // files still show and above the clock (freshFloor), so no
@@ -192,6 +250,9 @@ const corruptInfix = ".corrupt-"
 func recoverCorrupt(path string, opts Options, cause error) (*bolt.DB, *state, error) {
 	now := time.Now().UTC()
 	aside := path + corruptInfix + now.Format("20060102T150405.000Z")
+	for i := 1; exists(aside) || exists(walPath(aside)); i++ { // two in one millisecond
+		aside = fmt.Sprintf("%s%s%s-%d", path, corruptInfix, now.Format("20060102T150405.000Z"), i)
+	}
 	if err := os.Rename(path, aside); err != nil {
 		return nil, nil, fmt.Errorf("move corrupt buffer %s aside: %w (cause: %w)", path, err, cause)
 	}
@@ -231,6 +292,11 @@ func salvageSequence(path string) (seq uint64, err error) {
 // maxSaneSeq is 2^53: JSON consumers that parse numbers as doubles keep seqs
 // below it exact, and a garbage sequence from a damaged page is likely above it.
 const maxSaneSeq = 1 << 53
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
 
 func mustSeq(k []byte) uint64 {
 	s, _ := keySeq(k)

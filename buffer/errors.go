@@ -1,6 +1,9 @@
 package buffer
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors; callers branch on them with errors.Is.
 var (
@@ -19,4 +22,11 @@ var (
 	ErrInvalidReading = errors.New("reading cannot be buffered")
 )
 
+// errDamaged is wrapped by errors about one stored record (a checksum that
+// fails, a header or payload that does not parse): the record is moved
+// aside, not the file. It wraps ErrCorrupt for callers outside.
+var errDamaged = fmt.Errorf("%w: damaged record", ErrCorrupt)
+
 func isCorrupt(err error) bool { return errors.Is(err, ErrCorrupt) }
+
+func isDamaged(err error) bool { return errors.Is(err, errDamaged) }

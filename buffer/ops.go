@@ -32,6 +32,7 @@ type Stats struct {
 	LogBytes     int64    `json:"log_bytes"`     // write-ahead log not yet checkpointed into the file
 	DroppedBytes uint64   `json:"dropped_bytes"` // readings dropped by max_bytes, ever
 	DroppedAge   uint64   `json:"dropped_age"`   // readings dropped by max_age, ever
+	Damaged      uint64   `json:"damaged"`       // records that failed their checksum, moved aside unpublished, ever
 	MaxBytes     int64    `json:"max_bytes,omitempty"`
 	MaxAge       Duration `json:"max_age,omitempty"`
 }
@@ -55,30 +56,30 @@ func (b *Buffer) Stats() (Stats, error) {
 	err := b.read(func(st *state, tx *bolt.Tx) error {
 		rb := tx.Bucket([]byte(bucketReadings))
 		s.Count, s.LiveBytes = st.cnt.count, int64(st.cnt.live)
-		s.DroppedBytes, s.DroppedAge = st.cnt.droppedBytes, st.cnt.droppedAge
+		s.DroppedBytes, s.DroppedAge, s.Damaged = st.cnt.droppedBytes, st.cnt.droppedAge, st.damaged
 		s.LastSeq, s.SeqFloor = st.durable, st.floor
-		var err error
-		var perr error
-		err = st.each(rb, 0, st.durable, func(seq uint64, v []byte) bool {
-			s.OldestSeq = seq
-			var h header
-			h, perr = parseValue(v)
-			s.OldestTS = h.ts
+		// A damaged record's ts is left zero (and the record reported to
+		// the writer): Stats must keep answering, health depends on it.
+		tsOf := func(seq uint64, v []byte) time.Time {
+			h, err := parseValue(v)
+			if err != nil {
+				b.noteDamaged(seq)
+			}
+			return h.ts
+		}
+		err := st.each(rb, 0, st.durable, func(seq uint64, v []byte) bool {
+			s.OldestSeq, s.OldestTS = seq, tsOf(seq, v)
 			return false
 		})
-		if err != nil || perr != nil {
-			return errors.Join(err, perr)
+		if err != nil {
+			return err
 		}
 		seq, v, err := st.last(rb, st.durable)
 		if err != nil {
 			return err
 		}
 		if v != nil {
-			h, err := parseValue(v)
-			if err != nil {
-				return err
-			}
-			s.NewestSeq, s.NewestTS = seq, h.ts
+			s.NewestSeq, s.NewestTS = seq, tsOf(seq, v)
 		}
 		dbs := tx.DB().Stats()
 		s.FreeBytes = int64(dbs.FreePageN+dbs.PendingPageN) * int64(tx.DB().Info().PageSize)
@@ -133,6 +134,10 @@ func (b *Buffer) Update(ctx context.Context, fn func(r *reading.Reading) bool) (
 						return err
 					}
 					r, err := decodeRecord(seq, v)
+					if isDamaged(err) {
+						b.noteDamaged(seq) // not rewritten: moved aside by the writer after Update
+						continue
+					}
 					if err != nil {
 						return err
 					}
@@ -264,12 +269,19 @@ type VerifyReport struct {
 	LiveBytes int64    `json:"live_bytes"`
 	LogBytes  int64    `json:"log_bytes"` // of records not yet checkpointed into bbolt
 	Problems  []string `json:"problems,omitempty"`
+	// Damaged counts the records in the queue that fail their checksum or
+	// do not decode (each is also a problem; the agent moves them aside
+	// when it finds them). DamagedAside is how many such records were
+	// moved aside earlier and are kept in the file's "damaged" bucket.
+	Damaged      uint64 `json:"damaged"`
+	DamagedAside uint64 `json:"damaged_aside"`
 }
 
 // OK reports whether no problem was found.
 func (v *VerifyReport) OK() bool { return len(v.Problems) == 0 }
 
-// Verify checks everything: every bbolt record decodes, seqs increase,
+// Verify checks everything: every bbolt record passes its checksum and
+// decodes (each one that does not is a problem), seqs increase,
 // bbolt's counters match its content, bbolt's own consistency check
 // (Tx.Check) passes, and the log's records on top decode and add up to the
 // buffer's counters. It reads every page: for the CLI and tests.
@@ -282,7 +294,11 @@ func (b *Buffer) Verify(ctx context.Context) (VerifyReport, error) {
 		if err != nil {
 			problem("%v", err)
 		}
-		w, werr := walk(tx, func(uint64, *reading.Reading) error { return ctx.Err() })
+		damaged := func(_ uint64, err error) {
+			rep.Damaged++
+			problem("%v", err)
+		}
+		w, werr := walk(tx, func(uint64, *reading.Reading) error { return ctx.Err() }, damaged)
 		if werr != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -309,6 +325,7 @@ func (b *Buffer) Verify(ctx context.Context) (VerifyReport, error) {
 			prev = seq
 			if seq > st.base {
 				if _, err := decodeRecord(seq, v); err != nil {
+					rep.Damaged++
 					problem("log: %v", err)
 				}
 			}
@@ -320,6 +337,9 @@ func (b *Buffer) Verify(ctx context.Context) (VerifyReport, error) {
 			problem("%v", err)
 		}
 		rep.Count, rep.LiveBytes = count, int64(live)
+		if db := tx.Bucket([]byte(bucketDamaged)); db != nil {
+			rep.DamagedAside = uint64(db.Stats().KeyN)
+		}
 		if count != st.cnt.count || live != st.cnt.live {
 			problem("counters say %d readings / %d bytes, bbolt and the log hold %d / %d", st.cnt.count, st.cnt.live, count, live)
 		}
@@ -367,8 +387,9 @@ func (b *Buffer) Last(n int) ([]Record, error) {
 	var out []Record
 	add := func(seq uint64, v []byte) error {
 		h, err := parseValue(v)
-		if err != nil {
-			return fmt.Errorf("seq %d: %w", seq, err)
+		if err != nil { // damaged: never shown as a reading; moved aside by the writer
+			b.noteDamaged(seq)
+			return nil
 		}
 		out = append(out, Record{Seq: seq, Sensor: string(h.sensor), Payload: append([]byte(nil), h.payload...)})
 		return nil

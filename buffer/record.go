@@ -3,6 +3,7 @@ package buffer
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"time"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
@@ -17,18 +18,23 @@ type Record struct {
 
 // Stored values are a small header followed by the wire bytes:
 //
-//	[0]     format version (valueFormat)
-//	[1]     flags (flagSynced)
-//	[2:10]  reading ts, Unix nanoseconds, big-endian (for max_age without a JSON decode)
-//	[10]    len(sensor)
-//	[11:]   sensor, then the payload
+//	[0]      format version (valueFormat)
+//	[1]      flags (flagSynced)
+//	[2:10]   reading ts, Unix nanoseconds, big-endian (for max_age without a JSON decode)
+//	[10:14]  CRC-32C (Castagnoli) of every other byte of the value
+//	[14]     len(sensor)
+//	[15:]    sensor, then the payload
 //
-// Keys are the seq as 8 big-endian bytes, so bbolt's byte order is seq order.
+// Values written before the checksum (valueFormatV1) lack [10:14] and are
+// still read, unchecked. Keys are the seq as 8 big-endian bytes, so bbolt's
+// byte order is seq order.
 const (
-	valueFormat = 1
-	flagSynced  = 1
-	headerLen   = 11
-	keyLen      = 8
+	valueFormat   = 2
+	valueFormatV1 = 1
+	flagSynced    = 1
+	headerLen     = 15
+	headerLenV1   = 11
+	keyLen        = 8
 )
 
 // appendValue appends the stored form of r to dst.
@@ -37,11 +43,21 @@ func appendValue(dst []byte, r *reading.Reading) []byte {
 	if r.TimeSynced {
 		flags |= flagSynced
 	}
+	start := len(dst)
 	dst = append(dst, valueFormat, flags)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(r.TS.UnixNano()))
+	dst = append(dst, 0, 0, 0, 0)
 	dst = append(dst, byte(len(r.Sensor)))
 	dst = append(dst, r.Sensor...)
-	return reading.Encode(dst, r)
+	dst = reading.Encode(dst, r)
+	v := dst[start:]
+	binary.BigEndian.PutUint32(v[10:14], valueCRC(v))
+	return dst
+}
+
+// valueCRC is the checksum of a format 2 value: everything but its own field.
+func valueCRC(v []byte) uint32 {
+	return crc32.Update(crc32.Checksum(v[:10], castagnoli), castagnoli, v[14:])
 }
 
 // header is the decoded fixed part of a stored value.
@@ -52,22 +68,37 @@ type header struct {
 	payload []byte // aliases the value
 }
 
+// parseValue checks a stored value's header and checksum. Its errors wrap
+// errDamaged: the record is damaged, not the file.
 func parseValue(v []byte) (header, error) {
-	if len(v) < headerLen {
-		return header{}, fmt.Errorf("%w: value of %d bytes is shorter than its header", ErrCorrupt, len(v))
+	if len(v) == 0 {
+		return header{}, fmt.Errorf("%w: empty value", errDamaged)
 	}
-	if v[0] != valueFormat {
-		return header{}, fmt.Errorf("%w: unknown value format %d", ErrCorrupt, v[0])
+	hl := headerLen
+	switch v[0] {
+	case valueFormat:
+	case valueFormatV1:
+		hl = headerLenV1
+	default:
+		return header{}, fmt.Errorf("%w: unknown value format %d", errDamaged, v[0])
 	}
-	n := int(v[10])
-	if len(v) < headerLen+n {
-		return header{}, fmt.Errorf("%w: value of %d bytes is shorter than its sensor name", ErrCorrupt, len(v))
+	if len(v) < hl {
+		return header{}, fmt.Errorf("%w: value of %d bytes is shorter than its header", errDamaged, len(v))
+	}
+	n := int(v[hl-1])
+	if len(v) < hl+n {
+		return header{}, fmt.Errorf("%w: value of %d bytes is shorter than its sensor name", errDamaged, len(v))
+	}
+	if hl == headerLen {
+		if got, want := valueCRC(v), binary.BigEndian.Uint32(v[10:14]); got != want {
+			return header{}, fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", errDamaged, want, got)
+		}
 	}
 	return header{
 		synced:  v[1]&flagSynced != 0,
 		ts:      time.Unix(0, int64(binary.BigEndian.Uint64(v[2:10]))).UTC(),
-		sensor:  v[headerLen : headerLen+n],
-		payload: v[headerLen+n:],
+		sensor:  v[hl : hl+n],
+		payload: v[hl+n:],
 	}, nil
 }
 

@@ -34,6 +34,9 @@ type state struct {
 	// the first synced reading may raise it (see floor.go).
 	floor       uint64
 	unconfirmed bool
+
+	damaged  uint64   // records ever moved aside as damaged (damaged.go)
+	suspects []uint64 // damaged records the open-time check found; Open moves them
 }
 
 const (
@@ -62,9 +65,13 @@ func loadState(tx *bolt.Tx) (*state, error) {
 		}
 		floor = binary.BigEndian.Uint64(v)
 	}
+	damaged, err := loadDamaged(tx)
+	if err != nil {
+		return nil, err
+	}
 	seq := tx.Bucket([]byte(bucketReadings)).Sequence()
 	return &state{next: seq, durable: seq, base: seq, cnt: cnt, deleted: map[uint64]int{}, epoch: epoch,
-		floor: floor, unconfirmed: mb.Get([]byte(metaUnconfirmed)) != nil}, nil
+		floor: floor, unconfirmed: mb.Get([]byte(metaUnconfirmed)) != nil, damaged: damaged}, nil
 }
 
 // addPending records an append.

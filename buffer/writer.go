@@ -121,6 +121,11 @@ func (b *Buffer) writer() {
 		case r := <-b.reqs:
 			batch = append(batch, r)
 		case <-ageTick.C:
+		case <-b.quarantine:
+			b.commitMu.Lock()
+			_ = b.moveDamaged(b.takeSuspects()) // logged
+			b.commitMu.Unlock()
+			continue
 		case <-idle.C:
 			if quiet := time.Since(time.Unix(0, b.lastCommit.Load())); quiet < idleCheckpoint {
 				idle.Reset(idleCheckpoint - quiet)
@@ -390,11 +395,10 @@ func (b *Buffer) dropAged(rb *bolt.Bucket, logBuf []byte) ([]byte, uint64, error
 	var perr error
 	err := s.each(rb, 0, s.next, func(seq uint64, val []byte) bool {
 		h, err := parseValue(val)
-		if err != nil {
-			perr = fmt.Errorf("seq %d: %w", seq, err)
-			return false
+		if err != nil { // damaged: its ts cannot be trusted either; the writer moves it aside
+			b.noteDamaged(seq)
 		}
-		if !h.synced {
+		if err != nil || !h.synced {
 			skipped++
 			return skipped <= ageScanLimit
 		}

@@ -36,7 +36,7 @@ commands:
   list [-n N] [--newest]     the oldest (or newest) N readings
   export [--from SEQ] [--to SEQ]
                              every reading (or a seq range) as JSON lines on stdout
-  verify                     check the file: bbolt's check plus every value decodes
+  verify                     check the file: bbolt's check plus every record's checksum and decode
   purge (--all | --upto SEQ) --yes
                              delete readings; refused while the agent runs
 

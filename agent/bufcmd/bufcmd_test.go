@@ -275,6 +275,28 @@ func TestVerifyFindsDamage(t *testing.T) {
 	}
 }
 
+// TestVerifyFindsFlippedByte: one changed digit in one stored reading is
+// found by its checksum and named by seq.
+func TestVerifyFindsFlippedByte(t *testing.T) {
+	db, f := fill(t, 20)
+	b, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(b, fmt.Appendf(nil, `"seq":%d,`, f+7))
+	v := bytes.Index(b[at:], []byte(`"temperature_c":2`))
+	if at < 0 || v < 0 {
+		t.Fatalf("seq %d not found in the file", f+7)
+	}
+	b[at+v+len(`"temperature_c":`)] = '3' // 21.5 becomes 31.5: still a valid reading
+	if err := os.WriteFile(db, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, "verify", "--db", db)
+	r.want(t, 1, []string{fmt.Sprintf("seq %d: ", f+7), "checksum mismatch"}, nil)
+	run(t, "verify", "--db", db, "--json").want(t, 1, []string{`"ok":false`, `"damaged":1`}, nil)
+}
+
 // TestRunningAgent holds the file read-write in this process, as the agent
 // does, and serves Handler on a real socket.
 func TestRunningAgent(t *testing.T) {

@@ -62,6 +62,9 @@ func runStats(ctx context.Context, o *opts, stdout io.Writer) error {
 		fmt.Fprintf(tw, "bounds\tmax_bytes %s, max_age %s\n", humanize.IBytes(uint64(st.MaxBytes)), time.Duration(st.MaxAge))
 	}
 	fmt.Fprintf(tw, "dropped\t%d by max_bytes, %d by max_age\n", st.DroppedBytes, st.DroppedAge)
+	if st.Damaged > 0 {
+		fmt.Fprintf(tw, "damaged\t%d records failed their checksum and were moved aside unpublished\n", st.Damaged)
+	}
 	return tw.Flush()
 }
 
@@ -211,8 +214,11 @@ func runVerify(ctx context.Context, o *opts, stdout io.Writer) error {
 			return err
 		}
 	} else if rep.OK() {
-		fmt.Fprintf(stdout, "%s: ok: %d readings, %s live, every value decodes, bbolt check passed (%v)\n",
+		fmt.Fprintf(stdout, "%s: ok: %d readings, %s live, every checksum matches and every value decodes, bbolt check passed (%v)\n",
 			o.db, rep.Count, humanize.IBytes(uint64(rep.LiveBytes)), time.Since(start).Round(time.Millisecond))
+		if rep.DamagedAside > 0 {
+			fmt.Fprintf(stdout, "%s: %d damaged records were moved aside earlier (bucket \"damaged\"; never published)\n", o.db, rep.DamagedAside)
+		}
 	} else {
 		fmt.Fprintf(stdout, "%s: %d problems:\n", o.db, len(rep.Problems))
 		for _, p := range rep.Problems {
