@@ -314,7 +314,10 @@ func TestRunningAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/buffer/", bufcmd.Handler(b))
+	// The publisher has sent 12 readings that wait for a confirmation.
+	mux.Handle("/buffer/", bufcmd.Handler(b, func() bufcmd.Delivery {
+		return bufcmd.Delivery{Mode: "kafka", SentUnconfirmed: 12, OldestUnconfirmed: time.Now().Add(-time.Minute)}
+	}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
@@ -327,12 +330,14 @@ func TestRunningAgent(t *testing.T) {
 	}
 
 	r := run(t, "stats", "--config", cfg)
-	r.want(t, 0, []string{"via the running agent", span(f, 1, 30), "max_bytes 256 MiB"}, nil)
+	r.want(t, 0, []string{"via the running agent", span(f, 1, 30), "max_bytes 256 MiB",
+		"delivery           kafka", "waiting            18", "sent, unconfirmed  12 (oldest first sent 1 minute ago)",
+		"last confirmation  none since the agent started"}, nil)
 	if r.took > 10*time.Second {
 		t.Fatalf("stats took %v", r.took)
 	}
 	r = run(t, "stats", "--db", db, "--status", addr, "--json")
-	r.want(t, 0, []string{`"count":30`}, nil)
+	r.want(t, 0, []string{`"count":30`, `"delivery":{"mode":"kafka","waiting":18,"sent_unconfirmed":12,"confirmed_deleting":0,"oldest_unconfirmed":`}, nil)
 	r = run(t, "list", "--config", cfg, "-n", "2", "--newest", "--json")
 	r.want(t, 0, nil, nil)
 	if got := jsonLines(t, r.stdout); !equal(got, []uint64{f + 29, f + 30}) {
@@ -374,7 +379,7 @@ func TestHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.StripPrefix("/buffer", bufcmd.Handler(b)), ReadHeaderTimeout: time.Second}
+	srv := &http.Server{Handler: http.StripPrefix("/buffer", bufcmd.Handler(b, nil)), ReadHeaderTimeout: time.Second}
 	go srv.Serve(ln)
 	defer srv.Close()
 	base := "http://" + ln.Addr().String() + "/buffer"

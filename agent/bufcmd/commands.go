@@ -29,9 +29,9 @@ func runStats(ctx context.Context, o *opts, stdout io.Writer) error {
 		return err
 	}
 	defer src.close()
-	var st buffer.Stats
+	var st Stats
 	if src.buf != nil {
-		st, err = src.buf.Stats()
+		st.Stats, err = src.buf.Stats()
 	} else {
 		st, err = src.remote.stats(ctx)
 	}
@@ -53,6 +53,27 @@ func runStats(ctx context.Context, o *opts, stdout io.Writer) error {
 		fmt.Fprintf(tw, "readings\t%d (seq %d..%d)\n", st.Count, st.OldestSeq, st.NewestSeq)
 		fmt.Fprintf(tw, "oldest\t%s\n", fmtTime(st.OldestTS))
 		fmt.Fprintf(tw, "newest\t%s\n", fmtTime(st.NewestTS))
+	}
+	if d := st.Delivery; d != nil {
+		fmt.Fprintf(tw, "delivery\t%s\n", d.Mode)
+		fmt.Fprintf(tw, "waiting\t%d (not sent yet, or to be sent again)\n", d.Waiting)
+		if d.Mode == "kafka" {
+			fmt.Fprintf(tw, "sent, unconfirmed\t%d", d.SentUnconfirmed)
+			if !d.OldestUnconfirmed.IsZero() {
+				fmt.Fprintf(tw, " (oldest first sent %s)", humanize.Time(d.OldestUnconfirmed))
+			}
+			fmt.Fprintln(tw)
+			last := "none since the agent started"
+			if !d.LastConfirm.IsZero() {
+				last = fmtTime(d.LastConfirm)
+			}
+			fmt.Fprintf(tw, "last confirmation\t%s\n", last)
+		}
+		if d.ConfirmedDeleting > 0 {
+			fmt.Fprintf(tw, "delivered, deleting\t%d\n", d.ConfirmedDeleting)
+		}
+	} else if st.Count > 0 {
+		fmt.Fprintf(tw, "delivery\tagent not running: it sends every buffered reading (again) when it starts\n")
 	}
 	fmt.Fprintf(tw, "last seq\t%d\n", st.LastSeq)
 	fmt.Fprintf(tw, "live bytes\t%s\n", humanize.IBytes(uint64(st.LiveBytes)))

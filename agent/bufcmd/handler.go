@@ -9,15 +9,37 @@ import (
 	"net/http"
 	"path"
 	"strconv"
+	"time"
 
 	"github.com/edgepipe/sensorpipe/buffer"
 )
 
+// Delivery is what a running agent adds to the buffer's stats: how the
+// buffered readings split between waiting to be sent and sent but not yet
+// confirmed (delivery: kafka).
+type Delivery struct {
+	Mode              string    `json:"mode"`               // kafka or broker
+	Waiting           uint64    `json:"waiting"`            // not sent yet (or to be sent again)
+	SentUnconfirmed   uint64    `json:"sent_unconfirmed"`   // published, no confirmation yet
+	ConfirmedDeleting uint64    `json:"confirmed_deleting"` // delivered, delete under way
+	OldestUnconfirmed time.Time `json:"oldest_unconfirmed,omitzero"`
+	LastConfirm       time.Time `json:"last_confirm,omitzero"`
+}
+
+// Stats is the answer of /buffer/stats and of `edge-agent buffer stats
+// --json`: the buffer's own figures, plus Delivery when the running agent
+// answers.
+type Stats struct {
+	buffer.Stats
+	Delivery *Delivery `json:"delivery,omitempty"`
+}
+
 // Handler serves the buffer's debug endpoint. Mount it at /buffer/ (with or
-// without http.StripPrefix); it answers GET .../stats (JSON buffer.Stats),
+// without http.StripPrefix); it answers GET .../stats (JSON Stats),
 // .../list?n=N[&newest=1] and .../export[?from=SEQ][&to=SEQ] (JSON lines of
-// wire-format readings, oldest first).
-func Handler(b *buffer.Buffer) http.Handler {
+// wire-format readings, oldest first). delivery, when not nil, reports the
+// publisher's view for stats; Waiting is computed here.
+func Handler(b *buffer.Buffer, delivery func() Delivery) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
@@ -27,7 +49,7 @@ func Handler(b *buffer.Buffer) http.Handler {
 		var err error
 		switch path.Base(r.URL.Path) {
 		case "stats":
-			err = serveStats(w, b)
+			err = serveStats(w, b, delivery)
 		case "list":
 			err = serveList(w, r, b)
 		case "export":
@@ -46,10 +68,17 @@ func Handler(b *buffer.Buffer) http.Handler {
 
 var errBadQuery = errors.New("bad query")
 
-func serveStats(w http.ResponseWriter, b *buffer.Buffer) error {
-	st, err := b.Stats()
+func serveStats(w http.ResponseWriter, b *buffer.Buffer, delivery func() Delivery) error {
+	bst, err := b.Stats()
 	if err != nil {
 		return err
+	}
+	st := Stats{Stats: bst}
+	if delivery != nil {
+		d := delivery()
+		held := d.SentUnconfirmed + d.ConfirmedDeleting
+		d.Waiting = bst.Count - min(bst.Count, held)
+		st.Delivery = &d
 	}
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(st)

@@ -10,8 +10,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/edgepipe/sensorpipe/buffer"
 )
 
 // remote reads the buffer through the running agent's status endpoint.
@@ -62,8 +60,8 @@ func (r *remote) ping(ctx context.Context) error {
 	return err
 }
 
-func (r *remote) stats(ctx context.Context) (buffer.Stats, error) {
-	var st buffer.Stats
+func (r *remote) stats(ctx context.Context) (Stats, error) {
+	var st Stats
 	resp, err := r.get(ctx, "/stats", nil)
 	if err != nil {
 		return st, err

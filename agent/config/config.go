@@ -85,6 +85,16 @@ type MQTT struct {
 	// MaxInflight is the window of QoS 1 publishes awaiting PUBACK; lower
 	// it for a broker that throttles a client with many in flight.
 	MaxInflight int `yaml:"max_inflight"`
+	// Delivery is when a reading leaves the buffer: DeliveryKafka (when a
+	// forwarder confirms that Kafka has it) or DeliveryBroker (at the
+	// broker's PUBACK, for consumers other than our forwarder).
+	Delivery string `yaml:"delivery"`
+	// ConfirmTimeout (kafka) is how long a published reading waits for its
+	// confirmation before it is sent again.
+	ConfirmTimeout time.Duration `yaml:"confirm_timeout"`
+	// MaxUnconfirmed (kafka) caps the readings published and not yet
+	// confirmed; at the cap readings wait in the buffer.
+	MaxUnconfirmed int `yaml:"max_unconfirmed"`
 	// Password is read from PasswordEnv or PasswordFile by Load, never from YAML.
 	Password Secret `yaml:"-"`
 }
@@ -123,6 +133,16 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 // String formats the size the way it is written in the config.
 func (b ByteSize) String() string { return humanize.IBytes(uint64(b)) }
 
+// Delivery modes (mqtt.delivery).
+const (
+	DeliveryKafka  = "kafka"
+	DeliveryBroker = "broker"
+)
+
+// Limits of mqtt.max_unconfirmed: each unconfirmed reading costs the agent
+// about 100 bytes of memory, so the maximum is about 10 MiB.
+const maxUnconfirmed = 100_000
+
 // Path is the file the config was loaded from.
 func (c *Config) Path() string { return c.path }
 
@@ -135,9 +155,12 @@ func Default() Config {
 			MaxAge:   720 * time.Hour,
 		},
 		MQTT: MQTT{
-			TopicPrefix: "sensors",
-			KeepAlive:   30 * time.Second,
-			MaxInflight: 2000,
+			TopicPrefix:    "sensors",
+			KeepAlive:      30 * time.Second,
+			MaxInflight:    2000,
+			Delivery:       DeliveryBroker, // kafka once every forwarder confirms
+			ConfirmTimeout: time.Minute,
+			MaxUnconfirmed: 10_000,
 		},
 		StatusListen: "127.0.0.1:9101",
 		SysfsRoot:    "/sys",
@@ -297,6 +320,17 @@ func (m *MQTT) validate() error {
 	}
 	if m.MaxInflight < 1 || m.MaxInflight > 65535 {
 		return &Error{Key: "mqtt.max_inflight", Msg: fmt.Sprintf("%d is not between 1 and 65535 (MQTT packet ids)", m.MaxInflight)}
+	}
+	switch m.Delivery {
+	case DeliveryKafka, DeliveryBroker:
+	default:
+		return &Error{Key: "mqtt.delivery", Msg: fmt.Sprintf("%q is not %s (delete a reading when the forwarder confirms that Kafka has it) or %s (at the broker's PUBACK)", m.Delivery, DeliveryKafka, DeliveryBroker)}
+	}
+	if m.ConfirmTimeout < time.Second {
+		return &Error{Key: "mqtt.confirm_timeout", Msg: fmt.Sprintf("%v is too short (minimum 1s; the forwarder confirms about once a second)", m.ConfirmTimeout)}
+	}
+	if m.MaxUnconfirmed < 1 || m.MaxUnconfirmed > maxUnconfirmed {
+		return &Error{Key: "mqtt.max_unconfirmed", Msg: fmt.Sprintf("%d is not between 1 and %d", m.MaxUnconfirmed, maxUnconfirmed)}
 	}
 	return nil
 }

@@ -38,6 +38,9 @@ func TestLoadFull(t *testing.T) {
 	if c.MQTT.MaxInflight != 2000 {
 		t.Errorf("max_inflight default = %d", c.MQTT.MaxInflight)
 	}
+	if c.MQTT.Delivery != config.DeliveryBroker || c.MQTT.ConfirmTimeout != time.Minute || c.MQTT.MaxUnconfirmed != 10000 {
+		t.Errorf("delivery defaults: %q, %v, %d; want broker, 1m, 10000", c.MQTT.Delivery, c.MQTT.ConfirmTimeout, c.MQTT.MaxUnconfirmed)
+	}
 	if c.MQTT.KeepAlive != 30*time.Second || c.LogFormat != "json" || c.Path() != "testdata/full.yaml" {
 		t.Errorf("keepalive %v, log_format %q, path %q", c.MQTT.KeepAlive, c.LogFormat, c.Path())
 	}
@@ -107,6 +110,11 @@ func TestEveryKeyNamed(t *testing.T) {
 		{"mqtt max_inflight zero", base + "  max_inflight: 0\n", "mqtt.max_inflight"},
 		{"mqtt max_inflight huge", base + "  max_inflight: 70000\n", "mqtt.max_inflight"},
 		{"mqtt client_id bad", base + "  client_id: 'a b'\n", "mqtt.client_id"},
+		{"mqtt delivery unknown", base + "  delivery: kafak\n", "mqtt.delivery"},
+		{"mqtt confirm_timeout short", base + "  confirm_timeout: 100ms\n", "mqtt.confirm_timeout"},
+		{"mqtt confirm_timeout garbage", base + "  confirm_timeout: soon\n", "yaml"},
+		{"mqtt max_unconfirmed zero", base + "  max_unconfirmed: 0\n", "mqtt.max_unconfirmed"},
+		{"mqtt max_unconfirmed huge", base + "  max_unconfirmed: 1000001\n", "mqtt.max_unconfirmed"},
 		{"status_listen bad", base + "status_listen: localhost\n", "status_listen"},
 		{"log_format bad", base + "log_format: xml\n", "log_format"},
 		{"log_level bad", base + "log_level: chatty\n", "yaml"},

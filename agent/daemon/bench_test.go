@@ -16,7 +16,8 @@ import (
 )
 
 // BenchmarkSteadyState runs the real binary with 4 sim sensors at 1 Hz,
-// publishing to a local broker, and reports its resident memory (VmRSS,
+// publishing to a local broker with a forwarder's confirmations (delivery:
+// kafka), and reports its resident memory (VmRSS,
 // VmHWM) and CPU use (utime+stime from /proc/PID/stat) over
 // EDGE_AGENT_STEADY_SECONDS (default 60). Run with -benchtime=1x under
 // flock /tmp/bench.lock.
@@ -28,12 +29,14 @@ func BenchmarkSteadyState(b *testing.B) {
 	br := broker.New(b, broker.Options{})
 	cnt := broker.NewCounter()
 	broker.Subscribe(b, cnt, broker.SubOptions{URL: br.URL()})
+	// A forwarder confirming once a second, as FORWARDER_CONFIRM_INTERVAL does.
+	broker.NewConfirmer(b, br.URL()).Auto(b, cnt, "pi-steady", time.Second)
 	for b.Loop() {
 		dir := b.TempDir()
 		cfg := filepath.Join(dir, "config.yaml")
 		y := fmt.Sprintf(`device_id: pi-steady
 buffer: {path: %s}
-mqtt: {url: %q}
+mqtt: {url: %q, delivery: kafka}
 status_listen: 127.0.0.1:0
 log_format: json
 sensors:

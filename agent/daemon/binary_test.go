@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
@@ -125,10 +127,11 @@ func TestBinarySystemdLifecycle(t *testing.T) {
 	cnt := broker.NewCounter()
 	br := broker.New(t, broker.Options{})
 	broker.Subscribe(t, cnt, broker.SubOptions{URL: br.URL()})
+	broker.NewConfirmer(t, br.URL()).Auto(t, cnt, "pi-bin", 100*time.Millisecond)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "buffer.db")
 	statusAddr := freePort(t)
-	base := fmt.Sprintf("device_id: pi-bin\nbuffer: {path: %s}\nmqtt: {url: %q, keepalive: 2s}\nstatus_listen: %s\nlog_format: json\nsensors:\n", db, br.URL(), statusAddr)
+	base := fmt.Sprintf("device_id: pi-bin\nbuffer: {path: %s}\nmqtt: {url: %q, keepalive: 2s, delivery: kafka}\nstatus_listen: %s\nlog_format: json\nsensors:\n", db, br.URL(), statusAddr)
 	cfgPath := writeConfig(t, dir, base+"  - {name: sim-1, driver: sim, interval: 20ms}\n")
 	ns := newNotifySocket(t)
 
@@ -146,9 +149,15 @@ func TestBinarySystemdLifecycle(t *testing.T) {
 	if code, body := httpGet(t, "http://"+statusAddr+"/readyz"); code != 200 {
 		t.Errorf("/readyz = %d %s", code, body)
 	}
-	if code, body := httpGet(t, "http://"+statusAddr+"/buffer/stats"); code != 200 || !strings.Contains(body, `"last_seq"`) {
+	if code, body := httpGet(t, "http://"+statusAddr+"/buffer/stats"); code != 200 || !strings.Contains(body, `"last_seq"`) ||
+		!strings.Contains(body, `"delivery":{"mode":"kafka"`) {
 		t.Errorf("/buffer/stats = %d %s", code, body)
 	}
+	testkit.WaitFor(t, "confirmed readings", 5*time.Second, func() bool {
+		_, m := httpGet(t, "http://"+statusAddr+"/metrics")
+		return metricValue(m, "edge_agent_confirmed_total") > 0 && metricValue(m, "edge_agent_delivered_total") > 0 &&
+			metricValue(m, "edge_agent_unconfirmed_readings") >= 0 && metricValue(m, `edge_agent_bad_confirmations_total{reason="unsent"}`) == 0
+	})
 
 	// SIGHUP: a second sensor appears without a restart.
 	writeConfig(t, dir, base+"  - {name: sim-1, driver: sim, interval: 20ms}\n  - {name: sim-hup, driver: sim, interval: 20ms}\n")
@@ -176,8 +185,8 @@ func TestBinarySystemdLifecycle(t *testing.T) {
 	if !ns.has("STOPPING=1") {
 		t.Error("no STOPPING=1")
 	}
-	if got := br.Retained("sensors/pi-bin/status"); got != "offline" {
-		t.Errorf("retained status = %q, want offline", got)
+	if got := statusOf(t, br.Retained("sensors/pi-bin/status")); got.State != "offline" || got.Delivery != mqttpub.DeliveryKafka {
+		t.Errorf("retained status = %+v, want offline, delivery kafka", got)
 	}
 	checkNothingLost(t, cnt, "pi-bin", db)
 	if !strings.Contains(stderr.String(), `"msg":"reload: sensors reloaded"`) {
@@ -226,6 +235,16 @@ func checkNothingLost(t *testing.T, cnt *broker.Counter, device, db string) {
 	if len(missing) > 0 {
 		t.Fatalf("%d readings lost, first %v", len(missing), missing[:min(10, len(missing))])
 	}
+}
+
+// statusOf decodes a retained status message.
+func statusOf(t *testing.T, payload string) mqttpub.Status {
+	t.Helper()
+	var st mqttpub.Status
+	if err := json.Unmarshal([]byte(payload), &st); err != nil {
+		t.Fatalf("status %q: %v", payload, err)
+	}
+	return st
 }
 
 func freePort(t *testing.T) string {

@@ -18,20 +18,22 @@ import (
 )
 
 // TestCrashWhilePublishing SIGKILLs the real binary 20 times while it drains
-// a 20,000-reading backlog and takes 4 sensors at 100 Hz each; after the
-// last restart every reading ever stored reaches the broker.
+// a 20,000-reading backlog and takes 4 sensors at 100 Hz each, with a
+// forwarder confirming what it receives (delivery: kafka); after the last
+// restart every reading ever stored reaches the broker.
 func TestCrashWhilePublishing(t *testing.T) {
 	const device = "pi-crash"
 	cnt := broker.NewCounter()
 	br := broker.New(t, broker.Options{})
 	broker.Subscribe(t, cnt, broker.SubOptions{URL: br.URL()})
+	broker.NewConfirmer(t, br.URL()).Auto(t, cnt, device, 100*time.Millisecond)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "buffer.db")
 	prefill(t, db, device, 20000)
 	statusAddr := freePort(t)
 	cfgPath := writeConfig(t, dir, fmt.Sprintf(`device_id: %s
 buffer: {path: %s}
-mqtt: {url: %q}
+mqtt: {url: %q, delivery: kafka}
 status_listen: %s
 log_format: json
 sensors:
@@ -87,7 +89,7 @@ sensors:
 	}
 }
 
-func prefill(t testing.TB, path, device string, n int) {
+func prefill(t *testing.T, path, device string, n int) {
 	t.Helper()
 	b, err := buffer.Open(path, buffer.Options{})
 	if err != nil {

@@ -163,6 +163,10 @@ func (a *agent) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	status.WatchDelivery(a.reg, func() (int, time.Time) {
+		d := pub.Delivery()
+		return d.Unconfirmed, d.OldestUnconfirmed
+	})
 	var srv *status.Server
 	if cfg.StatusListen != "" {
 		srv, err = status.Listen(cfg.StatusListen, status.Options{
@@ -174,7 +178,11 @@ func (a *agent) run(ctx context.Context) (err error) {
 				}
 				return pub.Stalled()
 			},
-			Mounts: map[string]http.Handler{"/buffer/": bufcmd.Handler(a.buf)},
+			Mounts: map[string]http.Handler{"/buffer/": bufcmd.Handler(a.buf, func() bufcmd.Delivery {
+				d := pub.Delivery()
+				return bufcmd.Delivery{Mode: string(d.Mode), SentUnconfirmed: uint64(d.Unconfirmed),
+					ConfirmedDeleting: uint64(d.Deleting), OldestUnconfirmed: d.OldestUnconfirmed, LastConfirm: d.LastConfirm}
+			})},
 			Logger: a.log,
 		})
 		if err != nil {
@@ -197,7 +205,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 		statusAddr = srv.Addr() // the bound port when status_listen ends in :0
 	}
 	a.log.Info("edge-agent running", "device_id", cfg.DeviceID, "sensors", len(cfg.Sensors),
-		"buffered", st.Count, "buffer", cfg.Buffer.Path, "mqtt", cfg.MQTT.URL, "status", statusAddr,
+		"buffered", st.Count, "buffer", cfg.Buffer.Path, "mqtt", cfg.MQTT.URL, "delivery", cfg.MQTT.Delivery, "status", statusAddr,
 		"clock_synced", a.clk.Synced())
 	a.o.Notify(sddaemon.SdNotifyReady)
 	a.watchdog(gctx, pub)
@@ -211,11 +219,14 @@ func (a *agent) publisherOptions() mqttpub.Options {
 	po := mqttpub.Options{
 		URL: c.URL, ClientID: c.ClientID, Username: c.Username, Password: c.Password, CAFile: c.CAFile,
 		DeviceID: a.cfg.DeviceID, TopicPrefix: c.TopicPrefix, KeepAlive: c.KeepAlive, Window: c.MaxInflight,
-		Logger: a.log.With("component", "mqtt"),
+		Delivery: mqttpub.Delivery(c.Delivery), ConfirmTimeout: c.ConfirmTimeout, MaxUnconfirmed: c.MaxUnconfirmed,
+		PriorSeq: a.startSeq,
+		Logger:   a.log.With("component", "mqtt"),
 		Metrics: mqttpub.Metrics{
 			Published: a.m.Published, Delivered: a.m.Delivered, DeleteErrors: a.m.DeleteErrors,
 			Latency: a.m.PublishLatency, Connected: a.m.Connected,
 			ConnectErrors: a.m.ConnectErrors, Disconnects: a.m.Disconnects,
+			Confirmed: a.m.Confirmed, ConfirmLatency: a.m.ConfirmLatency, Resent: a.m.Resent, BadConfirms: a.m.BadConfirms,
 		},
 	}
 	if a.o.MQTT != nil {

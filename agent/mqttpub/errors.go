@@ -12,6 +12,9 @@ var (
 	// readings (disk full, I/O error): they are sent again and deleted on
 	// the next acknowledgement.
 	ErrDelete = errors.New("buffer delete failed")
+	// ErrSubscribeRefused: the broker refused the subscription to the
+	// device's ack topic (kafka mode), so no reading could be confirmed.
+	ErrSubscribeRefused = errors.New("the broker refused the subscription")
 	// ErrStalled is wrapped by Stalled's reports.
 	ErrStalled = errors.New("publisher stalled")
 	// ErrOptions is wrapped by errors about invalid Options.

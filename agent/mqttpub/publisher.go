@@ -22,6 +22,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/confirm"
 )
 
 // Queue is what the publisher needs from the buffer.
@@ -67,9 +68,45 @@ type Options struct {
 	Window int // in-flight QoS 1 publishes, default 2000 (at most 65535)
 	Batch  int // records per Peek, default 500
 
+	// Delivery says when a reading is deleted from the queue:
+	// DeliveryBroker (the zero value) at its PUBACK, DeliveryKafka when a
+	// forwarder confirms it on the device's ack topic.
+	Delivery Delivery
+	// ConfirmTimeout (kafka) is how long a PUBACKed reading waits for its
+	// confirmation before it is sent again. Default 60s; the interval
+	// between re-send rounds doubles, up to MaxResendInterval, while
+	// nothing at all is confirmed.
+	ConfirmTimeout time.Duration
+	// MaxResendInterval caps that backoff. Default 10m (at least
+	// ConfirmTimeout).
+	MaxResendInterval time.Duration
+	// MaxUnconfirmed (kafka) caps the readings published and not yet
+	// confirmed (and deleted); at the cap nothing new is published and
+	// readings wait in the queue. Default 10,000.
+	MaxUnconfirmed int
+	// PriorSeq is the highest seq an earlier run may have published (the
+	// queue's last seq at start). A confirmation for a seq above both it
+	// and everything this run published is counted as bad.
+	PriorSeq uint64
+	// StatusInterval is how often the retained status message is published
+	// again while its content changes. Default 1m.
+	StatusInterval time.Duration
+
 	Logger  *slog.Logger // nil: discard
 	Metrics Metrics
 }
+
+// Delivery is when the publisher deletes a reading from its queue.
+type Delivery string
+
+const (
+	// DeliveryBroker deletes a reading at the broker's PUBACK: from then on
+	// the broker's queue holds the only copy.
+	DeliveryBroker Delivery = "broker"
+	// DeliveryKafka keeps a reading until a forwarder confirms that Kafka
+	// has it (buffer/confirm, on {prefix}/{device_id}/ack).
+	DeliveryKafka Delivery = "kafka"
+)
 
 // Metrics are updated by the publisher; nil fields are not updated.
 type Metrics struct {
@@ -80,6 +117,14 @@ type Metrics struct {
 	Connected     prometheus.Gauge    // 1 while connected
 	ConnectErrors prometheus.Counter  // failed connection attempts
 	Disconnects   prometheus.Counter  // connections lost
+
+	Confirmed      prometheus.Counter  // kafka: readings confirmed by a forwarder
+	ConfirmLatency prometheus.Observer // kafka: seconds from first publish to confirmation
+	Resent         prometheus.Counter  // kafka: readings sent again for want of a confirmation
+	// BadConfirms counts ignored confirmation messages by the label
+	// "reason": "malformed" (does not decode) or "unsent" (confirms seqs
+	// this device never sent).
+	BadConfirms *prometheus.CounterVec
 }
 
 // Publisher drains a Queue to MQTT. Create it with New and call Run once.
@@ -95,6 +140,8 @@ type Publisher struct {
 	led      *ledger
 	prog     progress
 	delFails atomic.Int64 // failed deletes since the last good one
+	ackTop   string       // kafka: where confirmations arrive
+	badLog   rateLimit    // for bad confirmations
 
 	sessMu     sync.Mutex
 	sessCancel context.CancelCauseFunc // ends the current session; nil between sessions
@@ -113,8 +160,17 @@ func New(q Queue, o Options) (*Publisher, error) {
 	if o.Window > 65535 {
 		return nil, fmt.Errorf("%w: window %d exceeds MQTT's 65535 packet ids", ErrOptions, o.Window)
 	}
-	p := &Publisher{o: o, q: q, log: o.Logger, topics: map[string]string{}, led: newLedger()}
+	if o.Delivery != DeliveryBroker && o.Delivery != DeliveryKafka {
+		return nil, fmt.Errorf("%w: delivery %q is not %q or %q", ErrOptions, o.Delivery, DeliveryKafka, DeliveryBroker)
+	}
+	p := &Publisher{o: o, q: q, log: o.Logger, topics: map[string]string{}}
+	p.led = newLedger(ledgerOptions{
+		kafka: o.Delivery == DeliveryKafka, maxUnconfirmed: o.MaxUnconfirmed,
+		confirmTimeout: o.ConfirmTimeout, maxInterval: o.MaxResendInterval,
+		priorSeq: o.PriorSeq, latency: o.Metrics.ConfirmLatency,
+	})
 	p.statusTop = o.TopicPrefix + "/" + o.DeviceID + "/status"
+	p.ackTop = confirm.Topic(o.TopicPrefix, o.DeviceID)
 	switch u.Scheme {
 	case "ssl", "tls", "mqtts", "tcps":
 		p.tls, err = tlsConfig(o)
@@ -155,6 +211,15 @@ func setDefaults(o *Options) {
 	if o.Batch <= 0 {
 		o.Batch = 500
 	}
+	if o.Delivery == "" {
+		o.Delivery = DeliveryBroker
+	}
+	def(&o.ConfirmTimeout, time.Minute)
+	def(&o.MaxResendInterval, 10*time.Minute)
+	if o.MaxUnconfirmed <= 0 {
+		o.MaxUnconfirmed = 10000
+	}
+	def(&o.StatusInterval, time.Minute)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -189,6 +254,29 @@ func (p *Publisher) Connected() bool { return p.connected.Load() }
 
 // StatusTopic is the retained online/offline topic of this device.
 func (p *Publisher) StatusTopic() string { return p.statusTop }
+
+// DeliveryStats is the publisher's view of its queue.
+type DeliveryStats struct {
+	Mode Delivery
+	// Unconfirmed (kafka) counts readings published and not yet confirmed,
+	// in flight included.
+	Unconfirmed int
+	// Deleting counts delivered readings whose delete has not finished.
+	Deleting int
+	// OldestUnconfirmed is when this run first published the oldest
+	// unconfirmed reading; zero when there is none.
+	OldestUnconfirmed time.Time
+	// LastConfirm is when a confirmation last deleted something; zero if
+	// none has in this run.
+	LastConfirm time.Time
+}
+
+// Delivery returns a snapshot of what is unconfirmed and being deleted.
+func (p *Publisher) Delivery() DeliveryStats {
+	st := p.led.stats()
+	return DeliveryStats{Mode: p.o.Delivery, Unconfirmed: st.unconfirmed, Deleting: st.deleting,
+		OldestUnconfirmed: st.oldest, LastConfirm: st.lastConfirm}
+}
 
 // Run connects, drains the queue and reconnects until ctx is cancelled. It
 // then waits briefly for in-flight PUBACKs, deletes what was delivered,
@@ -362,6 +450,8 @@ func (p *Publisher) logConnectError(err error, attempt int, delay time.Duration)
 		hint = "the broker's certificate does not match the host name in mqtt.url"
 	case errors.Is(err, packets.ErrorRefusedIDRejected):
 		hint = "the broker rejected the client id: check mqtt.client_id"
+	case errors.Is(err, ErrSubscribeRefused):
+		hint = "allow this device to subscribe to its ack topic " + p.ackTop + " (delivery: kafka needs it), or set mqtt.delivery: broker"
 	default:
 		var nerr net.Error
 		var operr *net.OpError
@@ -416,7 +506,7 @@ func (p *Publisher) connect(ctx context.Context) (*session, error) {
 		SetWriteTimeout(p.o.WriteTimeout).
 		SetAutoReconnect(false). // Run reconnects, re-sending from the buffer
 		SetConnectRetry(false).
-		SetWill(p.statusTop, "offline", 1, true).
+		SetWill(p.statusTop, p.will(), 1, true).
 		SetCustomOpenConnectionFn(s.dial).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			select {
@@ -426,6 +516,11 @@ func (p *Publisher) connect(ctx context.Context) (*session, error) {
 		})
 	if p.o.Username != "" {
 		o.SetUsername(p.o.Username).SetPassword(p.o.Password.Reveal())
+	}
+	if p.o.Delivery == DeliveryKafka {
+		// Confirmations the persistent session queued arrive right after
+		// CONNACK, before the subscription is renewed.
+		o.SetDefaultPublishHandler(s.onMessage)
 	}
 	s.c = mqtt.NewClient(o)
 	tok := s.c.Connect()
@@ -439,6 +534,12 @@ func (p *Publisher) connect(ctx context.Context) (*session, error) {
 	if err := tok.Error(); err != nil {
 		s.closeConn()
 		return nil, err
+	}
+	if p.o.Delivery == DeliveryKafka {
+		if err := s.subscribe(ctx); err != nil {
+			s.close(false)
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -503,7 +604,7 @@ func (s *session) closeConn() {
 // (a clean DISCONNECT suppresses the will).
 func (s *session) close(clean bool) {
 	if clean && s.c.IsConnectionOpen() {
-		tok := s.c.Publish(s.p.statusTop, 1, true, "offline")
+		tok := s.c.Publish(s.p.statusTop, 1, true, s.p.status("offline"))
 		tok.WaitTimeout(500 * time.Millisecond)
 		s.c.Disconnect(250)
 	} else if s.c.IsConnectionOpen() {

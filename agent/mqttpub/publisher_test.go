@@ -2,6 +2,7 @@ package mqttpub_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -49,13 +50,19 @@ func countFrom(t testing.TB, cnt *broker.Counter, b *buffer.Buffer) uint64 {
 // appendN stores n readings spread over a few sensors, in batches.
 func appendN(t testing.TB, b *buffer.Buffer, n int) {
 	t.Helper()
+	appendDevice(t, b, device, n)
+}
+
+// appendDevice is appendN for another device.
+func appendDevice(t testing.TB, b *buffer.Buffer, dev string, n int) {
+	t.Helper()
 	const batch = 1000
 	for done := 0; done < n; {
 		k := min(batch, n-done)
 		rs := make([]*reading.Reading, k)
 		for i := range rs {
 			rs[i] = &reading.Reading{
-				DeviceID: device, Sensor: fmt.Sprintf("sim-%d", (done+i)%4), Kind: "sim",
+				DeviceID: dev, Sensor: fmt.Sprintf("sim-%d", (done+i)%4), Kind: "sim",
 				TS: time.Now().UTC(), TimeSynced: true,
 				Values: map[string]float64{reading.Temperature: 20 + float64(i%10)/10},
 			}
@@ -68,23 +75,35 @@ func appendN(t testing.TB, b *buffer.Buffer, n int) {
 }
 
 type runner struct {
-	p        *mqttpub.Publisher
-	cancel   context.CancelFunc
-	done     chan error
-	pub      prometheus.Counter
-	connErrs prometheus.Counter
+	p         *mqttpub.Publisher
+	cancel    context.CancelFunc
+	done      chan error
+	pub       prometheus.Counter
+	connErrs  prometheus.Counter
+	delivered prometheus.Counter
+	confirmed prometheus.Counter
+	resent    prometheus.Counter
+	bad       *prometheus.CounterVec
 }
 
 func start(t *testing.T, q mqttpub.Queue, o mqttpub.Options) *runner {
 	t.Helper()
 	r := &runner{
-		pub:      prometheus.NewCounter(prometheus.CounterOpts{Name: "published"}),
-		connErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "connect_errors"}),
-		done:     make(chan error, 1),
+		pub:       prometheus.NewCounter(prometheus.CounterOpts{Name: "published"}),
+		connErrs:  prometheus.NewCounter(prometheus.CounterOpts{Name: "connect_errors"}),
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "delivered"}),
+		confirmed: prometheus.NewCounter(prometheus.CounterOpts{Name: "confirmed"}),
+		resent:    prometheus.NewCounter(prometheus.CounterOpts{Name: "resent"}),
+		bad:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bad"}, []string{"reason"}),
+		done:      make(chan error, 1),
 	}
 	o.DeviceID = device
 	o.Metrics.Published = r.pub
 	o.Metrics.ConnectErrors = r.connErrs
+	o.Metrics.Delivered = r.delivered
+	o.Metrics.Confirmed = r.confirmed
+	o.Metrics.Resent = r.resent
+	o.Metrics.BadConfirms = r.bad
 	if o.MinBackoff == 0 {
 		o.MinBackoff = 20 * time.Millisecond
 		o.MaxBackoff = 300 * time.Millisecond
@@ -150,8 +169,8 @@ func TestDrainsBacklogThenLiveReadings(t *testing.T) {
 	if !r.p.Connected() {
 		t.Error("Connected() = false while draining")
 	}
-	if got := br.Retained("sensors/" + device + "/status"); got != "online" {
-		t.Errorf("retained status = %q, want online", got)
+	if got := statusOf(t, br.Retained("sensors/"+device+"/status")); got.State != "online" {
+		t.Errorf("retained status = %+v, want online", got)
 	}
 	rep := cnt.Report(device)
 	if rep.MissingCount != 0 || len(rep.Bad) != 0 || rep.Duplicates != 0 {
@@ -165,9 +184,19 @@ func TestDrainsBacklogThenLiveReadings(t *testing.T) {
 		t.Errorf("published metric = %v, want 5500", got)
 	}
 	r.stop(t)
-	if got := br.Retained("sensors/" + device + "/status"); got != "offline" {
-		t.Errorf("retained status after stop = %q, want offline", got)
+	if got := statusOf(t, br.Retained("sensors/"+device+"/status")); got.State != "offline" {
+		t.Errorf("retained status after stop = %+v, want offline", got)
 	}
+}
+
+// statusOf decodes a retained status message.
+func statusOf(t *testing.T, payload string) mqttpub.Status {
+	t.Helper()
+	var st mqttpub.Status
+	if err := json.Unmarshal([]byte(payload), &st); err != nil {
+		t.Fatalf("status %q: %v", payload, err)
+	}
+	return st
 }
 
 func TestOrderPerSensorIsKept(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgepipe/sensorpipe/buffer"
 )
 
 // errQueue marks errors from the Queue, which end Run (the buffer is gone).
@@ -34,6 +36,7 @@ func (s *session) run(ctx context.Context) error {
 		p.sessMu.Unlock()
 		p.prog.setSending(false)
 		p.prog.inflight.Store(0) // what the acker dropped is sent again
+		p.led.sessionEnded()
 	}()
 	p.prog.touch()
 	go func() {
@@ -44,7 +47,7 @@ func (s *session) run(ctx context.Context) error {
 		}
 	}()
 
-	online := s.c.Publish(p.statusTop, 1, true, "online")
+	online := s.c.Publish(p.statusTop, 1, true, p.status("online"))
 	select {
 	case <-online.Done():
 		if err := online.Error(); err != nil {
@@ -56,6 +59,10 @@ func (s *session) run(ctx context.Context) error {
 		s.closeConn()
 		return fmt.Errorf("publish online status: %w", ErrAckTimeout)
 	}
+
+	statusDone := make(chan struct{})
+	go func() { defer close(statusDone); s.statusLoop(connCtx) }()
+	defer func() { cancel(nil); <-statusDone }()
 
 	inflight := make(chan pending, p.o.Window)
 	abort := make(chan struct{})
@@ -102,42 +109,127 @@ func (s *session) cause(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// sender peeks past everything in flight and publishes, blocking while the
-// window is full. Readings the ledger holds (delivered, being deleted) are
-// skipped.
+// sender publishes the queue in seq order, peeking past everything in
+// flight and blocking while the window is full. In kafka mode it also
+// sends again what a re-send round made due, and waits at the unconfirmed
+// cap. Readings the ledger holds are skipped.
 func (s *session) sender(ctx context.Context, inflight chan<- pending) error {
 	p := s.p
 	p.prog.setSending(true)
 	var after uint64
 	for ctx.Err() == nil {
-		n := min(p.o.Batch, cap(inflight)-len(inflight))
-		n = max(n, 1)
+		if n := p.led.round(time.Now()); n > 0 {
+			p.log.Info("re-sending readings not confirmed in time", "count", n,
+				"confirm_timeout", p.o.ConfirmTimeout.String(), "next_round_in", time.Until(p.led.next()).Round(time.Second).String())
+		}
+		if err := s.resendDue(ctx, inflight); err != nil {
+			return err
+		}
+		n := max(1, min(p.o.Batch, cap(inflight)-len(inflight)))
 		recs, err := p.q.Peek(after, n)
 		if err != nil {
 			return fmt.Errorf("%w: peek: %w", errQueue, err)
 		}
 		if len(recs) == 0 {
-			p.prog.setSending(false)
-			err := p.q.Wait(ctx, after)
-			p.prog.setSending(true)
-			if err != nil && ctx.Err() == nil {
-				return fmt.Errorf("%w: wait: %w", errQueue, err)
+			if err := s.idle(ctx, func(wctx context.Context) error { return p.q.Wait(wctx, after) }); err != nil {
+				return err
 			}
 			continue
 		}
-		after = recs[len(recs)-1].Seq
-		for _, r := range p.led.admit(recs) {
-			tok := s.c.Publish(p.topic(r.Sensor), 1, false, r.Payload)
-			p.prog.inflight.Add(1)
-			p.prog.touch()
-			select {
-			case inflight <- pending{seq: r.Seq, tok: tok, sent: time.Now()}:
-			case <-ctx.Done():
-				return ctx.Err()
+		send, cursor, atCap := p.led.admit(recs, time.Now())
+		if err := s.publish(ctx, inflight, send); err != nil {
+			return err
+		}
+		after = cursor
+		if atCap {
+			if ch := p.led.capWait(); ch != nil {
+				// At the unconfirmed cap: wait for confirmations (or a
+				// re-send round); the readings wait in the queue.
+				err := s.idle(ctx, func(wctx context.Context) error {
+					select {
+					case <-ch:
+					case <-wctx.Done():
+					}
+					return nil
+				})
+				if err != nil {
+					return err
+				}
 			}
 		}
 	}
 	return ctx.Err()
+}
+
+// idle runs wait as a legitimate pause (not a stall), bounded by the next
+// re-send round, also when that round is scheduled or brought forward
+// while waiting (by a PUBACK or a confirmation). wait's error is the
+// queue's unless a context ended it.
+func (s *session) idle(ctx context.Context, wait func(context.Context) error) error {
+	p := s.p
+	next, sched := p.led.schedule()
+	var wctx context.Context
+	var cancel context.CancelFunc
+	if next.IsZero() {
+		wctx, cancel = context.WithCancel(ctx)
+	} else {
+		wctx, cancel = context.WithDeadline(ctx, next)
+	}
+	defer cancel()
+	if p.o.Delivery == DeliveryKafka {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			select {
+			case <-sched:
+				cancel()
+			case <-stop:
+			}
+		}()
+		defer func() { close(stop); <-done }()
+	}
+	p.prog.setSending(false)
+	err := wait(wctx)
+	p.prog.setSending(true)
+	if err != nil && wctx.Err() == nil {
+		return fmt.Errorf("%w: wait: %w", errQueue, err)
+	}
+	return nil
+}
+
+// resendDue publishes again the readings a re-send round made due.
+func (s *session) resendDue(ctx context.Context, inflight chan<- pending) error {
+	p := s.p
+	for first := p.led.firstDue(); first != 0; first = p.led.firstDue() {
+		n := max(1, min(p.o.Batch, cap(inflight)-len(inflight)))
+		recs, err := p.q.Peek(first-1, n)
+		if err != nil {
+			return fmt.Errorf("%w: peek: %w", errQueue, err)
+		}
+		send := p.led.admitDue(recs, n, time.Now())
+		add(p.o.Metrics.Resent, len(send))
+		if err := s.publish(ctx, inflight, send); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publish hands recs to paho and the acker, blocking while the window is full.
+func (s *session) publish(ctx context.Context, inflight chan<- pending, recs []buffer.Record) error {
+	p := s.p
+	for _, r := range recs {
+		tok := s.c.Publish(p.topic(r.Sensor), 1, false, r.Payload)
+		p.prog.inflight.Add(1)
+		p.prog.touch()
+		select {
+		case inflight <- pending{seq: r.Seq, tok: tok, sent: time.Now()}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 func (p *Publisher) topic(sensor string) string {
@@ -159,7 +251,7 @@ func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) error {
 	batch := make([]uint64, 0, 256)
 	flush := func() {
 		if len(batch) > 0 {
-			p.delivered(batch)
+			p.acked(batch)
 			batch = batch[:0]
 		}
 	}
@@ -218,9 +310,10 @@ func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) error {
 // before the acker waits for it.
 const maxQueuedDeletes = 4 * maxDeleteBatch
 
-// delivered hands acknowledged seqs to the deleter.
-func (p *Publisher) delivered(seqs []uint64) {
-	p.led.delivered(seqs)
+// acked records PUBACKs: broker mode hands the seqs to the deleter, kafka
+// mode waits for their confirmation.
+func (p *Publisher) acked(seqs []uint64) {
+	p.led.acked(seqs)
 	add(p.o.Metrics.Published, len(seqs))
 	p.prog.touch()
 }

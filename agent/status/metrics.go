@@ -25,6 +25,11 @@ type Metrics struct {
 	Disconnects    prometheus.Counter
 	ClockSynced    prometheus.Gauge
 	TSCorrected    prometheus.Counter
+
+	Confirmed      prometheus.Counter
+	ConfirmLatency prometheus.Histogram
+	Resent         prometheus.Counter
+	BadConfirms    *prometheus.CounterVec // reason
 }
 
 // NewMetrics creates the agent's metrics, plus Go runtime and process
@@ -54,7 +59,20 @@ func NewMetrics(reg prometheus.Registerer, stats func() (buffer.Stats, error)) *
 			Help: "1 once the kernel reports the clock synchronised by NTP."}),
 		TSCorrected: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "timestamps_corrected_total",
 			Help: "Buffered readings whose unsynced timestamp was corrected after NTP sync."}),
+		Confirmed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "confirmed_total",
+			Help: "Readings a forwarder confirmed as stored in Kafka (delivery: kafka)."}),
+		ConfirmLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "confirm_latency_seconds",
+			Help:    "Time from a reading's first publish to its confirmation (delivery: kafka).",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600}}),
+		Resent: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "resent_total",
+			Help: "Readings published again because no confirmation came within mqtt.confirm_timeout."}),
+		BadConfirms: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bad_confirmations_total",
+			Help: "Ignored messages on the ack topic, by reason: malformed, or unsent (seqs this device never sent)."}, []string{"reason"}),
 	}
+	for _, r := range []string{"malformed", "unsent"} {
+		m.BadConfirms.WithLabelValues(r) // present at 0, so alerts see the series
+	}
+	reg.MustRegister(m.Confirmed, m.ConfirmLatency, m.Resent, m.BadConfirms)
 	reg.MustRegister(m.Readings, m.SensorErrors, m.Published, m.Delivered, m.DeleteErrors, m.PublishLatency, m.Connected,
 		m.ConnectErrors, m.Disconnects, m.ClockSynced, m.TSCorrected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -62,6 +80,26 @@ func NewMetrics(reg prometheus.Registerer, stats func() (buffer.Stats, error)) *
 		reg.MustRegister(&bufferCollector{stats: stats})
 	}
 	return m
+}
+
+// WatchDelivery registers the unconfirmed-readings gauges, read from
+// delivery at scrape time: how many readings wait for a confirmation, and
+// how long ago the oldest of them was first published (0 when none).
+func WatchDelivery(reg prometheus.Registerer, delivery func() (unconfirmed int, oldest time.Time)) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "unconfirmed_readings",
+			Help: "Readings published and not yet confirmed by a forwarder (delivery: kafka); they stay in the buffer."},
+			func() float64 { n, _ := delivery(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "unconfirmed_oldest_age_seconds",
+			Help: "Time since the oldest unconfirmed reading was first published (0 when none)."},
+			func() float64 {
+				n, oldest := delivery()
+				if n == 0 || oldest.IsZero() {
+					return 0
+				}
+				return max(0, time.Since(oldest).Seconds())
+			}),
+	)
 }
 
 var (

@@ -25,7 +25,6 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
-	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
 // Credentials used by every test server.
@@ -70,15 +69,8 @@ func StartBroker(tb testing.TB, certs *pki.PKI, o BrokerOptions) *broker.Broker 
 type Kafka struct {
 	Cluster *kfake.Cluster
 	Addr    string
-	// Proxy, with KafkaOptions.Proxy, relays every client connection (the
-	// cluster advertises the proxy's address in its metadata); SetDelay on it
-	// puts Kafka at a distance.
-	Proxy *tcpproxy.Proxy
-	// Direct is kfake's own listener, behind the proxy: a client that must
-	// not pay the proxy's delay dials it in place of the advertised address.
-	Direct string
-	certs  *pki.PKI
-	gates  []*gate
+	certs   *pki.PKI
+	gates   []*gate
 }
 
 // StartKafka runs kfake with TLS and SASL PLAIN, the topic (6 partitions) and its DLQ.
@@ -90,7 +82,6 @@ func StartKafka(tb testing.TB, certs *pki.PKI) *Kafka {
 // KafkaOptions tune StartKafkaWith.
 type KafkaOptions struct {
 	Plaintext bool // no TLS, no SASL (benchmarks against a loopback cluster)
-	Proxy     bool // clients connect through Kafka.Proxy
 }
 
 // StartKafkaWith is StartKafka with options.
@@ -103,15 +94,6 @@ func StartKafkaWith(tb testing.TB, certs *pki.PKI, o KafkaOptions) *Kafka {
 	} else {
 		k.certs = nil
 	}
-	var direct string
-	if o.Proxy {
-		p, err := tcpproxy.Listen("127.0.0.1:0", "")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { _ = p.Close() })
-		k.Proxy = p
-	}
 	c, err := kfake.NewCluster(append(opts,
 		kfake.SeedTopics(Partitions, Topic),
 		kfake.SeedTopics(1, DLQTopic),
@@ -122,12 +104,6 @@ func StartKafkaWith(tb testing.TB, certs *pki.PKI, o KafkaOptions) *Kafka {
 			}
 			g := &gate{Listener: ln, conns: map[net.Conn]struct{}{}}
 			k.gates = append(k.gates, g)
-			if k.Proxy != nil {
-				direct = ln.Addr().String()
-				if g.advertise, err = net.ResolveTCPAddr("tcp", k.Proxy.Addr()); err != nil {
-					return nil, err
-				}
-			}
 			return g, nil
 		}),
 	)...)
@@ -137,11 +113,6 @@ func StartKafkaWith(tb testing.TB, certs *pki.PKI, o KafkaOptions) *Kafka {
 	tb.Cleanup(c.Close)
 	k.Cluster = c
 	k.Addr = c.ListenAddrs()[0]
-	k.Direct = k.Addr
-	if k.Proxy != nil {
-		k.Direct = direct
-		k.Proxy.SetTarget(direct)
-	}
 	return k
 }
 
@@ -162,17 +133,9 @@ func (k *Kafka) Restore() {
 // gate is a listener whose connections can be dropped on demand.
 type gate struct {
 	net.Listener
-	advertise net.Addr // reported by Addr when set (kfake puts it in metadata)
-	mu        sync.Mutex
-	down      bool
-	conns     map[net.Conn]struct{}
-}
-
-func (g *gate) Addr() net.Addr {
-	if g.advertise != nil {
-		return g.advertise
-	}
-	return g.Listener.Addr()
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]struct{}
 }
 
 func (g *gate) Accept() (net.Conn, error) {

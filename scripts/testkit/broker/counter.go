@@ -120,6 +120,13 @@ func (c *Counter) Has(device string, upto uint64) bool {
 	return true
 }
 
+// Count is how many times seq of device was seen.
+func (c *Counter) Count(device string, seq uint64) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seen[device][seq]
+}
+
 // Unique is the number of distinct seqs seen for device.
 func (c *Counter) Unique(device string) int {
 	c.mu.Lock()

@@ -1,0 +1,143 @@
+package mqttpub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgepipe/sensorpipe/buffer/confirm"
+)
+
+// subscribe subscribes the session to the device's ack topic (kafka mode).
+// The subscription lives in the broker's persistent session; subscribing
+// on every connect repairs a session the broker lost.
+func (s *session) subscribe(ctx context.Context) error {
+	p := s.p
+	tok := s.c.Subscribe(p.ackTop, 1, s.onMessage)
+	t := time.NewTimer(p.o.AckTimeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("subscribe %s: %w", p.ackTop, ErrAckTimeout)
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("subscribe %s: %w", p.ackTop, err)
+	}
+	if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[p.ackTop] == 0x80 {
+		return fmt.Errorf("%w: %s", ErrSubscribeRefused, p.ackTop)
+	}
+	return nil
+}
+
+// onMessage handles a message on the ack topic, and anything else the
+// persistent session delivers before the subscription is renewed.
+func (s *session) onMessage(_ mqtt.Client, m mqtt.Message) {
+	p := s.p
+	if m.Topic() != p.ackTop {
+		return
+	}
+	msg, err := confirm.Decode(m.Payload())
+	if err != nil {
+		p.badConfirm("malformed", err, "")
+		return
+	}
+	n, unsent := p.led.confirm(&msg, time.Now())
+	if n > 0 {
+		add(p.o.Metrics.Confirmed, n)
+		p.prog.touch()
+	}
+	if unsent > 0 {
+		p.badConfirm("unsent", fmt.Errorf("%d confirmed seqs are above any this device sent", unsent), msg.ForwarderID)
+	}
+}
+
+// badConfirm counts an ignored confirmation and logs it at most once a minute.
+func (p *Publisher) badConfirm(reason string, err error, forwarder string) {
+	if v := p.o.Metrics.BadConfirms; v != nil {
+		v.WithLabelValues(reason).Inc()
+	}
+	if ok, suppressed := p.badLog.allow(time.Now(), time.Minute); ok {
+		p.log.Warn("ignored a confirmation", "reason", reason, "err", err, "forwarder_id", forwarder,
+			"topic", p.ackTop, "not_logged", suppressed)
+	}
+}
+
+// rateLimit lets one event through per interval and counts the others.
+type rateLimit struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (r *rateLimit) allow(now time.Time, every time.Duration) (ok bool, suppressed int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.last.IsZero() && now.Sub(r.last) < every {
+		r.suppressed++
+		return false, 0
+	}
+	r.last, suppressed, r.suppressed = now, r.suppressed, 0
+	return true, suppressed
+}
+
+// Status is the retained JSON message on {prefix}/{device_id}/status:
+// {"v":1,"state":"online","delivery":"kafka","unconfirmed":12,"ts":"..."}
+// on connect (and again every StatusInterval while the count changes),
+// {"v":1,"state":"offline",...} on a clean stop, and as the last will
+// {"v":1,"state":"offline","delivery":"kafka"} (no counts, no ts).
+type Status struct {
+	V        int      `json:"v"`
+	State    string   `json:"state"` // "online" or "offline"
+	Delivery Delivery `json:"delivery,omitempty"`
+	// Unconfirmed (kafka) is how many readings wait for a confirmation.
+	Unconfirmed *int      `json:"unconfirmed,omitempty"`
+	TS          time.Time `json:"ts,omitzero"`
+}
+
+// status returns the status payload for state, with the current counts.
+func (p *Publisher) status(state string) []byte {
+	m := Status{V: 1, State: state, Delivery: p.o.Delivery, TS: time.Now().UTC().Truncate(time.Millisecond)}
+	if p.o.Delivery == DeliveryKafka {
+		n := p.led.unconfirmedN()
+		m.Unconfirmed = &n
+	}
+	b, _ := json.Marshal(m) // cannot fail: plain fields
+	return b
+}
+
+// will is the last will: offline, without counts (it is fixed at connect).
+func (p *Publisher) will() string {
+	b, _ := json.Marshal(Status{V: 1, State: "offline", Delivery: p.o.Delivery})
+	return string(b)
+}
+
+// statusLoop publishes the status again every StatusInterval while the
+// unconfirmed count changes, until ctx ends.
+func (s *session) statusLoop(ctx context.Context) {
+	p := s.p
+	if p.o.Delivery != DeliveryKafka {
+		return
+	}
+	last := p.led.unconfirmedN()
+	t := time.NewTicker(p.o.StatusInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n := p.led.unconfirmedN(); n != last {
+			last = n
+			s.c.Publish(p.statusTop, 1, true, p.status("online")) // not waited for: the next one will do
+			p.log.Debug("status published", "unconfirmed", n)
+		}
+	}
+}
