@@ -14,7 +14,6 @@ repo=$(cd "$here/.." && pwd)
 SSH=${SSH:-ssh}
 SCP=${SCP:-scp}
 DIST=${DIST:-$repo/dist}
-stage=/tmp/edge-agent-install
 
 if [ $# -ne 1 ] || [ -z "$1" ]; then
 	echo "usage: $0 user@host" >&2
@@ -48,6 +47,15 @@ sed 's#^ExecStart=/usr/bin/edge-agent#ExecStart=/usr/local/bin/edge-agent#' \
 cp "$repo/systemd/edge-agent.config.yaml" "$tmp/config.yaml"
 cp "$here/install-pi-remote.sh" "$tmp/remote.sh"
 
-$SSH "$host" "rm -rf $stage && mkdir -p $stage"
+# A fresh private directory on the Pi (mktemp -d: mode 0700, a name nobody
+# can guess or plant beforehand); remote.sh removes it when done.
+stage=$($SSH "$host" mktemp -d)
+case "$stage" in
+/*) ;;
+*)
+	echo "install-pi: mktemp -d on $host gave '$stage'" >&2
+	exit 1
+	;;
+esac
 $SCP "$tmp/edge-agent" "$tmp/edge-agent.service" "$tmp/config.yaml" "$tmp/remote.sh" "$host:$stage/"
 $SSH "$host" "sudo sh $stage/remote.sh"

@@ -44,8 +44,8 @@ func read(t *testing.T, path string) string {
 }
 
 // fakeTools puts stand-ins for ssh, scp and the remote system tools in a
-// directory: ssh runs the command locally with the staging directory moved
-// under remote/, scp copies into remote/, the account and systemd tools log
+// directory: ssh runs the command locally with /tmp moved under remote/
+// (mktemp -d makes the directory there), scp copies into remote/, the account and systemd tools log
 // their arguments. getent reports nothing exists.
 func fakeTools(t *testing.T, dir string) {
 	t.Helper()
@@ -53,7 +53,8 @@ func fakeTools(t *testing.T, dir string) {
 shift
 echo "ssh $*" >> "$LOG"
 if [ "$*" = "uname -m" ]; then echo "$FAKE_UNAME"; exit 0; fi
-cmd=$(echo "$*" | sed "s#/tmp/edge-agent-install#$REMOTE/tmp/edge-agent-install#g; s#^sudo ##")
+if [ "$*" = "mktemp -d" ]; then d=$(TMPDIR="$REMOTE/tmp" mktemp -d); echo "${d#"$REMOTE"}"; exit 0; fi
+cmd=$(echo "$*" | sed "s# /tmp/# $REMOTE/tmp/#g; s#^sudo ##")
 exec sh -c "$cmd"
 `, 0o755)
 	write(t, filepath.Join(dir, "scp"), `#!/bin/sh
@@ -78,6 +79,9 @@ func TestInstallPi(t *testing.T) {
 			dir := t.TempDir()
 			tools, remote, log := filepath.Join(dir, "bin"), filepath.Join(dir, "remote"), filepath.Join(dir, "log")
 			fakeTools(t, tools)
+			if err := os.MkdirAll(filepath.Join(remote, "tmp"), 0o755); err != nil {
+				t.Fatal(err)
+			}
 			root := filepath.Join(remote, "root")
 			env := []string{
 				"PATH=" + tools + ":" + os.Getenv("PATH"), "LOG=" + log, "REMOTE=" + remote, "ROOT=" + root,
@@ -110,6 +114,14 @@ func TestInstallPi(t *testing.T) {
 				t.Error("modules-load.d/edge-agent.conf does not load i2c-dev")
 			}
 			calls := read(t, log)
+			// Staged in a fresh mktemp -d directory, not a fixed /tmp path
+			// another user could plant (issue 11 item 14), and cleaned up.
+			if !strings.Contains(calls, "ssh mktemp -d\n") || strings.Contains(calls, "/tmp/edge-agent-install") {
+				t.Errorf("not staged in a mktemp -d directory:\n%s", calls)
+			}
+			if left, _ := os.ReadDir(filepath.Join(remote, "tmp")); len(left) != 0 {
+				t.Errorf("staging directory left behind: %v", left)
+			}
 			for _, want := range []string{
 				"ssh uname -m\n", "groupadd --system i2c\n", "groupadd --system gpio\n",
 				"useradd --system --user-group", "usermod --append --groups i2c,gpio edge-agent\n",
@@ -325,5 +337,20 @@ func TestFlashSDBootDefault(t *testing.T) {
 	}
 	if cfg := read(t, filepath.Join(root, "boot/firmware/config.txt")); !strings.Contains(cfg, "\ndtparam=i2c_arm=on\n") {
 		t.Fatalf("boot/firmware/config.txt not updated:\n%s", cfg)
+	}
+}
+
+// TestInstallDocKeepsPasswordOutOfHistory: docs/INSTALL.md must not have
+// the user type the MQTT password into a command (shell history, ps), and
+// must create the file with its final mode (issue 11 item 14).
+func TestInstallDocKeepsPasswordOutOfHistory(t *testing.T) {
+	doc := read(t, "../docs/INSTALL.md")
+	for _, l := range strings.Split(doc, "\n") {
+		if strings.Contains(l, "mqtt-password") && (strings.Contains(l, "echo ") || strings.Contains(l, "printf ")) {
+			t.Errorf("docs/INSTALL.md puts the password on a command line: %s", l)
+		}
+	}
+	if !strings.Contains(doc, "install -m 0640 -o root -g edge-agent /dev/null /etc/edge-agent/mqtt-password") {
+		t.Error("docs/INSTALL.md does not create the password file 0640 root:edge-agent before it holds the password")
 	}
 }

@@ -85,7 +85,7 @@ func TestAgentUnitContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID\n", "WatchdogSec=30", "Restart=always", "StartLimitIntervalSec=", "StartLimitBurst=",
+		"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID\n", "WatchdogSec=30", "Restart=always", "StartLimitIntervalSec=0\n",
 		"StateDirectory=edge-agent", "ConfigurationDirectory=edge-agent", "User=edge-agent",
 		"SupplementaryGroups=i2c gpio", "DevicePolicy=closed", "DeviceAllow=char-i2c rw",
 		"ReadOnlyPaths=/sys", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
@@ -124,5 +124,56 @@ func TestConfigs(t *testing.T) {
 				t.Fatalf("%d sensors, want %d", len(c.Sensors), tc.sensors)
 			}
 		})
+	}
+}
+
+// unitValue returns the last value of key in a unit file ("" if unset).
+func unitValue(unit, key string) string {
+	v := ""
+	for _, l := range strings.Split(unit, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(l), key+"="); ok {
+			v = rest
+		}
+	}
+	return v
+}
+
+// TestAgentUnitKeepsRetrying: systemd must never give up restarting the
+// agent (issue 11 item 5): a Pi whose disk was full, or whose network came
+// late, must come back by itself once the cause is gone, however long that
+// took. Config errors (exit 2) stop it at once instead, since restarting
+// cannot fix them.
+func TestAgentUnitKeepsRetrying(t *testing.T) {
+	b, err := os.ReadFile("edge-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(b)
+	if unitValue(unit, "Restart") != "always" || unitValue(unit, "RestartPreventExitStatus") != "2" {
+		t.Fatalf("Restart=%q RestartPreventExitStatus=%q", unitValue(unit, "Restart"), unitValue(unit, "RestartPreventExitStatus"))
+	}
+	sec := func(key, def string) float64 {
+		v := unitValue(unit, key)
+		if v == "" {
+			v = def
+		}
+		v = strings.TrimSuffix(v, "s")
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			t.Fatalf("%s=%q is not in seconds", key, v)
+		}
+		return f
+	}
+	interval := sec("StartLimitIntervalSec", "10") // systemd's defaults
+	burst := sec("StartLimitBurst", "5")
+	restart := sec("RestartSec", "0.1")
+	if interval == 0 {
+		return // no start rate limit at all
+	}
+	// Starting every RestartSec, the unit starts interval/restart+1 times
+	// within one interval; more than the burst and systemd stops it.
+	if starts := interval/restart + 1; starts > burst {
+		t.Fatalf("a crash loop starts %v times in StartLimitIntervalSec=%v (RestartSec=%v) > StartLimitBurst=%v: systemd gives up for good",
+			starts, interval, restart, burst)
 	}
 }

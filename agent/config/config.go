@@ -11,6 +11,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -308,8 +309,16 @@ func (m *MQTT) validate() error {
 		return &Error{Key: "mqtt.password_file", Msg: fmt.Sprintf("username is set but there is no password (set mqtt.password_file or %s)", PasswordEnv)}
 	}
 	if m.CAFile != "" {
-		if _, err := os.Stat(m.CAFile); err != nil {
-			return &Error{Key: "mqtt.ca_file", Msg: fmt.Sprintf("cannot read %s", m.CAFile)}
+		// Checked here, not first at connect: a bad file would make `run`
+		// exit 1 and systemd restart it for ever.
+		b, err := os.ReadFile(m.CAFile)
+		if err != nil {
+			return &Error{Key: "mqtt.ca_file", Msg: fmt.Sprintf("cannot read %s", m.CAFile), Err: err}
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(b) {
+			// The content is not echoed: it may be a secret put in the wrong key.
+			return &Error{Key: "mqtt.ca_file", Msg: fmt.Sprintf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----); "+
+				"give a CA bundle, or leave it empty for the system roots", m.CAFile)}
 		}
 	}
 	if len(m.ClientID) > 256 || strings.IndexFunc(m.ClientID, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {

@@ -106,6 +106,8 @@ func TestEveryKeyNamed(t *testing.T) {
 		{"mqtt username without password", base + "  username: u\n", "mqtt.password_file"},
 		{"mqtt password file missing", base + "  password_file: testdata/nope\n", "mqtt.password_file"},
 		{"mqtt ca file missing", base + "  ca_file: testdata/nope.pem\n", "mqtt.ca_file"},
+		{"mqtt ca file not PEM", base + "  ca_file: testdata/not-a-ca.pem\n", "mqtt.ca_file"},
+		{"mqtt ca file is the password", base + "  ca_file: testdata/password\n", "mqtt.ca_file"},
 		{"mqtt keepalive short", base + "  keepalive: 100ms\n", "mqtt.keepalive"},
 		{"mqtt max_inflight zero", base + "  max_inflight: 0\n", "mqtt.max_inflight"},
 		{"mqtt max_inflight huge", base + "  max_inflight: 70000\n", "mqtt.max_inflight"},

@@ -335,3 +335,32 @@ sensors: [{name: sim-1, driver: sim, interval: 50ms}]
 		t.Fatal("the password is in the log")
 	}
 }
+
+// TestConfigCheckRejectsNonPEMCA: `config check` used to pass a CA file
+// that is not PEM, and `run` then exited 1 in a restart loop; now both
+// exit 2 naming mqtt.ca_file, without printing the file (issue 11 item 12).
+func TestConfigCheckRejectsNonPEMCA(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, []byte("hunter2-not-a-certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, dir, fmt.Sprintf("device_id: a\nsensors: [{name: s, driver: sim}]\nbuffer: {path: %s}\nmqtt: {url: 'ssl://broker.example.com:8883', ca_file: %s}\n",
+		filepath.Join(dir, "b.db"), ca))
+	for _, args := range [][]string{{"config", "check", "--config", cfg}, {"run", "--config", cfg}} {
+		cmd := exec.Command(agentBin, args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Fatalf("%v: exit %v, want 2; stderr: %s", args, err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "mqtt.ca_file") || !strings.Contains(stderr.String(), "no PEM certificate") {
+			t.Errorf("%v: stderr does not name mqtt.ca_file: %s", args, stderr.String())
+		}
+		if strings.Contains(stderr.String(), "hunter2") {
+			t.Errorf("%v: the file's content is printed: %s", args, stderr.String())
+		}
+	}
+}

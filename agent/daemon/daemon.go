@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"reflect"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -93,6 +96,10 @@ type Options struct {
 	Notify          func(state string)     // default sd_notify
 	MQTT            func(*mqttpub.Options) // adjust publisher options
 	Listening       func(addr string)      // called with the status address
+
+	// appendFault, set by tests (export_test.go), fails appends while it
+	// returns an error, as a full disk does.
+	appendFault func() error
 }
 
 // Agent runs the agent with a validated config until ctx ends.
@@ -105,6 +112,7 @@ func Agent(ctx context.Context, cfg *config.Config, o Options) error {
 }
 
 type agent struct {
+	store    store
 	cfg      *config.Config
 	o        Options
 	log      *slog.Logger
@@ -139,7 +147,8 @@ func (a *agent) run(ctx context.Context) (err error) {
 	cfg := a.cfg
 	a.buf, err = buffer.Open(cfg.Buffer.Path, buffer.Options{
 		MaxBytes: int64(cfg.Buffer.MaxBytes), MaxAge: cfg.Buffer.MaxAge,
-		Logger: a.log.With("component", "buffer"),
+		// A failing disk makes the buffer log one line per append.
+		Logger: slog.New(newLimitHandler(a.log.Handler(), logLimitEvery)).With("component", "buffer"),
 	})
 	if err != nil {
 		return fmt.Errorf("open buffer %s: %w", cfg.Buffer.Path, err)
@@ -156,6 +165,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 	a.startSeq = st.LastSeq
 	a.reg = prometheus.NewRegistry()
 	a.m = status.NewMetrics(a.reg, a.buf.Stats)
+	a.store = store{buf: a.buf, fault: a.o.appendFault}
 	a.clk = clock.New(a.o.Clock, a.o.ClockOptions...)
 	a.checkClock(ctx)
 
@@ -171,7 +181,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 	if cfg.StatusListen != "" {
 		srv, err = status.Listen(cfg.StatusListen, status.Options{
 			Registry: a.reg,
-			Healthy:  a.healthy,
+			Healthy:  a.canStore,
 			Ready: func() error {
 				if !pub.Connected() {
 					return errors.New("not connected to the MQTT broker (readings are buffered)")
@@ -204,6 +214,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 	if srv != nil {
 		statusAddr = srv.Addr() // the bound port when status_listen ends in :0
 	}
+	warnExposure(a.log, cfg)
 	a.log.Info("edge-agent running", "device_id", cfg.DeviceID, "sensors", len(cfg.Sensors),
 		"buffered", st.Count, "buffer", cfg.Buffer.Path, "mqtt", cfg.MQTT.URL, "delivery", cfg.MQTT.Delivery, "status", statusAddr,
 		"clock_synced", a.clk.Synced())
@@ -238,6 +249,77 @@ func (a *agent) publisherOptions() mqttpub.Options {
 func (a *agent) healthy() error {
 	if _, err := a.buf.Stats(); err != nil {
 		return fmt.Errorf("buffer: %w", err)
+	}
+	return nil
+}
+
+// warnExposure logs, at start, the settings that expose the device: a
+// status endpoint other machines can reach (it serves every buffered
+// reading and the metrics, without authentication), plaintext MQTT to
+// another host (the password and the readings cross the network in clear)
+// and a password file every local user can read.
+func warnExposure(log *slog.Logger, cfg *config.Config) {
+	if host, _, err := net.SplitHostPort(cfg.StatusListen); cfg.StatusListen != "" && err == nil && !config.IsLoopback(host) {
+		log.Warn("status_listen is reachable from other machines: it serves every buffered reading and the metrics "+
+			"without authentication; bind it to 127.0.0.1 unless a firewall keeps others out", "status_listen", cfg.StatusListen)
+	}
+	if u, err := url.Parse(cfg.MQTT.URL); err == nil && (u.Scheme == "tcp" || u.Scheme == "mqtt") && !config.IsLoopback(u.Hostname()) {
+		log.Warn("mqtt.url is plaintext to another host (mqtt.insecure: true): the password and every reading "+
+			"cross the network in clear; use ssl://", "host", u.Hostname())
+	}
+	if f := cfg.MQTT.PasswordFile; f != "" {
+		if fi, err := os.Stat(f); err == nil && fi.Mode().Perm()&0o004 != 0 {
+			log.Warn("mqtt.password_file is readable by every user of this machine; "+
+				"make it 0640 root:edge-agent (sudo chmod 0640 FILE; sudo chown root:edge-agent FILE)",
+				"password_file", f, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+		}
+	}
+}
+
+// logLimitEvery is how often one repeated warning or error of the buffer
+// is logged.
+const logLimitEvery = 10 * time.Second
+
+// canStore is /healthz: healthy, and the last append was stored. A full
+// disk is not a hang (the watchdog is still fed) but the agent is not doing
+// its job: readings are taken and lost.
+func (a *agent) canStore() error {
+	if err := a.healthy(); err != nil {
+		return err
+	}
+	if err := a.store.lastErr(); err != nil {
+		return fmt.Errorf("cannot store readings: %w", err)
+	}
+	return nil
+}
+
+// store is the buffer as the pollers see it: it remembers whether the
+// last append failed.
+type store struct {
+	buf   *buffer.Buffer
+	fault func() error
+	last  atomic.Pointer[error]
+}
+
+func (s *store) Append(ctx context.Context, rs ...*reading.Reading) error {
+	var err error
+	if s.fault != nil {
+		err = s.fault()
+	}
+	if err == nil {
+		err = s.buf.Append(ctx, rs...)
+	}
+	if err != nil {
+		s.last.Store(&err)
+		return err
+	}
+	s.last.Store(nil)
+	return nil
+}
+
+func (s *store) lastErr() error {
+	if p := s.last.Load(); p != nil {
+		return *p
 	}
 	return nil
 }
@@ -309,10 +391,10 @@ func (a *agent) pollerOptions(specs []drivers.Spec) poller.Options {
 		DeviceID: a.cfg.DeviceID,
 		Sensors:  specs,
 		Open:     func(s drivers.Spec) (drivers.Sensor, error) { return drivers.Open(s, env) },
-		Buffer:   a.buf,
+		Buffer:   &a.store,
 		Clock:    a.clk,
 		Logger:   a.log.With("component", "poller"),
-		Metrics:  poller.Metrics{Readings: a.m.Readings, Errors: a.m.SensorErrors},
+		Metrics:  poller.Metrics{Readings: a.m.Readings, Errors: a.m.SensorErrors, StoreErrors: a.m.AppendErrors},
 	}
 }
 

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/daemon"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
@@ -252,4 +255,100 @@ func httpGet(t *testing.T, url string) (int, string) {
 	var sb strings.Builder
 	bufio.NewReader(resp.Body).WriteTo(&sb)
 	return resp.StatusCode, sb.String()
+}
+
+// TestCannotStoreIsUnhealthy: while the buffer refuses appends (a full
+// disk), /healthz says "cannot store", the failures are counted as store
+// errors and not as the sensor's, and the log stays quiet; when space
+// comes back the agent is healthy again (issue 11 item 6).
+func TestCannotStoreIsUnhealthy(t *testing.T) {
+	dir := t.TempDir()
+	var full atomic.Bool
+	full.Store(true)
+	var logs testkit.LogBuffer
+	cfg := parse(t, fmt.Sprintf(`device_id: pi-1
+sensors: [{name: sim-1, driver: sim, interval: 20ms}, {name: sim-2, driver: sim, interval: 20ms}]
+buffer: {path: %s}
+mqtt: {url: "tcp://127.0.0.1:1"}
+status_listen: 127.0.0.1:0
+`, filepath.Join(dir, "buffer.db")), nil)
+	o := daemon.Options{Logger: daemon.NewLogger("text", slog.LevelInfo, &logs)}
+	daemon.WithAppendFault(&o, func() error {
+		if full.Load() {
+			return fmt.Errorf("write buffer.db.wal: %w", syscall.ENOSPC)
+		}
+		return nil
+	})
+	_, addr := startAgent(t, cfg, o)
+	testkit.WaitFor(t, "/healthz to say it cannot store", 5*time.Second, func() bool {
+		code, body := httpGet(t, "http://"+addr+"/healthz")
+		return code == 503 && strings.Contains(body, "cannot store readings") && strings.Contains(body, "no space left on device")
+	})
+	time.Sleep(time.Second) // about 100 failed appends
+	_, m := httpGet(t, "http://"+addr+"/metrics")
+	if n := metricValue(m, "edge_agent_buffer_append_errors_total"); n < 50 {
+		t.Errorf("append errors = %v after a second of a full disk at 100 readings/s", n)
+	}
+	for _, s := range []string{"sim-1", "sim-2"} {
+		if n := metricValue(m, `edge_agent_sensor_errors_total{sensor="`+s+`"}`); n > 0 {
+			t.Errorf("%s: %v sensor errors for a full disk", s, n)
+		}
+	}
+	if n := strings.Count(logs.String(), "level=WARN") + strings.Count(logs.String(), "level=ERROR"); n > 4 {
+		t.Errorf("%d warning/error lines in about a second of a full disk; want a handful:\n%s", n, logs.String())
+	}
+	full.Store(false)
+	testkit.WaitFor(t, "/healthz to recover", 5*time.Second, func() bool {
+		code, _ := httpGet(t, "http://"+addr+"/healthz")
+		return code == 200
+	})
+}
+
+// TestStartWarnsAboutExposure: a status endpoint on every interface,
+// plaintext MQTT to another host and a world-readable password file each
+// get a warning at start (issue 11 items 11 and 14); the safe defaults get
+// none.
+func TestStartWarnsAboutExposure(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "mqtt-password")
+	if err := os.WriteFile(pw, []byte("secret-pw-1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(pw, 0o644); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	safePW := filepath.Join(dir, "safe-password")
+	if err := os.WriteFile(safePW, []byte("secret-pw-2\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, mqtt, listen string
+		want               []string
+	}{
+		{"exposed", fmt.Sprintf(`{url: "tcp://192.0.2.1:1883", insecure: true, username: pi-1, password_file: %s}`, pw), "0.0.0.0:0",
+			[]string{"status_listen is reachable from other machines", "mqtt.url is plaintext to another host", "mqtt.password_file is readable by every user", "mode=0644"}},
+		{"safe", fmt.Sprintf(`{url: "tcp://127.0.0.1:1", username: pi-1, password_file: %s}`, safePW), "127.0.0.1:0", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs testkit.LogBuffer
+			cfg := parse(t, fmt.Sprintf("device_id: pi-1\nsensors: [{name: sim-1, driver: sim, interval: 1s}]\nbuffer: {path: %s}\nmqtt: %s\nstatus_listen: %s\n",
+				filepath.Join(t.TempDir(), "b.db"), tc.mqtt, tc.listen), nil)
+			run, _ := startAgent(t, cfg, daemon.Options{Logger: daemon.NewLogger("text", slog.LevelInfo, &logs)})
+			run.stop(t)
+			out := logs.String()
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("no %q at start:\n%s", w, out)
+				}
+			}
+			for _, w := range []string{"reachable from other machines", "plaintext to another host", "readable by every user"} {
+				if tc.want == nil && strings.Contains(out, w) {
+					t.Errorf("warning %q for a safe config:\n%s", w, out)
+				}
+			}
+			if strings.Contains(out, "secret-pw") {
+				t.Fatal("the password is in the log")
+			}
+		})
+	}
 }

@@ -6,7 +6,8 @@
 // drifts, one sensor's reads never overlap, and a slow or hung sensor only
 // delays itself: when a read overruns, the ticks it missed are skipped.
 // Reads have a timeout of one interval (at most 30s). Errors are counted per
-// sensor and logged at most once a minute per sensor. A sensor that fails to
+// sensor (a reading the buffer refuses is counted apart, as a store error)
+// and logged at most once a minute per sensor. A sensor that fails to
 // open is retried on its schedule.
 //
 // It does not publish or store anything itself: readings go to an Appender.
@@ -56,7 +57,10 @@ type Options struct {
 // Metrics are counted per sensor name; nil fields are not updated.
 type Metrics struct {
 	Readings *prometheus.CounterVec // label "sensor": good readings stored
-	Errors   *prometheus.CounterVec // label "sensor": failed opens, reads and appends
+	Errors   *prometheus.CounterVec // label "sensor": failed opens and reads
+	// StoreErrors counts readings taken but not stored (the buffer refused
+	// the append: disk full, I/O error). They are not the sensor's fault.
+	StoreErrors prometheus.Counter
 }
 
 // Run polls every sensor until ctx is cancelled, then closes the sensors
@@ -163,7 +167,10 @@ func (s *sensorLoop) poll(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.fail("store reading", err)
+		if c := s.o.Metrics.StoreErrors; c != nil {
+			c.Inc()
+		}
+		s.logFailure("store reading", err)
 		return
 	}
 	if s.readings != nil {
@@ -176,12 +183,18 @@ func (s *sensorLoop) poll(ctx context.Context) {
 	}
 }
 
-// fail counts an error and logs it unless this sensor logged one within
-// ErrorLogEvery, so a disconnected sensor at 1 Hz does not flood the journal.
+// fail counts a sensor error and logs it unless this sensor logged one
+// within ErrorLogEvery, so a disconnected sensor at 1 Hz does not flood the
+// journal.
 func (s *sensorLoop) fail(what string, err error) {
 	if s.errors != nil {
 		s.errors.Inc()
 	}
+	s.logFailure(what, err)
+}
+
+// logFailure logs a failure at most once per ErrorLogEvery for this sensor.
+func (s *sensorLoop) logFailure(what string, err error) {
 	now := time.Now()
 	if s.failing && now.Sub(s.lastLog) < s.o.ErrorLogEvery {
 		s.suppressed++

@@ -211,3 +211,44 @@ func TestOpenRetriedAndUnsyncedClockMarked(t *testing.T) {
 		}
 	}
 }
+
+// fullDisk is a buffer whose appends fail, as on a full SD card.
+type fullDisk struct{ n atomic.Int32 }
+
+func (f *fullDisk) Append(context.Context, ...*reading.Reading) error {
+	f.n.Add(1)
+	return errors.New("write buffer.db.wal: no space left on device")
+}
+
+// TestStoreFailuresAreNotSensorErrors: a reading that cannot be stored is
+// counted in the store metric, not as the sensor's error (issue 11 item 6),
+// and logged at most once a minute per sensor.
+func TestStoreFailuresAreNotSensorErrors(t *testing.T) {
+	disk := &fullDisk{}
+	var logs testkit.LogBuffer
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor"})
+	storeErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "store_errors"})
+	runFor(t, 500*time.Millisecond, poller.Options{
+		DeviceID: "pi-1",
+		Sensors: []drivers.Spec{
+			{Name: "sim-1", Driver: "sim", Interval: 20 * time.Millisecond},
+			{Name: "sim-2", Driver: "sim", Interval: 20 * time.Millisecond},
+		},
+		Open:    open(nil),
+		Buffer:  disk,
+		Clock:   syncedClock(),
+		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+		Metrics: poller.Metrics{Errors: errs, StoreErrors: storeErrs},
+	})
+	if got := testutil.ToFloat64(storeErrs); got < 20 || int32(got) != disk.n.Load() {
+		t.Fatalf("store errors metric = %v for %d failed appends", got, disk.n.Load())
+	}
+	for _, s := range []string{"sim-1", "sim-2"} {
+		if got := testutil.ToFloat64(errs.WithLabelValues(s)); got != 0 {
+			t.Errorf("%s: %v sensor errors for a full disk; the sensor is fine", s, got)
+		}
+	}
+	if n := strings.Count(logs.String(), "store reading failed"); n != 2 {
+		t.Fatalf("%d log lines for the full disk in 0.5s; want one per sensor:\n%s", n, logs.String())
+	}
+}

@@ -16,6 +16,7 @@ const ns = "edge_agent"
 type Metrics struct {
 	Readings       *prometheus.CounterVec // sensor
 	SensorErrors   *prometheus.CounterVec // sensor
+	AppendErrors   prometheus.Counter
 	Published      prometheus.Counter
 	Delivered      prometheus.Counter
 	DeleteErrors   prometheus.Counter
@@ -39,7 +40,9 @@ func NewMetrics(reg prometheus.Registerer, stats func() (buffer.Stats, error)) *
 		Readings: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "readings_total",
 			Help: "Good readings taken and stored in the buffer, by sensor."}, []string{"sensor"}),
 		SensorErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sensor_errors_total",
-			Help: "Failed sensor opens, reads and stores, by sensor."}, []string{"sensor"}),
+			Help: "Failed sensor opens and reads, by sensor."}, []string{"sensor"}),
+		AppendErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "buffer_append_errors_total",
+			Help: "Readings taken but not stored: the buffer refused the append (disk full, I/O error)."}),
 		Published: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "published_total",
 			Help: "Readings acknowledged by the MQTT broker (PUBACK), re-sends included."}),
 		Delivered: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "delivered_total",
@@ -73,7 +76,7 @@ func NewMetrics(reg prometheus.Registerer, stats func() (buffer.Stats, error)) *
 		m.BadConfirms.WithLabelValues(r) // present at 0, so alerts see the series
 	}
 	reg.MustRegister(m.Confirmed, m.ConfirmLatency, m.Resent, m.BadConfirms)
-	reg.MustRegister(m.Readings, m.SensorErrors, m.Published, m.Delivered, m.DeleteErrors, m.PublishLatency, m.Connected,
+	reg.MustRegister(m.Readings, m.SensorErrors, m.AppendErrors, m.Published, m.Delivered, m.DeleteErrors, m.PublishLatency, m.Connected,
 		m.ConnectErrors, m.Disconnects, m.ClockSynced, m.TSCorrected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if stats != nil {
