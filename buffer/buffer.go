@@ -129,6 +129,8 @@ func (c *counters) save(tx *bolt.Tx) error {
 type Buffer struct {
 	db       *bolt.DB
 	wal      *os.File // nil when read-only
+	walSize  int64    // bytes of the log file (preallocated, or grown by writes); writer only
+	lastGrow time.Time
 	path     string
 	opts     Options
 	log      *slog.Logger
@@ -139,6 +141,8 @@ type Buffer struct {
 	st *state
 
 	commitMu   sync.Mutex   // held by whoever commits: the writer goroutine, or a caller on the fast path
+	commitLog  throttle     // under commitMu
+	ckptLog    throttle     // under commitMu
 	lastCommit atomic.Int64 // Unix ns of the last commit, for the idle checkpoint
 
 	reqs       chan *request
@@ -203,13 +207,19 @@ func Open(path string, opts Options) (*Buffer, error) {
 		quarantine: make(chan struct{}, 1),
 	}
 	// Always start a new log epoch: whatever the old log holds past its
-	// last intact record (a torn write) must never look valid again.
-	if err := b.update(b.st.checkpointTx); err != nil {
+	// last intact record (a torn write) must never look valid again. On a
+	// full disk bbolt may have no room for that; then the buffer runs on
+	// in the log's current epoch, from its last intact record, as it does
+	// between checkpoints, so that the agent still starts.
+	if err := b.update(b.st.checkpointTx); isNoSpace(err) {
+		opts.Logger.Warn("disk full: buffer starts without its checkpoint; the log keeps the data", "path", path, "err", err)
+	} else if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open buffer %s: checkpoint: %w", path, err)
+	} else {
+		b.st.reset()
 	}
-	b.st.reset()
-	if b.wal, err = openWAL(path); err != nil {
+	if b.wal, b.walSize, err = openWAL(path, opts.Logger); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -310,7 +320,7 @@ func classifyOpenErr(path string, err error) error {
 	case errors.Is(err, berrors.ErrTimeout):
 		return fmt.Errorf("open buffer %s: %w", path, ErrLocked)
 	case errors.Is(err, fs.ErrPermission), errors.Is(err, fs.ErrNotExist), isEnvErrno(err):
-		return fmt.Errorf("open buffer %s: %w", path, err)
+		return wrapNoSpace(fmt.Errorf("open buffer %s: %w", path, err))
 	default:
 		return fmt.Errorf("open buffer %s: %w: %w", path, ErrCorrupt, err)
 	}

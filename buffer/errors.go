@@ -20,6 +20,11 @@ var (
 	// ErrInvalidReading is wrapped when Append is given a reading that could
 	// never be published (bad names, no values, oversized).
 	ErrInvalidReading = errors.New("reading cannot be buffered")
+	// ErrNoSpace is wrapped, together with the system's ENOSPC or EDQUOT,
+	// by errors of Open, Append, Delete and the other writes when the disk
+	// (or the quota) is full: the buffer cannot store, which is neither a
+	// sensor's fault nor a damaged file. It clears once space returns.
+	ErrNoSpace = errors.New("no space left for the buffer")
 )
 
 // errDamaged is wrapped by errors about one stored record (a checksum that

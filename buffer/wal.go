@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 )
@@ -157,27 +158,38 @@ func readWAL(path string) ([]byte, error) {
 	return b, err
 }
 
-// openWAL opens (creating and preallocating if needed) the log for writing.
-func openWAL(path string) (*os.File, error) {
+// openWAL opens (creating and preallocating if needed) the log for
+// writing, and returns its size. On a nearly full disk the preallocation
+// is smaller or skipped (see preallocSize), never a reason not to start.
+func openWAL(path string, log *slog.Logger) (*os.File, int64, error) {
 	p := walPath(path)
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|walSyncFlag, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open buffer log %s: %w", p, err)
+		return nil, 0, wrapNoSpace(fmt.Errorf("open buffer log %s: %w", p, err))
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("open buffer log %s: %w", p, err)
+		return nil, 0, fmt.Errorf("open buffer log %s: %w", p, err)
 	}
-	if fi.Size() < walPrealloc {
-		zeros := make([]byte, walPrealloc-fi.Size())
-		if _, err := f.WriteAt(zeros, fi.Size()); err != nil { // synchronous: walSyncFlag
+	cur := fi.Size()
+	if cur >= walPrealloc {
+		return f, cur, nil
+	}
+	free := freeBytes(filepath.Dir(p))
+	size := preallocSize(cur, free)
+	if err := preallocate(f, cur, size); err != nil {
+		if !isNoSpace(err) {
 			f.Close()
-			return nil, fmt.Errorf("preallocate buffer log %s: %w", p, err)
+			return nil, 0, fmt.Errorf("preallocate buffer log %s: %w", p, err)
 		}
-		syncDir(filepath.Dir(p))
+		size = cur
 	}
-	return f, nil
+	if size < walPrealloc {
+		log.Warn("disk nearly full: buffer log preallocated only in part; it grows when space returns",
+			"path", p, "preallocated", size, "want", walPrealloc, "free_bytes", free)
+	}
+	return f, size, nil
 }
 
 func syncDir(dir string) {

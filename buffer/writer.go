@@ -132,7 +132,9 @@ func (b *Buffer) writer() {
 				continue
 			}
 			b.commitMu.Lock()
-			b.checkpoint()
+			if b.checkpoint() == nil {
+				b.growWAL()
+			}
 			b.commitMu.Unlock()
 			idle.Reset(idleCheckpoint)
 			continue
@@ -265,15 +267,18 @@ func (b *Buffer) commit(batch []*request, ageDue bool) error {
 	})
 	if err == nil && len(logBuf) > 0 {
 		err = writeSync(b.wal, logBuf, b.st.walOff)
+		b.walSize = max(b.walSize, b.st.walOff+int64(len(logBuf)))
 	}
 	if err != nil {
-		err = fmt.Errorf("buffer %s: commit: %w", b.path, err)
-		b.log.Error("buffer commit failed; reloading from disk", "err", err, "requests", len(batch))
+		err = wrapNoSpace(fmt.Errorf("buffer %s: commit: %w", b.path, err))
+		b.commitLog.fail(b.log, "buffer commit failed; the readings and deletes of this commit are not stored",
+			"err", err, "requests", len(batch))
 		if rerr := b.reload(); rerr != nil {
 			b.log.Error("buffer reload failed", "err", rerr)
 		}
 		return err
 	}
+	b.commitLog.ok(b.log, "buffer commits work again")
 	b.mu.Lock()
 	b.st.walOff += int64(len(logBuf))
 	b.st.durable = b.st.next
@@ -322,9 +327,11 @@ func (b *Buffer) checkpoint() error {
 		return nil
 	}
 	if err := b.update(b.st.checkpointTx); err != nil {
-		b.log.Error("buffer checkpoint failed; the log keeps the data", "err", err)
+		err = wrapNoSpace(err)
+		b.ckptLog.fail(b.log, "buffer checkpoint failed; the log keeps the data", "err", err)
 		return err
 	}
+	b.ckptLog.ok(b.log, "buffer checkpoints work again")
 	b.st.reset()
 	return nil
 }
