@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/kafkasrv"
-	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tcpproxy"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 const (
