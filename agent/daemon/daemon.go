@@ -97,9 +97,11 @@ type Options struct {
 	MQTT            func(*mqttpub.Options) // adjust publisher options
 	Listening       func(addr string)      // called with the status address
 
-	// appendFault, set by tests (export_test.go), fails appends while it
-	// returns an error, as a full disk does.
-	appendFault func() error
+	// Seams set by tests through export_test.go.
+	appendFault   func() error                      // fails (or blocks) appends
+	wrapQueue     func(mqttpub.Queue) mqttpub.Queue // the publisher's view of the buffer
+	watchdogEvery time.Duration                     // instead of WATCHDOG_USEC/2
+	livenessSlack time.Duration                     // poller.Liveness.Slack
 }
 
 // Agent runs the agent with a validated config until ctx ends.
@@ -113,6 +115,7 @@ func Agent(ctx context.Context, cfg *config.Config, o Options) error {
 
 type agent struct {
 	store    store
+	live     poller.Liveness
 	cfg      *config.Config
 	o        Options
 	log      *slog.Logger
@@ -169,7 +172,12 @@ func (a *agent) run(ctx context.Context) (err error) {
 	a.clk = clock.New(a.o.Clock, a.o.ClockOptions...)
 	a.checkClock(ctx)
 
-	pub, err := mqttpub.New(a.buf, a.publisherOptions())
+	var q mqttpub.Queue = a.buf
+	if a.o.wrapQueue != nil {
+		q = a.o.wrapQueue(q)
+	}
+	a.live.Slack = a.o.livenessSlack
+	pub, err := mqttpub.New(q, a.publisherOptions())
 	if err != nil {
 		return err
 	}
@@ -324,32 +332,48 @@ func (s *store) lastErr() error {
 	return nil
 }
 
-// watchdog is the main loop: it pets systemd's watchdog while the agent is
-// healthy and the publisher is not stalled, until ctx ends.
+// watchdog is the main loop: it pets systemd's watchdog every half
+// WatchdogSec while the agent is alive (see alive), until ctx ends.
 func (a *agent) watchdog(ctx context.Context, pub *mqttpub.Publisher) {
-	every, err := sddaemon.SdWatchdogEnabled(false)
-	if err != nil || every <= 0 {
-		<-ctx.Done()
-		return
+	every := a.o.watchdogEvery
+	if every <= 0 {
+		d, err := sddaemon.SdWatchdogEnabled(false)
+		if err != nil || d <= 0 {
+			<-ctx.Done()
+			return
+		}
+		every = d / 2
 	}
-	t := time.NewTicker(every / 2)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			err := a.healthy()
-			if err == nil {
-				err = pub.Stalled()
-			}
-			if err != nil {
-				a.log.Error("unhealthy; not petting the watchdog", "err", err)
+			if err := a.alive(pub); err != nil {
+				a.log.Error("the agent is stuck; not petting the watchdog (systemd restarts it)", "err", err)
 				continue
 			}
 			a.o.Notify(sddaemon.SdNotifyWatchdog)
 		}
 	}
+}
+
+// alive is what the watchdog is fed on: the buffer answers, every poll
+// loop ticks (its appends return: stored, or refused by a full disk, which
+// is not a hang), and the publisher makes progress when it has work and a
+// connection (a network outage is not a hang either). A check that blocks
+// (a deadlock) blocks the watchdog loop too, which stops the pets just the
+// same.
+func (a *agent) alive(pub *mqttpub.Publisher) error {
+	if err := a.healthy(); err != nil {
+		return err
+	}
+	if err := a.live.Check(time.Now()); err != nil {
+		return err
+	}
+	return pub.Stalled()
 }
 
 // pollers runs the sensor pollers, restarting them with the new sensors
@@ -395,6 +419,7 @@ func (a *agent) pollerOptions(specs []drivers.Spec) poller.Options {
 		Clock:    a.clk,
 		Logger:   a.log.With("component", "poller"),
 		Metrics:  poller.Metrics{Readings: a.m.Readings, Errors: a.m.SensorErrors, StoreErrors: a.m.AppendErrors},
+		Liveness: &a.live,
 	}
 }
 

@@ -6,7 +6,8 @@
 // buffer, bind the status endpoint, then start the pollers, the publisher
 // and the clock watcher under one errgroup, and tell systemd READY=1. The
 // main loop pets the systemd watchdog at half of WatchdogSec while the
-// buffer answers and the publisher is not stalled. SIGHUP re-reads the
+// buffer answers, every poll loop ticks and the publisher is not stalled
+// (a deadlock anywhere stops the pets; an outage does not). SIGHUP re-reads the
 // config file and restarts only the pollers with the new sensors list
 // (other keys need a restart and are reported as such), bracketed by
 // RELOADING=1 and READY=1 so the unit may use Type=notify-reload. On SIGTERM/SIGINT: STOPPING=1, pollers stop, the

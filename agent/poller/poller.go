@@ -18,8 +18,10 @@ package poller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,7 +54,80 @@ type Options struct {
 	ErrorLogEvery time.Duration
 	// MaxReadTimeout caps the per-read timeout (one interval); default 30s.
 	MaxReadTimeout time.Duration
+	// Liveness, when set, records every loop's ticks, for the watchdog.
+	Liveness *Liveness
 }
+
+// Liveness tells whether every sensor loop still ticks: a loop that has not
+// finished a poll within its interval, its read timeout and Slack is stuck
+// (a deadlock, or a driver that ignores its context). Share one across the
+// Runs of a process (a reload starts a new Run). The zero value is ready.
+type Liveness struct {
+	// Slack is what an append may add to a poll (an fsync on an SD card).
+	// Zero means 1 minute.
+	Slack time.Duration
+
+	mu    sync.Mutex
+	loops map[*sensorLoop]*beat
+}
+
+type beat struct {
+	name    string
+	last    time.Time
+	allowed time.Duration
+}
+
+func (l *Liveness) begin(s *sensorLoop, allowed time.Duration) {
+	if l == nil {
+		return
+	}
+	slack := l.Slack
+	if slack <= 0 {
+		slack = time.Minute
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.loops == nil {
+		l.loops = map[*sensorLoop]*beat{}
+	}
+	l.loops[s] = &beat{name: s.spec.Name, last: time.Now(), allowed: allowed + slack}
+}
+
+func (l *Liveness) tick(s *sensorLoop) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b := l.loops[s]; b != nil {
+		b.last = time.Now()
+	}
+}
+
+func (l *Liveness) end(s *sensorLoop) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.loops, s)
+}
+
+// Check returns an error naming a sensor loop that has not ticked within
+// its allowance at now, or nil.
+func (l *Liveness) Check(now time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, b := range l.loops {
+		if d := now.Sub(b.last); d > b.allowed {
+			return fmt.Errorf("%w: sensor %s has not finished a poll for %v", ErrStuck, b.name, d.Round(time.Millisecond))
+		}
+	}
+	return nil
+}
+
+// ErrStuck is wrapped by Liveness.Check's reports.
+var ErrStuck = errors.New("poll loop stuck")
 
 // Metrics are counted per sensor name; nil fields are not updated.
 type Metrics struct {
@@ -116,6 +191,8 @@ func (s *sensorLoop) run(ctx context.Context) {
 		}
 	}()
 	iv := s.spec.Interval
+	s.o.Liveness.begin(s, iv+min(iv, s.o.MaxReadTimeout))
+	defer s.o.Liveness.end(s)
 	next := nextTick(time.Now(), iv)
 	timer := time.NewTimer(time.Until(next))
 	defer timer.Stop()
@@ -126,6 +203,7 @@ func (s *sensorLoop) run(ctx context.Context) {
 		case <-timer.C:
 		}
 		s.poll(ctx)
+		s.o.Liveness.tick(s)
 		now := time.Now()
 		next = next.Add(iv)
 		if wait := next.Sub(now); wait <= 0 || wait > iv {

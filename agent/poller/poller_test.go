@@ -252,3 +252,42 @@ func TestStoreFailuresAreNotSensorErrors(t *testing.T) {
 		t.Fatalf("%d log lines for the full disk in 0.5s; want one per sensor:\n%s", n, logs.String())
 	}
 }
+
+// stuckDisk is a buffer whose appends block, as a deadlock would, until
+// released.
+type stuckDisk struct {
+	release chan struct{}
+}
+
+func (d *stuckDisk) Append(ctx context.Context, _ ...*reading.Reading) error {
+	<-d.release
+	return nil
+}
+
+// TestLivenessSeesAStuckLoop: a loop that polls on schedule is live, also
+// when its sensor fails or the disk is full; a loop stuck in an append is
+// reported by name once its interval, read timeout and slack have passed.
+func TestLivenessSeesAStuckLoop(t *testing.T) {
+	live := &poller.Liveness{Slack: 100 * time.Millisecond}
+	disk := &stuckDisk{release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- poller.Run(ctx, poller.Options{
+			DeviceID: "pi-1",
+			Sensors: []drivers.Spec{
+				{Name: "broken", Driver: "sim", Interval: 20 * time.Millisecond, FailRate: 1},
+				{Name: "stuck", Driver: "sim", Interval: 20 * time.Millisecond},
+			},
+			Open: open(nil), Buffer: disk, Clock: syncedClock(), Liveness: live,
+		})
+	}()
+	defer func() { close(disk.release); cancel(); <-done }()
+	if err := live.Check(time.Now()); err != nil {
+		t.Fatalf("Check at start = %v", err)
+	}
+	testkit.WaitFor(t, "the stuck loop to be reported", 5*time.Second, func() bool {
+		err := live.Check(time.Now())
+		return errors.Is(err, poller.ErrStuck) && strings.Contains(err.Error(), "sensor stuck ")
+	})
+}
