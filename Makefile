@@ -68,10 +68,13 @@ clean: ## remove build outputs
 	rm -rf bin dist
 
 # --- proof: end-to-end fault run and performance report (scripts/e2e, scripts/bench.sh) ---
-.PHONY: e2e bench
+.PHONY: e2e bench bench-distance
 
 e2e: build ## end-to-end proof on the real binaries: faults injected, report printed; fails if a reading is missing
 	$(GO) run ./scripts/e2e -bin bin
 
-bench: ## Go benchmarks (benchstat), e2e throughput and fault runs, peak RSS, binary sizes -> docs/PERFORMANCE.md
+bench: ## Go benchmarks (benchstat), drains and latency at 0/20/50 ms, e2e runs, peak RSS, binary sizes -> docs/PERFORMANCE.md
 	scripts/bench.sh
+
+bench-distance: ## forwarder and agent drains, live latency, memory with Kafka/broker 0, 20, 50 ms away (markdown on stdout)
+	scripts/bench-distance.sh

@@ -4,15 +4,18 @@
 # real binaries, peak RSS (GNU time -v) and binary sizes per target; writes
 # docs/PERFORMANCE.md with the figures, the machine and the commands.
 #
-# Knobs (environment): BENCH_COUNT (default 6), BENCH_PKGS, E2E_RATES (readings/s,
-# default "100 400"), E2E_DURATION (default 30s), E2E_DRAIN (default 30s), E2E_FAULTS (1 = also the
-# fault run, default 1), OUT (default docs/PERFORMANCE.md).
+# Knobs (environment): BENCH_COUNT (default 6), BENCH_PKGS, BENCH_DISTANCE (0 skips
+# scripts/bench-distance.sh, whose knobs BENCH_ROUNDS and BENCH_RTTS pass through), E2E_RATES
+# (readings/s, default "100 400"), E2E_DURATION (default 30s), E2E_DRAIN (default 30s), E2E_FAULTS
+# (1 = also the fault run, default 1), OUT (default docs/PERFORMANCE.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
 COUNT=${BENCH_COUNT:-6} # benchstat needs >= 6 samples for a 95% confidence interval
-PKGS=${BENCH_PKGS:-./buffer/... ./drivers/... ./agent/... ./cloud/...}
+# cloud/bench and the agent's BenchmarkBacklog are the distance stage's (step 2).
+PKGS=${BENCH_PKGS:-$($GO list ./buffer/... ./drivers/... ./agent/... ./cloud/... | grep -v '/cloud/bench$' | tr '\n' ' ')}
+DISTANCE=${BENCH_DISTANCE:-1}
 RATES=${E2E_RATES:-100 400}
 DURATION=${E2E_DURATION:-30s}
 DRAIN=${E2E_DRAIN:-30s}
@@ -30,13 +33,18 @@ if [ ! -x /usr/bin/time ]; then
 fi
 
 # 1. Go benchmarks, one machine-wide lock so two people's runs never overlap.
-bench_cmd="flock $LOCK $GO test -run '^\$' -bench . -benchmem -count $COUNT $PKGS"
+bench_cmd="flock $LOCK $GO test -run '^\$' -bench . -skip BenchmarkBacklog -benchmem -count $COUNT ./buffer/... ./drivers/... ./agent/... ./cloud/... (but cloud/bench)"
 say "$bench_cmd"
-flock "$LOCK" $GO test -run '^$' -bench . -benchmem -count "$COUNT" $PKGS | tee "$work/bench.txt" >&2
+flock "$LOCK" $GO test -run '^$' -bench . -skip BenchmarkBacklog -benchmem -count "$COUNT" $PKGS | tee "$work/bench.txt" >&2
 say "benchstat"
 (cd "$work" && $GO run "$BENCHSTAT_PKG" bench.txt) >"$work/benchstat.txt"
 
-# 2. Binaries: host build for the e2e runs, and every shipped target for sizes.
+# 2. Distance: drains and live latency at 0, 20, 50 ms round trip, in rounds.
+if [ "$DISTANCE" = 1 ]; then
+	scripts/bench-distance.sh >"$work/distance.md"
+fi
+
+# 3. Binaries: host build for the e2e runs, and every shipped target for sizes.
 make build >&2
 sizes="$work/sizes.md"
 {
@@ -58,7 +66,7 @@ build_size edge-agent ./agent/cmd/edge-agent linux amd64 "" linux/amd64
 build_size cloud-forwarder ./cloud/cmd/cloud-forwarder linux amd64 "" linux/amd64
 build_size cloud-forwarder ./cloud/cmd/cloud-forwarder linux arm64 "" linux/arm64
 
-# 3. End-to-end runs on the real binaries.
+# 4. End-to-end runs on the real binaries.
 e2e_runs=()
 for rate in $RATES; do
 	cmd="flock $LOCK $GO run ./scripts/e2e -bin bin -faults=false -rate $rate -duration $DURATION -drain $DRAIN"
@@ -74,7 +82,7 @@ if [ "$FAULTS" = 1 ]; then
 	e2e_runs+=("$cmd|$work/e2e-faults.txt")
 fi
 
-# 4. The machine.
+# 5. The machine.
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 cores=$(nproc)
 gover=$($GO version)
@@ -103,6 +111,12 @@ Every figure below is pasted from the command shown next to it; rerun \`make ben
 The machine is shared (other builds may run at the same time): treat the figures as an order of
 magnitude, and compare runs with benchstat rather than by eye.
 
+EOF
+	if [ -s "$work/distance.md" ]; then
+		cat "$work/distance.md"
+		echo
+	fi
+	cat <<EOF
 ## End to end, on the real binaries
 
 \`scripts/e2e\` starts mosquitto (TLS listener, password file, persistence), kfake (TLS, SASL PLAIN)

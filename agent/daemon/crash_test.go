@@ -89,7 +89,7 @@ sensors:
 	}
 }
 
-func prefill(t *testing.T, path, device string, n int) {
+func prefill(t testing.TB, path, device string, n int) {
 	t.Helper()
 	b, err := buffer.Open(path, buffer.Options{})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
+	kit "github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
@@ -49,7 +50,7 @@ func (p *producer) wait(t *testing.T) {
 func checkAll(t *testing.T, url string, devs []string, n int) {
 	t.Helper()
 	want := len(devs) * n
-	waitFor(t, 60*time.Second, "every reading in the table", func() bool { return countOnly(url) >= want })
+	kit.WaitFor(t, "every reading in the table", 60*time.Second, func() bool { return countOnly(url) >= want })
 	c := count(t, url, devs, n)
 	if c.rows != want || c.distinct != want || c.missing != 0 {
 		t.Fatalf("table: %d rows, %d distinct, %d missing; want %d rows, none missing, no duplicates", c.rows, c.distinct, c.missing, want)
@@ -73,18 +74,18 @@ func TestFaultPostgresRestartMidStream(t *testing.T) {
 	const n = 1000
 	r := startSink(t, sinkEnv(k, certs, url))
 	p := produceInBackground(t, k, devs, n, 25, 20*time.Millisecond)
-	waitFor(t, 30*time.Second, "some rows", func() bool { return countOnly(url) > 400 })
+	kit.WaitFor(t, "some rows", 30*time.Second, func() bool { return countOnly(url) > 400 })
 	if err := c.Crash(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "not ready while the database is down", func() bool { return !r.ready() })
+	kit.WaitFor(t, "not ready while the database is down", 15*time.Second, func() bool { return !r.ready() })
 	time.Sleep(2 * time.Second)
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	p.wait(t)
 	checkAll(t, url, devs, n)
-	waitFor(t, 15*time.Second, "ready again", r.ready)
+	kit.WaitFor(t, "ready again", 15*time.Second, r.ready)
 	if r.metric("sink_db_errors_total") < 1 {
 		t.Errorf("sink_db_errors_total = %v, want the outage counted", r.metric("sink_db_errors_total"))
 	}
@@ -102,15 +103,15 @@ func TestFaultKafkaUnreachable(t *testing.T) {
 	r := startSink(t, sinkEnv(k, certs, url))
 	keys, vals := encoded(devs, 1, n/2)
 	k.Produce(t, testkit.Topic, keys, vals...)
-	waitFor(t, 30*time.Second, "some rows", func() bool { return countOnly(url) > 0 })
+	kit.WaitFor(t, "some rows", 30*time.Second, func() bool { return countOnly(url) > 0 })
 	k.Cut()
-	waitFor(t, 15*time.Second, "not ready while Kafka is cut off", func() bool { return !r.ready() })
+	kit.WaitFor(t, "not ready while Kafka is cut off", 15*time.Second, func() bool { return !r.ready() })
 	time.Sleep(3 * time.Second)
 	k.Restore()
 	keys, vals = encoded(devs, n/2+1, n)
 	k.Produce(t, testkit.Topic, keys, vals...)
 	checkAll(t, url, devs, n)
-	waitFor(t, 15*time.Second, "ready again", r.ready)
+	kit.WaitFor(t, "ready again", 15*time.Second, r.ready)
 }
 
 // TestFaultTwoReplicasInOneGroup runs two sinks in one consumer group: they
@@ -125,7 +126,7 @@ func TestFaultTwoReplicasInOneGroup(t *testing.T) {
 	a := startSink(t, sinkEnv(k, certs, url))
 	b := startSink(t, sinkEnv(k, certs, url))
 	p := produceInBackground(t, k, devs, n, 10, 20*time.Millisecond)
-	waitFor(t, 30*time.Second, "both replicas writing", func() bool {
+	kit.WaitFor(t, "both replicas writing", 30*time.Second, func() bool {
 		return a.metric("sink_rows_written_total") > 0 && b.metric("sink_rows_written_total") > 0
 	})
 	if err := b.stop(); err != nil {

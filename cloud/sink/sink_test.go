@@ -2,7 +2,6 @@ package sink
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
+	kit "github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
@@ -36,25 +36,8 @@ func sinkEnv(k *testkit.Kafka, certs *pki.PKI, dbURL string) map[string]string {
 type running struct {
 	s    *Sink
 	addr string
-	log  *syncLog
+	log  *kit.LogBuffer
 	stop func() error // cancels Run and returns its error
-}
-
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startSink runs a Sink in this process until the test ends (or stop).
@@ -64,9 +47,9 @@ func startSink(t *testing.T, env map[string]string) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &running{log: &syncLog{}}
+	r := &running{log: &kit.LogBuffer{}}
 	addr := make(chan string, 1)
-	r.s, err = New(cfg, Options{Logger: slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	r.s, err = New(cfg, Options{Logger: r.log.Logger(),
 		Listening: func(a string) { addr <- a }})
 	if err != nil {
 		t.Fatal(err)
@@ -106,18 +89,6 @@ func (r *running) ready() bool {
 }
 
 func (r *running) metric(name string) float64 { return testkit.Metric(r.addr, name) }
-
-// waitFor polls cond every 20 ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // encoded returns the wire form of seqs from..to of each device, and the keys (device ids).
 func encoded(devs []string, from, to uint64) (keys []string, values [][]byte) {
@@ -192,7 +163,7 @@ func TestSinkWritesEveryReadingOnce(t *testing.T) {
 	k.Produce(t, testkit.DLQTopic, nil, reading.Encode(nil, testkit.Reading("pi-dlq", 1)))
 
 	r := startSink(t, sinkEnv(k, certs, url))
-	waitFor(t, 30*time.Second, "every record consumed", func() bool {
+	kit.WaitFor(t, "every record consumed", 30*time.Second, func() bool {
 		return r.metric("sink_records_total") == float64(len(vals)+len(dupVals)+2)
 	})
 	if c := count(t, url, devs, n); c.rows != len(devs)*n || c.distinct != c.rows || c.missing != 0 {
@@ -216,8 +187,8 @@ func TestSinkWritesEveryReadingOnce(t *testing.T) {
 			t.Errorf("log has no %q:\n%s", want, log)
 		}
 	}
-	waitFor(t, 10*time.Second, "ready", r.ready)
-	waitFor(t, 10*time.Second, "lag 0 on every partition", func() bool {
+	kit.WaitFor(t, "ready", 10*time.Second, r.ready)
+	kit.WaitFor(t, "lag 0 on every partition", 10*time.Second, func() bool {
 		total := 0.0
 		for p := range testkit.Partitions {
 			total += r.metric(`sink_lag_records{partition="` + strconv.Itoa(p) + `",topic="sensor-readings"}`)
@@ -230,7 +201,7 @@ func TestSinkWritesEveryReadingOnce(t *testing.T) {
 
 	// A second sink in the same group finds every offset committed: it writes nothing.
 	r2 := startSink(t, sinkEnv(k, certs, url))
-	waitFor(t, 15*time.Second, "second sink ready", r2.ready)
+	kit.WaitFor(t, "second sink ready", 15*time.Second, r2.ready)
 	time.Sleep(time.Second)
 	if got := r2.metric("sink_records_total"); got != 0 {
 		t.Fatalf("a restarted sink consumed %v records again; offsets were not committed", got)
@@ -262,6 +233,6 @@ func TestSinkStartsBeforeTheDatabase(t *testing.T) {
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "all rows", func() bool { return countOnly(url) == len(vals) })
-	waitFor(t, 10*time.Second, "ready", r.ready)
+	kit.WaitFor(t, "all rows", 30*time.Second, func() bool { return countOnly(url) == len(vals) })
+	kit.WaitFor(t, "ready", 10*time.Second, r.ready)
 }

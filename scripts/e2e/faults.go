@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tcpproxy"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
 // fault is one injected failure. The pipeline's recovery is measured from

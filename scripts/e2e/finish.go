@@ -131,6 +131,20 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	}
 	rep.MissingSeqs = missing
 	rep.Missing = tally.Summary{Missing: missing}.MissingCount()
+	rep.Database = s.dbNote
+	if s.sink != nil {
+		s.log.Info("waiting for the sink to write every reading in Kafka", "readings", rep.Delivered)
+		rows, distinct, err := s.drainSink(ctx, int(rep.Delivered), 90*time.Second)
+		rep.DBRows, rep.DBDistinct = rows, distinct
+		switch {
+		case err != nil:
+			problem("database: %v", err)
+		case rows != distinct:
+			problem("database: %d rows for %d distinct (device_id, seq): duplicate rows", rows, distinct)
+		case uint64(distinct) != rep.Delivered:
+			problem("database: %d readings in PostgreSQL, %d unique readings in Kafka", distinct, rep.Delivered)
+		}
+	}
 
 	var calm []tally.Window
 	var since time.Time
@@ -155,7 +169,7 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	rep.LatencyCalm = latencyOf(tl.Latencies(calm...))
 	rep.Taken, rep.Throughput = rates(ds, drain)
 
-	for _, p := range append([]*proc{s.agent}, s.fwds...) {
+	for _, p := range append(append([]*proc{s.agent}, s.fwds...), s.sinkProcs()...) {
 		rep.PeakRSSKiB[p.name] = p.peakRSSKB()
 	}
 	rep.RSSFrom = "not measured (no GNU time; -time flag)"

@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tcpproxy"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
 func main() {

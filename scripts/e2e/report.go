@@ -70,6 +70,9 @@ type report struct {
 	Duplicates    uint64           `json:"duplicates"`
 	DupRate       float64          `json:"duplicate_rate"`
 	Records       int              `json:"records_in_topic"`
+	Database      string           `json:"database"`
+	DBRows        int              `json:"db_rows"`
+	DBDistinct    int              `json:"db_distinct_readings"`
 	Unexpected    uint64           `json:"unexpected_seqs"`
 	Foreign       int              `json:"undecodable_or_foreign"`
 	DLQ           int64            `json:"dlq_records"`
@@ -98,6 +101,12 @@ func (r *report) text(w io.Writer) {
 	p("load        %d sim sensors every %d ms = %.0f readings/s offered", r.Sensors, r.IntervalMS, r.Offered)
 	p("produced    %d  (seqs %d..%d; %s)", r.Produced, r.FirstSeq, r.LastSeq, r.ProducedFrom)
 	p("delivered   %d unique readings in Kafka (%d records in the topic)", r.Delivered, r.Records)
+	switch {
+	case strings.HasPrefix(r.Database, "cloud-forwarder sink"):
+		p("database    %d rows in PostgreSQL, %d distinct (device_id, seq), beside %d unique readings in Kafka (%s)", r.DBRows, r.DBDistinct, r.Delivered, r.Database)
+	case r.Database != "":
+		p("database    %s", r.Database)
+	}
 	if r.Held > 0 {
 		p("held        %d readings still in the agent's buffer after its clean stop, %d of them already in Kafka (PUBACK not processed before the stop); the agent sends them on its next start", r.Held, r.HeldDelivered)
 	}

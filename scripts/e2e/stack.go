@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/kafkasrv"
-	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tcpproxy"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
 const (
@@ -50,6 +50,8 @@ type stack struct {
 	fwds   []*proc
 	reader topicread.Config
 	tr     *tracker
+	sink   *sinkStage // nil without PostgreSQL
+	dbNote string     // what the database step is, or why it was skipped
 	stop   context.CancelFunc // stops the live reader
 	done   chan struct{}
 }
@@ -92,6 +94,9 @@ func (s *stack) start(ctx context.Context) error {
 	}
 	if err := s.startForwarders(ctx); err != nil {
 		return err
+	}
+	if s.dbNote, err = s.startSink(ctx); err != nil {
+		return fmt.Errorf("database step: %w", err)
 	}
 	s.agent = &proc{name: "edge-agent", argv: []string{s.bin("edge-agent"), "run", "--config", s.cfg},
 		logPath: filepath.Join(s.dir, "edge-agent.log"), timeBin: s.opts.timeBin}
@@ -227,7 +232,7 @@ func (s *stack) startForwarders(ctx context.Context) error {
 // checkAlive fails if a program died without the harness killing it.
 func (s *stack) checkAlive() error {
 	var errs []error
-	for _, p := range append([]*proc{s.mosq, s.agent}, s.fwds...) {
+	for _, p := range append(append([]*proc{s.mosq, s.agent}, s.fwds...), s.sinkProcs()...) {
 		if p != nil && !p.running() {
 			errs = append(errs, fmt.Errorf("%s exited unexpectedly (%s); last lines of %s:\n%s",
 				p.name, p.exitStatus(), p.logPath, p.logTail(15)))
@@ -239,7 +244,7 @@ func (s *stack) checkAlive() error {
 // diagnose gathers the last log lines of every program, for a failure message.
 func (s *stack) diagnose() string {
 	var b strings.Builder
-	for _, p := range append([]*proc{s.mosq, s.agent}, s.fwds...) {
+	for _, p := range append(append([]*proc{s.mosq, s.agent}, s.fwds...), s.sinkProcs()...) {
 		if p == nil {
 			continue
 		}
@@ -311,6 +316,9 @@ func (s *stack) close() {
 			p.destroy()
 		}
 	}
+	if s.sink != nil {
+		s.sink.close()
+	}
 	if s.stop != nil {
 		s.stop()
 		<-s.done
@@ -321,4 +329,12 @@ func (s *stack) close() {
 	if s.kafka != nil {
 		s.kafka.Close()
 	}
+}
+
+// sinkProcs is the sink's process, if the run has one.
+func (s *stack) sinkProcs() []*proc {
+	if s.sink == nil || s.sink.proc == nil {
+		return nil
+	}
+	return []*proc{s.sink.proc}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
 // Credentials used by every test server.
@@ -69,8 +70,15 @@ func StartBroker(tb testing.TB, certs *pki.PKI, o BrokerOptions) *broker.Broker 
 type Kafka struct {
 	Cluster *kfake.Cluster
 	Addr    string
-	certs   *pki.PKI
-	gates   []*gate
+	// Proxy, with KafkaOptions.Proxy, relays every client connection (the
+	// cluster advertises the proxy's address in its metadata); SetDelay on it
+	// puts Kafka at a distance.
+	Proxy *tcpproxy.Proxy
+	// Direct is kfake's own listener, behind the proxy: a client that must
+	// not pay the proxy's delay dials it in place of the advertised address.
+	Direct string
+	certs  *pki.PKI
+	gates  []*gate
 }
 
 // StartKafka runs kfake with TLS and SASL PLAIN, the topic (6 partitions) and its DLQ.
@@ -82,6 +90,7 @@ func StartKafka(tb testing.TB, certs *pki.PKI) *Kafka {
 // KafkaOptions tune StartKafkaWith.
 type KafkaOptions struct {
 	Plaintext bool // no TLS, no SASL (benchmarks against a loopback cluster)
+	Proxy     bool // clients connect through Kafka.Proxy
 }
 
 // StartKafkaWith is StartKafka with options.
@@ -94,6 +103,15 @@ func StartKafkaWith(tb testing.TB, certs *pki.PKI, o KafkaOptions) *Kafka {
 	} else {
 		k.certs = nil
 	}
+	var direct string
+	if o.Proxy {
+		p, err := tcpproxy.Listen("127.0.0.1:0", "")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { _ = p.Close() })
+		k.Proxy = p
+	}
 	c, err := kfake.NewCluster(append(opts,
 		kfake.SeedTopics(Partitions, Topic),
 		kfake.SeedTopics(1, DLQTopic),
@@ -104,6 +122,12 @@ func StartKafkaWith(tb testing.TB, certs *pki.PKI, o KafkaOptions) *Kafka {
 			}
 			g := &gate{Listener: ln, conns: map[net.Conn]struct{}{}}
 			k.gates = append(k.gates, g)
+			if k.Proxy != nil {
+				direct = ln.Addr().String()
+				if g.advertise, err = net.ResolveTCPAddr("tcp", k.Proxy.Addr()); err != nil {
+					return nil, err
+				}
+			}
 			return g, nil
 		}),
 	)...)
@@ -113,6 +137,11 @@ func StartKafkaWith(tb testing.TB, certs *pki.PKI, o KafkaOptions) *Kafka {
 	tb.Cleanup(c.Close)
 	k.Cluster = c
 	k.Addr = c.ListenAddrs()[0]
+	k.Direct = k.Addr
+	if k.Proxy != nil {
+		k.Direct = direct
+		k.Proxy.SetTarget(direct)
+	}
 	return k
 }
 
@@ -133,9 +162,17 @@ func (k *Kafka) Restore() {
 // gate is a listener whose connections can be dropped on demand.
 type gate struct {
 	net.Listener
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]struct{}
+	advertise net.Addr // reported by Addr when set (kfake puts it in metadata)
+	mu        sync.Mutex
+	down      bool
+	conns     map[net.Conn]struct{}
+}
+
+func (g *gate) Addr() net.Addr {
+	if g.advertise != nil {
+		return g.advertise
+	}
+	return g.Listener.Addr()
 }
 
 func (g *gate) Accept() (net.Conn, error) {

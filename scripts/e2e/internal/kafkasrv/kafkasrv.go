@@ -18,7 +18,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tcpproxy"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
 // Options configures the server.

@@ -10,9 +10,9 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/kafkasrv"
-	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
-	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tcpproxy"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
 // TestThroughProxy produces over TLS + SASL PLAIN through the proxy, then

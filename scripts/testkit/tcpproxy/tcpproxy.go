@@ -13,13 +13,21 @@
 // reset) and new connections are relayed again. The proxy does not look at
 // the bytes, so TLS goes through it end to end.
 //
+// SetDelay puts distance between the two sides: every chunk relayed, in
+// either direction, is held for a one-way delay (plus a random jitter) before
+// it is written on, so a request and its answer pay twice the delay, as over
+// a WAN. Bytes keep their order within a connection, and the line has no
+// bandwidth limit of its own.
+//
 //	p, _ := tcpproxy.Listen("127.0.0.1:0", brokerAddr)
 //	defer p.Close()
+//	p.SetDelay(10*time.Millisecond, time.Millisecond) // 20 ms round trip
 //	p.SetMode(tcpproxy.Blackhole)
 package tcpproxy
 
 import (
 	"errors"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -59,6 +67,9 @@ type Proxy struct {
 	accepts []time.Time
 	closed  bool
 	wg      sync.WaitGroup
+
+	delay  atomic.Int64 // one-way, nanoseconds
+	jitter atomic.Int64 // nanoseconds, added at random up to this
 }
 
 type relay struct {
@@ -99,6 +110,30 @@ func (p *Proxy) SetTarget(target string) {
 	p.mu.Lock()
 	p.target = target
 	p.mu.Unlock()
+}
+
+// SetDelay holds every chunk relayed from now on, in each direction, for
+// oneWay plus a random part of jitter (a round trip costs twice that).
+// Chunks leave in the order they came in: a chunk never overtakes the one
+// before it, so jitter delays but does not reorder. Zero and zero relay
+// at once.
+func (p *Proxy) SetDelay(oneWay, jitter time.Duration) {
+	p.delay.Store(int64(max(oneWay, 0)))
+	p.jitter.Store(int64(max(jitter, 0)))
+}
+
+// Delay returns the settings of SetDelay.
+func (p *Proxy) Delay() (oneWay, jitter time.Duration) {
+	return time.Duration(p.delay.Load()), time.Duration(p.jitter.Load())
+}
+
+// hold is how long a chunk read now waits before it is written on.
+func (p *Proxy) hold() time.Duration {
+	d, j := p.delay.Load(), p.jitter.Load()
+	if j > 0 {
+		d += rand.Int64N(j)
+	}
+	return time.Duration(d)
 }
 
 // Mode is the current mode.
@@ -209,12 +244,12 @@ func (p *Proxy) handle(c net.Conn, mode Mode, target string) {
 		r.close()
 	}()
 	if r.upstream == nil {
-		pump(c, nil, &r.frozen)
+		p.pump(c, nil, &r.frozen)
 		return
 	}
 	done := make(chan struct{}, 2)
-	go func() { pump(c, r.upstream, &r.frozen); done <- struct{}{} }()
-	go func() { pump(r.upstream, c, &r.frozen); done <- struct{}{} }()
+	go func() { p.pump(c, r.upstream, &r.frozen); done <- struct{}{} }()
+	go func() { p.pump(r.upstream, c, &r.frozen); done <- struct{}{} }()
 	<-done
 	if r.frozen.Load() {
 		// A black hole hides a close from the other side: hold it open
@@ -226,17 +261,101 @@ func (p *Proxy) handle(c net.Conn, mode Mode, target string) {
 }
 
 // pump copies src to dst until either fails, discarding what it reads
-// while frozen is set (or always, when dst is nil).
-func pump(src, dst net.Conn, frozen *atomic.Bool) {
+// while frozen is set (or always, when dst is nil). Once a delay is set,
+// chunks go through a line (see SetDelay) for the rest of the connection,
+// so a chunk read after the delay is lifted cannot overtake one still held.
+func (p *Proxy) pump(src, dst net.Conn, frozen *atomic.Bool) {
 	buf := make([]byte, 32<<10)
+	var ln *line
+	defer func() {
+		if ln != nil {
+			ln.close()
+		}
+	}()
 	for {
 		n, err := src.Read(buf)
 		if n > 0 && dst != nil && !frozen.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
+			if ln == nil && p.delay.Load() == 0 && p.jitter.Load() == 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			} else {
+				if ln == nil {
+					ln = newLine(dst, frozen)
+				}
+				if !ln.send(buf[:n], p.hold()) {
+					return
+				}
 			}
 		}
 		if err != nil {
+			return
+		}
+	}
+}
+
+// line delivers chunks to dst after their hold time, in order, from its own
+// goroutine, so the reader keeps reading while earlier chunks are held (the
+// bytes in flight on a long link).
+type line struct {
+	dst    net.Conn
+	frozen *atomic.Bool
+	q      chan chunk
+	last   time.Time // delivery time of the previous chunk (sender side)
+	failed chan struct{}
+	done   chan struct{}
+}
+
+type chunk struct {
+	b  []byte
+	at time.Time
+}
+
+func newLine(dst net.Conn, frozen *atomic.Bool) *line {
+	l := &line{dst: dst, frozen: frozen, q: make(chan chunk, 4096), failed: make(chan struct{}), done: make(chan struct{})}
+	go l.run()
+	return l
+}
+
+// send queues a copy of b for delivery after hold (never before the chunk
+// queued before it); false once the destination failed.
+func (l *line) send(b []byte, hold time.Duration) bool {
+	at := time.Now().Add(hold)
+	if at.Before(l.last) {
+		at = l.last
+	}
+	l.last = at
+	select {
+	case l.q <- chunk{b: append([]byte(nil), b...), at: at}:
+		return true
+	case <-l.failed:
+		return false
+	}
+}
+
+// close delivers what is queued (a FIN follows the data sent before it),
+// then returns.
+func (l *line) close() {
+	close(l.q)
+	<-l.done
+}
+
+func (l *line) run() {
+	defer close(l.done)
+	t := time.NewTimer(0)
+	<-t.C
+	for c := range l.q {
+		if d := time.Until(c.at); d > 0 {
+			t.Reset(d)
+			<-t.C
+		}
+		if l.frozen.Load() {
+			continue
+		}
+		if _, err := l.dst.Write(c.b); err != nil {
+			close(l.failed)
+			for range l.q { // drain so send never blocks on a full queue
+			}
 			return
 		}
 	}

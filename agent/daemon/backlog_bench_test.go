@@ -1,0 +1,252 @@
+package daemon_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
+)
+
+// backlogN is the backlog the drain benchmarks build or prefill.
+const backlogN = 100_000
+
+// benchRTTs are the round trips to the broker the drain runs at:
+// BENCH_RTTS, in milliseconds, default "0 20 50".
+func benchRTTs(b *testing.B) []time.Duration {
+	b.Helper()
+	spec := os.Getenv("BENCH_RTTS")
+	if spec == "" {
+		spec = "0 20 50"
+	}
+	var out []time.Duration
+	for _, f := range strings.Fields(spec) {
+		ms, err := strconv.Atoi(f)
+		if err != nil || ms < 0 {
+			b.Fatalf("BENCH_RTTS: %q is not a number of milliseconds", f)
+		}
+		out = append(out, time.Duration(ms)*time.Millisecond)
+	}
+	return out
+}
+
+// benchLink is a TLS mosquitto with a password file behind a proxy that
+// can refuse the agent or put the broker at a distance.
+type benchLink struct {
+	ca    *pki.PKI
+	proxy *tcpproxy.Proxy
+}
+
+const (
+	benchDevice = "pi-backlog"
+	benchPass   = "backlog-pw"
+)
+
+func newBenchLink(b *testing.B) *benchLink {
+	b.Helper()
+	ca := pki.New(b)
+	mq := broker.StartMosquitto(b, broker.MosquittoConfig{PKI: ca, Users: map[string]string{benchDevice: benchPass}})
+	p, err := tcpproxy.Listen("127.0.0.1:0", mq.Addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	return &benchLink{ca: ca, proxy: p}
+}
+
+// benchAgent is one edge-agent process and what the benchmark samples of it.
+type benchAgent struct {
+	cmd    *exec.Cmd
+	status string
+	stderr testkit.LogBuffer
+	done   chan struct{}
+
+	stopSampling chan struct{}
+	sampled      chan struct{}
+	peakAnon     int64 // KiB, RssAnon sampled every 20 ms
+	lastHWM      int64 // KiB, VmHWM at the last sample
+}
+
+// startBenchAgent writes a config for sensors sim sensors polling every
+// interval, buffering in db and publishing through l, and starts the binary.
+func startBenchAgent(b *testing.B, l *benchLink, db string, sensors int, interval time.Duration) *benchAgent {
+	b.Helper()
+	dir := b.TempDir()
+	pw := filepath.Join(dir, "password")
+	if err := os.WriteFile(pw, []byte(benchPass+"\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	a := &benchAgent{status: testkit.FreeAddr(b), done: make(chan struct{}), stopSampling: make(chan struct{}), sampled: make(chan struct{})}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `device_id: %s
+buffer: {path: %s}
+mqtt: {url: "ssl://%s", username: %s, password_file: %s, ca_file: %s}
+status_listen: %s
+log_format: json
+log_level: warn
+sensors:
+`, benchDevice, db, l.proxy.Addr(), benchDevice, pw, l.ca.CAFile, a.status)
+	for i := range sensors {
+		fmt.Fprintf(&sb, "  - {name: sim-%d, driver: sim, interval: %v}\n", i, interval)
+	}
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte(sb.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	a.cmd = exec.Command(agentBin, "run", "--config", cfg)
+	a.cmd.Stderr = &a.stderr
+	if err := a.cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = a.cmd.Wait(); close(a.done) }()
+	b.Cleanup(func() { _ = a.cmd.Process.Kill(); <-a.done })
+	go a.sample()
+	return a
+}
+
+// sample records the peak of RssAnon (what the agent needs itself; RssFile
+// is bbolt's mapped file and the binary, which the kernel can drop) and the
+// latest VmHWM until stopSampling is closed.
+func (a *benchAgent) sample() {
+	defer close(a.sampled)
+	path := fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid)
+	for {
+		if raw, err := os.ReadFile(path); err == nil {
+			for _, l := range strings.Split(string(raw), "\n") {
+				k, v, ok := strings.Cut(l, ":")
+				if !ok {
+					continue
+				}
+				n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				switch k {
+				case "RssAnon":
+					a.peakAnon = max(a.peakAnon, n)
+				case "VmHWM":
+					a.lastHWM = n
+				}
+			}
+		}
+		select {
+		case <-a.stopSampling:
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// metric reads one series from the agent's /metrics; -1 when unavailable.
+func (a *benchAgent) metric(series string) float64 {
+	resp, err := http.Get("http://" + a.status + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return metricValue(string(body), series)
+}
+
+// waitMetric polls series until cond holds; it returns when it did.
+func (a *benchAgent) waitMetric(b *testing.B, series string, timeout time.Duration, cond func(float64) bool) time.Time {
+	b.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		v := a.metric(series)
+		if v >= 0 && cond(v) {
+			return time.Now()
+		}
+		select {
+		case <-a.done:
+			b.Fatalf("edge-agent exited: %s", a.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s = %v after %v", series, v, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop ends the process (SIGTERM) and the sampling.
+func (a *benchAgent) stop(b *testing.B) {
+	b.Helper()
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(15 * time.Second):
+		b.Fatalf("edge-agent did not stop: %s", a.stderr.String())
+	}
+	close(a.stopSampling)
+	<-a.sampled
+}
+
+// caughtUp is the buffer depth below which a drain counts as done: the
+// sensors keep adding readings while it drains.
+const caughtUp = 1000
+
+// BenchmarkBacklog runs the real edge-agent against a TLS mosquitto with a
+// password file, through a proxy that refuses the link or delays it.
+//
+//   - build_and_drain: one process, 32 sim sensors every 10 ms (3,200
+//     readings/s), link refused until the buffer holds 100,000 readings,
+//     then open (no delay). The reconnect backoff is not timed: readings/s
+//     runs from the first publish after the link opened until the buffer is
+//     below 1,000. RssAnon-MiB is the peak of RssAnon sampled every 20 ms
+//     over the process's whole life, VmHWM-MiB its peak resident set
+//     (counting bbolt's mapped file).
+//   - drain/broker_rtt=X: a fresh process on a prefilled 100,000 backlog,
+//     4 sim sensors at 1 Hz, the broker X away (BENCH_RTTS); readings/s from
+//     process start until the buffer is below 1,000.
+func BenchmarkBacklog(b *testing.B) {
+	l := newBenchLink(b)
+	b.Run("build_and_drain", func(b *testing.B) {
+		for b.Loop() {
+			l.proxy.SetDelay(0, 0)
+			l.proxy.SetMode(tcpproxy.Refuse)
+			a := startBenchAgent(b, l, filepath.Join(b.TempDir(), "buffer.db"), 32, 10*time.Millisecond)
+			a.waitMetric(b, "edge_agent_buffer_readings", 120*time.Second, func(v float64) bool { return v >= backlogN })
+			l.proxy.SetMode(tcpproxy.Pass)
+			a.waitMetric(b, "edge_agent_published_total", 60*time.Second, func(v float64) bool { return v > 0 })
+			start := time.Now()
+			p0 := a.metric("edge_agent_published_total")
+			end := a.waitMetric(b, "edge_agent_buffer_readings", 120*time.Second, func(v float64) bool { return v < caughtUp })
+			p1 := a.metric("edge_agent_published_total")
+			a.stop(b)
+			b.ReportMetric((p1-p0)/end.Sub(start).Seconds(), "readings/s")
+			b.ReportMetric(float64(a.peakAnon)/1024, "RssAnon-MiB")
+			b.ReportMetric(float64(a.lastHWM)/1024, "VmHWM-MiB")
+			b.Logf("built %d, drained %.0f readings in %v; peak RssAnon %d KiB, VmHWM %d KiB",
+				backlogN, p1-p0, end.Sub(start).Round(time.Millisecond), a.peakAnon, a.lastHWM)
+		}
+	})
+	for _, rtt := range benchRTTs(b) {
+		b.Run(fmt.Sprintf("drain/broker_rtt=%dms", rtt.Milliseconds()), func(b *testing.B) {
+			for b.Loop() {
+				db := filepath.Join(b.TempDir(), "buffer.db")
+				prefill(b, db, benchDevice, backlogN)
+				l.proxy.SetMode(tcpproxy.Pass)
+				l.proxy.SetDelay(rtt/2, rtt/20)
+				start := time.Now()
+				a := startBenchAgent(b, l, db, 4, time.Second)
+				end := a.waitMetric(b, "edge_agent_buffer_readings", 180*time.Second, func(v float64) bool { return v < caughtUp })
+				published := a.metric("edge_agent_published_total")
+				a.stop(b)
+				b.ReportMetric(published/end.Sub(start).Seconds(), "readings/s")
+				b.ReportMetric(float64(a.peakAnon)/1024, "RssAnon-MiB")
+				b.ReportMetric(float64(a.lastHWM)/1024, "VmHWM-MiB")
+				b.Logf("drained %.0f readings in %v with the broker %v away; peak RssAnon %d KiB, VmHWM %d KiB",
+					published, end.Sub(start).Round(time.Millisecond), rtt, a.peakAnon, a.lastHWM)
+			}
+		})
+	}
+}
