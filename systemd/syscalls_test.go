@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 )
 
 // handledDenials are syscalls the unit may forbid on purpose because the
@@ -228,11 +228,7 @@ func TestForwarderSyscallsAllowed(t *testing.T) {
 	agentBin := buildBin(t, dir, "../agent/cmd/edge-agent")
 	fwdBin := buildBin(t, dir, "../cloud/cmd/cloud-forwarder")
 	broker := startBroker(t)
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "sensor-readings", "sensor-readings.dlq"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kafka.Close)
+	k := kafka.New(t, kafka.Options{Topics: map[string]int32{"sensor-readings": 1, "sensor-readings.dlq": 1}})
 
 	agent := exec.Command(agentBin, "run", "--config", agentConfig(t, dir, "feeder", broker))
 	if err := agent.Start(); err != nil {
@@ -242,11 +238,11 @@ func TestForwarderSyscallsAllowed(t *testing.T) {
 
 	logs, used := traceRun(t, strace, []string{
 		"HIVEMQ_URL=tcp://" + broker, "KAFKA_SECURITY_PROTOCOL=PLAINTEXT",
-		"CONFLUENT_BOOTSTRAP_SERVER_SASL=" + kafka.ListenAddrs()[0], "FORWARDER_ID=strace",
+		"CONFLUENT_BOOTSTRAP_SERVER_SASL=" + k.Addr, "FORWARDER_ID=strace",
 		"FORWARDER_LISTEN=127.0.0.1:0",
 	}, fwdBin, "run")
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...), kgo.ConsumeTopics("sensor-readings"),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Addr), kgo.ConsumeTopics("sensor-readings"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)

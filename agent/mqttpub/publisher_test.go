@@ -14,13 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgepipe/sensorpipe/agent/config"
-	"github.com/edgepipe/sensorpipe/agent/internal/mqtttest"
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
 const device = "pi-test-1"
@@ -362,19 +362,19 @@ func TestBlackholedLink(t *testing.T) {
 	br := broker.New(t, broker.Options{})
 	cnt := broker.NewCounter()
 	broker.Subscribe(t, cnt, broker.SubOptions{URL: br.URL()}) // direct, not through the proxy
-	px := mqtttest.NewProxy(t, br.Addr)
+	px := tcpproxy.New(t, br.Addr)
 	b := openBuffer(t)
 	f := countFrom(t, cnt, b)
 	var logs testkit.LogBuffer
-	start(t, b, mqttpub.Options{URL: "tcp://" + px.Addr, KeepAlive: time.Second, PingTimeout: time.Second,
+	start(t, b, mqttpub.Options{URL: "tcp://" + px.Addr(), KeepAlive: time.Second, PingTimeout: time.Second,
 		AckTimeout: 2 * time.Second, ConnectTimeout: time.Second, Logger: logs.Logger()})
 	ctx, stopGen := context.WithCancel(context.Background())
 	gen := steady(ctx, t, b, 200)
 
 	time.Sleep(time.Second)
-	px.Blackhole(true)
+	px.SetMode(tcpproxy.Blackhole)
 	time.Sleep(4 * time.Second)
-	px.Blackhole(false)
+	px.SetMode(tcpproxy.Pass)
 	time.Sleep(time.Second)
 	stopGen()
 	n := <-gen
@@ -396,10 +396,10 @@ func TestBlackholedLink(t *testing.T) {
 // timeout.
 func TestStopWhileConnecting(t *testing.T) {
 	br := broker.New(t, broker.Options{})
-	px := mqtttest.NewProxy(t, br.Addr)
-	px.Blackhole(true)
+	px := tcpproxy.New(t, br.Addr)
+	px.SetMode(tcpproxy.Blackhole)
 	b := openBuffer(t)
-	r := start(t, b, mqttpub.Options{URL: "tcp://" + px.Addr})
+	r := start(t, b, mqttpub.Options{URL: "tcp://" + px.Addr()})
 	time.Sleep(300 * time.Millisecond)
 	began := time.Now()
 	r.stop(t)
@@ -412,14 +412,14 @@ func TestStopWhileConnecting(t *testing.T) {
 // publishes in flight: Run still returns well inside systemd's 5s budget.
 func TestStopOnBlackholedLink(t *testing.T) {
 	br := broker.New(t, broker.Options{})
-	px := mqtttest.NewProxy(t, br.Addr)
+	px := tcpproxy.New(t, br.Addr)
 	b := openBuffer(t)
 	appendN(t, b, 20000)
-	r := start(t, b, mqttpub.Options{URL: "tcp://" + px.Addr})
+	r := start(t, b, mqttpub.Options{URL: "tcp://" + px.Addr()})
 	for !r.p.Connected() {
 		time.Sleep(5 * time.Millisecond)
 	}
-	px.Blackhole(true)
+	px.SetMode(tcpproxy.Blackhole)
 	time.Sleep(200 * time.Millisecond)
 	began := time.Now()
 	r.stop(t)

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,9 +23,11 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
-	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
 )
 
 var binPath string
@@ -36,22 +37,7 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
 		os.Exit(m.Run()) // no benchmark selected (plain `go test ./...`): skip the build
 	}
-	dir, err := os.MkdirTemp("", "cloud-forwarder-bench")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = filepath.Join(dir, "cloud-forwarder")
-	// Built as `make build` ships it (static, trimmed, stripped).
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", binPath, "../cmd/cloud-forwarder")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testkit.Main(m, &binPath, "github.com/edgepipe/sensorpipe/cloud/cmd/cloud-forwarder") // as make build ships it
 }
 
 // rtts are the round trips to Kafka the drain and live benchmarks run at:
@@ -80,16 +66,6 @@ type distance struct{ oneWay, jitter time.Duration }
 func atRTT(rtt time.Duration) distance { return distance{rtt / 2, rtt / 20} }
 
 func (d distance) name() string { return fmt.Sprintf("kafka_rtt=%dms", (2 * d.oneWay).Milliseconds()) }
-
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // mosquitto is a broker with a TLS listener and a queue big enough for the backlog.
 type mosquitto struct {
@@ -121,16 +97,16 @@ type child struct {
 
 // startForwarder runs the binary against mq and k over TLS (and SASL PLAIN
 // to Kafka), as in production.
-func startForwarder(tb testing.TB, mq *mosquitto, k *testkit.Kafka, extra ...string) *child {
+func startForwarder(tb testing.TB, mq *mosquitto, k *kafka.Cluster, extra ...string) *child {
 	tb.Helper()
-	c := &child{addr: freeAddr(tb), done: make(chan struct{})}
+	c := &child{addr: testkit.FreeAddr(tb), done: make(chan struct{})}
 	c.cmd = exec.Command(binPath, "run")
 	c.cmd.Env = append([]string{
 		"HIVEMQ_URL=" + mq.url(),
 		"HIVEMQ_CA_FILE=" + mq.certs.CAFile,
 		"CONFLUENT_BOOTSTRAP_SERVER_SASL=" + k.Addr,
-		"CONFLUENT_API_KEY=" + testkit.KafkaUser,
-		"CONFLUENT_API_SECRET=" + testkit.KafkaSecret,
+		"CONFLUENT_API_KEY=" + stack.KafkaUser,
+		"CONFLUENT_API_SECRET=" + stack.KafkaSecret,
 		"KAFKA_CA_FILE=" + mq.certs.CAFile,
 		"FORWARDER_ID=bench-fwd",
 		"FORWARDER_LISTEN=" + c.addr,
@@ -209,7 +185,7 @@ const (
 
 func payload(i int) (string, []byte) {
 	dev := "pi-" + strconv.Itoa(i%devices)
-	return testkit.ReadingTopic(dev), reading.Encode(nil, testkit.Reading(dev, uint64(i/devices+1)))
+	return stack.ReadingTopic(dev), reading.Encode(nil, stack.Reading(dev, uint64(i/devices+1)))
 }
 
 // fillBacklog publishes n readings for a persistent session that is away.
@@ -247,14 +223,14 @@ func drainBacklog(b *testing.B, d distance) {
 		b.StopTimer()
 		certs := pki.New(b)
 		mq := startMosquitto(b, certs, os.Getenv("BENCH_MOSQUITTO_CONF"))
-		k := testkit.StartKafkaWith(b, certs, testkit.KafkaOptions{Proxy: true})
+		k := stack.StartKafkaWith(b, certs, stack.KafkaOptions{Proxy: true})
 		// Create the persistent session, then leave.
 		c := startForwarder(b, mq, k)
 		c.waitMetric(b, "forwarder_mqtt_connected", 1, 10*time.Second, 10*time.Millisecond)
 		time.Sleep(200 * time.Millisecond) // SUBSCRIBE acked
 		c.stop(b)
 		fillBacklog(b, mq, backlog)
-		k.Proxy.SetDelay(d.oneWay, d.jitter)
+		k.Proxy().SetDelay(d.oneWay, d.jitter)
 
 		b.StartTimer()
 		start := time.Now()
@@ -412,8 +388,8 @@ func liveLatency(b *testing.B, d distance) {
 		b.StopTimer()
 		certs := pki.New(b)
 		mq := startMosquitto(b, certs, "")
-		k := testkit.StartKafkaWith(b, certs, testkit.KafkaOptions{Proxy: true})
-		k.Proxy.SetDelay(d.oneWay, d.jitter)
+		k := stack.StartKafkaWith(b, certs, stack.KafkaOptions{Proxy: true})
+		k.Proxy().SetDelay(d.oneWay, d.jitter)
 		c := startForwarder(b, mq, k, "FORWARDER_PPROF=true")
 		c.waitMetric(b, "forwarder_kafka_ready", 1, 20*time.Second, 10*time.Millisecond)
 		if prof := os.Getenv("BENCH_CPUPROFILE"); prof != "" {
@@ -422,10 +398,10 @@ func liveLatency(b *testing.B, d distance) {
 		time.Sleep(200 * time.Millisecond)
 
 		direct := &tls.Dialer{Config: certs.Client()}
-		cl, err := kgo.NewClient(kgo.SeedBrokers(k.Direct), kgo.ConsumeTopics(testkit.Topic),
-			kgo.SASL(plain.Auth{User: testkit.KafkaUser, Pass: testkit.KafkaSecret}.AsMechanism()),
+		cl, err := kgo.NewClient(kgo.SeedBrokers(k.DirectAddr()), kgo.ConsumeTopics(stack.Topic),
+			kgo.SASL(plain.Auth{User: stack.KafkaUser, Pass: stack.KafkaSecret}.AsMechanism()),
 			kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return direct.DialContext(ctx, network, k.Direct) // one broker: every address is kfake's
+				return direct.DialContext(ctx, network, k.DirectAddr()) // one broker: every address is kfake's
 			}),
 			kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.FetchMaxWait(50*time.Millisecond))
 		if err != nil {

@@ -16,8 +16,9 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/forwarder"
-	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
 )
 
 // running is a forwarder started by a test.
@@ -107,7 +108,7 @@ func metric(t *testing.T, addr, name string) float64 {
 
 // checkReadings verifies every (device, seq) in devs x [1,n] arrived exactly
 // as the contract says, and returns how many duplicates there were.
-func checkReadings(t *testing.T, recs []testkit.Record, devs []string, n uint64, fwdIDs ...string) int {
+func checkReadings(t *testing.T, recs []kafka.Record, devs []string, n uint64, fwdIDs ...string) int {
 	t.Helper()
 	type id struct {
 		dev string
@@ -125,7 +126,7 @@ func checkReadings(t *testing.T, recs []testkit.Record, devs []string, n uint64,
 		}
 		seen[id{rd.DeviceID, rd.Seq}]++
 		want := map[string]string{
-			"mqtt_topic": testkit.ReadingTopic(rd.DeviceID), "device_id": rd.DeviceID,
+			"mqtt_topic": stack.ReadingTopic(rd.DeviceID), "device_id": rd.DeviceID,
 			"seq": strconv.FormatUint(rd.Seq, 10),
 		}
 		for k, v := range want {
@@ -139,7 +140,7 @@ func checkReadings(t *testing.T, recs []testkit.Record, devs []string, n uint64,
 		if r.Key != rd.DeviceID {
 			t.Fatalf("key %q, want %q", r.Key, rd.DeviceID)
 		}
-		if p := testkit.Partition(r.Key, testkit.Partitions); r.Partition != p {
+		if p := kafka.Partition(r.Key, stack.Partitions); r.Partition != p {
 			t.Fatalf("key %q on partition %d, murmur2 says %d", r.Key, r.Partition, p)
 		}
 		if !r.Time.Equal(rd.TS) {
@@ -167,16 +168,16 @@ func checkReadings(t *testing.T, recs []testkit.Record, devs []string, n uint64,
 
 func TestHappyPath(t *testing.T) {
 	certs := pki.New(t)
-	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{})
-	k := testkit.StartKafka(t, certs)
-	fwd := start(t, testkit.Env(b, k, certs, "fwd-happy"))
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+	k := stack.StartKafka(t, certs)
+	fwd := start(t, stack.Env(b, k, certs, "fwd-happy"))
 
-	devs := testkit.Devices(8)
+	devs := stack.Devices(8)
 	const n = 100
-	pub := testkit.NewPublisher(t, b, certs, "pub-happy")
+	pub := stack.NewPublisher(t, b, certs, "pub-happy")
 	pub.PublishReadings(t, devs, 1, n)
 
-	recs := k.ReadN(t, testkit.Topic, len(devs)*n, 30*time.Second, 200*time.Millisecond)
+	recs := k.ReadN(t, stack.Topic, len(devs)*n, 30*time.Second, 200*time.Millisecond)
 	if dups := checkReadings(t, recs, devs, n, "fwd-happy"); dups != 0 {
 		t.Errorf("%d duplicates without any failure", dups)
 	}
@@ -238,9 +239,9 @@ func (s *syncBuf) String() string {
 // ready, and never logs the password.
 func TestBadCredentials(t *testing.T) {
 	certs := pki.New(t)
-	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{})
-	k := testkit.StartKafka(t, certs)
-	env := testkit.Env(b, k, certs, "fwd-badpw")
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+	k := stack.StartKafka(t, certs)
+	env := stack.Env(b, k, certs, "fwd-badpw")
 	env["HIVEMQ_PASSWORD"] = "wrong-password-xyz"
 	addr, logs, stop := startLogged(t, env)
 	waitLog(t, logs, "mqtt connect failed")
@@ -248,7 +249,7 @@ func TestBadCredentials(t *testing.T) {
 		t.Errorf("/readyz = %d with bad credentials", code)
 	}
 	stop()
-	for _, secret := range []string{"wrong-password-xyz", testkit.KafkaSecret} {
+	for _, secret := range []string{"wrong-password-xyz", stack.KafkaSecret} {
 		if strings.Contains(logs.String(), secret) {
 			t.Fatalf("log contains a secret:\n%s", logs)
 		}
@@ -259,9 +260,9 @@ func TestBadCredentials(t *testing.T) {
 // leaves the forwarder not ready and saying why, not silently idle.
 func TestSubscribeRefused(t *testing.T) {
 	certs := pki.New(t)
-	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{DenySubscribe: true})
-	k := testkit.StartKafka(t, certs)
-	addr, logs, stop := startLogged(t, testkit.Env(b, k, certs, "fwd-denied"))
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{DenySubscribe: true})
+	k := stack.StartKafka(t, certs)
+	addr, logs, stop := startLogged(t, stack.Env(b, k, certs, "fwd-denied"))
 	waitLog(t, logs, "refused the subscription")
 	if code, body := get(addr, "/readyz"); code != 503 || !strings.Contains(body, "mqtt_subscribed=false") {
 		t.Errorf("/readyz = %d %q while the broker refuses the subscription", code, body)

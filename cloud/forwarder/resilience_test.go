@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
-	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
 )
 
 // TestKafkaOutage cuts every connection to Kafka mid-stream: the forwarder
@@ -17,13 +17,13 @@ import (
 // not ready, and deliver everything once Kafka is back.
 func TestKafkaOutage(t *testing.T) {
 	certs := pki.New(t)
-	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{MaxInflight: 5000})
-	k := testkit.StartKafka(t, certs)
-	env := testkit.Env(b, k, certs, "fwd-outage")
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{MaxInflight: 5000})
+	k := stack.StartKafka(t, certs)
+	env := stack.Env(b, k, certs, "fwd-outage")
 	env["FORWARDER_MAX_IN_FLIGHT"] = "150"
 	fwd := start(t, env)
-	devs := testkit.Devices(5)
-	pub := testkit.NewPublisher(t, b, certs, "pub-outage")
+	devs := stack.Devices(5)
+	pub := stack.NewPublisher(t, b, certs, "pub-outage")
 
 	pub.PublishReadings(t, devs, 1, 100)
 	waitMetric(t, fwd.addr, "forwarder_acked_total", 500)
@@ -51,7 +51,7 @@ func TestKafkaOutage(t *testing.T) {
 
 	k.Restore()
 	waitReady(t, fwd.addr, 30*time.Second)
-	recs := k.ReadN(t, testkit.Topic, len(devs)*300, 60*time.Second, 300*time.Millisecond)
+	recs := k.ReadN(t, stack.Topic, len(devs)*300, 60*time.Second, 300*time.Millisecond)
 	dups := checkReadings(t, recs, devs, 300, "fwd-outage")
 	waitMetric(t, fwd.addr, "forwarder_in_flight", 0)
 	t.Logf("after the outage: %d records, %d duplicates", len(recs), dups)
@@ -61,12 +61,12 @@ func TestKafkaOutage(t *testing.T) {
 // the DLQ with an error header and its MQTT topic, and is acked.
 func TestDeadLetters(t *testing.T) {
 	certs := pki.New(t)
-	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{})
-	k := testkit.StartKafka(t, certs)
-	env := testkit.Env(b, k, certs, "fwd-dlq")
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+	k := stack.StartKafka(t, certs)
+	env := stack.Env(b, k, certs, "fwd-dlq")
 	env["FORWARDER_MAX_IN_FLIGHT_BYTES"] = "262144" // the 1 MiB payloads each take the whole budget, one at a time
 	fwd := start(t, env)
-	pub := testkit.NewPublisher(t, b, certs, "pub-dlq")
+	pub := stack.NewPublisher(t, b, certs, "pub-dlq")
 
 	garbage := make([]byte, 512)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -92,18 +92,18 @@ func TestDeadLetters(t *testing.T) {
 		{"1 MiB JSON", bigJSON, "limit 65536"},
 		{"empty", nil, "invalid reading"},
 	}
-	devs := testkit.Devices(2)
+	devs := stack.Devices(2)
 	pub.PublishReadings(t, devs, 1, 10)
 	for _, c := range bad {
 		pub.Publish(t, "sensors/bad-dev/"+strings.ReplaceAll(c.name, " ", "-")+"/reading", c.payload)
 	}
 	pub.PublishReadings(t, devs, 11, 20)
 
-	recs := k.ReadN(t, testkit.Topic, 40, 30*time.Second, 100*time.Millisecond)
+	recs := k.ReadN(t, stack.Topic, 40, 30*time.Second, 100*time.Millisecond)
 	if dups := checkReadings(t, recs, devs, 20, "fwd-dlq"); dups != 0 {
 		t.Errorf("%d duplicates", dups)
 	}
-	dlq := k.ReadN(t, testkit.DLQTopic, len(bad), 30*time.Second, 100*time.Millisecond)
+	dlq := k.ReadN(t, stack.DLQTopic, len(bad), 30*time.Second, 100*time.Millisecond)
 	if len(dlq) != len(bad) {
 		t.Fatalf("DLQ has %d records, want %d", len(dlq), len(bad))
 	}
@@ -141,21 +141,21 @@ func TestDeadLetters(t *testing.T) {
 // produced once, and both take part.
 func TestShareGroup(t *testing.T) {
 	certs := pki.New(t)
-	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{})
-	k := testkit.StartKafka(t, certs)
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+	k := stack.StartKafka(t, certs)
 	var fwds []*running
 	for _, id := range []string{"fwd-a", "fwd-b"} {
-		env := testkit.Env(b, k, certs, id)
+		env := stack.Env(b, k, certs, id)
 		env["FORWARDER_SHARE_GROUP"] = "bridge"
 		fwds = append(fwds, start(t, env))
 	}
 	time.Sleep(200 * time.Millisecond) // both SUBSCRIBEs registered
-	devs := testkit.Devices(10)
+	devs := stack.Devices(10)
 	const n = 60
-	pub := testkit.NewPublisher(t, b, certs, "pub-share")
+	pub := stack.NewPublisher(t, b, certs, "pub-share")
 	pub.PublishReadings(t, devs, 1, n)
 
-	recs := k.ReadN(t, testkit.Topic, len(devs)*n, 30*time.Second, 300*time.Millisecond)
+	recs := k.ReadN(t, stack.Topic, len(devs)*n, 30*time.Second, 300*time.Millisecond)
 	if dups := checkReadings(t, recs, devs, n, "fwd-a", "fwd-b"); dups != 0 {
 		t.Errorf("%d duplicates: a shared subscription must deliver each message to one member", dups)
 	}

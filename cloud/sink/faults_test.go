@@ -6,10 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
-	kit "github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
 )
 
 // producer feeds seqs 1..n of each device to the topic in chunks, in the
@@ -18,7 +19,7 @@ type producer struct {
 	done chan struct{}
 }
 
-func produceInBackground(t *testing.T, k *testkit.Kafka, devs []string, n, chunk uint64, pause time.Duration) *producer {
+func produceInBackground(t *testing.T, k *kafka.Cluster, devs []string, n, chunk uint64, pause time.Duration) *producer {
 	t.Helper()
 	p := &producer{done: make(chan struct{})}
 	var wg sync.WaitGroup
@@ -28,7 +29,7 @@ func produceInBackground(t *testing.T, k *testkit.Kafka, devs []string, n, chunk
 		defer close(p.done)
 		for s := uint64(1); s <= n; s += chunk {
 			keys, vals := encoded(devs, s, min(s+chunk-1, n))
-			k.Produce(t, testkit.Topic, keys, vals...)
+			k.Produce(t, stack.Topic, keys, vals...)
 			time.Sleep(pause)
 		}
 	}()
@@ -50,7 +51,7 @@ func (p *producer) wait(t *testing.T) {
 func checkAll(t *testing.T, url string, devs []string, n int) {
 	t.Helper()
 	want := len(devs) * n
-	kit.WaitFor(t, "every reading in the table", 60*time.Second, func() bool { return countOnly(url) >= want })
+	testkit.WaitFor(t, "every reading in the table", 60*time.Second, func() bool { return countOnly(url) >= want })
 	c := count(t, url, devs, n)
 	if c.rows != want || c.distinct != want || c.missing != 0 {
 		t.Fatalf("table: %d rows, %d distinct, %d missing; want %d rows, none missing, no duplicates", c.rows, c.distinct, c.missing, want)
@@ -64,28 +65,28 @@ func checkAll(t *testing.T, url string, devs []string, n int) {
 // in the end every reading is one row.
 func TestFaultPostgresRestartMidStream(t *testing.T) {
 	certs := pki.New(t)
-	k := testkit.StartKafka(t, certs)
+	k := stack.StartKafka(t, certs)
 	c := pgcluster.ForTest(t)
 	url, err := c.CreateDatabase(context.Background(), "restart")
 	if err != nil {
 		t.Fatal(err)
 	}
-	devs := testkit.Devices(4)
+	devs := stack.Devices(4)
 	const n = 1000
 	r := startSink(t, sinkEnv(k, certs, url))
 	p := produceInBackground(t, k, devs, n, 25, 20*time.Millisecond)
-	kit.WaitFor(t, "some rows", 30*time.Second, func() bool { return countOnly(url) > 400 })
+	testkit.WaitFor(t, "some rows", 30*time.Second, func() bool { return countOnly(url) > 400 })
 	if err := c.Crash(); err != nil {
 		t.Fatal(err)
 	}
-	kit.WaitFor(t, "not ready while the database is down", 15*time.Second, func() bool { return !r.ready() })
+	testkit.WaitFor(t, "not ready while the database is down", 15*time.Second, func() bool { return !r.ready() })
 	time.Sleep(2 * time.Second)
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	p.wait(t)
 	checkAll(t, url, devs, n)
-	kit.WaitFor(t, "ready again", 15*time.Second, r.ready)
+	testkit.WaitFor(t, "ready again", 15*time.Second, r.ready)
 	if r.metric("sink_db_errors_total") < 1 {
 		t.Errorf("sink_db_errors_total = %v, want the outage counted", r.metric("sink_db_errors_total"))
 	}
@@ -96,22 +97,22 @@ func TestFaultPostgresRestartMidStream(t *testing.T) {
 // it carries on from its committed offsets.
 func TestFaultKafkaUnreachable(t *testing.T) {
 	certs := pki.New(t)
-	k := testkit.StartKafka(t, certs)
+	k := stack.StartKafka(t, certs)
 	_, url := migrated(t)
-	devs := testkit.Devices(4)
+	devs := stack.Devices(4)
 	const n = 600
 	r := startSink(t, sinkEnv(k, certs, url))
 	keys, vals := encoded(devs, 1, n/2)
-	k.Produce(t, testkit.Topic, keys, vals...)
-	kit.WaitFor(t, "some rows", 30*time.Second, func() bool { return countOnly(url) > 0 })
+	k.Produce(t, stack.Topic, keys, vals...)
+	testkit.WaitFor(t, "some rows", 30*time.Second, func() bool { return countOnly(url) > 0 })
 	k.Cut()
-	kit.WaitFor(t, "not ready while Kafka is cut off", 15*time.Second, func() bool { return !r.ready() })
+	testkit.WaitFor(t, "not ready while Kafka is cut off", 15*time.Second, func() bool { return !r.ready() })
 	time.Sleep(3 * time.Second)
 	k.Restore()
 	keys, vals = encoded(devs, n/2+1, n)
-	k.Produce(t, testkit.Topic, keys, vals...)
+	k.Produce(t, stack.Topic, keys, vals...)
 	checkAll(t, url, devs, n)
-	kit.WaitFor(t, "ready again", 15*time.Second, r.ready)
+	testkit.WaitFor(t, "ready again", 15*time.Second, r.ready)
 }
 
 // TestFaultTwoReplicasInOneGroup runs two sinks in one consumer group: they
@@ -119,14 +120,14 @@ func TestFaultKafkaUnreachable(t *testing.T) {
 // partitions from the committed offsets. Every reading is one row.
 func TestFaultTwoReplicasInOneGroup(t *testing.T) {
 	certs := pki.New(t)
-	k := testkit.StartKafka(t, certs)
+	k := stack.StartKafka(t, certs)
 	_, url := migrated(t)
-	devs := testkit.Devices(12)
+	devs := stack.Devices(12)
 	const n = 300
 	a := startSink(t, sinkEnv(k, certs, url))
 	b := startSink(t, sinkEnv(k, certs, url))
 	p := produceInBackground(t, k, devs, n, 10, 20*time.Millisecond)
-	kit.WaitFor(t, "both replicas writing", 30*time.Second, func() bool {
+	testkit.WaitFor(t, "both replicas writing", 30*time.Second, func() bool {
 		return a.metric("sink_rows_written_total") > 0 && b.metric("sink_rows_written_total") > 0
 	})
 	if err := b.stop(); err != nil {

@@ -13,19 +13,20 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/config"
-	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
-	kit "github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
 )
 
 // sinkEnv is the sink's environment for a kfake cluster with TLS and SASL
 // PLAIN, as production has, and a database URL.
-func sinkEnv(k *testkit.Kafka, certs *pki.PKI, dbURL string) map[string]string {
+func sinkEnv(k *kafka.Cluster, certs *pki.PKI, dbURL string) map[string]string {
 	return map[string]string{
 		"CONFLUENT_BOOTSTRAP_SERVER_SASL": k.Addr,
-		"CONFLUENT_API_KEY":               testkit.KafkaUser,
-		"CONFLUENT_API_SECRET":            testkit.KafkaSecret,
+		"CONFLUENT_API_KEY":               stack.KafkaUser,
+		"CONFLUENT_API_SECRET":            stack.KafkaSecret,
 		"KAFKA_CA_FILE":                   certs.CAFile,
 		"DATABASE_URL":                    dbURL,
 		"SINK_LISTEN":                     "127.0.0.1:0",
@@ -36,7 +37,7 @@ func sinkEnv(k *testkit.Kafka, certs *pki.PKI, dbURL string) map[string]string {
 type running struct {
 	s    *Sink
 	addr string
-	log  *kit.LogBuffer
+	log  *testkit.LogBuffer
 	stop func() error // cancels Run and returns its error
 }
 
@@ -47,7 +48,7 @@ func startSink(t *testing.T, env map[string]string) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &running{log: &kit.LogBuffer{}}
+	r := &running{log: &testkit.LogBuffer{}}
 	addr := make(chan string, 1)
 	r.s, err = New(cfg, Options{Logger: r.log.Logger(),
 		Listening: func(a string) { addr <- a }})
@@ -95,7 +96,7 @@ func encoded(devs []string, from, to uint64) (keys []string, values [][]byte) {
 	for s := from; s <= to; s++ {
 		for _, d := range devs {
 			keys = append(keys, d)
-			values = append(values, reading.Encode(nil, testkit.Reading(d, s)))
+			values = append(values, reading.Encode(nil, stack.Reading(d, s)))
 		}
 	}
 	return keys, values
@@ -149,21 +150,21 @@ func countOnly(url string) int {
 // with their position, and nothing from the DLQ is written.
 func TestSinkWritesEveryReadingOnce(t *testing.T) {
 	certs := pki.New(t)
-	k := testkit.StartKafka(t, certs)
+	k := stack.StartKafka(t, certs)
 	_, url := migrated(t)
-	devs := testkit.Devices(4)
+	devs := stack.Devices(4)
 	const n = 500
 	keys, vals := encoded(devs, 1, n)
-	k.Produce(t, testkit.Topic, keys, vals...)
+	k.Produce(t, stack.Topic, keys, vals...)
 	dupKeys, dupVals := encoded(devs, 100, 150)
-	k.Produce(t, testkit.Topic, dupKeys, dupVals...)
-	nul := testkit.Reading("pi-bad", 1)
+	k.Produce(t, stack.Topic, dupKeys, dupVals...)
+	nul := stack.Reading("pi-bad", 1)
 	nul.Kind = "sim\x00" // decodes (the escape \u0000), but PostgreSQL text cannot hold it
-	k.Produce(t, testkit.Topic, []string{"pi-bad", "pi-bad"}, []byte("{not json"), reading.Encode(nil, nul))
-	k.Produce(t, testkit.DLQTopic, nil, reading.Encode(nil, testkit.Reading("pi-dlq", 1)))
+	k.Produce(t, stack.Topic, []string{"pi-bad", "pi-bad"}, []byte("{not json"), reading.Encode(nil, nul))
+	k.Produce(t, stack.DLQTopic, nil, reading.Encode(nil, stack.Reading("pi-dlq", 1)))
 
 	r := startSink(t, sinkEnv(k, certs, url))
-	kit.WaitFor(t, "every record consumed", 30*time.Second, func() bool {
+	testkit.WaitFor(t, "every record consumed", 30*time.Second, func() bool {
 		return r.metric("sink_records_total") == float64(len(vals)+len(dupVals)+2)
 	})
 	if c := count(t, url, devs, n); c.rows != len(devs)*n || c.distinct != c.rows || c.missing != 0 {
@@ -187,10 +188,10 @@ func TestSinkWritesEveryReadingOnce(t *testing.T) {
 			t.Errorf("log has no %q:\n%s", want, log)
 		}
 	}
-	kit.WaitFor(t, "ready", 10*time.Second, r.ready)
-	kit.WaitFor(t, "lag 0 on every partition", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "ready", 10*time.Second, r.ready)
+	testkit.WaitFor(t, "lag 0 on every partition", 10*time.Second, func() bool {
 		total := 0.0
-		for p := range testkit.Partitions {
+		for p := range stack.Partitions {
 			total += r.metric(`sink_lag_records{partition="` + strconv.Itoa(p) + `",topic="sensor-readings"}`)
 		}
 		return total == 0
@@ -201,7 +202,7 @@ func TestSinkWritesEveryReadingOnce(t *testing.T) {
 
 	// A second sink in the same group finds every offset committed: it writes nothing.
 	r2 := startSink(t, sinkEnv(k, certs, url))
-	kit.WaitFor(t, "second sink ready", 15*time.Second, r2.ready)
+	testkit.WaitFor(t, "second sink ready", 15*time.Second, r2.ready)
 	time.Sleep(time.Second)
 	if got := r2.metric("sink_records_total"); got != 0 {
 		t.Fatalf("a restarted sink consumed %v records again; offsets were not committed", got)
@@ -213,7 +214,7 @@ func TestSinkWritesEveryReadingOnce(t *testing.T) {
 // schema and writes everything.
 func TestSinkStartsBeforeTheDatabase(t *testing.T) {
 	certs := pki.New(t)
-	k := testkit.StartKafka(t, certs)
+	k := stack.StartKafka(t, certs)
 	c := pgcluster.ForTest(t)
 	url, err := c.CreateDatabase(context.Background(), "late")
 	if err != nil {
@@ -222,9 +223,9 @@ func TestSinkStartsBeforeTheDatabase(t *testing.T) {
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	devs := testkit.Devices(2)
+	devs := stack.Devices(2)
 	keys, vals := encoded(devs, 1, 100)
-	k.Produce(t, testkit.Topic, keys, vals...)
+	k.Produce(t, stack.Topic, keys, vals...)
 	r := startSink(t, sinkEnv(k, certs, url))
 	time.Sleep(time.Second)
 	if r.ready() {
@@ -233,6 +234,6 @@ func TestSinkStartsBeforeTheDatabase(t *testing.T) {
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	kit.WaitFor(t, "all rows", 30*time.Second, func() bool { return countOnly(url) == len(vals) })
-	kit.WaitFor(t, "ready", 10*time.Second, r.ready)
+	testkit.WaitFor(t, "all rows", 30*time.Second, func() bool { return countOnly(url) == len(vals) })
+	testkit.WaitFor(t, "ready", 10*time.Second, r.ready)
 }

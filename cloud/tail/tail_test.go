@@ -12,9 +12,9 @@ import (
 	"github.com/segmentio/kafka-go/sasl/plain"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
-	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
 	"github.com/edgepipe/sensorpipe/cloud/tail"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
 )
 
 // TestTailSkipsBadValues writes readings and garbage to a TLS+SASL kfake and
@@ -22,15 +22,15 @@ import (
 // skipped, never fatal.
 func TestTailSkipsBadValues(t *testing.T) {
 	certs := pki.New(t)
-	k := testkit.StartKafka(t, certs)
+	k := stack.StartKafka(t, certs)
 	w := &kafka.Writer{
-		Addr: kafka.TCP(k.Addr), Topic: testkit.Topic, Balancer: kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond,
-		Transport: &kafka.Transport{TLS: certs.Client(), SASL: plain.Mechanism{Username: testkit.KafkaUser, Password: testkit.KafkaSecret}},
+		Addr: kafka.TCP(k.Addr), Topic: stack.Topic, Balancer: kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond,
+		Transport: &kafka.Transport{TLS: certs.Client(), SASL: plain.Mechanism{Username: stack.KafkaUser, Password: stack.KafkaSecret}},
 	}
 	defer w.Close()
 	var msgs []kafka.Message
 	for s := uint64(1); s <= 3; s++ {
-		msgs = append(msgs, kafka.Message{Key: []byte("pi-1"), Value: reading.Encode(nil, testkit.Reading("pi-1", s))})
+		msgs = append(msgs, kafka.Message{Key: []byte("pi-1"), Value: reading.Encode(nil, stack.Reading("pi-1", s))})
 		msgs = append(msgs, kafka.Message{Key: []byte("pi-1"), Value: []byte(`{"not":"a reading"}`)})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -39,8 +39,8 @@ func TestTailSkipsBadValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{
-		"CONFLUENT_BOOTSTRAP_SERVER_SASL": k.Addr, "CONFLUENT_API_KEY": testkit.KafkaUser,
-		"CONFLUENT_API_SECRET": testkit.KafkaSecret, "KAFKA_CA_FILE": certs.CAFile,
+		"CONFLUENT_BOOTSTRAP_SERVER_SASL": k.Addr, "CONFLUENT_API_KEY": stack.KafkaUser,
+		"CONFLUENT_API_SECRET": stack.KafkaSecret, "KAFKA_CA_FILE": certs.CAFile,
 	}
 	for _, asJSON := range []bool{false, true} {
 		var out, errOut bytes.Buffer

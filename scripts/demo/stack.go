@@ -13,12 +13,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 )
 
 // proc is a child program whose output goes to a log file.
@@ -116,12 +116,12 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 	}
 	defer mq.Stop()
 	mqttAddr := mq.Addr
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, o.Topic, o.Topic+".dlq"))
+	kc, err := kafka.Start(kafka.Options{Topics: map[string]int32{o.Topic: 3, o.Topic + ".dlq": 3}})
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
-	defer kafka.Close()
-	kafkaAddr := kafka.ListenAddrs()[0]
+	defer kc.Close()
+	kafkaAddr := kc.Addr
 	fmt.Fprintf(out, "demo: MQTT broker on %s, Kafka on %s, logs and buffer in %s\n", mqttAddr, kafkaAddr, dir)
 
 	cfg := filepath.Join(dir, "agent.yaml")

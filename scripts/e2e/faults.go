@@ -188,11 +188,11 @@ func (in *injector) silentCut(ctx context.Context) error {
 func (in *injector) kafkaOutage(ctx context.Context) error {
 	d := in.s.opts.kafkaDown
 	f := in.begin("kafka-outage", fmt.Sprintf("every Kafka connection closed and new ones refused for %v", d))
-	in.s.kafka.Proxy().SetMode(tcpproxy.Refuse)
+	in.s.kafka.Cut()
 	if err := in.sleep(ctx, d); err != nil {
 		return err
 	}
-	in.s.kafka.Proxy().SetMode(tcpproxy.Pass)
+	in.s.kafka.Restore()
 	f.End = time.Now()
 	return nil
 }

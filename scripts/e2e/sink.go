@@ -55,7 +55,7 @@ func (s *stack) startSink(ctx context.Context) (string, error) {
 		name: "e2e-sink", argv: []string{s.bin("cloud-forwarder"), "sink"},
 		logPath: filepath.Join(s.dir, "e2e-sink.log"), timeBin: s.opts.timeBin,
 		env: []string{
-			"CONFLUENT_BOOTSTRAP_SERVER_SASL=" + s.kafka.Addr(),
+			"CONFLUENT_BOOTSTRAP_SERVER_SASL=" + s.kafka.Addr,
 			"CONFLUENT_API_KEY=" + kafkaUser,
 			"CONFLUENT_API_SECRET=" + kafkaPass,
 			"KAFKA_SECURITY_PROTOCOL=SASL_SSL",

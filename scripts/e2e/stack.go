@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/kafkasrv"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
@@ -41,7 +41,7 @@ type stack struct {
 	mosq   *proc
 	mqtt   string          // mosquitto's own address
 	link   *tcpproxy.Proxy // agent -> mosquitto
-	kafka  *kafkasrv.Server
+	kafka  *kafka.Cluster
 	agent  *proc
 	status string // agent status_listen
 	floor  uint64 // the agent's buffer's seq floor: its first seq is floor+1
@@ -50,8 +50,8 @@ type stack struct {
 	fwds   []*proc
 	reader topicread.Config
 	tr     *tracker
-	sink   *sinkStage // nil without PostgreSQL
-	dbNote string     // what the database step is, or why it was skipped
+	sink   *sinkStage         // nil without PostgreSQL
+	dbNote string             // what the database step is, or why it was skipped
 	stop   context.CancelFunc // stops the live reader
 	done   chan struct{}
 }
@@ -140,13 +140,13 @@ func (s *stack) startBroker(ctx context.Context) error {
 
 func (s *stack) startKafka(ctx context.Context) error {
 	var err error
-	s.kafka, err = kafkasrv.Start(kafkasrv.Options{TLS: s.certs.Server, User: kafkaUser, Password: kafkaPass,
-		Topics: []string{topic, topic + ".dlq"}, Partitions: partitions})
+	s.kafka, err = kafka.Start(kafka.Options{PKI: s.certs, User: kafkaUser, Password: kafkaPass,
+		Topics: map[string]int32{topic: partitions, topic + ".dlq": partitions}, Proxy: true})
 	if err != nil {
 		return err
 	}
-	s.reader = topicread.Config{Bootstrap: s.kafka.Addr(), TLS: s.certs.Client(), User: kafkaUser, Password: kafkaPass,
-		Topic: topic, Partitions: partitions, Redirect: map[string]string{s.kafka.Addr(): s.kafka.DirectAddr()}}
+	s.reader = topicread.Config{Bootstrap: s.kafka.Addr, TLS: s.certs.Client(), User: kafkaUser, Password: kafkaPass,
+		Topic: topic, Partitions: partitions, Redirect: map[string]string{s.kafka.Addr: s.kafka.DirectAddr()}}
 	s.tr = newTracker(deviceID)
 	rctx, cancel := context.WithCancel(ctx)
 	s.stop, s.done = cancel, make(chan struct{})
@@ -210,7 +210,7 @@ func (s *stack) startForwarders(ctx context.Context) error {
 				"FORWARDER_ID=" + id,
 				"FORWARDER_SHARE_GROUP=" + shareGroup,
 				"FORWARDER_LISTEN=" + listen,
-				"CONFLUENT_BOOTSTRAP_SERVER_SASL=" + s.kafka.Addr(),
+				"CONFLUENT_BOOTSTRAP_SERVER_SASL=" + s.kafka.Addr,
 				"CONFLUENT_API_KEY=" + kafkaUser,
 				"CONFLUENT_API_SECRET=" + kafkaPass,
 				"KAFKA_SECURITY_PROTOCOL=SASL_SSL",

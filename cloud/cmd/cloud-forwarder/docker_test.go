@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
 )
 
 // skipOrFail skips when a tool is missing, except in CI where it must be there.
@@ -57,11 +58,11 @@ func TestDockerImage(t *testing.T) {
 	}
 
 	certs := pki.New(t)
-	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{})
-	k := testkit.StartKafka(t, certs)
-	env := testkit.Env(b, k, certs, "fwd-docker")
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+	k := stack.StartKafka(t, certs)
+	env := stack.Env(b, k, certs, "fwd-docker")
 	env["HIVEMQ_CA_FILE"], env["KAFKA_CA_FILE"] = "/ca.pem", "/ca.pem"
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	env["FORWARDER_LISTEN"] = addr
 	name := "cloud-forwarder-test-" + strconv.Itoa(os.Getpid())
 	args := []string{"run", "--rm", "--name", name, "--network", "host", "-v", certs.CAFile + ":/ca.pem:ro"}
@@ -70,7 +71,7 @@ func TestDockerImage(t *testing.T) {
 	}
 	args = append(args, tag)
 	run := exec.Command("docker", args...)
-	logs := &syncBuffer{}
+	logs := &testkit.LogBuffer{}
 	run.Stdout, run.Stderr = logs, logs
 	if err := run.Start(); err != nil {
 		t.Fatal(err)
@@ -106,10 +107,10 @@ func TestDockerImage(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	devs := testkit.Devices(4)
-	pub := testkit.NewPublisher(t, b, certs, "pub-docker")
+	devs := stack.Devices(4)
+	pub := stack.NewPublisher(t, b, certs, "pub-docker")
 	pub.PublishReadings(t, devs, 1, 25)
-	recs := k.ReadN(t, testkit.Topic, 100, 30*time.Second, 100*time.Millisecond)
+	recs := k.ReadN(t, stack.Topic, 100, 30*time.Second, 100*time.Millisecond)
 	if len(recs) != 100 {
 		t.Fatalf("%d of 100 readings arrived from the container", len(recs))
 	}

@@ -1,18 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,65 +14,24 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
-	"github.com/edgepipe/sensorpipe/cloud/internal/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
 )
 
 // binPath is the cloud-forwarder binary built once by TestMain.
 var binPath string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "cloud-forwarder-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = filepath.Join(dir, "cloud-forwarder")
-	build := exec.Command("go", "build", "-o", binPath, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// syncBuffer collects a child's output safely.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	testkit.Main(m, &binPath, "github.com/edgepipe/sensorpipe/cloud/cmd/cloud-forwarder")
 }
 
 type proc struct {
 	cmd  *exec.Cmd
 	addr string
-	log  *syncBuffer
+	log  *testkit.LogBuffer
 	done chan error
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // spawn starts the real binary's run command with env and waits for /readyz.
@@ -91,7 +44,7 @@ func spawn(t *testing.T, env map[string]string) *proc {
 // listenKey says, and waits for /readyz.
 func spawnCmd(t *testing.T, command, listenKey string, env map[string]string) *proc {
 	t.Helper()
-	p := &proc{addr: freeAddr(t), log: &syncBuffer{}, done: make(chan error, 1)}
+	p := &proc{addr: testkit.FreeAddr(t), log: &testkit.LogBuffer{}, done: make(chan error, 1)}
 	env[listenKey] = p.addr
 	p.cmd = exec.Command(binPath, command)
 	p.cmd.Env = []string{"PATH=/usr/bin:/bin"}
@@ -130,14 +83,14 @@ func spawnCmd(t *testing.T, command, listenKey string, env map[string]string) *p
 // is missing; duplicates are allowed and counted.
 func TestCrashAndRestart(t *testing.T) {
 	certs := pki.New(t)
-	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{MaxInflight: 10000})
-	k := testkit.StartKafka(t, certs)
-	env := testkit.Env(b, k, certs, "fwd-crash")
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{MaxInflight: 10000})
+	k := stack.StartKafka(t, certs)
+	env := stack.Env(b, k, certs, "fwd-crash")
 	p1 := spawn(t, env)
 
-	devs := testkit.Devices(5)
+	devs := stack.Devices(5)
 	const n = 600
-	pub := testkit.NewPublisher(t, b, certs, "pub-crash")
+	pub := stack.NewPublisher(t, b, certs, "pub-crash")
 	published := make(chan struct{})
 	go func() {
 		defer close(published)
@@ -163,7 +116,7 @@ func TestCrashAndRestart(t *testing.T) {
 	<-published
 
 	p2 := spawn(t, env)
-	recs := k.ReadN(t, testkit.Topic, len(devs)*n, 60*time.Second, 500*time.Millisecond)
+	recs := k.ReadN(t, stack.Topic, len(devs)*n, 60*time.Second, 500*time.Millisecond)
 	seen := map[string]int{}
 	for _, r := range recs {
 		rd, err := reading.Decode(r.Value)
@@ -203,7 +156,7 @@ func TestCrashAndRestart(t *testing.T) {
 		t.Fatal("no exit within 10 s of SIGTERM")
 	}
 	t.Logf("SIGTERM to exit: %v", time.Since(start).Round(time.Millisecond))
-	for _, secret := range []string{testkit.MQTTPassword, testkit.KafkaSecret} {
+	for _, secret := range []string{stack.MQTTPassword, stack.KafkaSecret} {
 		if strings.Contains(p2.log.String(), secret) || strings.Contains(p1.log.String(), secret) {
 			t.Errorf("a secret appears in the log")
 		}
@@ -218,12 +171,12 @@ func TestCrashAndRestart(t *testing.T) {
 // still exits within 10 s (status 1), and after a restart nothing is missing.
 func TestSIGTERMWhileKafkaDown(t *testing.T) {
 	certs := pki.New(t)
-	b := testkit.StartBroker(t, certs, testkit.BrokerOptions{})
-	k := testkit.StartKafka(t, certs)
-	env := testkit.Env(b, k, certs, "fwd-term")
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+	k := stack.StartKafka(t, certs)
+	env := stack.Env(b, k, certs, "fwd-term")
 	p := spawn(t, env)
-	devs := testkit.Devices(3)
-	pub := testkit.NewPublisher(t, b, certs, "pub-term")
+	devs := stack.Devices(3)
+	pub := stack.NewPublisher(t, b, certs, "pub-term")
 	k.Cut()
 	pub.PublishReadings(t, devs, 1, 50)
 	time.Sleep(300 * time.Millisecond)
@@ -248,7 +201,7 @@ func TestSIGTERMWhileKafkaDown(t *testing.T) {
 	t.Logf("SIGTERM with Kafka down: exit 1 after %v", d.Round(time.Millisecond))
 	k.Restore()
 	spawn(t, env)
-	recs := k.ReadN(t, testkit.Topic, len(devs)*50, 30*time.Second, 200*time.Millisecond)
+	recs := k.ReadN(t, stack.Topic, len(devs)*50, 30*time.Second, 200*time.Millisecond)
 	if len(recs) < len(devs)*50 {
 		t.Fatalf("%d of %d readings after restart", len(recs), len(devs)*50)
 	}
@@ -314,22 +267,22 @@ func TestSinkKill9MidBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	certs := pki.New(t)
-	k := testkit.StartKafka(t, certs)
-	devs := testkit.Devices(8)
+	k := stack.StartKafka(t, certs)
+	devs := stack.Devices(8)
 	const n = 2500
 	var keys []string
 	var vals [][]byte
 	for s := uint64(1); s <= n; s++ {
 		for _, d := range devs {
 			keys = append(keys, d)
-			vals = append(vals, reading.Encode(nil, testkit.Reading(d, s)))
+			vals = append(vals, reading.Encode(nil, stack.Reading(d, s)))
 		}
 	}
-	k.Produce(t, testkit.Topic, keys, vals...)
+	k.Produce(t, stack.Topic, keys, vals...)
 	env := map[string]string{
 		"CONFLUENT_BOOTSTRAP_SERVER_SASL": k.Addr,
-		"CONFLUENT_API_KEY":               testkit.KafkaUser,
-		"CONFLUENT_API_SECRET":            testkit.KafkaSecret,
+		"CONFLUENT_API_KEY":               stack.KafkaUser,
+		"CONFLUENT_API_SECRET":            stack.KafkaSecret,
 		"KAFKA_CA_FILE":                   certs.CAFile,
 		"DATABASE_URL":                    url,
 		"SINK_BATCH_SIZE":                 "1000",

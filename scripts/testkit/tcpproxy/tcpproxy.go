@@ -1,5 +1,6 @@
-// Package tcpproxy is a TCP relay the e2e harness puts between two programs
-// so it can break the network between them the ways the field does:
+// Package tcpproxy is the fault TCP relay tests, benchmarks and the e2e
+// harness put between two programs so they can break the network between
+// them the ways the field does:
 //
 //   - Blackhole: every byte is silently dropped in both directions and no
 //     connection is closed, like a cable pulled or a NAT entry gone stale.
@@ -31,6 +32,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 )
 
@@ -100,6 +102,18 @@ func Listen(addr, target string) (*Proxy, error) {
 	p.wg.Add(1)
 	go p.serve()
 	return p, nil
+}
+
+// New starts a proxy on a free loopback port relaying to target; it closes
+// when the test ends.
+func New(tb testing.TB, target string) *Proxy {
+	tb.Helper()
+	p, err := Listen("127.0.0.1:0", target)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = p.Close() })
+	return p
 }
 
 // Addr is the host:port clients should dial.

@@ -1,0 +1,252 @@
+// Package kafka runs franz-go's kfake, a Kafka-protocol server in memory,
+// the way tests, benchmarks, the e2e harness and the demo need it: with TLS
+// and SASL PLAIN as in production (or plaintext), seeded topics, and
+// optionally a fault proxy in front whose address is the one the broker
+// advertises, so every client connection (bootstrap and broker) goes
+// through it and Kafka can be cut off without losing the records kfake
+// keeps. It also reads records back (kafka-go, as the forwarder's own
+// client family) and produces them (franz-go).
+//
+//	k := kafka.New(t, kafka.Options{PKI: certs, User: "key", Password: "secret",
+//		Topics: map[string]int32{"sensor-readings": 6}, Proxy: true})
+//	k.Cut()     // a Kafka outage: every connection closed, new ones refused
+//	k.Restore() // back
+package kafka
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	plainkgo "github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
+)
+
+// Options configures a cluster of one broker on 127.0.0.1.
+type Options struct {
+	// PKI, when set, serves TLS with its certificate; nil is PLAINTEXT.
+	PKI *pki.PKI
+	// User and Password, when set, require SASL PLAIN with this superuser.
+	User, Password string
+	// Topics are created at start: name -> partitions.
+	Topics map[string]int32
+	// Proxy routes every client connection through a fault proxy (Cut,
+	// Restore, Proxy); DirectAddr still reaches kfake itself.
+	Proxy bool
+}
+
+// Cluster is a running kfake cluster.
+type Cluster struct {
+	Cluster *kfake.Cluster
+	Addr    string // the bootstrap address clients use (the proxy's, with Options.Proxy)
+	direct  string
+	proxy   *tcpproxy.Proxy
+	o       Options
+}
+
+// New starts a cluster that closes when the test ends.
+func New(tb testing.TB, o Options) *Cluster {
+	tb.Helper()
+	c, err := Start(o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(c.Close)
+	return c
+}
+
+// advertised reports the proxy's address as its own, which is what kfake
+// puts in metadata responses.
+type advertised struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (a advertised) Addr() net.Addr { return a.addr }
+
+// Start starts a cluster, for programs; Close it.
+func Start(o Options) (*Cluster, error) {
+	c := &Cluster{o: o}
+	opts := []kfake.Opt{kfake.NumBrokers(1)}
+	if o.PKI != nil {
+		opts = append(opts, kfake.TLS(o.PKI.Server))
+	}
+	if o.User != "" {
+		opts = append(opts, kfake.EnableSASL(), kfake.Superuser("PLAIN", o.User, o.Password))
+	}
+	for t, n := range o.Topics {
+		opts = append(opts, kfake.SeedTopics(n, t))
+	}
+	if o.Proxy {
+		p, err := tcpproxy.Listen("127.0.0.1:0", "")
+		if err != nil {
+			return nil, fmt.Errorf("kafka proxy: %w", err)
+		}
+		proxyAddr, err := net.ResolveTCPAddr("tcp", p.Addr())
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		c.proxy = p
+		opts = append(opts, kfake.ListenFn(func(network, address string) (net.Listener, error) {
+			ln, err := net.Listen(network, address)
+			if err != nil {
+				return nil, err
+			}
+			c.direct = ln.Addr().String()
+			return advertised{Listener: ln, addr: proxyAddr}, nil
+		}))
+	}
+	kc, err := kfake.NewCluster(opts...)
+	if err != nil {
+		if c.proxy != nil {
+			c.proxy.Close()
+		}
+		return nil, fmt.Errorf("start kfake: %w", err)
+	}
+	c.Cluster = kc
+	if c.proxy != nil {
+		c.proxy.SetTarget(c.direct)
+		c.Addr = c.proxy.Addr()
+	} else {
+		c.Addr = kc.ListenAddrs()[0]
+		c.direct = c.Addr
+	}
+	return c, nil
+}
+
+// DirectAddr is kfake's own listener, for a client that must not be cut
+// off with the others (dial it in place of Addr).
+func (c *Cluster) DirectAddr() string { return c.direct }
+
+// Proxy is the proxy every client connection goes through (nil without
+// Options.Proxy).
+func (c *Cluster) Proxy() *tcpproxy.Proxy { return c.proxy }
+
+// Cut closes every Kafka connection and refuses new ones, as an outage
+// would. It needs Options.Proxy.
+func (c *Cluster) Cut() { c.mustProxy().SetMode(tcpproxy.Refuse) }
+
+// Restore accepts connections again after Cut.
+func (c *Cluster) Restore() { c.mustProxy().SetMode(tcpproxy.Pass) }
+
+func (c *Cluster) mustProxy() *tcpproxy.Proxy {
+	if c.proxy == nil {
+		panic("kafka: Cut and Restore need Options.Proxy")
+	}
+	return c.proxy
+}
+
+// Close stops the proxy and the cluster.
+func (c *Cluster) Close() {
+	if c.proxy != nil {
+		c.proxy.Close()
+	}
+	c.Cluster.Close()
+}
+
+// Record is one record read back from Kafka.
+type Record struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Key       string
+	Value     []byte
+	Time      time.Time
+	Headers   map[string]string
+}
+
+// ReadN reads records from topic with a kafka-go Reader (fresh group, from
+// the beginning) until n arrived or timeout passed, then keeps reading for
+// settle to catch extras (duplicates). It returns what it read.
+func (c *Cluster) ReadN(tb testing.TB, topic string, n int, timeout, settle time.Duration) []Record {
+	tb.Helper()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	r := kafkago.NewReader(kafkago.ReaderConfig{
+		Brokers: []string{c.Addr}, Topic: topic, GroupID: fmt.Sprintf("check-%x", b),
+		StartOffset: kafkago.FirstOffset, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 100 * time.Millisecond,
+		Dialer: c.dialer(),
+	})
+	defer r.Close()
+	var out []Record
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var settleCancel context.CancelFunc
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			break
+		}
+		hs := map[string]string{}
+		for _, h := range m.Headers {
+			hs[h.Key] = string(h.Value)
+		}
+		out = append(out, Record{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: string(m.Key),
+			Value: m.Value, Time: m.Time, Headers: hs})
+		if len(out) == n && settleCancel == nil {
+			cancel()
+			ctx, settleCancel = context.WithTimeout(context.Background(), settle)
+			defer settleCancel()
+		}
+	}
+	return out
+}
+
+func (c *Cluster) dialer() *kafkago.Dialer {
+	d := &kafkago.Dialer{Timeout: 5 * time.Second}
+	if c.o.PKI != nil {
+		d.TLS = c.o.PKI.Client()
+	}
+	if c.o.User != "" {
+		d.SASLMechanism = plain.Mechanism{Username: c.o.User, Password: c.o.Password}
+	}
+	return d
+}
+
+// Produce writes values to topic with franz-go (acks=all), keyed by
+// keys[i] when keys is not nil (the forwarder keys by device_id), and waits
+// until Kafka has them all.
+func (c *Cluster) Produce(tb testing.TB, topic string, keys []string, values ...[]byte) {
+	tb.Helper()
+	opts := []kgo.Opt{kgo.SeedBrokers(c.Addr), kgo.ProducerLinger(0), kgo.RecordRetries(5)}
+	if c.o.PKI != nil {
+		opts = append(opts, kgo.DialTLSConfig(c.o.PKI.Client()))
+	}
+	if c.o.User != "" {
+		opts = append(opts, kgo.SASL(plainkgo.Auth{User: c.o.User, Pass: c.o.Password}.AsMechanism()))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cl.Close()
+	recs := make([]*kgo.Record, len(values))
+	for i, v := range values {
+		recs[i] = &kgo.Record{Topic: topic, Value: v}
+		if keys != nil {
+			recs[i].Key = []byte(keys[i])
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		tb.Fatalf("produce to %s: %v", topic, err)
+	}
+}
+
+// Partition returns the partition the Java client's default partitioner
+// (murmur2, via franz-go's independent implementation) picks for key among
+// n partitions.
+func Partition(key string, n int) int {
+	return kgo.StickyKeyPartitioner(nil).ForTopic("").Partition(&kgo.Record{Key: []byte(key)}, n)
+}
