@@ -8,13 +8,13 @@ import (
 	"io"
 	"io/fs"
 	"math"
-	"net"
 	"os"
 	"strconv"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/edgepipe/sensorpipe/agent/bufhttp"
 	"github.com/edgepipe/sensorpipe/agent/cli"
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/buffer"
@@ -23,11 +23,6 @@ import (
 // LockTimeout is how long the command waits for the buffer file's lock
 // before concluding that the agent holds it.
 const LockTimeout = 500 * time.Millisecond
-
-const (
-	defaultListN = 20
-	maxListN     = 10000 // list holds them in memory, in the agent too when it answers; export streams
-)
 
 const usage = `usage: edge-agent buffer COMMAND [flags]
 
@@ -92,14 +87,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // parseArgs accepts flags before and after the command word.
 func parseArgs(args []string, stderr io.Writer) (*opts, error) {
-	o := &opts{n: defaultListN, to: math.MaxUint64, configPath: config.DefaultPath}
+	o := &opts{n: bufhttp.DefaultListN, to: math.MaxUint64, configPath: config.DefaultPath}
 	fs := flag.NewFlagSet("edge-agent buffer", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.db, "db", "", "")
 	fs.Func("config", "", func(s string) error { o.configPath, o.configSet = s, true; return nil })
 	fs.StringVar(&o.status, "status", "", "")
 	fs.BoolVar(&o.json, "json", false, "")
-	fs.IntVar(&o.n, "n", defaultListN, "")
+	fs.IntVar(&o.n, "n", bufhttp.DefaultListN, "")
 	fs.BoolVar(&o.newest, "newest", false, "")
 	fs.Uint64Var(&o.from, "from", 0, "")
 	fs.Uint64Var(&o.to, "to", math.MaxUint64, "")
@@ -155,8 +150,8 @@ func parseArgs(args []string, stderr io.Writer) (*opts, error) {
 		}
 	}
 	switch {
-	case o.cmd == "list" && (o.n <= 0 || o.n > maxListN):
-		return nil, bad(fmt.Errorf("-n must be between 1 and %d", maxListN))
+	case o.cmd == "list" && (o.n <= 0 || o.n > bufhttp.MaxListN):
+		return nil, bad(fmt.Errorf("-n must be between 1 and %d", bufhttp.MaxListN))
 	case o.cmd == "export" && o.from > o.to:
 		return nil, bad(fmt.Errorf("--from %d is after --to %d", o.from, o.to))
 	case o.cmd == "purge" && o.all == o.uptoSet:
@@ -216,7 +211,7 @@ func (o *opts) resolve() error {
 // source is where the data comes from: the file, or the running agent.
 type source struct {
 	buf    *buffer.Buffer // nil when the agent holds the file
-	remote *remote
+	remote *bufhttp.Client
 }
 
 func (s *source) close() {
@@ -248,11 +243,11 @@ func open(ctx context.Context, o *opts, remoteOK bool) (*source, error) {
 		return nil, fmt.Errorf("the agent holds %s (it is running) and its status endpoint is disabled (status_listen is empty); "+
 			"pass --status ADDR, or stop the agent (sudo systemctl stop edge-agent) to read the file", o.db)
 	}
-	r := newRemote(o.status)
-	if err := r.ping(ctx); err != nil {
+	r := bufhttp.NewClient(o.status)
+	if err := r.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("the agent holds %s (it is running), and its status endpoint %s did not answer: %w; "+
 			"check --status or the config's status_listen, or stop the agent (sudo systemctl stop edge-agent) to read the file",
-			o.db, r.base, err)
+			o.db, r.Base(), err)
 	}
 	return &source{remote: r}, nil
 }
@@ -262,16 +257,4 @@ var errAgentHolds = errors.New("the agent holds the buffer file")
 func agentHolds(o *opts, what string) error {
 	return fmt.Errorf("the agent holds %s (it is running); %s needs the file itself: "+
 		"stop the agent first (sudo systemctl stop edge-agent), then run this again", o.db, what)
-}
-
-// dialAddr turns a listen address (":9101", "0.0.0.0:9101") into one to dial.
-func dialAddr(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return listen
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/agent/bufcmd"
+	"github.com/edgepipe/sensorpipe/agent/bufhttp"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
@@ -315,8 +315,8 @@ func TestRunningAgent(t *testing.T) {
 	}
 	mux := http.NewServeMux()
 	// The publisher has sent 12 readings that wait for a confirmation.
-	mux.Handle("/buffer/", bufcmd.Handler(b, func() bufcmd.Delivery {
-		return bufcmd.Delivery{Mode: "kafka", SentUnconfirmed: 12, OldestUnconfirmed: time.Now().Add(-time.Minute)}
+	mux.Handle("/buffer/", bufhttp.Handler(b, func() bufhttp.Delivery {
+		return bufhttp.Delivery{Mode: "kafka", SentUnconfirmed: 12, OldestUnconfirmed: time.Now().Add(-time.Minute)}
 	}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
@@ -367,43 +367,3 @@ func TestRunningAgent(t *testing.T) {
 	}
 }
 
-func TestHandler(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "buffer.db")
-	b, err := buffer.Open(db, buffer.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	appendReadings(t, b, 5)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.StripPrefix("/buffer", bufcmd.Handler(b, nil)), ReadHeaderTimeout: time.Second}
-	go srv.Serve(ln)
-	defer srv.Close()
-	base := "http://" + ln.Addr().String() + "/buffer"
-	tests := []struct {
-		method, path string
-		code         int
-	}{
-		{"GET", "/stats", 200},
-		{"GET", "/list?n=2", 200},
-		{"GET", "/list?n=x", 400},
-		{"GET", "/export?from=2&to=3", 200},
-		{"GET", "/export?to=-1", 400},
-		{"GET", "/nope", 404},
-		{"POST", "/stats", 405},
-	}
-	for _, tt := range tests {
-		req, _ := http.NewRequest(tt.method, base+tt.path, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != tt.code {
-			t.Errorf("%s %s = %d, want %d", tt.method, tt.path, resp.StatusCode, tt.code)
-		}
-	}
-}

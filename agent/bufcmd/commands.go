@@ -18,6 +18,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/edgepipe/sensorpipe/agent/bufhttp"
 	"github.com/edgepipe/sensorpipe/agent/cli"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
@@ -29,11 +30,11 @@ func runStats(ctx context.Context, o *opts, stdout io.Writer) error {
 		return err
 	}
 	defer src.close()
-	var st Stats
+	var st bufhttp.Stats
 	if src.buf != nil {
 		st.Stats, err = src.buf.Stats()
 	} else {
-		st, err = src.remote.stats(ctx)
+		st, err = src.remote.Stats(ctx)
 	}
 	if err != nil {
 		return err
@@ -43,7 +44,7 @@ func runStats(ctx context.Context, o *opts, stdout io.Writer) error {
 	}
 	via := "file, agent not running"
 	if src.remote != nil {
-		via = "via the running agent at " + src.remote.base
+		via = "via the running agent at " + src.remote.Base()
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "buffer\t%s (%s)\n", o.db, via)
@@ -104,7 +105,7 @@ func runList(ctx context.Context, o *opts, stdout io.Writer) error {
 	defer src.close()
 	var lines [][]byte
 	if src.buf != nil {
-		recs, err := listRecords(src.buf, o.n, o.newest)
+		recs, err := bufhttp.ListRecords(src.buf, o.n, o.newest)
 		if err != nil {
 			return err
 		}
@@ -116,7 +117,7 @@ func runList(ctx context.Context, o *opts, stdout io.Writer) error {
 		if o.newest {
 			q.Set("newest", "1")
 		}
-		err := src.remote.lines(ctx, "/list", q, func(line []byte) error {
+		err := src.remote.Lines(ctx, "/list", q, func(line []byte) error {
 			lines = append(lines, bytes.Clone(line))
 			return nil
 		})
@@ -188,7 +189,7 @@ func runExport(ctx context.Context, o *opts, stdout io.Writer) error {
 		if o.to != math.MaxUint64 {
 			q.Set("to", strconv.FormatUint(o.to, 10))
 		}
-		err = src.remote.lines(ctx, "/export", q, write)
+		err = src.remote.Lines(ctx, "/export", q, write)
 	}
 	if ferr := bw.Flush(); err == nil {
 		err = ferr
@@ -197,17 +198,6 @@ func runExport(ctx context.Context, o *opts, stdout io.Writer) error {
 		return fmt.Errorf("export %s: %w (the output is incomplete)", o.db, err)
 	}
 	return nil
-}
-
-func eachLine(r io.Reader, fn func([]byte) error) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), reading.MaxPayload+1024)
-	for sc.Scan() {
-		if err := fn(sc.Bytes()); err != nil {
-			return err
-		}
-	}
-	return sc.Err()
 }
 
 // errVerifyFailed is returned (exit 1) when verify found problems.

@@ -1,7 +1,6 @@
 // Package bufcmd is `edge-agent buffer stats|list|export|verify|purge`, the
-// debug view of the agent's offline buffer, and the HTTP handler the agent
-// serves at /buffer/ on its status address so the command also works while
-// the agent holds the file.
+// debug view of the agent's offline buffer. While the agent holds the file
+// it asks the agent's /buffer/ endpoint instead (agent/bufhttp).
 //
 // The command opens the bbolt file read-only and waits at most half a
 // second for its lock. When the agent holds the lock, stats, list and

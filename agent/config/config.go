@@ -147,25 +147,58 @@ const maxUnconfirmed = 100_000
 // Path is the file the config was loaded from.
 func (c *Config) Path() string { return c.path }
 
+// The defaults, applied once: Default fills a config with them before the
+// YAML is decoded over it, and Parse then fills the per-sensor and derived
+// ones (applyDefaults). Validate changes nothing.
+const (
+	DefaultBufferPath     = "/var/lib/edge-agent/buffer.db"
+	DefaultMaxBytes       = ByteSize(256 << 20)
+	DefaultMaxAge         = 720 * time.Hour
+	DefaultTopicPrefix    = "sensors"
+	DefaultKeepAlive      = 30 * time.Second
+	DefaultMaxInflight    = 2000
+	DefaultDelivery       = DeliveryBroker // kafka once every forwarder confirms
+	DefaultConfirmTimeout = time.Minute
+	DefaultMaxUnconfirmed = 10_000
+	DefaultStatusListen   = "127.0.0.1:9101"
+	DefaultSysfsRoot      = "/sys"
+	DefaultLogFormat      = "auto"
+	// DefaultInterval is a sensor's poll interval when it gives none.
+	DefaultInterval = 10 * time.Second
+)
+
 // Default returns a config with every default set and no sensors.
 func Default() Config {
 	return Config{
 		Buffer: Buffer{
-			Path:     "/var/lib/edge-agent/buffer.db",
-			MaxBytes: 256 << 20,
-			MaxAge:   720 * time.Hour,
+			Path:     DefaultBufferPath,
+			MaxBytes: DefaultMaxBytes,
+			MaxAge:   DefaultMaxAge,
 		},
 		MQTT: MQTT{
-			TopicPrefix:    "sensors",
-			KeepAlive:      30 * time.Second,
-			MaxInflight:    2000,
-			Delivery:       DeliveryBroker, // kafka once every forwarder confirms
-			ConfirmTimeout: time.Minute,
-			MaxUnconfirmed: 10_000,
+			TopicPrefix:    DefaultTopicPrefix,
+			KeepAlive:      DefaultKeepAlive,
+			MaxInflight:    DefaultMaxInflight,
+			Delivery:       DefaultDelivery,
+			ConfirmTimeout: DefaultConfirmTimeout,
+			MaxUnconfirmed: DefaultMaxUnconfirmed,
 		},
-		StatusListen: "127.0.0.1:9101",
-		SysfsRoot:    "/sys",
-		LogFormat:    "auto",
+		StatusListen: DefaultStatusListen,
+		SysfsRoot:    DefaultSysfsRoot,
+		LogFormat:    DefaultLogFormat,
+	}
+}
+
+// applyDefaults fills what depends on the decoded file: a sensor's
+// interval, and the client id (the device id).
+func (c *Config) applyDefaults() {
+	for i := range c.Sensors {
+		if c.Sensors[i].Interval == 0 {
+			c.Sensors[i].Interval = DefaultInterval
+		}
+	}
+	if c.MQTT.ClientID == "" {
+		c.MQTT.ClientID = c.DeviceID
 	}
 }
 
@@ -195,6 +228,7 @@ func Parse(b []byte, getenv func(string) string) (*Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return nil, &Error{Key: "yaml", Msg: err.Error()}
 	}
+	c.applyDefaults()
 	if err := c.loadSecrets(getenv); err != nil {
 		return nil, err
 	}
@@ -220,7 +254,8 @@ func (c *Config) loadSecrets(getenv func(string) string) error {
 	return nil
 }
 
-// Validate checks every key and returns the first problem found.
+// Validate checks every key and returns the first problem found. It
+// changes nothing: the defaults are Parse's job.
 func (c *Config) Validate() error {
 	if len(c.Extra) > 0 {
 		return &Error{Key: sortedKeys(c.Extra)[0], Msg: "unknown key"}
@@ -232,8 +267,7 @@ func (c *Config) Validate() error {
 		return &Error{Key: "sensors", Msg: "at least one sensor is needed"}
 	}
 	seen := map[string]bool{}
-	for i := range c.Sensors {
-		s := &c.Sensors[i]
+	for i, s := range c.Sensors {
 		key := fmt.Sprintf("sensors[%d]", i)
 		if err := reading.CheckName(s.Name); err != nil {
 			return &Error{Key: key + ".name", Msg: err.Error()}
@@ -242,13 +276,10 @@ func (c *Config) Validate() error {
 			return &Error{Key: key + ".name", Msg: fmt.Sprintf("%q is used twice", s.Name)}
 		}
 		seen[s.Name] = true
-		if s.Interval == 0 {
-			s.Interval = 10 * time.Second
-		}
 		if s.Interval < 10*time.Millisecond {
 			return &Error{Key: key + ".interval", Msg: fmt.Sprintf("%v is too short (minimum 10ms)", s.Interval)}
 		}
-		if err := drivers.Check(*s); err != nil {
+		if err := drivers.Check(s); err != nil {
 			return &Error{Key: key, Msg: err.Error()}
 		}
 	}
@@ -260,9 +291,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Buffer.MaxAge <= 0 {
 		return &Error{Key: "buffer.max_age", Msg: "must be positive"}
-	}
-	if c.MQTT.ClientID == "" {
-		c.MQTT.ClientID = c.DeviceID
 	}
 	if err := c.MQTT.validate(); err != nil {
 		return err

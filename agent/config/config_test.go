@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/agent/config"
+	"github.com/edgepipe/sensorpipe/drivers"
 )
 
 func noEnv(string) string { return "" }
@@ -188,5 +189,35 @@ func TestSecretNeverPrints(t *testing.T) {
 	b, _ := json.Marshal(struct{ P config.Secret }{s})
 	if strings.Contains(string(b), "hunter2") {
 		t.Fatalf("secret in JSON: %s", b)
+	}
+}
+
+// TestValidateChangesNothing: defaults are applied once, by Parse;
+// Validate only reports (issue 10). A config whose interval or client id
+// were never defaulted is reported, not silently fixed.
+func TestValidateChangesNothing(t *testing.T) {
+	c, err := config.Parse([]byte(base), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Sensors[0].Interval != time.Second || c.MQTT.ClientID != "pi-1" {
+		t.Fatalf("Parse: interval %v, client id %q", c.Sensors[0].Interval, c.MQTT.ClientID)
+	}
+	raw := *c
+	raw.Sensors = []drivers.Spec{{Name: "sim-1", Driver: "sim"}} // no interval
+	raw.MQTT.ClientID = ""
+	before := fmt.Sprintf("%#v", raw)
+	err = raw.Validate()
+	if after := fmt.Sprintf("%#v", raw); after != before {
+		t.Fatalf("Validate changed the config:\nbefore %s\nafter  %s", before, after)
+	}
+	var ce *config.Error
+	if !errors.As(err, &ce) || ce.Key != "sensors[0].interval" {
+		t.Fatalf("Validate of a config without defaults = %v, want an error naming sensors[0].interval", err)
+	}
+	d := config.Default()
+	if d.MQTT.KeepAlive != config.DefaultKeepAlive || d.Buffer.Path != config.DefaultBufferPath ||
+		d.MQTT.Delivery != config.DefaultDelivery || d.StatusListen != config.DefaultStatusListen {
+		t.Fatalf("Default() does not use the named defaults: %+v", d)
 	}
 }

@@ -25,7 +25,7 @@ import (
 	// no CA bundle (minimal images); system roots win when present.
 	_ "golang.org/x/crypto/x509roots/fallback"
 
-	"github.com/edgepipe/sensorpipe/agent/bufcmd"
+	"github.com/edgepipe/sensorpipe/agent/bufhttp"
 	"github.com/edgepipe/sensorpipe/agent/cli"
 	"github.com/edgepipe/sensorpipe/agent/clock"
 	"github.com/edgepipe/sensorpipe/agent/config"
@@ -196,9 +196,9 @@ func (a *agent) run(ctx context.Context) (err error) {
 				}
 				return pub.Stalled()
 			},
-			Mounts: map[string]http.Handler{"/buffer/": bufcmd.Handler(a.buf, func() bufcmd.Delivery {
+			Mounts: map[string]http.Handler{"/buffer/": bufhttp.Handler(a.buf, func() bufhttp.Delivery {
 				d := pub.Delivery()
-				return bufcmd.Delivery{Mode: string(d.Mode), SentUnconfirmed: uint64(d.Unconfirmed),
+				return bufhttp.Delivery{Mode: string(d.Mode), SentUnconfirmed: uint64(d.Unconfirmed),
 					ConfirmedDeleting: uint64(d.Deleting), OldestUnconfirmed: d.OldestUnconfirmed, LastConfirm: d.LastConfirm}
 			})},
 			Logger: a.log,

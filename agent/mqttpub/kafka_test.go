@@ -219,7 +219,7 @@ func TestKafkaSubscribeRefused(t *testing.T) {
 	b := openBuffer(t)
 	appendN(t, b, 10)
 	var logs testkit.LogBuffer
-	r := start(t, b, mqttpub.Options{URL: br.URL(), Username: device, Password: "pw", Delivery: mqttpub.DeliveryKafka, Logger: logs.Logger()})
+	r := start(t, b, mqttpub.Options{URL: br.URL(), Username: device, Password: secret("pw"), Delivery: mqttpub.DeliveryKafka, Logger: logs.Logger()})
 	testkit.WaitFor(t, "a few connect attempts", 5*time.Second, func() bool { return testutil.ToFloat64(r.connErrs) >= 2 })
 	if out := logs.String(); !strings.Contains(out, "subscribe to its ack topic sensors/"+device+"/ack") {
 		t.Fatalf("no hint about the ack topic permission:\n%s", out)

@@ -20,7 +20,6 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/confirm"
 )
@@ -35,16 +34,20 @@ type Queue interface {
 	Wait(ctx context.Context, after uint64) error
 }
 
+// Secret is what the publisher needs of a password: its value, to send it
+// in CONNECT. The agent's config.Secret, which never prints, is one.
+type Secret interface{ Reveal() string }
+
 // Options configures a Publisher. Zero values mean the defaults noted.
 type Options struct {
-	URL         string        // ssl://host:8883, tls://, mqtts://, tcp://, mqtt://
-	ClientID    string        // fixed, for the broker's persistent session; default DeviceID
-	Username    string        // empty: no credentials
-	Password    config.Secret // never logged
-	CAFile      string        // PEM bundle; empty: system roots
-	TLS         *tls.Config   // overrides CAFile (tests); MinVersion is raised to 1.2
-	DeviceID    string        // topic level and status topic
-	TopicPrefix string        // default "sensors"
+	URL         string      // ssl://host:8883, tls://, mqtts://, tcp://, mqtt://
+	ClientID    string      // fixed, for the broker's persistent session; default DeviceID
+	Username    string      // empty: no credentials
+	Password    Secret      // nil: none; never logged
+	CAFile      string      // PEM bundle; empty: system roots
+	TLS         *tls.Config // overrides CAFile (tests); MinVersion is raised to 1.2
+	DeviceID    string      // topic level and status topic
+	TopicPrefix string      // default "sensors"
 
 	KeepAlive      time.Duration // default 30s
 	PingTimeout    time.Duration // default 10s
@@ -443,7 +446,7 @@ func (p *Publisher) logConnectError(err error, attempt int, delay time.Duration)
 	var cerr *tls.CertificateVerificationError
 	switch {
 	case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword), errors.Is(err, packets.ErrorRefusedNotAuthorised):
-		hint = "the broker refused the credentials: check mqtt.username and mqtt.password_file / " + config.PasswordEnv
+		hint = "the broker refused the credentials: check mqtt.username and the password (mqtt.password_file or its environment variable)"
 	case errors.As(err, &uerr), errors.As(err, &cerr):
 		hint = "the broker's certificate is not trusted: check mqtt.ca_file (empty means system roots)"
 	case errors.As(err, &herr):
@@ -515,7 +518,10 @@ func (p *Publisher) connect(ctx context.Context) (*session, error) {
 			}
 		})
 	if p.o.Username != "" {
-		o.SetUsername(p.o.Username).SetPassword(p.o.Password.Reveal())
+		o.SetUsername(p.o.Username)
+		if p.o.Password != nil {
+			o.SetPassword(p.o.Password.Reveal())
+		}
 	}
 	if p.o.Delivery == DeliveryKafka {
 		// Confirmations the persistent session queued arrive right after

@@ -1,4 +1,4 @@
-package bufcmd
+package bufhttp
 
 import (
 	"bufio"
@@ -68,6 +68,13 @@ func Handler(b *buffer.Buffer, delivery func() Delivery) http.Handler {
 
 var errBadQuery = errors.New("bad query")
 
+// List limits: list holds the readings in memory, in the agent too when it
+// answers; export streams.
+const (
+	DefaultListN = 20
+	MaxListN     = 10000
+)
+
 func serveStats(w http.ResponseWriter, b *buffer.Buffer, delivery func() Delivery) error {
 	bst, err := b.Stats()
 	if err != nil {
@@ -97,15 +104,15 @@ func queryUint(r *http.Request, key string, def uint64) (uint64, error) {
 }
 
 func serveList(w http.ResponseWriter, r *http.Request, b *buffer.Buffer) error {
-	n, err := queryUint(r, "n", defaultListN)
+	n, err := queryUint(r, "n", DefaultListN)
 	if err != nil {
 		return err
 	}
-	if n > maxListN {
-		return fmt.Errorf("%w: n is limited to %d (use export)", errBadQuery, maxListN)
+	if n > MaxListN {
+		return fmt.Errorf("%w: n is limited to %d (use export)", errBadQuery, MaxListN)
 	}
 	newest, _ := strconv.ParseBool(r.URL.Query().Get("newest"))
-	recs, err := listRecords(b, int(n), newest)
+	recs, err := ListRecords(b, int(n), newest)
 	if err != nil {
 		return err
 	}
@@ -146,8 +153,8 @@ func serveExport(w http.ResponseWriter, r *http.Request, b *buffer.Buffer) error
 	return bw.Flush()
 }
 
-// listRecords returns n records, oldest first: the oldest n, or the newest n.
-func listRecords(b *buffer.Buffer, n int, newest bool) ([]buffer.Record, error) {
+// ListRecords returns n records, oldest first: the oldest n, or the newest n.
+func ListRecords(b *buffer.Buffer, n int, newest bool) ([]buffer.Record, error) {
 	if !newest {
 		return b.Peek(0, n)
 	}
