@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/proc"
 )
 
 // database is the demo's last step when PostgreSQL is installed: a
@@ -20,7 +21,7 @@ import (
 type database struct {
 	cluster *pgcluster.Cluster
 	url     string
-	sink    *proc
+	sink    *proc.Proc
 }
 
 // startDatabase starts the cluster and the sink, or returns nil, nil (after
@@ -96,7 +97,7 @@ func (d *database) waitRows(ctx context.Context, want int, wait time.Duration) (
 func (d *database) close() error {
 	var err error
 	if d.sink != nil {
-		err = d.sink.stop(10 * time.Second)
+		err = stop(d.sink, 10*time.Second)
 	}
 	return errors.Join(err, d.cluster.Remove())
 }

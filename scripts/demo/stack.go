@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,71 +18,22 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/proc"
 )
 
-// proc is a child program whose output goes to a log file.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error
+// start runs bin as a child whose output goes to logPath. A demo that dies
+// without stopping it has the kernel send it SIGTERM, so it does not linger.
+func start(name, bin string, args, env []string, logPath string) (*proc.Proc, error) {
+	p := &proc.Proc{Name: name, Argv: append([]string{bin}, args...), Env: env, LogPath: logPath, DeathSignal: syscall.SIGTERM}
+	return p, p.Start()
 }
 
-func start(name, bin string, args, env []string, logPath string) (*proc, error) {
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
+// stop sends SIGTERM, kills after grace, and reports how the program ended.
+func stop(p *proc.Proc, grace time.Duration) error {
+	if err := p.Stop(grace); err != nil {
+		return err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// stop sends SIGTERM and waits, killing after grace.
-func (p *proc) stop(grace time.Duration) error {
-	select {
-	case <-p.done:
-		return p.exitErr()
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s did not stop within %v after SIGTERM; killed", p.name, grace)
-	}
-	return p.exitErr()
-}
-
-func (p *proc) exitErr() error {
-	if p.err == nil {
-		return nil
-	}
-	b, _ := os.ReadFile(p.log)
-	return fmt.Errorf("%s: %v; last log lines:\n%s", p.name, p.err, tail(b, 15))
-}
-
-func tail(b []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "  " + strings.Join(lines, "\n  ")
+	return p.ExitErr()
 }
 
 func agentConfig(o Options, dir, mqttAddr string) string {
@@ -139,13 +89,13 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer fwd.stop(10 * time.Second) //nolint:errcheck // stopped explicitly below; this is the error path
+	defer stop(fwd, 10*time.Second) //nolint:errcheck // stopped explicitly below; this is the error path
 	agent, err := start("edge-agent", filepath.Join(o.BinDir, "edge-agent"), []string{"run", "--config", cfg},
 		nil, filepath.Join(dir, "edge-agent.log"))
 	if err != nil {
 		return nil, err
 	}
-	defer agent.stop(10 * time.Second) //nolint:errcheck // as above
+	defer stop(agent, 10*time.Second) //nolint:errcheck // as above
 	var db *database
 	if !o.NoDB {
 		if db, err = startDatabase(ctx, o, dir, kafkaAddr, out); err != nil {
@@ -181,17 +131,17 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 	case <-ctx.Done():
 		fmt.Fprintln(out, "\ndemo: stopping")
 	case <-timeout:
-	case <-agent.done:
-		return sum.Finish(), agent.exitErr()
-	case <-fwd.done:
-		return sum.Finish(), fwd.exitErr()
+	case <-agent.Done():
+		return sum.Finish(), agent.ExitErr()
+	case <-fwd.Done():
+		return sum.Finish(), fwd.ExitErr()
 	case <-dbDone(db):
-		return sum.Finish(), db.sink.exitErr()
+		return sum.Finish(), db.sink.ExitErr()
 	}
 
 	// Stop taking readings, then let the forwarder drain what the agent
 	// published; what the agent had not yet published stays in its buffer.
-	if err := agent.stop(15 * time.Second); err != nil {
+	if err := stop(agent, 15*time.Second); err != nil {
 		return sum.Finish(), err
 	}
 	buffered, floor, last, err := bufferContents(filepath.Join(dir, "buffer.db"))
@@ -203,7 +153,7 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 	for sum.Outstanding() > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	ferr := fwd.stop(15 * time.Second)
+	ferr := stop(fwd, 15*time.Second)
 	res := sum.Finish()
 	if db != nil {
 		n, err := db.waitRows(context.WithoutCancel(ctx), res.Delivered, 15*time.Second)
@@ -226,7 +176,7 @@ func dbDone(db *database) <-chan struct{} {
 	if db == nil {
 		return nil
 	}
-	return db.sink.done
+	return db.sink.Done()
 }
 
 // bufferContents returns the seqs still in the agent's buffer, the floor

@@ -98,7 +98,7 @@ func (in *injector) brokerRestart(ctx context.Context) error {
 	}
 	f := in.begin("broker-restart", what)
 	logFrom := fileSize(brokerLog(in.s.dir))
-	if err := in.s.mosq.stop(10 * time.Second); err != nil {
+	if err := in.s.mosq.Stop(10 * time.Second); err != nil {
 		return err
 	}
 	if in.s.opts.brokerHold {
@@ -114,7 +114,7 @@ func (in *injector) brokerRestart(ctx context.Context) error {
 	if in.s.opts.brokerHold {
 		var subs []string
 		for _, p := range in.s.fwds {
-			subs = append(subs, p.name+" 1 $share/")
+			subs = append(subs, p.Name+" 1 $share/")
 		}
 		err := waitLog(ctx, brokerLog(in.s.dir), logFrom, subs, 30*time.Second)
 		in.s.link.SetMode(tcpproxy.Pass)
@@ -205,7 +205,7 @@ func (in *injector) restartAgent(ctx context.Context, f *fault) error {
 
 func (in *injector) agentKill(ctx context.Context) error {
 	f := in.begin("agent-kill-1", "edge-agent killed with SIGKILL while publishing, restarted 2s later")
-	if err := in.s.agent.kill9(); err != nil {
+	if err := in.s.agent.Kill9(); err != nil {
 		return err
 	}
 	if err := in.sleep(ctx, 2*time.Second); err != nil {
@@ -216,7 +216,7 @@ func (in *injector) agentKill(ctx context.Context) error {
 
 func (in *injector) agentKillTwice(ctx context.Context) error {
 	f := in.begin("agent-kill-2", "edge-agent killed with SIGKILL, down 5s, restarted")
-	if err := in.s.agent.kill9(); err != nil {
+	if err := in.s.agent.Kill9(); err != nil {
 		return err
 	}
 	if err := in.sleep(ctx, 5*time.Second); err != nil {
@@ -231,7 +231,7 @@ func (in *injector) agentKillTwice(ctx context.Context) error {
 	}
 	f.Settled = time.Now() // not caught up: the next kill interrupts its drain on purpose
 	f = in.begin("agent-kill-3", "edge-agent killed with SIGKILL 0.7s after the previous restart, mid-backlog; restarted 1s later")
-	if err := in.s.agent.kill9(); err != nil {
+	if err := in.s.agent.Kill9(); err != nil {
 		return err
 	}
 	if err := in.sleep(ctx, time.Second); err != nil {
@@ -242,15 +242,15 @@ func (in *injector) agentKillTwice(ctx context.Context) error {
 
 func (in *injector) forwarderKill(ctx context.Context) error {
 	p := in.s.fwds[0]
-	f := in.begin("forwarder-kill", p.name+" killed with SIGKILL (unacked MQTT messages in flight), restarted 5s later")
-	if err := p.kill9(); err != nil {
+	f := in.begin("forwarder-kill", p.Name+" killed with SIGKILL (unacked MQTT messages in flight), restarted 5s later")
+	if err := p.Kill9(); err != nil {
 		return err
 	}
 	if err := in.sleep(ctx, 5*time.Second); err != nil {
 		return err
 	}
 	f.End = time.Now()
-	if err := p.start(); err != nil {
+	if err := p.Start(); err != nil {
 		return err
 	}
 	return nil
@@ -263,7 +263,7 @@ func (in *injector) fullBuffer(ctx context.Context) error {
 	if err := in.sleep(ctx, d); err != nil {
 		return err
 	}
-	if err := in.s.agent.stop(20 * time.Second); err != nil {
+	if err := in.s.agent.Stop(20 * time.Second); err != nil {
 		return err
 	}
 	st, err := in.s.readBufferStats(ctx)

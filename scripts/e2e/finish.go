@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tally"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/proc"
 )
 
 // finish stops the agent cleanly, lets the forwarders drain, stops
@@ -34,9 +35,9 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	rep.Problems = append(rep.Problems, in.problems...)
 
 	s.log.Info("stopping the agent (SIGTERM)")
-	if err := s.agent.stop(30 * time.Second); err != nil {
+	if err := s.agent.Stop(30 * time.Second); err != nil {
 		problem("%v", err)
-	} else if st := s.agent.exitStatus(); st != "exit 0" {
+	} else if st := s.agent.ExitStatus(); st != "exit 0" {
 		problem("edge-agent ended with %q after SIGTERM; want exit 0", st)
 	}
 	st, statsErr := s.readBufferStats(ctx)
@@ -55,11 +56,11 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 		problem("drain after the agent stopped: %v", err)
 	}
 	for _, f := range s.fwds {
-		if err := f.stop(20 * time.Second); err != nil {
+		if err := f.Stop(20 * time.Second); err != nil {
 			problem("%v", err)
 		}
 	}
-	if err := s.mosq.stop(10 * time.Second); err != nil {
+	if err := s.mosq.Stop(10 * time.Second); err != nil {
 		problem("%v", err)
 	}
 
@@ -169,8 +170,8 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	rep.LatencyCalm = latencyOf(tl.Latencies(calm...))
 	rep.Taken, rep.Throughput = rates(ds, drain)
 
-	for _, p := range append(append([]*proc{s.agent}, s.fwds...), s.sinkProcs()...) {
-		rep.PeakRSSKiB[p.name] = p.peakRSSKB()
+	for _, p := range append(append([]*proc.Proc{s.agent}, s.fwds...), s.sinkProcs()...) {
+		rep.PeakRSSKiB[p.Name] = p.PeakRSSKB()
 	}
 	rep.RSSFrom = "not measured (no GNU time; -time flag)"
 	if s.opts.timeBin != "" {

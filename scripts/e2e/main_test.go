@@ -52,15 +52,6 @@ func TestSensorPlan(t *testing.T) {
 	}
 }
 
-func TestParseTimeRSS(t *testing.T) {
-	if got := parseTimeRSS("testdata/time-v.txt"); got != 33104 {
-		t.Fatalf("parseTimeRSS = %d KiB, want 33104", got)
-	}
-	if got := parseTimeRSS("testdata/absent"); got != 0 {
-		t.Fatalf("parseTimeRSS(absent) = %d, want 0", got)
-	}
-}
-
 func TestRates(t *testing.T) {
 	t0 := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
 	var ds []tally.Delivery

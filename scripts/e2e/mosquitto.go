@@ -9,15 +9,16 @@ import (
 
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/proc"
 )
 
 // mqttUser is one account in the broker's password file.
 type mqttUser struct{ name, password string }
 
-// newMosquitto writes a broker config for a TLS listener on port with a
+// newMosquitto writes a broker config for a TLS listener on addr with a
 // password file and on-disk persistence, and returns the (not yet started)
 // broker process.
-func newMosquitto(dir string, port int, certs *pki.PKI, users []mqttUser) (*proc, error) {
+func newMosquitto(dir, addr string, certs *pki.PKI, users []mqttUser) (*proc.Proc, error) {
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		return nil, fmt.Errorf("mosquitto is not installed (apt-get install mosquitto mosquitto-clients): %w", err)
@@ -27,7 +28,7 @@ func newMosquitto(dir string, port int, certs *pki.PKI, users []mqttUser) (*proc
 		pw[u.name] = u.password
 	}
 	confPath, err := broker.MosquittoConfig{
-		Addr: fmt.Sprintf("127.0.0.1:%d", port), Dir: dir, PKI: certs, Users: pw,
+		Addr: addr, Dir: dir, PKI: certs, Users: pw,
 		Persist: true,
 		// A file log is flushed line by line (stdout to a file is not), so
 		// the harness can watch it for the forwarders' re-subscribe.
@@ -37,7 +38,7 @@ func newMosquitto(dir string, port int, certs *pki.PKI, users []mqttUser) (*proc
 	if err != nil {
 		return nil, err
 	}
-	return &proc{name: "mosquitto", argv: []string{bin, "-c", confPath}, logPath: filepath.Join(dir, "mosquitto.log")}, nil
+	return &proc.Proc{Name: "mosquitto", Argv: []string{bin, "-c", confPath}, LogPath: filepath.Join(dir, "mosquitto.log")}, nil
 }
 
 // brokerLog is the log file newMosquitto configures.

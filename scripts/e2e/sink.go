@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/proc"
 )
 
 // sinkStage is the pipeline's last step: a throwaway PostgreSQL cluster and
@@ -19,7 +21,7 @@ import (
 type sinkStage struct {
 	cluster *pgcluster.Cluster
 	url     string
-	proc    *proc
+	proc    *proc.Proc
 }
 
 // startSink starts the database step, or returns nil with the reason when
@@ -46,15 +48,14 @@ func (s *stack) startSink(ctx context.Context) (string, error) {
 	if st.url, err = c.CreateDatabase(ctx, "sensorpipe"); err != nil {
 		return "", err
 	}
-	port, err := freePort()
+	listen, err := testkit.PickAddr()
 	if err != nil {
 		return "", err
 	}
-	listen := fmt.Sprintf("127.0.0.1:%d", port)
-	st.proc = &proc{
-		name: "e2e-sink", argv: []string{s.bin("cloud-forwarder"), "sink"},
-		logPath: filepath.Join(s.dir, "e2e-sink.log"), timeBin: s.opts.timeBin,
-		env: []string{
+	st.proc = &proc.Proc{
+		Name: "e2e-sink", Argv: []string{s.bin("cloud-forwarder"), "sink"},
+		LogPath: filepath.Join(s.dir, "e2e-sink.log"), TimeBin: s.opts.timeBin,
+		Env: []string{
 			"CONFLUENT_BOOTSTRAP_SERVER_SASL=" + s.kafka.Addr,
 			"CONFLUENT_API_KEY=" + kafkaUser,
 			"CONFLUENT_API_SECRET=" + kafkaPass,
@@ -65,10 +66,10 @@ func (s *stack) startSink(ctx context.Context) (string, error) {
 			"SINK_LISTEN=" + listen,
 		},
 	}
-	if err := st.proc.start(); err != nil {
+	if err := st.proc.Start(); err != nil {
 		return "", err
 	}
-	if err := waitListening(ctx, st.proc, listen, 20*time.Second); err != nil {
+	if err := proc.WaitListening(ctx, st.proc, listen, 20*time.Second); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("cloud-forwarder sink -> PostgreSQL (%s, 127.0.0.1:%d)", bin, c.Port), nil
@@ -98,7 +99,7 @@ func (s *stack) drainSink(ctx context.Context, want int, d time.Duration) (rows,
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if serr := s.sink.proc.stop(20 * time.Second); serr != nil && err == nil {
+	if serr := s.sink.proc.Stop(20 * time.Second); serr != nil && err == nil {
 		err = serr
 	}
 	return rows, distinct, err
@@ -107,7 +108,7 @@ func (s *stack) drainSink(ctx context.Context, want int, d time.Duration) (rows,
 // close stops the sink and removes the cluster.
 func (st *sinkStage) close() {
 	if st.proc != nil {
-		st.proc.destroy()
+		st.proc.Destroy()
 	}
 	_ = st.cluster.Remove()
 }

@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/proc"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
@@ -38,16 +40,16 @@ type stack struct {
 	log    *slog.Logger
 	dir    string
 	certs  *pki.PKI
-	mosq   *proc
+	mosq   *proc.Proc
 	mqtt   string          // mosquitto's own address
 	link   *tcpproxy.Proxy // agent -> mosquitto
 	kafka  *kafka.Cluster
-	agent  *proc
+	agent  *proc.Proc
 	status string // agent status_listen
 	floor  uint64 // the agent's buffer's seq floor: its first seq is floor+1
 	bufDB  string
 	cfg    string // agent config path
-	fwds   []*proc
+	fwds   []*proc.Proc
 	reader topicread.Config
 	tr     *tracker
 	sink   *sinkStage         // nil without PostgreSQL
@@ -98,8 +100,8 @@ func (s *stack) start(ctx context.Context) error {
 	if s.dbNote, err = s.startSink(ctx); err != nil {
 		return fmt.Errorf("database step: %w", err)
 	}
-	s.agent = &proc{name: "edge-agent", argv: []string{s.bin("edge-agent"), "run", "--config", s.cfg},
-		logPath: filepath.Join(s.dir, "edge-agent.log"), timeBin: s.opts.timeBin}
+	s.agent = &proc.Proc{Name: "edge-agent", Argv: []string{s.bin("edge-agent"), "run", "--config", s.cfg},
+		LogPath: filepath.Join(s.dir, "edge-agent.log"), TimeBin: s.opts.timeBin}
 	if err := s.startAgent(ctx); err != nil {
 		return err
 	}
@@ -119,12 +121,11 @@ func (s *stack) start(ctx context.Context) error {
 }
 
 func (s *stack) startMosquitto(ctx context.Context) error {
-	port, err := freePort()
-	if err != nil {
+	var err error
+	if s.mqtt, err = testkit.PickAddr(); err != nil {
 		return err
 	}
-	s.mqtt = fmt.Sprintf("127.0.0.1:%d", port)
-	s.mosq, err = newMosquitto(s.dir, port, s.certs, []mqttUser{{agentUser, agentPass}, {fwdUser, fwdPass}})
+	s.mosq, err = newMosquitto(s.dir, s.mqtt, s.certs, []mqttUser{{agentUser, agentPass}, {fwdUser, fwdPass}})
 	if err != nil {
 		return err
 	}
@@ -132,10 +133,10 @@ func (s *stack) startMosquitto(ctx context.Context) error {
 }
 
 func (s *stack) startBroker(ctx context.Context) error {
-	if err := s.mosq.start(); err != nil {
+	if err := s.mosq.Start(); err != nil {
 		return err
 	}
-	return waitListening(ctx, s.mosq, s.mqtt, 10*time.Second)
+	return proc.WaitListening(ctx, s.mosq, s.mqtt, 10*time.Second)
 }
 
 func (s *stack) startKafka(ctx context.Context) error {
@@ -160,11 +161,10 @@ func (s *stack) startKafka(ctx context.Context) error {
 }
 
 func (s *stack) writeAgentConfig() error {
-	port, err := freePort()
-	if err != nil {
+	var err error
+	if s.status, err = testkit.PickAddr(); err != nil {
 		return err
 	}
-	s.status = fmt.Sprintf("127.0.0.1:%d", port)
 	s.bufDB = filepath.Join(s.dir, "agent", "buffer.db")
 	pwFile := filepath.Join(s.dir, "agent-mqtt-password")
 	if err := os.WriteFile(pwFile, []byte(agentPass+"\n"), 0o600); err != nil {
@@ -185,24 +185,23 @@ func (s *stack) writeAgentConfig() error {
 }
 
 func (s *stack) startAgent(ctx context.Context) error {
-	if err := s.agent.start(); err != nil {
+	if err := s.agent.Start(); err != nil {
 		return err
 	}
-	return waitListening(ctx, s.agent, s.status, 20*time.Second)
+	return proc.WaitListening(ctx, s.agent, s.status, 20*time.Second)
 }
 
 func (s *stack) startForwarders(ctx context.Context) error {
 	for i := range s.opts.forwarders {
-		port, err := freePort()
+		listen, err := testkit.PickAddr()
 		if err != nil {
 			return err
 		}
 		id := fmt.Sprintf("e2e-fwd-%c", 'a'+i)
-		listen := fmt.Sprintf("127.0.0.1:%d", port)
-		p := &proc{
-			name: id, argv: []string{s.bin("cloud-forwarder"), "run"},
-			logPath: filepath.Join(s.dir, id+".log"), timeBin: s.opts.timeBin,
-			env: []string{
+		p := &proc.Proc{
+			Name: id, Argv: []string{s.bin("cloud-forwarder"), "run"},
+			LogPath: filepath.Join(s.dir, id+".log"), TimeBin: s.opts.timeBin,
+			Env: []string{
 				"HIVEMQ_URL=ssl://" + s.mqtt,
 				"HIVEMQ_USERNAME=" + fwdUser,
 				"HIVEMQ_PASSWORD=" + fwdPass,
@@ -219,10 +218,10 @@ func (s *stack) startForwarders(ctx context.Context) error {
 			},
 		}
 		s.fwds = append(s.fwds, p)
-		if err := p.start(); err != nil {
+		if err := p.Start(); err != nil {
 			return err
 		}
-		if err := waitListening(ctx, p, listen, 20*time.Second); err != nil {
+		if err := proc.WaitListening(ctx, p, listen, 20*time.Second); err != nil {
 			return err
 		}
 	}
@@ -232,10 +231,10 @@ func (s *stack) startForwarders(ctx context.Context) error {
 // checkAlive fails if a program died without the harness killing it.
 func (s *stack) checkAlive() error {
 	var errs []error
-	for _, p := range append(append([]*proc{s.mosq, s.agent}, s.fwds...), s.sinkProcs()...) {
-		if p != nil && !p.running() {
+	for _, p := range append(append([]*proc.Proc{s.mosq, s.agent}, s.fwds...), s.sinkProcs()...) {
+		if p != nil && !p.Running() {
 			errs = append(errs, fmt.Errorf("%s exited unexpectedly (%s); last lines of %s:\n%s",
-				p.name, p.exitStatus(), p.logPath, p.logTail(15)))
+				p.Name, p.ExitStatus(), p.LogPath, p.LogTail(15)))
 		}
 	}
 	return errors.Join(errs...)
@@ -244,18 +243,18 @@ func (s *stack) checkAlive() error {
 // diagnose gathers the last log lines of every program, for a failure message.
 func (s *stack) diagnose() string {
 	var b strings.Builder
-	for _, p := range append(append([]*proc{s.mosq, s.agent}, s.fwds...), s.sinkProcs()...) {
+	for _, p := range append(append([]*proc.Proc{s.mosq, s.agent}, s.fwds...), s.sinkProcs()...) {
 		if p == nil {
 			continue
 		}
 		state := "running"
-		if !p.running() {
-			state = p.exitStatus()
+		if !p.Running() {
+			state = p.ExitStatus()
 		}
-		fmt.Fprintf(&b, "--- %s (%s), last lines of %s:\n%s\n", p.name, state, p.logPath, p.logTail(10))
+		fmt.Fprintf(&b, "--- %s (%s), last lines of %s:\n%s\n", p.Name, state, p.LogPath, p.LogTail(10))
 	}
-	broker := &proc{logPath: brokerLog(s.dir)}
-	fmt.Fprintf(&b, "--- broker log %s:\n%s\n", broker.logPath, broker.logTail(10))
+	broker := &proc.Proc{LogPath: brokerLog(s.dir)}
+	fmt.Fprintf(&b, "--- broker log %s:\n%s\n", broker.LogPath, broker.LogTail(10))
 	return b.String()
 }
 
@@ -311,9 +310,9 @@ func (s *stack) readBufferStats(ctx context.Context) (bufferStats, error) {
 
 // close stops everything still running.
 func (s *stack) close() {
-	for _, p := range append([]*proc{s.agent, s.mosq}, s.fwds...) {
+	for _, p := range append([]*proc.Proc{s.agent, s.mosq}, s.fwds...) {
 		if p != nil {
-			p.destroy()
+			p.Destroy()
 		}
 	}
 	if s.sink != nil {
@@ -332,9 +331,9 @@ func (s *stack) close() {
 }
 
 // sinkProcs is the sink's process, if the run has one.
-func (s *stack) sinkProcs() []*proc {
+func (s *stack) sinkProcs() []*proc.Proc {
 	if s.sink == nil || s.sink.proc == nil {
 		return nil
 	}
-	return []*proc{s.sink.proc}
+	return []*proc.Proc{s.sink.proc}
 }
