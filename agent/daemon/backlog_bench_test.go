@@ -22,25 +22,6 @@ import (
 // backlogN is the backlog the drain benchmarks build or prefill.
 const backlogN = 100_000
 
-// benchRTTs are the round trips to the broker the drain runs at:
-// BENCH_RTTS, in milliseconds, default "0 20 50".
-func benchRTTs(b *testing.B) []time.Duration {
-	b.Helper()
-	spec := os.Getenv("BENCH_RTTS")
-	if spec == "" {
-		spec = "0 20 50"
-	}
-	var out []time.Duration
-	for _, f := range strings.Fields(spec) {
-		ms, err := strconv.Atoi(f)
-		if err != nil || ms < 0 {
-			b.Fatalf("BENCH_RTTS: %q is not a number of milliseconds", f)
-		}
-		out = append(out, time.Duration(ms)*time.Millisecond)
-	}
-	return out
-}
-
 // benchLink is a TLS mosquitto with a password file behind a proxy that
 // can refuse the agent or put the broker at a distance.
 type benchLink struct {
@@ -229,7 +210,7 @@ func BenchmarkBacklog(b *testing.B) {
 				backlogN, p1-p0, end.Sub(start).Round(time.Millisecond), a.peakAnon, a.lastHWM)
 		}
 	})
-	for _, rtt := range benchRTTs(b) {
+	for _, rtt := range testkit.BenchRTTs(b) {
 		b.Run(fmt.Sprintf("drain/broker_rtt=%dms", rtt.Milliseconds()), func(b *testing.B) {
 			for b.Loop() {
 				db := filepath.Join(b.TempDir(), "buffer.db")

@@ -137,7 +137,7 @@ func TestBinarySystemdLifecycle(t *testing.T) {
 
 	cmd := exec.Command(agentBin, "run", "--config", cfgPath)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=200000")
-	var stderr syncBuf
+	var stderr testkit.LogBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -297,7 +297,7 @@ sensors: [{name: sim-1, driver: sim, interval: 50ms}]
 `, filepath.Join(dir, "b.db"), br.URL(), statusAddr))
 	cmd := exec.Command(agentBin, "run", "--config", cfgPath)
 	cmd.Env = append(os.Environ(), "EDGE_AGENT_MQTT_PASSWORD=wrong-password-42")
-	var stderr syncBuf
+	var stderr testkit.LogBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -46,7 +46,7 @@ sensors:
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 20 {
 		cmd := exec.Command(agentBin, "run", "--config", cfgPath)
-		var stderr syncBuf
+		var stderr testkit.LogBuffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -68,7 +68,7 @@ sensors:
 
 	// Last run: let it drain everything, then stop it cleanly.
 	cmd := exec.Command(agentBin, "run", "--config", cfgPath)
-	var stderr syncBuf
+	var stderr testkit.LogBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

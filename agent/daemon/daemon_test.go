@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -198,7 +197,7 @@ func TestMosquittoTLSPassword(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte("agent-secret-123\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuf
+	var logs testkit.LogBuffer
 	cfg := parse(t, fmt.Sprintf(`device_id: pi-1
 sensors:
   - {name: sim-1, driver: sim, interval: 20ms}
@@ -226,23 +225,6 @@ log_level: debug
 	if strings.Contains(logs.String(), "agent-secret-123") {
 		t.Fatal("the password appears in the debug log")
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func httpGet(t *testing.T, url string) (int, string) {

@@ -40,25 +40,6 @@ func TestMain(m *testing.M) {
 	testkit.Main(m, &binPath, "github.com/edgepipe/sensorpipe/cloud/cmd/cloud-forwarder") // as make build ships it
 }
 
-// rtts are the round trips to Kafka the drain and live benchmarks run at:
-// BENCH_RTTS, in milliseconds, default "0 20 50".
-func rtts(tb testing.TB) []time.Duration {
-	tb.Helper()
-	spec := os.Getenv("BENCH_RTTS")
-	if spec == "" {
-		spec = "0 20 50"
-	}
-	var out []time.Duration
-	for _, f := range strings.Fields(spec) {
-		ms, err := strconv.Atoi(f)
-		if err != nil || ms < 0 {
-			tb.Fatalf("BENCH_RTTS: %q is not a number of milliseconds", f)
-		}
-		out = append(out, time.Duration(ms)*time.Millisecond)
-	}
-	return out
-}
-
 // distance is a round trip as the proxy makes it: half each way, plus up to
 // a tenth of that at random per chunk (jitter; order is kept).
 type distance struct{ oneWay, jitter time.Duration }
@@ -212,7 +193,7 @@ func fillBacklog(tb testing.TB, mq *mosquitto, n int) {
 // MQTT (so every record is acked by Kafka). It reports msgs/s, CPU µs per
 // message (getrusage of the child over its life) and peak RSS (VmHWM).
 func BenchmarkDrainBacklog(b *testing.B) {
-	for _, rtt := range rtts(b) {
+	for _, rtt := range testkit.BenchRTTs(b) {
 		d := atRTT(rtt)
 		b.Run(d.name(), func(b *testing.B) { drainBacklog(b, d) })
 	}
@@ -376,7 +357,7 @@ func saveProfile(addr, what, path string) {
 // bounded from above by that figure plus the ack's way back (one-way delay
 // plus the largest jitter). The target is added-p99 < 50 ms + the round trip.
 func BenchmarkLiveLatency(b *testing.B) {
-	for _, rtt := range rtts(b) {
+	for _, rtt := range testkit.BenchRTTs(b) {
 		d := atRTT(rtt)
 		b.Run(d.name(), func(b *testing.B) { liveLatency(b, d) })
 	}

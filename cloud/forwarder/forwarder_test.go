@@ -9,13 +9,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/forwarder"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
@@ -217,24 +217,6 @@ func waitMetric(t *testing.T, addr, name string, want float64) {
 	}
 }
 
-// syncBuf is a concurrency-safe log sink.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestBadCredentials: the forwarder keeps retrying, says why, stays not
 // ready, and never logs the password.
 func TestBadCredentials(t *testing.T) {
@@ -272,13 +254,13 @@ func TestSubscribeRefused(t *testing.T) {
 
 // startLogged runs a forwarder configured by env, logging JSON into the
 // returned buffer; stop cancels it and waits for Run to return.
-func startLogged(t *testing.T, env map[string]string) (addr string, logs *syncBuf, stop func()) {
+func startLogged(t *testing.T, env map[string]string) (addr string, logs *testkit.LogBuffer, stop func()) {
 	t.Helper()
 	cfg, err := config.Load("", func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs = &syncBuf{}
+	logs = &testkit.LogBuffer{}
 	addrCh := make(chan string, 1)
 	f, err := forwarder.New(cfg, forwarder.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil)),
 		Listening: func(a string) { addrCh <- a }})
@@ -300,7 +282,7 @@ func startLogged(t *testing.T, env map[string]string) (addr string, logs *syncBu
 }
 
 // waitLog waits up to 10 s for text to appear in logs.
-func waitLog(t *testing.T, logs *syncBuf, text string) {
+func waitLog(t *testing.T, logs *testkit.LogBuffer, text string) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), text); {
 		if time.Now().After(deadline) {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/sink/schema"
-	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pgcluster"
 )
 
 var pg pgcluster.Shared

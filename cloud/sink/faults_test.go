@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pgcluster"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
 )

@@ -13,9 +13,9 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/config"
-	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pgcluster"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
 )

@@ -7,7 +7,7 @@
 // in a broker or Kafka: LogBuffer (a log sink safe for concurrent writers),
 // Build and Main (build a real binary once per test process, as make build
 // does), WaitFor, NeedTool (skip without a tool, fail under CI=true),
-// FreeAddr and Metric (one Prometheus sample).
+// FreeAddr/PickAddr, Metric (one Prometheus sample) and BenchRTTs.
 //
 // The parts live in sub-packages, so a test imports only what it starts:
 //
@@ -16,6 +16,9 @@
 //     the same ports) and the mosquitto runner;
 //   - kafka: franz-go's kfake with TLS and SASL PLAIN, optionally behind a
 //     fault proxy;
-//   - proxy: the fault TCP proxy (pass, black hole, refuse);
-//   - proc: a child process runner with restarts, logs and peak RSS.
+//   - tcpproxy: the fault TCP relay (pass, black hole, refuse, delay);
+//   - proc: a child process runner with restarts, logs and peak RSS;
+//   - pgcluster: a throwaway PostgreSQL cluster from Debian's binaries;
+//   - stack: the forwarder's and the sink's standard set-up on top of
+//     pki, broker and kafka (credentials, Env, sample readings).
 package testkit

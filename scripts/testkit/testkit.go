@@ -166,3 +166,22 @@ func Metric(addr, name string) float64 {
 	}
 	return -1
 }
+
+// BenchRTTs are the round trips the distance benchmarks run at: BENCH_RTTS,
+// in milliseconds separated by spaces, default "0 20 50".
+func BenchRTTs(tb testing.TB) []time.Duration {
+	tb.Helper()
+	spec := os.Getenv("BENCH_RTTS")
+	if spec == "" {
+		spec = "0 20 50"
+	}
+	var out []time.Duration
+	for _, f := range strings.Fields(spec) {
+		ms, err := strconv.Atoi(f)
+		if err != nil || ms < 0 {
+			tb.Fatalf("BENCH_RTTS: %q is not a number of milliseconds", f)
+		}
+		out = append(out, time.Duration(ms)*time.Millisecond)
+	}
+	return out
+}

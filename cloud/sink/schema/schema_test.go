@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/edgepipe/sensorpipe/cloud/sink/schema"
-	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pgcluster"
 )
 
 var pg pgcluster.Shared

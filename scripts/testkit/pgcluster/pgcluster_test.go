@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pgcluster"
 )
 
 func count(t *testing.T, url string) int {
