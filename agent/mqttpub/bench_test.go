@@ -1,12 +1,17 @@
 package mqttpub_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,108 +22,202 @@ import (
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
 
+// confirmerEnv, when set to a broker URL, makes the test binary a stand-in
+// forwarder instead of running tests (see TestMain).
+const confirmerEnv = "MQTTPUB_BENCH_CONFIRMER"
+
+func TestMain(m *testing.M) {
+	if url := os.Getenv(confirmerEnv); url != "" {
+		os.Exit(runConfirmer(url, os.Stdin, os.Stdout))
+	}
+	os.Exit(m.Run())
+}
+
 // BenchmarkDrain100k drains a 100,000-reading backlog from the real bbolt
-// buffer to a local mosquitto at QoS 1 and reports readings/s until the
-// buffer is empty. delivery=broker deletes at PUBACK; delivery=kafka
-// deletes when a stand-in forwarder, subscribed to the readings, confirms
-// them, coalesced every 100ms or every 1s (the forwarder's
-// default FORWARDER_CONFIRM_INTERVAL; with the default max_unconfirmed of
-// 10,000 that interval bounds the drain at about 10,000 readings/s).
-// Run it with -benchtime=1x under flock /tmp/bench.lock.
+// buffer to a local mosquitto at QoS 1 until the buffer is empty, in each
+// delivery mode, the modes interleaved within every iteration so that a
+// busy machine weighs on them alike. delivery=broker deletes at PUBACK;
+// delivery=kafka deletes when a stand-in forwarder (a child process
+// subscribed to the readings) confirms them, coalesced every 100ms or
+// every 1s (the forwarder's default FORWARDER_CONFIRM_INTERVAL; with the
+// default max_unconfirmed of 10,000 that interval bounds the drain at
+// about 10,000 readings/s; a last mode raises it to 50,000). It reports readings/s and the agent process's
+// CPU time per reading (user+sys), which a loaded machine disturbs less.
+// Run it under flock /tmp/bench.lock.
 func BenchmarkDrain100k(b *testing.B) {
+	const n = 100_000
 	mq := broker.StartMosquitto(b, broker.MosquittoConfig{})
-	fwd := startBenchConfirmer(b, mq.URL())
-	for _, bc := range []struct {
+	fwd := startConfirmerProcess(b, mq.URL())
+	modes := []struct {
 		name     string
 		delivery mqttpub.Delivery
 		every    time.Duration
+		max      int // max_unconfirmed; 0: the default (10,000)
 	}{
-		{"delivery=broker", mqttpub.DeliveryBroker, 0},
-		{"delivery=kafka/confirm=100ms", mqttpub.DeliveryKafka, 100 * time.Millisecond},
-		{"delivery=kafka/confirm=1s", mqttpub.DeliveryKafka, time.Second},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			fwd.setInterval(bc.every)
-			run := 0
-			for b.Loop() {
-				b.StopTimer()
-				run++
-				// A device of its own per run, so no confirmation of an
-				// earlier run's seqs can reach this one.
-				dev := fmt.Sprintf("pi-bench-%d-%d", time.Now().UnixNano(), run)
-				buf := openBuffer(b)
-				appendDevice(b, buf, dev, 100_000)
-				p, err := mqttpub.New(buf, mqttpub.Options{URL: mq.URL(), DeviceID: dev, Delivery: bc.delivery})
+		{"broker", mqttpub.DeliveryBroker, 0, 0},
+		{"kafka/confirm=100ms", mqttpub.DeliveryKafka, 100 * time.Millisecond, 0},
+		{"kafka/confirm=1s", mqttpub.DeliveryKafka, time.Second, 0},
+		{"kafka/confirm=1s/max_unconfirmed=50000", mqttpub.DeliveryKafka, time.Second, 50_000},
+	}
+	wall := make([]time.Duration, len(modes))
+	cpu := make([]time.Duration, len(modes))
+	runs := 0
+	for b.Loop() {
+		runs++
+		for i, m := range modes {
+			b.StopTimer()
+			fwd.setInterval(b, m.every)
+			// A device of its own per run, so no confirmation of an
+			// earlier run's seqs can reach this one.
+			dev := fmt.Sprintf("pi-bench-%d-%d", time.Now().UnixNano(), i)
+			buf := openBuffer(b)
+			appendDevice(b, buf, dev, n)
+			p, err := mqttpub.New(buf, mqttpub.Options{URL: mq.URL(), DeviceID: dev, Delivery: m.delivery, MaxUnconfirmed: m.max})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			b.StartTimer()
+			start, cpu0 := time.Now(), processCPU(b)
+			go func() { done <- p.Run(ctx) }()
+			for {
+				st, err := buf.Stats()
 				if err != nil {
 					b.Fatal(err)
 				}
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan error, 1)
-				b.StartTimer()
-				start := time.Now()
-				go func() { done <- p.Run(ctx) }()
-				for {
-					st, err := buf.Stats()
-					if err != nil {
-						b.Fatal(err)
-					}
-					if st.Count == 0 {
-						break
-					}
-					time.Sleep(5 * time.Millisecond)
+				if st.Count == 0 {
+					break
 				}
-				el := time.Since(start)
-				b.StopTimer()
-				cancel()
-				<-done
-				b.ReportMetric(100_000/el.Seconds(), "readings/s")
-				buf.Close()
-				b.StartTimer()
+				time.Sleep(5 * time.Millisecond)
 			}
-		})
+			wall[i] += time.Since(start)
+			cpu[i] += processCPU(b) - cpu0
+			b.StopTimer()
+			cancel()
+			<-done
+			buf.Close()
+			b.StartTimer()
+		}
+	}
+	for i, m := range modes {
+		b.ReportMetric(float64(n*runs)/wall[i].Seconds(), m.name+"_readings/s")
+		b.ReportMetric(float64(cpu[i].Microseconds())/float64(n*runs), m.name+"_cpu_us/reading")
 	}
 }
 
-// benchConfirmer is a minimal forwarder for the benchmark: it reads every
-// reading and confirms its seq to the device every interval. It subscribes
-// at QoS 0 so that its own cost stays small on a machine it shares with
-// the broker and the agent (a lost reading would show as a re-send after
-// confirm_timeout, i.e. a run of more than a minute).
-type benchConfirmer struct {
-	c     mqtt.Client
-	mu    sync.Mutex
-	sets  map[string]*confirm.Set
-	every time.Duration
-	wake  chan struct{}
+// processCPU is this process's user+system CPU time so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func startBenchConfirmer(b testing.TB, url string) *benchConfirmer {
-	f := &benchConfirmer{sets: map[string]*confirm.Set{}, wake: make(chan struct{}, 1)}
-	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID("bench-forwarder").SetCleanSession(true).
-		SetOrderMatters(true).SetMessageChannelDepth(10000)
-	f.c = mqtt.NewClient(opts)
+// confirmerProcess is the stand-in forwarder running as a child process,
+// so its CPU time is not the agent's; its stdin sets the interval.
+type confirmerProcess struct {
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	ready *bufio.Reader
+}
+
+func startConfirmerProcess(b *testing.B, url string) *confirmerProcess {
+	b.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), confirmerEnv+"="+url)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	c := &confirmerProcess{cmd: cmd, in: in, ready: bufio.NewReader(out)}
+	b.Cleanup(func() { in.Close(); cmd.Wait() })
+	c.ack(b) // subscribed
+	return c
+}
+
+func (c *confirmerProcess) ack(b *testing.B) {
+	b.Helper()
+	if line, err := c.ready.ReadString('\n'); err != nil || line != "ok\n" {
+		b.Fatalf("confirmer: %q %v", line, err)
+	}
+}
+
+// setInterval changes how often it confirms; 0 stops confirming.
+func (c *confirmerProcess) setInterval(b *testing.B, d time.Duration) {
+	b.Helper()
+	fmt.Fprintln(c.in, d.String())
+	c.ack(b)
+}
+
+// runConfirmer is the child's main: it subscribes to every reading and
+// confirms the seqs it got to each device every interval, read as a
+// duration per line on in (answered "ok"), until in closes. It subscribes
+// at QoS 0 to keep its own cost small (a lost reading would show as a
+// re-send after confirm_timeout, i.e. a run of more than a minute).
+func runConfirmer(url string, in io.Reader, out io.Writer) int {
+	f := &benchConfirmer{sets: map[string]*confirm.Set{}}
+	f.c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("bench-forwarder").
+		SetCleanSession(true).SetOrderMatters(true))
 	if tok := f.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		b.Fatalf("confirmer connect: %v", tok.Error())
+		fmt.Fprintln(os.Stderr, "confirmer connect:", tok.Error())
+		return 1
 	}
 	if tok := f.c.Subscribe("sensors/+/+/reading", 0, f.onReading); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		b.Fatalf("confirmer subscribe: %v", tok.Error())
+		fmt.Fprintln(os.Stderr, "confirmer subscribe:", tok.Error())
+		return 1
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); f.loop(ctx) }()
-	b.Cleanup(func() { cancel(); wg.Wait(); f.c.Disconnect(100) })
-	return f
+	fmt.Fprintln(out, "ok")
+	intervals := make(chan time.Duration)
+	go func() {
+		defer close(intervals)
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			d, err := time.ParseDuration(strings.TrimSpace(sc.Text()))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "confirmer:", err)
+				return
+			}
+			intervals <- d
+			fmt.Fprintln(out, "ok")
+		}
+	}()
+	every := time.Duration(0)
+	for {
+		wait := every
+		if wait <= 0 {
+			wait = time.Hour
+		}
+		t := time.NewTimer(wait)
+		select {
+		case d, ok := <-intervals:
+			t.Stop()
+			if !ok {
+				f.c.Disconnect(100)
+				return 0
+			}
+			every = d
+			continue
+		case <-t.C:
+		}
+		f.flush()
+	}
 }
 
-func (f *benchConfirmer) setInterval(d time.Duration) {
-	f.mu.Lock()
-	f.every = d
-	f.mu.Unlock()
-	select {
-	case f.wake <- struct{}{}:
-	default:
-	}
+// benchConfirmer collects seqs per device and confirms them.
+type benchConfirmer struct {
+	c    mqtt.Client
+	mu   sync.Mutex
+	sets map[string]*confirm.Set
 }
 
 var seqKey = []byte(`"seq":`)
@@ -149,41 +248,21 @@ func (f *benchConfirmer) onReading(_ mqtt.Client, m mqtt.Message) {
 	f.mu.Unlock()
 }
 
-func (f *benchConfirmer) loop(ctx context.Context) {
-	for {
-		f.mu.Lock()
-		every := f.every
-		f.mu.Unlock()
-		if every <= 0 {
-			every = time.Hour
+func (f *benchConfirmer) flush() {
+	type msg struct {
+		dev string
+		m   confirm.Message
+	}
+	var msgs []msg
+	f.mu.Lock()
+	for dev, s := range f.sets {
+		if s.Len() > 0 {
+			msgs = append(msgs, msg{dev, confirm.Message{ForwarderID: "bench", Seqs: s.Ranges()}})
+			s.Reset()
 		}
-		t := time.NewTimer(every)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-f.wake:
-			t.Stop()
-			continue
-		case <-t.C:
-		}
-		f.mu.Lock()
-		var msgs []struct {
-			dev string
-			m   confirm.Message
-		}
-		for dev, s := range f.sets {
-			if s.Len() > 0 {
-				msgs = append(msgs, struct {
-					dev string
-					m   confirm.Message
-				}{dev, confirm.Message{ForwarderID: "bench", Seqs: s.Ranges()}})
-				s.Reset()
-			}
-		}
-		f.mu.Unlock()
-		for _, x := range msgs {
-			f.c.Publish(confirm.Topic("sensors", x.dev), 1, false, confirm.Append(nil, &x.m)).WaitTimeout(5 * time.Second)
-		}
+	}
+	f.mu.Unlock()
+	for _, x := range msgs {
+		f.c.Publish(confirm.Topic("sensors", x.dev), 1, false, confirm.Append(nil, &x.m)).WaitTimeout(5 * time.Second)
 	}
 }
