@@ -20,5 +20,8 @@
 //
 //	flock /tmp/bench.lock go test -run '^$' -bench . -benchtime 1x ./cloud/bench/
 //
-// They skip (or fail with CI=true) when mosquitto is not installed.
+// BENCH_FORWARDER_BIN runs another build of the binary instead (an A/B
+// comparison), BENCH_FORWARDER_ENV adds environment to it, and
+// BENCH_MOSQUITTO_CONF config lines to the broker. They skip (or fail with
+// CI=true) when mosquitto is not installed.
 package bench

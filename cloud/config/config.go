@@ -77,17 +77,17 @@ type MQTT struct {
 
 // Kafka is the cluster side.
 type Kafka struct {
-	Bootstrap        []string // CONFLUENT_BOOTSTRAP_SERVER_SASL, comma separated host:port
-	APIKey           string   // CONFLUENT_API_KEY
-	APISecret        Secret   // CONFLUENT_API_SECRET or the file named by CONFLUENT_API_SECRET_FILE
-	SecurityProtocol string   // KAFKA_SECURITY_PROTOCOL
-	CAFile           string   // KAFKA_CA_FILE
-	Topic            string   // KAFKA_TOPIC
-	DLQTopic         string   // KAFKA_DLQ_TOPIC, default Topic + ".dlq"
-	BatchSize        int      // KAFKA_BATCH_SIZE: records per partition batch
-	BatchBytes       int      // KAFKA_BATCH_BYTES: bytes per partition batch
-	BatchTimeout     time.Duration
-	Compression      string // KAFKA_COMPRESSION: none, gzip, snappy, lz4, zstd
+	Bootstrap        []string      // CONFLUENT_BOOTSTRAP_SERVER_SASL, comma separated host:port
+	APIKey           string        // CONFLUENT_API_KEY
+	APISecret        Secret        // CONFLUENT_API_SECRET or the file named by CONFLUENT_API_SECRET_FILE
+	SecurityProtocol string        // KAFKA_SECURITY_PROTOCOL
+	CAFile           string        // KAFKA_CA_FILE
+	Topic            string        // KAFKA_TOPIC
+	DLQTopic         string        // KAFKA_DLQ_TOPIC, default Topic + ".dlq"
+	BatchSize        int           // KAFKA_BATCH_SIZE: max records per partition request
+	BatchBytes       int           // KAFKA_BATCH_BYTES: max bytes per partition request
+	BatchTimeout     time.Duration // KAFKA_BATCH_TIMEOUT: accepted, unused (batches follow the round trip)
+	Compression      string        // KAFKA_COMPRESSION: none, gzip, snappy, lz4, zstd
 }
 
 // Var describes one setting, for documentation and `--help`.
@@ -111,9 +111,9 @@ var Vars = []Var{
 	{"KAFKA_CA_FILE", "", "PEM CA bundle for a private cluster"},
 	{"KAFKA_TOPIC", "sensor-readings", "target topic"},
 	{"KAFKA_DLQ_TOPIC", "KAFKA_TOPIC.dlq", "dead-letter topic for payloads that fail validation"},
-	{"KAFKA_BATCH_SIZE", "200", "max records per partition batch (kafka-go writes one batch per partition at a time: raise it on high-latency links)"},
-	{"KAFKA_BATCH_BYTES", "1048576", "max bytes per partition batch"},
-	{"KAFKA_BATCH_TIMEOUT", "5ms", "max time a record waits for its batch to fill"},
+	{"KAFKA_BATCH_SIZE", "10000", "max records per partition request; a batch holds what arrived while the partition's previous request was in flight"},
+	{"KAFKA_BATCH_BYTES", "1048576", "max bytes per partition request"},
+	{"KAFKA_BATCH_TIMEOUT", "5ms", "unused: a batch leaves when the partition's previous request is answered, not on a timer (accepted for old configs)"},
 	{"KAFKA_COMPRESSION", "snappy", "none, gzip, snappy, lz4, zstd"},
 	{"FORWARDER_LISTEN", ":9102", "/metrics, /healthz, /readyz"},
 	{"FORWARDER_INSECURE", "false", "allow plaintext MQTT/Kafka to non-loopback hosts"},
@@ -265,7 +265,7 @@ func parse(v map[string]string) (*Config, error) {
 		{"FORWARDER_MAX_IN_FLIGHT", 5000, 1, 1 << 20, &c.MaxInFlight},
 		{"FORWARDER_MAX_IN_FLIGHT_BYTES", 16 << 20, 64 << 10, 1 << 30, &c.MaxInFlightBytes},
 		{"FORWARDER_DLQ_MAX_BYTES", 65536, 64, 900 << 10, &c.DLQMaxBytes},
-		{"KAFKA_BATCH_SIZE", 200, 1, 1 << 20, &c.Kafka.BatchSize},
+		{"KAFKA_BATCH_SIZE", 10000, 1, 1 << 20, &c.Kafka.BatchSize},
 		{"KAFKA_BATCH_BYTES", 1 << 20, 1 << 10, 64 << 20, &c.Kafka.BatchBytes},
 	}
 	for _, i := range ints {

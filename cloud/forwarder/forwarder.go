@@ -88,7 +88,7 @@ func New(cfg *config.Config, opts Options) (*Forwarder, error) {
 	f.stopCtx, f.stopFn = context.WithCancel(context.Background())
 	f.queue.out = f.acks
 	f.m = newMetrics(func() float64 { return float64(len(f.sem)) })
-	w, err := kafkaout.NewWriter(cfg.Kafka, "cloud-forwarder-"+cfg.ID, f.completion)
+	w, err := kafkaout.NewWriter(cfg.Kafka, "cloud-forwarder-"+cfg.ID, f.completion, f.writeFailed)
 	if err != nil {
 		return nil, fmt.Errorf("kafka writer: %w", err)
 	}

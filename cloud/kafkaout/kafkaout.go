@@ -76,30 +76,23 @@ func Compression(name string) kafka.Compression {
 	return 0
 }
 
-// NewWriter returns an async Writer that reports each batch's outcome to
-// completion. Records must set Topic (the forwarder writes to the topic and
-// its DLQ through one Writer).
-func NewWriter(k config.Kafka, clientID string, completion func([]kafka.Message, error)) (*kafka.Writer, error) {
+// NewWriter returns the forwarder's Producer: RequiredAcks=all, murmur2 on
+// the key, batches capped by KAFKA_BATCH_SIZE and KAFKA_BATCH_BYTES and
+// compressed with KAFKA_COMPRESSION. completion reports each batch's
+// outcome; retrying (may be nil) each failed attempt the Producer retries
+// itself. Records must set Topic (the forwarder writes to the topic and its
+// DLQ through one Producer).
+func NewWriter(k config.Kafka, clientID string, completion func([]kafka.Message, error), retrying func(int, error)) (*Producer, error) {
 	tr, err := Transport(k, clientID)
 	if err != nil {
 		return nil, err
 	}
-	return &kafka.Writer{
-		Addr:         kafka.TCP(k.Bootstrap...),
-		Balancer:     kafka.Murmur2Balancer{}, // same partition as the Java client for the same key
-		RequiredAcks: kafka.RequireAll,
-		Async:        true,
-		Completion:   completion,
-		BatchSize:    k.BatchSize,
-		BatchBytes:   int64(k.BatchBytes),
-		BatchTimeout: k.BatchTimeout,
-		Compression:  Compression(k.Compression),
-		// A few quick attempts inside kafka-go; the forwarder retries for ever above it.
-		MaxAttempts:     3,
-		WriteBackoffMin: 100 * time.Millisecond,
-		WriteBackoffMax: time.Second,
-		ReadTimeout:     10 * time.Second,
-		WriteTimeout:    10 * time.Second,
-		Transport:       tr,
-	}, nil
+	return NewProducer(kafka.TCP(k.Bootstrap...), tr, ProducerOptions{
+		MaxRecords:     k.BatchSize,
+		MaxBytes:       int64(k.BatchBytes),
+		Compression:    Compression(k.Compression),
+		RequestTimeout: 10 * time.Second,
+		Completion:     completion,
+		Retrying:       retrying,
+	}), nil
 }
