@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"reflect"
 	"sync/atomic"
 	"syscall"
@@ -296,6 +297,9 @@ func (a *agent) canStore() error {
 		return err
 	}
 	if err := a.store.lastErr(); err != nil {
+		if errors.Is(err, buffer.ErrNoSpace) {
+			return fmt.Errorf("cannot store readings: the disk is full (free space under %s): %w", filepath.Dir(a.cfg.Buffer.Path), err)
+		}
 		return fmt.Errorf("cannot store readings: %w", err)
 	}
 	return nil

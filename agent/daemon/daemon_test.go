@@ -257,14 +257,15 @@ status_listen: 127.0.0.1:0
 	o := daemon.Options{Logger: daemon.NewLogger("text", slog.LevelInfo, &logs)}
 	daemon.WithAppendFault(&o, func() error {
 		if full.Load() {
-			return fmt.Errorf("write buffer.db.wal: %w", syscall.ENOSPC)
+			return fmt.Errorf("write buffer.db.wal: %w: %w", buffer.ErrNoSpace, syscall.ENOSPC)
 		}
 		return nil
 	})
 	_, addr := startAgent(t, cfg, o)
 	testkit.WaitFor(t, "/healthz to say it cannot store", 5*time.Second, func() bool {
 		code, body := httpGet(t, "http://"+addr+"/healthz")
-		return code == 503 && strings.Contains(body, "cannot store readings") && strings.Contains(body, "no space left on device")
+		return code == 503 && strings.Contains(body, "cannot store readings: the disk is full (free space under "+dir+")") &&
+			strings.Contains(body, "no space left on device")
 	})
 	time.Sleep(time.Second) // about 100 failed appends
 	_, m := httpGet(t, "http://"+addr+"/metrics")
