@@ -15,9 +15,9 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/edgepipe/sensorpipe/agent/bufhttp"
-	"github.com/edgepipe/sensorpipe/agent/cli"
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 )
 
 // LockTimeout is how long the command waits for the buffer file's lock
@@ -82,7 +82,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "purge":
 		return runPurge(ctx, o, stdout)
 	}
-	return cli.Usagef("unknown command %q", o.cmd) // parseArgs already refused it
+	return cmdline.Usagef("unknown command %q", o.cmd) // parseArgs already refused it
 }
 
 // parseArgs accepts flags before and after the command word.
@@ -107,7 +107,7 @@ func parseArgs(args []string, stderr io.Writer) (*opts, error) {
 	})
 	bad := func(err error) error {
 		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("%w: buffer: %w", cli.ErrUsage, err)
+		return fmt.Errorf("%w: buffer: %w", cmdline.ErrUsage, err)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -197,7 +197,7 @@ func (o *opts) resolve() error {
 			statusFromConfig = *c.StatusListen
 		}
 	case o.configSet && o.db == "":
-		return fmt.Errorf("%w: --config: %w", cli.ErrUsage, err)
+		return fmt.Errorf("%w: --config: %w", cmdline.ErrUsage, err)
 	}
 	if o.db == "" {
 		o.db = def.Buffer.Path

@@ -366,4 +366,3 @@ func TestRunningAgent(t *testing.T) {
 		t.Fatalf("stats with a dead endpoint took %v", r.took)
 	}
 }
-

@@ -19,8 +19,8 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/edgepipe/sensorpipe/agent/bufhttp"
-	"github.com/edgepipe/sensorpipe/agent/cli"
 	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 )
 
@@ -268,7 +268,7 @@ func runPurge(ctx context.Context, o *opts, stdout io.Writer) error {
 	}
 	what := fmt.Sprintf("%d of %d readings", n, st.Count)
 	if !o.yes {
-		return fmt.Errorf("%w: purge would delete %s from %s; add --yes to do it", cli.ErrUsage, what, o.db)
+		return fmt.Errorf("%w: purge would delete %s from %s; add --yes to do it", cmdline.ErrUsage, what, o.db)
 	}
 	// Read-write now. A short lock timeout: if the agent started meanwhile, refuse.
 	b, err := buffer.Open(o.db, buffer.Options{LockTimeout: LockTimeout, FullCheckLimit: -1})

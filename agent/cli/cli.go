@@ -1,39 +1,19 @@
 // Package cli is the edge-agent command line: it parses the first word of
 // the arguments and hands the rest to the package that owns that command.
-// It maps errors to exit codes: 0 ok, 1 runtime failure, 2 usage or
-// configuration error.
+// Exit codes come from buffer/cmdline, shared with cloud-forwarder: 0 ok,
+// 1 runtime failure, 2 usage or configuration error.
 package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/edgepipe/sensorpipe/agent/config"
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 )
-
-// ErrUsage is wrapped by errors caused by how the command was invoked.
-var ErrUsage = errors.New("usage error")
-
-// Usagef returns an error wrapping ErrUsage.
-func Usagef(format string, a ...any) error {
-	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, a...))
-}
-
-// ExitCode maps an error returned by Run to the process exit status.
-func ExitCode(err error) int {
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, ErrUsage), errors.Is(err, config.ErrInvalid), errors.Is(err, flag.ErrHelp):
-		return 2
-	default:
-		return 1
-	}
-}
 
 // Command is one subcommand's entry point.
 type Command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
@@ -63,7 +43,7 @@ Exit status: 0 ok, 1 runtime failure, 2 usage or configuration error.
 func (a *App) Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return Usagef("no command given")
+		return cmdline.Usagef("no command given")
 	}
 	switch args[0] {
 	case "help", "-h", "--help":
@@ -79,18 +59,18 @@ func (a *App) Run(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return cmd(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
-	return Usagef("unknown command %q", args[0])
+	return cmdline.Usagef("unknown command %q", args[0])
 }
 
 func configCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "check" {
-		return Usagef("usage: edge-agent config check [--config FILE]")
+		return cmdline.Usagef("usage: edge-agent config check [--config FILE]")
 	}
 	fs := flag.NewFlagSet("config check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", config.DefaultPath, "config file to check")
 	if err := fs.Parse(args[1:]); err != nil {
-		return fmt.Errorf("%w: %w", ErrUsage, err)
+		return fmt.Errorf("%w: %w", cmdline.ErrUsage, err)
 	}
 	cfg, err := config.Load(*path, os.Getenv)
 	if err != nil {

@@ -26,7 +26,9 @@ import (
 	"github.com/dustin/go-humanize"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/buffer/secret"
 	"github.com/edgepipe/sensorpipe/drivers"
 )
 
@@ -37,7 +39,7 @@ const DefaultPath = "/etc/edge-agent/config.yaml"
 const PasswordEnv = "EDGE_AGENT_MQTT_PASSWORD"
 
 // ErrInvalid is wrapped by every error about the config's content.
-var ErrInvalid = errors.New("invalid configuration")
+var ErrInvalid = cmdline.NewUsageError("invalid configuration")
 
 // Error is a problem with one config key.
 type Error struct {
@@ -97,26 +99,12 @@ type MQTT struct {
 	// confirmed; at the cap readings wait in the buffer.
 	MaxUnconfirmed int `yaml:"max_unconfirmed"`
 	// Password is read from PasswordEnv or PasswordFile by Load, never from YAML.
-	Password Secret `yaml:"-"`
+	Password secret.Secret `yaml:"-"`
 }
 
-// Secret holds a credential; it never prints its value.
-type Secret string
-
-// String redacts the secret for fmt.
-func (Secret) String() string { return "[redacted]" }
-
-// LogValue redacts the secret for slog.
-func (Secret) LogValue() slog.Value { return slog.StringValue("[redacted]") }
-
-// GoString redacts the secret for %#v.
-func (Secret) GoString() string { return `"[redacted]"` }
-
-// MarshalText redacts the secret in JSON, YAML and other encoders.
-func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
-
-// Reveal returns the secret itself, for the one place that sends it.
-func (s Secret) Reveal() string { return string(s) }
+// Secret is buffer/secret's credential type, named here for the config's
+// users; both programs share the one type.
+type Secret = secret.Secret
 
 // ByteSize is a size in bytes written as "256MiB", "64MB" or "1048576".
 type ByteSize int64
@@ -240,7 +228,7 @@ func Parse(b []byte, getenv func(string) string) (*Config, error) {
 
 func (c *Config) loadSecrets(getenv func(string) string) error {
 	if p := getenv(PasswordEnv); p != "" {
-		c.MQTT.Password = Secret(p)
+		c.MQTT.Password = secret.Secret(p)
 		return nil
 	}
 	if c.MQTT.PasswordFile == "" {
@@ -250,7 +238,7 @@ func (c *Config) loadSecrets(getenv func(string) string) error {
 	if err != nil {
 		return &Error{Key: "mqtt.password_file", Msg: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}
 	}
-	c.MQTT.Password = Secret(strings.TrimRight(string(b), "\r\n"))
+	c.MQTT.Password = secret.Secret(strings.TrimRight(string(b), "\r\n"))
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/agent/config"
+	"github.com/edgepipe/sensorpipe/buffer/secret"
 	"github.com/edgepipe/sensorpipe/drivers"
 )
 
@@ -180,13 +181,13 @@ func TestURLWithCredentialsIsRefusedWithoutEchoingThem(t *testing.T) {
 }
 
 func TestSecretNeverPrints(t *testing.T) {
-	s := config.Secret("hunter2")
+	s := secret.Secret("hunter2")
 	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %+v %#v %s", s, s, s, s)} {
 		if strings.Contains(out, "hunter2") {
 			t.Fatalf("secret printed: %s", out)
 		}
 	}
-	b, _ := json.Marshal(struct{ P config.Secret }{s})
+	b, _ := json.Marshal(struct{ P secret.Secret }{s})
 	if strings.Contains(string(b), "hunter2") {
 		t.Fatalf("secret in JSON: %s", b)
 	}

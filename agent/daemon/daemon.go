@@ -27,13 +27,13 @@ import (
 	_ "golang.org/x/crypto/x509roots/fallback"
 
 	"github.com/edgepipe/sensorpipe/agent/bufhttp"
-	"github.com/edgepipe/sensorpipe/agent/cli"
 	"github.com/edgepipe/sensorpipe/agent/clock"
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/agent/poller"
 	"github.com/edgepipe/sensorpipe/agent/status"
 	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/drivers"
 )
@@ -47,16 +47,16 @@ func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return cli.Usagef("%v", err)
+		return cmdline.Usagef("%v", err)
 	}
 	if fs.NArg() > 0 {
-		return cli.Usagef("run takes no arguments, got %q", fs.Args())
+		return cmdline.Usagef("run takes no arguments, got %q", fs.Args())
 	}
 	cfg, err := config.Load(*path, os.Getenv)
 	if err != nil {
 		return err
 	}
-	log := NewLogger(cfg.LogFormat, cfg.LogLevel, stderr)
+	log := cmdline.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -65,25 +65,6 @@ func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
 		log.Error("edge-agent stopped", "err", err)
 	}
 	return err
-}
-
-// NewLogger returns a slog logger writing text when w is a terminal and
-// JSON otherwise (journald, containers), unless format says which.
-func NewLogger(format string, level slog.Level, w io.Writer) *slog.Logger {
-	ho := &slog.HandlerOptions{Level: level}
-	if format == "text" || format == "auto" && isTerminal(w) {
-		return slog.New(slog.NewTextHandler(w, ho))
-	}
-	return slog.New(slog.NewJSONHandler(w, ho))
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // Options are the agent's seams for tests; zero values are production.

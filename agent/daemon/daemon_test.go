@@ -18,6 +18,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/agent/daemon"
 	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
@@ -207,7 +208,7 @@ mqtt: {url: %q, username: pi-1, password_file: %s, ca_file: %s}
 status_listen: 127.0.0.1:0
 log_level: debug
 `, filepath.Join(dir, "b.db"), mq.URL(), pwFile, ca.CAFile), nil)
-	run, addr := startAgent(t, cfg, daemon.Options{Logger: daemon.NewLogger("json", -4, &logs), Clock: clock.Always(true)})
+	run, addr := startAgent(t, cfg, daemon.Options{Logger: cmdline.NewLogger(&logs, "json", -4), Clock: clock.Always(true)})
 	cnt.WaitUnique(t, "pi-1", 40, 20*time.Second)
 	code, body := httpGet(t, "http://"+addr+"/readyz")
 	if code != 200 {
@@ -254,7 +255,7 @@ buffer: {path: %s}
 mqtt: {url: "tcp://127.0.0.1:1"}
 status_listen: 127.0.0.1:0
 `, filepath.Join(dir, "buffer.db")), nil)
-	o := daemon.Options{Logger: daemon.NewLogger("text", slog.LevelInfo, &logs)}
+	o := daemon.Options{Logger: cmdline.NewLogger(&logs, "text", slog.LevelInfo)}
 	daemon.WithAppendFault(&o, func() error {
 		if full.Load() {
 			return fmt.Errorf("write buffer.db.wal: %w: %w", buffer.ErrNoSpace, syscall.ENOSPC)
@@ -316,7 +317,7 @@ func TestStartWarnsAboutExposure(t *testing.T) {
 			var logs testkit.LogBuffer
 			cfg := parse(t, fmt.Sprintf("device_id: pi-1\nsensors: [{name: sim-1, driver: sim, interval: 1s}]\nbuffer: {path: %s}\nmqtt: %s\nstatus_listen: %s\n",
 				filepath.Join(t.TempDir(), "b.db"), tc.mqtt, tc.listen), nil)
-			run, _ := startAgent(t, cfg, daemon.Options{Logger: daemon.NewLogger("text", slog.LevelInfo, &logs)})
+			run, _ := startAgent(t, cfg, daemon.Options{Logger: cmdline.NewLogger(&logs, "text", slog.LevelInfo)})
 			run.stop(t)
 			out := logs.String()
 			for _, w := range tc.want {

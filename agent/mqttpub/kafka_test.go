@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/secret"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
@@ -219,7 +220,7 @@ func TestKafkaSubscribeRefused(t *testing.T) {
 	b := openBuffer(t)
 	appendN(t, b, 10)
 	var logs testkit.LogBuffer
-	r := start(t, b, mqttpub.Options{URL: br.URL(), Username: device, Password: secret("pw"), Delivery: mqttpub.DeliveryKafka, Logger: logs.Logger()})
+	r := start(t, b, mqttpub.Options{URL: br.URL(), Username: device, Password: secret.Secret("pw"), Delivery: mqttpub.DeliveryKafka, Logger: logs.Logger()})
 	testkit.WaitFor(t, "a few connect attempts", 5*time.Second, func() bool { return testutil.ToFloat64(r.connErrs) >= 2 })
 	if out := logs.String(); !strings.Contains(out, "subscribe to its ack topic sensors/"+device+"/ack") {
 		t.Fatalf("no hint about the ack topic permission:\n%s", out)

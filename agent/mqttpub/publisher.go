@@ -35,7 +35,7 @@ type Queue interface {
 }
 
 // Secret is what the publisher needs of a password: its value, to send it
-// in CONNECT. The agent's config.Secret, which never prints, is one.
+// in CONNECT. secret.Secret (buffer/secret), which never prints, is one.
 type Secret interface{ Reveal() string }
 
 // Options configures a Publisher. Zero values mean the defaults noted.

@@ -16,6 +16,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/buffer/secret"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
@@ -23,12 +24,6 @@ import (
 )
 
 const device = "pi-test-1"
-
-// secret is a password for the publisher's tests (the agent passes its
-// config.Secret).
-type secret string
-
-func (s secret) Reveal() string { return string(s) }
 
 func openBuffer(t testing.TB) *buffer.Buffer {
 	t.Helper()
@@ -242,7 +237,7 @@ func TestTLSWithPasswordAndCAFile(t *testing.T) {
 	b := openBuffer(t)
 	appendN(t, b, 1000)
 	var logs testkit.LogBuffer
-	start(t, b, mqttpub.Options{URL: br.TLSURL(), CAFile: ca.CAFile, Username: device, Password: secret("s3cret-pass"), Logger: logs.Logger()})
+	start(t, b, mqttpub.Options{URL: br.TLSURL(), CAFile: ca.CAFile, Username: device, Password: secret.Secret("s3cret-pass"), Logger: logs.Logger()})
 	cnt.WaitAll(t, device, countFrom(t, cnt, b)+1000, 20*time.Second)
 	if strings.Contains(logs.String(), "s3cret-pass") {
 		t.Fatal("password in the log")
@@ -260,8 +255,8 @@ func TestConnectFailures(t *testing.T) {
 		o    mqttpub.Options
 		hint string
 	}{
-		{"bad credentials", mqttpub.Options{URL: br.TLSURL(), CAFile: ca.CAFile, Username: device, Password: secret("wrong-password")}, "mqtt.username"},
-		{"wrong CA", mqttpub.Options{URL: br.TLSURL(), CAFile: other.CAFile, Username: device, Password: secret("right")}, "mqtt.ca_file"},
+		{"bad credentials", mqttpub.Options{URL: br.TLSURL(), CAFile: ca.CAFile, Username: device, Password: secret.Secret("wrong-password")}, "mqtt.username"},
+		{"wrong CA", mqttpub.Options{URL: br.TLSURL(), CAFile: other.CAFile, Username: device, Password: secret.Secret("right")}, "mqtt.ca_file"},
 		{"unreachable host", mqttpub.Options{URL: "tcp://127.0.0.1:1", ConnectTimeout: time.Second}, "cannot reach the broker"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,8 +26,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/agent/cli"
 	"github.com/edgepipe/sensorpipe/agent/config"
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/drivers"
 )
 
@@ -63,10 +63,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	asJSON := flags.Bool("json", false, "print a JSON report")
 	devDir := flags.String("dev", "/dev", "where to look for i2c-* bus devices")
 	if err := flags.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
+		return fmt.Errorf("%w: %w", cmdline.ErrUsage, err)
 	}
 	if flags.NArg() > 0 {
-		return cli.Usagef("sensors takes no arguments, got %q", flags.Args())
+		return cmdline.Usagef("sensors takes no arguments, got %q", flags.Args())
 	}
 	explicit := false
 	flags.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })

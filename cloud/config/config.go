@@ -10,27 +10,13 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/edgepipe/sensorpipe/buffer/secret"
 )
 
-// Secret holds a password; it prints as "[redacted]" so it never reaches a log line.
-type Secret string
-
-// String implements fmt.Stringer without revealing the secret.
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return "[redacted]"
-}
-
-// GoString implements fmt.GoStringer for %#v.
-func (s Secret) GoString() string { return s.String() }
-
-// MarshalText keeps secrets out of JSON/YAML dumps and slog's JSON handler.
-func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// Reveal returns the secret itself, for the one place that needs it.
-func (s Secret) Reveal() string { return string(s) }
+// Secret is buffer/secret's credential type, named here for the config's
+// users; both programs share the one type.
+type Secret = secret.Secret
 
 // Kafka security protocols (KAFKA_SECURITY_PROTOCOL).
 const (
@@ -67,19 +53,19 @@ type Config struct {
 
 // MQTT is the broker side.
 type MQTT struct {
-	URL         string // HIVEMQ_URL, normalised to ssl:// or tcp://
-	Username    string // HIVEMQ_USERNAME
-	Password    Secret // HIVEMQ_PASSWORD or the file named by HIVEMQ_PASSWORD_FILE
-	CAFile      string // HIVEMQ_CA_FILE
-	TopicFilter string // MQTT_TOPIC_FILTER
-	TLS         bool   // derived from the URL scheme
+	URL         string        // HIVEMQ_URL, normalised to ssl:// or tcp://
+	Username    string        // HIVEMQ_USERNAME
+	Password    secret.Secret // HIVEMQ_PASSWORD or the file named by HIVEMQ_PASSWORD_FILE
+	CAFile      string        // HIVEMQ_CA_FILE
+	TopicFilter string        // MQTT_TOPIC_FILTER
+	TLS         bool          // derived from the URL scheme
 }
 
 // Kafka is the cluster side.
 type Kafka struct {
 	Bootstrap        []string      // CONFLUENT_BOOTSTRAP_SERVER_SASL, comma separated host:port
 	APIKey           string        // CONFLUENT_API_KEY
-	APISecret        Secret        // CONFLUENT_API_SECRET or the file named by CONFLUENT_API_SECRET_FILE
+	APISecret        secret.Secret // CONFLUENT_API_SECRET or the file named by CONFLUENT_API_SECRET_FILE
 	SecurityProtocol string        // KAFKA_SECURITY_PROTOCOL
 	CAFile           string        // KAFKA_CA_FILE
 	Topic            string        // KAFKA_TOPIC
@@ -218,7 +204,7 @@ func parse(v map[string]string) (*Config, error) {
 		return nil, err
 	}
 	c.MQTT.Username = get("HIVEMQ_USERNAME", "")
-	if c.MQTT.Password, err = secret(v, "HIVEMQ_PASSWORD"); err != nil {
+	if c.MQTT.Password, err = readSecret(v, "HIVEMQ_PASSWORD"); err != nil {
 		return nil, err
 	}
 	if c.MQTT.CAFile, err = file(get("HIVEMQ_CA_FILE", ""), "HIVEMQ_CA_FILE"); err != nil {
@@ -316,7 +302,7 @@ func parseKafka(c *Config, v map[string]string, get func(k, def string) string) 
 	k.SecurityProtocol = strings.ToUpper(get("KAFKA_SECURITY_PROTOCOL", SASLSSL))
 	k.APIKey = get("CONFLUENT_API_KEY", "")
 	var err error
-	if k.APISecret, err = secret(v, "CONFLUENT_API_SECRET"); err != nil {
+	if k.APISecret, err = readSecret(v, "CONFLUENT_API_SECRET"); err != nil {
 		return err
 	}
 	switch k.SecurityProtocol {
@@ -396,14 +382,14 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// secret reads KEY or the file named by KEY_FILE (not both).
-func secret(v map[string]string, key string) (Secret, error) {
+// readSecret reads KEY or the file named by KEY_FILE (not both).
+func readSecret(v map[string]string, key string) (secret.Secret, error) {
 	val, fileName := v[key], strings.TrimSpace(v[key+"_FILE"])
 	if val != "" && fileName != "" {
 		return "", &Error{Key: key, Msg: "set either " + key + " or " + key + "_FILE, not both"}
 	}
 	if fileName == "" {
-		return Secret(val), nil
+		return secret.Secret(val), nil
 	}
 	b, err := os.ReadFile(fileName)
 	if err != nil {
@@ -413,7 +399,7 @@ func secret(v map[string]string, key string) (Secret, error) {
 	if s == "" {
 		return "", &Error{Key: key + "_FILE", Msg: fileName + " is empty"}
 	}
-	return Secret(s), nil
+	return secret.Secret(s), nil
 }
 
 func file(name, key string) (string, error) {

@@ -1,9 +1,9 @@
 package config
 
-import "errors"
+import "github.com/edgepipe/sensorpipe/buffer/cmdline"
 
 // ErrInvalid is wrapped by every configuration error; callers map it to exit status 2.
-var ErrInvalid = errors.New("invalid configuration")
+var ErrInvalid = cmdline.NewUsageError("invalid configuration")
 
 // Error names the variable (or YAML key) that is wrong.
 type Error struct {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/edgepipe/sensorpipe/buffer/secret"
 )
 
 // Sink is the validated configuration of `cloud-forwarder sink` (Kafka to
@@ -17,7 +19,7 @@ type Sink struct {
 	Kafka Kafka
 	// DatabaseURL is the libpq URL (DATABASE_URL or the file named by
 	// DATABASE_URL_FILE). A secret: it usually holds the password.
-	DatabaseURL Secret
+	DatabaseURL secret.Secret
 	Group       string        // SINK_GROUP: Kafka consumer group
 	Listen      string        // SINK_LISTEN: /metrics, /healthz, /readyz
 	Retention   time.Duration // SINK_RETENTION: 0 keeps every row
@@ -64,7 +66,7 @@ func LoadSink(path string, getenv func(string) string) (*Sink, error) {
 		return nil, err
 	}
 	s := &Sink{Kafka: c.Kafka}
-	if s.DatabaseURL, err = secret(vals, "DATABASE_URL"); err != nil {
+	if s.DatabaseURL, err = readSecret(vals, "DATABASE_URL"); err != nil {
 		return nil, err
 	}
 	if err := checkDatabaseURL(s.DatabaseURL.Reveal()); err != nil {

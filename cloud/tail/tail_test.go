@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl/plain"
 
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/tail"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
@@ -70,7 +71,7 @@ func TestTailSkipsBadValues(t *testing.T) {
 
 func TestTailUsage(t *testing.T) {
 	err := tail.Run(context.Background(), []string{"--bogus"}, func(string) string { return "" }, &bytes.Buffer{}, &bytes.Buffer{})
-	if !errors.Is(err, tail.ErrUsage) {
+	if !errors.Is(err, cmdline.ErrUsage) {
 		t.Fatalf("got %v, want ErrUsage", err)
 	}
 }

@@ -17,7 +17,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -25,10 +24,9 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
-)
 
-// errUsage marks a bad invocation (exit status 2).
-var errUsage = errors.New("usage")
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -36,11 +34,8 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
-		if errors.Is(err, errUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
 	}
+	os.Exit(cmdline.ExitCode(err))
 }
 
 // Options are the demo's settings.
@@ -68,10 +63,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.DeviceID, "device", "demo-pi", "device_id of the simulated Pi")
 	fs.BoolVar(&o.NoDB, "no-db", false, "skip the PostgreSQL step (cloud-forwarder sink) even when a server is installed")
 	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", cmdline.ErrUsage, err)
 	}
 	if o.Sensors < 1 || o.Interval < 10*time.Millisecond {
-		return fmt.Errorf("%w: need -sensors >= 1 and -interval >= 10ms", errUsage)
+		return fmt.Errorf("%w: need -sensors >= 1 and -interval >= 10ms", cmdline.ErrUsage)
 	}
 	sum, err := Demo(ctx, o, stdout)
 	if sum != nil {

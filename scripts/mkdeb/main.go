@@ -17,7 +17,6 @@ import (
 	"compress/gzip"
 	"context"
 	"embed"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -31,6 +30,8 @@ import (
 	"github.com/goreleaser/nfpm/v2"
 	"github.com/goreleaser/nfpm/v2/deb"
 	"github.com/goreleaser/nfpm/v2/files"
+
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 )
 
 //go:embed maint/postinst maint/prerm maint/postrm maint/copyright maint/lintian-overrides maint/modules-load.conf
@@ -38,20 +39,14 @@ var maint embed.FS
 
 const maintainer = "sensorpipe <sensorpipe@edgepipe.invalid>"
 
-// errUsage marks a bad invocation (exit status 2).
-var errUsage = errors.New("usage")
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mkdeb: %v\n", err)
-		if errors.Is(err, errUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
 	}
+	os.Exit(cmdline.ExitCode(err))
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -65,11 +60,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", cmdline.ErrUsage, err)
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
-		return fmt.Errorf("%w: no DEBARCH=BINARY given", errUsage)
+		return fmt.Errorf("%w: no DEBARCH=BINARY given", cmdline.ErrUsage)
 	}
 	v := DebVersion(*version)
 	scripts, err := writeAux(v)
@@ -86,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		arch, bin, ok := strings.Cut(a, "=")
 		if !ok || arch == "" || bin == "" {
-			return fmt.Errorf("%w: %q is not DEBARCH=BINARY", errUsage, a)
+			return fmt.Errorf("%w: %q is not DEBARCH=BINARY", cmdline.ErrUsage, a)
 		}
 		info := Info(arch, v, bin, *root, scripts)
 		path := filepath.Join(*out, fmt.Sprintf("edge-agent_%s_%s.deb", v, arch))

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
@@ -20,7 +21,7 @@ func TestUsage(t *testing.T) {
 	var stderr bytes.Buffer
 	for _, args := range [][]string{{}, {"amd64"}, {"-bogus"}} {
 		err := run(context.Background(), args, io.Discard, &stderr)
-		if !errors.Is(err, errUsage) {
+		if !errors.Is(err, cmdline.ErrUsage) {
 			t.Errorf("run(%q) = %v, want a usage error", args, err)
 		}
 	}

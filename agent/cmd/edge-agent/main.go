@@ -13,6 +13,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/cli"
 	"github.com/edgepipe/sensorpipe/agent/daemon"
 	"github.com/edgepipe/sensorpipe/agent/sensorscmd"
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 )
 
 // version is set at link time: -ldflags "-X main.version=$(git describe)".
@@ -33,5 +34,5 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "edge-agent: %v\n", err)
 	}
-	os.Exit(cli.ExitCode(err))
+	os.Exit(cmdline.ExitCode(err))
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/forwarder"
 	"github.com/edgepipe/sensorpipe/cloud/sink"
@@ -24,9 +25,6 @@ import (
 // version is set at link time: -ldflags "-X main.version=$(git describe)".
 var version = "dev"
 
-// errUsage is wrapped by errors in how the command was invoked.
-var errUsage = errors.New("usage error")
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -34,18 +32,7 @@ func main() {
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(os.Stderr, "cloud-forwarder: %v\n", err)
 	}
-	os.Exit(exitCode(err))
-}
-
-func exitCode(err error) int {
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, errUsage), errors.Is(err, tail.ErrUsage), errors.Is(err, config.ErrInvalid), errors.Is(err, flag.ErrHelp):
-		return 2
-	default:
-		return 1
-	}
+	os.Exit(cmdline.ExitCode(err))
 }
 
 func usage() string {
@@ -83,7 +70,7 @@ Environment (a --config YAML file may set the same keys in lower case; the envir
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage())
-		return fmt.Errorf("%w: no command given", errUsage)
+		return fmt.Errorf("%w: no command given", cmdline.ErrUsage)
 	}
 	switch args[0] {
 	case "help", "-h", "--help":
@@ -100,7 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return tail.Run(ctx, args[1:], os.Getenv, stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage())
-	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+	return fmt.Errorf("%w: unknown command %q", cmdline.ErrUsage, args[0])
 }
 
 func runForwarder(ctx context.Context, args []string, stderr io.Writer) error {
@@ -111,10 +98,10 @@ func runForwarder(ctx context.Context, args []string, stderr io.Writer) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", cmdline.ErrUsage, err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+		return fmt.Errorf("%w: unexpected argument %q", cmdline.ErrUsage, fs.Arg(0))
 	}
 	cfg, err := config.Load(*cfgPath, os.Getenv)
 	if err != nil {
@@ -140,10 +127,10 @@ func runSink(ctx context.Context, args []string, stderr io.Writer) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", cmdline.ErrUsage, err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+		return fmt.Errorf("%w: unexpected argument %q", cmdline.ErrUsage, fs.Arg(0))
 	}
 	cfg, err := config.LoadSink(*cfgPath, os.Getenv)
 	if err != nil {
@@ -161,22 +148,10 @@ func runSink(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// newLogger writes text to a terminal and JSON otherwise (containers, systemd).
+// newLogger is the programs' logger (text on a terminal, JSON otherwise) at
+// FORWARDER_LOG_LEVEL, which config.Load has checked.
 func newLogger(w io.Writer, level string) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level))
-	opts := &slog.HandlerOptions{Level: lv}
-	if isTerminal(w) {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return cmdline.NewLogger(w, "auto", lv)
 }
