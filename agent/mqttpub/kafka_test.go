@@ -229,3 +229,26 @@ func TestKafkaSubscribeRefused(t *testing.T) {
 		t.Fatalf("%d readings published without a confirmation subscription", n)
 	}
 }
+
+// TestKafkaStopWaitsForConfirmations: on shutdown the publisher gives the
+// forwarder a moment (FlushTimeout) to confirm what it just published, so
+// a restart or an upgrade does not send it all again.
+func TestKafkaStopWaitsForConfirmations(t *testing.T) {
+	br := broker.New(t, broker.Options{})
+	cnt := broker.NewCounter()
+	broker.Subscribe(t, cnt, broker.SubOptions{URL: br.URL()})
+	b := openBuffer(t)
+	f := countFrom(t, cnt, b)
+	r := start(t, b, mqttpub.Options{URL: br.URL(), Delivery: mqttpub.DeliveryKafka, FlushTimeout: 2 * time.Second})
+	appendN(t, b, 200)
+	cnt.WaitAll(t, device, f+200, 10*time.Second)
+	broker.NewConfirmer(t, br.URL()).Auto(t, cnt, device, 500*time.Millisecond) // confirms within 0.5s
+	began := time.Now()
+	r.stop(t)
+	if d := time.Since(began); d > 3*time.Second {
+		t.Errorf("stop took %v", d)
+	}
+	if n := len(buffered(t, b)); n != 0 {
+		t.Fatalf("%d readings left unconfirmed at stop; the forwarder confirms within 0.5s", n)
+	}
+}

@@ -451,6 +451,14 @@ func (l *ledger) unconfirmedN() int {
 	return l.unconfirmed
 }
 
+// unconfirmedWait is unconfirmedN with a channel closed when it may have
+// changed.
+func (l *ledger) unconfirmedWait() (int, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.unconfirmed, l.changed
+}
+
 // deletingN is how many delivered readings are not deleted yet.
 func (l *ledger) deletingN() int {
 	l.mu.Lock()

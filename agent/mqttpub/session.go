@@ -81,6 +81,7 @@ func (s *session) run(ctx context.Context) error {
 		// Shutdown: give in-flight publishes a moment to be acknowledged
 		// so they are not sent again after the restart.
 		var timedOut atomic.Bool
+		deadline := time.Now().Add(p.o.FlushTimeout)
 		t := time.AfterFunc(p.o.FlushTimeout, func() { timedOut.Store(true); close(abort) })
 		<-ackErr
 		t.Stop()
@@ -88,7 +89,9 @@ func (s *session) run(ctx context.Context) error {
 			// The broker stopped answering: do not wait again to say
 			// "offline"; the will says it when the broker gives up on us.
 			s.dead = true
+			return nil
 		}
+		s.awaitConfirmations(deadline)
 		return nil
 	}
 	close(abort)
@@ -100,6 +103,33 @@ func (s *session) run(ctx context.Context) error {
 		return c
 	}
 	return err
+}
+
+// awaitConfirmations waits, in kafka mode and until deadline (the same
+// FlushTimeout that bounds the wait for PUBACKs), for the confirmations of
+// what was published, so a restart does not send it all again. A lost
+// connection ends the wait.
+func (s *session) awaitConfirmations(deadline time.Time) {
+	p := s.p
+	if p.o.Delivery != DeliveryKafka {
+		return
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for {
+		n, changed := p.led.unconfirmedWait()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+			p.log.Info("stopping with readings not yet confirmed; they are sent again at the next start", "unconfirmed", n)
+			return
+		case <-s.lost:
+			return
+		}
+	}
 }
 
 func (s *session) cause(ctx context.Context) error {
