@@ -90,9 +90,7 @@ func (w *writer) tx(ctx context.Context, rows []row) (int64, error) {
 		return 0, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after Commit
-	_, err = tx.CopyFrom(ctx, pgx.Identifier{stage}, columns, pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-		return rows[i].fields(), nil
-	}))
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{stage}, columns, &rowSource{rows: rows, buf: make([]any, 0, len(columns))})
 	if err != nil {
 		return 0, fmt.Errorf("copy %d rows: %w", len(rows), err)
 	}

@@ -2,7 +2,9 @@ package sink
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"maps"
 	"math"
 	"os"
 	"strings"
@@ -52,7 +54,7 @@ func sample(dev string, seq uint64) *reading.Reading {
 
 func mustRow(t *testing.T, r *reading.Reading) row {
 	t.Helper()
-	rw, err := newRow(r, Source{Topic: "sensor-readings", Partition: 1, Offset: int64(r.Seq)})
+	rw, _, err := newRow(r, Source{Topic: "sensor-readings", Partition: 1, Offset: int64(r.Seq)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,12 +223,32 @@ func TestNewRowRefusesWhatTheTableCannotHold(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := sample("pi-a", 1)
 			tc.edit(r)
-			if _, err := newRow(r, Source{}); !errors.Is(err, ErrColumn) {
+			if _, _, err := newRow(r, Source{}, nil); !errors.Is(err, ErrColumn) {
 				t.Fatalf("newRow = %v, want ErrColumn", err)
 			}
 		})
 	}
-	if _, err := newRow(sample("pi-a", math.MaxInt64), Source{}); err != nil {
+	if _, _, err := newRow(sample("pi-a", math.MaxInt64), Source{}, nil); err != nil {
 		t.Fatalf("the largest bigint seq: %v", err)
+	}
+}
+
+// TestAppendValuesIsJSON checks the hand-written values encoder against
+// encoding/json on keys that need escaping and numbers of every shape.
+func TestAppendValuesIsJSON(t *testing.T) {
+	tests := []map[string]float64{
+		{reading.Temperature: 21.43, reading.Humidity: 48.2, reading.Pressure: 1008.61},
+		{"a\"b": 1, "back\\slash": -0.5, "tab\tnew\nline": 1e-7, "é ü 中": 1e21, "\x01": 0, "big": -1.7976931348623157e308},
+		{"one": 5e-324},
+	}
+	for _, m := range tests {
+		b := appendValues(nil, m)
+		var got map[string]float64
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		if !maps.Equal(got, m) {
+			t.Errorf("%s decodes to %v, want %v", b, got, m)
+		}
 	}
 }

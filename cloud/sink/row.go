@@ -1,10 +1,11 @@
 package sink
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,37 +38,39 @@ type row struct {
 	kind       string
 	ts         time.Time
 	timeSynced bool
-	temp       any // float64, or nil for SQL NULL
-	humidity   any
-	pressure   any
-	values     []byte // JSON object
+	temp       float64
+	humidity   float64
+	pressure   float64
+	has        [3]bool // temp, humidity, pressure present (else SQL NULL)
+	values     []byte  // JSON object
 }
 
-// newRow checks r against the table's columns and builds its row.
-func newRow(r *reading.Reading, src Source) (row, error) {
+// newRow checks r against the table's columns and builds its row. The
+// values JSON is appended to arena (one buffer per batch, so a row costs no
+// allocation of its own); it returns the extended arena.
+func newRow(r *reading.Reading, src Source, arena []byte) (row, []byte, error) {
 	if r.Seq > math.MaxInt64 {
-		return row{}, fmt.Errorf("%w: seq %d does not fit a bigint", ErrColumn, r.Seq)
+		return row{}, arena, fmt.Errorf("%w: seq %d does not fit a bigint", ErrColumn, r.Seq)
 	}
 	for _, f := range []struct{ name, v string }{{"device_id", r.DeviceID}, {"sensor", r.Sensor}, {"kind", r.Kind}} {
 		if err := checkText(f.v); err != nil {
-			return row{}, fmt.Errorf("%w: %s: %v", ErrColumn, f.name, err)
+			return row{}, arena, fmt.Errorf("%w: %s: %v", ErrColumn, f.name, err)
 		}
 	}
 	for k := range r.Values {
 		if strings.IndexByte(k, 0) >= 0 {
-			return row{}, fmt.Errorf("%w: value key %q contains NUL, which jsonb refuses", ErrColumn, k)
+			return row{}, arena, fmt.Errorf("%w: value key %q contains NUL, which jsonb refuses", ErrColumn, k)
 		}
 	}
-	vals, err := json.Marshal(r.Values)
-	if err != nil {
-		return row{}, fmt.Errorf("%w: values: %v", ErrColumn, err)
-	}
-	return row{
-		src: src, deviceID: r.DeviceID, seq: int64(r.Seq), sensor: r.Sensor, kind: r.Kind,
-		ts: r.TS, timeSynced: r.TimeSynced,
-		temp: value(r.Values, reading.Temperature), humidity: value(r.Values, reading.Humidity),
-		pressure: value(r.Values, reading.Pressure), values: vals,
-	}, nil
+	rw := row{src: src, deviceID: r.DeviceID, seq: int64(r.Seq), sensor: r.Sensor, kind: r.Kind,
+		ts: r.TS, timeSynced: r.TimeSynced}
+	rw.temp, rw.has[0] = r.Values[reading.Temperature]
+	rw.humidity, rw.has[1] = r.Values[reading.Humidity]
+	rw.pressure, rw.has[2] = r.Values[reading.Pressure]
+	start := len(arena)
+	arena = appendValues(arena, r.Values)
+	rw.values = arena[start:len(arena):len(arena)]
+	return rw, arena, nil
 }
 
 func checkText(s string) error {
@@ -80,11 +83,41 @@ func checkText(s string) error {
 	return nil
 }
 
-func value(m map[string]float64, k string) any {
-	if v, ok := m[k]; ok {
-		return v
+// appendValues writes m as a JSON object with sorted keys.
+func appendValues(dst []byte, m map[string]float64) []byte {
+	var arr [8]string
+	keys := arr[:0]
+	for k := range m {
+		keys = append(keys, k)
 	}
-	return nil
+	slices.Sort(keys)
+	dst = append(dst, '{')
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, k)
+		dst = append(dst, ':')
+		dst = strconv.AppendFloat(dst, m[k], 'g', -1, 64) // finite: Decode checked
+	}
+	return append(dst, '}')
+}
+
+// appendJSONString quotes s (valid UTF-8, as Decode guarantees) for JSON.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
 }
 
 // columns are the readings columns the sink fills, in COPY order;
@@ -92,6 +125,29 @@ func value(m map[string]float64, k string) any {
 var columns = []string{"device_id", "seq", "sensor", "kind", "ts", "time_synced",
 	"temperature_c", "humidity_pct", "pressure_hpa", "values"}
 
-func (r *row) fields() []any {
-	return []any{r.deviceID, r.seq, r.sensor, r.kind, r.ts, r.timeSynced, r.temp, r.humidity, r.pressure, r.values}
+// fields appends r's values in columns order to dst. They are pointers
+// into r, which pgx reads without boxing a copy of each (a nil *float64 is
+// NULL).
+func (r *row) fields(dst []any) []any {
+	return append(dst[:0], &r.deviceID, &r.seq, &r.sensor, &r.kind, &r.ts, &r.timeSynced,
+		orNil(&r.temp, r.has[0]), orNil(&r.humidity, r.has[1]), orNil(&r.pressure, r.has[2]), &r.values)
 }
+
+func orNil(v *float64, ok bool) *float64 {
+	if !ok {
+		return nil
+	}
+	return v
+}
+
+// rowSource feeds rows to CopyFrom, reusing one []any for every row: pgx
+// encodes each row before asking for the next.
+type rowSource struct {
+	rows []row
+	i    int
+	buf  []any
+}
+
+func (s *rowSource) Next() bool             { s.i++; return s.i <= len(s.rows) }
+func (s *rowSource) Values() ([]any, error) { s.buf = s.rows[s.i-1].fields(s.buf); return s.buf, nil }
+func (s *rowSource) Err() error             { return nil }

@@ -91,15 +91,16 @@ func (s *Sink) kafkaOptions() ([]kgo.Opt, error) {
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		// A replica that died without leaving the group (SIGKILL, power
 		// cut) holds its partitions until this passes: 10 s instead of
-		// kgo's 45 s, as the seed consumer's 6 s did, within the brokers'
-		// usual 6 s to 30 min bounds.
+		// kgo's 45 s, within the brokers' usual 6 s to 30 min bounds.
 		kgo.SessionTimeout(10 * time.Second),
 		kgo.HeartbeatInterval(2 * time.Second),
 		// Bound what is fetched ahead of the database: this is most of
-		// the sink's memory.
-		kgo.FetchMaxBytes(4 << 20),
-		kgo.FetchMaxPartitionBytes(1 << 20),
-		kgo.MaxConcurrentFetches(2),
+		// the sink's memory. The limits count compressed bytes, and our
+		// JSON compresses about 8:1 with snappy, so 256 KiB is some 8,000
+		// readings, more than one batch.
+		kgo.FetchMaxBytes(256 << 10),
+		kgo.FetchMaxPartitionBytes(128 << 10),
+		kgo.MaxConcurrentFetches(1),
 		kgo.FetchMaxWait(500 * time.Millisecond),
 		kgo.WithLogger(kgoLogger{s.log}),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
@@ -232,6 +233,7 @@ func (s *Sink) consume(ctx context.Context, cl *kgo.Client) error {
 // the grace after it), with the batch not stored.
 func (s *Sink) store(ctx, hard context.Context, recs []*kgo.Record) bool {
 	rows := make([]row, 0, len(recs))
+	arena := make([]byte, 0, 64*len(recs))
 	for _, rec := range recs {
 		src := Source{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
 		r, err := reading.Decode(rec.Value)
@@ -239,7 +241,8 @@ func (s *Sink) store(ctx, hard context.Context, recs []*kgo.Record) bool {
 			s.skip(reasonDecode, src, err)
 			continue
 		}
-		rw, err := newRow(&r, src)
+		var rw row
+		rw, arena, err = newRow(&r, src, arena)
 		if err != nil {
 			s.skip(reasonColumn, src, err)
 			continue

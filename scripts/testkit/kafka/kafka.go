@@ -218,7 +218,10 @@ func (c *Cluster) dialer() *kafkago.Dialer {
 // until Kafka has them all.
 func (c *Cluster) Produce(tb testing.TB, topic string, keys []string, values ...[]byte) {
 	tb.Helper()
-	opts := []kgo.Opt{kgo.SeedBrokers(c.Addr), kgo.ProducerLinger(0), kgo.RecordRetries(5)}
+	// Batches like the forwarder's (KAFKA_BATCH_SIZE 200 readings, snappy), not
+	// kgo's 1 MB default: consumers are measured on what production writes.
+	opts := []kgo.Opt{kgo.SeedBrokers(c.Addr), kgo.ProducerLinger(0), kgo.RecordRetries(5),
+		kgo.ProducerBatchMaxBytes(64 << 10), kgo.ProducerBatchCompression(kgo.SnappyCompression())}
 	if c.o.PKI != nil {
 		opts = append(opts, kgo.DialTLSConfig(c.o.PKI.Client()))
 	}
