@@ -252,3 +252,39 @@ func TestAppendValuesIsJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestRetentionDeletesOnlyRowsOldOnBothClocks: rows taken and received
+// before the cutoff go, in batches; a reading taken long ago but received
+// recently (a backlog, a wrong clock) stays, and so do recent ones.
+func TestRetentionDeletesOnlyRowsOldOnBothClocks(t *testing.T) {
+	conn, _ := migrated(t)
+	w := newWriter(t, conn)
+	ctx := context.Background()
+	var rows []row
+	for s := uint64(1); s <= 100; s++ {
+		r := sample("pi-a", s)
+		r.TS = time.Now().Add(-48 * time.Hour)
+		if s > 90 {
+			r.TS = time.Now()
+		}
+		rows = append(rows, mustRow(t, r))
+	}
+	if _, err := w.write(ctx, rows, noBad(t)); err != nil {
+		t.Fatal(err)
+	}
+	// Seqs 1..80 were received two days ago; 81..90 (old ts) just now.
+	if _, err := conn.Exec(ctx, "UPDATE readings SET received_at = now() - interval '48 hours' WHERE seq <= 80"); err != nil {
+		t.Fatal(err)
+	}
+	n, err := deleteOlder(ctx, conn, time.Now().Add(-24*time.Hour), 7, time.Millisecond)
+	if err != nil || n != 80 {
+		t.Fatalf("deleteOlder = %d, %v; want 80 rows", n, err)
+	}
+	var left, first int
+	if err := conn.QueryRow(ctx, "SELECT count(*), min(seq) FROM readings").Scan(&left, &first); err != nil {
+		t.Fatal(err)
+	}
+	if left != 20 || first != 81 {
+		t.Fatalf("%d rows left from seq %d; want 20 from 81", left, first)
+	}
+}
