@@ -39,6 +39,11 @@ flock "$LOCK" $GO test -run '^$' -bench . -skip BenchmarkBacklog -benchmem -coun
 say "benchstat"
 (cd "$work" && $GO run "$BENCHSTAT_PKG" bench.txt) >"$work/benchstat.txt"
 
+# 1b. The sink: 100,000 readings from kfake into a local PostgreSQL, on the real binary.
+sink_cmd="flock $LOCK $GO test -run '^\$' -bench BenchmarkSink -benchtime 1x -count 3 ./cloud/bench/"
+say "$sink_cmd"
+flock "$LOCK" $GO test -run '^$' -bench BenchmarkSink -benchtime 1x -count 3 ./cloud/bench/ | tee "$work/sink.txt" >&2
+
 # 2. Distance: drains and live latency at 0, 20, 50 ms round trip, in rounds.
 if [ "$DISTANCE" = 1 ]; then
 	scripts/bench-distance.sh >"$work/distance.md"
@@ -121,9 +126,12 @@ EOF
 
 \`scripts/e2e\` starts mosquitto (TLS listener, password file, persistence), kfake (TLS, SASL PLAIN)
 behind a TCP proxy it advertises, the real \`bin/edge-agent\` (sim sensors) behind a second TCP
-proxy, and two \`bin/cloud-forwarder\` replicas in a share group; at the end it stops the agent with
-SIGTERM, lets the forwarders drain and reads the whole topic back with franz-go \`kgo\` (not the
-forwarder's kafka-go), over TLS + SASL PLAIN. It exits 1 if any reading is missing.
+proxy, two \`bin/cloud-forwarder\` replicas in a share group and, when PostgreSQL is installed,
+\`bin/cloud-forwarder sink\` writing the topic into a throwaway cluster; at the end it stops the agent
+with SIGTERM, lets the forwarders drain and reads the whole topic back with franz-go \`kgo\` (not the
+forwarder's kafka-go), over TLS + SASL PLAIN, then waits for the sink to have written every reading
+and prints the database's count beside Kafka's. It exits 1 if any reading is missing, in Kafka or in
+the table.
 
 The fault run (\`make e2e\`, and CI) injects, one after another, waiting for the pipeline to catch up
 in between:
@@ -174,7 +182,9 @@ EOF
 			"| calm latency p50 / p99 | \(.latency_outside_faults.p50_ms) / \(.latency_outside_faults.p99_ms) ms | fault run, \(.offered_per_s) readings/s |",
 			(.faults[] | "| recovery after \(.name) | \(if .complete then "\(.recovery_s * 100 | round / 100) s" else "never" end) | fault run |"),
 			"| peak RSS edge-agent | \(.peak_rss_kib["edge-agent"] / 1024 * 10 | round / 10) MiB | fault run |",
-			"| peak RSS cloud-forwarder | \([.peak_rss_kib | to_entries[] | select(.key != "edge-agent") | .value] | max / 1024 * 10 | round / 10) MiB | fault run |"' \
+			"| peak RSS cloud-forwarder run | \([.peak_rss_kib | to_entries[] | select(.key | startswith("e2e-fwd")) | .value] | max / 1024 * 10 | round / 10) MiB | fault run |",
+			(if .peak_rss_kib["e2e-sink"] then "| peak RSS cloud-forwarder sink | \(.peak_rss_kib["e2e-sink"] / 1024 * 10 | round / 10) MiB | fault run |" else empty end),
+			"| rows in PostgreSQL | \(.db_distinct_readings) of \(.delivered) readings in Kafka | fault run |"' \
 			"$work/e2e-faults.json"
 		for rate in $RATES; do
 			jq -r --arg r "$rate" '"| latency p50 / p99 at \($r)/s | \(.latency_outside_faults.p50_ms) / \(.latency_outside_faults.p99_ms) ms | throughput run \($r)/s |",
@@ -193,6 +203,22 @@ EOF
 		echo "\`\`\`"
 		echo
 	done
+	cat <<EOF
+## Kafka → PostgreSQL (cloud-forwarder sink)
+
+\`BenchmarkSink\` (cloud/bench) loads 100,000 readings of 100 devices into kfake (TLS, SASL PLAIN, 6
+partitions), then runs the real \`bin/cloud-forwarder sink\` against a local PostgreSQL cluster
+(scripts/pgcluster: Debian's server, default settings, fsync on) with a fresh database and consumer
+group per iteration, until every record is committed. \`rows/s\` counts from the process start
+(connect, schema migration, group join included); \`rows/s-after-first\` from the first committed
+batch; \`peak-RSS-MiB\` is the process's VmHWM. Targets: at least 50,000 rows/s, under 48 MiB.
+
+\`\`\`
+\$ $sink_cmd
+EOF
+	grep -E '^(goos|goarch|cpu|Benchmark)' "$work/sink.txt"
+	echo "\`\`\`"
+	echo
 	cat <<EOF
 ## Binary sizes
 

@@ -53,7 +53,7 @@ func TestDockerImage(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", tag).Run() })
 	out, err := exec.CommandContext(ctx, "docker", "image", "inspect", tag, "--format", "{{.Config.User}} {{.Config.ExposedPorts}}").Output()
-	if err != nil || string(out) != "65532:65532 map[9102/tcp:{}]\n" {
+	if err != nil || string(out) != "65532:65532 map[9102/tcp:{} 9103/tcp:{}]\n" {
 		t.Fatalf("image config: %q %v", out, err)
 	}
 
