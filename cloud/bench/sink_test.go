@@ -60,9 +60,9 @@ func BenchmarkSink(b *testing.B) {
 		}
 		b.StartTimer()
 		s := startSink(b, k, certs, url, db)
-		s.waitMetric(b, "sink_records_total", 1, 60*time.Second, time.Millisecond)
+		s.waitMetric(b, "sink_records_total", 1, 60*time.Second, 10*time.Millisecond)
 		first := time.Now()
-		s.waitMetric(b, "sink_records_total", sinkReadings, 120*time.Second, 5*time.Millisecond)
+		s.waitMetric(b, "sink_records_total", sinkReadings, 120*time.Second, 10*time.Millisecond)
 		steady = float64(sinkReadings-1) / time.Since(first).Seconds()
 		b.StopTimer()
 		rssMiB = max(rssMiB, float64(peakRSS(s.cmd.Process.Pid))/1024)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,8 +49,12 @@ type Sink struct {
 	dbUp     atomic.Bool
 	kafkaUp  atomic.Bool
 	migrated atomic.Bool
-	dbFails  int // consecutive failures, for backoff (consume loop only)
+	dbFails  int // consecutive failures, for backoff (the writer goroutine only, after the first connect)
 	own      partitions
+	// rebalance is set when the group waits on us for a rebalance; wakePoll
+	// cancels the poll in progress so the consume loop sees it at once.
+	rebalance atomic.Bool
+	wakePoll  atomic.Pointer[context.CancelFunc]
 }
 
 // New checks what can be checked without the network and returns a Sink.
@@ -109,6 +114,12 @@ func (s *Sink) kafkaOptions() ([]kgo.Opt, error) {
 		}),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.forget("revoked", m) }),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.forget("lost", m) }),
+		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) {
+			s.rebalance.Store(true)
+			if cancel := s.wakePoll.Load(); cancel != nil {
+				(*cancel)()
+			}
+		}),
 	}
 	tc, err := kafkaout.TLSConfig(k)
 	if err != nil {
@@ -192,46 +203,124 @@ func (s *Sink) Run(ctx context.Context) error {
 	return err
 }
 
-// consume is the loop: poll a batch, store it, commit its offsets, allow
-// a rebalance, again.
+// batch is one poll's records and the rows decoded from them.
+type batch struct {
+	recs []*kgo.Record
+	rows []row
+}
+
+// consume polls and decodes batches and hands them to one writer
+// goroutine, which stores a batch and then commits its offsets while the
+// next batch is fetched and decoded: PostgreSQL is not left idle during
+// the Kafka round trips. At most two batches are in hand (one being
+// written, one waiting). Rebalances stay blocked while any is; when the
+// group wants one (OnPartitionsCallbackBlocked), or when the writer has
+// caught up, the loop lets it happen.
 func (s *Sink) consume(ctx context.Context, cl *kgo.Client) error {
 	// hard outlives ctx by shutdownGrace, so the batch in hand can finish.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(shutdownGrace, cancelHard) })
 	defer stop()
-	for {
-		fs := cl.PollRecords(ctx, s.cfg.BatchSize)
-		if ctx.Err() != nil || fs.IsClientClosed() {
+
+	work := make(chan *batch)
+	done := make(chan bool, 2) // one per batch: stored (and commit tried), or abandoned
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for b := range work {
+			done <- s.storeAndCommit(ctx, hard, cl, b)
+		}
+	}()
+	inHand := 0
+	abandoned := false
+	settle := func(ok bool) {
+		inHand--
+		abandoned = abandoned || !ok
+	}
+	defer func() {
+		close(work)
+		wg.Wait()
+		for len(done) > 0 {
+			settle(<-done)
+		}
+		cl.AllowRebalance()
+	}()
+	for ctx.Err() == nil && !abandoned {
+		// Collect finished batches; with none in hand a rebalance may run.
+		for more := true; more; {
+			select {
+			case ok := <-done:
+				settle(ok)
+			default:
+				more = false
+			}
+		}
+		if s.rebalance.Load() {
+			for inHand > 0 {
+				settle(<-done)
+			}
+			s.rebalance.Store(false)
+		}
+		if inHand == 0 {
 			cl.AllowRebalance()
+		}
+		pctx, cancel := context.WithCancel(ctx)
+		s.wakePoll.Store(&cancel)
+		if s.rebalance.Load() && inHand > 0 {
+			cancel() // the group asked between the check above and now
+		}
+		fs := cl.PollRecords(pctx, s.cfg.BatchSize)
+		s.wakePoll.Store(nil)
+		cancel()
+		if ctx.Err() != nil || fs.IsClientClosed() {
 			return nil
 		}
 		fs.EachError(func(t string, p int32, err error) {
-			s.log.Warn("kafka fetch error", "topic", t, "partition", p, "err", err)
+			if !errors.Is(err, context.Canceled) {
+				s.log.Warn("kafka fetch error", "topic", t, "partition", p, "err", err)
+			}
 		})
 		recs := fs.Records()
-		if len(recs) > 0 {
-			start := time.Now()
-			if !s.store(ctx, hard, recs) {
-				cl.AllowRebalance()
-				return nil // stopping with the batch unstored: it stays uncommitted
-			}
-			if err := cl.CommitRecords(hard, recs...); err != nil {
-				s.m.commitErrs.Inc()
-				s.log.Warn("kafka offset commit failed; the batch will be consumed again and its rows dropped as duplicates",
-					"records", len(recs), "err", err)
-			}
-			s.m.records.Add(float64(len(recs)))
-			s.m.batchTime.Observe(time.Since(start).Seconds())
+		if len(recs) == 0 {
+			continue
 		}
-		cl.AllowRebalance()
+		b := &batch{recs: recs, rows: s.decode(recs)}
+		for sent := false; !sent; {
+			select {
+			case work <- b:
+				inHand++
+				sent = true
+			case ok := <-done:
+				settle(ok)
+			}
+		}
 	}
+	return nil
 }
 
-// store decodes recs and writes them, retrying with backoff while
-// PostgreSQL is unreachable. It returns false if ctx ended first (or hard,
-// the grace after it), with the batch not stored.
-func (s *Sink) store(ctx, hard context.Context, recs []*kgo.Record) bool {
+// storeAndCommit writes b and then commits its offsets. It returns false
+// if the sink is stopping with b not stored (its offsets stay where they
+// were, so the next owner of its partitions consumes it again).
+func (s *Sink) storeAndCommit(ctx, hard context.Context, cl *kgo.Client, b *batch) bool {
+	start := time.Now()
+	if !s.store(ctx, hard, b.rows) {
+		return false
+	}
+	if err := cl.CommitRecords(hard, b.recs...); err != nil {
+		s.m.commitErrs.Inc()
+		s.log.Warn("kafka offset commit failed; the batch will be consumed again and its rows dropped as duplicates",
+			"records", len(b.recs), "err", err)
+	}
+	s.m.records.Add(float64(len(b.recs)))
+	s.m.batchTime.Observe(time.Since(start).Seconds())
+	return true
+}
+
+// decode turns records into rows, skipping (counting and logging) those
+// that are not readings or do not fit the table.
+func (s *Sink) decode(recs []*kgo.Record) []row {
 	rows := make([]row, 0, len(recs))
 	arena := make([]byte, 0, 64*len(recs))
 	for _, rec := range recs {
@@ -249,6 +338,13 @@ func (s *Sink) store(ctx, hard context.Context, recs []*kgo.Record) bool {
 		}
 		rows = append(rows, rw)
 	}
+	return rows
+}
+
+// store writes rows, retrying with backoff while PostgreSQL is
+// unreachable. It returns false if ctx ended first (or hard, the grace
+// after it), with the rows not stored.
+func (s *Sink) store(ctx, hard context.Context, rows []row) bool {
 	for {
 		if !s.connect(ctx, false) {
 			return false

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -24,6 +25,9 @@ import (
 
 // version is set at link time: -ldflags "-X main.version=$(git describe)".
 var version = "dev"
+
+// sinkMemoryLimit is the sink's soft memory limit when GOMEMLIMIT is not set.
+const sinkMemoryLimit = 24 << 20
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -135,6 +139,12 @@ func runSink(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg, err := config.LoadSink(*cfgPath, os.Getenv)
 	if err != nil {
 		return err
+	}
+	// The container image sets GOMEMLIMIT=24MiB; give the sink the same soft
+	// limit elsewhere, so a burst at start (group join, first fetches, first
+	// batch) does not set a heap goal twice the sink's ~10 MB live heap.
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		debug.SetMemoryLimit(sinkMemoryLimit)
 	}
 	log := newLogger(stderr, cfg.LogLevel)
 	s, err := sink.New(cfg, sink.Options{Logger: log, Version: version})
