@@ -208,7 +208,7 @@ EOF
 
 \`BenchmarkSink\` (cloud/bench) loads 100,000 readings of 100 devices into kfake (TLS, SASL PLAIN, 6
 partitions), then runs the real \`bin/cloud-forwarder sink\` against a local PostgreSQL cluster
-(scripts/pgcluster: Debian's server, default settings, fsync on) with a fresh database and consumer
+(scripts/testkit/pgcluster: Debian's server, default settings, fsync on) with a fresh database and consumer
 group per iteration, until every record is committed. \`rows/s\` counts from the process start
 (connect, schema migration, group join included); \`rows/s-after-first\` from the first committed
 batch; \`peak-RSS-MiB\` is the process's VmHWM. Targets: at least 50,000 rows/s, under 48 MiB.

@@ -12,9 +12,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
-	"github.com/edgepipe/sensorpipe/scripts/pgcluster"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pgcluster"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
 )
