@@ -130,7 +130,7 @@ func decodeRecord(seq uint64, v []byte) (reading.Reading, error) {
 	if err != nil {
 		return reading.Reading{}, fmt.Errorf("seq %d: %w", seq, err)
 	}
-	r, err := reading.Decode(h.payload)
+	r, err := reading.Parse(h.payload) // not Decode: a reading stamped at 1970 is kept
 	if err != nil {
 		return r, fmt.Errorf("%w: seq %d: %w", errDamaged, seq, err)
 	}
@@ -289,9 +289,10 @@ func salvageSequence(path string) (seq uint64, err error) {
 	return seq, err
 }
 
-// maxSaneSeq is 2^53: JSON consumers that parse numbers as doubles keep seqs
-// below it exact, and a garbage sequence from a damaged page is likely above it.
-const maxSaneSeq = 1 << 53
+// maxSaneSeq is 2^53 (reading.MaxSeq): JSON consumers that parse numbers
+// as doubles keep seqs below it exact, and a garbage sequence from a
+// damaged page is likely above it.
+const maxSaneSeq = reading.MaxSeq
 
 func exists(path string) bool {
 	_, err := os.Lstat(path)

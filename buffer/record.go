@@ -124,9 +124,6 @@ func checkReading(r *reading.Reading) error {
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidReading, err)
 	}
-	if err := reading.CheckName(r.Sensor); err != nil {
-		return fmt.Errorf("%w: sensor: %w", ErrInvalidReading, err)
-	}
 	if y := r.TS.Year(); y < 1678 || y > 2261 { // the range of Unix nanoseconds in an int64
 		return fmt.Errorf("%w: ts %v out of range", ErrInvalidReading, r.TS)
 	}

@@ -218,6 +218,9 @@ func (p *scanner) values(f *fields) bool {
 		if err != nil {
 			return false
 		}
+		if _, dup := f.values[key]; dup {
+			return false // encoding/json's path rejects it with a message
+		}
 		f.values[key] = v
 		if p.consume(',') {
 			continue

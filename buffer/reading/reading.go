@@ -8,6 +8,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -17,6 +18,22 @@ const Version = 1
 
 // MaxPayload is the largest encoded reading Decode accepts, in bytes.
 const MaxPayload = 64 << 10
+
+// MaxSeq is the largest seq: 2^53, below which every integer is exact in
+// the double-precision numbers many JSON consumers parse numbers into.
+const MaxSeq = 1 << 53
+
+// MaxNameLen bounds device ids, sensor names, kinds and value keys, in bytes.
+const MaxNameLen = 128
+
+// The timestamps Decode accepts: from 2000 (no reading of ours is older;
+// a Pi at 1970 has not synced) to the end of year 9999 (RFC 3339's four
+// digits). How far ahead of the receiver's clock a ts may be is the
+// receiver's call (the forwarder's FORWARDER_MAX_CLOCK_SKEW).
+var (
+	minWireTS = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxWireTS = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+)
 
 // Value keys of the quantities our drivers measure. Other keys are allowed
 // and carried through unchanged.
@@ -185,13 +202,33 @@ func (v *value) UnmarshalJSON(b []byte) error {
 }
 
 // Decode parses and validates one wire-format reading. Unknown top-level
-// fields are ignored; unknown value keys are kept. Every error wraps ErrInvalid.
+// fields are ignored; unknown value keys are kept. Beyond Validate, it
+// rejects duplicate keys (at the top level and in values: the raw bytes
+// travel on, and consumers disagree on which copy wins), top-level keys that
+// differ from a known one only in case (encoding/json would take them for
+// it), and a ts before 2000 or after 9999. Every error wraps ErrInvalid.
 //
 // Payloads in the shape Encode writes take a hand-written fast path; anything
 // else (escapes, unknown fields, nulls, odd numbers) goes through
 // encoding/json, and both paths end in the same checks, so they accept and
 // reject the same inputs (FuzzFastPathAgrees holds them to that).
 func Decode(b []byte) (Reading, error) {
+	r, err := Parse(b)
+	if err != nil {
+		return r, err
+	}
+	if r.TS.Before(minWireTS) || !r.TS.Before(maxWireTS) {
+		return Reading{}, fmt.Errorf("%w: ts %s is outside 2000-01-01..9999-12-31", ErrInvalid, r.TS.Format(tsLayout))
+	}
+	return r, nil
+}
+
+// Parse is Decode without the bounds on ts that only the wire has: it
+// accepts what Validate accepts, so the agent's buffer can check the
+// readings it keeps, also those stamped at 1970 by a clock that has not
+// synced yet (they are corrected before they leave, or refused by the
+// forwarder if they never are). Errors wrap ErrInvalid.
+func Parse(b []byte) (Reading, error) {
 	if len(b) > MaxPayload {
 		return Reading{}, fmt.Errorf("%w: payload is %d bytes, limit %d", ErrInvalid, len(b), MaxPayload)
 	}
@@ -225,6 +262,9 @@ func parseSlow(b []byte, f *fields) error {
 	var w wire
 	if err := json.Unmarshal(b, &w); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := checkKeys(b); err != nil {
+		return err
 	}
 	if w.V != nil {
 		f.hasV, f.v = true, *w.V
@@ -284,7 +324,11 @@ func (f *fields) reading() (Reading, error) {
 	return r, nil
 }
 
-// Validate checks the invariants every reading on the wire must hold.
+// Validate checks the invariants of a reading that Encode can write and
+// the buffer can keep: names usable as topic levels (device_id, sensor) or
+// as plain text (kind, value keys: non-empty, at most MaxNameLen bytes, no
+// control characters), a seq in 1..MaxSeq, a ts Encode can write (years
+// 1..9999), and finite values. Decode also bounds ts to 2000..9999.
 // Errors wrap ErrInvalid.
 func (r *Reading) Validate() error {
 	if err := CheckName(r.DeviceID); err != nil {
@@ -292,6 +336,15 @@ func (r *Reading) Validate() error {
 	}
 	if r.Seq == 0 {
 		return fmt.Errorf("%w: seq must be positive", ErrInvalid)
+	}
+	if r.Seq > MaxSeq {
+		return fmt.Errorf("%w: seq %d is above 2^53", ErrInvalid, r.Seq)
+	}
+	if err := CheckName(r.Sensor); err != nil {
+		return fmt.Errorf("%w: sensor: %v", ErrInvalid, err)
+	}
+	if err := checkText(r.Kind); err != nil {
+		return fmt.Errorf("%w: kind: %v", ErrInvalid, err)
 	}
 	if r.TS.IsZero() {
 		return fmt.Errorf("%w: missing ts", ErrInvalid)
@@ -303,8 +356,8 @@ func (r *Reading) Validate() error {
 		return fmt.Errorf("%w: no values", ErrInvalid)
 	}
 	for k, v := range r.Values {
-		if k == "" {
-			return fmt.Errorf("%w: empty value key", ErrInvalid)
+		if err := checkText(k); err != nil {
+			return fmt.Errorf("%w: value key: %v", ErrInvalid, err)
 		}
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return fmt.Errorf("%w: value %s is not finite", ErrInvalid, k)
@@ -317,23 +370,50 @@ func (r *Reading) Validate() error {
 var ErrBadName = errors.New("not usable as an MQTT topic level")
 
 // CheckName reports whether s can be one MQTT topic level: non-empty, at most
-// 128 bytes of valid UTF-8, without '+', '#', '/', '$' or control characters.
+// MaxNameLen bytes of valid UTF-8, without '+', '#', '/', '$', control
+// characters or U+FFFD.
 func CheckName(s string) error {
+	if err := checkText(s); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadName, err)
+	}
+	if i := strings.IndexAny(s, "+#/$"); i >= 0 {
+		return fmt.Errorf("%w: %q contains %q", ErrBadName, s, s[i])
+	}
+	return nil
+}
+
+// checkText reports whether s is a usable name: non-empty, at most
+// MaxNameLen bytes of valid UTF-8, without control characters (C0, DEL, C1:
+// what terminals take for escape sequences) or U+FFFD (what a decoder makes
+// of invalid text).
+func checkText(s string) error {
 	if s == "" {
-		return fmt.Errorf("%w: empty", ErrBadName)
+		return errors.New("empty")
 	}
-	if len(s) > 128 {
-		return fmt.Errorf("%w: longer than 128 bytes", ErrBadName)
+	if len(s) > MaxNameLen {
+		return fmt.Errorf("longer than %d bytes", MaxNameLen)
 	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return fmt.Errorf("%q contains a control character", s)
+		}
+		if s[i] >= utf8.RuneSelf {
+			return checkUnicode(s)
+		}
+	}
+	return nil
+}
+
+func checkUnicode(s string) error {
 	if !utf8.ValidString(s) {
-		return fmt.Errorf("%w: %q is not valid UTF-8", ErrBadName, s)
+		return fmt.Errorf("%q is not valid UTF-8", s)
 	}
 	for _, c := range s {
 		switch {
-		case c == '+' || c == '#' || c == '/' || c == '$':
-			return fmt.Errorf("%w: %q contains %q", ErrBadName, s, c)
-		case c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0):
-			return fmt.Errorf("%w: %q contains a control character", ErrBadName, s)
+		case c < 0x20 || (c >= 0x7f && c < 0xa0):
+			return fmt.Errorf("%q contains a control character", s)
+		case c == utf8.RuneError:
+			return fmt.Errorf("%q contains U+FFFD", s)
 		}
 	}
 	return nil

@@ -38,7 +38,7 @@ func TestEncodeMatchesDesignExample(t *testing.T) {
 func TestRoundTrip(t *testing.T) {
 	r := sample()
 	r.DeviceID = `dev "quoted" \ é`
-	r.Values["weird_key\n"] = -1.5e-9
+	r.Values["weird key \"é\""] = -1.5e-9
 	r.Values["big"] = 3e25
 	back, err := Decode(Encode(nil, &r))
 	if err != nil {
@@ -64,7 +64,7 @@ func TestEncodeTruncatesToMilliseconds(t *testing.T) {
 }
 
 func TestDecodeKeepsUnknownValueKeysAndIgnoresUnknownFields(t *testing.T) {
-	b := `{"v":1,"device_id":"d","seq":1,"ts":"2026-11-25T10:15:02Z","values":{"co2_ppm":415},"extra":{"a":1}}`
+	b := `{"v":1,"device_id":"d","seq":1,"sensor":"s","kind":"k","ts":"2026-11-25T10:15:02Z","values":{"co2_ppm":415},"extra":{"a":1,"a":2}}`
 	r, err := Decode([]byte(b))
 	if err != nil {
 		t.Fatal(err)
@@ -75,10 +75,37 @@ func TestDecodeKeepsUnknownValueKeysAndIgnoresUnknownFields(t *testing.T) {
 	if !r.TimeSynced {
 		t.Fatal("time_synced should default to true when absent")
 	}
+	// Nested unknown fields are skipped whole, whatever they hold.
+	b = `{"x":{"a":[1,"}",{"b":"\"]"}],"c":null},"v":1,"y":[[],{}],"device_id":"d","seq":1,"sensor":"s","kind":"k",` +
+		`"ts":"2026-11-25T10:15:02Z","values":{"co2_ppm":415,"t":-1},"z":"{"}`
+	if r, err = Decode([]byte(b)); err != nil || r.Values["t"] != -1 {
+		t.Fatalf("nested unknown fields: %+v, %v", r, err)
+	}
 }
 
 func TestDecodeRejects(t *testing.T) {
-	const ok = `"device_id":"d","seq":1,"ts":"2026-11-25T10:15:02Z","values":{"temperature_c":1}`
+	const ok = `"device_id":"d","seq":1,"sensor":"s","kind":"k","ts":"2026-11-25T10:15:02Z","values":{"temperature_c":1}`
+	// with returns a valid payload with field key set to the raw JSON value
+	// (or left out when value is "").
+	with := func(key, value string) string {
+		fields := [][2]string{{"v", `1`}, {"device_id", `"d"`}, {"seq", `1`}, {"sensor", `"s"`}, {"kind", `"k"`},
+			{"ts", `"2026-11-25T10:15:02Z"`}, {"values", `{"temperature_c":1}`}}
+		var b strings.Builder
+		b.WriteByte('{')
+		for _, f := range fields {
+			if f[0] == key {
+				f[1] = value
+			}
+			if f[1] == "" {
+				continue
+			}
+			if b.Len() > 1 {
+				b.WriteByte(',')
+			}
+			b.WriteString(`"` + f[0] + `":` + f[1])
+		}
+		return b.String() + "}"
+	}
 	tests := []struct {
 		name, payload, wantErr string
 	}{
@@ -93,9 +120,34 @@ func TestDecodeRejects(t *testing.T) {
 		{"zero seq", `{"v":1,"device_id":"d","seq":0,"ts":"2026-11-25T10:15:02Z","values":{"t":1}}`, "seq must be positive"},
 		{"negative seq", `{"v":1,"device_id":"d","seq":-4,"ts":"2026-11-25T10:15:02Z","values":{"t":1}}`, "cannot unmarshal"},
 		{"missing ts", `{"v":1,"device_id":"d","seq":1,"values":{"t":1}}`, "missing ts"},
-		{"ts before year 1 in UTC", `{"v":1,"device_id":"d","seq":1,"ts":"0000-01-01T00:00:00+01:00","values":{"t":1}}`, "outside 0001..9999"},
+		{"ts before year 1 in UTC", with("ts", `"0000-01-01T00:00:00+01:00"`), "outside 0001..9999"},
+		{"ts before 2000", with("ts", `"1999-12-31T23:59:59.999Z"`), "outside 2000-01-01..9999-12-31"},
+		{"ts at 1970 (a Pi before NTP)", with("ts", `"1970-01-01T00:00:42Z"`), "outside 2000-01-01"},
+		{"ts past 9999 in UTC", with("ts", `"9999-12-31T23:30:00-01:00"`), "outside 0001..9999"},
+		{"seq above 2^53", with("seq", `9007199254740993`), "above 2^53"},
+		{"seq near 2^64", with("seq", `18446744073709551615`), "above 2^53"},
+		{"missing sensor", with("sensor", ""), "sensor: not usable as an MQTT topic level: empty"},
+		{"empty sensor", with("sensor", `""`), "sensor"},
+		{"escape sequence in sensor", with("sensor", `"s\u001b[2J"`), "control character"},
+		{"C1 control in sensor", with("sensor", "\"s\u009bJ\""), "control character"},
+		{"topic char in sensor", with("sensor", `"s/t"`), "sensor"},
+		{"missing kind", with("kind", ""), "kind: empty"},
+		{"control char in kind", with("kind", `"k\u0007"`), "kind"},
+		{"DEL in kind", with("kind", "\"k\x7f\""), "kind"},
+		{"U+FFFD in kind", with("kind", `"k\ud800"`), "U+FFFD"},
+		{"long kind", with("kind", `"`+strings.Repeat("k", 129)+`"`), "longer than 128"},
+		{"control char in device_id", with("device_id", `"d\r"`), "device_id"},
+		{"empty value key", with("values", `{"":1}`), "value key: empty"},
+		{"control char in value key", with("values", `{"t\u001b]0;pwned\u0007":1}`), "value key"},
+		{"duplicate top-level key", with("seq", `1,"seq":2`), `duplicate key "seq"`},
+		{"duplicate value key", with("values", `{"t":1,"t":2}`), `duplicate key "t"`},
+		{"duplicate value key, escaped", with("values", `{"t":1,"\u0074":2}`), "duplicate key"},
+		{"top-level key differing in case", with("seq", `1,"SEQ":2`), "only in case"},
+		{"duplicate key in the fast path's shape", with("device_id", `"d","device_id":"e"`), "duplicate key"},
+		{"duplicate key after a nested unknown field", with("seq", `1,"x":{"a":[1,"}",{"b":"\"]"}],"c":null},"y":[],"seq":2`), `duplicate key "seq"`},
 		{"bad ts", `{"v":1,"device_id":"d","seq":1,"ts":"yesterday","values":{"t":1}}`, "not RFC 3339"},
-		{"no values", `{"v":1,"device_id":"d","seq":1,"ts":"2026-11-25T10:15:02Z"}`, "no values"},
+		{"no values", with("values", ""), "no values"},
+		{"empty values", with("values", "{}"), "no values"},
 		{"NaN literal", `{"v":1,` + ok[:len(ok)-2] + `NaN}}`, "invalid character"},
 		{"overflowing number", `{"v":1,"device_id":"d","seq":1,"ts":"2026-11-25T10:15:02Z","values":{"t":1e999}}`, "not a finite number"},
 		{"null value", `{"v":1,"device_id":"d","seq":1,"ts":"2026-11-25T10:15:02Z","values":{"t":null}}`, "null value"},
@@ -186,5 +238,35 @@ func BenchmarkDecode(b *testing.B) {
 		if _, err := Decode(p); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkDecodeSlowPath: a payload the fast path leaves to encoding/json
+// (an unknown field, an escaped string).
+func BenchmarkDecodeSlowPath(b *testing.B) {
+	r := sample()
+	p := Encode(nil, &r)
+	p = append(p[:len(p)-1], `,"note":"re\"sent"}`...)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		if _, err := Decode(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestParseKeepsWhatTheBufferHolds: a reading stamped at 1970 by a Pi that
+// has not synced yet is a valid reading to keep (and correct later), but
+// not on the wire.
+func TestParseKeepsWhatTheBufferHolds(t *testing.T) {
+	r := sample()
+	r.TS, r.TimeSynced = time.Unix(42, 0).UTC(), false
+	b := Encode(nil, &r)
+	if got, err := Parse(b); err != nil || !got.TS.Equal(r.TS) {
+		t.Fatalf("Parse = %+v, %v", got, err)
+	}
+	if _, err := Decode(b); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "outside 2000-01-01") {
+		t.Fatalf("Decode = %v, want the ts bound", err)
 	}
 }

@@ -97,11 +97,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		rd, err := reading.Decode(m.Value)
 		if err != nil {
-			fmt.Fprintf(stderr, "error: %s[%d]@%d: %v\n", m.Topic, m.Partition, m.Offset, err)
+			// The error quotes parts of the payload: printed escaped too.
+			fmt.Fprintf(stderr, "error: %s[%d]@%d: %s\n", Text(m.Topic), m.Partition, m.Offset, Text(err.Error()))
 			continue
 		}
 		if *asJSON {
-			_, err = fmt.Fprintf(stdout, "%s\n", m.Value)
+			_, err = stdout.Write(append(JSON(nil, m.Value), '\n'))
 		} else {
 			_, err = stdout.Write(Line(nil, &rd, m.Partition, m.Offset))
 		}
@@ -116,14 +117,17 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // Line formats one reading for people:
 //
 //	2026-11-25T10:15:02.125Z pi-greenhouse-1 seq=48213 bme280-0x76 humidity_pct=48.2 temperature_c=21.43 p=3 off=1207
+//
+// Names are written with AppendText, so a payload cannot put escape
+// sequences on the terminal.
 func Line(dst []byte, r *reading.Reading, partition int, offset int64) []byte {
 	dst = r.TS.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
 	dst = append(dst, ' ')
-	dst = append(dst, r.DeviceID...)
+	dst = AppendText(dst, r.DeviceID)
 	dst = append(dst, " seq="...)
 	dst = strconv.AppendUint(dst, r.Seq, 10)
 	dst = append(dst, ' ')
-	dst = append(dst, r.Sensor...)
+	dst = AppendText(dst, r.Sensor)
 	if !r.TimeSynced {
 		dst = append(dst, " (clock not synced)"...)
 	}
@@ -134,7 +138,7 @@ func Line(dst []byte, r *reading.Reading, partition int, offset int64) []byte {
 	sort.Strings(keys)
 	for _, k := range keys {
 		dst = append(dst, ' ')
-		dst = append(dst, k...)
+		dst = AppendText(dst, k)
 		dst = append(dst, '=')
 		dst = strconv.AppendFloat(dst, r.Values[k], 'g', -1, 64)
 	}
