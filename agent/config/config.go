@@ -11,7 +11,6 @@ package config
 
 import (
 	"bytes"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,8 +26,10 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
+	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/buffer/secret"
+	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 	"github.com/edgepipe/sensorpipe/drivers"
 )
 
@@ -309,14 +310,12 @@ func (m *MQTT) validate() error {
 		// The URL is logged and printed; credentials in it would leak.
 		return &Error{Key: "mqtt.url", Msg: "must not contain credentials; use mqtt.username and mqtt.password_file"}
 	}
-	switch u.Scheme {
-	case "ssl", "tls", "mqtts":
-	case "tcp", "mqtt":
-		if !m.Insecure && !IsLoopback(u.Hostname()) {
-			return &Error{Key: "mqtt.url", Msg: fmt.Sprintf("plaintext %s:// to %s sends the password in clear; use ssl:// or set mqtt.insecure: true", u.Scheme, u.Hostname())}
-		}
-	default:
+	tls, err := mqttconn.TLS(u.Scheme)
+	if err != nil {
 		return &Error{Key: "mqtt.url", Msg: fmt.Sprintf("scheme %q is not ssl or tcp", u.Scheme)}
+	}
+	if !tls && !m.Insecure && !mqttconn.IsLoopback(u.Hostname()) {
+		return &Error{Key: "mqtt.url", Msg: fmt.Sprintf("plaintext %s:// to %s sends the password in clear; use ssl:// or set mqtt.insecure: true", u.Scheme, u.Hostname())}
 	}
 	if err := reading.CheckName(m.TopicPrefix); m.TopicPrefix != "" && err != nil {
 		return &Error{Key: "mqtt.topic_prefix", Msg: err.Error()}
@@ -327,14 +326,13 @@ func (m *MQTT) validate() error {
 	if m.CAFile != "" {
 		// Checked here, not first at connect: a bad file would make `run`
 		// exit 1 and systemd restart it for ever.
-		b, err := os.ReadFile(m.CAFile)
-		if err != nil {
-			return &Error{Key: "mqtt.ca_file", Msg: fmt.Sprintf("cannot read %s", m.CAFile), Err: err}
-		}
-		if !x509.NewCertPool().AppendCertsFromPEM(b) {
+		// Loaded the way the publisher will load it (buffer/tlsconf).
+		if _, err := tlsconf.Client(m.CAFile); errors.Is(err, tlsconf.ErrNoCertificate) {
 			// The content is not echoed: it may be a secret put in the wrong key.
 			return &Error{Key: "mqtt.ca_file", Msg: fmt.Sprintf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----); "+
 				"give a CA bundle, or leave it empty for the system roots", m.CAFile)}
+		} else if err != nil {
+			return &Error{Key: "mqtt.ca_file", Msg: fmt.Sprintf("cannot read %s", m.CAFile), Err: errors.Unwrap(err)}
 		}
 	}
 	if len(m.ClientID) > 256 || strings.IndexFunc(m.ClientID, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
@@ -367,13 +365,4 @@ func sortedKeys(m map[string]any) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// IsLoopback reports whether host (a name or an IP) is this machine.
-func IsLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -156,6 +156,18 @@ func TestInsecureAllowsRemotePlaintext(t *testing.T) {
 	}
 }
 
+// TestEveryTLSSchemeAccepted: the config accepts every scheme the publisher
+// and the forwarder treat as TLS (buffer/mqttconn decides; tcps:// was once
+// refused here while both of them accepted it).
+func TestEveryTLSSchemeAccepted(t *testing.T) {
+	for _, scheme := range []string{"ssl", "tls", "mqtts", "tcps"} {
+		y := strings.Replace(base, "tcp://127.0.0.1", scheme+"://broker.example.com", 1)
+		if _, err := config.Parse([]byte(y), noEnv); err != nil {
+			t.Errorf("%s: %v", scheme, err)
+		}
+	}
+}
+
 func TestLoadMissingFileIsAConfigError(t *testing.T) {
 	_, err := config.Load(filepath.Join(t.TempDir(), "nope.yaml"), func(string) string { return "" })
 	var ce *config.Error

@@ -24,7 +24,6 @@ import (
 
 	// Trust a compiled-in copy of the Mozilla roots when the Pi image has
 	// no CA bundle (minimal images); system roots win when present.
-	_ "golang.org/x/crypto/x509roots/fallback"
 
 	"github.com/edgepipe/sensorpipe/agent/bufhttp"
 	"github.com/edgepipe/sensorpipe/agent/clock"
@@ -34,6 +33,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/status"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
+	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/drivers"
 )
@@ -249,11 +249,11 @@ func (a *agent) healthy() error {
 // another host (the password and the readings cross the network in clear)
 // and a password file every local user can read.
 func warnExposure(log *slog.Logger, cfg *config.Config) {
-	if host, _, err := net.SplitHostPort(cfg.StatusListen); cfg.StatusListen != "" && err == nil && !config.IsLoopback(host) {
+	if host, _, err := net.SplitHostPort(cfg.StatusListen); cfg.StatusListen != "" && err == nil && !mqttconn.IsLoopback(host) {
 		log.Warn("status_listen is reachable from other machines: it serves every buffered reading and the metrics "+
 			"without authentication; bind it to 127.0.0.1 unless a firewall keeps others out", "status_listen", cfg.StatusListen)
 	}
-	if u, err := url.Parse(cfg.MQTT.URL); err == nil && (u.Scheme == "tcp" || u.Scheme == "mqtt") && !config.IsLoopback(u.Hostname()) {
+	if u, err := url.Parse(cfg.MQTT.URL); err == nil && !isTLS(u.Scheme) && !mqttconn.IsLoopback(u.Hostname()) {
 		log.Warn("mqtt.url is plaintext to another host (mqtt.insecure: true): the password and every reading "+
 			"cross the network in clear; use ssl://", "host", u.Hostname())
 	}
@@ -497,3 +497,5 @@ func (a *agent) correct(ctx context.Context) {
 		a.log.Info("corrected timestamps of buffered readings", "count", n, "step", off.Round(time.Millisecond).String())
 	}
 }
+
+func isTLS(scheme string) bool { tls, _ := mqttconn.TLS(scheme); return tls }

@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +21,8 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/confirm"
+	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
+	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 )
 
 // Queue is what the publisher needs from the buffer.
@@ -174,15 +175,14 @@ func New(q Queue, o Options) (*Publisher, error) {
 	})
 	p.statusTop = o.TopicPrefix + "/" + o.DeviceID + "/status"
 	p.ackTop = confirm.Topic(o.TopicPrefix, o.DeviceID)
-	switch u.Scheme {
-	case "ssl", "tls", "mqtts", "tcps":
-		p.tls, err = tlsConfig(o)
-		if err != nil {
+	useTLS, err := mqttconn.TLS(u.Scheme)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrOptions, err)
+	}
+	if useTLS {
+		if p.tls, err = tlsConfig(o); err != nil {
 			return nil, err
 		}
-	case "tcp", "mqtt":
-	default:
-		return nil, fmt.Errorf("%w: scheme %q", ErrOptions, u.Scheme)
 	}
 	return p, nil
 }
@@ -229,25 +229,16 @@ func setDefaults(o *Options) {
 }
 
 func tlsConfig(o Options) (*tls.Config, error) {
-	var c *tls.Config
 	if o.TLS != nil {
-		c = o.TLS.Clone()
-	} else {
-		c = &tls.Config{}
-		if o.CAFile != "" {
-			pem, err := os.ReadFile(o.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("%w: ca file: %w", ErrOptions, err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("%w: ca file %s holds no PEM certificate", ErrOptions, o.CAFile)
-			}
-			c.RootCAs = pool
+		c := o.TLS.Clone()
+		if c.MinVersion < tls.VersionTLS12 {
+			c.MinVersion = tls.VersionTLS12
 		}
+		return c, nil
 	}
-	if c.MinVersion < tls.VersionTLS12 {
-		c.MinVersion = tls.VersionTLS12
+	c, err := tlsconf.Client(o.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrOptions, err)
 	}
 	return c, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 	"github.com/edgepipe/sensorpipe/buffer/secret"
 )
 
@@ -296,7 +297,7 @@ func parseKafka(c *Config, v map[string]string, get func(k, def string) string) 
 		if err != nil || host == "" || port == "" {
 			return &Error{Key: "CONFLUENT_BOOTSTRAP_SERVER_SASL", Msg: fmt.Sprintf("%q is not host:port", hp)}
 		}
-		allLoopback = allLoopback && isLoopback(host)
+		allLoopback = allLoopback && mqttconn.IsLoopback(host)
 		k.Bootstrap = append(k.Bootstrap, hp)
 	}
 	k.SecurityProtocol = strings.ToUpper(get("KAFKA_SECURITY_PROTOCOL", SASLSSL))
@@ -353,16 +354,12 @@ func mqttURL(s string, insecure bool) (string, bool, error) {
 	if err != nil || u.Host == "" || u.Port() == "" {
 		return "", false, &Error{Key: key, Msg: fmt.Sprintf("%q is not scheme://host:port", s)}
 	}
-	var tls bool
-	switch u.Scheme {
-	case "ssl", "tls", "mqtts", "tcps":
-		tls = true
-	case "tcp", "mqtt":
-		if !insecure && !isLoopback(u.Hostname()) {
-			return "", false, &Error{Key: key, Msg: "plaintext tcp:// is allowed only to loopback hosts or with FORWARDER_INSECURE=true; use ssl://"}
-		}
-	default:
+	tls, err := mqttconn.TLS(u.Scheme)
+	if err != nil {
 		return "", false, &Error{Key: key, Msg: fmt.Sprintf("scheme %q is not ssl or tcp", u.Scheme)}
+	}
+	if !tls && !insecure && !mqttconn.IsLoopback(u.Hostname()) {
+		return "", false, &Error{Key: key, Msg: "plaintext tcp:// is allowed only to loopback hosts or with FORWARDER_INSECURE=true; use ssl://"}
 	}
 	if u.User != nil {
 		return "", false, &Error{Key: key, Msg: "must not contain credentials; use HIVEMQ_USERNAME and HIVEMQ_PASSWORD"}
@@ -372,14 +369,6 @@ func mqttURL(s string, insecure bool) (string, bool, error) {
 		scheme = "ssl"
 	}
 	return scheme + "://" + u.Host, tls, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // readSecret reads KEY or the file named by KEY_FILE (not both).

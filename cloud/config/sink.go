@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 	"github.com/edgepipe/sensorpipe/buffer/secret"
 )
 
@@ -128,7 +129,7 @@ func checkDatabaseURL(s string) error {
 	}
 	local := true // no host at all: the default unix socket
 	for _, h := range hosts {
-		local = local && (h == "" || strings.HasPrefix(h, "/") || strings.HasPrefix(h, "@") || isLoopback(h))
+		local = local && (h == "" || strings.HasPrefix(h, "/") || strings.HasPrefix(h, "@") || mqttconn.IsLoopback(h))
 	}
 	if mode := q.Get("sslmode"); !local && mode != "verify-full" {
 		if mode == "" {

@@ -22,7 +22,7 @@ import (
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/kafkaout"
 	"github.com/edgepipe/sensorpipe/cloud/statushttp"
-	"github.com/edgepipe/sensorpipe/cloud/tlsconf"
+	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 )
 
 // Options are the parts of a Forwarder that do not come from configuration.

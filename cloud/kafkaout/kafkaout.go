@@ -9,7 +9,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl/plain"
 
 	"github.com/edgepipe/sensorpipe/cloud/config"
-	"github.com/edgepipe/sensorpipe/cloud/tlsconf"
+	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 )
 
 // TLSConfig returns the client TLS settings for the given security protocol,

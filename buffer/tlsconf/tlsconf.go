@@ -1,9 +1,10 @@
-// Package tlsconf builds the client TLS settings both of the forwarder's
-// connections (MQTT and Kafka) use: TLS 1.2 or newer, verifying against a
-// CA bundle file when one is configured, else the system roots. It imports
+// Package tlsconf builds the client TLS settings of every TLS connection
+// both programs open (the agent's MQTT link, the forwarder's MQTT and Kafka
+// links, the sink's Kafka link): TLS 1.2 or newer, verifying against a CA
+// bundle file when one is configured, else the system roots. It imports
 // golang.org/x/crypto/x509roots/fallback so a binary in a FROM scratch image,
-// which has no /etc/ssl, still trusts the public CAs HiveMQ Cloud and
-// Confluent Cloud use.
+// or a Pi image without ca-certificates, which have no /etc/ssl, still
+// trusts the public CAs HiveMQ Cloud and Confluent Cloud use.
 //
 // Example:
 //
@@ -14,11 +15,15 @@ package tlsconf
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 
 	_ "golang.org/x/crypto/x509roots/fallback" // roots for FROM scratch images
 )
+
+// ErrNoCertificate is wrapped when a CA file holds no PEM certificate.
+var ErrNoCertificate = errors.New("no PEM certificates")
 
 // Client returns a TLS client config trusting caFile only, or the system
 // roots when caFile is empty. A CA file replaces the system roots, the way
@@ -39,7 +44,7 @@ func Client(caFile string) (*tls.Config, error) {
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("CA file %s: no PEM certificates", caFile)
+		return nil, fmt.Errorf("CA file %s: %w", caFile, ErrNoCertificate)
 	}
 	cfg.RootCAs = pool
 	return cfg, nil
