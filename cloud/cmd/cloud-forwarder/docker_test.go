@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pgcluster"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
 )
@@ -26,7 +29,8 @@ func skipOrFail(t *testing.T, why string) {
 
 // TestDockerImage builds the FROM scratch image around the test binary and
 // runs it on the host network against a TLS mochi broker and a TLS+SASL
-// kfake started here: readings must arrive in Kafka.
+// kfake started here: readings must arrive in Kafka. Then the same image
+// runs `sink` against a throwaway PostgreSQL: every reading becomes a row.
 func TestDockerImage(t *testing.T) {
 	if _, err := exec.LookPath("docker"); err != nil {
 		skipOrFail(t, "docker is not installed")
@@ -64,12 +68,55 @@ func TestDockerImage(t *testing.T) {
 	env["HIVEMQ_CA_FILE"], env["KAFKA_CA_FILE"] = "/ca.pem", "/ca.pem"
 	addr := testkit.FreeAddr(t)
 	env["FORWARDER_LISTEN"] = addr
-	name := "cloud-forwarder-test-" + strconv.Itoa(os.Getpid())
-	args := []string{"run", "--rm", "--name", name, "--network", "host", "-v", certs.CAFile + ":/ca.pem:ro"}
+	runContainer(t, tag, "cloud-forwarder-test-"+strconv.Itoa(os.Getpid()), addr, env, certs.CAFile)
+	devs := stack.Devices(4)
+	pub := stack.NewPublisher(t, b, certs, "pub-docker")
+	pub.PublishReadings(t, devs, 1, 25)
+	recs := k.ReadN(t, stack.Topic, 100, 30*time.Second, 100*time.Millisecond)
+	if len(recs) != 100 {
+		t.Fatalf("%d of 100 readings arrived from the container", len(recs))
+	}
+	for _, r := range recs {
+		if r.Headers["forwarder_id"] != "fwd-docker" {
+			t.Fatalf("forwarder_id %q", r.Headers["forwarder_id"])
+		}
+	}
+
+	// The same image runs the sink: the 100 readings become 100 rows.
+	pg := pgcluster.ForTest(t)
+	dbURL, err := pg.CreateDatabase(ctx, "docker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sinkAddr := testkit.FreeAddr(t)
+	runContainer(t, tag, "cloud-forwarder-sink-test-"+strconv.Itoa(os.Getpid()), sinkAddr, map[string]string{
+		"CONFLUENT_BOOTSTRAP_SERVER_SASL": env["CONFLUENT_BOOTSTRAP_SERVER_SASL"],
+		"CONFLUENT_API_KEY":               env["CONFLUENT_API_KEY"],
+		"CONFLUENT_API_SECRET":            env["CONFLUENT_API_SECRET"],
+		"KAFKA_CA_FILE":                   "/ca.pem",
+		"DATABASE_URL":                    dbURL,
+		"SINK_LISTEN":                     sinkAddr,
+	}, certs.CAFile, "sink")
+	testkit.WaitFor(t, "100 rows written by the sink container", 30*time.Second, func() bool {
+		conn, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			return false
+		}
+		defer conn.Close(ctx)
+		var n int
+		return conn.QueryRow(ctx, "SELECT count(*) FROM readings").Scan(&n) == nil && n == 100
+	})
+}
+
+// runContainer runs the image with env (and the CA at /ca.pem) on the host
+// network until the test ends, and waits until /readyz at addr answers 200.
+func runContainer(t *testing.T, tag, name, addr string, env map[string]string, caFile string, cmd ...string) {
+	t.Helper()
+	args := []string{"run", "--rm", "--name", name, "--network", "host", "-v", caFile + ":/ca.pem:ro"}
 	for k, v := range env {
 		args = append(args, "-e", k+"="+v)
 	}
-	args = append(args, tag)
+	args = append(append(args, tag), cmd...)
 	run := exec.Command("docker", args...)
 	logs := &testkit.LogBuffer{}
 	run.Stdout, run.Stderr = logs, logs
@@ -86,7 +133,7 @@ func TestDockerImage(t *testing.T) {
 			_ = exec.Command("docker", "rm", "-f", name).Run()
 		}
 		if t.Failed() {
-			t.Logf("container log:\n%s", logs)
+			t.Logf("container %s log:\n%s", name, logs)
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
@@ -95,28 +142,16 @@ func TestDockerImage(t *testing.T) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				break
+				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("container not ready:\n%s", logs)
+			t.Fatalf("container %s not ready:\n%s", name, logs)
 		}
 		select {
 		case err := <-exited:
-			t.Fatalf("container exited: %v\n%s", err, logs)
+			t.Fatalf("container %s exited: %v\n%s", name, err, logs)
 		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	devs := stack.Devices(4)
-	pub := stack.NewPublisher(t, b, certs, "pub-docker")
-	pub.PublishReadings(t, devs, 1, 25)
-	recs := k.ReadN(t, stack.Topic, 100, 30*time.Second, 100*time.Millisecond)
-	if len(recs) != 100 {
-		t.Fatalf("%d of 100 readings arrived from the container", len(recs))
-	}
-	for _, r := range recs {
-		if r.Headers["forwarder_id"] != "fwd-docker" {
-			t.Fatalf("forwarder_id %q", r.Headers["forwarder_id"])
 		}
 	}
 }
