@@ -269,7 +269,7 @@ func TestSinkKill9MidBatch(t *testing.T) {
 	certs := pki.New(t)
 	k := stack.StartKafka(t, certs)
 	devs := stack.Devices(8)
-	const n = 2500
+	const n = 5000
 	var keys []string
 	var vals [][]byte
 	for s := uint64(1); s <= n; s++ {
@@ -293,13 +293,16 @@ func TestSinkKill9MidBatch(t *testing.T) {
 	}
 	defer watch.Close(ctx)
 	total := len(vals)
+	committed := 0 // rows in the table when the last incarnation was killed
 	for kill := 1; kill <= 3; kill++ {
 		p := spawnCmd(t, "sink", "SINK_LISTEN", env)
 		deadline := time.Now().Add(30 * time.Second)
-		// Kill once a quarter more of the backlog is in, while a transaction is open.
+		// Kill as soon as this incarnation has committed something and has
+		// its next transaction open, so every kill lands mid-batch and
+		// leaves work for the next one.
 		for {
 			rows, _ := rowCount(ctx, watch)
-			if rows >= kill*total/4 && sinkInTx(ctx, watch) {
+			if rows > committed && sinkInTx(ctx, watch) {
 				break
 			}
 			if rows == total || time.Now().After(deadline) {
@@ -311,8 +314,8 @@ func TestSinkKill9MidBatch(t *testing.T) {
 		}
 		<-p.done
 		p.done <- nil
-		rows, _ := rowCount(ctx, watch)
-		t.Logf("kill %d: SIGKILL with a transaction open, %d of %d rows committed", kill, rows, total)
+		committed, _ = rowCount(ctx, watch)
+		t.Logf("kill %d: SIGKILL with a transaction open, %d of %d rows committed", kill, committed, total)
 	}
 	p := spawnCmd(t, "sink", "SINK_LISTEN", env)
 	deadline := time.Now().Add(60 * time.Second)
