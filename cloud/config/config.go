@@ -50,6 +50,10 @@ type Config struct {
 	LogLevel string
 	// Pprof serves net/http/pprof under /debug/pprof/ on Listen (FORWARDER_PPROF).
 	Pprof bool
+	// ConfirmInterval is the shortest time between two confirmations to the
+	// same device (FORWARDER_CONFIRM_INTERVAL): seqs Kafka acknowledged in
+	// between are coalesced into one message.
+	ConfirmInterval time.Duration
 }
 
 // MQTT is the broker side.
@@ -110,6 +114,7 @@ var Vars = []Var{
 	{"FORWARDER_DLQ_MAX_BYTES", "65536", "dead-lettered payloads are truncated to this size"},
 	{"FORWARDER_LOG_LEVEL", "info", "debug, info, warn, error"},
 	{"FORWARDER_PPROF", "false", "serve Go's /debug/pprof/ on FORWARDER_LISTEN (profiling)"},
+	{"FORWARDER_CONFIRM_INTERVAL", "1s", "at most one confirmation per device per interval, on {prefix}/{device_id}/ack, after Kafka has the readings"},
 }
 
 // Load reads the optional YAML file at path ("" for none) and then the
@@ -266,11 +271,16 @@ func parse(v map[string]string) (*Config, error) {
 	}{
 		{"KAFKA_BATCH_TIMEOUT", "5ms", &c.Kafka.BatchTimeout},
 		{"FORWARDER_SHUTDOWN_TIMEOUT", "7s", &c.ShutdownTimeout},
+		{"FORWARDER_CONFIRM_INTERVAL", "1s", &c.ConfirmInterval},
 	}
 	for _, d := range durs {
 		if *d.dst, err = time.ParseDuration(get(d.key, d.def)); err != nil || *d.dst <= 0 {
 			return nil, &Error{Key: d.key, Msg: fmt.Sprintf("%q is not a positive duration", get(d.key, d.def))}
 		}
+	}
+	if c.ConfirmInterval > time.Minute {
+		// Agents re-send what stays unconfirmed past mqtt.confirm_timeout (60s by default).
+		return nil, &Error{Key: "FORWARDER_CONFIRM_INTERVAL", Msg: fmt.Sprintf("%v is longer than 1m (agents re-send readings unconfirmed after mqtt.confirm_timeout)", c.ConfirmInterval)}
 	}
 	if c.Pprof, err = parseBool(v, "FORWARDER_PPROF"); err != nil {
 		return nil, err

@@ -30,7 +30,8 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.MQTT.TopicFilter != "sensors/+/+/reading" || c.Kafka.Topic != "sensor-readings" ||
 		c.Kafka.DLQTopic != "sensor-readings.dlq" || c.Kafka.SecurityProtocol != SASLSSL || c.Listen != ":9102" ||
-		!c.MQTT.TLS || c.MaxInFlight != 5000 || c.Kafka.BatchTimeout != 5*time.Millisecond {
+		!c.MQTT.TLS || c.MaxInFlight != 5000 || c.Kafka.BatchTimeout != 5*time.Millisecond ||
+		c.ConfirmInterval != time.Second {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
 }
@@ -84,6 +85,8 @@ func TestInvalid(t *testing.T) {
 		{"both secret forms", map[string]string{"CONFLUENT_API_SECRET_FILE": "/etc/hostname"}, "CONFLUENT_API_SECRET"},
 		{"bad compression", map[string]string{"KAFKA_COMPRESSION": "brotli"}, "KAFKA_COMPRESSION"},
 		{"bad listen", map[string]string{"FORWARDER_LISTEN": "9102"}, "FORWARDER_LISTEN"},
+		{"zero confirm interval", map[string]string{"FORWARDER_CONFIRM_INTERVAL": "0s"}, "FORWARDER_CONFIRM_INTERVAL"},
+		{"long confirm interval", map[string]string{"FORWARDER_CONFIRM_INTERVAL": "2m"}, "FORWARDER_CONFIRM_INTERVAL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,7 +13,12 @@ type pending struct {
 	ts     int64  // the reading's ts (unix nanos), for the lag gauge; 0 for DLQ
 	dlq    bool
 	weight int64 // payload bytes counted against Config.MaxInFlightBytes
-	done   bool  // guarded by ackQueue.mu
+	// ackTo is "{prefix}/{device_id}" of the topic the reading arrived on,
+	// the device to confirm seq to once Kafka has the record; nil when the
+	// topic or the seq cannot be read.
+	ackTo []byte
+	seq   uint64
+	done  bool // guarded by ackQueue.mu
 
 	// Storage for the record's headers, key and seq, so a reading costs one
 	// allocation here rather than four.

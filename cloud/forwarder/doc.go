@@ -9,6 +9,11 @@
 // as MQTT 3.1.1 section 4.6 requires. Payloads that fail validation go to the
 // dead-letter topic with an error header and are acked like the rest.
 //
+// Once Kafka acknowledged a reading (main topic or DLQ), its seq is
+// confirmed to the device that published it, on {prefix}/{device_id}/ack
+// (package buffer/confirm's format), coalesced into ranges and at most once
+// per device per Config.ConfirmInterval, so the device may delete it.
+//
 // The number of messages received and not yet acked is bounded
 // (Config.MaxInFlight): when Kafka is down the message handler blocks, the
 // broker keeps the backlog in our persistent session, /readyz fails, and

@@ -8,17 +8,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/kafkaout"
 	"github.com/edgepipe/sensorpipe/cloud/statushttp"
@@ -49,6 +48,7 @@ type Forwarder struct {
 
 	w     producer
 	probe func(ctx context.Context) error // checks that Kafka answers and the topic exists
+	conf  *confirmer
 
 	sem      chan struct{}       // one token per message in flight
 	bytesSem *semaphore.Weighted // payload bytes in flight
@@ -88,6 +88,9 @@ func New(cfg *config.Config, opts Options) (*Forwarder, error) {
 	f.stopCtx, f.stopFn = context.WithCancel(context.Background())
 	f.queue.out = f.acks
 	f.m = newMetrics(func() float64 { return float64(len(f.sem)) })
+	f.conf = newConfirmer(cfg.ID, cfg.ConfirmInterval, f.log, f.m)
+	f.m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "forwarder_confirm_pending_devices",
+		Help: "Devices with readings Kafka acknowledged and not yet confirmed to them."}, f.conf.pendingDevices))
 	w, err := kafkaout.NewWriter(cfg.Kafka, "cloud-forwarder-"+cfg.ID, f.completion, f.writeFailed)
 	if err != nil {
 		return nil, fmt.Errorf("kafka writer: %w", err)
@@ -193,12 +196,19 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		_ = g.Wait()
 		return err
 	}
+	confCtx, stopConf := context.WithCancel(hard)
+	confDone := make(chan struct{})
+	g.Go(func() error {
+		defer close(confDone)
+		f.conf.run(confCtx, client, f.mqttUp.Load)
+		return nil
+	})
 	f.log.Info("forwarder started", "version", f.opts.Version, "id", f.cfg.ID, "mqtt", f.cfg.MQTT.URL,
 		"filter", f.subscription(), "kafka", f.cfg.Kafka.Bootstrap, "topic", f.cfg.Kafka.Topic,
 		"security_protocol", f.cfg.Kafka.SecurityProtocol, "listen", ln.Addr().String())
 
 	<-ctx.Done()
-	err = f.shutdown(client)
+	err = f.shutdown(client, func() { stopConf(); <-confDone })
 	cancelHard()
 	shutCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -212,7 +222,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 
 // shutdown stops taking messages, waits for in-flight ones to be acked,
 // disconnects from MQTT and closes the Kafka writer.
-func (f *Forwarder) shutdown(client mqtt.Client) error {
+func (f *Forwarder) shutdown(client mqtt.Client, stopConfirmer func()) error {
 	start := time.Now()
 	f.stopOnce.Do(func() { close(f.stopping); f.stopFn() })
 	// Once the handler lock is free, no message can enter any more.
@@ -230,6 +240,10 @@ func (f *Forwarder) shutdown(client mqtt.Client) error {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// What Kafka acknowledged is confirmed now rather than left to the
+	// devices' confirm timeout (they would send it all again).
+	stopConfirmer()
+	f.conf.final(client, f.mqttUp.Load(), 500*time.Millisecond)
 	// Quiesce lets paho write the PUBACKs already queued before DISCONNECT.
 	// Bounded: paho's Disconnect can wait on its reconnect logic.
 	disconnected := make(chan struct{})
@@ -294,6 +308,7 @@ func (f *Forwarder) connect(ctx context.Context) (mqtt.Client, error) {
 	o.SetOnConnectHandler(func(c mqtt.Client) {
 		f.mqttUp.Store(true)
 		f.m.mqttUp.Set(1)
+		f.conf.wake() // confirmations held while MQTT was down
 		f.log.Info("mqtt connected", "broker", f.cfg.MQTT.URL)
 		f.subscribed.Store(false)
 		go f.subscribe(ctx, c)
@@ -368,60 +383,6 @@ func (f *Forwarder) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	f.in <- f.record(p, msg.Topic(), msg.Payload())
 }
 
-// record builds the Kafka record for one MQTT message: the reading on the
-// main topic, or the payload on the DLQ when it does not decode.
-func (f *Forwarder) record(p *pending, topic string, payload []byte) kafka.Message {
-	r, err := reading.Decode(payload)
-	if err != nil {
-		return f.dlqRecord(p, topic, payload, err)
-	}
-	p.ts = r.TS.UnixNano()
-	// One allocation (pending) holds the headers and the key, seq and topic
-	// bytes; append only allocates for names longer than pending.buf.
-	buf := append(p.buf[:0], r.DeviceID...)
-	dev := buf[:len(buf):len(buf)]
-	buf = strconv.AppendUint(buf, r.Seq, 10)
-	seq := buf[len(dev):len(buf):len(buf)]
-	n := len(buf)
-	buf = append(buf, topic...)
-	p.hdrs = [4]kafka.Header{
-		{Key: "mqtt_topic", Value: buf[n:len(buf):len(buf)]},
-		{Key: "device_id", Value: dev},
-		{Key: "seq", Value: seq},
-		{Key: "forwarder_id", Value: f.idHeader},
-	}
-	return kafka.Message{
-		Topic:      f.cfg.Kafka.Topic,
-		Key:        dev,
-		Value:      payload,
-		Time:       r.TS,
-		Headers:    p.hdrs[:],
-		WriterData: p,
-	}
-}
-
-func (f *Forwarder) dlqRecord(p *pending, topic string, payload []byte, err error) kafka.Message {
-	p.dlq = true
-	hs := []kafka.Header{
-		{Key: "error", Value: []byte(err.Error())},
-		{Key: "mqtt_topic", Value: []byte(topic)},
-		{Key: "forwarder_id", Value: f.idHeader},
-	}
-	if len(payload) > f.cfg.DLQMaxBytes {
-		hs = append(hs, kafka.Header{Key: "original_bytes", Value: strconv.AppendInt(nil, int64(len(payload)), 10)})
-		payload = payload[:f.cfg.DLQMaxBytes]
-	}
-	f.log.Debug("invalid payload to DLQ", "mqtt_topic", topic, "err", err)
-	return kafka.Message{
-		Topic:      f.cfg.Kafka.DLQTopic,
-		Key:        []byte(topic),
-		Value:      payload,
-		Time:       time.Now(),
-		Headers:    hs,
-		WriterData: p,
-	}
-}
-
 // feed hands records to the async writer in slices (fewer calls, bigger
 // batches), retrying with backoff while Kafka cannot even be asked for
 // partition metadata.
@@ -489,6 +450,9 @@ func (f *Forwarder) completion(msgs []kafka.Message, err error) {
 		f.m.latency.Observe(float64(now-p.recv) / 1e9)
 		if p.dlq {
 			dlq++
+			if p.ackTo == nil {
+				f.m.unconfirmable.Inc()
+			}
 		} else {
 			produced++
 			newestTS = max(newestTS, p.ts)
@@ -496,6 +460,7 @@ func (f *Forwarder) completion(msgs []kafka.Message, err error) {
 	}
 	f.m.produced.Add(produced)
 	f.m.dlq.Add(dlq)
+	f.conf.add(ps)
 	if newestTS != 0 {
 		f.m.lag.Set(float64(now-newestTS) / 1e9)
 	}

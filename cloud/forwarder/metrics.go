@@ -18,6 +18,10 @@ type metrics struct {
 	lag           prometheus.Gauge
 	mqttUp        prometheus.Gauge
 	kafkaUp       prometheus.Gauge
+	confirmations prometheus.Counter
+	confirmedSeqs prometheus.Counter
+	confirmErrors prometheus.Counter
+	unconfirmable prometheus.Counter
 }
 
 func newMetrics(inFlight func() float64) *metrics {
@@ -44,9 +48,17 @@ func newMetrics(inFlight func() float64) *metrics {
 			Help: "1 while connected to the MQTT broker."}),
 		kafkaUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "forwarder_kafka_ready",
 			Help: "1 while Kafka accepts our records."}),
+		confirmations: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_confirmations_published_total",
+			Help: "Confirmation messages published to devices and acknowledged by the broker."}),
+		confirmedSeqs: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_confirmed_seqs_total",
+			Help: "Seqs covered by the confirmations the broker acknowledged."}),
+		confirmErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_confirm_errors_total",
+			Help: "Confirmation publishes that failed or timed out; their seqs are sent again."}),
+		unconfirmable: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_dlq_unconfirmable_total",
+			Help: "Dead-lettered payloads whose topic or seq could not be read, so no device could be confirmed."}),
 	}
 	m.reg.MustRegister(m.received, m.redelivered, m.produced, m.dlq, m.acked, m.produceErrors,
-		m.latency, m.lag, m.mqttUp, m.kafkaUp,
+		m.latency, m.lag, m.mqttUp, m.kafkaUp, m.confirmations, m.confirmedSeqs, m.confirmErrors, m.unconfirmable,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "forwarder_in_flight",
 			Help: "Messages received from MQTT and not yet acked."}, inFlight),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

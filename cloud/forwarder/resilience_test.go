@@ -3,6 +3,7 @@ package forwarder_test
 import (
 	"bytes"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -138,11 +139,12 @@ func TestDeadLetters(t *testing.T) {
 }
 
 // TestShareGroup runs two forwarders in one share group: every message is
-// produced once, and both take part.
+// produced once, both take part, and each confirms what it wrote.
 func TestShareGroup(t *testing.T) {
 	certs := pki.New(t)
 	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
 	k := stack.StartKafka(t, certs)
+	acks := stack.CollectAcks(t, b, certs, "devices-acks", ackFilter)
 	var fwds []*running
 	for _, id := range []string{"fwd-a", "fwd-b"} {
 		env := stack.Env(b, k, certs, id)
@@ -169,6 +171,23 @@ func TestShareGroup(t *testing.T) {
 		}
 	}
 	t.Logf("split: %v", by)
+
+	waitConfirmed(t, acks, devs, 1, n, 20*time.Second)
+	checkAckShape(t, acks.Acks(), "fwd-a", "fwd-b")
+	writer := map[string]string{} // device/seq -> forwarder_id of its record
+	for _, r := range recs {
+		writer[r.Headers["device_id"]+"/"+r.Headers["seq"]] = r.Headers["forwarder_id"]
+	}
+	for _, a := range acks.Acks() {
+		dev := strings.TrimSuffix(strings.TrimPrefix(a.Topic, "sensors/"), "/ack")
+		for _, rg := range a.Msg.Seqs {
+			for s := rg.First; s <= rg.Last; s++ {
+				if w := writer[dev+"/"+strconv.FormatUint(s, 10)]; w != a.Msg.ForwarderID {
+					t.Errorf("%s seq %d confirmed by %s, written by %q", dev, s, a.Msg.ForwarderID, w)
+				}
+			}
+		}
+	}
 	for _, f := range fwds {
 		if err := f.stop(); err != nil {
 			t.Error(err)

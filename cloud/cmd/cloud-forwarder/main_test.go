@@ -80,11 +80,14 @@ func spawnCmd(t *testing.T, command, listenKey string, env map[string]string) *p
 
 // TestCrashAndRestart SIGKILLs the forwarder mid-stream and restarts it with
 // the same client id: the broker redelivers what was not acked, so nothing
-// is missing; duplicates are allowed and counted.
+// is missing; duplicates are allowed and counted. Every reading ends up
+// confirmed to its device once the devices re-send what the crash left
+// unconfirmed.
 func TestCrashAndRestart(t *testing.T) {
 	certs := pki.New(t)
 	b := stack.StartBroker(t, certs, stack.BrokerOptions{MaxInflight: 10000})
 	k := stack.StartKafka(t, certs)
+	acks := stack.CollectAcks(t, b, certs, "devices-acks", "sensors/+/ack")
 	env := stack.Env(b, k, certs, "fwd-crash")
 	p1 := spawn(t, env)
 
@@ -140,6 +143,35 @@ func TestCrashAndRestart(t *testing.T) {
 	}
 	t.Logf("SIGKILL mid-stream: %d records for %d readings, %d duplicates (killed process answered %v)",
 		len(recs), len(devs)*n, dups, killedAt)
+
+	// What the killed process had acked on MQTT but not yet confirmed stays
+	// unconfirmed: a device re-sends it after its confirm timeout. Do what
+	// the devices would, then every reading must end up confirmed.
+	unconfirmed := func() map[string][]uint64 {
+		out := map[string][]uint64{}
+		for _, d := range devs {
+			got := acks.Confirmed("sensors/" + d + "/ack")
+			for s := uint64(1); s <= n; s++ {
+				if got[s] == 0 {
+					out[d] = append(out[d], s)
+				}
+			}
+		}
+		return out
+	}
+	resent := 0
+	for d, seqs := range unconfirmed() {
+		for _, s := range seqs {
+			pub.Publish(t, stack.ReadingTopic(d), reading.Encode(nil, stack.Reading(d, s)))
+			resent++
+		}
+	}
+	for deadline := time.Now().Add(15 * time.Second); len(unconfirmed()) > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("readings never confirmed after the re-send: %v", unconfirmed())
+		}
+	}
+	t.Logf("re-sent %d readings left unconfirmed by the crash; all %d confirmed", resent, len(devs)*n)
 
 	// Graceful stop: SIGTERM, exit 0 within 10 s.
 	start := time.Now()

@@ -1,0 +1,124 @@
+package forwarder
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+)
+
+// maxSeq is the largest seq a device uses (the wire format's bound: 2^53,
+// exact in every JSON implementation).
+const maxSeq = 1 << 53
+
+// levels are the parts of a reading topic, {prefix}/{device_id}/{sensor}/reading.
+type levels struct {
+	devEnd int // len("{prefix}/{device_id}"): the device to confirm to
+	device string
+	sensor string
+}
+
+// splitTopic parses a reading topic; ok is false for any other shape. The
+// prefix may span levels; device and sensor are the two before "reading".
+func splitTopic(topic string) (l levels, ok bool) {
+	rest, ok := strings.CutSuffix(topic, "/reading")
+	if !ok {
+		return levels{}, false
+	}
+	i := strings.LastIndexByte(rest, '/')
+	if i < 0 {
+		return levels{}, false
+	}
+	j := strings.LastIndexByte(rest[:i], '/')
+	if j <= 0 || j+1 == i || i+1 == len(rest) {
+		return levels{}, false // empty prefix, device or sensor
+	}
+	return levels{devEnd: i, device: rest[j+1 : i], sensor: rest[i+1:]}, true
+}
+
+// looseSeq reads the seq of a payload that failed validation, so a poison
+// reading can still be confirmed to its device (it is delivered: to the DLQ).
+func looseSeq(payload []byte) (uint64, bool) {
+	var w struct {
+		Seq json.Number `json:"seq"`
+	}
+	if json.Unmarshal(payload, &w) != nil {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(w.Seq.String(), 10, 64)
+	if err != nil || n == 0 || n > maxSeq {
+		return 0, false
+	}
+	return n, true
+}
+
+// record builds the Kafka record for one MQTT message: the reading on the
+// main topic, or the payload on the DLQ when it does not decode.
+func (f *Forwarder) record(p *pending, topic string, payload []byte) kafka.Message {
+	r, err := reading.Decode(payload)
+	if err != nil {
+		return f.dlqRecord(p, topic, payload, err)
+	}
+	p.ts = r.TS.UnixNano()
+	// One allocation (pending) holds the headers and the key, seq and topic
+	// bytes; append only allocates for names longer than pending.buf.
+	buf := append(p.buf[:0], r.DeviceID...)
+	dev := buf[:len(buf):len(buf)]
+	buf = strconv.AppendUint(buf, r.Seq, 10)
+	seq := buf[len(dev):len(buf):len(buf)]
+	n := len(buf)
+	buf = append(buf, topic...)
+	mqttTopic := buf[n:len(buf):len(buf)]
+	if l, ok := splitTopic(topic); ok {
+		p.ackTo, p.seq = mqttTopic[:l.devEnd:l.devEnd], r.Seq
+	}
+	p.hdrs = [4]kafka.Header{
+		{Key: "mqtt_topic", Value: mqttTopic},
+		{Key: "device_id", Value: dev},
+		{Key: "seq", Value: seq},
+		{Key: "forwarder_id", Value: f.idHeader},
+	}
+	return kafka.Message{
+		Topic:      f.cfg.Kafka.Topic,
+		Key:        dev,
+		Value:      payload,
+		Time:       r.TS,
+		Headers:    p.hdrs[:],
+		WriterData: p,
+	}
+}
+
+// dlqRecord builds the dead-letter record for a payload that failed
+// validation. When the topic names a device and the payload a seq, the
+// device is confirmed that seq once the DLQ has it.
+func (f *Forwarder) dlqRecord(p *pending, topic string, payload []byte, err error) kafka.Message {
+	p.dlq = true
+	mqttTopic := []byte(topic)
+	if l, ok := splitTopic(topic); ok {
+		if seq, ok := looseSeq(payload); ok {
+			p.ackTo, p.seq = mqttTopic[:l.devEnd:l.devEnd], seq
+		}
+	}
+	hs := []kafka.Header{
+		{Key: "error", Value: []byte(err.Error())},
+		{Key: "mqtt_topic", Value: mqttTopic},
+		{Key: "forwarder_id", Value: f.idHeader},
+	}
+	if len(payload) > f.cfg.DLQMaxBytes {
+		hs = append(hs, kafka.Header{Key: "original_bytes", Value: strconv.AppendInt(nil, int64(len(payload)), 10)})
+		payload = payload[:f.cfg.DLQMaxBytes]
+	}
+	f.log.Debug("invalid payload to DLQ", "mqtt_topic", topic, "err", err)
+	return kafka.Message{
+		Topic:      f.cfg.Kafka.DLQTopic,
+		Key:        mqttTopic,
+		Value:      payload,
+		Time:       time.Now(),
+		Headers:    hs,
+		WriterData: p,
+	}
+}

@@ -1,0 +1,94 @@
+package stack
+
+import (
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgepipe/sensorpipe/buffer/confirm"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+)
+
+// Ack is one confirmation a device received from a forwarder.
+type Ack struct {
+	Topic string
+	At    time.Time
+	Msg   confirm.Message
+}
+
+// AckCollector is the devices' side of confirmations in the forwarder's
+// tests: an MQTT client subscribed to ack topics on a persistent session
+// (so a broker outage loses none), decoding what arrives.
+type AckCollector struct {
+	mu   sync.Mutex
+	acks []Ack
+	bad  int
+}
+
+// CollectAcks subscribes client id to filter (e.g. "sensors/+/ack") at QoS 1
+// on b's TLS listener with the publisher's credentials, until the test ends.
+func CollectAcks(tb testing.TB, b *broker.Broker, certs *pki.PKI, id, filter string) *AckCollector {
+	tb.Helper()
+	a := &AckCollector{}
+	handle := func(_ mqtt.Client, m mqtt.Message) {
+		msg, err := confirm.Decode(m.Payload())
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if err != nil {
+			a.bad++
+			return
+		}
+		a.acks = append(a.acks, Ack{Topic: m.Topic(), At: time.Now(), Msg: msg})
+	}
+	o := mqtt.NewClientOptions().AddBroker(b.TLSURL()).SetClientID(id).SetUsername(PubUser).SetPassword(PubPassword).
+		SetCleanSession(false).SetTLSConfig(certs.Client()).SetAutoReconnect(true).SetConnectRetry(true).
+		SetMaxReconnectInterval(500 * time.Millisecond).SetDefaultPublishHandler(handle).
+		SetOnConnectHandler(func(c mqtt.Client) { c.Subscribe(filter, 1, nil) })
+	c := mqtt.NewClient(o)
+	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		tb.Fatalf("ack collector connect: %v", t.Error())
+	}
+	if t := c.Subscribe(filter, 1, nil); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		tb.Fatalf("ack collector subscribe: %v", t.Error())
+	}
+	tb.Cleanup(func() { c.Disconnect(100) })
+	return a
+}
+
+// Acks returns the confirmations received so far, in arrival order.
+func (a *AckCollector) Acks() []Ack {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.acks)
+}
+
+// Undecodable counts messages on the ack topics that confirm.Decode refused.
+func (a *AckCollector) Undecodable() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.bad
+}
+
+// Confirmed returns the seqs confirmed on topic (e.g. "sensors/pi-0/ack")
+// and how many times each was.
+func (a *AckCollector) Confirmed(topic string) map[uint64]int {
+	seen := map[uint64]int{}
+	for _, ack := range a.Acks() {
+		if ack.Topic != topic {
+			continue
+		}
+		for _, r := range ack.Msg.Seqs {
+			for s := r.First; ; s++ {
+				seen[s]++
+				if s == r.Last {
+					break
+				}
+			}
+		}
+	}
+	return seen
+}
