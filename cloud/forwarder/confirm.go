@@ -51,6 +51,7 @@ type confirmer struct {
 type device struct {
 	topic   string      // {prefix}/{device_id}/ack
 	pending confirm.Set // acknowledged by Kafka, not yet published; guarded by confirmer.mu
+	waiting bool        // pending is not empty; guarded by confirmer.mu
 
 	// Owned by the run goroutine.
 	last   time.Time       // when the last message was published
@@ -78,8 +79,8 @@ func (c *confirmer) add(ps []*pending) {
 			d = &device{topic: string(p.ackTo) + "/ack"}
 			c.devs[string(p.ackTo)] = d
 		}
-		if d.pending.Len() == 0 {
-			kick = true
+		if !d.waiting {
+			d.waiting, kick = true, true
 		}
 		d.pending.Add(p.seq)
 	}
@@ -159,7 +160,7 @@ func (c *confirmer) flush(now time.Time, pub publisher, connected, all bool) tim
 				continue
 			}
 		}
-		if d.pending.Len() == 0 {
+		if !d.waiting {
 			if now.Sub(d.last) > idleDevice {
 				delete(c.devs, key)
 			}
@@ -174,8 +175,9 @@ func (c *confirmer) flush(now time.Time, pub publisher, connected, all bool) tim
 		}
 		rs := d.pending.Ranges()
 		d.pending.Reset()
+		d.waiting = false
 		if len(rs) > maxRanges {
-			readd(&d.pending, rs[maxRanges:])
+			readd(d, rs[maxRanges:])
 			rs = rs[:maxRanges]
 			soon(c.interval)
 		}
@@ -203,14 +205,14 @@ func (c *confirmer) settle(d *device, now time.Time) bool {
 			return false
 		}
 		c.log.Warn("confirmation not acknowledged by the broker; will send again", "topic", d.topic, "after", confirmTimeout)
-		readd(&d.pending, d.sent)
+		readd(d, d.sent)
 		c.m.confirmErrors.Inc()
 		d.tok, d.sent = nil, nil
 		return true
 	}
 	if err := d.tok.Error(); err != nil {
 		c.log.Warn("confirmation publish failed; will send again", "topic", d.topic, "err", err)
-		readd(&d.pending, d.sent)
+		readd(d, d.sent)
 		c.m.confirmErrors.Inc()
 	} else {
 		msg := confirm.Message{Seqs: d.sent}
@@ -221,16 +223,12 @@ func (c *confirmer) settle(d *device, now time.Time) bool {
 	return true
 }
 
-// readd puts ranges back into s.
-func readd(s *confirm.Set, rs []confirm.Range) {
+// readd puts ranges back into d's pending set. Called with c.mu held.
+func readd(d *device, rs []confirm.Range) {
 	for _, r := range rs {
-		for q := r.First; ; q++ {
-			s.Add(q)
-			if q == r.Last {
-				break
-			}
-		}
+		d.pending.AddRange(r)
 	}
+	d.waiting = d.waiting || len(rs) > 0
 }
 
 // pendingDevices counts devices with confirmations waiting, for the gauge.
@@ -239,7 +237,7 @@ func (c *confirmer) pendingDevices() float64 {
 	defer c.mu.Unlock()
 	n := 0
 	for _, d := range c.devs {
-		if d.pending.Len() > 0 {
+		if d.waiting {
 			n++
 		}
 	}

@@ -8,12 +8,9 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/edgepipe/sensorpipe/buffer/confirm"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 )
-
-// maxSeq is the largest seq a device uses (the wire format's bound: 2^53,
-// exact in every JSON implementation).
-const maxSeq = 1 << 53
 
 // levels are the parts of a reading topic, {prefix}/{device_id}/{sensor}/reading.
 type levels struct {
@@ -50,7 +47,7 @@ func looseSeq(payload []byte) (uint64, bool) {
 		return 0, false
 	}
 	n, err := strconv.ParseUint(w.Seq.String(), 10, 64)
-	if err != nil || n == 0 || n > maxSeq {
+	if err != nil || n == 0 || n > confirm.MaxSeq {
 		return 0, false
 	}
 	return n, true
@@ -73,7 +70,7 @@ func (f *Forwarder) record(p *pending, topic string, payload []byte) kafka.Messa
 	n := len(buf)
 	buf = append(buf, topic...)
 	mqttTopic := buf[n:len(buf):len(buf)]
-	if l, ok := splitTopic(topic); ok {
+	if l, ok := splitTopic(topic); ok && r.Seq <= confirm.MaxSeq {
 		p.ackTo, p.seq = mqttTopic[:l.devEnd:l.devEnd], r.Seq
 	}
 	p.hdrs = [4]kafka.Header{
