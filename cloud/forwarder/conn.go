@@ -6,10 +6,12 @@ import (
 	"crypto/tls"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // paho reads each packet with three or more small Reads and writes each
@@ -155,4 +157,30 @@ func dialMQTT(tc *tls.Config) mqtt.OpenConnectionFunc {
 		}
 		return newBufferedConn(c), nil
 	}
+}
+
+// copyingStore is paho's memory store, except that an outbound PUBLISH is
+// stored, and handed back, as a copy. After a reconnect paho's resume() sets
+// the DUP flag on the stored packet while the previous connection's writer
+// may still be encoding that same packet: a data race in paho v1.5.x
+// (eclipse-paho/paho.mqtt.golang issue 703) that the confirmations, the
+// forwarder's only outbound QoS 1 messages, run into when the broker goes
+// away with one in flight. Inbound messages (every reading) pass through
+// untouched.
+type copyingStore struct{ mqtt.Store }
+
+func newCopyingStore() copyingStore { return copyingStore{mqtt.NewMemoryStore()} }
+
+func (s copyingStore) Put(key string, m packets.ControlPacket) { s.Store.Put(key, copyPublish(key, m)) }
+
+func (s copyingStore) Get(key string) packets.ControlPacket {
+	return copyPublish(key, s.Store.Get(key))
+}
+
+func copyPublish(key string, m packets.ControlPacket) packets.ControlPacket {
+	if p, ok := m.(*packets.PublishPacket); ok && strings.HasPrefix(key, "o.") { // paho's outbound key prefix
+		cp := *p // FixedHeader (with Dup) is a value: the copy has its own
+		return &cp
+	}
+	return m
 }

@@ -292,6 +292,7 @@ func (f *Forwarder) connect(ctx context.Context) (mqtt.Client, error) {
 		SetPingTimeout(10 * time.Second).
 		SetConnectTimeout(10 * time.Second).
 		SetWriteTimeout(10 * time.Second).
+		SetStore(newCopyingStore()).
 		SetDefaultPublishHandler(f.onMessage) // also catches the backlog sent before SUBSCRIBE returns
 	if f.cfg.MQTT.Username != "" {
 		o.SetUsername(f.cfg.MQTT.Username)
