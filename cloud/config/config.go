@@ -54,6 +54,10 @@ type Config struct {
 	// same device (FORWARDER_CONFIRM_INTERVAL): seqs Kafka acknowledged in
 	// between are coalesced into one message.
 	ConfirmInterval time.Duration
+	// MaxClockSkew is how far a reading's ts may be ahead of the forwarder's
+	// clock (FORWARDER_MAX_CLOCK_SKEW); later ones go to the DLQ, before
+	// Kafka (4.0 refuses record times more than 1h ahead by default) sees them.
+	MaxClockSkew time.Duration
 }
 
 // MQTT is the broker side.
@@ -115,6 +119,7 @@ var Vars = []Var{
 	{"FORWARDER_LOG_LEVEL", "info", "debug, info, warn, error"},
 	{"FORWARDER_PPROF", "false", "serve Go's /debug/pprof/ on FORWARDER_LISTEN (profiling)"},
 	{"FORWARDER_CONFIRM_INTERVAL", "1s", "at most one confirmation per device per interval, on {prefix}/{device_id}/ack, after Kafka has the readings"},
+	{"FORWARDER_MAX_CLOCK_SKEW", "1h", "readings stamped further ahead of the forwarder's clock go to the DLQ"},
 }
 
 // Load reads the optional YAML file at path ("" for none) and then the
@@ -272,6 +277,7 @@ func parse(v map[string]string) (*Config, error) {
 		{"KAFKA_BATCH_TIMEOUT", "5ms", &c.Kafka.BatchTimeout},
 		{"FORWARDER_SHUTDOWN_TIMEOUT", "7s", &c.ShutdownTimeout},
 		{"FORWARDER_CONFIRM_INTERVAL", "1s", &c.ConfirmInterval},
+		{"FORWARDER_MAX_CLOCK_SKEW", "1h", &c.MaxClockSkew},
 	}
 	for _, d := range durs {
 		if *d.dst, err = time.ParseDuration(get(d.key, d.def)); err != nil || *d.dst <= 0 {

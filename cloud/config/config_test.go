@@ -31,7 +31,7 @@ func TestDefaults(t *testing.T) {
 	if c.MQTT.TopicFilter != "sensors/+/+/reading" || c.Kafka.Topic != "sensor-readings" ||
 		c.Kafka.DLQTopic != "sensor-readings.dlq" || c.Kafka.SecurityProtocol != SASLSSL || c.Listen != ":9102" ||
 		!c.MQTT.TLS || c.MaxInFlight != 5000 || c.Kafka.BatchTimeout != 5*time.Millisecond ||
-		c.ConfirmInterval != time.Second {
+		c.ConfirmInterval != time.Second || c.MaxClockSkew != time.Hour {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
 }
@@ -87,6 +87,7 @@ func TestInvalid(t *testing.T) {
 		{"bad listen", map[string]string{"FORWARDER_LISTEN": "9102"}, "FORWARDER_LISTEN"},
 		{"zero confirm interval", map[string]string{"FORWARDER_CONFIRM_INTERVAL": "0s"}, "FORWARDER_CONFIRM_INTERVAL"},
 		{"long confirm interval", map[string]string{"FORWARDER_CONFIRM_INTERVAL": "2m"}, "FORWARDER_CONFIRM_INTERVAL"},
+		{"bad clock skew", map[string]string{"FORWARDER_MAX_CLOCK_SKEW": "-1h"}, "FORWARDER_MAX_CLOCK_SKEW"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

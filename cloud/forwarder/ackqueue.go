@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"sync"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -61,4 +62,15 @@ func (a *ackQueue) complete(ps []*pending) {
 		a.q, a.head = a.q[:n], 0
 	}
 	a.mu.Unlock()
+}
+
+// oldestAge is the age in seconds of the oldest message not yet handed to
+// the acker, 0 when there is none.
+func (a *ackQueue) oldestAge() float64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.head == len(a.q) {
+		return 0
+	}
+	return float64(time.Now().UnixNano()-a.q[a.head].recv) / 1e9
 }

@@ -87,7 +87,7 @@ func New(cfg *config.Config, opts Options) (*Forwarder, error) {
 	}
 	f.stopCtx, f.stopFn = context.WithCancel(context.Background())
 	f.queue.out = f.acks
-	f.m = newMetrics(func() float64 { return float64(len(f.sem)) })
+	f.m = newMetrics(func() float64 { return float64(len(f.sem)) }, f.queue.oldestAge)
 	f.conf = newConfirmer(cfg.ID, cfg.ConfirmInterval, f.log, f.m)
 	f.m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "forwarder_confirm_pending_devices",
 		Help: "Devices with readings Kafka acknowledged and not yet confirmed to them."}, f.conf.pendingDevices))
@@ -384,90 +384,6 @@ func (f *Forwarder) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	f.in <- f.record(p, msg.Topic(), msg.Payload())
 }
 
-// feed hands records to the async writer in slices (fewer calls, bigger
-// batches), retrying with backoff while Kafka cannot even be asked for
-// partition metadata.
-func (f *Forwarder) feed(ctx context.Context) {
-	const maxSlice = 1024
-	batch := make([]kafka.Message, 0, maxSlice)
-	for {
-		select {
-		case m := <-f.in:
-			batch = append(batch, m)
-		case <-ctx.Done():
-			return
-		}
-	fill:
-		for len(batch) < maxSlice {
-			select {
-			case m := <-f.in:
-				batch = append(batch, m)
-			default:
-				break fill
-			}
-		}
-		for {
-			err := f.w.WriteMessages(ctx, batch...)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			f.writeFailed(len(batch), err)
-			if !sleep(ctx, f.backoff()) {
-				return
-			}
-		}
-		clear(batch)
-		batch = batch[:0]
-	}
-}
-
-// completion is the Writer's callback: Kafka acknowledged msgs, or gave up on them.
-func (f *Forwarder) completion(msgs []kafka.Message, err error) {
-	if err != nil {
-		f.writeFailed(len(msgs), err)
-		retry := make([]kafka.Message, len(msgs))
-		copy(retry, msgs)
-		time.AfterFunc(f.backoff(), func() {
-			for _, m := range retry {
-				f.in <- m // cannot block: at most MaxInFlight records exist
-			}
-		})
-		return
-	}
-	if f.failures.Swap(0) != 0 || !f.kafkaUp.Load() {
-		f.log.Info("kafka accepting records again")
-	}
-	f.setKafka(true)
-	now := time.Now().UnixNano()
-	ps := make([]*pending, len(msgs))
-	var produced, dlq float64
-	var newestTS int64
-	for i := range msgs {
-		p := msgs[i].WriterData.(*pending)
-		ps[i] = p
-		f.m.latency.Observe(float64(now-p.recv) / 1e9)
-		if p.dlq {
-			dlq++
-			if p.ackTo == nil {
-				f.m.unconfirmable.Inc()
-			}
-		} else {
-			produced++
-			newestTS = max(newestTS, p.ts)
-		}
-	}
-	f.m.produced.Add(produced)
-	f.m.dlq.Add(dlq)
-	f.conf.add(ps)
-	if newestTS != 0 {
-		f.m.lag.Set(float64(now-newestTS) / 1e9)
-	}
-	f.queue.complete(ps)
-}
-
 // ackLoop sends PUBACKs in arrival order and frees in-flight slots, until quit.
 // f.acks is never closed: a late Kafka completion may still write to it.
 func (f *Forwarder) ackLoop(quit <-chan struct{}) {
@@ -488,28 +404,6 @@ func (f *Forwarder) ackLoop(quit <-chan struct{}) {
 			return
 		}
 	}
-}
-
-func (f *Forwarder) writeFailed(n int, err error) {
-	f.failures.Add(1)
-	f.m.produceErrors.Add(float64(n))
-	f.setKafka(false)
-	now := time.Now().UnixNano()
-	if last := f.lastErrLg.Load(); now-last > int64(10*time.Second) && f.lastErrLg.CompareAndSwap(last, now) {
-		f.log.Warn("kafka write failed; holding MQTT acks and retrying", "records", n, "err", err)
-	}
-}
-
-func (f *Forwarder) setKafka(up bool) {
-	if f.kafkaUp.Swap(up) != up {
-		f.m.kafkaUp.Set(map[bool]float64{false: 0, true: 1}[up])
-	}
-}
-
-// backoff grows with consecutive failures: 100ms, 200ms, ... up to 5s.
-func (f *Forwarder) backoff() time.Duration {
-	n := min(f.failures.Load(), 6)
-	return min(100*time.Millisecond<<n, 5*time.Second)
 }
 
 // probeLoop asks Kafka for the topics' metadata while it is not known to

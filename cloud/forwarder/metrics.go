@@ -22,9 +22,11 @@ type metrics struct {
 	confirmedSeqs prometheus.Counter
 	confirmErrors prometheus.Counter
 	unconfirmable prometheus.Counter
+	refused       prometheus.Counter
+	dropped       prometheus.Counter
 }
 
-func newMetrics(inFlight func() float64) *metrics {
+func newMetrics(inFlight, oldestUnacked func() float64) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_received_total",
@@ -56,9 +58,16 @@ func newMetrics(inFlight func() float64) *metrics {
 			Help: "Confirmation publishes that failed or timed out; their seqs are sent again."}),
 		unconfirmable: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_dlq_unconfirmable_total",
 			Help: "Dead-lettered payloads whose topic or seq could not be read, so no device could be confirmed."}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_refused_total",
+			Help: "Records Kafka refused for good (too large, invalid timestamp, corrupt, invalid): sent to the DLQ instead."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_dropped_total",
+			Help: "Dead letters the DLQ refused even without their value: acked on MQTT, not confirmed, in no topic."}),
 	}
 	m.reg.MustRegister(m.received, m.redelivered, m.produced, m.dlq, m.acked, m.produceErrors,
 		m.latency, m.lag, m.mqttUp, m.kafkaUp, m.confirmations, m.confirmedSeqs, m.confirmErrors, m.unconfirmable,
+		m.refused, m.dropped,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "forwarder_oldest_unacked_seconds",
+			Help: "Age of the oldest message received from MQTT and not yet acked (0 when none): grows while a record is stuck."}, oldestUnacked),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "forwarder_in_flight",
 			Help: "Messages received from MQTT and not yet acked."}, inFlight),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

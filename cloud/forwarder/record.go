@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -60,6 +61,22 @@ func (f *Forwarder) record(p *pending, topic string, payload []byte) kafka.Messa
 	if err != nil {
 		return f.dlqRecord(p, topic, payload, err)
 	}
+	// The broker's ACLs tie a device to its topics, not to what its payload
+	// claims: a reading whose names differ from its topic's is dead-lettered,
+	// or one device could write (and pre-empt the seqs of) another.
+	l, ok := splitTopic(topic)
+	switch {
+	case !ok:
+		return f.dlqRecord(p, topic, payload, fmt.Errorf("%w: topic %q is not {prefix}/{device_id}/{sensor}/reading", ErrTopicMismatch, topic))
+	case l.device != r.DeviceID:
+		return f.dlqRecord(p, topic, payload, fmt.Errorf("%w: device_id %q differs from the topic's device %q", ErrTopicMismatch, r.DeviceID, l.device))
+	case l.sensor != r.Sensor:
+		return f.dlqRecord(p, topic, payload, fmt.Errorf("%w: sensor %q differs from the topic's sensor %q", ErrTopicMismatch, r.Sensor, l.sensor))
+	}
+	if ahead := time.Until(r.TS); ahead > f.cfg.MaxClockSkew {
+		return f.dlqRecord(p, topic, payload, fmt.Errorf("ts %s is %v ahead of the forwarder's clock, more than FORWARDER_MAX_CLOCK_SKEW=%v",
+			r.TS.Format(time.RFC3339Nano), ahead.Round(time.Second), f.cfg.MaxClockSkew))
+	}
 	p.ts = r.TS.UnixNano()
 	// One allocation (pending) holds the headers and the key, seq and topic
 	// bytes; append only allocates for names longer than pending.buf.
@@ -70,7 +87,7 @@ func (f *Forwarder) record(p *pending, topic string, payload []byte) kafka.Messa
 	n := len(buf)
 	buf = append(buf, topic...)
 	mqttTopic := buf[n:len(buf):len(buf)]
-	if l, ok := splitTopic(topic); ok && r.Seq <= confirm.MaxSeq {
+	if r.Seq <= confirm.MaxSeq {
 		p.ackTo, p.seq = mqttTopic[:l.devEnd:l.devEnd], r.Seq
 	}
 	p.hdrs = [4]kafka.Header{

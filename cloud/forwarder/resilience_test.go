@@ -49,12 +49,16 @@ func TestKafkaOutage(t *testing.T) {
 	if acked := metric(t, fwd.addr, "forwarder_acked_total"); acked > 500 {
 		t.Fatalf("acked %v messages while Kafka was down (only 500 were produced before)", acked)
 	}
+	if age := metric(t, fwd.addr, "forwarder_oldest_unacked_seconds"); age < 0.5 {
+		t.Errorf("forwarder_oldest_unacked_seconds = %v during the outage, want at least the 0.5 s waited", age)
+	}
 
 	k.Restore()
 	waitReady(t, fwd.addr, 30*time.Second)
 	recs := k.ReadN(t, stack.Topic, len(devs)*300, 60*time.Second, 300*time.Millisecond)
 	dups := checkReadings(t, recs, devs, 300, "fwd-outage")
 	waitMetric(t, fwd.addr, "forwarder_in_flight", 0)
+	waitMetric(t, fwd.addr, "forwarder_oldest_unacked_seconds", 0)
 	t.Logf("after the outage: %d records, %d duplicates", len(recs), dups)
 }
 

@@ -360,7 +360,11 @@ func (p *Producer) send(key topicPartition, batch []kafka.Message) error {
 
 // produce is one Produce round trip. Errors Kafka gives for good come back
 // as *ProduceError; the rest (network, timeouts, errors Kafka calls
-// retriable) as they are.
+// retriable) as they are. CORRUPT_MESSAGE counts as given for good although
+// Kafka calls it retriable: the same bytes (over TLS, or checked by TCP)
+// fail the same check again, and retrying in place would stop the partition
+// behind them for ever; split, the records that are fine go through on
+// their own, as a Java producer's would after delivery.timeout.ms.
 func (p *Producer) produce(key topicPartition, batch []kafka.Message) error {
 	ctx, cancel := context.WithTimeout(p.ctx, p.o.RequestTimeout)
 	defer cancel()
@@ -378,7 +382,7 @@ func (p *Producer) produce(key topicPartition, batch []kafka.Message) error {
 		return nil
 	}
 	var ke kafka.Error
-	if errors.As(res.Error, &ke) && !ke.Temporary() {
+	if errors.As(res.Error, &ke) && (!ke.Temporary() || ke == kafka.InvalidMessage) {
 		return &ProduceError{Err: res.Error, RecordErrors: res.RecordErrors}
 	}
 	return res.Error

@@ -1,0 +1,175 @@
+package forwarder
+
+import (
+	"errors"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgepipe/sensorpipe/buffer/confirm"
+)
+
+// doneToken is a finished paho token.
+type doneToken struct {
+	err  error
+	done chan struct{}
+}
+
+func newToken(err error, finished bool) *doneToken {
+	t := &doneToken{err: err, done: make(chan struct{})}
+	if finished {
+		close(t.done)
+	}
+	return t
+}
+func (t *doneToken) Wait() bool                     { <-t.done; return true }
+func (t *doneToken) WaitTimeout(time.Duration) bool { return true }
+func (t *doneToken) Done() <-chan struct{}          { return t.done }
+func (t *doneToken) Error() error                   { return t.err }
+
+// recorder records what the confirmer publishes; next decides each token.
+type recorder struct {
+	sent []sent
+	next func() *doneToken
+}
+
+type sent struct {
+	topic string
+	msg   confirm.Message
+}
+
+func (r *recorder) Publish(topic string, qos byte, retained bool, payload any) mqtt.Token {
+	if qos != 1 || retained {
+		panic("confirmations are QoS 1, not retained")
+	}
+	m, err := confirm.Decode(payload.([]byte))
+	if err != nil {
+		panic(err)
+	}
+	r.sent = append(r.sent, sent{topic, m})
+	if r.next != nil {
+		return r.next()
+	}
+	return newToken(nil, true)
+}
+
+func acked(dev string, seqs ...uint64) []*pending {
+	var ps []*pending
+	for _, s := range seqs {
+		ps = append(ps, &pending{ackTo: []byte("sensors/" + dev), seq: s})
+	}
+	return ps
+}
+
+func seqRange(a, b uint64) []uint64 {
+	var out []uint64
+	for s := a; s <= b; s++ {
+		out = append(out, s)
+	}
+	return out
+}
+
+// TestConfirmerSchedule drives the confirmer with a fake clock: the first
+// confirmation of a device goes at once, later ones at most once per
+// interval with everything in between coalesced; a failed publish gives
+// its seqs back; final sends what is left regardless of the interval.
+func TestConfirmerSchedule(t *testing.T) {
+	const iv = time.Second
+	c := newConfirmer("fwd-t", iv, slog.New(slog.DiscardHandler), newMetrics(func() float64 { return 0 }, func() float64 { return 0 }))
+	pub := &recorder{}
+	t0 := time.Unix(1_800_000_000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	expect := func(step string, want ...sent) {
+		t.Helper()
+		if !slices.EqualFunc(pub.sent, want, func(a, b sent) bool {
+			return a.topic == b.topic && a.msg.ForwarderID == b.msg.ForwarderID && slices.Equal(a.msg.Seqs, b.msg.Seqs)
+		}) {
+			t.Fatalf("%s: published %+v, want %+v", step, pub.sent, want)
+		}
+		pub.sent = nil
+	}
+	msg := func(dev string, rs ...confirm.Range) sent {
+		return sent{"sensors/" + dev + "/ack", confirm.Message{ForwarderID: "fwd-t", Seqs: rs}}
+	}
+
+	c.add(acked("a", 1, 2, 3))
+	if next := c.flush(at(0), pub, true, false); next != confirmPoll {
+		t.Errorf("next wake-up %v after a publish, want the token poll %v", next, confirmPoll)
+	}
+	expect("first", msg("a", confirm.Range{First: 1, Last: 3}))
+
+	c.add(acked("a", 4, 5, 7))
+	c.add(acked("b", 10))
+	next := c.flush(at(100*time.Millisecond), pub, true, false)
+	expect("b is new, a waits", msg("b", confirm.Range{First: 10, Last: 10}))
+	if next != confirmPoll { // b's token is settled on the next run; a is due in 900ms
+		t.Errorf("next = %v", next)
+	}
+	if next = c.flush(at(200*time.Millisecond), pub, true, false); next != 800*time.Millisecond {
+		t.Errorf("next = %v, want a's due time in 800ms", next)
+	}
+	expect("nothing due")
+	c.add(acked("a", 6, 8))
+	c.flush(at(999*time.Millisecond), pub, true, false)
+	expect("1ms early")
+	c.flush(at(time.Second), pub, true, false)
+	expect("a due", msg("a", confirm.Range{First: 4, Last: 8}))
+
+	// MQTT down: nothing goes, and nothing is lost.
+	c.add(acked("a", seqRange(9, 20)...))
+	c.flush(at(3*time.Second), pub, false, false)
+	expect("disconnected")
+	// The broker takes the message but the publish fails: the seqs come back.
+	pub.next = func() *doneToken { return newToken(errors.New("connection lost"), true) }
+	c.flush(at(4*time.Second), pub, true, false)
+	expect("failing publish", msg("a", confirm.Range{First: 9, Last: 20}))
+	pub.next = nil
+	c.add(acked("a", 22))
+	c.flush(at(4500*time.Millisecond), pub, true, false) // settles the failure; a sent at 4s, due at 5s
+	expect("settled")
+	c.flush(at(5*time.Second), pub, true, false)
+	expect("re-sent", msg("a", confirm.Range{First: 9, Last: 20}, confirm.Range{First: 22, Last: 22}))
+
+	// A publish with no PUBACK blocks the device's next one until the timeout.
+	stuck := newToken(nil, false)
+	pub.next = func() *doneToken { return stuck }
+	c.add(acked("a", 30))
+	c.flush(at(6*time.Second), pub, true, false)
+	expect("stuck publish", msg("a", confirm.Range{First: 30, Last: 30}))
+	pub.next = nil
+	c.add(acked("a", 31))
+	c.flush(at(8*time.Second), pub, true, false)
+	expect("waits for the outstanding one")
+	c.flush(at(6*time.Second+confirmTimeout), pub, true, false)
+	expect("timed out: sent again with the new seq", msg("a", confirm.Range{First: 30, Last: 31}))
+
+	// A device with more ranges than one message holds gets them over several intervals.
+	var many []uint64
+	for i := range uint64(maxRanges + 10) {
+		many = append(many, 1000+2*i)
+	}
+	c.add(acked("c", many...))
+	c.flush(at(40*time.Second), pub, true, false)
+	if len(pub.sent) != 1 || len(pub.sent[0].msg.Seqs) != maxRanges || len(confirm.Append(nil, &pub.sent[0].msg)) > confirm.MaxPayload {
+		t.Fatalf("a full confirmation: %d messages", len(pub.sent))
+	}
+	pub.sent = nil
+	c.flush(at(40*time.Second+iv), pub, true, false)
+	if len(pub.sent) != 1 || len(pub.sent[0].msg.Seqs) != 10 {
+		t.Fatalf("the rest: %+v", pub.sent)
+	}
+	pub.sent = nil
+
+	// final ignores the interval.
+	c.add(acked("a", 40))
+	c.add(acked("b", 11))
+	c.final(pub, true, 0)
+	slices.SortFunc(pub.sent, func(x, y sent) int { return map[bool]int{true: -1, false: 1}[x.topic < y.topic] })
+	expect("final", msg("a", confirm.Range{First: 40, Last: 40}), msg("b", confirm.Range{First: 11, Last: 11}))
+	if got := c.pendingDevices(); got != 0 {
+		t.Errorf("pendingDevices = %v after final", got)
+	}
+}

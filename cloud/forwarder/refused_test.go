@@ -1,0 +1,225 @@
+package forwarder_test
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
+)
+
+// refuseWhen makes kfake answer every produce request to topic that
+// matches with code, as a broker refusing a record does.
+func refuseWhen(k *kafka.Cluster, topic string, code *kerr.Error, count int, match func(batch kmsg.RecordBatch, raw []byte) bool) *kfake.FaultHandle {
+	return k.Cluster.Fault(kfake.Fault{
+		Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: code, Count: count,
+		When: func(req kmsg.Request) bool {
+			for _, t := range req.(*kmsg.ProduceRequest).Topics {
+				for _, p := range t.Partitions {
+					var b kmsg.RecordBatch
+					if b.ReadFrom(p.Records) == nil && match(b, p.Records) {
+						return true
+					}
+				}
+			}
+			return false
+		},
+	})
+}
+
+// poison is a reading from dev whose bytes contain dev, to be matched.
+func poison(dev string) []byte { return reading.Encode(nil, stack.Reading(dev, 1)) }
+
+// TestRefusedRecordsGoToDLQ: records Kafka refuses for good (too large,
+// invalid timestamp, corrupt, invalid) each go to the DLQ with the error,
+// are acked and confirmed, and the stream around them goes on; a
+// retriable refusal is retried and lands on the main topic.
+func TestRefusedRecordsGoToDLQ(t *testing.T) {
+	certs := pki.New(t)
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+	k := stack.StartKafka(t, certs)
+	acks := stack.CollectAcks(t, b, certs, "devices-acks", ackFilter)
+	codes := map[string]*kerr.Error{
+		"pi-poison-size": kerr.MessageTooLarge,
+		"pi-poison-ts":   kerr.InvalidTimestamp,
+		"pi-poison-crc":  kerr.CorruptMessage,
+		"pi-poison-rec":  kerr.InvalidRecord,
+	}
+	for dev, code := range codes {
+		refuseWhen(k, stack.Topic, code, -1, func(_ kmsg.RecordBatch, raw []byte) bool { return bytes.Contains(raw, []byte(dev)) })
+	}
+	flaky := refuseWhen(k, stack.Topic, kerr.NotEnoughReplicas, 5, func(_ kmsg.RecordBatch, raw []byte) bool {
+		return bytes.Contains(raw, []byte("pi-flaky"))
+	})
+	env := stack.Env(b, k, certs, "fwd-refused")
+	env["KAFKA_COMPRESSION"] = "none" // the faults look for the device id in the raw batch
+	env["FORWARDER_CONFIRM_INTERVAL"] = "100ms"
+	fwd := start(t, env)
+	pub := stack.NewPublisher(t, b, certs, "pub-refused")
+
+	devs := stack.Devices(4)
+	const n = 60
+	pub.PublishReadings(t, devs, 1, 20)
+	for dev := range codes {
+		pub.Publish(t, stack.ReadingTopic(dev), poison(dev))
+	}
+	pub.Publish(t, stack.ReadingTopic("pi-flaky"), poison("pi-flaky"))
+	pub.PublishReadings(t, devs, 21, n)
+
+	recs := k.ReadN(t, stack.Topic, len(devs)*n+1, 30*time.Second, 300*time.Millisecond)
+	var main []kafka.Record
+	flakyIn := 0
+	for _, r := range recs {
+		switch {
+		case r.Key == "pi-flaky":
+			flakyIn++
+		case codes[r.Key] != nil:
+			t.Errorf("refused record of %s on the main topic", r.Key)
+		default:
+			main = append(main, r)
+		}
+	}
+	if dups := checkReadings(t, main, devs, n, "fwd-refused"); dups != 0 {
+		t.Errorf("%d duplicates", dups)
+	}
+	if flakyIn != 1 || flaky.Hits() < 1 {
+		t.Errorf("retriable refusal: %d records on the main topic after %d refusals, want 1 after 1 or more", flakyIn, flaky.Hits())
+	}
+	dlq := k.ReadN(t, stack.DLQTopic, len(codes), 30*time.Second, 300*time.Millisecond)
+	if len(dlq) != len(codes) {
+		t.Fatalf("DLQ has %d records, want %d", len(dlq), len(codes))
+	}
+	for _, r := range dlq {
+		topic := r.Headers["mqtt_topic"]
+		dev := strings.Split(topic, "/")[1]
+		code := codes[dev]
+		if code == nil {
+			t.Errorf("unexpected DLQ record from %s", topic)
+			continue
+		}
+		want := fmt.Sprintf("kafka refused the record: [%d]", code.Code)
+		if !strings.HasPrefix(r.Headers["error"], want) || r.Headers["forwarder_id"] != "fwd-refused" {
+			t.Errorf("%s: headers %v, want error starting %q", dev, r.Headers, want)
+		}
+		if !bytes.Equal(r.Value, poison(dev)) {
+			t.Errorf("%s: DLQ value %q is not the reading", dev, r.Value)
+		}
+	}
+	total := float64(len(devs)*n + len(codes) + 1)
+	waitMetric(t, fwd.addr, "forwarder_acked_total", total)
+	waitMetric(t, fwd.addr, "forwarder_in_flight", 0)
+	waitMetric(t, fwd.addr, "forwarder_oldest_unacked_seconds", 0)
+	if got := metric(t, fwd.addr, "forwarder_refused_total"); got != float64(len(codes)) {
+		t.Errorf("forwarder_refused_total = %v, want %d", got, len(codes))
+	}
+	for dev := range codes {
+		waitConfirmed(t, acks, []string{dev}, 1, 1, 10*time.Second) // dead-lettered is delivered
+	}
+	waitConfirmed(t, acks, append(devs, "pi-flaky"), 1, 1, 10*time.Second)
+	waitConfirmed(t, acks, devs, 1, n, 10*time.Second)
+}
+
+// TestRefusedTooLargeForTopic: a reading over the topic's max.message.bytes
+// (a real size check, not an injected error) lands in the DLQ while the
+// readings before and after it are acked.
+func TestRefusedTooLargeForTopic(t *testing.T) {
+	certs := pki.New(t)
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+	k := stack.StartKafka(t, certs)
+	const topic = "small-records"
+	if err := k.Cluster.CreateTopic(topic, stack.Partitions, map[string]string{"max.message.bytes": "16384"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Cluster.CreateTopic(topic+".dlq", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	env := stack.Env(b, k, certs, "fwd-toolarge")
+	env["KAFKA_TOPIC"] = topic
+	env["KAFKA_COMPRESSION"] = "none"
+	fwd := start(t, env)
+	pub := stack.NewPublisher(t, b, certs, "pub-toolarge")
+
+	big := stack.Reading("pi-big", 1)
+	for i := range 1500 {
+		big.Values["v"+strconv.Itoa(i)] = float64(i) + 0.123456
+	}
+	payload := reading.Encode(nil, big)
+	if len(payload) < 20000 || len(payload) > reading.MaxPayload {
+		t.Fatalf("big reading is %d bytes", len(payload))
+	}
+	devs := stack.Devices(4)
+	const n = 40
+	pub.PublishReadings(t, devs, 1, n/2)
+	pub.Publish(t, stack.ReadingTopic("pi-big"), payload)
+	pub.PublishReadings(t, devs, n/2+1, n)
+
+	recs := k.ReadN(t, topic, len(devs)*n, 30*time.Second, 300*time.Millisecond)
+	for _, r := range recs {
+		if r.Key == "pi-big" {
+			t.Fatal("the oversized reading reached the main topic")
+		}
+	}
+	checkReadings(t, recs, devs, n, "fwd-toolarge")
+	dlq := k.ReadN(t, topic+".dlq", 1, 30*time.Second, 200*time.Millisecond)
+	if len(dlq) != 1 || !bytes.Equal(dlq[0].Value, payload) || !strings.Contains(dlq[0].Headers["error"], "Message Size Too Large") {
+		t.Fatalf("DLQ: %d records, want the oversized reading with a Message Size Too Large error", len(dlq))
+	}
+	waitMetric(t, fwd.addr, "forwarder_acked_total", float64(len(devs)*n+1))
+}
+
+// TestClockSkew: a reading stamped further ahead than
+// FORWARDER_MAX_CLOCK_SKEW goes to the DLQ before Kafka sees it; with a
+// larger skew allowed, Kafka's own refusal (as Kafka 4.0 refuses record
+// times over 1h ahead) sends it there too.
+func TestClockSkew(t *testing.T) {
+	for _, tt := range []struct {
+		name, skew, wantErr string
+		kafkaHits           bool
+	}{
+		{"forwarder refuses", "", "ahead of the forwarder's clock, more than FORWARDER_MAX_CLOCK_SKEW=1h0m0s", false},
+		{"kafka refuses", "1000h", "kafka refused the record: [32] Invalid Timestamp", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			certs := pki.New(t)
+			b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+			k := stack.StartKafka(t, certs)
+			limit := time.Now().Add(time.Hour).UnixMilli()
+			refusals := refuseWhen(k, stack.Topic, kerr.InvalidTimestamp, -1, func(b kmsg.RecordBatch, _ []byte) bool {
+				return b.MaxTimestamp > limit
+			})
+			env := stack.Env(b, k, certs, "fwd-skew")
+			if tt.skew != "" {
+				env["FORWARDER_MAX_CLOCK_SKEW"] = tt.skew
+			}
+			fwd := start(t, env)
+			pub := stack.NewPublisher(t, b, certs, "pub-skew")
+			devs := stack.Devices(2)
+			pub.PublishReadings(t, devs, 1, 10)
+			future := stack.Reading("pi-future", 1)
+			future.TS = time.Now().Add(2 * time.Hour).Truncate(time.Millisecond).UTC()
+			pub.Publish(t, stack.ReadingTopic("pi-future"), reading.Encode(nil, future))
+			pub.PublishReadings(t, devs, 11, 20)
+
+			recs := k.ReadN(t, stack.Topic, len(devs)*20, 30*time.Second, 300*time.Millisecond)
+			checkReadings(t, recs, devs, 20, "fwd-skew")
+			dlq := k.ReadN(t, stack.DLQTopic, 1, 30*time.Second, 200*time.Millisecond)
+			if len(dlq) != 1 || !strings.Contains(dlq[0].Headers["error"], tt.wantErr) {
+				t.Fatalf("DLQ %+v, want one record with error containing %q", dlq, tt.wantErr)
+			}
+			if hit := refusals.Hits() > 0; hit != tt.kafkaHits {
+				t.Errorf("Kafka refused %d requests; want refusals: %t", refusals.Hits(), tt.kafkaHits)
+			}
+			waitMetric(t, fwd.addr, "forwarder_acked_total", float64(len(devs)*20+1))
+		})
+	}
+}
