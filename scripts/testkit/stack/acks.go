@@ -33,6 +33,20 @@ type AckCollector struct {
 // on b's TLS listener with the publisher's credentials, until the test ends.
 func CollectAcks(tb testing.TB, b *broker.Broker, certs *pki.PKI, id, filter string) *AckCollector {
 	tb.Helper()
+	return CollectAcksWith(tb, AckOptions{PubOptions: broker.PubOptions{URL: b.TLSURL(), TLS: certs.Client(),
+		Username: PubUser, Password: PubPassword, ClientID: id}, Filter: filter})
+}
+
+// AckOptions configures CollectAcksWith.
+type AckOptions struct {
+	broker.PubOptions // where and as whom to connect
+	Filter            string
+}
+
+// CollectAcksWith is CollectAcks on any broker, as any user (a device with
+// its own credentials, say). The subscription must be granted.
+func CollectAcksWith(tb testing.TB, o AckOptions) *AckCollector {
+	tb.Helper()
 	a := &AckCollector{}
 	handle := func(_ mqtt.Client, m mqtt.Message) {
 		msg, err := confirm.Decode(m.Payload())
@@ -44,16 +58,17 @@ func CollectAcks(tb testing.TB, b *broker.Broker, certs *pki.PKI, id, filter str
 		}
 		a.acks = append(a.acks, Ack{Topic: m.Topic(), At: time.Now(), Msg: msg})
 	}
-	o := mqtt.NewClientOptions().AddBroker(b.TLSURL()).SetClientID(id).SetUsername(PubUser).SetPassword(PubPassword).
-		SetCleanSession(false).SetTLSConfig(certs.Client()).SetAutoReconnect(true).SetConnectRetry(true).
+	opts := mqtt.NewClientOptions().AddBroker(o.URL).SetClientID(o.ClientID).SetUsername(o.Username).SetPassword(o.Password).
+		SetCleanSession(false).SetTLSConfig(o.TLS).SetAutoReconnect(true).SetConnectRetry(true).
 		SetMaxReconnectInterval(500 * time.Millisecond).SetDefaultPublishHandler(handle).
-		SetOnConnectHandler(func(c mqtt.Client) { c.Subscribe(filter, 1, nil) })
-	c := mqtt.NewClient(o)
+		SetOnConnectHandler(func(c mqtt.Client) { c.Subscribe(o.Filter, 1, nil) })
+	c := mqtt.NewClient(opts)
 	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 		tb.Fatalf("ack collector connect: %v", t.Error())
 	}
-	if t := c.Subscribe(filter, 1, nil); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-		tb.Fatalf("ack collector subscribe: %v", t.Error())
+	t := c.Subscribe(o.Filter, 1, nil)
+	if !t.WaitTimeout(10*time.Second) || t.Error() != nil || t.(*mqtt.SubscribeToken).Result()[o.Filter] >= 0x80 {
+		tb.Fatalf("ack collector: subscription to %s not granted: %v", o.Filter, t.Error())
 	}
 	tb.Cleanup(func() { c.Disconnect(100) })
 	return a
