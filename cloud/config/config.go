@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 	"github.com/edgepipe/sensorpipe/buffer/secret"
+	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 )
 
 // Secret is buffer/secret's credential type, named here for the config's
@@ -32,6 +33,7 @@ type Config struct {
 	Kafka Kafka
 
 	ID         string // FORWARDER_ID: MQTT client id and forwarder_id header
+	IDFrom     string // where ID came from, for the start-up log: "FORWARDER_ID" or the host name
 	ShareGroup string // FORWARDER_SHARE_GROUP
 	Listen     string // FORWARDER_LISTEN
 	Insecure   bool   // FORWARDER_INSECURE: allow plaintext to non-loopback hosts
@@ -96,7 +98,7 @@ var Vars = []Var{
 	{"HIVEMQ_PASSWORD_FILE", "", "file holding the MQTT password (instead of HIVEMQ_PASSWORD)"},
 	{"HIVEMQ_CA_FILE", "", "PEM CA bundle for the broker (empty: system roots, with an embedded fallback)"},
 	{"MQTT_TOPIC_FILTER", "sensors/+/+/reading", "what to subscribe to"},
-	{"FORWARDER_ID", "host name", "MQTT client id (persistent session) and forwarder_id header"},
+	{"FORWARDER_ID", "host name", "MQTT client id (persistent session) and forwarder_id header; required in a container"},
 	{"FORWARDER_SHARE_GROUP", "", "subscribe as $share/GROUP/FILTER so replicas split the stream"},
 	{"CONFLUENT_BOOTSTRAP_SERVER_SASL", "", "Kafka bootstrap host:port[,host:port]; required"},
 	{"CONFLUENT_API_KEY", "", "SASL PLAIN username"},
@@ -126,11 +128,39 @@ var Vars = []Var{
 // environment through getenv, which wins. It returns an *Error wrapping
 // ErrInvalid naming the first bad variable.
 func Load(path string, getenv func(string) string) (*Config, error) {
+	return load(path, getenv, system{
+		inContainer: func() bool { return inContainer(getenv) },
+		hostname:    os.Hostname,
+	})
+}
+
+// system is what Load asks the machine (tests replace it).
+type system struct {
+	inContainer func() bool
+	hostname    func() (string, error)
+}
+
+func load(path string, getenv func(string) string, sys system) (*Config, error) {
 	vals, err := gather(path, getenv)
 	if err != nil {
 		return nil, err
 	}
-	return parse(vals)
+	return parse(vals, sys)
+}
+
+// inContainer reports whether we run in a container: Docker (/.dockerenv),
+// Podman (/run/.containerenv), systemd-nspawn, LXC and Podman ($container),
+// Kubernetes ($KUBERNETES_SERVICE_HOST).
+func inContainer(getenv func(string) string) bool {
+	if getenv("container") != "" || getenv("KUBERNETES_SERVICE_HOST") != "" {
+		return true
+	}
+	for _, f := range []string{"/.dockerenv", "/run/.containerenv"} {
+		if _, err := os.Stat(f); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // LoadKafka is Load for commands that only talk to Kafka (`cloud-forwarder
@@ -179,30 +209,44 @@ func readFile(path string, vals map[string]string) error {
 	if err != nil {
 		return &Error{Key: "--config", Msg: err.Error()}
 	}
-	var m map[string]any
-	if err := yaml.Unmarshal(b, &m); err != nil {
+	// Decoded as nodes, so every scalar stays the text written: an unquoted
+	// password 007 is "007", not the number 7.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return &Error{Key: "--config", Msg: fmt.Sprintf("%s: %v", path, err)}
 	}
+	if len(doc.Content) == 0 {
+		return nil // empty file
+	}
+	m := doc.Content[0]
+	if m.Kind != yaml.MappingNode {
+		return &Error{Key: "--config", Msg: fmt.Sprintf("%s: not a mapping of keys to values", path)}
+	}
 	known := map[string]bool{}
-	for _, v := range allVars() {
+	for _, v := range Vars {
 		known[strings.ToLower(v.Name)] = true
 	}
-	for k, v := range m {
-		if !known[k] {
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i].Value, m.Content[i+1]
+		switch {
+		case !known[k]:
 			return &Error{Key: k, Msg: fmt.Sprintf("unknown key in %s", path)}
-		}
-		switch v.(type) {
-		case map[string]any, []any:
+		case seen[k]:
+			return &Error{Key: k, Msg: fmt.Sprintf("appears twice in %s", path)}
+		case v.Kind != yaml.ScalarNode:
 			return &Error{Key: k, Msg: "must be a scalar"}
-		case nil:
+		}
+		seen[k] = true
+		if v.Tag == "!!null" {
 			continue
 		}
-		vals[strings.ToUpper(k)] = fmt.Sprint(v)
+		vals[strings.ToUpper(k)] = v.Value
 	}
 	return nil
 }
 
-func parse(v map[string]string) (*Config, error) {
+func parse(v map[string]string, sys system) (*Config, error) {
 	get := getter(v)
 	c := &Config{}
 	var err error
@@ -218,21 +262,14 @@ func parse(v map[string]string) (*Config, error) {
 	if c.MQTT.Password, err = readSecret(v, "HIVEMQ_PASSWORD"); err != nil {
 		return nil, err
 	}
-	if c.MQTT.CAFile, err = file(get("HIVEMQ_CA_FILE", ""), "HIVEMQ_CA_FILE"); err != nil {
+	if c.MQTT.CAFile, err = caFile(get("HIVEMQ_CA_FILE", ""), "HIVEMQ_CA_FILE"); err != nil {
 		return nil, err
 	}
 	c.MQTT.TopicFilter = get("MQTT_TOPIC_FILTER", "sensors/+/+/reading")
 	if err := checkFilter(c.MQTT.TopicFilter); err != nil {
 		return nil, &Error{Key: "MQTT_TOPIC_FILTER", Msg: err.Error()}
 	}
-	c.ID = get("FORWARDER_ID", "")
-	if c.ID == "" {
-		h, herr := os.Hostname()
-		if herr != nil || h == "" {
-			return nil, &Error{Key: "FORWARDER_ID", Msg: "not set and the host name is unknown"}
-		}
-		c.ID = h
-	}
+	c.ID, c.IDFrom = get("FORWARDER_ID", ""), "FORWARDER_ID"
 	if err := checkLevel(c.ID); err != nil {
 		return nil, &Error{Key: "FORWARDER_ID", Msg: err.Error()}
 	}
@@ -297,7 +334,52 @@ func parse(v map[string]string) (*Config, error) {
 	default:
 		return nil, &Error{Key: "FORWARDER_LOG_LEVEL", Msg: fmt.Sprintf("%q is not debug, info, warn or error", c.LogLevel)}
 	}
+	if c.ID == "" {
+		if err := defaultID(c, sys); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// defaultID names the forwarder after its host when FORWARDER_ID is not
+// set, except in a container: its host name changes with every container,
+// and the broker would keep the persistent session (with the backlog queued
+// while the forwarder was away) under the old name for ever.
+func defaultID(c *Config, sys system) error {
+	if sys.inContainer() {
+		return &Error{Key: "FORWARDER_ID", Msg: "required in a container: the host name changes with every container, " +
+			"and the broker keeps the persistent session, with its backlog, under the client id; set a stable id per replica"}
+	}
+	h, err := sys.hostname()
+	if err != nil || h == "" {
+		return &Error{Key: "FORWARDER_ID", Msg: "not set and the host name is unknown"}
+	}
+	if err := checkLevel(h); err != nil {
+		return &Error{Key: "FORWARDER_ID", Msg: "not set, and the host name cannot be used: " + err.Error()}
+	}
+	c.ID, c.IDFrom = h, "host name (FORWARDER_ID not set)"
+	return nil
+}
+
+// Warnings lists what is allowed but unsafe in c, for the start-up log:
+// plaintext (FORWARDER_INSECURE) to a host that is not loopback.
+func (c *Config) Warnings() []string {
+	var ws []string
+	if u, err := url.Parse(c.MQTT.URL); err == nil && !c.MQTT.TLS && !mqttconn.IsLoopback(u.Hostname()) {
+		ws = append(ws, "HIVEMQ_URL: plaintext MQTT to "+u.Host+", not a loopback host (FORWARDER_INSECURE=true): "+
+			"the broker password and every reading cross the network unencrypted")
+	}
+	if c.Kafka.SecurityProtocol == Plaintext {
+		for _, hp := range c.Kafka.Bootstrap {
+			if host, _, err := net.SplitHostPort(hp); err == nil && !mqttconn.IsLoopback(host) {
+				ws = append(ws, "KAFKA_SECURITY_PROTOCOL: plaintext Kafka to "+hp+", not a loopback host (FORWARDER_INSECURE=true): "+
+					"every record crosses the network unencrypted and unauthenticated")
+				break
+			}
+		}
+	}
+	return ws
 }
 
 func parseKafka(c *Config, v map[string]string, get func(k, def string) string) error {
@@ -309,6 +391,9 @@ func parseKafka(c *Config, v map[string]string, get func(k, def string) string) 
 	allLoopback := true
 	for _, hp := range strings.Split(boot, ",") {
 		hp = strings.TrimSpace(hp)
+		if strings.Contains(hp, "@") { // not echoed: it holds a password
+			return &Error{Key: "CONFLUENT_BOOTSTRAP_SERVER_SASL", Msg: "must not contain credentials (user:password@); use CONFLUENT_API_KEY and CONFLUENT_API_SECRET"}
+		}
 		host, port, err := net.SplitHostPort(hp)
 		if err != nil || host == "" || port == "" {
 			return &Error{Key: "CONFLUENT_BOOTSTRAP_SERVER_SASL", Msg: fmt.Sprintf("%q is not host:port", hp)}
@@ -338,7 +423,7 @@ func parseKafka(c *Config, v map[string]string, get func(k, def string) string) 
 	default:
 		return &Error{Key: "KAFKA_SECURITY_PROTOCOL", Msg: fmt.Sprintf("%q is not SASL_SSL, SSL or PLAINTEXT", k.SecurityProtocol)}
 	}
-	if k.CAFile, err = file(get("KAFKA_CA_FILE", ""), "KAFKA_CA_FILE"); err != nil {
+	if k.CAFile, err = caFile(get("KAFKA_CA_FILE", ""), "KAFKA_CA_FILE"); err != nil {
 		return err
 	}
 	k.Topic = get("KAFKA_TOPIC", "sensor-readings")
@@ -366,6 +451,9 @@ func mqttURL(s string, insecure bool) (string, bool, error) {
 	if s == "" {
 		return "", false, &Error{Key: key, Msg: "required (e.g. ssl://YOUR-CLUSTER.hivemq.cloud:8883)"}
 	}
+	if hasUserinfo(s) { // checked first, and the value never echoed: it holds a password
+		return "", false, &Error{Key: key, Msg: "must not contain credentials (user:password@); use HIVEMQ_USERNAME and HIVEMQ_PASSWORD"}
+	}
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || u.Port() == "" {
 		return "", false, &Error{Key: key, Msg: fmt.Sprintf("%q is not scheme://host:port", s)}
@@ -377,14 +465,23 @@ func mqttURL(s string, insecure bool) (string, bool, error) {
 	if !tls && !insecure && !mqttconn.IsLoopback(u.Hostname()) {
 		return "", false, &Error{Key: key, Msg: "plaintext tcp:// is allowed only to loopback hosts or with FORWARDER_INSECURE=true; use ssl://"}
 	}
-	if u.User != nil {
-		return "", false, &Error{Key: key, Msg: "must not contain credentials; use HIVEMQ_USERNAME and HIVEMQ_PASSWORD"}
-	}
 	scheme := "tcp"
 	if tls {
 		scheme = "ssl"
 	}
 	return scheme + "://" + u.Host, tls, nil
+}
+
+// hasUserinfo reports whether the authority of URL s has a user@ part,
+// without parsing s (whose parse errors would quote it).
+func hasUserinfo(s string) bool {
+	if i := strings.Index(s, "://"); i >= 0 {
+		s = s[i+3:]
+	}
+	if j := strings.IndexAny(s, "/?#"); j >= 0 {
+		s = s[:j]
+	}
+	return strings.Contains(s, "@")
 }
 
 // readSecret reads KEY or the file named by KEY_FILE (not both).
@@ -407,11 +504,14 @@ func readSecret(v map[string]string, key string) (secret.Secret, error) {
 	return secret.Secret(s), nil
 }
 
-func file(name, key string) (string, error) {
+// caFile checks that name holds PEM certificates, with the same loader the
+// connections use, so a bad bundle is a configuration error (exit 2) and
+// not a failure at every start.
+func caFile(name, key string) (string, error) {
 	if name == "" {
 		return "", nil
 	}
-	if _, err := os.Stat(name); err != nil {
+	if _, err := tlsconf.Client(name); err != nil {
 		return "", &Error{Key: key, Msg: err.Error()}
 	}
 	return name, nil

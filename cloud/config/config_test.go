@@ -88,6 +88,17 @@ func TestInvalid(t *testing.T) {
 		{"zero confirm interval", map[string]string{"FORWARDER_CONFIRM_INTERVAL": "0s"}, "FORWARDER_CONFIRM_INTERVAL"},
 		{"long confirm interval", map[string]string{"FORWARDER_CONFIRM_INTERVAL": "2m"}, "FORWARDER_CONFIRM_INTERVAL"},
 		{"bad clock skew", map[string]string{"FORWARDER_MAX_CLOCK_SKEW": "-1h"}, "FORWARDER_MAX_CLOCK_SKEW"},
+		// Credentials in URLs are refused without being echoed (the test checks every error for s3cret).
+		{"url credentials, no port", map[string]string{"HIVEMQ_URL": "ssl://fwd:s3cret@broker.example.com"}, "HIVEMQ_URL"},
+		{"url credentials, bad port", map[string]string{"HIVEMQ_URL": "ssl://fwd:s3cret@broker.example.com:x"}, "HIVEMQ_URL"},
+		{"url credentials, bad scheme", map[string]string{"HIVEMQ_URL": "https://fwd:s3cret@broker.example.com:443"}, "HIVEMQ_URL"},
+		{"url user only", map[string]string{"HIVEMQ_URL": "ssl://s3cret@broker.example.com:8883"}, "HIVEMQ_URL"},
+		{"bootstrap credentials", map[string]string{"CONFLUENT_BOOTSTRAP_SERVER_SASL": "key:s3cret@pkc.example.com:9092"}, "CONFLUENT_BOOTSTRAP_SERVER_SASL"},
+		{"bootstrap url credentials", map[string]string{"CONFLUENT_BOOTSTRAP_SERVER_SASL": "SASL_SSL://key:s3cret@pkc.example.com:9092"}, "CONFLUENT_BOOTSTRAP_SERVER_SASL"},
+		{"second bootstrap credentials", map[string]string{"CONFLUENT_BOOTSTRAP_SERVER_SASL": "a.example.com:9092,key:s3cret@b.example.com:9092"}, "CONFLUENT_BOOTSTRAP_SERVER_SASL"},
+		// A CA file must hold PEM certificates: config check, not a restart loop in run.
+		{"mqtt ca not pem", map[string]string{"HIVEMQ_CA_FILE": "testdata/not-pem.crt"}, "HIVEMQ_CA_FILE"},
+		{"kafka ca not pem", map[string]string{"KAFKA_CA_FILE": "testdata/not-pem.crt"}, "KAFKA_CA_FILE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,5 +178,102 @@ func TestLoadKafkaNeedsNoMQTT(t *testing.T) {
 	}
 	if k.Topic != "sensor-readings" || len(k.Bootstrap) != 1 {
 		t.Fatalf("got %+v", k)
+	}
+}
+
+// TestYAMLScalarsAreText: an unquoted 007 in the YAML file is the password
+// "007", not the number 7 (nor 0x1F 31, nor 1e3 1000).
+func TestYAMLScalarsAreText(t *testing.T) {
+	c, err := Load("testdata/scalars.yaml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{c.MQTT.Username, c.MQTT.Password.Reveal(), c.Kafka.APIKey, c.Kafka.APISecret.Reveal(), c.ID}
+	want := []string{"1234", "007", "0x1F", "1e3", "00042"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("scalars read as %q, want %q", got, want)
+	}
+	if c.MaxInFlight != 500 {
+		t.Fatalf("forwarder_max_in_flight: 0500 read as %d", c.MaxInFlight)
+	}
+}
+
+// TestForwarderID: without FORWARDER_ID the host name is used, and said so;
+// in a container, whose host name changes with every container (stranding
+// the broker's persistent session under the old one), it is required.
+func TestForwarderID(t *testing.T) {
+	tests := []struct {
+		name      string
+		id        string
+		container bool
+		wantID    string
+		wantFrom  string
+		wantErr   bool
+	}{
+		{"set", "fwd-7", false, "fwd-7", "FORWARDER_ID", false},
+		{"set in a container", "fwd-7", true, "fwd-7", "FORWARDER_ID", false},
+		{"host name", "", false, "host-1", "host name (FORWARDER_ID not set)", false},
+		{"container without id", "", true, "", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := base()
+			m["FORWARDER_ID"] = tt.id
+			c, err := load("", env(m), system{
+				inContainer: func() bool { return tt.container },
+				hostname:    func() (string, error) { return "host-1", nil },
+			})
+			if tt.wantErr {
+				var ce *Error
+				if !errors.As(err, &ce) || ce.Key != "FORWARDER_ID" || !strings.Contains(err.Error(), "container") {
+					t.Fatalf("got %v, want an error naming FORWARDER_ID and the container", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.ID != tt.wantID || c.IDFrom != tt.wantFrom {
+				t.Fatalf("id %q from %q, want %q from %q", c.ID, c.IDFrom, tt.wantID, tt.wantFrom)
+			}
+		})
+	}
+}
+
+// TestPlaintextWarnings: plaintext to a host that is not loopback (allowed
+// by FORWARDER_INSECURE) is reported, so run can say so at start.
+func TestPlaintextWarnings(t *testing.T) {
+	tests := []struct {
+		name string
+		set  map[string]string
+		want []string
+	}{
+		{"tls", nil, nil},
+		{"loopback", map[string]string{"HIVEMQ_URL": "tcp://127.0.0.1:1883", "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+			"CONFLUENT_BOOTSTRAP_SERVER_SASL": "localhost:9092"}, nil},
+		{"remote", map[string]string{"HIVEMQ_URL": "tcp://mqtt.lan:1883", "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+			"CONFLUENT_BOOTSTRAP_SERVER_SASL": "127.0.0.1:9092,kafka.lan:9092", "FORWARDER_INSECURE": "true"},
+			[]string{"HIVEMQ_URL", "KAFKA_SECURITY_PROTOCOL"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := base()
+			for k, v := range tt.set {
+				m[k] = v
+			}
+			c, err := Load("", env(m))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws := c.Warnings()
+			if len(ws) != len(tt.want) {
+				t.Fatalf("warnings %q, want ones about %v", ws, tt.want)
+			}
+			for i, w := range ws {
+				if !strings.Contains(w, tt.want[i]) || !strings.Contains(w, "plaintext") {
+					t.Errorf("warning %q, want one about plaintext and %s", w, tt.want[i])
+				}
+			}
+		})
 	}
 }

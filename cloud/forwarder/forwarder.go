@@ -203,9 +203,10 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		f.conf.run(confCtx, client, f.mqttUp.Load)
 		return nil
 	})
-	f.log.Info("forwarder started", "version", f.opts.Version, "id", f.cfg.ID, "mqtt", f.cfg.MQTT.URL,
+	f.log.Info("forwarder started", "version", f.opts.Version, "id", f.cfg.ID, "id_from", f.cfg.IDFrom, "mqtt", f.cfg.MQTT.URL,
 		"filter", f.subscription(), "kafka", f.cfg.Kafka.Bootstrap, "topic", f.cfg.Kafka.Topic,
 		"security_protocol", f.cfg.Kafka.SecurityProtocol, "listen", ln.Addr().String())
+	f.logStartWarnings()
 
 	<-ctx.Done()
 	err = f.shutdown(client, func() { stopConf(); <-confDone })
@@ -218,6 +219,19 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		err = gerr
 	}
 	return err
+}
+
+// logStartWarnings says at start what is allowed but risky in the
+// configuration, where an operator reading the first lines will see it.
+func (f *Forwarder) logStartWarnings() {
+	if f.cfg.IDFrom != "FORWARDER_ID" {
+		f.log.Warn("FORWARDER_ID is not set: using the host name as the MQTT client id. The broker keeps this forwarder's "+
+			"persistent session, and the backlog queued while it is away, under that id: set FORWARDER_ID if the host name can change",
+			"id", f.cfg.ID)
+	}
+	for _, w := range f.cfg.Warnings() {
+		f.log.Warn(w)
+	}
 }
 
 // shutdown stops taking messages, waits for in-flight ones to be acked,

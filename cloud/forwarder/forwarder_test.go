@@ -291,3 +291,26 @@ func waitLog(t *testing.T, logs *testkit.LogBuffer, text string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestStartupWarnings: plaintext to hosts that are not loopback (allowed by
+// FORWARDER_INSECURE) is logged at warning level when run starts, with
+// where the forwarder id came from.
+func TestStartupWarnings(t *testing.T) {
+	env := map[string]string{ // TEST-NET-1: never answers, and need not
+		"HIVEMQ_URL": "tcp://192.0.2.1:1883", "CONFLUENT_BOOTSTRAP_SERVER_SASL": "192.0.2.1:9092",
+		"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "FORWARDER_INSECURE": "true",
+		"FORWARDER_ID": "fwd-warn", "FORWARDER_LISTEN": "127.0.0.1:0",
+	}
+	_, logs, stop := startLogged(t, env)
+	waitLog(t, logs, `"msg":"forwarder started"`)
+	stop()
+	for _, want := range []string{
+		`"level":"WARN","msg":"HIVEMQ_URL: plaintext MQTT to 192.0.2.1:1883`,
+		`"level":"WARN","msg":"KAFKA_SECURITY_PROTOCOL: plaintext Kafka to 192.0.2.1:9092`,
+		`"id":"fwd-warn","id_from":"FORWARDER_ID"`,
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %s:\n%s", want, logs)
+		}
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -249,6 +251,44 @@ func TestConfigErrorExit2(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "CONFLUENT_BOOTSTRAP_SERVER_SASL") || strings.Contains(string(out), "hunter2") {
 		t.Fatalf("output should name the variable and no secret: %s", out)
+	}
+}
+
+// TestRunConfigErrors: what config check would catch makes `run` exit 2
+// naming the variable, never echoing a password: a CA file that is not PEM
+// (it used to pass the check and exit 1 at every start, a restart loop),
+// credentials inside URLs, and a container without FORWARDER_ID.
+func TestRunConfigErrors(t *testing.T) {
+	notPEM := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"HIVEMQ_URL=ssl://broker.example.com:8883", "CONFLUENT_BOOTSTRAP_SERVER_SASL=pkc.example.com:9092",
+		"CONFLUENT_API_KEY=key", "CONFLUENT_API_SECRET=hunter2", "FORWARDER_ID=fwd-1"}
+	tests := []struct {
+		name    string
+		env     []string
+		wantKey string
+	}{
+		{"mqtt ca not pem", []string{"HIVEMQ_CA_FILE=" + notPEM}, "HIVEMQ_CA_FILE"},
+		{"kafka ca not pem", []string{"KAFKA_CA_FILE=" + notPEM}, "KAFKA_CA_FILE"},
+		{"mqtt url credentials", []string{"HIVEMQ_URL=ssl://fwd:hunter2@broker.example.com"}, "HIVEMQ_URL"},
+		{"bootstrap credentials", []string{"CONFLUENT_BOOTSTRAP_SERVER_SASL=key:hunter2@pkc.example.com:9092"}, "CONFLUENT_BOOTSTRAP_SERVER_SASL"},
+		{"container without id", []string{"FORWARDER_ID=", "container=podman"}, "FORWARDER_ID"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.CommandContext(context.Background(), binPath, "run")
+			cmd.Env = append(append([]string(nil), base...), tt.env...) // later entries win
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+				t.Fatalf("exit = %v, want 2: %s", err, out)
+			}
+			if !strings.Contains(string(out), "cloud-forwarder: "+tt.wantKey+": ") || strings.Contains(string(out), "hunter2") {
+				t.Fatalf("output should name %s and no secret: %s", tt.wantKey, out)
+			}
+		})
 	}
 }
 
