@@ -3,7 +3,9 @@
 // Sensor. Each chip lives in its own subpackage; one visible table in this
 // package wires them (names, fields, checks, Open, probing), with no init()
 // registration. Check runs at config load, Open at start, Read on every
-// tick: see the package Example (example_test.go).
+// tick: see the package Example (example_test.go). Every error of Open and
+// Read carries a failure class (drivers/fault: absent, crc, timeout,
+// out_of_range, power_on, other) that fault.Of returns.
 package drivers
 
 import (

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/edgepipe/sensorpipe/drivers/fault"
 )
 
 func TestCheck(t *testing.T) {
@@ -146,5 +148,46 @@ func TestTableCoversSpec(t *testing.T) {
 	}
 	if got := strings.Join(Names(), ","); got != "bme280,bmp280,dht11,dht22,ds18b20,sim" {
 		t.Errorf("Names = %s", got)
+	}
+}
+
+// TestFailureClasses: every driver's failures, opened through the table as
+// the agent opens them, reach the caller with their fault class, which
+// the agent's health telemetry reports.
+func TestFailureClasses(t *testing.T) {
+	tests := []struct {
+		name string
+		spec Spec
+		root string // sysfs fixture tree
+		want fault.Class
+	}{
+		{"ds18b20 crc NO", Spec{Driver: "ds18b20"}, "ds18b20/testdata/crcno", fault.CRC},
+		{"ds18b20 empty temperature file", Spec{Driver: "ds18b20"}, "ds18b20/testdata/tempempty", fault.CRC},
+		{"ds18b20 85 °C", Spec{Driver: "ds18b20"}, "ds18b20/testdata/poweron", fault.PowerOn},
+		{"ds18b20 all zeros", Spec{Driver: "ds18b20"}, "ds18b20/testdata/zeros", fault.OutOfRange},
+		{"ds18b20 garbage", Spec{Driver: "ds18b20"}, "ds18b20/testdata/garbage", fault.Other},
+		{"ds18b20 missing", Spec{Driver: "ds18b20"}, "ds18b20/testdata/missing", fault.Absent},
+		{"ds18b20 good", Spec{Driver: "ds18b20"}, "ds18b20/testdata/good", ""},
+		{"dht22 too hot", Spec{Driver: "dht22"}, "dht/testdata/hot", fault.OutOfRange},
+		{"dht11 too cold", Spec{Driver: "dht11"}, "dht/testdata/cold", fault.OutOfRange},
+		{"dht22 garbage", Spec{Driver: "dht22"}, "dht/testdata/garbage", fault.Other},
+		{"dht22 missing", Spec{Driver: "dht22"}, "dht/testdata/missing", fault.Absent},
+		{"dht22 good", Spec{Driver: "dht22"}, "dht/testdata/good", ""},
+		{"sim failing", Spec{Driver: "sim", FailRate: 1}, "", fault.Other},
+		{"sim good", Spec{Driver: "sim"}, "", ""},
+		{"bme280 without its bus", Spec{Driver: "bme280", Bus: "97"}, "", fault.Absent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.spec.Name = "s-1"
+			s, err := Open(tt.spec, Env{SysfsRoot: tt.root})
+			if err == nil {
+				defer s.Close()
+				_, err = s.Read(context.Background())
+			}
+			if got := fault.Of(err); got != tt.want {
+				t.Fatalf("class of %v = %q, want %q", err, got, tt.want)
+			}
+		})
 	}
 }

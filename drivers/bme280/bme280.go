@@ -88,12 +88,12 @@ func Open(name, busName string, addr uint16, opts Opts) (*Sensor, error) {
 	// periph's own message for a missing bus blames Init(); say what is missing.
 	if _, err := strconv.Atoi(num); err == nil {
 		if _, err := os.Stat("/dev/i2c-" + num); err != nil {
-			return nil, fmt.Errorf("bme280 %s: %w: no /dev/i2c-%s (enable I2C with dtparam=i2c_arm=on in config.txt and reboot)", where, ErrBus, num)
+			return nil, fmt.Errorf("bme280 %s: %w: no /dev/i2c-%s (enable I2C with dtparam=i2c_arm=on in config.txt and reboot)", where, errBusMissing, num)
 		}
 	}
 	bus, err := i2creg.Open(num)
 	if err != nil {
-		return nil, fmt.Errorf("bme280 %s: open I2C bus (is I2C enabled? dtparam=i2c_arm=on in config.txt): %w: %w", where, ErrBus, err)
+		return nil, fmt.Errorf("bme280 %s: open I2C bus (is I2C enabled? dtparam=i2c_arm=on in config.txt): %w: %w", where, errBusMissing, err)
 	}
 	s, err := newSensor(name, where, bus, addr, opts)
 	if err != nil {
@@ -159,14 +159,18 @@ func Probe(bus i2c.Bus, addr uint16) (string, error) {
 	}
 }
 
-// classify maps a bus error to ErrNoDevice or ErrBus. periph's Linux bus
-// formats the errno with %v, so the text is all that is left of it.
+// classify maps a bus error to ErrNoDevice or ErrBus (classed timeout
+// when the bus timed out: a stuck SDA line, a clock-stretching chip).
+// periph's Linux bus formats the errno with %v, so the text is all that is
+// left of it.
 func classify(err error) error {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, syscall.ENXIO), errors.Is(err, syscall.EREMOTEIO),
 		strings.Contains(msg, syscall.ENXIO.Error()), strings.Contains(msg, syscall.EREMOTEIO.Error()):
 		return ErrNoDevice
+	case errors.Is(err, syscall.ETIMEDOUT), strings.Contains(msg, syscall.ETIMEDOUT.Error()):
+		return errBusTimeout
 	default:
 		return ErrBus
 	}

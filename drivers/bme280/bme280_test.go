@@ -13,6 +13,8 @@ import (
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 	"periph.io/x/conn/v3/physic"
+
+	"github.com/edgepipe/sensorpipe/drivers/fault"
 )
 
 // calib holds the trimming parameters as the datasheet names them.
@@ -217,17 +219,18 @@ var _ i2c.Bus = failBus{}
 
 func TestOpenErrors(t *testing.T) {
 	tests := []struct {
-		name string
-		bus  i2c.Bus
-		want error
-		msg  string
+		name  string
+		bus   i2c.Bus
+		want  error
+		msg   string
+		class fault.Class // of the error, for the agent's health
 	}{
-		{"missing chip (NACK)", failBus{syscall.EREMOTEIO}, ErrNoDevice, "bme280 I2C1 addr 0x76: read chip id: no device answered"},
-		{"nothing at address", failBus{syscall.ENXIO}, ErrNoDevice, "no device answered"},
-		{"bus stuck", failBus{syscall.ETIMEDOUT}, ErrBus, "I2C bus error: sysfs-i2c: connection timed out"},
-		{"wrong chip id", &i2ctest.Playback{Ops: []i2ctest.IO{{Addr: addr, W: []byte{0xD0}, R: []byte{0x61}}}}, ErrWrongChip, "chip id 0x61 is a BME680"},
-		{"unknown chip id", &i2ctest.Playback{Ops: []i2ctest.IO{{Addr: addr, W: []byte{0xD0}, R: []byte{0xFF}}}}, ErrWrongChip, "chip id 0xff (want 0x60 BME280 or 0x58 BMP280)"},
-		{"calibration read fails", &i2ctest.Playback{Ops: openOps(ChipIDBME280, datasheetCalib, 3)[:2], DontPanic: true}, ErrBus, "bme280 playback addr 0x76: init"},
+		{"missing chip (NACK)", failBus{syscall.EREMOTEIO}, ErrNoDevice, "bme280 I2C1 addr 0x76: read chip id: no device answered", fault.Absent},
+		{"nothing at address", failBus{syscall.ENXIO}, ErrNoDevice, "no device answered", fault.Absent},
+		{"bus stuck", failBus{syscall.ETIMEDOUT}, ErrBus, "I2C bus error: sysfs-i2c: connection timed out", fault.Timeout},
+		{"wrong chip id", &i2ctest.Playback{Ops: []i2ctest.IO{{Addr: addr, W: []byte{0xD0}, R: []byte{0x61}}}}, ErrWrongChip, "chip id 0x61 is a BME680", fault.Absent},
+		{"unknown chip id", &i2ctest.Playback{Ops: []i2ctest.IO{{Addr: addr, W: []byte{0xD0}, R: []byte{0xFF}}}}, ErrWrongChip, "chip id 0xff (want 0x60 BME280 or 0x58 BMP280)", fault.Absent},
+		{"calibration read fails", &i2ctest.Playback{Ops: openOps(ChipIDBME280, datasheetCalib, 3)[:2], DontPanic: true}, ErrBus, "bme280 playback addr 0x76: init", fault.Other},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -238,6 +241,9 @@ func TestOpenErrors(t *testing.T) {
 			}
 			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.msg) {
 				t.Fatalf("err = %v\nwant %v containing %q", err, tt.want, tt.msg)
+			}
+			if c := fault.Of(err); c != tt.class {
+				t.Fatalf("fault.Of(%v) = %q, want %q", err, c, tt.class)
 			}
 			if pb, ok := tt.bus.(*i2ctest.Playback); ok {
 				if err := pb.Close(); err != nil {
@@ -250,14 +256,15 @@ func TestOpenErrors(t *testing.T) {
 
 func TestReadErrors(t *testing.T) {
 	tests := []struct {
-		name string
-		read []i2ctest.IO
-		want error
-		msg  string
+		name  string
+		read  []i2ctest.IO
+		want  error
+		msg   string
+		class fault.Class // of the error, for the agent's health
 	}{
-		{"bus error mid-measurement", readOps(ChipIDBME280, 3, measurement(adcP, adcT, adcH))[:1], ErrBus, "measure"},
+		{"bus error mid-measurement", readOps(ChipIDBME280, 3, measurement(adcP, adcT, adcH))[:1], ErrBus, "measure", fault.Other},
 		// 0xFFFFF compensates to about 187 °C: a corrupted transfer.
-		{"temperature out of range", readOps(ChipIDBME280, 3, measurement(adcP, 0xFFFFF, adcH)), ErrOutOfRange, "temperature 187"},
+		{"temperature out of range", readOps(ChipIDBME280, 3, measurement(adcP, 0xFFFFF, adcH)), ErrOutOfRange, "temperature 187", fault.OutOfRange},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -269,6 +276,9 @@ func TestReadErrors(t *testing.T) {
 			v, err := s.Read(context.Background())
 			if v != nil || !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.msg) {
 				t.Fatalf("Read = %v, %v; want %v containing %q", v, err, tt.want, tt.msg)
+			}
+			if c := fault.Of(err); c != tt.class {
+				t.Fatalf("fault.Of(%v) = %q, want %q", err, c, tt.class)
 			}
 			if err := bus.Close(); err != nil {
 				t.Fatal(err)

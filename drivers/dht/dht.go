@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/drivers/fault"
 )
 
 // FileReader reads one sysfs file; os.ReadFile in production. Tests wrap
@@ -160,9 +161,26 @@ func (s *Sensor) attempt(ctx context.Context) (tempC, rh float64, err error) {
 		s.dir = "" // the overlay was unloaded or renumbered; look again next time
 	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s %s: %w", s.opts.Model, s.name, err)
+		return 0, 0, fmt.Errorf("%s %s: %w", s.opts.Model, s.name, classify(err))
 	}
 	return tempC, rh, nil
+}
+
+// classify gives the kernel's errors their fault class: the dht11 IIO
+// driver returns EIO for a frame it cannot use (checksum mismatch, lost
+// synchronisation, undecodable) and ETIMEDOUT when too few edges came (the
+// sensor did not answer: unplugged, unpowered, or a missed start signal).
+// Errors of this package already have theirs.
+func classify(err error) error {
+	switch {
+	case errors.Is(err, syscall.EIO):
+		return fault.Mark(fault.CRC, err)
+	case errors.Is(err, syscall.ETIMEDOUT):
+		return fault.Mark(fault.Timeout, err)
+	case errors.Is(err, os.ErrNotExist):
+		return fault.Mark(fault.Absent, err)
+	}
+	return err
 }
 
 func (s *Sensor) readMilli(path string) (float64, error) {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgepipe/sensorpipe/drivers/fault"
 )
 
 // fakeClock starts at a fixed time and moves only when slept on.
@@ -57,18 +59,19 @@ func TestRead(t *testing.T) {
 		wantErr  error
 		msg      string
 		failures uint64
+		class    fault.Class // of the error, for the agent's health
 	}{
-		{"good auto", "good", DHT22, "auto", map[string]float64{"temperature_c": 23.4, "humidity_pct": 48.2}, nil, "", 0},
-		{"good named", "good", DHT11, "iio:device1", map[string]float64{"temperature_c": 23.4, "humidity_pct": 48.2}, nil, "", 0},
-		{"lowest number of two", "two", DHT22, "", map[string]float64{"temperature_c": 21, "humidity_pct": 40}, nil, "", 0},
-		{"dht22 below zero", "cold", DHT22, "auto", map[string]float64{"temperature_c": -10.1, "humidity_pct": 65.2}, nil, "", 0},
-		{"dht11 below zero", "cold", DHT11, "auto", nil, ErrOutOfRange, "temperature -10.1 °C outside 0..50", 1},
-		{"dht22 too hot", "hot", DHT22, "auto", nil, ErrOutOfRange, "temperature 95.0 °C outside -40..80", 1},
-		{"garbage", "garbage", DHT22, "auto", nil, ErrParse, `in_temp_input: unparsable value: "hello world"`, 1},
-		{"no dht device", "missing", DHT22, "auto", nil, ErrNoDevice, "dtoverlay=dht11", 1},
-		{"named device is something else", "good", DHT22, "iio:device0", nil, ErrNoDevice, `is "ads1015"`, 1},
-		{"named device absent", "good", DHT22, "iio:device7", nil, ErrNoDevice, "no such file", 1},
-		{"no iio at all", "nonexistent", DHT22, "auto", nil, ErrNoDevice, "", 1},
+		{"good auto", "good", DHT22, "auto", map[string]float64{"temperature_c": 23.4, "humidity_pct": 48.2}, nil, "", 0, ""},
+		{"good named", "good", DHT11, "iio:device1", map[string]float64{"temperature_c": 23.4, "humidity_pct": 48.2}, nil, "", 0, ""},
+		{"lowest number of two", "two", DHT22, "", map[string]float64{"temperature_c": 21, "humidity_pct": 40}, nil, "", 0, ""},
+		{"dht22 below zero", "cold", DHT22, "auto", map[string]float64{"temperature_c": -10.1, "humidity_pct": 65.2}, nil, "", 0, ""},
+		{"dht11 below zero", "cold", DHT11, "auto", nil, ErrOutOfRange, "temperature -10.1 °C outside 0..50", 1, fault.OutOfRange},
+		{"dht22 too hot", "hot", DHT22, "auto", nil, ErrOutOfRange, "temperature 95.0 °C outside -40..80", 1, fault.OutOfRange},
+		{"garbage", "garbage", DHT22, "auto", nil, ErrParse, `in_temp_input: unparsable value: "hello world"`, 1, fault.Other},
+		{"no dht device", "missing", DHT22, "auto", nil, ErrNoDevice, "dtoverlay=dht11", 1, fault.Absent},
+		{"named device is something else", "good", DHT22, "iio:device0", nil, ErrNoDevice, `is "ads1015"`, 1, fault.Absent},
+		{"named device absent", "good", DHT22, "iio:device7", nil, ErrNoDevice, "no such file", 1, fault.Absent},
+		{"no iio at all", "nonexistent", DHT22, "auto", nil, ErrNoDevice, "", 1, fault.Absent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,6 +83,9 @@ func TestRead(t *testing.T) {
 			v, err := s.Read(context.Background())
 			if !errors.Is(err, tt.wantErr) || (err != nil && !strings.Contains(err.Error(), tt.msg)) {
 				t.Fatalf("Read err = %v, want %v containing %q", err, tt.wantErr, tt.msg)
+			}
+			if c := fault.Of(err); c != tt.class {
+				t.Fatalf("fault.Of(%v) = %q, want %q", err, c, tt.class)
 			}
 			if err != nil && v != nil {
 				t.Fatalf("Read returned values %v with error %v", v, err)
@@ -110,11 +116,14 @@ func TestRetry(t *testing.T) {
 		wantErr  error
 		sleeps   []time.Duration
 		failures uint64
+		class    fault.Class // of the error, for the agent's health
 	}{
-		{"timeout then ok", DHT22, []error{syscall.ETIMEDOUT}, nil, []time.Duration{2 * time.Second}, 1},
-		{"eio twice then ok", DHT11, []error{syscall.EIO, syscall.EIO}, nil, []time.Duration{time.Second, time.Second}, 2},
-		{"gives up after retries", DHT22, []error{syscall.EIO, syscall.ETIMEDOUT, syscall.EIO}, syscall.EIO, []time.Duration{2 * time.Second, 2 * time.Second}, 3},
-		{"permission is not retried", DHT22, []error{syscall.EACCES}, syscall.EACCES, nil, 1},
+		{"timeout then ok", DHT22, []error{syscall.ETIMEDOUT}, nil, []time.Duration{2 * time.Second}, 1, ""},
+		{"eio twice then ok", DHT11, []error{syscall.EIO, syscall.EIO}, nil, []time.Duration{time.Second, time.Second}, 2, ""},
+		{"gives up after retries", DHT22, []error{syscall.EIO, syscall.ETIMEDOUT, syscall.EIO}, syscall.EIO, []time.Duration{2 * time.Second, 2 * time.Second}, 3, fault.CRC},
+		{"sensor silent", DHT22, []error{syscall.ETIMEDOUT, syscall.ETIMEDOUT, syscall.ETIMEDOUT}, syscall.ETIMEDOUT, []time.Duration{2 * time.Second, 2 * time.Second}, 3, fault.Timeout},
+		{"device file vanished", DHT22, []error{syscall.ENOENT}, os.ErrNotExist, nil, 1, fault.Absent},
+		{"permission is not retried", DHT22, []error{syscall.EACCES}, syscall.EACCES, nil, 1, fault.Other},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,6 +136,9 @@ func TestRetry(t *testing.T) {
 			v, err := s.Read(context.Background())
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Read = %v, %v; want err %v", v, err, tt.wantErr)
+			}
+			if c := fault.Of(err); c != tt.class {
+				t.Fatalf("fault.Of(%v) = %q, want %q", err, c, tt.class)
 			}
 			if err == nil && v["temperature_c"] != 23.4 {
 				t.Fatalf("Read = %v", v)

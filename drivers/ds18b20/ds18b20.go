@@ -23,6 +23,7 @@ import (
 	"strconv"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/drivers/fault"
 )
 
 // Opts configures a DS18B20.
@@ -71,6 +72,7 @@ func (s *Sensor) Read(ctx context.Context) (map[string]float64, error) {
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			s.dir = "" // unplugged or renumbered: look again next time
+			err = fault.Mark(fault.Absent, err)
 		}
 		return nil, fmt.Errorf("ds18b20 %s: %w", s.name, err)
 	}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgepipe/sensorpipe/drivers/fault"
 )
 
 func TestRead(t *testing.T) {
@@ -19,21 +21,22 @@ func TestRead(t *testing.T) {
 		want    float64
 		wantErr error
 		msg     string
+		class   fault.Class // of the error, for the agent's health
 	}{
-		{"good w1_slave", "good", "auto", 23.125, nil, ""},
-		{"good by id", "good", "28-0316a2793aff", 23.125, nil, ""},
-		{"temperature file preferred", "newkernel", "", 23.187, nil, ""},
-		{"negative", "negative", "auto", -10.125, nil, ""},
-		{"first of several, ignoring family 10", "multiple", "auto", 25.062, nil, ""},
-		{"chosen of several", "multiple", "28-0316a2793aff", 23.125, nil, ""},
-		{"crc NO", "crcno", "auto", 0, ErrCRC, `w1_slave: CRC check failed: "72 01 4b 46 7f ff 0e 10 57 : crc=a2 NO"`},
-		{"power-on 85000", "poweron", "auto", 0, ErrPowerOn, "85"},
-		{"all zeros", "zeros", "auto", 0, ErrOutOfRange, "all zeros"},
-		{"garbage", "garbage", "auto", 0, ErrParse, `want 2 lines, got "hello"`},
-		{"empty temperature file", "tempempty", "auto", 0, ErrCRC, "temperature: empty"},
-		{"missing device", "missing", "auto", 0, ErrNoDevice, "dtoverlay=w1-gpio"},
-		{"configured id absent", "good", "28-000000000bad", 0, ErrNoDevice, "28-000000000bad not found (ids present: [28-0316a2793aff])"},
-		{"no w1 at all", "nonexistent", "auto", 0, ErrNoDevice, ""},
+		{"good w1_slave", "good", "auto", 23.125, nil, "", ""},
+		{"good by id", "good", "28-0316a2793aff", 23.125, nil, "", ""},
+		{"temperature file preferred", "newkernel", "", 23.187, nil, "", ""},
+		{"negative", "negative", "auto", -10.125, nil, "", ""},
+		{"first of several, ignoring family 10", "multiple", "auto", 25.062, nil, "", ""},
+		{"chosen of several", "multiple", "28-0316a2793aff", 23.125, nil, "", ""},
+		{"crc NO", "crcno", "auto", 0, ErrCRC, `w1_slave: CRC check failed: "72 01 4b 46 7f ff 0e 10 57 : crc=a2 NO"`, fault.CRC},
+		{"power-on 85000", "poweron", "auto", 0, ErrPowerOn, "85", fault.PowerOn},
+		{"all zeros", "zeros", "auto", 0, ErrOutOfRange, "all zeros", fault.OutOfRange},
+		{"garbage", "garbage", "auto", 0, ErrParse, `want 2 lines, got "hello"`, fault.Other},
+		{"empty temperature file", "tempempty", "auto", 0, ErrCRC, "temperature: empty", fault.CRC},
+		{"missing device", "missing", "auto", 0, ErrNoDevice, "dtoverlay=w1-gpio", fault.Absent},
+		{"configured id absent", "good", "28-000000000bad", 0, ErrNoDevice, "28-000000000bad not found (ids present: [28-0316a2793aff])", fault.Absent},
+		{"no w1 at all", "nonexistent", "auto", 0, ErrNoDevice, "", fault.Absent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,6 +44,9 @@ func TestRead(t *testing.T) {
 			v, err := s.Read(context.Background())
 			if !errors.Is(err, tt.wantErr) || (err != nil && !strings.Contains(err.Error(), tt.msg)) {
 				t.Fatalf("Read = %v, %v; want %v containing %q", v, err, tt.wantErr, tt.msg)
+			}
+			if c := fault.Of(err); c != tt.class {
+				t.Fatalf("fault.Of(%v) = %q, want %q", err, c, tt.class)
 			}
 			if err != nil {
 				if v != nil {
@@ -91,8 +97,8 @@ func TestDeviceReappears(t *testing.T) {
 		t.Fatalf("after plug: %v, %v", v, err)
 	}
 	os.RemoveAll(dev)
-	if _, err := s.Read(ctx); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("after unplug: %v", err)
+	if _, err := s.Read(ctx); !errors.Is(err, os.ErrNotExist) || fault.Of(err) != fault.Absent {
+		t.Fatalf("after unplug: %v (class %q, want absent)", err, fault.Of(err))
 	}
 	write()
 	if _, err := s.Read(ctx); err != nil {
