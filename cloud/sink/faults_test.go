@@ -90,6 +90,15 @@ func TestFaultPostgresRestartMidStream(t *testing.T) {
 	if r.metric("sink_db_errors_total") < 1 {
 		t.Errorf("sink_db_errors_total = %v, want the outage counted", r.metric("sink_db_errors_total"))
 	}
+	// With nothing to write, an outage still shows on /readyz.
+	if err := c.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "not ready while the database is down and the sink idle", 15*time.Second, func() bool { return !r.ready() })
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "ready once the database is back", 15*time.Second, r.ready)
 }
 
 // TestFaultKafkaUnreachable cuts every Kafka connection for a while in the

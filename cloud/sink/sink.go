@@ -194,6 +194,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	}()
 	bg, bgCtx := errgroup.WithContext(ctx)
 	bg.Go(func() error { s.probeKafka(bgCtx, cl); return nil })
+	bg.Go(func() error { s.probeDB(bgCtx); return nil })
 	if s.cfg.Retention > 0 {
 		bg.Go(func() error { s.retain(bgCtx); return nil })
 	}
@@ -473,6 +474,47 @@ func (s *Sink) probeKafka(ctx context.Context, cl *kgo.Client) {
 		}
 		if !sleep(ctx, 2*time.Second) {
 			return
+		}
+	}
+}
+
+// probeDB pings PostgreSQL every few seconds on a connection of its own,
+// so /readyz tells a database outage even while there is nothing to write
+// (the writer's own failures and successes also set it).
+func (s *Sink) probeDB(ctx context.Context) {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	for sleep(ctx, 2*time.Second) {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var err error
+		if conn == nil || conn.IsClosed() {
+			conn, err = pgx.ConnectConfig(pctx, s.dbCfg)
+		}
+		if err == nil {
+			err = conn.Ping(pctx)
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			if conn != nil {
+				conn.Close(context.WithoutCancel(ctx))
+				conn = nil
+			}
+			if s.dbUp.Swap(false) {
+				s.m.dbUp.Set(0)
+				s.log.Warn("database not reachable", "err", err)
+			}
+			continue
+		}
+		if !s.dbUp.Swap(true) {
+			s.m.dbUp.Set(1)
+			s.log.Info("database reachable")
 		}
 	}
 }
