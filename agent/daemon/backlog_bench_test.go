@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -53,10 +52,11 @@ type benchAgent struct {
 	stderr testkit.LogBuffer
 	done   chan struct{}
 
-	stopSampling chan struct{}
-	sampled      chan struct{}
-	peakAnon     int64 // KiB, RssAnon sampled every 20 ms
-	lastHWM      int64 // KiB, VmHWM at the last sample
+	// mem samples RssAnon (what the agent needs itself; RssFile is bbolt's
+	// mapped file and the binary, which the kernel can drop) and VmHWM.
+	mem *testkit.MemorySampler
+	// peak is what mem saw, once stopped.
+	peak testkit.Memory
 }
 
 // startBenchAgent writes a config for sensors sim sensors polling every
@@ -68,7 +68,7 @@ func startBenchAgent(b *testing.B, l *benchLink, db string, sensors int, interva
 	if err := os.WriteFile(pw, []byte(benchPass+"\n"), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	a := &benchAgent{status: testkit.FreeAddr(b), done: make(chan struct{}), stopSampling: make(chan struct{}), sampled: make(chan struct{})}
+	a := &benchAgent{status: testkit.FreeAddr(b), done: make(chan struct{})}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, `device_id: %s
 buffer: {path: %s}
@@ -92,38 +92,8 @@ sensors:
 	}
 	go func() { _ = a.cmd.Wait(); close(a.done) }()
 	b.Cleanup(func() { _ = a.cmd.Process.Kill(); <-a.done })
-	go a.sample()
+	a.mem = testkit.SampleMemory(a.cmd.Process.Pid, 20*time.Millisecond)
 	return a
-}
-
-// sample records the peak of RssAnon (what the agent needs itself; RssFile
-// is bbolt's mapped file and the binary, which the kernel can drop) and the
-// latest VmHWM until stopSampling is closed.
-func (a *benchAgent) sample() {
-	defer close(a.sampled)
-	path := fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid)
-	for {
-		if raw, err := os.ReadFile(path); err == nil {
-			for _, l := range strings.Split(string(raw), "\n") {
-				k, v, ok := strings.Cut(l, ":")
-				if !ok {
-					continue
-				}
-				n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-				switch k {
-				case "RssAnon":
-					a.peakAnon = max(a.peakAnon, n)
-				case "VmHWM":
-					a.lastHWM = n
-				}
-			}
-		}
-		select {
-		case <-a.stopSampling:
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // metric reads one series from the agent's /metrics; -1 when unavailable.
@@ -161,14 +131,13 @@ func (a *benchAgent) waitMetric(b *testing.B, series string, timeout time.Durati
 // stop ends the process (SIGTERM) and the sampling.
 func (a *benchAgent) stop(b *testing.B) {
 	b.Helper()
+	a.peak = a.mem.Stop()
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-a.done:
 	case <-time.After(15 * time.Second):
 		b.Fatalf("edge-agent did not stop: %s", a.stderr.String())
 	}
-	close(a.stopSampling)
-	<-a.sampled
 }
 
 // caughtUp is the buffer depth below which a drain counts as done: the
@@ -204,10 +173,10 @@ func BenchmarkBacklog(b *testing.B) {
 			p1 := a.metric("edge_agent_published_total")
 			a.stop(b)
 			b.ReportMetric((p1-p0)/end.Sub(start).Seconds(), "readings/s")
-			b.ReportMetric(float64(a.peakAnon)/1024, "RssAnon-MiB")
-			b.ReportMetric(float64(a.lastHWM)/1024, "VmHWM-MiB")
+			b.ReportMetric(float64(a.peak.RssAnon)/1024, "RssAnon-MiB")
+			b.ReportMetric(float64(a.peak.VmHWM)/1024, "VmHWM-MiB")
 			b.Logf("built %d, drained %.0f readings in %v; peak RssAnon %d KiB, VmHWM %d KiB",
-				backlogN, p1-p0, end.Sub(start).Round(time.Millisecond), a.peakAnon, a.lastHWM)
+				backlogN, p1-p0, end.Sub(start).Round(time.Millisecond), a.peak.RssAnon, a.peak.VmHWM)
 		}
 	})
 	for _, rtt := range testkit.BenchRTTs(b) {
@@ -223,10 +192,10 @@ func BenchmarkBacklog(b *testing.B) {
 				published := a.metric("edge_agent_published_total")
 				a.stop(b)
 				b.ReportMetric(published/end.Sub(start).Seconds(), "readings/s")
-				b.ReportMetric(float64(a.peakAnon)/1024, "RssAnon-MiB")
-				b.ReportMetric(float64(a.lastHWM)/1024, "VmHWM-MiB")
+				b.ReportMetric(float64(a.peak.RssAnon)/1024, "RssAnon-MiB")
+				b.ReportMetric(float64(a.peak.VmHWM)/1024, "VmHWM-MiB")
 				b.Logf("drained %.0f readings in %v with the broker %v away; peak RssAnon %d KiB, VmHWM %d KiB",
-					published, end.Sub(start).Round(time.Millisecond), rtt, a.peakAnon, a.lastHWM)
+					published, end.Sub(start).Round(time.Millisecond), rtt, a.peak.RssAnon, a.peak.VmHWM)
 			}
 		})
 	}

@@ -221,6 +221,7 @@ func drainBacklog(b *testing.B, d distance) {
 		b.StartTimer()
 		start := time.Now()
 		c = startForwarder(b, mq, k, "FORWARDER_PPROF=true")
+		mem := testkit.SampleMemory(c.cmd.Process.Pid, 20*time.Millisecond)
 		if prof := os.Getenv("BENCH_CPUPROFILE"); prof != "" {
 			go saveProfile(c.addr, "profile?seconds=2", prof)
 		}
@@ -233,13 +234,16 @@ func drainBacklog(b *testing.B, d distance) {
 		c.waitMetric(b, "forwarder_acked_total", backlog, 180*time.Second, 20*time.Millisecond)
 		elapsed := time.Since(start)
 		b.StopTimer()
-		hwm := peakRSS(c.cmd.Process.Pid)
+		m := mem.Stop()
 		ru := c.stop(b)
 		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		b.ReportMetric(float64(backlog)/elapsed.Seconds(), "msgs/s")
 		b.ReportMetric(float64(cpu.Microseconds())/backlog, "cpu-µs/msg")
-		b.ReportMetric(float64(hwm)/1024, "peak-rss-MiB")
-		b.Logf("drained %d in %v at %v round trip, cpu %v, VmHWM %d KiB", backlog, elapsed.Round(time.Millisecond), 2*d.oneWay, cpu, hwm)
+		b.ReportMetric(float64(m.VmHWM)/1024, "peak-rss-MiB")
+		b.ReportMetric(float64(m.RssAnon)/1024, "peak-anon-MiB")
+		b.ReportMetric(float64(m.RssFile)/1024, "peak-file-MiB")
+		b.Logf("drained %d in %v at %v round trip, cpu %v, VmHWM %d KiB (RssAnon peak %d, RssFile peak %d)",
+			backlog, elapsed.Round(time.Millisecond), 2*d.oneWay, cpu, m.VmHWM, m.RssAnon, m.RssFile)
 		b.StartTimer()
 	}
 }
@@ -275,23 +279,8 @@ func BenchmarkDrainMosquittoSub(b *testing.B) {
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
-		// Sample VmHWM until it exits (see peakRSS for why not ru_maxrss).
-		var hwm int64
-		stopSampling := make(chan struct{})
-		sampled := make(chan struct{})
-		go func() {
-			defer close(sampled)
-			for {
-				if v := peakRSS(cmd.Process.Pid); v > hwm {
-					hwm = v
-				}
-				select {
-				case <-stopSampling:
-					return
-				case <-time.After(20 * time.Millisecond):
-				}
-			}
-		}()
+		// Sampled, as the process exits at the end (see peakRSS for why not ru_maxrss).
+		mem := testkit.SampleMemory(cmd.Process.Pid, 20*time.Millisecond)
 		waitErr := make(chan error, 1)
 		go func() { waitErr <- cmd.Wait() }()
 		var err error
@@ -303,8 +292,7 @@ func BenchmarkDrainMosquittoSub(b *testing.B) {
 		}
 		elapsed := time.Since(start)
 		b.StopTimer()
-		close(stopSampling)
-		<-sampled
+		hwm := mem.Stop().VmHWM
 		if err != nil {
 			b.Fatalf("mosquitto_sub: %v", err)
 		}
