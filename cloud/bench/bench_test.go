@@ -554,3 +554,53 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkKillMidDrain measures what a crash costs in duplicates: 20,000
+// readings wait in the forwarder's persistent session, the forwarder is
+// SIGKILLed once half of them are acked on MQTT, and a new one (same id)
+// drains the rest. It reports the records Kafka holds beyond the 20,000
+// readings (dups), and the bound they should respect: the forwarder's
+// in-flight window (FORWARDER_MAX_IN_FLIGHT, default 5000), as only a
+// record written to Kafka and not yet acked on MQTT can come back. Kafka is
+// one round trip away (BENCH_RTTS).
+func BenchmarkKillMidDrain(b *testing.B) {
+	for _, rtt := range testkit.BenchRTTs(b) {
+		d := atRTT(rtt)
+		b.Run(d.name(), func(b *testing.B) { killMidDrain(b, d) })
+	}
+}
+
+func killMidDrain(b *testing.B, d distance) {
+	const n = 20_000
+	for b.Loop() {
+		certs := pki.New(b)
+		mq := startMosquitto(b, certs, os.Getenv("BENCH_MOSQUITTO_CONF"))
+		k := stack.StartKafkaWith(b, certs, stack.KafkaOptions{Proxy: true})
+		c := startForwarder(b, mq, k)
+		c.waitMetric(b, "forwarder_mqtt_connected", 1, 10*time.Second, 10*time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // SUBSCRIBE acked
+		c.stop(b)
+		fillBacklog(b, mq, n)
+		k.Proxy().SetDelay(d.oneWay, d.jitter)
+
+		c = startForwarder(b, mq, k)
+		c.waitMetric(b, "forwarder_acked_total", n/2, 120*time.Second, time.Millisecond)
+		produced, acked := c.metric("forwarder_produced_total"), c.metric("forwarder_acked_total")
+		_ = c.cmd.Process.Kill()
+		<-c.done
+		c = startForwarder(b, mq, k)
+		recs := k.ReadN(b, stack.Topic, n, 120*time.Second, 2*time.Second)
+		seen := make(map[string]bool, n)
+		for _, r := range recs {
+			seen[r.Key+"/"+r.Headers["seq"]] = true
+		}
+		if len(seen) != n {
+			b.Fatalf("%d readings in Kafka after the restart, want %d", len(seen), n)
+		}
+		dups := len(recs) - n
+		c.stop(b)
+		b.ReportMetric(float64(dups), "dups")
+		b.Logf("killed with %.0f produced and %.0f acked (last scrape); %d records in Kafka for %d readings: %d duplicates",
+			produced, acked, len(recs), n, dups)
+	}
+}

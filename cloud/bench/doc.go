@@ -11,8 +11,10 @@
 //   - BenchmarkDrainMosquittoSub: mosquitto_sub draining the same backlog,
 //     the local limit the forwarder is held against.
 //   - BenchmarkLiveLatency: 1,000 msg/s published live; p50/p99 from MQTT
-//     publish to the record being readable in Kafka, and an upper bound of
-//     the forwarder's own added p99.
+//     publish to the record being readable in Kafka, an upper bound of the
+//     forwarder's own added p99, and that p99 from its own histogram.
+//   - BenchmarkKillMidDrain: SIGKILL halfway through a 20,000 backlog and a
+//     restart: the duplicates Kafka holds (bounded by the in-flight window).
 //
 // scripts/bench-distance.sh runs them in interleaved rounds with the
 // agent's drain and prints the table docs/PERFORMANCE.md shows. One at a
