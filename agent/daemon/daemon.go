@@ -28,6 +28,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/bufhttp"
 	"github.com/edgepipe/sensorpipe/agent/clock"
 	"github.com/edgepipe/sensorpipe/agent/config"
+	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/agent/poller"
 	"github.com/edgepipe/sensorpipe/agent/status"
@@ -98,6 +99,7 @@ func Agent(ctx context.Context, cfg *config.Config, o Options) error {
 type agent struct {
 	store    store
 	live     poller.Liveness
+	health   health.Board // each sensor's health, kept across reloads
 	cfg      *config.Config
 	o        Options
 	log      *slog.Logger
@@ -163,6 +165,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	status.WatchHealth(a.reg, &a.health)
 	status.WatchDelivery(a.reg, func() (int, time.Time) {
 		d := pub.Delivery()
 		return d.Unconfirmed, d.OldestUnconfirmed
@@ -182,7 +185,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 				d := pub.Delivery()
 				return bufhttp.Delivery{Mode: string(d.Mode), SentUnconfirmed: uint64(d.Unconfirmed),
 					ConfirmedDeleting: uint64(d.Deleting), OldestUnconfirmed: d.OldestUnconfirmed, LastConfirm: d.LastConfirm}
-			})},
+			}), "GET /sensors": health.Handler(&a.health)},
 			Logger: a.log,
 		})
 		if err != nil {
@@ -222,6 +225,7 @@ func (a *agent) publisherOptions() mqttpub.Options {
 		DeviceID: a.cfg.DeviceID, TopicPrefix: c.TopicPrefix, KeepAlive: c.KeepAlive, Window: c.MaxInflight,
 		Delivery: mqttpub.Delivery(c.Delivery), ConfirmTimeout: c.ConfirmTimeout, MaxUnconfirmed: c.MaxUnconfirmed,
 		PriorSeq: a.startSeq,
+		Health:   &a.health,
 		Logger:   a.log.With("component", "mqtt"),
 		Metrics: mqttpub.Metrics{
 			Published: a.m.Published, Delivered: a.m.Delivered, DeleteErrors: a.m.DeleteErrors,
@@ -405,6 +409,7 @@ func (a *agent) pollerOptions(specs []drivers.Spec) poller.Options {
 		Logger:   a.log.With("component", "poller"),
 		Metrics:  poller.Metrics{Readings: a.m.Readings, Errors: a.m.SensorErrors, StoreErrors: a.m.AppendErrors},
 		Liveness: &a.live,
+		Health:   &a.health,
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/drivers/fault"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
@@ -274,8 +275,10 @@ status_listen: 127.0.0.1:0
 		t.Errorf("append errors = %v after a second of a full disk at 100 readings/s", n)
 	}
 	for _, s := range []string{"sim-1", "sim-2"} {
-		if n := metricValue(m, `edge_agent_sensor_errors_total{sensor="`+s+`"}`); n > 0 {
-			t.Errorf("%s: %v sensor errors for a full disk", s, n)
+		for _, c := range fault.Classes() {
+			if n := metricValue(m, `edge_agent_sensor_errors_total{class="`+string(c)+`",sensor="`+s+`"}`); n != 0 {
+				t.Errorf("%s: %v sensor errors of class %s for a full disk (-1: no series)", s, n, c)
+			}
 		}
 	}
 	if n := strings.Count(logs.String(), "level=WARN") + strings.Count(logs.String(), "level=ERROR"); n > 4 {

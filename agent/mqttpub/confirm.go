@@ -9,6 +9,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/buffer/confirm"
 )
 
@@ -88,10 +89,12 @@ func (r *rateLimit) allow(now time.Time, every time.Duration) (ok bool, suppress
 }
 
 // Status is the retained JSON message on {prefix}/{device_id}/status:
-// {"v":1,"state":"online","delivery":"kafka","unconfirmed":12,"ts":"..."}
-// on connect (and again every StatusInterval while the count changes),
-// {"v":1,"state":"offline",...} on a clean stop, and as the last will
-// {"v":1,"state":"offline","delivery":"kafka"} (no counts, no ts).
+// {"v":1,"state":"online","delivery":"kafka","unconfirmed":12,"ts":"...",
+// "sensors":{"ds18b20-1":{"state":"failing","consecutive_failures":4,...}}}
+// on connect (and again, at most every StatusInterval, when the count or
+// the sensors' health changed), {"v":1,"state":"offline",...} on a clean
+// stop, and as the last will {"v":1,"state":"offline","delivery":"kafka"}
+// (no counts, no sensors, no ts).
 type Status struct {
 	V        int      `json:"v"`
 	State    string   `json:"state"` // "online" or "offline"
@@ -99,14 +102,26 @@ type Status struct {
 	// Unconfirmed (kafka) is how many readings wait for a confirmation.
 	Unconfirmed *int      `json:"unconfirmed,omitempty"`
 	TS          time.Time `json:"ts,omitzero"`
+	// Sensors is each sensor's health as of TS (Options.Health).
+	Sensors map[string]health.Sensor `json:"sensors,omitempty"`
 }
 
-// status returns the status payload for state, with the current counts.
+// Health is where the status message's sensors come from: agent/health's
+// Board. Snapshot's version changes when the health is worth telling.
+type Health interface {
+	Snapshot() (sensors map[string]health.Sensor, version uint64)
+}
+
+// status returns the status payload for state, with the current counts
+// and health.
 func (p *Publisher) status(state string) []byte {
 	m := Status{V: 1, State: state, Delivery: p.o.Delivery, TS: time.Now().UTC().Truncate(time.Millisecond)}
 	if p.o.Delivery == DeliveryKafka {
 		n := p.led.unconfirmedN()
 		m.Unconfirmed = &n
+	}
+	if p.o.Health != nil {
+		m.Sensors, _ = p.o.Health.Snapshot()
 	}
 	b, _ := json.Marshal(m) // cannot fail: plain fields
 	return b
@@ -119,13 +134,13 @@ func (p *Publisher) will() string {
 }
 
 // statusLoop publishes the status again every StatusInterval while the
-// unconfirmed count changes, until ctx ends.
-func (s *session) statusLoop(ctx context.Context) {
+// unconfirmed count or the sensors' health changes from last (what the
+// status published on connect said), until ctx ends.
+func (s *session) statusLoop(ctx context.Context, last statusKey) {
 	p := s.p
-	if p.o.Delivery != DeliveryKafka {
+	if p.o.Delivery != DeliveryKafka && p.o.Health == nil {
 		return
 	}
-	last := p.led.unconfirmedN()
 	t := time.NewTicker(p.o.StatusInterval)
 	defer t.Stop()
 	for {
@@ -134,10 +149,27 @@ func (s *session) statusLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if n := p.led.unconfirmedN(); n != last {
-			last = n
+		if k := s.statusKey(); k != last {
+			last = k
 			s.c.Publish(p.statusTop, 1, true, p.status("online")) // not waited for: the next one will do
-			p.log.Debug("status published", "unconfirmed", n)
+			p.log.Debug("status published", "unconfirmed", k.unconfirmed, "health_version", k.health)
 		}
 	}
+}
+
+// statusKey is what makes the status worth publishing again.
+type statusKey struct {
+	unconfirmed int
+	health      uint64
+}
+
+func (s *session) statusKey() statusKey {
+	var k statusKey
+	if s.p.o.Delivery == DeliveryKafka {
+		k.unconfirmed = s.p.led.unconfirmedN()
+	}
+	if s.p.o.Health != nil {
+		_, k.health = s.p.o.Health.Snapshot()
+	}
+	return k
 }

@@ -95,6 +95,10 @@ type Options struct {
 	// StatusInterval is how often the retained status message is published
 	// again while its content changes. Default 1m.
 	StatusInterval time.Duration
+	// Health, when set, adds each sensor's health to the status message,
+	// which is published again (every StatusInterval at most) when its
+	// version changes.
+	Health Health
 
 	Logger  *slog.Logger // nil: discard
 	Metrics Metrics

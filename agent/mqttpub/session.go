@@ -47,6 +47,7 @@ func (s *session) run(ctx context.Context) error {
 		}
 	}()
 
+	sent := s.statusKey() // before the status, so no change is missed
 	online := s.c.Publish(p.statusTop, 1, true, p.status("online"))
 	select {
 	case <-online.Done():
@@ -61,7 +62,7 @@ func (s *session) run(ctx context.Context) error {
 	}
 
 	statusDone := make(chan struct{})
-	go func() { defer close(statusDone); s.statusLoop(connCtx) }()
+	go func() { defer close(statusDone); s.statusLoop(connCtx, sent) }()
 	defer func() { cancel(nil); <-statusDone }()
 
 	inflight := make(chan pending, p.o.Window)

@@ -6,9 +6,10 @@
 // drifts, one sensor's reads never overlap, and a slow or hung sensor only
 // delays itself: when a read overruns, the ticks it missed are skipped.
 // Reads have a timeout of one interval (at most 30s). Errors are counted per
-// sensor (a reading the buffer refuses is counted apart, as a store error)
-// and logged at most once a minute per sensor. A sensor that fails to
-// open is retried on its schedule.
+// sensor and fault class (drivers/fault; a reading the buffer refuses is
+// counted apart, as a store error), recorded in a health.Board with the
+// last good read's time, and logged at most once a minute per sensor. A
+// sensor that fails to open is retried on its schedule.
 //
 // It does not publish or store anything itself: readings go to an Appender.
 //
@@ -27,8 +28,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/drivers"
+	"github.com/edgepipe/sensorpipe/drivers/fault"
 )
 
 // Appender stores readings durably (the buffer).
@@ -56,6 +59,9 @@ type Options struct {
 	MaxReadTimeout time.Duration
 	// Liveness, when set, records every loop's ticks, for the watchdog.
 	Liveness *Liveness
+	// Health, when set, records each sensor's good reads and failures
+	// (with their fault class), for the metrics and the status message.
+	Health *health.Board
 }
 
 // Liveness tells whether every sensor loop still ticks: a loop that has not
@@ -132,7 +138,10 @@ var ErrStuck = errors.New("poll loop stuck")
 // Metrics are counted per sensor name; nil fields are not updated.
 type Metrics struct {
 	Readings *prometheus.CounterVec // label "sensor": good readings stored
-	Errors   *prometheus.CounterVec // label "sensor": failed opens and reads
+	// Errors counts failed opens and reads by the labels "sensor" and
+	// "class" (drivers/fault: absent, crc, timeout, ...); every class of
+	// every sensor is there from the start, at 0.
+	Errors *prometheus.CounterVec
 	// StoreErrors counts readings taken but not stored (the buffer refused
 	// the append: disk full, I/O error). They are not the sensor's fault.
 	StoreErrors prometheus.Counter
@@ -150,6 +159,11 @@ func Run(ctx context.Context, o Options) error {
 	if o.MaxReadTimeout <= 0 {
 		o.MaxReadTimeout = 30 * time.Second
 	}
+	names := make([]string, len(o.Sensors))
+	for i, spec := range o.Sensors {
+		names[i] = spec.Name
+	}
+	o.Health.Track(names)
 	g, ctx := errgroup.WithContext(ctx)
 	for _, spec := range o.Sensors {
 		s := &sensorLoop{o: &o, spec: spec, log: o.Logger.With("sensor", spec.Name)}
@@ -157,7 +171,10 @@ func Run(ctx context.Context, o Options) error {
 			s.readings = o.Metrics.Readings.WithLabelValues(spec.Name)
 		}
 		if o.Metrics.Errors != nil {
-			s.errors = o.Metrics.Errors.WithLabelValues(spec.Name)
+			s.errors = o.Metrics.Errors.MustCurryWith(prometheus.Labels{"sensor": spec.Name})
+			for _, c := range fault.Classes() {
+				s.errors.WithLabelValues(string(c))
+			}
 		}
 		g.Go(func() error { s.run(ctx); return nil })
 	}
@@ -169,7 +186,7 @@ type sensorLoop struct {
 	spec     drivers.Spec
 	log      *slog.Logger
 	readings prometheus.Counter
-	errors   prometheus.Counter
+	errors   *prometheus.CounterVec // label "class"
 	sensor   drivers.Sensor
 
 	failing    bool
@@ -236,6 +253,7 @@ func (s *sensorLoop) poll(ctx context.Context) {
 		return
 	}
 	ts, synced := s.o.Clock.Now()
+	s.o.Health.Good(s.spec.Name, ts)
 	r := &reading.Reading{
 		DeviceID: s.o.DeviceID, Sensor: s.spec.Name, Kind: s.sensor.Kind(),
 		TS: ts, TimeSynced: synced, Values: vals,
@@ -261,25 +279,27 @@ func (s *sensorLoop) poll(ctx context.Context) {
 	}
 }
 
-// fail counts a sensor error and logs it unless this sensor logged one
-// within ErrorLogEvery, so a disconnected sensor at 1 Hz does not flood the
-// journal.
+// fail counts a sensor error by class, records it in the health board and
+// logs it unless this sensor logged one within ErrorLogEvery, so a
+// disconnected sensor at 1 Hz does not flood the journal.
 func (s *sensorLoop) fail(what string, err error) {
+	at, _ := s.o.Clock.Now()
+	class := s.o.Health.Fail(s.spec.Name, at, err)
 	if s.errors != nil {
-		s.errors.Inc()
+		s.errors.WithLabelValues(string(class)).Inc()
 	}
-	s.logFailure(what, err)
+	s.logFailure(what, err, "class", string(class))
 }
 
 // logFailure logs a failure at most once per ErrorLogEvery for this sensor.
-func (s *sensorLoop) logFailure(what string, err error) {
+func (s *sensorLoop) logFailure(what string, err error, attrs ...any) {
 	now := time.Now()
 	if s.failing && now.Sub(s.lastLog) < s.o.ErrorLogEvery {
 		s.suppressed++
 		return
 	}
-	s.log.Warn(what+" failed", "err", err, "errors_not_logged", s.suppressed,
-		"next_log_in", fmt.Sprint(s.o.ErrorLogEvery))
+	s.log.Warn(what+" failed", append([]any{"err", err}, append(attrs, "errors_not_logged", s.suppressed,
+		"next_log_in", fmt.Sprint(s.o.ErrorLogEvery))...)...)
 	s.failing = true
 	s.lastLog = now
 	s.suppressed = 0

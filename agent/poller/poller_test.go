@@ -3,11 +3,14 @@ package poller_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,10 +18,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgepipe/sensorpipe/agent/clock"
+	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/agent/poller"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/drivers"
+	"github.com/edgepipe/sensorpipe/drivers/fault"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
@@ -101,7 +106,7 @@ func runFor(t *testing.T, d time.Duration, o poller.Options) {
 func TestAlignedScheduleAndSlowSensorIsolation(t *testing.T) {
 	b := openBuffer(t)
 	slow := &slowSensor{}
-	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor"})
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor", "class"})
 	readings := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "readings"}, []string{"sensor"})
 	const iv = 100 * time.Millisecond
 	runFor(t, 1050*time.Millisecond, poller.Options{
@@ -147,7 +152,7 @@ func TestAlignedScheduleAndSlowSensorIsolation(t *testing.T) {
 	if n := slow.reads.Load(); n < 5 || n > 11 {
 		t.Errorf("slow sensor read %d times in 1.05s with a 50ms interval and 50ms timeouts", n)
 	}
-	if got := testutil.ToFloat64(errs.WithLabelValues("slow")); got < 5 {
+	if got := testutil.ToFloat64(errs.WithLabelValues("slow", "timeout")); got < 5 {
 		t.Errorf("slow sensor errors = %v", got)
 	}
 	if got := testutil.ToFloat64(readings.WithLabelValues("sim-1")); int(got) != len(rs) {
@@ -158,7 +163,7 @@ func TestAlignedScheduleAndSlowSensorIsolation(t *testing.T) {
 func TestErrorsCountedLogsRateLimited(t *testing.T) {
 	b := openBuffer(t)
 	var logs testkit.LogBuffer
-	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor"})
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor", "class"})
 	runFor(t, 600*time.Millisecond, poller.Options{
 		DeviceID: "pi-1",
 		Sensors:  []drivers.Spec{{Name: "broken", Driver: "sim", Interval: 20 * time.Millisecond, FailRate: 1}},
@@ -171,12 +176,21 @@ func TestErrorsCountedLogsRateLimited(t *testing.T) {
 	if n := len(all(t, b)); n != 0 {
 		t.Fatalf("%d readings stored from a sensor that always fails", n)
 	}
-	if got := testutil.ToFloat64(errs.WithLabelValues("broken")); got < 20 {
+	if got := testutil.ToFloat64(errs.WithLabelValues("broken", "other")); got < 20 {
 		t.Fatalf("errors metric = %v; want one per poll (about 30)", got)
 	}
 	if n := strings.Count(logs.String(), "read sensor failed"); n != 1 {
 		t.Fatalf("%d error log lines in 0.6s; want 1 (rate-limited):\n%s", n, logs.String())
 	}
+}
+
+// sumErrors adds a sensor's error counts over every class.
+func sumErrors(errs *prometheus.CounterVec, sensor string) float64 {
+	sum := 0.0
+	for _, c := range fault.Classes() {
+		sum += testutil.ToFloat64(errs.WithLabelValues(sensor, string(c)))
+	}
+	return sum
 }
 
 func syncedClock() *clock.Clock {
@@ -226,7 +240,7 @@ func (f *fullDisk) Append(context.Context, ...*reading.Reading) error {
 func TestStoreFailuresAreNotSensorErrors(t *testing.T) {
 	disk := &fullDisk{}
 	var logs testkit.LogBuffer
-	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor"})
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor", "class"})
 	storeErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "store_errors"})
 	runFor(t, 500*time.Millisecond, poller.Options{
 		DeviceID: "pi-1",
@@ -244,7 +258,7 @@ func TestStoreFailuresAreNotSensorErrors(t *testing.T) {
 		t.Fatalf("store errors metric = %v for %d failed appends", got, disk.n.Load())
 	}
 	for _, s := range []string{"sim-1", "sim-2"} {
-		if got := testutil.ToFloat64(errs.WithLabelValues(s)); got != 0 {
+		if got := sumErrors(errs, s); got != 0 {
 			t.Errorf("%s: %v sensor errors for a full disk; the sensor is fine", s, got)
 		}
 	}
@@ -290,4 +304,121 @@ func TestLivenessSeesAStuckLoop(t *testing.T) {
 		err := live.Check(time.Now())
 		return errors.Is(err, poller.ErrStuck) && strings.Contains(err.Error(), "sensor stuck ")
 	})
+}
+
+// scriptSensor fails or succeeds as its script says, then succeeds. At
+// the start of each Read it records how the health board sees it, which is
+// the state the previous poll left (one loop polls a sensor in sequence),
+// and it moves the fake wall clock to t0 + n minutes for read n, so the
+// times the poller records are exact.
+type scriptSensor struct {
+	board  *health.Board
+	wall   *atomic.Int64 // unix ns
+	t0     time.Time
+	script []error
+
+	mu    sync.Mutex
+	reads int
+	seen  []health.Sensor
+}
+
+func (s *scriptSensor) Name() string { return "probe" }
+func (s *scriptSensor) Kind() string { return "script" }
+func (s *scriptSensor) Close() error { return nil }
+func (s *scriptSensor) Read(ctx context.Context) (map[string]float64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap, _ := s.board.Snapshot()
+	s.seen = append(s.seen, snap["probe"])
+	n := s.reads
+	s.reads++
+	s.wall.Store(s.t0.Add(time.Duration(n) * time.Minute).UnixNano())
+	if n < len(s.script) && s.script[n] != nil {
+		return nil, s.script[n]
+	}
+	return map[string]float64{reading.Temperature: 20}, nil
+}
+
+func (s *scriptSensor) seenN() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.seen)
+}
+
+// TestHealthCountsFailuresAndKeepsLastGood: consecutive failures count up
+// over failed opens and reads and reset on a good read; the last good
+// read's time (by the poller's clock) is kept through later failures, the
+// last failure's class through a recovery; errors are counted by class and
+// no failed read is stored as a reading.
+func TestHealthCountsFailuresAndKeepsLastGood(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	var wall atomic.Int64
+	wall.Store(t0.Add(-time.Minute).UnixNano()) // the failed open, before read 0
+	clk := clock.New(clock.Always(true), clock.WithTime(
+		func() time.Time { return time.Unix(0, wall.Load()).UTC() },
+		func() time.Duration { return 0 }))
+	clk.Check()
+	board := &health.Board{}
+	crc := fmt.Errorf("ds18b20 probe: %w", fault.Mark(fault.CRC, errors.New(`crc=a2 NO`)))
+	sensor := &scriptSensor{board: board, wall: &wall, t0: t0, script: []error{
+		crc, crc, fault.Mark(fault.Timeout, syscall.ETIMEDOUT), nil, fault.New(fault.PowerOn, "85 °C"), nil,
+	}}
+	opens := 0
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor", "class"})
+	b := openBuffer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- poller.Run(ctx, poller.Options{
+			DeviceID: "pi-1",
+			Sensors:  []drivers.Spec{{Name: "probe", Driver: "sim", Interval: 5 * time.Millisecond}},
+			Open: func(drivers.Spec) (drivers.Sensor, error) {
+				if opens++; opens == 1 {
+					return nil, fmt.Errorf("sensor probe: %w", fault.New(fault.Absent, "no DS18B20 on the 1-Wire bus"))
+				}
+				return sensor, nil
+			},
+			Buffer: b, Clock: clk, Health: board,
+			Metrics: poller.Metrics{Errors: errs},
+		})
+	}()
+	testkit.WaitFor(t, "seven reads", 10*time.Second, func() bool { return sensor.seenN() >= 7 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	at := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Minute) }
+	want := []health.Sensor{
+		{State: "failing", ConsecutiveFailures: 1, LastErrorClass: fault.Absent, LastErrorAt: at(-1)},
+		{State: "failing", ConsecutiveFailures: 2, LastErrorClass: fault.CRC, LastErrorAt: at(0)},
+		{State: "failing", ConsecutiveFailures: 3, LastErrorClass: fault.CRC, LastErrorAt: at(1)},
+		{State: "failing", ConsecutiveFailures: 4, LastErrorClass: fault.Timeout, LastErrorAt: at(2)},
+		{State: "ok", ConsecutiveFailures: 0, LastGood: at(3), LastErrorClass: fault.Timeout, LastErrorAt: at(2)},
+		{State: "failing", ConsecutiveFailures: 1, LastGood: at(3), LastErrorClass: fault.PowerOn, LastErrorAt: at(4)},
+		{State: "ok", ConsecutiveFailures: 0, LastGood: at(5), LastErrorClass: fault.PowerOn, LastErrorAt: at(4)},
+	}
+	sensor.mu.Lock()
+	seen := sensor.seen
+	sensor.mu.Unlock()
+	for i, w := range want {
+		got := seen[i]
+		got.LastError = "" // the message is the error's, tested in agent/health
+		if got != w {
+			t.Errorf("before read %d: %+v\n          want %+v", i, got, w)
+		}
+	}
+	for class, n := range map[fault.Class]float64{fault.Absent: 1, fault.CRC: 2, fault.Timeout: 1, fault.PowerOn: 1, fault.OutOfRange: 0, fault.Other: 0} {
+		if got := testutil.ToFloat64(errs.WithLabelValues("probe", string(class))); got != n {
+			t.Errorf("errors{class=%s} = %v, want %v", class, got, n)
+		}
+	}
+	// Only good reads became readings, stamped by the same clock.
+	for _, r := range all(t, b) {
+		if !r.TS.Equal(at(3)) && r.TS.Before(at(5)) {
+			t.Errorf("a reading stamped %v, when read %d failed", r.TS, int(r.TS.Sub(t0)/time.Minute))
+		}
+	}
+	if n := len(all(t, b)); n < 2 {
+		t.Errorf("%d readings stored; reads 3 and 5 were good", n)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/buffer"
 )
 
@@ -15,7 +16,7 @@ const ns = "edge_agent"
 // scrape time (cheap), so they are always current.
 type Metrics struct {
 	Readings       *prometheus.CounterVec // sensor
-	SensorErrors   *prometheus.CounterVec // sensor
+	SensorErrors   *prometheus.CounterVec // sensor, class (drivers/fault)
 	AppendErrors   prometheus.Counter
 	Published      prometheus.Counter
 	Delivered      prometheus.Counter
@@ -40,7 +41,8 @@ func NewMetrics(reg prometheus.Registerer, stats func() (buffer.Stats, error)) *
 		Readings: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "readings_total",
 			Help: "Good readings taken and stored in the buffer, by sensor."}, []string{"sensor"}),
 		SensorErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sensor_errors_total",
-			Help: "Failed sensor opens and reads, by sensor."}, []string{"sensor"}),
+			Help: "Failed sensor opens and reads, by sensor and class (absent, crc, timeout, out_of_range, power_on, other)."},
+			[]string{"sensor", "class"}),
 		AppendErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "buffer_append_errors_total",
 			Help: "Readings taken but not stored: the buffer refused the append (disk full, I/O error)."}),
 		Published: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "published_total",
@@ -103,6 +105,39 @@ func WatchDelivery(reg prometheus.Registerer, delivery func() (unconfirmed int, 
 				return max(0, time.Since(oldest).Seconds())
 			}),
 	)
+}
+
+// WatchHealth registers the per-sensor health gauges, read from board at
+// scrape time: consecutive failures, and the time of the last good read
+// (0 while a sensor has had none).
+func WatchHealth(reg prometheus.Registerer, board *health.Board) {
+	reg.MustRegister(&healthCollector{board: board})
+}
+
+var (
+	descConsecutive = prometheus.NewDesc(ns+"_sensor_consecutive_failures",
+		"Failed opens and reads of the sensor since its last good read (0: the last read was good).", []string{"sensor"}, nil)
+	descLastGood = prometheus.NewDesc(ns+"_sensor_last_good_timestamp_seconds",
+		"Unix time of the sensor's last good read, by the agent's clock (0: none yet).", []string{"sensor"}, nil)
+)
+
+type healthCollector struct{ board *health.Board }
+
+func (c *healthCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descConsecutive
+	ch <- descLastGood
+}
+
+func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
+	sensors, _ := c.board.Snapshot()
+	for name, s := range sensors {
+		ch <- prometheus.MustNewConstMetric(descConsecutive, prometheus.GaugeValue, float64(s.ConsecutiveFailures), name)
+		good := 0.0
+		if !s.LastGood.IsZero() {
+			good = float64(s.LastGood.UnixMilli()) / 1e3
+		}
+		ch <- prometheus.MustNewConstMetric(descLastGood, prometheus.GaugeValue, good, name)
+	}
 }
 
 var (

@@ -12,9 +12,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/agent/status"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/drivers/fault"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -42,7 +44,16 @@ func TestEndpoints(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := status.NewMetrics(reg, buf.Stats)
 	m.Readings.WithLabelValues("sim-1").Inc()
-	m.SensorErrors.WithLabelValues("dht22-gpio4").Add(3)
+	m.SensorErrors.WithLabelValues("dht22-gpio4", "crc").Add(3)
+	var board health.Board
+	board.Track([]string{"dht22-gpio4", "sim-1", "new-1"})
+	good := time.Date(2026, 11, 25, 10, 15, 2, 125e6, time.UTC)
+	board.Good("sim-1", good)
+	board.Good("dht22-gpio4", good)
+	for range 3 {
+		board.Fail("dht22-gpio4", good.Add(time.Minute), fault.Mark(fault.CRC, errors.New("EIO")))
+	}
+	status.WatchHealth(reg, &board)
 	m.PublishLatency.Observe(0.004)
 
 	connected := false
@@ -70,7 +81,12 @@ func TestEndpoints(t *testing.T) {
 	code, body := get(t, base+"/metrics")
 	for _, want := range []string{
 		`edge_agent_readings_total{sensor="sim-1"} 1`,
-		`edge_agent_sensor_errors_total{sensor="dht22-gpio4"} 3`,
+		`edge_agent_sensor_errors_total{class="crc",sensor="dht22-gpio4"} 3`,
+		`edge_agent_sensor_consecutive_failures{sensor="dht22-gpio4"} 3`,
+		`edge_agent_sensor_consecutive_failures{sensor="sim-1"} 0`,
+		`edge_agent_sensor_last_good_timestamp_seconds{sensor="dht22-gpio4"} 1.795601702125e+09`,
+		`edge_agent_sensor_last_good_timestamp_seconds{sensor="sim-1"} 1.795601702125e+09`,
+		`edge_agent_sensor_last_good_timestamp_seconds{sensor="new-1"} 0`,
 		`edge_agent_buffer_readings 1`,
 		`edge_agent_buffer_dropped_total{reason="max_bytes"} 0`,
 		`edge_agent_publish_latency_seconds_bucket{le="0.005"} 1`,
