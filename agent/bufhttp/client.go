@@ -24,12 +24,8 @@ type Client struct {
 // NewClient returns a client of the endpoint at status, a listen address
 // (":9101", "127.0.0.1:9101") or a URL.
 func NewClient(status string) *Client {
-	base := status
-	if !strings.Contains(base, "://") {
-		base = "http://" + dialAddr(status)
-	}
 	return &Client{
-		base: strings.TrimRight(base, "/") + "/buffer",
+		base: StatusURL(status) + "/buffer",
 		client: &http.Client{Transport: &http.Transport{
 			DialContext:           (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
 			ResponseHeaderTimeout: 10 * time.Second,
@@ -103,6 +99,16 @@ func EachLine(r io.Reader, fn func([]byte) error) error {
 		}
 	}
 	return sc.Err()
+}
+
+// StatusURL is the base URL ("http://127.0.0.1:9101") of the agent's status
+// endpoint at status, a listen address (":9101", "0.0.0.0:9101") or a URL.
+func StatusURL(status string) string {
+	base := status
+	if !strings.Contains(base, "://") {
+		base = "http://" + dialAddr(status)
+	}
+	return strings.TrimRight(base, "/")
 }
 
 // dialAddr turns a listen address (":9101", "0.0.0.0:9101") into one to dial.

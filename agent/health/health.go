@@ -17,7 +17,10 @@
 package health
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -164,6 +167,32 @@ func Handler(b *Board) http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		_ = json.NewEncoder(w).Encode(Report{Sensors: sensors})
 	})
+}
+
+// Fetch asks a running agent for its board: GET {statusURL}/sensors, where
+// statusURL is like "http://127.0.0.1:9101" (bufhttp.StatusURL). It gives
+// up after 5 seconds.
+func Fetch(ctx context.Context, statusURL string) (Report, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var rep Report
+	u := statusURL + "/sensors"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return rep, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return rep, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return rep, fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&rep); err != nil {
+		return rep, fmt.Errorf("GET %s: %w", u, err)
+	}
+	return rep, nil
 }
 
 // cut shortens s to at most n bytes without splitting a UTF-8 sequence.

@@ -2,9 +2,12 @@
 // new Pi. It lists the sensors the config names and the ones it finds on
 // the machine (BME280/BMP280 answering on I2C, IIO dht11 devices, w1
 // DS18B20s), reads each configured sensor once and prints the values or
-// the exact error.
+// the exact error with its class (drivers/fault). When the agent runs, it
+// also shows each sensor's health as the agent sees it (consecutive
+// failures, last good read, last error and its class), from the agent's
+// status endpoint (GET /sensors).
 //
-//	edge-agent sensors --config /etc/edge-agent/config.yaml [--json]
+//	edge-agent sensors --config /etc/edge-agent/config.yaml [--json] [--status ADDR]
 //
 // Exit status: 0 all configured sensors read, 1 at least one failed, 2 the
 // config is invalid or the flags are wrong. It does not publish anything
@@ -26,9 +29,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgepipe/sensorpipe/agent/bufhttp"
 	"github.com/edgepipe/sensorpipe/agent/config"
+	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/drivers"
+	"github.com/edgepipe/sensorpipe/drivers/fault"
 )
 
 // ReadTimeout bounds one sensor's Read, retries included (a DHT22 that
@@ -37,11 +43,14 @@ const ReadTimeout = 20 * time.Second
 
 // Report is what the command prints with --json.
 type Report struct {
-	Config    string          `json:"config,omitempty"` // "" when no config file was found
-	SysfsRoot string          `json:"sysfs_root"`
-	Sensors   []Result        `json:"sensors"`
-	Found     []drivers.Found `json:"found"`
-	Notes     []string        `json:"notes,omitempty"` // why a kind of device was not found
+	Config    string `json:"config,omitempty"` // "" when no config file was found
+	SysfsRoot string `json:"sysfs_root"`
+	// Agent is the running agent's status URL when it answered; the
+	// sensors' Health comes from there.
+	Agent   string          `json:"agent,omitempty"`
+	Sensors []Result        `json:"sensors"`
+	Found   []drivers.Found `json:"found"`
+	Notes   []string        `json:"notes,omitempty"` // why a kind of device was not found
 }
 
 // Result is one configured sensor read once.
@@ -52,7 +61,11 @@ type Result struct {
 	OK       bool               `json:"ok"`
 	Values   map[string]float64 `json:"values,omitempty"`
 	Error    string             `json:"error,omitempty"`
+	Class    fault.Class        `json:"class,omitempty"` // of Error: absent, crc, timeout, out_of_range, power_on, other
 	Duration string             `json:"duration"`
+	// Health is the sensor's health as the running agent sees it (nil
+	// when no agent answered, or it does not poll this sensor).
+	Health *health.Sensor `json:"health,omitempty"`
 }
 
 // Run is the cli.Command wired as "sensors".
@@ -62,6 +75,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	path := flags.String("config", config.DefaultPath, "config file naming the sensors")
 	asJSON := flags.Bool("json", false, "print a JSON report")
 	devDir := flags.String("dev", "/dev", "where to look for i2c-* bus devices")
+	status := flags.String("status", "", "the running agent's status address, for its view of the sensors' health (default: the config's status_listen)")
 	if err := flags.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", cmdline.ErrUsage, err)
 	}
@@ -97,6 +111,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			rep.Sensors = append(rep.Sensors, r)
 		}
 	}
+	if cfg != nil {
+		if *status == "" {
+			*status = cfg.StatusListen
+		}
+		rep.Notes = append(rep.Notes, agentHealth(ctx, *status, &rep)...)
+	}
 	found, notes := drivers.Probe(drivers.Env{SysfsRoot: rep.SysfsRoot}, *devDir)
 	rep.Found = append(rep.Found, found...)
 	rep.Notes = append(rep.Notes, notes...)
@@ -122,7 +142,7 @@ func readOnce(ctx context.Context, spec drivers.Spec, env drivers.Env) Result {
 	r := Result{Name: spec.Name, Driver: spec.Driver}
 	s, err := drivers.Open(spec, env)
 	if err != nil {
-		r.Error = err.Error()
+		r.Error, r.Class = err.Error(), fault.Of(err)
 		r.Duration = time.Since(start).Round(time.Millisecond).String()
 		return r
 	}
@@ -133,11 +153,32 @@ func readOnce(ctx context.Context, spec drivers.Spec, env drivers.Env) Result {
 	v, err := s.Read(ctx)
 	r.Duration = time.Since(start).Round(time.Millisecond).String()
 	if err != nil {
-		r.Error = err.Error()
+		r.Error, r.Class = err.Error(), fault.Of(err)
 		return r
 	}
 	r.OK, r.Values = true, v
 	return r
+}
+
+// agentHealth asks the running agent at status for its view of the
+// sensors and attaches it to rep's results; it returns notes saying why
+// there is none.
+func agentHealth(ctx context.Context, status string, rep *Report) []string {
+	if status == "" {
+		return []string{"status_listen is empty: the agent's view of the sensors' health is not available"}
+	}
+	u := bufhttp.StatusURL(status)
+	h, err := health.Fetch(ctx, u)
+	if err != nil {
+		return []string{fmt.Sprintf("no running agent answered at %s, so no health history is shown: %v", u, err)}
+	}
+	rep.Agent = u
+	for i := range rep.Sensors {
+		if s, ok := h.Sensors[rep.Sensors[i].Name]; ok {
+			rep.Sensors[i].Health = &s
+		}
+	}
+	return nil
 }
 
 func printHuman(w io.Writer, rep *Report) {
@@ -152,11 +193,14 @@ func printHuman(w io.Writer, rep *Report) {
 			}
 			result := "ok  " + formatValues(r.Values)
 			if !r.OK {
-				result = "FAILED: " + r.Error
+				result = fmt.Sprintf("FAILED (%s): %s", r.Class, r.Error)
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", r.Name, r.Driver, kind, r.Duration, result)
 		}
 		fmt.Fprintln(tw)
+	}
+	if rep.Agent != "" {
+		printHealth(tw, rep)
 	}
 	fmt.Fprintf(tw, "Found on this machine (sysfs %s):\n", rep.SysfsRoot)
 	if len(rep.Found) == 0 {
@@ -169,6 +213,32 @@ func printHuman(w io.Writer, rep *Report) {
 	for _, n := range rep.Notes {
 		fmt.Fprintf(w, "  note: %s\n", n)
 	}
+}
+
+// printHealth prints the running agent's view of each configured sensor.
+func printHealth(tw io.Writer, rep *Report) {
+	now := time.Now()
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return fmt.Sprintf("%s ago (%s)", now.Sub(t).Round(time.Second), t.Local().Format(time.DateTime))
+	}
+	fmt.Fprintf(tw, "Health as the running agent sees it (%s/sensors):\n", rep.Agent)
+	fmt.Fprintf(tw, "  NAME\tSTATE\tFAILURES IN A ROW\tLAST GOOD READ\tLAST ERROR\n")
+	for _, r := range rep.Sensors {
+		h := r.Health
+		if h == nil {
+			fmt.Fprintf(tw, "  %s\t-\t-\t-\tnot polled by the running agent (reload or restart it to apply the config)\n", r.Name)
+			continue
+		}
+		last := "-"
+		if h.LastErrorClass != "" {
+			last = fmt.Sprintf("%s, %s: %s", h.LastErrorClass, ago(h.LastErrorAt), h.LastError)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\n", r.Name, h.State, h.ConsecutiveFailures, ago(h.LastGood), last)
+	}
+	fmt.Fprintln(tw)
 }
 
 func formatValues(v map[string]float64) string {

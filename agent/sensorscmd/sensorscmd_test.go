@@ -6,11 +6,17 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/agent/sensorscmd"
+	"github.com/edgepipe/sensorpipe/drivers/fault"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
@@ -23,8 +29,15 @@ func TestMain(m *testing.M) {
 }
 
 // writeConfig writes a valid agent config with the given sensors entries
-// and sysfs_root pointing at the fixture tree.
+// and sysfs_root pointing at the fixture tree, whose status_listen no
+// agent answers on.
 func writeConfig(t *testing.T, sensors string) string {
+	t.Helper()
+	return writeConfigStatus(t, sensors, "127.0.0.1:1")
+}
+
+// writeConfigStatus is writeConfig with the agent's status_listen.
+func writeConfigStatus(t *testing.T, sensors, status string) string {
 	t.Helper()
 	root, err := filepath.Abs("testdata/sys")
 	if err != nil {
@@ -36,7 +49,8 @@ sensors:
 mqtt:
   url: tcp://127.0.0.1:1883
 sysfs_root: %s
-`, sensors, root)
+status_listen: %q
+`, sensors, root, status)
 	p := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -116,15 +130,26 @@ func TestJSONWithFailures(t *testing.T) {
 	if r := byName["dht22-gpio4"]; !r.OK || r.Values["temperature_c"] != 21.5 || r.Values["humidity_pct"] != 55.3 {
 		t.Errorf("dht22-gpio4 = %+v", r)
 	}
-	for name, want := range map[string]string{
-		"ds18b20-2":   "ds18b20 ds18b20-2: power-on reset value 85 °C",
-		"flaky":       "sim: injected failure (fail_rate)",
-		"bme280-0x76": `sensor bme280-0x76: bme280 bus 97 addr 0x76: I2C bus error: no /dev/i2c-97`,
+	for name, want := range map[string]struct {
+		msg   string
+		class fault.Class
+	}{
+		"ds18b20-2":   {"ds18b20 ds18b20-2: power-on reset value 85 °C", fault.PowerOn},
+		"flaky":       {"sim: injected failure (fail_rate)", fault.Other},
+		"bme280-0x76": {`sensor bme280-0x76: bme280 bus 97 addr 0x76: I2C bus error: no /dev/i2c-97`, fault.Absent},
 	} {
 		r := byName[name]
-		if r.OK || r.Values != nil || !strings.Contains(r.Error, want) {
-			t.Errorf("%s = %+v, want error containing %q", name, r, want)
+		if r.OK || r.Values != nil || !strings.Contains(r.Error, want.msg) || r.Class != want.class {
+			t.Errorf("%s = %+v, want error containing %q of class %q", name, r, want.msg, want.class)
 		}
+	}
+	if r := byName["sim-1"]; r.Class != "" || r.Health != nil {
+		t.Errorf("good sensor with a class or, without an agent, a health: %+v", r)
+	}
+	if rep.Agent != "" || !slices.ContainsFunc(rep.Notes, func(n string) bool {
+		return strings.HasPrefix(n, "no running agent answered at http://127.0.0.1:1, so no health history is shown")
+	}) {
+		t.Errorf("no agent runs, yet agent %q, notes %q", rep.Agent, rep.Notes)
 	}
 	if len(rep.Found) != 3 {
 		t.Errorf("found = %+v, want the dht and two w1 devices", rep.Found)
@@ -150,5 +175,76 @@ func TestConfigErrors(t *testing.T) {
 				t.Fatalf("exit %d, want 2 with %q\nstdout:\n%s\nstderr:\n%s", code, tt.want, stdout, stderr)
 			}
 		})
+	}
+}
+
+// TestAgentHealthShown: with the agent running (its status endpoint, here
+// serving a board the test fills), both outputs show each sensor's health
+// as the agent sees it next to the one-shot read and its class.
+func TestAgentHealthShown(t *testing.T) {
+	var board health.Board
+	board.Track([]string{"sim-1", "ds18b20-2"})
+	t0 := time.Now().Add(-10 * time.Minute).UTC().Truncate(time.Second)
+	board.Good("sim-1", t0.Add(9*time.Minute))
+	board.Good("ds18b20-2", t0)
+	for i := range 7 {
+		board.Fail("ds18b20-2", t0.Add(time.Duration(i+1)*time.Minute),
+			fmt.Errorf("ds18b20 ds18b20-2: %w", fault.New(fault.PowerOn, "power-on reset value 85 °C")))
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /sensors", health.Handler(&board))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	cfg := writeConfigStatus(t, `  - {name: sim-1, driver: sim, seed: 42, interval: 1s}
+  - {name: ds18b20-2, driver: ds18b20, w1_id: 28-000008d1e4a2, interval: 30s}
+  - {name: new-1, driver: sim, interval: 1s}`, strings.TrimPrefix(srv.URL, "http://"))
+
+	stdout, stderr, code := run(t, "sensors", "--config", cfg, "--json", "--dev", t.TempDir())
+	if code != 1 {
+		t.Fatalf("exit %d, want 1 (ds18b20-2 fails)\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	var rep sensorscmd.Report
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, stdout)
+	}
+	if rep.Agent != srv.URL {
+		t.Errorf("agent = %q, want %q", rep.Agent, srv.URL)
+	}
+	want, _ := board.Snapshot()
+	for _, r := range rep.Sensors {
+		switch r.Name {
+		case "sim-1", "ds18b20-2":
+			if r.Health == nil || *r.Health != want[r.Name] {
+				t.Errorf("%s: health %+v, want %+v", r.Name, r.Health, want[r.Name])
+			}
+		case "new-1":
+			if r.Health != nil {
+				t.Errorf("new-1 is not polled by the agent, yet has health %+v", r.Health)
+			}
+		}
+		if r.Name == "ds18b20-2" && r.Class != fault.PowerOn {
+			t.Errorf("one-shot read of ds18b20-2: class %q, want power_on", r.Class)
+		}
+	}
+
+	stdout, stderr, code = run(t, "sensors", "--config", cfg, "--dev", t.TempDir())
+	if code != 1 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	words := strings.Join(strings.Fields(stdout), " ")
+	for _, w := range []string{
+		"FAILED (power_on): ds18b20 ds18b20-2: power-on reset value 85 °C",
+		"Health as the running agent sees it (" + srv.URL + "/sensors):",
+		"NAME STATE FAILURES IN A ROW LAST GOOD READ LAST ERROR",
+		"sim-1 ok 0 ",
+		"ago (" + t0.Add(9*time.Minute).Local().Format(time.DateTime) + ") -",
+		"ds18b20-2 failing 7 ",
+		"ago (" + t0.Local().Format(time.DateTime) + ") power_on, ",
+		"ago (" + t0.Add(7*time.Minute).Local().Format(time.DateTime) + "): ds18b20 ds18b20-2: power-on reset value 85 °C",
+		"new-1 - - - not polled by the running agent",
+	} {
+		if !strings.Contains(words, w) {
+			t.Errorf("human output lacks %q:\n%s", w, stdout)
+		}
 	}
 }
