@@ -1,7 +1,6 @@
 package mqttpub
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -479,14 +478,13 @@ func add(c prometheus.Counter, n int) {
 
 // session is one broker connection.
 type session struct {
-	ctx   context.Context // ends a dial or TLS handshake in progress on shutdown
-	p     *Publisher
-	c     mqtt.Client
-	lost  chan error
-	mu    sync.Mutex
-	conn  net.Conn   // the raw connection, closed to break a stalled link
-	batch *batchConn // what paho writes to; closing it ends its flusher
-	dead  bool       // PUBACKs stopped during the shutdown flush
+	ctx  context.Context // ends a dial or TLS handshake in progress on shutdown
+	p    *Publisher
+	c    mqtt.Client
+	lost chan error
+	mu   sync.Mutex
+	conn *mqttconn.Conn // what paho reads and writes; Abort breaks a stalled link
+	dead bool           // PUBACKs stopped during the shutdown flush
 }
 
 func (p *Publisher) connect(ctx context.Context) (*session, error) {
@@ -545,59 +543,28 @@ func (p *Publisher) connect(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
-// dial opens the TCP (and TLS) connection for paho and keeps it, so a
-// stalled link can be closed from outside.
+// dial opens the TCP (and TLS) connection for paho (buffered reads,
+// coalesced writes, a deadline on every socket write; see buffer/mqttconn)
+// and keeps it, so a stalled link can be closed from outside.
 func (s *session) dial(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 	p := s.p
-	host := u.Host
-	if u.Port() == "" {
-		port := "1883"
-		if p.tls != nil {
-			port = "8883"
-		}
-		host = net.JoinHostPort(u.Hostname(), port)
-	}
-	d := &net.Dialer{Timeout: p.o.ConnectTimeout, KeepAlive: p.o.KeepAlive}
-	raw, err := d.DialContext(s.ctx, "tcp", host)
+	c, err := mqttconn.Dial(s.ctx, u, mqttconn.Options{TLS: p.tls, ConnectTimeout: p.o.ConnectTimeout,
+		KeepAlive: p.o.KeepAlive, WriteTimeout: p.o.WriteTimeout})
 	if err != nil {
 		return nil, err
 	}
-	var conn net.Conn = &deadlineConn{Conn: raw, timeout: p.o.WriteTimeout}
-	if p.tls == nil {
-		// paho reads each packet with several tiny reads (type, length,
-		// body): buffering turns three syscalls per PUBACK into a few per
-		// thousand. TLS buffers records itself.
-		conn = &bufferedConn{Conn: conn, r: bufio.NewReaderSize(conn, 32<<10)}
-	} else {
-		cfg := p.tls.Clone()
-		if cfg.ServerName == "" {
-			cfg.ServerName = u.Hostname()
-		}
-		tc := tls.Client(conn, cfg)
-		hctx, cancel := context.WithTimeout(s.ctx, p.o.ConnectTimeout)
-		err := tc.HandshakeContext(hctx)
-		cancel()
-		if err != nil {
-			raw.Close()
-			return nil, err
-		}
-		conn = tc
-	}
-	// paho writes one packet per Write; under a backlog, batching them
-	// saves a syscall (and a TLS record) per reading.
-	bc := newBatchConn(conn)
 	s.mu.Lock()
-	s.conn, s.batch = raw, bc
+	s.conn = c
 	s.mu.Unlock()
-	return bc, nil
+	return c, nil
 }
 
 func (s *session) closeConn() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conn != nil {
+		s.conn.Abort()
 		s.conn.Close()
-		s.batch.Close()
 	}
 }
 

@@ -1,4 +1,4 @@
-package mqttpub
+package mqttconn_test
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 )
 
 func tcpPair(t *testing.T) (client, server net.Conn) {
@@ -31,11 +33,11 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	return client, server
 }
 
-// TestBatchConnKeepsOrderAndFlushesOnClose: many small writes arrive
+// TestKeepsOrderAndFlushesOnClose: many small writes arrive
 // whole and in order, including those still pending at Close.
-func TestBatchConnKeepsOrderAndFlushesOnClose(t *testing.T) {
+func TestKeepsOrderAndFlushesOnClose(t *testing.T) {
 	c, s := tcpPair(t)
-	bc := newBatchConn(c)
+	bc := mqttconn.Wrap(c, mqttconn.Options{})
 	var want bytes.Buffer
 	got := make(chan []byte, 1)
 	go func() {
@@ -76,10 +78,10 @@ func TestBatchConnKeepsOrderAndFlushesOnClose(t *testing.T) {
 	}
 }
 
-// TestBatchConnReportsWriteErrors: once the socket fails, Write says so.
-func TestBatchConnReportsWriteErrors(t *testing.T) {
+// TestReportsWriteErrors: once the socket fails, Write says so.
+func TestReportsWriteErrors(t *testing.T) {
 	c, s := tcpPair(t)
-	bc := newBatchConn(&deadlineConn{Conn: c, timeout: 100 * time.Millisecond})
+	bc := mqttconn.Wrap(c, mqttconn.Options{WriteTimeout: 100 * time.Millisecond})
 	s.Close()
 	c.(*net.TCPConn).CloseWrite()
 	var err error
@@ -92,5 +94,33 @@ func TestBatchConnReportsWriteErrors(t *testing.T) {
 	}
 	if errors.Is(err, net.ErrClosed) {
 		return // our own close after the failure: fine too
+	}
+}
+
+// TestCoalesceKeepsOrder: with a coalescing delay (the forwarder's PUBACKs)
+// small writes still arrive whole and in order, and a lone one goes out
+// without waiting for company beyond the delay.
+func TestCoalesceKeepsOrder(t *testing.T) {
+	c, s := tcpPair(t)
+	bc := mqttconn.Wrap(c, mqttconn.Options{CoalesceDelay: 200 * time.Microsecond})
+	one := make([]byte, 4)
+	if _, err := bc.Write([]byte{1, 2, 3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(s, one); err != nil || !bytes.Equal(one, []byte{1, 2, 3, 4}) {
+		t.Fatalf("lone write: %v %v", one, err)
+	}
+	var want bytes.Buffer
+	for i := range 3000 {
+		p := []byte{byte(i), byte(i >> 8)}
+		want.Write(p)
+		if _, err := bc.Write(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make([]byte, want.Len())
+	if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("burst arrived changed (%v)", err)
 	}
 }
