@@ -18,10 +18,10 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/kafkaout"
 	"github.com/edgepipe/sensorpipe/cloud/statushttp"
-	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 )
 
 // Options are the parts of a Forwarder that do not come from configuration.

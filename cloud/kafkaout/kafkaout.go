@@ -8,8 +8,8 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 
-	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
+	"github.com/edgepipe/sensorpipe/cloud/config"
 )
 
 // TLSConfig returns the client TLS settings for the given security protocol,
