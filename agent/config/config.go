@@ -146,7 +146,7 @@ const (
 	DefaultTopicPrefix    = "sensors"
 	DefaultKeepAlive      = 30 * time.Second
 	DefaultMaxInflight    = 2000
-	DefaultDelivery       = DeliveryBroker // kafka once every forwarder confirms
+	DefaultDelivery       = DeliveryKafka
 	DefaultConfirmTimeout = time.Minute
 	DefaultMaxUnconfirmed = 10_000
 	DefaultStatusListen   = "127.0.0.1:9101"

@@ -40,8 +40,8 @@ func TestLoadFull(t *testing.T) {
 	if c.MQTT.MaxInflight != 2000 {
 		t.Errorf("max_inflight default = %d", c.MQTT.MaxInflight)
 	}
-	if c.MQTT.Delivery != config.DeliveryBroker || c.MQTT.ConfirmTimeout != time.Minute || c.MQTT.MaxUnconfirmed != 10000 {
-		t.Errorf("delivery defaults: %q, %v, %d; want broker, 1m, 10000", c.MQTT.Delivery, c.MQTT.ConfirmTimeout, c.MQTT.MaxUnconfirmed)
+	if c.MQTT.Delivery != config.DeliveryKafka || c.MQTT.ConfirmTimeout != time.Minute || c.MQTT.MaxUnconfirmed != 10000 {
+		t.Errorf("delivery defaults: %q, %v, %d; want kafka, 1m, 10000", c.MQTT.Delivery, c.MQTT.ConfirmTimeout, c.MQTT.MaxUnconfirmed)
 	}
 	if c.MQTT.KeepAlive != 30*time.Second || c.LogFormat != "json" || c.Path() != "testdata/full.yaml" {
 		t.Errorf("keepalive %v, log_format %q, path %q", c.MQTT.KeepAlive, c.LogFormat, c.Path())

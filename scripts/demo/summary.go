@@ -16,12 +16,16 @@ type Summary struct {
 	Produced   uint64 // seqs the agent assigned (its buffer's floor+1 .. last seq)
 	Delivered  int    // distinct (device_id, seq) seen in Kafka
 	Duplicates int    // records seen more than once (at-least-once)
-	Buffered   int    // produced, not yet published: still in the agent's buffer
-	Missing    int    // produced, not buffered, never seen in Kafka
-	Undecoded  int    // Kafka records that failed to decode
-	DBRows     int    // rows in PostgreSQL's readings table (with a database)
-	DBMissing  int    // delivered to Kafka, not in the table
-	dbKnown    bool
+	Buffered   int    // produced, not in Kafka yet: still in the agent's buffer
+	// Unconfirmed are in Kafka and still in the agent's buffer: the
+	// forwarder's confirmation (delivery: kafka) had not arrived when the
+	// agent stopped; it sends them again on its next start.
+	Unconfirmed int
+	Missing     int // produced, not buffered, never seen in Kafka
+	Undecoded   int // Kafka records that failed to decode
+	DBRows      int // rows in PostgreSQL's readings table (with a database)
+	DBMissing   int // delivered to Kafka, not in the table
+	dbKnown     bool
 
 	mu       sync.Mutex
 	seen     map[key]int
@@ -91,7 +95,14 @@ func (s *Summary) Finish() *Summary {
 		bySeq[k.seq] = true
 	}
 	if s.known {
-		s.Produced, s.Buffered, s.Missing = s.produced-min(s.floor, s.produced), len(s.buffered), 0
+		s.Produced, s.Buffered, s.Unconfirmed, s.Missing = s.produced-min(s.floor, s.produced), 0, 0, 0
+		for seq := range s.buffered {
+			if bySeq[seq] {
+				s.Unconfirmed++
+			} else {
+				s.Buffered++
+			}
+		}
 		for seq := s.floor + 1; seq <= s.produced; seq++ {
 			if !s.buffered[seq] && !bySeq[seq] {
 				s.Missing++
@@ -121,6 +132,9 @@ func (s *Summary) Print(w io.Writer) {
 	fmt.Fprintf(w, "  duplicates (at-least-once)  %d\n", s.Duplicates)
 	if s.known {
 		fmt.Fprintf(w, "  still in the agent's buffer %d (sent on its next start)\n", s.Buffered)
+		if s.Unconfirmed > 0 {
+			fmt.Fprintf(w, "  in Kafka, not yet confirmed %d (still buffered too: sent again on the agent's next start)\n", s.Unconfirmed)
+		}
 		fmt.Fprintf(w, "  missing                     %d\n", s.Missing)
 	}
 	if s.dbKnown {
