@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -135,14 +136,43 @@ func FreeAddr(tb testing.TB) string {
 	return addr
 }
 
-// PickAddr is FreeAddr for programs: it returns the error.
+// PickAddr is FreeAddr for programs: it returns the error. The port comes
+// from below the kernel's ephemeral range, so a program restarted on it
+// (the e2e harness kills and restarts forwarders) cannot find it taken by
+// some other process's outgoing connection, which draws its local port from
+// that range; a port from 127.0.0.1:0 could be.
 func PickAddr() (string, error) {
+	lo := ephemeralLow()
+	for range 100 {
+		port := 10000 + rand.IntN(lo-10000)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue // taken; try another
+		}
+		addr := l.Addr().String()
+		l.Close()
+		return addr, nil
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// default 32768 elsewhere).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if lo, err := strconv.Atoi(f[0]); err == nil && lo > 11000 {
+				return lo
+			}
+		}
+	}
+	return 32768
 }
 
 // scrape is a client without gzip, so polling costs the scraped program
