@@ -44,14 +44,8 @@ func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", config.DefaultPath, "config file")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return cmdline.Usagef("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return cmdline.Usagef("run takes no arguments, got %q", fs.Args())
+	if err := cmdline.ParseFlags(fs, args); err != nil {
+		return err
 	}
 	cfg, err := config.Load(*path, os.Getenv)
 	if err != nil {

@@ -76,11 +76,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	asJSON := flags.Bool("json", false, "print a JSON report")
 	devDir := flags.String("dev", "/dev", "where to look for i2c-* bus devices")
 	status := flags.String("status", "", "the running agent's status address, for its view of the sensors' health (default: the config's status_listen)")
-	if err := flags.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", cmdline.ErrUsage, err)
-	}
-	if flags.NArg() > 0 {
-		return cmdline.Usagef("sensors takes no arguments, got %q", flags.Args())
+	if err := cmdline.ParseFlags(flags, args); err != nil {
+		return err
 	}
 	explicit := false
 	flags.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })

@@ -40,6 +40,22 @@ type usageError struct{ msg string }
 func (e *usageError) Error() string { return e.msg }
 func (e *usageError) Unwrap() error { return ErrUsage }
 
+// ParseFlags parses a subcommand's flags, which take no positional
+// arguments: flag.ErrHelp comes back as is (the FlagSet printed the help),
+// and a bad flag or an extra argument wraps ErrUsage.
+func ParseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return Usagef("%s takes no arguments, got %q", fs.Name(), fs.Args())
+	}
+	return nil
+}
+
 // ExitCode maps a command's error to the process exit status.
 func ExitCode(err error) int {
 	switch {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -44,6 +45,21 @@ func TestNewLoggerFormat(t *testing.T) {
 		cmdline.NewLogger(&b, tt.format, slog.LevelInfo).Info("hello")
 		if !strings.HasPrefix(b.String(), tt.want) {
 			t.Errorf("format %s wrote %q, want it to start with %q", tt.format, b.String(), tt.want)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		code int
+	}{{nil, 0}, {[]string{"-n", "3"}, 0}, {[]string{"-x"}, 2}, {[]string{"extra"}, 2}, {[]string{"-h"}, 2}} {
+		fs := flag.NewFlagSet("cmd", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		fs.Int("n", 0, "")
+		err := cmdline.ParseFlags(fs, tt.args)
+		if got := cmdline.ExitCode(err); got != tt.code {
+			t.Errorf("%q: %v, exit %d, want %d", tt.args, err, got, tt.code)
 		}
 	}
 }

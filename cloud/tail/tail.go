@@ -18,7 +18,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -45,14 +44,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	asJSON := fs.Bool("json", false, "print each record value (the wire-format JSON) on its own line")
 	topic := fs.String("topic", "", "topic to read (default KAFKA_TOPIC)")
 	count := fs.Int("count", 0, "exit after printing this many readings (0: run until interrupted)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", cmdline.ErrUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", cmdline.ErrUsage, fs.Arg(0))
+	if err := cmdline.ParseFlags(fs, args); err != nil {
+		return err
 	}
 	k, err := config.LoadKafka(*cfgPath, getenv)
 	if err != nil {

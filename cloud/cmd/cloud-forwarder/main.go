@@ -98,14 +98,8 @@ func runForwarder(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "optional YAML file with the same keys as the environment, in lower case")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", cmdline.ErrUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", cmdline.ErrUsage, fs.Arg(0))
+	if err := cmdline.ParseFlags(fs, args); err != nil {
+		return err
 	}
 	cfg, err := config.Load(*cfgPath, os.Getenv)
 	if err != nil {
@@ -127,14 +121,8 @@ func runSink(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sink", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "optional YAML file with the same keys as the environment, in lower case")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", cmdline.ErrUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", cmdline.ErrUsage, fs.Arg(0))
+	if err := cmdline.ParseFlags(fs, args); err != nil {
+		return err
 	}
 	cfg, err := config.LoadSink(*cfgPath, os.Getenv)
 	if err != nil {
