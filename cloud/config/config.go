@@ -87,7 +87,10 @@ type Kafka struct {
 	Compression      string        // KAFKA_COMPRESSION: none, gzip, snappy, lz4, zstd
 }
 
-// Var describes one setting, for documentation and `--help`.
+// Var describes one setting, for documentation and `--help`. Default is
+// what the parser uses when the setting is not given (the one place
+// defaults are written); a default computed from other settings is empty
+// here and described in Meaning.
 type Var struct{ Name, Default, Meaning string }
 
 // Vars lists every setting Load reads, in the order the docs show them.
@@ -98,16 +101,16 @@ var Vars = []Var{
 	{"HIVEMQ_PASSWORD_FILE", "", "file holding the MQTT password (instead of HIVEMQ_PASSWORD)"},
 	{"HIVEMQ_CA_FILE", "", "PEM CA bundle for the broker (empty: system roots, with an embedded fallback)"},
 	{"MQTT_TOPIC_FILTER", "sensors/+/+/reading", "what to subscribe to"},
-	{"FORWARDER_ID", "host name", "MQTT client id (persistent session) and forwarder_id header; required in a container"},
+	{"FORWARDER_ID", "", "MQTT client id (persistent session) and forwarder_id header; required in a container, else the host name by default"},
 	{"FORWARDER_SHARE_GROUP", "", "subscribe as $share/GROUP/FILTER so replicas split the stream"},
 	{"CONFLUENT_BOOTSTRAP_SERVER_SASL", "", "Kafka bootstrap host:port[,host:port]; required"},
 	{"CONFLUENT_API_KEY", "", "SASL PLAIN username"},
 	{"CONFLUENT_API_SECRET", "", "SASL PLAIN password"},
 	{"CONFLUENT_API_SECRET_FILE", "", "file holding the SASL password (instead of CONFLUENT_API_SECRET)"},
-	{"KAFKA_SECURITY_PROTOCOL", "SASL_SSL", "SASL_SSL, SSL, or PLAINTEXT (loopback or FORWARDER_INSECURE only)"},
+	{"KAFKA_SECURITY_PROTOCOL", SASLSSL, "SASL_SSL, SSL, or PLAINTEXT (loopback or FORWARDER_INSECURE only)"},
 	{"KAFKA_CA_FILE", "", "PEM CA bundle for a private cluster"},
 	{"KAFKA_TOPIC", "sensor-readings", "target topic"},
-	{"KAFKA_DLQ_TOPIC", "KAFKA_TOPIC.dlq", "dead-letter topic for payloads that fail validation"},
+	{"KAFKA_DLQ_TOPIC", "", "dead-letter topic for payloads that fail validation (default KAFKA_TOPIC.dlq)"},
 	{"KAFKA_BATCH_SIZE", "10000", "max records per partition request; a batch holds what arrived while the partition's previous request was in flight"},
 	{"KAFKA_BATCH_BYTES", "1048576", "max bytes per partition request"},
 	{"KAFKA_BATCH_TIMEOUT", "5ms", "unused: a batch leaves when the partition's previous request is answered, not on a timer (accepted for old configs)"},
@@ -171,7 +174,7 @@ func LoadKafka(path string, getenv func(string) string) (*Kafka, error) {
 		return nil, err
 	}
 	c := &Config{}
-	if c.Insecure, err = parseBool(vals, "FORWARDER_INSECURE"); err != nil {
+	if c.Insecure, err = parseBool(getter(vals), "FORWARDER_INSECURE"); err != nil {
 		return nil, err
 	}
 	if err := parseKafka(c, vals, getter(vals)); err != nil {
@@ -195,13 +198,24 @@ func gather(path string, getenv func(string) string) (map[string]string, error) 
 	return vals, nil
 }
 
-func getter(v map[string]string) func(k, def string) string {
-	return func(k, def string) string {
+// getter returns the setting k from v, or its Default in the table.
+func getter(v map[string]string) func(k string) string {
+	return func(k string) string {
 		if s, ok := v[k]; ok && strings.TrimSpace(s) != "" {
 			return strings.TrimSpace(s)
 		}
-		return def
+		return defaultOf(k)
 	}
+}
+
+// defaultOf is the table's Default for key (Vars, SinkVars).
+func defaultOf(key string) string {
+	for _, v := range allVars() {
+		if v.Name == key {
+			return v.Default
+		}
+	}
+	panic("config: " + key + " is not in the settings table")
 }
 
 func readFile(path string, vals map[string]string) error {
@@ -223,7 +237,7 @@ func readFile(path string, vals map[string]string) error {
 		return &Error{Key: "--config", Msg: fmt.Sprintf("%s: not a mapping of keys to values", path)}
 	}
 	known := map[string]bool{}
-	for _, v := range Vars {
+	for _, v := range allVars() {
 		known[strings.ToLower(v.Name)] = true
 	}
 	seen := map[string]bool{}
@@ -250,30 +264,30 @@ func parse(v map[string]string, sys system) (*Config, error) {
 	get := getter(v)
 	c := &Config{}
 	var err error
-	if c.Insecure, err = parseBool(v, "FORWARDER_INSECURE"); err != nil {
+	if c.Insecure, err = parseBool(get, "FORWARDER_INSECURE"); err != nil {
 		return nil, err
 	}
 
 	// MQTT
-	if c.MQTT.URL, c.MQTT.TLS, err = mqttURL(get("HIVEMQ_URL", ""), c.Insecure); err != nil {
+	if c.MQTT.URL, c.MQTT.TLS, err = mqttURL(get("HIVEMQ_URL"), c.Insecure); err != nil {
 		return nil, err
 	}
-	c.MQTT.Username = get("HIVEMQ_USERNAME", "")
+	c.MQTT.Username = get("HIVEMQ_USERNAME")
 	if c.MQTT.Password, err = readSecret(v, "HIVEMQ_PASSWORD"); err != nil {
 		return nil, err
 	}
-	if c.MQTT.CAFile, err = caFile(get("HIVEMQ_CA_FILE", ""), "HIVEMQ_CA_FILE"); err != nil {
+	if c.MQTT.CAFile, err = caFile(get("HIVEMQ_CA_FILE"), "HIVEMQ_CA_FILE"); err != nil {
 		return nil, err
 	}
-	c.MQTT.TopicFilter = get("MQTT_TOPIC_FILTER", "sensors/+/+/reading")
+	c.MQTT.TopicFilter = get("MQTT_TOPIC_FILTER")
 	if err := checkFilter(c.MQTT.TopicFilter); err != nil {
 		return nil, &Error{Key: "MQTT_TOPIC_FILTER", Msg: err.Error()}
 	}
-	c.ID, c.IDFrom = get("FORWARDER_ID", ""), "FORWARDER_ID"
+	c.ID, c.IDFrom = get("FORWARDER_ID"), "FORWARDER_ID"
 	if err := checkLevel(c.ID); err != nil {
 		return nil, &Error{Key: "FORWARDER_ID", Msg: err.Error()}
 	}
-	c.ShareGroup = get("FORWARDER_SHARE_GROUP", "")
+	c.ShareGroup = get("FORWARDER_SHARE_GROUP")
 	if c.ShareGroup != "" {
 		if err := checkLevel(c.ShareGroup); err != nil {
 			return nil, &Error{Key: "FORWARDER_SHARE_GROUP", Msg: err.Error()}
@@ -286,49 +300,48 @@ func parse(v map[string]string, sys system) (*Config, error) {
 	}
 
 	// Forwarder
-	c.Listen = get("FORWARDER_LISTEN", ":9102")
+	c.Listen = get("FORWARDER_LISTEN")
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return nil, &Error{Key: "FORWARDER_LISTEN", Msg: fmt.Sprintf("%q is not host:port", c.Listen)}
 	}
 	ints := []struct {
 		key      string
-		def      int
 		min, max int
 		dst      *int
 	}{
-		{"FORWARDER_MAX_IN_FLIGHT", 5000, 1, 1 << 20, &c.MaxInFlight},
-		{"FORWARDER_MAX_IN_FLIGHT_BYTES", 16 << 20, 64 << 10, 1 << 30, &c.MaxInFlightBytes},
-		{"FORWARDER_DLQ_MAX_BYTES", 65536, 64, 900 << 10, &c.DLQMaxBytes},
-		{"KAFKA_BATCH_SIZE", 10000, 1, 1 << 20, &c.Kafka.BatchSize},
-		{"KAFKA_BATCH_BYTES", 1 << 20, 1 << 10, 64 << 20, &c.Kafka.BatchBytes},
+		{"FORWARDER_MAX_IN_FLIGHT", 1, 1 << 20, &c.MaxInFlight},
+		{"FORWARDER_MAX_IN_FLIGHT_BYTES", 64 << 10, 1 << 30, &c.MaxInFlightBytes},
+		{"FORWARDER_DLQ_MAX_BYTES", 64, 900 << 10, &c.DLQMaxBytes},
+		{"KAFKA_BATCH_SIZE", 1, 1 << 20, &c.Kafka.BatchSize},
+		{"KAFKA_BATCH_BYTES", 1 << 10, 64 << 20, &c.Kafka.BatchBytes},
 	}
 	for _, i := range ints {
-		if *i.dst, err = parseInt(get(i.key, strconv.Itoa(i.def)), i.key, i.min, i.max); err != nil {
+		if *i.dst, err = parseInt(get(i.key), i.key, i.min, i.max); err != nil {
 			return nil, err
 		}
 	}
 	durs := []struct {
-		key, def string
-		dst      *time.Duration
+		key string
+		dst *time.Duration
 	}{
-		{"KAFKA_BATCH_TIMEOUT", "5ms", &c.Kafka.BatchTimeout},
-		{"FORWARDER_SHUTDOWN_TIMEOUT", "7s", &c.ShutdownTimeout},
-		{"FORWARDER_CONFIRM_INTERVAL", "1s", &c.ConfirmInterval},
-		{"FORWARDER_MAX_CLOCK_SKEW", "1h", &c.MaxClockSkew},
+		{"KAFKA_BATCH_TIMEOUT", &c.Kafka.BatchTimeout},
+		{"FORWARDER_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout},
+		{"FORWARDER_CONFIRM_INTERVAL", &c.ConfirmInterval},
+		{"FORWARDER_MAX_CLOCK_SKEW", &c.MaxClockSkew},
 	}
 	for _, d := range durs {
-		if *d.dst, err = time.ParseDuration(get(d.key, d.def)); err != nil || *d.dst <= 0 {
-			return nil, &Error{Key: d.key, Msg: fmt.Sprintf("%q is not a positive duration", get(d.key, d.def))}
+		if *d.dst, err = time.ParseDuration(get(d.key)); err != nil || *d.dst <= 0 {
+			return nil, &Error{Key: d.key, Msg: fmt.Sprintf("%q is not a positive duration", get(d.key))}
 		}
 	}
 	if c.ConfirmInterval > time.Minute {
 		// Agents re-send what stays unconfirmed past mqtt.confirm_timeout (60s by default).
 		return nil, &Error{Key: "FORWARDER_CONFIRM_INTERVAL", Msg: fmt.Sprintf("%v is longer than 1m (agents re-send readings unconfirmed after mqtt.confirm_timeout)", c.ConfirmInterval)}
 	}
-	if c.Pprof, err = parseBool(v, "FORWARDER_PPROF"); err != nil {
+	if c.Pprof, err = parseBool(get, "FORWARDER_PPROF"); err != nil {
 		return nil, err
 	}
-	c.LogLevel = strings.ToLower(get("FORWARDER_LOG_LEVEL", "info"))
+	c.LogLevel = strings.ToLower(get("FORWARDER_LOG_LEVEL"))
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -382,9 +395,9 @@ func (c *Config) Warnings() []string {
 	return ws
 }
 
-func parseKafka(c *Config, v map[string]string, get func(k, def string) string) error {
+func parseKafka(c *Config, v map[string]string, get func(k string) string) error {
 	k := &c.Kafka
-	boot := get("CONFLUENT_BOOTSTRAP_SERVER_SASL", "")
+	boot := get("CONFLUENT_BOOTSTRAP_SERVER_SASL")
 	if boot == "" {
 		return &Error{Key: "CONFLUENT_BOOTSTRAP_SERVER_SASL", Msg: "required (Kafka bootstrap host:port)"}
 	}
@@ -401,8 +414,8 @@ func parseKafka(c *Config, v map[string]string, get func(k, def string) string) 
 		allLoopback = allLoopback && mqttconn.IsLoopback(host)
 		k.Bootstrap = append(k.Bootstrap, hp)
 	}
-	k.SecurityProtocol = strings.ToUpper(get("KAFKA_SECURITY_PROTOCOL", SASLSSL))
-	k.APIKey = get("CONFLUENT_API_KEY", "")
+	k.SecurityProtocol = strings.ToUpper(get("KAFKA_SECURITY_PROTOCOL"))
+	k.APIKey = get("CONFLUENT_API_KEY")
 	var err error
 	if k.APISecret, err = readSecret(v, "CONFLUENT_API_SECRET"); err != nil {
 		return err
@@ -423,21 +436,23 @@ func parseKafka(c *Config, v map[string]string, get func(k, def string) string) 
 	default:
 		return &Error{Key: "KAFKA_SECURITY_PROTOCOL", Msg: fmt.Sprintf("%q is not SASL_SSL, SSL or PLAINTEXT", k.SecurityProtocol)}
 	}
-	if k.CAFile, err = caFile(get("KAFKA_CA_FILE", ""), "KAFKA_CA_FILE"); err != nil {
+	if k.CAFile, err = caFile(get("KAFKA_CA_FILE"), "KAFKA_CA_FILE"); err != nil {
 		return err
 	}
-	k.Topic = get("KAFKA_TOPIC", "sensor-readings")
+	k.Topic = get("KAFKA_TOPIC")
 	if err := checkKafkaTopic(k.Topic); err != nil {
 		return &Error{Key: "KAFKA_TOPIC", Msg: err.Error()}
 	}
-	k.DLQTopic = get("KAFKA_DLQ_TOPIC", k.Topic+".dlq")
+	if k.DLQTopic = get("KAFKA_DLQ_TOPIC"); k.DLQTopic == "" {
+		k.DLQTopic = k.Topic + ".dlq"
+	}
 	if err := checkKafkaTopic(k.DLQTopic); err != nil {
 		return &Error{Key: "KAFKA_DLQ_TOPIC", Msg: err.Error()}
 	}
 	if k.DLQTopic == k.Topic {
 		return &Error{Key: "KAFKA_DLQ_TOPIC", Msg: "must differ from KAFKA_TOPIC"}
 	}
-	k.Compression = strings.ToLower(get("KAFKA_COMPRESSION", "snappy"))
+	k.Compression = strings.ToLower(get("KAFKA_COMPRESSION"))
 	switch k.Compression {
 	case "none", "gzip", "snappy", "lz4", "zstd":
 	default:
@@ -517,11 +532,8 @@ func caFile(name, key string) (string, error) {
 	return name, nil
 }
 
-func parseBool(v map[string]string, key string) (bool, error) {
-	s := strings.TrimSpace(v[key])
-	if s == "" {
-		return false, nil
-	}
+func parseBool(get func(string) string, key string) (bool, error) {
+	s := get(key)
 	b, err := strconv.ParseBool(s)
 	if err != nil {
 		return false, &Error{Key: key, Msg: fmt.Sprintf("%q is not true or false", s)}

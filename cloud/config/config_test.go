@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -275,5 +276,48 @@ func TestPlaintextWarnings(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDefaultsFromTable: what --help shows as a default is what the parser
+// uses. Setting every variable to the Default its table row shows changes
+// nothing, and every variable the parser reads has a row (defaultOf panics
+// otherwise).
+func TestDefaultsFromTable(t *testing.T) {
+	plain, err := Load("", env(base()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	explicit := base()
+	for _, v := range Vars {
+		if v.Default != "" {
+			explicit[v.Name] = v.Default
+		}
+	}
+	c, err := Load("", env(explicit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(plain, c) {
+		t.Fatalf("defaults differ from the table:\n%+v\n%+v", plain, c)
+	}
+
+	sinkBase := base()
+	sinkBase["DATABASE_URL"] = "postgres://sink@localhost/readings"
+	plainSink, err := LoadSink("", env(sinkBase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range allVars() {
+		if v.Default != "" {
+			sinkBase[v.Name] = v.Default
+		}
+	}
+	s, err := LoadSink("", env(sinkBase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(plainSink, s) {
+		t.Fatalf("sink defaults differ from the table:\n%+v\n%+v", plainSink, s)
 	}
 }

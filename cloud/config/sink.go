@@ -35,10 +35,10 @@ type Sink struct {
 var SinkVars = []Var{
 	{"DATABASE_URL", "", "PostgreSQL libpq URL, postgres://user:pass@host:5432/db?sslmode=verify-full (weaker sslmode only to loopback or a unix socket); required"},
 	{"DATABASE_URL_FILE", "", "file holding DATABASE_URL (instead of DATABASE_URL)"},
-	{"SINK_GROUP", "sensorpipe-sink", "Kafka consumer group of the sink replicas"},
-	{"SINK_LISTEN", ":9103", "/metrics, /healthz, /readyz of the sink"},
+	{"SINK_GROUP", DefaultSinkGroup, "Kafka consumer group of the sink replicas"},
+	{"SINK_LISTEN", DefaultSinkListen, "/metrics, /healthz, /readyz of the sink"},
 	{"SINK_RETENTION", "keep", "delete readings older than this (e.g. 720h or 90d); keep: never"},
-	{"SINK_BATCH_SIZE", "5000", "records written per database transaction, at most"},
+	{"SINK_BATCH_SIZE", strconv.Itoa(DefaultSinkBatch), "records written per database transaction, at most"},
 }
 
 // Sink defaults.
@@ -60,7 +60,7 @@ func LoadSink(path string, getenv func(string) string) (*Sink, error) {
 	}
 	get := getter(vals)
 	c := &Config{}
-	if c.Insecure, err = parseBool(vals, "FORWARDER_INSECURE"); err != nil {
+	if c.Insecure, err = parseBool(get, "FORWARDER_INSECURE"); err != nil {
 		return nil, err
 	}
 	if err := parseKafka(c, vals, get); err != nil {
@@ -73,24 +73,24 @@ func LoadSink(path string, getenv func(string) string) (*Sink, error) {
 	if err := checkDatabaseURL(s.DatabaseURL.Reveal()); err != nil {
 		return nil, &Error{Key: "DATABASE_URL", Msg: err.Error()}
 	}
-	s.Group = get("SINK_GROUP", DefaultSinkGroup)
+	s.Group = get("SINK_GROUP")
 	if err := checkGroup(s.Group); err != nil {
 		return nil, &Error{Key: "SINK_GROUP", Msg: err.Error()}
 	}
-	s.Listen = get("SINK_LISTEN", DefaultSinkListen)
+	s.Listen = get("SINK_LISTEN")
 	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
 		return nil, &Error{Key: "SINK_LISTEN", Msg: fmt.Sprintf("%q is not host:port", s.Listen)}
 	}
-	if s.Retention, err = parseRetention(get("SINK_RETENTION", "keep")); err != nil {
+	if s.Retention, err = parseRetention(get("SINK_RETENTION")); err != nil {
 		return nil, &Error{Key: "SINK_RETENTION", Msg: err.Error()}
 	}
-	if s.BatchSize, err = parseInt(get("SINK_BATCH_SIZE", strconv.Itoa(DefaultSinkBatch)), "SINK_BATCH_SIZE", 1, 100000); err != nil {
+	if s.BatchSize, err = parseInt(get("SINK_BATCH_SIZE"), "SINK_BATCH_SIZE", 1, 100000); err != nil {
 		return nil, err
 	}
-	if s.Pprof, err = parseBool(vals, "FORWARDER_PPROF"); err != nil {
+	if s.Pprof, err = parseBool(get, "FORWARDER_PPROF"); err != nil {
 		return nil, err
 	}
-	s.LogLevel = strings.ToLower(get("FORWARDER_LOG_LEVEL", "info"))
+	s.LogLevel = strings.ToLower(get("FORWARDER_LOG_LEVEL"))
 	switch s.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
