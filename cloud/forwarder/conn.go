@@ -1,7 +1,6 @@
 package forwarder
 
 import (
-	"context"
 	"crypto/tls"
 	"net"
 	"net/url"
@@ -18,10 +17,12 @@ import (
 // buffer/mqttconn, the connection the agent uses too, tuned for a stream of
 // PUBACKs: a bigger read buffer and queue, and small flushes wait 200 us for
 // company (PUBACKs gain nothing from leaving a few microseconds earlier:
-// Kafka already has the records), so a burst shares one syscall.
-func dialMQTT(tc *tls.Config) mqtt.OpenConnectionFunc {
+// Kafka already has the records), so a burst shares one syscall. A stop
+// cancels a dial in progress, and shutdown closes the last connection
+// (paho holds one at a time) whatever paho's disconnect left of it.
+func (f *Forwarder) dialMQTT(tc *tls.Config) mqtt.OpenConnectionFunc {
 	return func(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
-		c, err := mqttconn.Dial(context.Background(), uri, mqttconn.Options{
+		c, err := mqttconn.Dial(f.work, uri, mqttconn.Options{
 			TLS:            tc,
 			ConnectTimeout: o.ConnectTimeout,
 			WriteTimeout:   10 * time.Second,
@@ -33,6 +34,7 @@ func dialMQTT(tc *tls.Config) mqtt.OpenConnectionFunc {
 		if err != nil { // never a typed nil inside net.Conn
 			return nil, err
 		}
+		f.conn.Store(c)
 		return c, nil
 	}
 }

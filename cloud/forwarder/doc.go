@@ -19,8 +19,10 @@
 // broker keeps the backlog in our persistent session, /readyz fails, and
 // the records already taken are retried with backoff until Kafka is back.
 //
-// Cancelling Run's context stops taking messages, flushes what is in flight,
-// acks it, disconnects and returns (within Config.ShutdownTimeout).
+// Cancelling Run's context, the one stop signal, stops taking messages,
+// flushes what is in flight, acks it, confirms it, disconnects, and returns
+// (within Config.ShutdownTimeout and a few seconds) once every goroutine the
+// forwarder started has ended.
 //
 // Example:
 //

@@ -15,9 +15,9 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/kafkaout"
@@ -52,14 +52,24 @@ type Forwarder struct {
 
 	sem      chan struct{}       // one token per message in flight
 	bytesSem *semaphore.Weighted // payload bytes in flight
-	stopCtx  context.Context     // cancelled with stopping, for bytesSem.Acquire
-	stopFn   context.CancelFunc
-	in       chan kafka.Message // records waiting for the feeder
-	acks     chan *pending      // in-order PUBACKs for the acker
-	queue    ackQueue           // arrival order
-	stopping chan struct{}      // closed on shutdown: take no new messages
-	stopOnce sync.Once
-	handleMu sync.Mutex // held while the handler admits a message; shutdown takes it to fence them
+	in       chan kafka.Message  // records waiting for the feeder
+	acks     chan *pending       // in-order PUBACKs for the acker
+	idle     chan struct{}       // cap 1: the acker freed the last in-flight slot
+	queue    ackQueue            // arrival order
+	handleMu sync.Mutex          // held while the handler admits a message; shutdown takes it to fence them
+
+	// The stop signal is Run's context: once it is done the handler admits
+	// nothing and shutdown begins. work ends the goroutines once the flush
+	// is over. Both are set by Run before anything can read them.
+	stop context.Context
+	work context.Context
+
+	// Every goroutine the forwarder starts is spawned into wg, and Run
+	// returns only after wg.Wait; ended refuses spawns once it waits.
+	wg      sync.WaitGroup
+	spawnMu sync.Mutex
+	ended   bool
+	conn    atomic.Pointer[mqttconn.Conn] // the MQTT connection paho uses, closed by shutdown
 
 	mqttUp     atomic.Bool
 	subscribed atomic.Bool // the broker granted our SUBSCRIBE on this connection
@@ -81,11 +91,10 @@ func New(cfg *config.Config, opts Options) (*Forwarder, error) {
 		sem:      make(chan struct{}, cfg.MaxInFlight),
 		in:       make(chan kafka.Message, cfg.MaxInFlight),
 		acks:     make(chan *pending, cfg.MaxInFlight),
-		stopping: make(chan struct{}),
+		idle:     make(chan struct{}, 1),
 		idHeader: []byte(cfg.ID),
 		bytesSem: semaphore.NewWeighted(int64(cfg.MaxInFlightBytes)),
 	}
-	f.stopCtx, f.stopFn = context.WithCancel(context.Background())
 	f.queue.out = f.acks
 	f.m = newMetrics(func() float64 { return float64(len(f.sem)) }, f.queue.oldestAge)
 	f.conf = newConfirmer(cfg.ID, cfg.ConfirmInterval, f.log, f.m)
@@ -116,12 +125,42 @@ func probeTopics(ctx context.Context, c *kafka.Client, topics ...string) error {
 
 // Ready reports whether the forwarder is connected to both sides and taking messages.
 func (f *Forwarder) Ready() bool {
-	select {
-	case <-f.stopping:
+	if f.stopped() {
 		return false
-	default:
 	}
 	return f.mqttUp.Load() && f.subscribed.Load() && f.kafkaUp.Load()
+}
+
+// stopped reports whether the stop signal came (or Run has not started).
+func (f *Forwarder) stopped() bool {
+	f.spawnMu.Lock()
+	stop := f.stop
+	f.spawnMu.Unlock()
+	return stop == nil || stop.Err() != nil
+}
+
+// spawn runs fn in a goroutine Run waits for; false (fn not run) once Run
+// is waiting for the last ones.
+func (f *Forwarder) spawn(fn func()) bool {
+	f.spawnMu.Lock()
+	defer f.spawnMu.Unlock()
+	if f.ended {
+		return false
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// waitAll refuses new goroutines and waits for every one spawned.
+func (f *Forwarder) waitAll() {
+	f.spawnMu.Lock()
+	f.ended = true
+	f.spawnMu.Unlock()
+	f.wg.Wait()
 }
 
 // subscribe retries until the broker grants the subscription. paho reports a
@@ -162,7 +201,10 @@ func (f *Forwarder) Handler() http.Handler {
 	})
 }
 
-// Run forwards until ctx is cancelled, then shuts down gracefully.
+// Run forwards until ctx is cancelled, then shuts down gracefully: it
+// stops taking messages, waits (up to Config.ShutdownTimeout) until every
+// one in flight is acked, confirms what Kafka has, disconnects, and returns
+// only when every goroutine it started has ended.
 func (f *Forwarder) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", f.cfg.Listen)
 	if err != nil {
@@ -172,36 +214,46 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		f.opts.Listening(ln.Addr().String())
 	}
 	srv := &http.Server{Handler: f.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	f.spawnMu.Lock()
+	f.stop, f.work = ctx, work
+	f.spawnMu.Unlock()
 
-	// work runs until shutdown has flushed; hard is cancelled last, to abandon retries.
-	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelHard()
-	var g errgroup.Group
-	g.Go(func() error {
+	httpErr := make(chan error, 1)
+	f.spawn(func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http: %w", err)
+			httpErr <- fmt.Errorf("http: %w", err)
 		}
-		return nil
 	})
-	g.Go(func() error { f.feed(hard); return nil })
-	quitAcks := make(chan struct{})
-	g.Go(func() error { f.ackLoop(quitAcks); return nil })
-	g.Go(func() error { f.probeLoop(hard); return nil })
+	f.spawn(func() { f.feed(work) })
+	f.spawn(func() { f.ackLoop(work) })
+	f.spawn(func() { f.probeLoop(work) })
+	end := func() error {
+		stopWork()
+		shutCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutCtx)
+		_ = f.w.Close() // abandons what Kafka did not take: no completion after this
+		f.waitAll()
+		select {
+		case err := <-httpErr:
+			return err
+		default:
+			return nil
+		}
+	}
 
-	client, err := f.connect(hard)
+	client, err := f.connect(work)
 	if err != nil {
-		cancelHard()
-		close(quitAcks)
-		_ = srv.Close()
-		_ = g.Wait()
+		_ = end()
 		return err
 	}
-	confCtx, stopConf := context.WithCancel(hard)
+	confCtx, stopConf := context.WithCancel(work)
 	confDone := make(chan struct{})
-	g.Go(func() error {
+	f.spawn(func() {
 		defer close(confDone)
 		f.conf.run(confCtx, client, f.mqttUp.Load)
-		return nil
 	})
 	f.log.Info("forwarder started", "version", f.opts.Version, "id", f.cfg.ID, "id_from", f.cfg.IDFrom, "mqtt", f.cfg.MQTT.URL,
 		"filter", f.subscription(), "kafka", f.cfg.Kafka.Bootstrap, "topic", f.cfg.Kafka.Topic,
@@ -209,15 +261,12 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	f.logStartWarnings()
 
 	<-ctx.Done()
+	start := time.Now()
 	err = f.shutdown(client, func() { stopConf(); <-confDone })
-	cancelHard()
-	shutCtx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_ = srv.Shutdown(shutCtx)
-	close(quitAcks)
-	if gerr := g.Wait(); err == nil {
-		err = gerr
+	if herr := end(); err == nil {
+		err = herr
 	}
+	f.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond), "unacked", len(f.sem))
 	return err
 }
 
@@ -234,53 +283,45 @@ func (f *Forwarder) logStartWarnings() {
 	}
 }
 
-// shutdown stops taking messages, waits for in-flight ones to be acked,
-// disconnects from MQTT and closes the Kafka writer.
+// shutdown runs once the stop signal came: it waits until the handler
+// admits nothing more and every message in flight is acked (or
+// Config.ShutdownTimeout passed), publishes the confirmations due, and
+// disconnects from MQTT.
 func (f *Forwarder) shutdown(client mqtt.Client, stopConfirmer func()) error {
-	start := time.Now()
-	f.stopOnce.Do(func() { close(f.stopping); f.stopFn() })
 	// Once the handler lock is free, no message can enter any more.
 	f.handleMu.Lock()
 	inFlight := len(f.sem)
 	f.handleMu.Unlock()
 	f.log.Info("shutting down: flushing in-flight records", "in_flight", inFlight)
-
-	deadline := start.Add(f.cfg.ShutdownTimeout)
-	var err error
-	for len(f.sem) > 0 {
-		if time.Now().After(deadline) {
-			err = fmt.Errorf("%w: %d left (the broker redelivers them)", ErrShutdownTimeout, len(f.sem))
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	err := f.drain(f.cfg.ShutdownTimeout)
 	// What Kafka acknowledged is confirmed now rather than left to the
 	// devices' confirm timeout (they would send it all again).
 	stopConfirmer()
 	f.conf.final(client, f.mqttUp.Load(), 500*time.Millisecond)
-	// Quiesce lets paho write the PUBACKs already queued before DISCONNECT.
-	// Bounded: paho's Disconnect can wait on its reconnect logic.
-	disconnected := make(chan struct{})
-	go func() { client.Disconnect(250); close(disconnected) }()
-	select {
-	case <-disconnected:
-	case <-time.After(time.Second):
-		f.log.Warn("mqtt disconnect did not finish in 1s; exiting anyway")
+	// Quiesce lets paho write the PUBACKs already queued before DISCONNECT;
+	// paho returns after it whether or not the DISCONNECT went out.
+	client.Disconnect(250)
+	if c := f.conn.Load(); c != nil {
+		_ = c.Close() // whatever paho's disconnect left open after its quiesce
 	}
 	f.mqttUp.Store(false)
 	f.m.mqttUp.Set(0)
-
-	closed := make(chan error, 1)
-	go func() { closed <- f.w.Close() }()
-	select {
-	case cerr := <-closed:
-		if cerr != nil && err == nil && len(f.sem) > 0 {
-			err = fmt.Errorf("close kafka writer: %w", cerr)
-		}
-	case <-time.After(time.Second):
-	}
-	f.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond), "unacked", len(f.sem))
 	return err
+}
+
+// drain waits until nothing is in flight, as the acker signals it, or for
+// at most d.
+func (f *Forwarder) drain(d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for len(f.sem) > 0 {
+		select {
+		case <-f.idle: // may be stale: the loop checks again
+		case <-t.C:
+			return fmt.Errorf("%w: %d left (the broker redelivers them)", ErrShutdownTimeout, len(f.sem))
+		}
+	}
+	return nil
 }
 
 // subscription is the filter we subscribe to, with the share group prefix.
@@ -319,14 +360,14 @@ func (f *Forwarder) connect(ctx context.Context) (mqtt.Client, error) {
 			return nil, fmt.Errorf("mqtt tls: %w", err)
 		}
 	}
-	o.SetCustomOpenConnectionFn(dialMQTT(tc))
+	o.SetCustomOpenConnectionFn(f.dialMQTT(tc))
 	o.SetOnConnectHandler(func(c mqtt.Client) {
 		f.mqttUp.Store(true)
 		f.m.mqttUp.Set(1)
 		f.conf.wake() // confirmations held while MQTT was down
 		f.log.Info("mqtt connected", "broker", f.cfg.MQTT.URL)
 		f.subscribed.Store(false)
-		go f.subscribe(ctx, c)
+		f.spawn(func() { f.subscribe(ctx, c) })
 	})
 	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		f.subscribed.Store(false)
@@ -339,7 +380,7 @@ func (f *Forwarder) connect(ctx context.Context) (mqtt.Client, error) {
 	})
 
 	c := mqtt.NewClient(o)
-	go f.firstConnect(ctx, c)
+	f.spawn(func() { f.firstConnect(ctx, c) })
 	return c, nil
 }
 
@@ -372,22 +413,20 @@ func (f *Forwarder) firstConnect(ctx context.Context, c mqtt.Client) {
 func (f *Forwarder) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	select {
 	case f.sem <- struct{}{}:
-	case <-f.stopping:
+	case <-f.stop.Done():
 		return // not acked: the broker delivers it again to our next session
 	}
 	weight := min(int64(len(msg.Payload())), int64(f.cfg.MaxInFlightBytes))
-	if err := f.bytesSem.Acquire(f.stopCtx, weight); err != nil {
+	if err := f.bytesSem.Acquire(f.stop, weight); err != nil {
 		<-f.sem
 		return
 	}
 	f.handleMu.Lock()
 	defer f.handleMu.Unlock()
-	select {
-	case <-f.stopping:
+	if f.stop.Err() != nil { // shutdown holds the lock once to fence this
 		f.bytesSem.Release(weight)
 		<-f.sem
 		return
-	default:
 	}
 	f.m.received.Inc()
 	if msg.Duplicate() {
@@ -398,9 +437,10 @@ func (f *Forwarder) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	f.in <- f.record(p, msg.Topic(), msg.Payload())
 }
 
-// ackLoop sends PUBACKs in arrival order and frees in-flight slots, until quit.
+// ackLoop sends PUBACKs in arrival order and frees in-flight slots until
+// ctx ends, and tells shutdown (f.idle) when nothing is left in flight.
 // f.acks is never closed: a late Kafka completion may still write to it.
-func (f *Forwarder) ackLoop(quit <-chan struct{}) {
+func (f *Forwarder) ackLoop(ctx context.Context) {
 	n := 0
 	for {
 		select {
@@ -413,7 +453,13 @@ func (f *Forwarder) ackLoop(quit <-chan struct{}) {
 				f.m.acked.Add(float64(n))
 				n = 0
 			}
-		case <-quit:
+			if len(f.sem) == 0 {
+				select {
+				case f.idle <- struct{}{}:
+				default:
+				}
+			}
+		case <-ctx.Done():
 			f.m.acked.Add(float64(n))
 			return
 		}

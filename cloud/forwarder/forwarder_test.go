@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
 // running is a forwarder started by a test.
@@ -311,6 +313,63 @@ func TestStartupWarnings(t *testing.T) {
 	} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %s:\n%s", want, logs)
+		}
+	}
+}
+
+// TestRunEndsItsGoroutines: when Run returns, no goroutine the forwarder
+// started is left (feeder, acker, probe, confirmer, subscriber, connection
+// flushers, retry timers, producer): after a stop in the middle of traffic,
+// and after a stop while the broker swallows the connection attempt.
+func TestRunEndsItsGoroutines(t *testing.T) {
+	certs := pki.New(t)
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+	k := stack.StartKafka(t, certs)
+	t.Run("traffic", func(t *testing.T) {
+		fwd := start(t, stack.Env(b, k, certs, "fwd-goroutines"))
+		pub := stack.NewPublisher(t, b, certs, "pub-goroutines")
+		pub.PublishReadings(t, stack.Devices(4), 1, 50)
+		waitMetric(t, fwd.addr, "forwarder_acked_total", 200)
+		pub.PublishReadings(t, stack.Devices(4), 51, 60)
+		if err := fwd.stop(); err != nil {
+			t.Fatal(err)
+		}
+		checkNoGoroutines(t)
+	})
+	t.Run("connecting", func(t *testing.T) {
+		hole := tcpproxy.New(t, b.TLSAddr)
+		hole.SetMode(tcpproxy.Blackhole) // TCP connects, the TLS handshake never ends
+		env := stack.Env(b, k, certs, "fwd-goroutines-2")
+		env["HIVEMQ_URL"] = "ssl://" + hole.Addr()
+		_, logs, stop := startLogged(t, env)
+		waitLog(t, logs, "forwarder started")
+		time.Sleep(200 * time.Millisecond) // the dial is under way
+		stop()
+		checkNoGoroutines(t)
+		// paho's connect goroutine runs our dialer: the stop cancels its
+		// handshake rather than leaving it for the 10 s connect timeout.
+		for deadline := time.Now().Add(2 * time.Second); strings.Contains(goroutines(), "dialMQTT"); {
+			if time.Now().After(deadline) {
+				t.Fatalf("the MQTT dial still runs 2 s after Run returned:\n%s", goroutines())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// checkNoGoroutines fails for every goroutine created by the forwarder's
+// or the producer's code.
+func checkNoGoroutines(t *testing.T) {
+	t.Helper()
+	for _, g := range strings.Split(goroutines(), "\n\n") {
+		if strings.Contains(g, "created by github.com/edgepipe/sensorpipe/cloud/forwarder.") ||
+			strings.Contains(g, "created by github.com/edgepipe/sensorpipe/cloud/kafkaout.") {
+			t.Errorf("goroutine left after Run returned:\n%s", g)
 		}
 	}
 }

@@ -100,9 +100,13 @@ func (f *Forwarder) completion(msgs []kafka.Message, err error) {
 	f.writeFailed(len(msgs), err)
 	retry := make([]kafka.Message, len(msgs))
 	copy(retry, msgs)
-	time.AfterFunc(f.backoff(), func() {
-		for _, m := range retry {
-			f.in <- m // cannot block: at most MaxInFlight records exist
+	backoff := f.backoff()
+	// Not acked if the forwarder stops first: the broker redelivers them.
+	f.spawn(func() {
+		if sleep(f.work, backoff) {
+			for _, m := range retry {
+				f.in <- m // cannot block: at most MaxInFlight records exist
+			}
 		}
 	})
 }
