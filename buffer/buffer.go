@@ -16,6 +16,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/edgepipe/sensorpipe/buffer/reading"
 )
 
 // Options tunes a Buffer. The zero value is what the agent runs with.
@@ -43,6 +45,15 @@ type Options struct {
 	// Now is the clock used for MaxAge and for the first seq of a fresh
 	// buffer; nil means time.Now. Tests set it.
 	Now func() time.Time
+	// Hold, when set, is asked about every reading Peek or Wait comes to
+	// that was taken while the clock was not synced: how much longer it must
+	// be held back (<= 0: not held). Peek returns nothing from the first
+	// held reading on, so the order is kept, and Wait does not return for
+	// it until its hold ends or the buffer changes (an Update that corrects
+	// it, say). The agent holds such readings so that their ts can be
+	// corrected before they are published (agent/clock). Each, Last and the
+	// CLI see every reading.
+	Hold func(synced bool, boot reading.BootStamp) time.Duration
 }
 
 const (
@@ -401,15 +412,16 @@ func (b *Buffer) Peek(after uint64, n int) ([]Record, error) {
 	if n <= 0 {
 		return nil, nil
 	}
-	out, err := b.collect(after, ^uint64(0), n)
+	out, err := b.collect(after, ^uint64(0), n, true)
 	if err != nil {
 		return nil, fmt.Errorf("peek buffer: %w", err)
 	}
 	return out, nil
 }
 
-// collect returns up to n records with after < seq <= to, oldest first.
-func (b *Buffer) collect(after, to uint64, n int) ([]Record, error) {
+// collect returns up to n records with after < seq <= to, oldest first,
+// stopping before the first held one if hold is set.
+func (b *Buffer) collect(after, to uint64, n int, hold bool) ([]Record, error) {
 	var out []Record
 	err := b.read(func(s *state, tx *bolt.Tx) error {
 		var arena []byte
@@ -418,6 +430,9 @@ func (b *Buffer) collect(after, to uint64, n int) ([]Record, error) {
 			if err != nil { // damaged: never handed out; the writer moves it aside
 				b.noteDamaged(seq)
 				return true
+			}
+			if hold && b.held(h) > 0 {
+				return false
 			}
 			if cap(arena)-len(arena) < len(h.payload) {
 				arena = make([]byte, 0, max(32<<10, len(h.payload)))
@@ -431,31 +446,60 @@ func (b *Buffer) collect(after, to uint64, n int) ([]Record, error) {
 	return out, err
 }
 
-// Wait blocks until a record with Seq > after exists, ctx ends or the
-// buffer is closed.
+// Wait blocks until a record with Seq > after exists that Peek would
+// return (not held back, see Options.Hold), ctx ends or the buffer is
+// closed.
 func (b *Buffer) Wait(ctx context.Context, after uint64) error {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		b.notifyMu.Lock()
 		ch := b.notify
 		b.notifyMu.Unlock()
 		var found bool
+		var holdFor time.Duration
 		err := b.read(func(s *state, tx *bolt.Tx) error {
-			return s.each(tx.Bucket([]byte(bucketReadings)), after, s.durable, func(uint64, []byte) bool {
+			return s.each(tx.Bucket([]byte(bucketReadings)), after, s.durable, func(_ uint64, v []byte) bool {
 				found = true
+				if h, err := parseValue(v); err == nil {
+					holdFor = b.held(h)
+				}
 				return false
 			})
 		})
-		if err != nil || found {
+		if err != nil || found && holdFor <= 0 {
 			return err
+		}
+		var expired <-chan time.Time
+		if holdFor > 0 {
+			if timer == nil {
+				timer = time.NewTimer(holdFor)
+			} else {
+				timer.Reset(holdFor)
+			}
+			expired = timer.C
 		}
 		select {
 		case <-ch:
+		case <-expired:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-b.quit:
 			return ErrClosed
 		}
 	}
+}
+
+// held is how much longer the reading with header h is held back.
+func (b *Buffer) held(h header) time.Duration {
+	if h.synced || b.opts.Hold == nil {
+		return 0
+	}
+	return b.opts.Hold(false, h.boot)
 }
 
 func (b *Buffer) wake() {

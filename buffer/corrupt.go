@@ -137,6 +137,7 @@ func decodeRecord(seq uint64, v []byte) (reading.Reading, error) {
 	if r.Seq != seq || r.Sensor != string(h.sensor) {
 		return r, fmt.Errorf("%w: seq %d: payload says seq %d sensor %q, header says sensor %q", errDamaged, seq, r.Seq, r.Sensor, h.sensor)
 	}
+	r.Boot = h.boot
 	return r, nil
 }
 

@@ -106,11 +106,26 @@ const updateChunk = 5000
 // readings rewritten and the rest untouched, each one whole. Appends wait
 // meanwhile. It returns how many readings were rewritten.
 func (b *Buffer) Update(ctx context.Context, fn func(r *reading.Reading) bool) (int, error) {
+	return b.rewrite(ctx, false, fn)
+}
+
+// UpdateUnsynced is Update for the readings taken while the clock was not
+// synced (time_synced false), and cheaper: the others are not decoded. fn
+// sees each reading's Boot stamp, when it has one (Options.Hold).
+func (b *Buffer) UpdateUnsynced(ctx context.Context, fn func(r *reading.Reading) bool) (int, error) {
+	return b.rewrite(ctx, true, fn)
+}
+
+func (b *Buffer) rewrite(ctx context.Context, onlyUnsynced bool, fn func(r *reading.Reading) bool) (total int, err error) {
 	if b.readOnly {
 		return 0, ErrReadOnly
 	}
-	total := 0
-	err := b.exclusive(ctx, func() error {
+	defer func() {
+		if total > 0 {
+			b.wake() // held readings may have been corrected: Wait looks again
+		}
+	}()
+	err = b.exclusive(ctx, func() error {
 		next := uint64(1)
 		for {
 			if err := ctx.Err(); err != nil {
@@ -132,6 +147,9 @@ func (b *Buffer) Update(ctx context.Context, fn func(r *reading.Reading) bool) (
 					seq, err := keySeq(k)
 					if err != nil {
 						return err
+					}
+					if onlyUnsynced && len(v) > 1 && v[1]&flagSynced != 0 {
+						continue
 					}
 					r, err := decodeRecord(seq, v)
 					if isDamaged(err) {
@@ -366,7 +384,7 @@ func (b *Buffer) Each(ctx context.Context, from, to uint64, fn func(seq uint64, 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		recs, err := b.collect(after, to, 1000)
+		recs, err := b.collect(after, to, 1000, false)
 		if err != nil {
 			return err
 		}

@@ -18,35 +18,49 @@ type Record struct {
 
 // Stored values are a small header followed by the wire bytes:
 //
-//	[0]      format version (valueFormat)
+//	[0]      format version (valueFormat, or valueFormatBoot)
 //	[1]      flags (flagSynced)
 //	[2:10]   reading ts, Unix nanoseconds, big-endian (for max_age without a JSON decode)
 //	[10:14]  CRC-32C (Castagnoli) of every other byte of the value
-//	[14]     len(sensor)
-//	[15:]    sensor, then the payload
+//	         format valueFormatBoot only, for readings taken while the clock was not synced:
+//	[14:30]  the boot id, [30:38] the time since boot in nanoseconds (reading.BootStamp)
+//	[14]     (or [38]) len(sensor)
+//	[15:]    (or [39:]) sensor, then the payload
 //
 // Values written before the checksum (valueFormatV1) lack [10:14] and are
 // still read, unchecked. Keys are the seq as 8 big-endian bytes, so bbolt's
 // byte order is seq order.
 const (
-	valueFormat   = 2
-	valueFormatV1 = 1
-	flagSynced    = 1
-	headerLen     = 15
-	headerLenV1   = 11
-	keyLen        = 8
+	valueFormat     = 2
+	valueFormatBoot = 3
+	valueFormatV1   = 1
+	flagSynced      = 1
+	headerLen       = 15
+	headerLenBoot   = headerLen + 16 + 8
+	headerLenV1     = 11
+	keyLen          = 8
 )
 
-// appendValue appends the stored form of r to dst.
+// appendValue appends the stored form of r to dst. A boot stamp is kept
+// only while the reading is not synced: it is what corrects it.
 func appendValue(dst []byte, r *reading.Reading) []byte {
 	var flags byte
 	if r.TimeSynced {
 		flags |= flagSynced
 	}
+	stamped := !r.TimeSynced && !r.Boot.IsZero()
+	format := byte(valueFormat)
+	if stamped {
+		format = valueFormatBoot
+	}
 	start := len(dst)
-	dst = append(dst, valueFormat, flags)
+	dst = append(dst, format, flags)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(r.TS.UnixNano()))
 	dst = append(dst, 0, 0, 0, 0)
+	if stamped {
+		dst = append(dst, r.Boot.ID[:]...)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(r.Boot.Since))
+	}
 	dst = append(dst, byte(len(r.Sensor)))
 	dst = append(dst, r.Sensor...)
 	dst = reading.Encode(dst, r)
@@ -55,7 +69,7 @@ func appendValue(dst []byte, r *reading.Reading) []byte {
 	return dst
 }
 
-// valueCRC is the checksum of a format 2 value: everything but its own field.
+// valueCRC is the checksum of a format 2 or 3 value: everything but its own field.
 func valueCRC(v []byte) uint32 {
 	return crc32.Update(crc32.Checksum(v[:10], castagnoli), castagnoli, v[14:])
 }
@@ -64,6 +78,7 @@ func valueCRC(v []byte) uint32 {
 type header struct {
 	synced  bool
 	ts      time.Time
+	boot    reading.BootStamp
 	sensor  []byte // aliases the value
 	payload []byte // aliases the value
 }
@@ -74,9 +89,12 @@ func parseValue(v []byte) (header, error) {
 	if len(v) == 0 {
 		return header{}, fmt.Errorf("%w: empty value", errDamaged)
 	}
-	hl := headerLen
+	var hl int
 	switch v[0] {
 	case valueFormat:
+		hl = headerLen
+	case valueFormatBoot:
+		hl = headerLenBoot
 	case valueFormatV1:
 		hl = headerLenV1
 	default:
@@ -89,17 +107,22 @@ func parseValue(v []byte) (header, error) {
 	if len(v) < hl+n {
 		return header{}, fmt.Errorf("%w: value of %d bytes is shorter than its sensor name", errDamaged, len(v))
 	}
-	if hl == headerLen {
+	if v[0] != valueFormatV1 {
 		if got, want := valueCRC(v), binary.BigEndian.Uint32(v[10:14]); got != want {
 			return header{}, fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", errDamaged, want, got)
 		}
 	}
-	return header{
+	h := header{
 		synced:  v[1]&flagSynced != 0,
 		ts:      time.Unix(0, int64(binary.BigEndian.Uint64(v[2:10]))).UTC(),
 		sensor:  v[hl : hl+n],
 		payload: v[hl+n:],
-	}, nil
+	}
+	if v[0] == valueFormatBoot {
+		copy(h.boot.ID[:], v[14:30])
+		h.boot.Since = time.Duration(binary.BigEndian.Uint64(v[30:38]))
+	}
+	return h, nil
 }
 
 func seqKey(seq uint64) []byte {

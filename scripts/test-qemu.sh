@@ -74,6 +74,8 @@ check_arch() {
 		  path: $dir/buffer.db
 		mqtt:
 		  url: tcp://127.0.0.1:${port:-1}
+		clock:
+		  hold_unsynced: 0s  # the host's clock may never report synced
 		status_listen: ""
 	YAML
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/agent/clock"
+	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"golang.org/x/sys/unix"
 )
 
@@ -133,5 +134,178 @@ func TestKernelAnswers(t *testing.T) {
 	// The real syscall: whatever this machine's state, it must not fail.
 	if _, err := (clock.Kernel{}).Synced(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// bootTime is a Pi's clocks for one boot, driven by the test: the time
+// since boot (CLOCK_BOOTTIME), which only moves forward, and a wall clock
+// that is off by skew until NTP sets it.
+type bootTime struct {
+	mu       sync.Mutex
+	trueBoot time.Time     // the true wall time at boot
+	since    time.Duration // time since boot
+	skew     time.Duration // wall clock minus true time
+	synced   bool
+}
+
+func (b *bootTime) at(since time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.since = since
+}
+
+func (b *bootTime) ntp(skew time.Duration, synced bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.skew, b.synced = skew, synced
+}
+
+func (b *bootTime) Synced() (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.synced, nil
+}
+
+func (b *bootTime) clock(id [16]byte, opts ...clock.Option) *clock.Clock {
+	return clock.New(b, append([]clock.Option{clock.WithBootID(id), clock.WithTime(
+		func() time.Time { b.mu.Lock(); defer b.mu.Unlock(); return b.trueBoot.Add(b.since + b.skew) },
+		func() time.Duration { b.mu.Lock(); defer b.mu.Unlock(); return b.since },
+	)}, opts...)...)
+}
+
+// take is what the poller does: stamp a reading.
+func take(c *clock.Clock) reading.Reading {
+	s := c.Stamp()
+	return reading.Reading{DeviceID: "pi-1", Sensor: "s", Kind: "sim", TS: s.TS, TimeSynced: s.Synced, Boot: s.Boot,
+		Values: map[string]float64{reading.Temperature: 20}}
+}
+
+// TestReadingBeforeSyncGetsItsTrueTime is issue 13's case: a reading taken
+// at boot+5s with the clock 3 days behind, NTP at boot+90s. The correction
+// gives it the true time, also when the agent restarted in between (the
+// boot id is the same), and never to a reading of an earlier boot.
+func TestReadingBeforeSyncGetsItsTrueTime(t *testing.T) {
+	thisBoot := [16]byte{0x4f, 0x5d, 1}
+	earlierBoot := [16]byte{0x11, 0x22, 2}
+	const behind = -72 * time.Hour
+	for _, restart := range []bool{false, true} {
+		name := "same run"
+		if restart {
+			name = "agent restarted at boot+30s"
+		}
+		t.Run(name, func(t *testing.T) {
+			pi := &bootTime{trueBoot: time.Date(2026, 11, 28, 6, 0, 0, 0, time.UTC)}
+			pi.ntp(behind, false)
+			pi.at(2 * time.Second) // the agent starts
+			c := pi.clock(thisBoot, clock.WithHold(10*time.Minute))
+
+			pi.at(5 * time.Second)
+			r := take(c)
+			if r.TimeSynced || r.Boot.ID != thisBoot || r.Boot.Since != 5*time.Second {
+				t.Fatalf("reading before sync = %+v; want unsynced, stamped boot+5s", r)
+			}
+			if got := r.TS.Sub(pi.trueBoot.Add(5 * time.Second)); got != behind {
+				t.Fatalf("unsynced ts is %v off, want %v (the wall clock's error)", got, behind)
+			}
+			if d := c.Held(r.TimeSynced, r.Boot); d != 10*time.Minute {
+				t.Fatalf("held for %v right after it was taken, want 10m", d)
+			}
+			prevBoot := r
+			prevBoot.Boot.ID = earlierBoot
+			if d := c.Held(false, prevBoot.Boot); d != 0 {
+				t.Fatalf("a reading of an earlier boot is held for %v; nothing can correct it", d)
+			}
+
+			if restart {
+				pi.at(30 * time.Second)
+				c = pi.clock(thisBoot, clock.WithHold(10*time.Minute))
+				pi.at(40 * time.Second)
+				if r2 := take(c); r2.Boot.Since != 40*time.Second || r2.TimeSynced {
+					t.Fatalf("reading of the second run = %+v", r2)
+				}
+			}
+
+			pi.at(90 * time.Second)
+			if became, _ := c.Check(); became {
+				t.Fatal("synced before NTP")
+			}
+			if d := c.Held(false, r.Boot); d != 10*time.Minute-85*time.Second {
+				t.Fatalf("held for %v at boot+90s, want %v", d, 10*time.Minute-85*time.Second)
+			}
+			pi.ntp(0, true) // NTP steps the clock 3 days forward
+			if became, err := c.Check(); !became || err != nil {
+				t.Fatalf("Check after NTP = %v, %v", became, err)
+			}
+			if !c.Correct(&r) {
+				t.Fatal("the reading of this boot was not corrected")
+			}
+			if want := pi.trueBoot.Add(5 * time.Second); !r.TS.Equal(want) || !r.TimeSynced || !r.Boot.IsZero() {
+				t.Fatalf("corrected reading: ts %v synced %v stamp %v; want %v, synced, no stamp", r.TS, r.TimeSynced, r.Boot, want)
+			}
+			if c.Correct(&prevBoot) || prevBoot.TimeSynced {
+				t.Fatalf("a reading of an earlier boot was changed: %+v", prevBoot)
+			}
+			if c.Correct(&r) {
+				t.Fatal("a corrected reading was corrected again")
+			}
+		})
+	}
+}
+
+// TestBackwardsStepAfterSync: NTP steps a synced clock back. New readings
+// take the stepped time (the true time), corrections keep using the boot
+// reference taken at the sync, and the hold is measured on the boot clock,
+// so no duration comes out negative.
+func TestBackwardsStepAfterSync(t *testing.T) {
+	id := [16]byte{5}
+	pi := &bootTime{trueBoot: time.Date(2026, 11, 28, 6, 0, 0, 0, time.UTC)}
+	pi.ntp(-time.Hour, false)
+	pi.at(10 * time.Second)
+	c := pi.clock(id, clock.WithHold(time.Minute))
+	early := take(c)
+	pi.at(20 * time.Second)
+	pi.ntp(0, true)
+	c.Check()
+	pi.at(25 * time.Second)
+	pi.ntp(-2*time.Second, true) // a step back after the sync
+	later := take(c)
+	if !later.TimeSynced || !later.TS.Equal(pi.trueBoot.Add(23*time.Second)) {
+		t.Fatalf("reading after the step: %+v", later)
+	}
+	if !c.Correct(&early) || !early.TS.Equal(pi.trueBoot.Add(10*time.Second)) {
+		t.Fatalf("correction after the step: %v, want boot+10s", early.TS)
+	}
+	// The hold of a stamped reading counts boot time only.
+	stamp := reading.BootStamp{ID: id, Since: 25 * time.Second}
+	for _, since := range []time.Duration{25 * time.Second, 50 * time.Second, 10 * time.Minute} {
+		pi.at(since)
+		d := c.Held(false, stamp)
+		if want := max(time.Minute-(since-25*time.Second), 0); d != want {
+			t.Fatalf("held %v at boot+%v, want %v", d, since, want)
+		}
+	}
+	// A stamp ahead of the boot clock (cannot happen) is not held longer than the hold.
+	pi.at(time.Second)
+	if d := c.Held(false, stamp); d != time.Minute {
+		t.Fatalf("held %v for a stamp ahead of the clock", d)
+	}
+}
+
+func TestParseBootID(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"4f5d3c1e-8a2b-4c6d-9e0f-1a2b3c4d5e6f\n", true},
+		{"4F5D3C1E8A2B4C6D9E0F1A2B3C4D5E6F", true},
+		{"", false}, {"not-a-uuid", false}, {"00000000-0000-0000-0000-000000000000\n", false},
+		{"4f5d3c1e-8a2b-4c6d-9e0f-1a2b3c4d5e6", false},
+	} {
+		if _, err := clock.ParseBootID(tc.in); (err == nil) != tc.ok {
+			t.Errorf("ParseBootID(%q) = %v, want ok=%v", tc.in, err, tc.ok)
+		}
+	}
+	if id, err := clock.BootID(); err != nil || id == [16]byte{} {
+		t.Logf("no boot id on this machine: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,4 +50,26 @@ func (k Kernel) Synced() (bool, error) {
 // with the values a Pi reports before and after timesyncd sets the clock.
 func SyncedFrom(state int, status int32, maxerror int64) bool {
 	return state != unix.TIME_ERROR && status&unix.STA_UNSYNC == 0 && maxerror < maxErrorLimit
+}
+
+// BootIDPath is the kernel's random id of the running boot.
+const BootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// BootID reads the kernel's boot id: a new random UUID at every boot.
+func BootID() ([16]byte, error) {
+	b, err := os.ReadFile(BootIDPath)
+	if err != nil {
+		return [16]byte{}, fmt.Errorf("boot id: %w", err)
+	}
+	return ParseBootID(string(b))
+}
+
+// SinceBoot is CLOCK_BOOTTIME: the time since boot, suspend included. No
+// one sets it, so it stays right while the wall clock is wrong or stepped.
+func SinceBoot() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return time.Since(processStart) // cannot happen on Linux >= 2.6.39
+	}
+	return time.Duration(ts.Nano())
 }

@@ -61,6 +61,7 @@ type Config struct {
 	Sensors      []drivers.Spec `yaml:"sensors"`
 	Buffer       Buffer         `yaml:"buffer"`
 	MQTT         MQTT           `yaml:"mqtt"`
+	Clock        Clock          `yaml:"clock"`
 	StatusListen string         `yaml:"status_listen"` // empty disables the endpoint
 	SysfsRoot    string         `yaml:"sysfs_root"`
 	LogLevel     slog.Level     `yaml:"log_level"`
@@ -74,6 +75,15 @@ type Buffer struct {
 	Path     string        `yaml:"path"`
 	MaxBytes ByteSize      `yaml:"max_bytes"` // oldest readings are dropped past this
 	MaxAge   time.Duration `yaml:"max_age"`   // readings older than this are dropped
+}
+
+// Clock configures what happens to readings taken before NTP has set the
+// clock (a Pi has no real-time clock).
+type Clock struct {
+	// HoldUnsynced is how long such a reading is held back from publishing
+	// so that its timestamp can be corrected when the clock syncs; past
+	// that it is published as it is, with time_synced false. 0: no hold.
+	HoldUnsynced time.Duration `yaml:"hold_unsynced"`
 }
 
 // MQTT configures the connection to the broker (HiveMQ Cloud in production).
@@ -149,6 +159,7 @@ const (
 	DefaultDelivery       = DeliveryKafka
 	DefaultConfirmTimeout = time.Minute
 	DefaultMaxUnconfirmed = 10_000
+	DefaultHoldUnsynced   = 10 * time.Minute
 	DefaultStatusListen   = "127.0.0.1:9101"
 	DefaultSysfsRoot      = "/sys"
 	DefaultLogFormat      = "auto"
@@ -172,6 +183,7 @@ func Default() Config {
 			ConfirmTimeout: DefaultConfirmTimeout,
 			MaxUnconfirmed: DefaultMaxUnconfirmed,
 		},
+		Clock:        Clock{HoldUnsynced: DefaultHoldUnsynced},
 		StatusListen: DefaultStatusListen,
 		SysfsRoot:    DefaultSysfsRoot,
 		LogFormat:    DefaultLogFormat,
@@ -280,6 +292,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Buffer.MaxAge <= 0 {
 		return &Error{Key: "buffer.max_age", Msg: "must be positive"}
+	}
+	if c.Clock.HoldUnsynced < 0 {
+		return &Error{Key: "clock.hold_unsynced", Msg: "must not be negative (0 turns the hold off)"}
 	}
 	if err := c.MQTT.validate(); err != nil {
 		return err

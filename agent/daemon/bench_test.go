@@ -37,6 +37,7 @@ func BenchmarkSteadyState(b *testing.B) {
 		y := fmt.Sprintf(`device_id: pi-steady
 buffer: {path: %s}
 mqtt: {url: %q, delivery: kafka}
+clock: {hold_unsynced: 0s}  # the host's clock may never report synced
 status_listen: 127.0.0.1:0
 log_format: json
 sensors:

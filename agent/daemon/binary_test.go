@@ -131,7 +131,9 @@ func TestBinarySystemdLifecycle(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "buffer.db")
 	statusAddr := freePort(t)
-	base := fmt.Sprintf("device_id: pi-bin\nbuffer: {path: %s}\nmqtt: {url: %q, keepalive: 2s, delivery: kafka}\nstatus_listen: %s\nlog_format: json\nsensors:\n", db, br.URL(), statusAddr)
+	// clock: the test host's clock may never report synced (a container):
+	// no hold for readings taken before NTP (that is TestReadingsBeforeSync...).
+	base := fmt.Sprintf("device_id: pi-bin\nbuffer: {path: %s}\nmqtt: {url: %q, keepalive: 2s, delivery: kafka}\nclock: {hold_unsynced: 0s}\nstatus_listen: %s\nlog_format: json\nsensors:\n", db, br.URL(), statusAddr)
 	cfgPath := writeConfig(t, dir, base+"  - {name: sim-1, driver: sim, interval: 20ms}\n")
 	ns := newNotifySocket(t)
 
@@ -291,6 +293,7 @@ func TestBinaryBadCredentialsKeepsBuffering(t *testing.T) {
 	cfgPath := writeConfig(t, dir, fmt.Sprintf(`device_id: pi-auth
 buffer: {path: %s}
 mqtt: {url: %q, username: pi-auth}
+clock: {hold_unsynced: 0s}
 status_listen: %s
 log_format: json
 sensors: [{name: sim-1, driver: sim, interval: 50ms}]

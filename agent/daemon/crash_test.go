@@ -34,6 +34,7 @@ func TestCrashWhilePublishing(t *testing.T) {
 	cfgPath := writeConfig(t, dir, fmt.Sprintf(`device_id: %s
 buffer: {path: %s}
 mqtt: {url: %q, delivery: kafka}
+clock: {hold_unsynced: 0s}  # the host's clock may never report synced
 status_listen: %s
 log_format: json
 sensors:

@@ -126,10 +126,17 @@ func newAgent(cfg *config.Config, o Options) (*agent, error) {
 
 func (a *agent) run(ctx context.Context) (err error) {
 	cfg := a.cfg
+	a.clk = clock.New(a.o.Clock, append([]clock.Option{clock.WithHold(cfg.Clock.HoldUnsynced)}, a.o.ClockOptions...)...)
+	if err := a.clk.BootIDErr(); err != nil {
+		a.log.Warn("no boot id: readings taken before the clock syncs cannot be corrected after a restart, nor held for it", "err", err)
+	}
 	a.buf, err = buffer.Open(cfg.Buffer.Path, buffer.Options{
 		MaxBytes: int64(cfg.Buffer.MaxBytes), MaxAge: cfg.Buffer.MaxAge,
 		// A failing disk makes the buffer log one line per append.
 		Logger: slog.New(newLimitHandler(a.log.Handler(), logLimitEvery)).With("component", "buffer"),
+		// Readings taken before the clock syncs wait (clock.hold_unsynced)
+		// for their correction before the publisher sees them.
+		Hold: a.clk.Held,
 	})
 	if err != nil {
 		return fmt.Errorf("open buffer %s: %w", cfg.Buffer.Path, err)
@@ -147,7 +154,6 @@ func (a *agent) run(ctx context.Context) (err error) {
 	a.reg = prometheus.NewRegistry()
 	a.m = status.NewMetrics(a.reg, a.buf.Stats)
 	a.store = store{buf: a.buf, fault: a.o.appendFault}
-	a.clk = clock.New(a.o.Clock, a.o.ClockOptions...)
 	a.checkClock(ctx)
 
 	var q mqttpub.Queue = a.buf
@@ -425,6 +431,7 @@ func (a *agent) reload() ([]drivers.Spec, bool) {
 		{"mqtt", !reflect.DeepEqual(next.MQTT, cur.MQTT)},
 		{"status_listen", next.StatusListen != cur.StatusListen},
 		{"sysfs_root", next.SysfsRoot != cur.SysfsRoot},
+		{"clock", next.Clock != cur.Clock},
 	} {
 		if k.changed {
 			a.log.Warn("reload: key changed but only sensors are reloaded; restart the agent to apply it", "key", k.key)
@@ -440,6 +447,11 @@ func (a *agent) clockLoop(ctx context.Context) {
 	t := time.NewTicker(a.o.ClockCheckEvery)
 	defer t.Stop()
 	pending := 0 // corrections still to run after the sync
+	if a.clk.Synced() {
+		// Synced at start: an earlier run of this boot may have left
+		// readings taken before the sync.
+		pending = 1
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -477,23 +489,17 @@ func (a *agent) checkClock(_ context.Context) bool {
 	return became
 }
 
+// correct gives the buffered readings taken in this boot before the sync
+// their true time (agent/clock: boot stamps), whichever run took them.
 func (a *agent) correct(ctx context.Context) {
-	off := a.clk.Offset()
-	n, err := a.buf.Update(ctx, func(r *reading.Reading) bool {
-		if r.TimeSynced || r.Seq <= a.startSeq {
-			return false
-		}
-		r.TS = r.TS.Add(off).UTC()
-		r.TimeSynced = true
-		return true
-	})
+	n, err := a.buf.UpdateUnsynced(ctx, a.clk.Correct)
 	a.m.TSCorrected.Add(float64(n))
 	if err != nil && ctx.Err() == nil {
 		a.log.Error("correcting buffered timestamps", "err", err, "corrected", n)
 		return
 	}
 	if n > 0 {
-		a.log.Info("corrected timestamps of buffered readings", "count", n, "step", off.Round(time.Millisecond).String())
+		a.log.Info("corrected timestamps of buffered readings", "count", n, "step", a.clk.Offset().Round(time.Millisecond).String())
 	}
 }
 

@@ -64,6 +64,7 @@ func TestWatchdogSeesTheWholeAgent(t *testing.T) {
 sensors: [{name: sim-1, driver: sim, interval: 20ms}]
 buffer: {path: %s}
 mqtt: {url: %q}
+clock: {hold_unsynced: 0s}  # the host's clock may never report synced
 status_listen: 127.0.0.1:0
 `, filepath.Join(t.TempDir(), "buffer.db"), br.URL()), nil)
 		startAgent(t, cfg, o)

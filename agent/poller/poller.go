@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/edgepipe/sensorpipe/agent/clock"
 	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/drivers"
@@ -39,9 +40,10 @@ type Appender interface {
 	Append(ctx context.Context, rs ...*reading.Reading) error
 }
 
-// Clock stamps readings (agent/clock).
+// Clock stamps readings (agent/clock): the time, whether the clock is
+// synced, and while it is not, the boot stamp that corrects it later.
 type Clock interface {
-	Now() (ts time.Time, synced bool)
+	Stamp() clock.Stamp
 }
 
 // Options configures Run.
@@ -252,11 +254,11 @@ func (s *sensorLoop) poll(ctx context.Context) {
 		s.fail("read sensor", err)
 		return
 	}
-	ts, synced := s.o.Clock.Now()
-	s.o.Health.Good(s.spec.Name, ts)
+	st := s.o.Clock.Stamp()
+	s.o.Health.Good(s.spec.Name, st.TS)
 	r := &reading.Reading{
 		DeviceID: s.o.DeviceID, Sensor: s.spec.Name, Kind: s.sensor.Kind(),
-		TS: ts, TimeSynced: synced, Values: vals,
+		TS: st.TS, TimeSynced: st.Synced, Boot: st.Boot, Values: vals,
 	}
 	// The append is not cancelled by ctx: a reading taken is stored.
 	if err := s.o.Buffer.Append(context.WithoutCancel(ctx), r); err != nil {
@@ -283,7 +285,7 @@ func (s *sensorLoop) poll(ctx context.Context) {
 // logs it unless this sensor logged one within ErrorLogEvery, so a
 // disconnected sensor at 1 Hz does not flood the journal.
 func (s *sensorLoop) fail(what string, err error) {
-	at, _ := s.o.Clock.Now()
+	at := s.o.Clock.Stamp().TS
 	class := s.o.Health.Fail(s.spec.Name, at, err)
 	if s.errors != nil {
 		s.errors.WithLabelValues(string(class)).Inc()

@@ -224,6 +224,23 @@ func TestOpenRetriedAndUnsyncedClockMarked(t *testing.T) {
 			t.Fatal("reading marked time_synced while the clock is not")
 		}
 	}
+	// The buffer keeps each one's boot stamp, for the correction.
+	id, err := clock.BootID()
+	if err != nil {
+		t.Skipf("no boot id here (%v): readings are not boot-stamped", err)
+	}
+	stamped := 0
+	if _, err := b.UpdateUnsynced(context.Background(), func(r *reading.Reading) bool {
+		if r.Boot.ID == id && r.Boot.Since > 0 {
+			stamped++
+		}
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if stamped != len(rs) {
+		t.Fatalf("%d of %d unsynced readings carry this boot's stamp", stamped, len(rs))
+	}
 }
 
 // fullDisk is a buffer whose appends fail, as on a full SD card.

@@ -59,7 +59,23 @@ type Reading struct {
 	TimeSynced bool
 	// Values maps value keys (Temperature, Humidity, ...) to finite numbers.
 	Values map[string]float64
+	// Boot is not part of the wire format: the agent sets it on readings
+	// taken while the clock is not synced, and its buffer keeps it, so that
+	// TS can be corrected once the clock syncs.
+	Boot BootStamp
 }
+
+// BootStamp places a reading on the clock of the boot it was taken in, a
+// clock that runs from boot whatever the wall clock does: ID is the
+// kernel's boot id (/proc/sys/kernel/random/boot_id) and Since the time
+// since that boot (CLOCK_BOOTTIME). The zero value means none.
+type BootStamp struct {
+	ID    [16]byte
+	Since time.Duration
+}
+
+// IsZero reports whether b is no stamp.
+func (b BootStamp) IsZero() bool { return b.ID == [16]byte{} }
 
 // tsLayout is RFC 3339 in UTC with exactly three fractional digits.
 const tsLayout = "2006-01-02T15:04:05.000Z"

@@ -177,6 +177,9 @@ func (s *stack) writeAgentConfig() error {
 		fmt.Fprintf(&b, "  - {name: sim-%d, driver: sim, interval: %v, seed: %d}\n", i, interval, i+1)
 	}
 	fmt.Fprintf(&b, "buffer:\n  path: %s\n  max_bytes: 512MiB\n", s.bufDB)
+	// The host's clock may never report synced (a container): without
+	// this every reading would wait clock.hold_unsynced (10m) for NTP.
+	b.WriteString("clock:\n  hold_unsynced: 0s\n")
 	fmt.Fprintf(&b, "mqtt:\n  url: ssl://%s\n  username: %s\n  password_file: %s\n  ca_file: %s\n  keepalive: %v\n",
 		s.link.Addr(), agentUser, pwFile, s.certs.CAFile, s.opts.keepalive)
 	fmt.Fprintf(&b, "status_listen: %s\nlog_format: text\n", s.status)
