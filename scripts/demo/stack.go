@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/proc"
@@ -81,18 +83,28 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 	if err := os.WriteFile(cfg, []byte(agentConfig(o, dir, mqttAddr)), 0o644); err != nil {
 		return nil, err
 	}
+	fwdListen, err := testkit.PickAddr()
+	if err != nil {
+		return nil, err
+	}
 	fwd, err := start("cloud-forwarder", filepath.Join(o.BinDir, "cloud-forwarder"), []string{"run"}, []string{
 		"HIVEMQ_URL=tcp://" + mqttAddr,
 		"KAFKA_SECURITY_PROTOCOL=PLAINTEXT",
 		"CONFLUENT_BOOTSTRAP_SERVER_SASL=" + kafkaAddr,
 		"KAFKA_TOPIC=" + o.Topic,
 		"FORWARDER_ID=demo-forwarder",
-		"FORWARDER_LISTEN=127.0.0.1:0",
+		"FORWARDER_LISTEN=" + fwdListen,
 	}, filepath.Join(dir, "cloud-forwarder.log"))
 	if err != nil {
 		return nil, err
 	}
 	defer stop(fwd, 10*time.Second) //nolint:errcheck // stopped explicitly below; this is the error path
+	// The agent deletes a reading at the broker's PUBACK (delivery: broker),
+	// and a broker drops what it receives before anyone has subscribed: the
+	// agent starts only once the forwarder's subscription is in place.
+	if err := waitReady(ctx, "http://"+fwdListen+"/readyz", fwd.Done(), 30*time.Second); err != nil {
+		return nil, fmt.Errorf("cloud-forwarder: %w (log: %s)", err, filepath.Join(dir, "cloud-forwarder.log"))
+	}
 	agent, err := start("edge-agent", filepath.Join(o.BinDir, "edge-agent"), []string{"run", "--config", cfg},
 		nil, filepath.Join(dir, "edge-agent.log"))
 	if err != nil {
@@ -172,6 +184,29 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 		fmt.Fprintf(out, "demo: kept %s for inspection\n", dir)
 	}
 	return res, ferr
+}
+
+// waitReady polls url until it answers 200, the program ends (done) or d passes.
+func waitReady(ctx context.Context, url string, done <-chan struct{}, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready within %v", d)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-done:
+			return errors.New("exited before it was ready")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // dbDone is the sink's exit channel, or nil (never ready) without a database.
