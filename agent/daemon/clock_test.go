@@ -112,7 +112,7 @@ func TestReadingsBeforeSyncArePublishedWithTrueTime(t *testing.T) {
 			cfg := parse(t, fmt.Sprintf(`device_id: pi-1
 sensors: [{name: sim-1, driver: sim, interval: 50ms}, {name: sim-2, driver: sim, interval: 70ms}]
 buffer: {path: %s}
-mqtt: {url: %q}
+mqtt: {url: %q, delivery: broker}
 status_listen: 127.0.0.1:0
 `, dbPath, br.URL()), nil)
 			run, addr := startAgent(t, cfg, pi.options(thisBoot))
@@ -121,6 +121,17 @@ status_listen: 127.0.0.1:0
 			testkit.WaitFor(t, "the earlier boot's reading", 10*time.Second, func() bool {
 				rs, _ := pub.snapshot()
 				return len(rs) > 0
+			})
+			// Its PUBACK processed (deleted), so that a restart does not
+			// send it again: duplicates across a restart are allowed, but
+			// this test counts the ones the correction could cause.
+			testkit.WaitFor(t, "the earlier boot's reading deleted after its PUBACK", 10*time.Second, func() bool {
+				for _, r := range export(t, addr) {
+					if r.Seq == earlier.Seq {
+						return false
+					}
+				}
+				return true
 			})
 			time.Sleep(time.Second)
 			if restart {
