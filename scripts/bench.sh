@@ -136,20 +136,31 @@ the table.
 The fault run (\`make e2e\`, and CI) injects, one after another, waiting for the pipeline to catch up
 in between:
 
+The agent runs with \`mqtt.delivery: kafka\` (it deletes a reading only when a forwarder confirms
+Kafka has it) and mosquitto is configured as hosted brokers are: at most 1000 queued messages per
+offline or slow session (\`max_queued_messages 1000\`, what HiveMQ and EMQX default to; past it the
+broker discards), per-device ACLs and a 65 KiB packet limit. The sim sensors take 200 readings/s.
+
 1. **broker-restart**: mosquitto stopped with SIGTERM (it saves its persistence file) and started 3 s
-   later. mosquitto 2.0.11 does not restore *shared* subscriptions from its persistence file
-   (plain persistent subscriptions survive; checked with \`mosquitto_sub -c\` on \`t/#\` and
-   \`\$share/g/t/#\`), so whatever is published before the forwarders re-subscribe is dropped by the
-   broker. HiveMQ keeps shared subscriptions across restarts. The harness therefore refuses the
-   agent's link until mosquitto logs both forwarders' SUBSCRIBE (\`-broker-hold=false\` shows the loss).
+   later, with nothing held back. mosquitto 2.0 does not restore *shared* subscriptions from its
+   persistence file, so what the agent publishes before the forwarders re-subscribe is dropped by
+   the broker; the agent re-sends those readings when they stay unconfirmed.
 2. **silent-cut**: the agent↔broker link black-holed for 20 s: bytes dropped both ways, no FIN or
    RST, new connections hang too. Only the agent's MQTT keepalive (5 s here) can notice.
-3. **kafka-outage**: every Kafka connection closed and new ones refused for 10 s.
-4. **agent-kill-1..3**: \`kill -9\` of the agent three times, the third 0.7 s after a restart while it
+3. **kafka-outage**: every Kafka connection closed and new ones refused for 60 s (12,000 readings:
+   more than the broker queues and the agent's \`max_unconfirmed\` window of 10,000).
+4. **forwarders-down**: every forwarder stopped for 60 s; the broker queues 1000 messages per
+   forwarder session and discards the rest.
+5. **agent-kill-1..3**: \`kill -9\` of the agent three times, the third 0.7 s after a restart while it
    drains a backlog.
-5. **forwarder-kill**: \`kill -9\` of one forwarder with unacked MQTT messages in flight, restarted 5 s later.
-6. **full-buffer-restart**: the broker refused for 40 s while the agent buffers, the agent stopped
+6. **forwarder-kill**: \`kill -9\` of one forwarder with unacked MQTT messages in flight, restarted 5 s later.
+7. **forwarder-kill-unconfirmed**: \`kill -9\` of a forwarder holding Kafka-acked records it has not
+   yet confirmed to the device (it confirms once a second per device).
+8. **full-buffer-restart**: the broker refused for 40 s while the agent buffers, the agent stopped
    (SIGTERM) for 3 s, then started on that backlog with the broker back.
+
+\`make e2e\` then runs faults 1, 3, 4 and 7 once more with \`mqtt.delivery: broker\` and reports,
+without failing, how many readings that mode loses.
 
 What the report's lines mean:
 

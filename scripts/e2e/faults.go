@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
@@ -32,7 +33,10 @@ type injector struct {
 	problems []string // catch-ups that timed out; the run goes on
 }
 
-func (in *injector) sleep(ctx context.Context, d time.Duration) error {
+func (in *injector) sleep(ctx context.Context, d time.Duration) error { return sleepCtx(ctx, d) }
+
+// sleepCtx waits d, or less if ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
 	select {
 	case <-time.After(d):
 		return nil
@@ -69,19 +73,34 @@ func (in *injector) begin(name, what string) *fault {
 	return &in.faults[len(in.faults)-1]
 }
 
-// run injects every fault of the issue, in one run.
-func (in *injector) run(ctx context.Context) error {
-	steps := []func(context.Context) error{
-		in.brokerRestart,
-		in.silentCut,
-		in.kafkaOutage,
-		in.agentKill,
-		in.agentKillTwice,
-		in.forwarderKill,
-		in.fullBuffer,
+// step is one fault the injector can run, by name (see -only).
+type step struct {
+	name string
+	run  func(context.Context) error
+}
+
+// steps lists every fault, in the order of a full run.
+func (in *injector) steps() []step {
+	return []step{
+		{"broker-restart", in.brokerRestart},
+		{"silent-cut", in.silentCut},
+		{"kafka-outage", in.kafkaOutage},
+		{"forwarders-down", in.forwardersDown},
+		{"agent-kill", in.agentKill},
+		{"agent-kill-twice", in.agentKillTwice},
+		{"forwarder-kill", in.forwarderKill},
+		{"forwarder-kill-unconfirmed", in.forwarderKillUnconfirmed},
+		{"full-buffer-restart", in.fullBuffer},
 	}
-	for _, step := range steps {
-		if err := step(ctx); err != nil {
+}
+
+// run injects every fault (or those -only names), one after another.
+func (in *injector) run(ctx context.Context) error {
+	for _, st := range in.steps() {
+		if in.s.opts.only != nil && !in.s.opts.only[st.name] {
+			continue
+		}
+		if err := st.run(ctx); err != nil {
 			return err
 		}
 		if err := in.settle(ctx); err != nil {
@@ -91,18 +110,16 @@ func (in *injector) run(ctx context.Context) error {
 	return nil
 }
 
+// brokerRestart restarts mosquitto with nothing held back: mosquitto 2.0
+// does not persist shared subscriptions, so until the forwarders have
+// subscribed again it drops what the agent publishes. With delivery=kafka
+// the agent re-sends those readings when they stay unconfirmed.
 func (in *injector) brokerRestart(ctx context.Context) error {
-	what := "mosquitto stopped (SIGTERM, saves its persistence file) and started again 3s later"
-	if in.s.opts.brokerHold {
-		what += "; agent link held until both forwarders re-subscribed (mosquitto 2.0 does not persist shared subscriptions)"
-	}
-	f := in.begin("broker-restart", what)
+	f := in.begin("broker-restart", "mosquitto stopped (SIGTERM, saves its persistence file) and started again 3s later; "+
+		"the agent reconnects at once, before the forwarders' shared subscriptions exist again")
 	logFrom := fileSize(brokerLog(in.s.dir))
 	if err := in.s.mosq.Stop(10 * time.Second); err != nil {
 		return err
-	}
-	if in.s.opts.brokerHold {
-		in.s.link.SetMode(tcpproxy.Refuse)
 	}
 	if err := in.sleep(ctx, 3*time.Second); err != nil {
 		return err
@@ -111,19 +128,16 @@ func (in *injector) brokerRestart(ctx context.Context) error {
 		return err
 	}
 	up := time.Now()
-	if in.s.opts.brokerHold {
-		var subs []string
-		for _, p := range in.s.fwds {
-			subs = append(subs, p.Name+" 1 $share/")
-		}
-		err := waitLog(ctx, brokerLog(in.s.dir), logFrom, subs, 30*time.Second)
-		in.s.link.SetMode(tcpproxy.Pass)
-		if err != nil {
-			return fmt.Errorf("broker restart: forwarders did not re-subscribe: %w", err)
-		}
-		f.Note = fmt.Sprintf("forwarders re-subscribed %.1fs after the broker came back; the agent's link was refused until then", time.Since(up).Seconds())
+	f.End = up
+	var subs []string
+	for _, p := range in.s.fwds {
+		subs = append(subs, p.Name+" 1 $share/")
 	}
-	f.End = time.Now()
+	if err := waitLog(ctx, brokerLog(in.s.dir), logFrom, subs, 30*time.Second); err != nil {
+		f.Note = "forwarders did not re-subscribe within 30s: " + err.Error()
+	} else {
+		f.Note = fmt.Sprintf("forwarders re-subscribed %.1fs after the broker came back; what the agent published before that had no subscriber", time.Since(up).Seconds())
+	}
 	return nil
 }
 
@@ -254,6 +268,64 @@ func (in *injector) forwarderKill(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// forwardersDown stops every forwarder (SIGTERM) for a while: their
+// persistent sessions queue at most -broker-queue messages each, and the
+// broker discards the rest, as HiveMQ and EMQX do.
+func (in *injector) forwardersDown(ctx context.Context) error {
+	d := in.s.opts.fwdDown
+	f := in.begin("forwarders-down", fmt.Sprintf("every cloud-forwarder stopped (SIGTERM) for %v; the broker queues at most %d messages per session and drops the rest",
+		d, in.s.opts.queue))
+	for _, p := range in.s.fwds {
+		if err := p.Stop(20 * time.Second); err != nil {
+			return err
+		}
+	}
+	if err := in.sleep(ctx, d); err != nil {
+		return err
+	}
+	f.End = time.Now()
+	for _, p := range in.s.fwds {
+		if err := p.Start(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forwarderKillUnconfirmed kills a forwarder right after Kafka acknowledged
+// records it has not yet confirmed to the device: the confirmations die
+// with it, and the agent must re-send those readings.
+func (in *injector) forwarderKillUnconfirmed(ctx context.Context) error {
+	i := len(in.s.fwds) - 1
+	p := in.s.fwds[i]
+	f := in.begin("forwarder-kill-unconfirmed", p.Name+" killed with SIGKILL just after Kafka acked records it had not yet confirmed to the device, restarted 5s later")
+	f.Note = in.waitUnconfirmed(ctx, in.s.fwdListen[i])
+	if err := p.Kill9(); err != nil {
+		return err
+	}
+	if err := in.sleep(ctx, 5*time.Second); err != nil {
+		return err
+	}
+	f.End = time.Now()
+	return p.Start()
+}
+
+// waitUnconfirmed waits (up to 5s) until the forwarder at addr has had more
+// records acked by Kafka than seqs confirmed, and says how many.
+func (in *injector) waitUnconfirmed(ctx context.Context, addr string) string {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		acked := testkit.Metric(addr, "forwarder_produced_total") + testkit.Metric(addr, "forwarder_dlq_total")
+		confirmed := testkit.Metric(addr, "forwarder_confirmed_seqs_total")
+		if acked-confirmed > 0 || time.Now().After(deadline) {
+			return fmt.Sprintf("at the kill: %.0f records acked by Kafka, %.0f seqs confirmed to the device", acked, confirmed)
+		}
+		if sleepCtx(ctx, 20*time.Millisecond) != nil {
+			return ""
+		}
+	}
 }
 
 func (in *injector) fullBuffer(ctx context.Context) error {

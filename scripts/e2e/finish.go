@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -19,7 +20,7 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	defer cancel()
 	n, interval := sensorPlan(s.opts.rate)
 	rep := &report{
-		Mode: "faults", Started: started, WorkDir: s.dir,
+		Mode: "faults", Started: started, WorkDir: s.dir, Delivery: s.opts.delivery, BrokerQueue: s.opts.queue,
 		Pipeline: fmt.Sprintf("edge-agent -> TCP proxy -> %s (TLS, password file, persistence) -> %d x cloud-forwarder ($share/%s) -> kfake (TLS, SASL PLAIN, behind a TCP proxy), topic %s with %d partitions",
 			mosquittoVersion(ctx), s.opts.forwarders, shareGroup, topic, partitions),
 		Sensors: n, IntervalMS: interval.Milliseconds(), Offered: float64(n) / interval.Seconds(),
@@ -29,6 +30,10 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 		rep.Mode = "throughput"
 	}
 	problem := func(format string, a ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...)) }
+	// lossProblems are the problems lost readings cause by themselves
+	// (catch-ups that never come); -report-loss expects those.
+	lossProblems := len(in.problems)
+	lossProblem := func(format string, a ...any) { lossProblems++; problem(format, a...) }
 	if runErr != nil {
 		problem("%v", runErr)
 	}
@@ -53,7 +58,7 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	}
 	s.log.Info("waiting for the forwarders to drain", "up_to_seq", wantPrefix)
 	if err := s.tr.waitSeq(ctx, wantPrefix, 60*time.Second); err != nil {
-		problem("drain after the agent stopped: %v", err)
+		lossProblem("drain after the agent stopped: %v", err)
 	}
 	for _, f := range s.fwds {
 		if err := f.Stop(20 * time.Second); err != nil {
@@ -149,15 +154,17 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 
 	var calm []tally.Window
 	var since time.Time
+	dupAt := duplicateArrivals(ds)
 	for _, f := range in.faults {
 		fr := result(tl, since, f)
+		fr.Dups = countWithin(dupAt, f.Start, settledOr(f))
 		if !f.Settled.IsZero() {
 			since = f.Settled
 		}
 		rep.Faults = append(rep.Faults, fr)
 		calm = append(calm, tally.Window{From: f.Start, To: settledOr(f)})
 		if !fr.Complete {
-			problem("%s: some readings taken before the fault's end never reached Kafka", f.Name)
+			lossProblem("%s: some readings taken before the fault's end never reached Kafka", f.Name)
 		}
 	}
 	if drain != nil {
@@ -179,6 +186,11 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	}
 	rep.ElapsedS = time.Since(started).Seconds()
 	rep.Pass = rep.Produced > 0 && rep.Missing == 0 && rep.Unexpected == 0 && len(rep.Problems) == 0
+	if s.opts.lossOK && rep.Produced > 0 && rep.Unexpected == 0 && len(rep.Problems) == lossProblems {
+		// -report-loss measures what a mode loses: missing readings (and
+		// the catch-ups they cause to time out) are the result, not a failure.
+		rep.Pass, rep.LossReported = true, rep.Missing
+	}
 	return rep
 }
 
@@ -202,6 +214,28 @@ func contractViolation(r topicread.Record) string {
 		return fmt.Sprintf("record time %s, want the reading ts %s", r.Timestamp.UTC().Format(time.RFC3339Nano), rd.TS.UTC().Format(time.RFC3339Nano))
 	}
 	return ""
+}
+
+// duplicateArrivals are the arrival times of every copy of a reading but
+// the first, sorted.
+func duplicateArrivals(ds []tally.Delivery) []time.Time {
+	sorted := slices.SortedFunc(slices.Values(ds), func(a, b tally.Delivery) int { return a.Recv.Compare(b.Recv) })
+	seen := make(map[uint64]bool, len(sorted))
+	var out []time.Time
+	for _, d := range sorted {
+		if seen[d.Seq] {
+			out = append(out, d.Recv)
+		}
+		seen[d.Seq] = true
+	}
+	return out
+}
+
+// countWithin counts the sorted times in [from, to].
+func countWithin(ts []time.Time, from, to time.Time) int {
+	lo, _ := slices.BinarySearchFunc(ts, from, time.Time.Compare)
+	hi, _ := slices.BinarySearchFunc(ts, to.Add(time.Nanosecond), time.Time.Compare)
+	return hi - lo
 }
 
 // settledOr is when the fault settled, or now if it never did.

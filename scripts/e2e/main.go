@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -49,8 +50,14 @@ type options struct {
 	keepalive  time.Duration
 	cut        time.Duration
 	kafkaDown  time.Duration
+	fwdDown    time.Duration
 	fill       time.Duration
-	brokerHold bool
+	delivery   string
+	queue      int
+	confirmTO  time.Duration
+	only       map[string]bool
+	fleet      int
+	lossOK     bool
 	warmup     time.Duration
 	settle     time.Duration
 	timeout    time.Duration
@@ -66,14 +73,20 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.binDir, "bin", "bin", "directory holding the built edge-agent and cloud-forwarder")
 	fs.BoolVar(&o.faults, "faults", true, "inject the faults (false: a throughput run)")
-	fs.Float64Var(&o.rate, "rate", 80, "readings per second the agent takes (spread over >= 4 sim sensors, each at most 100/s)")
+	fs.Float64Var(&o.rate, "rate", 200, "readings per second the agent takes (spread over >= 4 sim sensors, each at most 100/s)")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "throughput run: how long to run at -rate")
 	fs.DurationVar(&o.drain, "drain", 20*time.Second, "throughput run: then cut the broker link this long and time the backlog drain (0: skip)")
 	fs.IntVar(&o.forwarders, "forwarders", 2, "cloud-forwarder replicas in the share group")
 	fs.DurationVar(&o.keepalive, "keepalive", 5*time.Second, "the agent's mqtt.keepalive (bounds how fast it sees a silent cut)")
 	fs.DurationVar(&o.cut, "cut", 20*time.Second, "how long the agent<->broker link is black-holed")
-	fs.DurationVar(&o.kafkaDown, "kafka-down", 10*time.Second, "how long Kafka is unreachable")
-	fs.BoolVar(&o.brokerHold, "broker-hold", true, "on broker restart, refuse the agent's link until the forwarders re-subscribe (mosquitto 2.0 loses shared subscriptions over a restart; HiveMQ does not)")
+	fs.DurationVar(&o.kafkaDown, "kafka-down", 60*time.Second, "how long Kafka is unreachable")
+	fs.DurationVar(&o.fwdDown, "forwarders-down", 60*time.Second, "how long every forwarder is stopped")
+	fs.StringVar(&o.delivery, "delivery", "kafka", "the agent's mqtt.delivery: kafka (delete on the forwarder's confirmation) or broker (delete at PUBACK)")
+	fs.IntVar(&o.queue, "broker-queue", 1000, "mosquitto max_queued_messages per session, as real brokers cap it (HiveMQ, EMQX: 1000)")
+	fs.DurationVar(&o.confirmTO, "confirm-timeout", 15*time.Second, "the agent's mqtt.confirm_timeout (default 60s; shorter here so re-sends fit the run)")
+	fs.IntVar(&o.fleet, "fleet", 0, "fleet run: this many simulated devices (4 sensors at 1 Hz each) in this process instead of the edge-agent; measures broker messages and forwarder CPU per reading")
+	only := fs.String("only", "", "comma-separated fault names to inject (default: all)")
+	fs.BoolVar(&o.lossOK, "report-loss", false, "report missing readings without failing (to measure what delivery=broker loses)")
 	fs.DurationVar(&o.warmup, "warmup", 15*time.Second, "fault run: undisturbed running before the first fault (the calm latency sample)")
 	fs.DurationVar(&o.fill, "fill", 40*time.Second, "how long the agent buffers before the full-buffer restart")
 	fs.DurationVar(&o.settle, "settle", 90*time.Second, "how long to wait for the pipeline to catch up after a fault")
@@ -94,6 +107,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.rate <= 0 || o.forwarders < 1 {
 		return o, errors.New("-rate must be positive and -forwarders at least 1")
+	}
+	if o.delivery != "kafka" && o.delivery != "broker" {
+		return o, fmt.Errorf("-delivery %q: want kafka or broker", o.delivery)
+	}
+	if *only != "" {
+		o.only = map[string]bool{}
+		for _, n := range strings.Split(*only, ",") {
+			o.only[strings.TrimSpace(n)] = true
+		}
 	}
 	return o, nil
 }
@@ -121,6 +143,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log.Info("starting", "workdir", dir)
 	if err := s.start(ctx); err != nil {
 		return fmt.Errorf("start the pipeline (logs in %s): %w", dir, err)
+	}
+	if o.fleet > 0 {
+		return fleetRun(ctx, s, stdout)
 	}
 	in := &injector{s: s}
 	var runErr error

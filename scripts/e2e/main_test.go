@@ -69,3 +69,27 @@ func TestRates(t *testing.T) {
 		t.Fatalf("rates before a drain = %v taken/s, want 10", taken)
 	}
 }
+
+func TestDuplicatesPerFault(t *testing.T) {
+	t0 := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	ds := []tally.Delivery{
+		{Seq: 1, Recv: at(1)}, {Seq: 2, Recv: at(2)},
+		{Seq: 1, Recv: at(5)}, // copy during the fault
+		{Seq: 2, Recv: at(6)}, // copy during the fault
+		{Seq: 3, Recv: at(7)},
+		{Seq: 1, Recv: at(20)}, // copy after it settled
+	}
+	dups := duplicateArrivals(ds)
+	if len(dups) != 3 {
+		t.Fatalf("duplicateArrivals = %v, want 3 copies", dups)
+	}
+	for _, tt := range []struct {
+		from, to int
+		want     int
+	}{{4, 10, 2}, {5, 5, 1}, {0, 30, 3}, {8, 19, 0}, {20, 20, 1}} {
+		if got := countWithin(dups, at(tt.from), at(tt.to)); got != tt.want {
+			t.Errorf("countWithin(%ds..%ds) = %d, want %d", tt.from, tt.to, got, tt.want)
+		}
+	}
+}

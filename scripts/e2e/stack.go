@@ -46,16 +46,18 @@ type stack struct {
 	kafka  *kafka.Cluster
 	agent  *proc.Proc
 	status string // agent status_listen
-	floor  uint64 // the agent's buffer's seq floor: its first seq is floor+1
-	bufDB  string
-	cfg    string // agent config path
-	fwds   []*proc.Proc
-	reader topicread.Config
-	tr     *tracker
-	sink   *sinkStage         // nil without PostgreSQL
-	dbNote string             // what the database step is, or why it was skipped
-	stop   context.CancelFunc // stops the live reader
-	done   chan struct{}
+	// fwdListen are the forwarders' status addresses, in the order of fwds.
+	fwdListen []string
+	floor     uint64 // the agent's buffer's seq floor: its first seq is floor+1
+	bufDB     string
+	cfg       string // agent config path
+	fwds      []*proc.Proc
+	reader    topicread.Config
+	tr        *tracker
+	sink      *sinkStage         // nil without PostgreSQL
+	dbNote    string             // what the database step is, or why it was skipped
+	stop      context.CancelFunc // stops the live reader
+	done      chan struct{}
 }
 
 // sensorPlan spreads rate readings/s over at least 4 sim sensors, each
@@ -97,6 +99,9 @@ func (s *stack) start(ctx context.Context) error {
 	if err := s.startForwarders(ctx); err != nil {
 		return err
 	}
+	if s.opts.fleet > 0 {
+		return nil // the fleet run brings its own devices and needs no database
+	}
 	if s.dbNote, err = s.startSink(ctx); err != nil {
 		return fmt.Errorf("database step: %w", err)
 	}
@@ -125,7 +130,24 @@ func (s *stack) startMosquitto(ctx context.Context) error {
 	if s.mqtt, err = testkit.PickAddr(); err != nil {
 		return err
 	}
-	s.mosq, err = newMosquitto(s.dir, s.mqtt, s.certs, []mqttUser{{agentUser, agentPass}, {fwdUser, fwdPass}})
+	users := []mqttUser{{agentUser, agentPass}, {fwdUser, fwdPass}, {fleetUser, fleetPass}, {sysUser, sysPass}}
+	// What docs/FORWARDER.md asks of a production broker: a device may
+	// publish only under its own id and read only its own confirmations;
+	// the forwarder reads every reading and writes every confirmation.
+	// The fleet run's simulated devices share one account.
+	acl := []string{
+		"pattern write sensors/%u/#",
+		"pattern read sensors/%u/ack",
+		"user " + fwdUser,
+		"topic read sensors/+/+/reading",
+		"topic write sensors/+/ack",
+		"user " + fleetUser,
+		"topic write sensors/#",
+		"topic read sensors/+/ack",
+		"user " + sysUser,
+		"topic read $SYS/#",
+	}
+	s.mosq, err = newMosquitto(s.dir, s.mqtt, s.certs, users, acl, s.opts.queue)
 	if err != nil {
 		return err
 	}
@@ -182,6 +204,7 @@ func (s *stack) writeAgentConfig() error {
 	b.WriteString("clock:\n  hold_unsynced: 0s\n")
 	fmt.Fprintf(&b, "mqtt:\n  url: ssl://%s\n  username: %s\n  password_file: %s\n  ca_file: %s\n  keepalive: %v\n",
 		s.link.Addr(), agentUser, pwFile, s.certs.CAFile, s.opts.keepalive)
+	fmt.Fprintf(&b, "  delivery: %s\n  confirm_timeout: %v\n", s.opts.delivery, s.opts.confirmTO)
 	fmt.Fprintf(&b, "status_listen: %s\nlog_format: text\n", s.status)
 	s.cfg = filepath.Join(s.dir, "agent.yaml")
 	return os.WriteFile(s.cfg, []byte(b.String()), 0o644)
@@ -220,7 +243,12 @@ func (s *stack) startForwarders(ctx context.Context) error {
 				"KAFKA_TOPIC=" + topic,
 			},
 		}
+		if s.opts.delivery == "broker" {
+			// No device listens for confirmations: do not send them.
+			p.Env = append(p.Env, "FORWARDER_CONFIRM=false")
+		}
 		s.fwds = append(s.fwds, p)
+		s.fwdListen = append(s.fwdListen, listen)
 		if err := p.Start(); err != nil {
 			return err
 		}
@@ -339,4 +367,25 @@ func (s *stack) sinkProcs() []*proc.Proc {
 		return nil
 	}
 	return []*proc.Proc{s.sink.proc}
+}
+
+// waitTopicCount waits until the topic holds at least n records.
+func (s *stack) waitTopicCount(ctx context.Context, n uint64, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		ends, err := topicread.EndOffsets(ctx, s.reader, topic)
+		var sum uint64
+		for _, e := range ends {
+			sum += uint64(e)
+		}
+		if err == nil && sum >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("topic holds %d records after %v, want at least %d (err %v)", sum, d, n, err)
+		}
+		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
+			return err
+		}
+	}
 }

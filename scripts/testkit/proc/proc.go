@@ -295,3 +295,27 @@ func WaitListening(ctx context.Context, p *Proc, addr string, d time.Duration) e
 	}
 	return errors.New("timed out waiting for " + name)
 }
+
+// CPUTime is the user+system CPU the running incarnation has used so far,
+// from /proc/PID/stat; 0 if it cannot be read.
+func (p *Proc) CPUTime() time.Duration {
+	pid, err := p.Pid()
+	if err != nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: utime and stime are the 12th and 13th of them.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const clkTck = 100 // USER_HZ, fixed on Linux
+	return time.Duration(utime+stime) * time.Second / clkTck
+}

@@ -58,3 +58,22 @@ func TestRestartAppendsAndStops(t *testing.T) {
 		t.Fatalf("ExitErr = %v for exit 0", err)
 	}
 }
+
+// TestCPUTime: a busy program's CPU time grows; a stopped one reads 0.
+func TestCPUTime(t *testing.T) {
+	p := &proc.Proc{Name: "spinner", Argv: []string{"sh", "-c", "while :; do :; done"}, LogPath: filepath.Join(t.TempDir(), "p.log")}
+	if got := p.CPUTime(); got != 0 {
+		t.Fatalf("CPUTime before Start = %v, want 0", got)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Destroy)
+	deadline := time.Now().Add(10 * time.Second)
+	for p.CPUTime() < 20*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("CPUTime of a busy loop still %v after 10s", p.CPUTime())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,379 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgepipe/sensorpipe/agent/config"
+	"github.com/edgepipe/sensorpipe/agent/mqttpub"
+	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
+)
+
+// The fleet run replaces the one real edge-agent with many simulated
+// devices in this process: each is the agent's own publisher (mqttpub)
+// draining an in-memory queue that its sensors fill. It measures what a
+// fleet costs the broker and the forwarders, in delivery=kafka against
+// delivery=broker.
+
+const (
+	fleetUser = "e2e-fleet"
+	fleetPass = "fleet-pw-e2e"
+	sysUser   = "e2e-sys"
+	sysPass   = "sys-pw-e2e"
+)
+
+// memQueue is a device's buffer kept in memory: the fleet run measures the
+// broker and the forwarders, not 500 SD cards.
+type memQueue struct {
+	mu      sync.Mutex
+	recs    []buffer.Record // by seq
+	deleted map[uint64]bool
+	seq     uint64
+	grew    chan struct{} // closed and replaced on every append
+}
+
+func newMemQueue() *memQueue {
+	return &memQueue{deleted: map[uint64]bool{}, grew: make(chan struct{})}
+}
+
+func (q *memQueue) add(dev, sensor string, now time.Time, v float64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.seq++
+	r := reading.Reading{DeviceID: dev, Seq: q.seq, Sensor: sensor, Kind: "sim", TS: now, TimeSynced: true,
+		Values: map[string]float64{reading.Temperature: v}}
+	q.recs = append(q.recs, buffer.Record{Seq: q.seq, Sensor: sensor, Payload: reading.Encode(nil, &r)})
+	close(q.grew)
+	q.grew = make(chan struct{})
+}
+
+// Peek returns up to n records with Seq > after that are not deleted.
+func (q *memQueue) Peek(after uint64, n int) ([]buffer.Record, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(q.recs, after+1, func(r buffer.Record, s uint64) int { return cmpU(r.Seq, s) })
+	var out []buffer.Record
+	for ; i < len(q.recs) && len(out) < n; i++ {
+		if !q.deleted[q.recs[i].Seq] {
+			out = append(out, q.recs[i])
+		}
+	}
+	return out, nil
+}
+
+// Delete forgets seqs; the deleted head is dropped from memory.
+func (q *memQueue) Delete(_ context.Context, seqs ...uint64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, s := range seqs {
+		q.deleted[s] = true
+	}
+	k := 0
+	for k < len(q.recs) && q.deleted[q.recs[k].Seq] {
+		delete(q.deleted, q.recs[k].Seq)
+		k++
+	}
+	q.recs = q.recs[k:]
+	return nil
+}
+
+// Wait blocks until a record with Seq > after exists.
+func (q *memQueue) Wait(ctx context.Context, after uint64) error {
+	for {
+		q.mu.Lock()
+		ok, ch := q.seq > after, q.grew
+		q.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (q *memQueue) state() (produced uint64, held int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.seq, len(q.recs) - len(q.deleted)
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// fleetReport is what the fleet run measured.
+type fleetReport struct {
+	Delivery           string  `json:"delivery"`
+	Devices            int     `json:"devices"`
+	SensorsPerDevice   int     `json:"sensors_per_device"`
+	WindowS            float64 `json:"window_s"`
+	ReadingsPerS       float64 `json:"readings_per_s"`
+	BrokerMsgsPerS     float64 `json:"broker_publishes_received_per_s"`
+	BrokerPerReading   float64 `json:"broker_messages_per_reading"`
+	ConfirmsPerS       float64 `json:"confirmations_per_s"`
+	FwdCPUPerReadingUS float64 `json:"forwarder_cpu_us_per_reading"`
+	Produced           uint64  `json:"produced"`
+	Delivered          uint64  `json:"delivered"`
+	Missing            uint64  `json:"missing"`
+	Duplicates         uint64  `json:"duplicates"`
+	HeldAtEnd          int     `json:"held_at_end"`
+	Pass               bool    `json:"pass"`
+}
+
+// fleetRun starts the devices, measures a window of steady running, stops
+// the sensors, waits for every queue to empty and counts Kafka's topic.
+func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
+	o := s.opts
+	delivery := mqttpub.DeliveryKafka
+	if o.delivery == "broker" {
+		delivery = mqttpub.DeliveryBroker
+	}
+	cliTLS := s.certs.Client()
+	type device struct {
+		id string
+		q  *memQueue
+	}
+	devs := make([]device, o.fleet)
+	var wg sync.WaitGroup
+	pubCtx, stopPubs := context.WithCancel(ctx)
+	defer func() { stopPubs(); wg.Wait() }()
+	for i := range devs {
+		d := device{id: fmt.Sprintf("fleet-%04d", i), q: newMemQueue()}
+		devs[i] = d
+		p, err := mqttpub.New(d.q, mqttpub.Options{URL: "ssl://" + s.mqtt, DeviceID: d.id, Username: fleetUser,
+			Password: config.Secret(fleetPass), TLS: cliTLS, Delivery: delivery, ConfirmTimeout: o.confirmTO, KeepAlive: 30 * time.Second})
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = p.Run(pubCtx) }()
+	}
+
+	// Sensors: each device's sensors read once a second, spread over the second.
+	sensCtx, stopSensors := context.WithCancel(ctx)
+	var sens sync.WaitGroup
+	const sensors = 4
+	for i, d := range devs {
+		sens.Add(1)
+		go func() {
+			defer sens.Done()
+			offset := time.Duration(i) * time.Second / time.Duration(len(devs))
+			select {
+			case <-time.After(offset):
+			case <-sensCtx.Done():
+				return
+			}
+			t := time.NewTicker(time.Second / sensors)
+			defer t.Stop()
+			for k := 0; ; k++ {
+				d.q.add(d.id, "sim-"+strconv.Itoa(k%sensors), time.Now(), 20+float64(k%100)/10)
+				select {
+				case <-t.C:
+				case <-sensCtx.Done():
+					return
+				}
+			}
+		}()
+	}
+	produced := func() (n uint64, held int) {
+		for _, d := range devs {
+			p, h := d.q.state()
+			n += p
+			held += h
+		}
+		return n, held
+	}
+
+	sys, err := s.sysCounter(ctx)
+	if err != nil {
+		stopSensors()
+		return err
+	}
+	defer sys.close()
+	s.log.Info("fleet running", "devices", o.fleet, "sensors_each", sensors, "delivery", o.delivery, "warmup", o.warmup)
+	if err := sleepCtx(ctx, o.warmup); err != nil {
+		stopSensors()
+		return err
+	}
+	type snap struct {
+		at       time.Time
+		readings uint64
+		brokerRx float64
+		cpu      time.Duration
+		confirms float64
+	}
+	take := func() snap {
+		n, _ := produced()
+		sn := snap{at: time.Now(), readings: n, brokerRx: sys.value()}
+		for i, f := range s.fwds {
+			sn.cpu += f.CPUTime()
+			if v := testkit.Metric(s.fwdListen[i], "forwarder_confirmations_published_total"); v > 0 {
+				sn.confirms += v
+			}
+		}
+		return sn
+	}
+	a := take()
+	if err := sleepCtx(ctx, o.duration); err != nil {
+		stopSensors()
+		return err
+	}
+	b := take()
+	stopSensors()
+	sens.Wait()
+
+	rep := fleetReport{Delivery: o.delivery, Devices: o.fleet, SensorsPerDevice: sensors, WindowS: b.at.Sub(a.at).Seconds()}
+	readings := float64(b.readings - a.readings)
+	rep.ReadingsPerS = readings / rep.WindowS
+	rep.BrokerMsgsPerS = (b.brokerRx - a.brokerRx) / rep.WindowS
+	rep.BrokerPerReading = (b.brokerRx - a.brokerRx) / readings
+	rep.ConfirmsPerS = (b.confirms - a.confirms) / rep.WindowS
+	rep.FwdCPUPerReadingUS = float64((b.cpu - a.cpu).Microseconds()) / readings
+
+	// Drain: every queue empties once the forwarders confirmed (kafka) or
+	// the broker acknowledged (broker) what the sensors took.
+	deadline := time.Now().Add(o.settle)
+	for {
+		_, held := produced()
+		rep.HeldAtEnd = held
+		if held == 0 || time.Now().After(deadline) {
+			break
+		}
+		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	rep.Produced, _ = produced()
+	stopPubs()
+	wg.Wait()
+	if err := s.waitTopicCount(ctx, rep.Produced, 60*time.Second); err != nil {
+		s.log.Warn("topic count", "err", err)
+	}
+	recs, err := topicread.ReadAll(ctx, s.reader)
+	if err != nil {
+		return err
+	}
+	seen := map[string]map[uint64]bool{}
+	for _, r := range recs {
+		if r.Err != nil {
+			continue
+		}
+		m := seen[r.Reading.DeviceID]
+		if m == nil {
+			m = map[uint64]bool{}
+			seen[r.Reading.DeviceID] = m
+		}
+		if m[r.Reading.Seq] {
+			rep.Duplicates++
+			continue
+		}
+		m[r.Reading.Seq] = true
+		rep.Delivered++
+	}
+	for _, d := range devs {
+		n, _ := d.q.state()
+		for seq := uint64(1); seq <= n; seq++ {
+			if !seen[d.id][seq] {
+				rep.Missing++
+			}
+		}
+	}
+	rep.Pass = rep.Missing == 0 && rep.Produced > 0
+	rep.text(stdout)
+	if o.jsonOut != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if !rep.Pass {
+		return fmt.Errorf("fleet: %d readings missing", rep.Missing)
+	}
+	return nil
+}
+
+func (r *fleetReport) text(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
+	p("==== sensorpipe fleet report (delivery=%s) ====", r.Delivery)
+	p("devices       %d simulated devices in one process (the agent's mqttpub, in-memory queues), %d sensors each at 1 Hz", r.Devices, r.SensorsPerDevice)
+	p("window        %.1fs of steady running: %.0f readings/s", r.WindowS, r.ReadingsPerS)
+	p("broker        %.0f PUBLISH received/s = %.3f messages per reading (readings, confirmations, status)", r.BrokerMsgsPerS, r.BrokerPerReading)
+	p("confirmations %.0f/s published by the forwarders", r.ConfirmsPerS)
+	p("forwarders    %.1f us CPU per reading (user+system, both replicas)", r.FwdCPUPerReadingUS)
+	p("delivered     %d of %d readings in Kafka, %d missing, %d duplicates; %d still queued on devices at the end", r.Delivered, r.Produced, r.Missing, r.Duplicates, r.HeldAtEnd)
+	if r.Pass {
+		p("RESULT        PASS")
+	} else {
+		p("RESULT        FAIL")
+	}
+}
+
+// sysCounter follows mosquitto's $SYS count of PUBLISH packets received.
+type sysSub struct {
+	c  mqtt.Client
+	mu sync.Mutex
+	v  float64
+}
+
+func (s *stack) sysCounter(ctx context.Context) (*sysSub, error) {
+	tlsCfg := s.certs.Client()
+	ss := &sysSub{}
+	o := mqtt.NewClientOptions().AddBroker("ssl://" + s.mqtt).SetClientID("e2e-sys").SetUsername(sysUser).SetPassword(sysPass).
+		SetTLSConfig(tlsCfg).SetCleanSession(true)
+	ss.c = mqtt.NewClient(o)
+	if t := ss.c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		return nil, fmt.Errorf("$SYS reader connect: %v", t.Error())
+	}
+	const topic = "$SYS/broker/publish/messages/received"
+	t := ss.c.Subscribe(topic, 0, func(_ mqtt.Client, m mqtt.Message) {
+		v, err := strconv.ParseFloat(strings.TrimSpace(string(m.Payload())), 64)
+		if err == nil {
+			ss.mu.Lock()
+			ss.v = v
+			ss.mu.Unlock()
+		}
+	})
+	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		return nil, fmt.Errorf("$SYS subscribe: %v", t.Error())
+	}
+	// Wait for the first value (sys_interval 1).
+	for range 50 {
+		if ss.value() > 0 {
+			return ss, nil
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("no %s from the broker in 5s", topic)
+}
+
+func (ss *sysSub) value() float64 {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.v
+}
+
+func (ss *sysSub) close() { ss.c.Disconnect(100) }
