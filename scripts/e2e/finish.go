@@ -124,15 +124,21 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	rep.Produced, rep.Delivered, rep.Duplicates, rep.DupRate, rep.Unexpected = sum.Produced, sum.Delivered, sum.Duplicates, sum.DupRate, sum.Unexpected
 	missing := sum.Missing
 	if statsErr == nil && st.Count > 0 {
-		rep.Held = st.Count
-		for seq := st.OldestSeq; seq <= st.NewestSeq; seq++ {
+		// With delivery=kafka the buffer keeps what was not confirmed
+		// before the stop, in any pattern: ask for the exact seqs.
+		held, err := s.readBufferSeqs(ctx)
+		if err != nil {
+			problem("held readings: %v", err)
+		}
+		rep.Held = uint64(len(held))
+		for _, seq := range held {
 			if tl.Has(seq) {
 				rep.HeldDelivered++
 			}
+			missing = subtract(missing, tally.Range{From: seq, To: seq})
 		}
-		missing = subtract(missing, tally.Range{From: st.OldestSeq, To: st.NewestSeq})
-		if st.Count != st.NewestSeq-st.OldestSeq+1 {
-			problem("buffer holds %d readings in seq %d..%d (not contiguous): those not in Kafka were counted as held", st.Count, st.OldestSeq, st.NewestSeq)
+		if rep.Held != st.Count {
+			problem("buffer stats count %d readings, export listed %d", st.Count, rep.Held)
 		}
 	}
 	rep.MissingSeqs = missing

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
@@ -337,6 +339,28 @@ func (s *stack) readBufferStats(ctx context.Context) (bufferStats, error) {
 		st.LastSeq = st.NewestSeq
 	}
 	return st, nil
+}
+
+// readBufferSeqs lists the seqs the stopped agent's buffer holds, with its
+// own CLI (`edge-agent buffer export`, one JSON reading per line).
+func (s *stack) readBufferSeqs(ctx context.Context) ([]uint64, error) {
+	cmd := exec.CommandContext(ctx, s.bin("edge-agent"), "buffer", "export", "--db", s.bufDB)
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("edge-agent buffer export: %w", err)
+	}
+	var seqs []uint64
+	for _, line := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		r, err := reading.Decode(line)
+		if err != nil {
+			return seqs, fmt.Errorf("edge-agent buffer export: %w: %q", err, line)
+		}
+		seqs = append(seqs, r.Seq)
+	}
+	return seqs, nil
 }
 
 // close stops everything still running.
