@@ -52,6 +52,10 @@ type Config struct {
 	LogLevel string
 	// Pprof serves net/http/pprof under /debug/pprof/ on Listen (FORWARDER_PPROF).
 	Pprof bool
+	// Confirm publishes confirmations to the devices (FORWARDER_CONFIRM);
+	// off only for a fleet whose agents all run with delivery: broker,
+	// which do not listen for them.
+	Confirm bool
 	// ConfirmInterval is the shortest time between two confirmations to the
 	// same device (FORWARDER_CONFIRM_INTERVAL): seqs Kafka acknowledged in
 	// between are coalesced into one message.
@@ -123,6 +127,7 @@ var Vars = []Var{
 	{"FORWARDER_DLQ_MAX_BYTES", "65536", "dead-lettered payloads are truncated to this size"},
 	{"FORWARDER_LOG_LEVEL", "info", "debug, info, warn, error"},
 	{"FORWARDER_PPROF", "false", "serve Go's /debug/pprof/ on FORWARDER_LISTEN (profiling)"},
+	{"FORWARDER_CONFIRM", "true", "confirm Kafka-acked readings to their devices (false only when every agent runs with delivery: broker)"},
 	{"FORWARDER_CONFIRM_INTERVAL", "1s", "at most one confirmation per device per interval, on {prefix}/{device_id}/ack, after Kafka has the readings"},
 	{"FORWARDER_MAX_CLOCK_SKEW", "1h", "readings stamped further ahead of the forwarder's clock go to the DLQ"},
 }
@@ -339,6 +344,9 @@ func parse(v map[string]string, sys system) (*Config, error) {
 		return nil, &Error{Key: "FORWARDER_CONFIRM_INTERVAL", Msg: fmt.Sprintf("%v is longer than 1m (agents re-send readings unconfirmed after mqtt.confirm_timeout)", c.ConfirmInterval)}
 	}
 	if c.Pprof, err = parseBool(get, "FORWARDER_PPROF"); err != nil {
+		return nil, err
+	}
+	if c.Confirm, err = parseBool(get, "FORWARDER_CONFIRM"); err != nil {
 		return nil, err
 	}
 	c.LogLevel = strings.ToLower(get("FORWARDER_LOG_LEVEL"))

@@ -32,8 +32,25 @@ func TestDefaults(t *testing.T) {
 	if c.MQTT.TopicFilter != "sensors/+/+/reading" || c.Kafka.Topic != "sensor-readings" ||
 		c.Kafka.DLQTopic != "sensor-readings.dlq" || c.Kafka.SecurityProtocol != SASLSSL || c.Listen != ":9102" ||
 		!c.MQTT.TLS || c.MaxInFlight != 5000 || c.Kafka.BatchTimeout != 5*time.Millisecond ||
-		c.ConfirmInterval != time.Second || c.MaxClockSkew != time.Hour {
+		c.ConfirmInterval != time.Second || c.MaxClockSkew != time.Hour || !c.Confirm {
 		t.Fatalf("unexpected defaults: %+v", c)
+	}
+}
+
+func TestConfirmSwitch(t *testing.T) {
+	for _, tc := range []struct {
+		val  string
+		want bool
+	}{{"", true}, {"true", true}, {"false", false}, {"0", false}} {
+		e := base()
+		e["FORWARDER_CONFIRM"] = tc.val
+		c, err := Load("", env(e))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Confirm != tc.want {
+			t.Errorf("FORWARDER_CONFIRM=%q: Confirm = %t, want %t", tc.val, c.Confirm, tc.want)
+		}
 	}
 }
 
@@ -89,6 +106,7 @@ func TestInvalid(t *testing.T) {
 		{"zero confirm interval", map[string]string{"FORWARDER_CONFIRM_INTERVAL": "0s"}, "FORWARDER_CONFIRM_INTERVAL"},
 		{"long confirm interval", map[string]string{"FORWARDER_CONFIRM_INTERVAL": "2m"}, "FORWARDER_CONFIRM_INTERVAL"},
 		{"bad clock skew", map[string]string{"FORWARDER_MAX_CLOCK_SKEW": "-1h"}, "FORWARDER_MAX_CLOCK_SKEW"},
+		{"bad confirm", map[string]string{"FORWARDER_CONFIRM": "sometimes"}, "FORWARDER_CONFIRM"},
 		// Credentials in URLs are refused without being echoed (the test checks every error for s3cret).
 		{"url credentials, no port", map[string]string{"HIVEMQ_URL": "ssl://fwd:s3cret@broker.example.com"}, "HIVEMQ_URL"},
 		{"url credentials, bad port", map[string]string{"HIVEMQ_URL": "ssl://fwd:s3cret@broker.example.com:x"}, "HIVEMQ_URL"},

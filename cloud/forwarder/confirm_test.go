@@ -119,6 +119,31 @@ func TestConfirmAfterKafkaAck(t *testing.T) {
 	}
 }
 
+// TestConfirmOff: with FORWARDER_CONFIRM=false (a fleet of delivery: broker
+// agents) readings reach Kafka and no confirmation is published.
+func TestConfirmOff(t *testing.T) {
+	certs := pki.New(t)
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+	k := stack.StartKafka(t, certs)
+	acks := stack.CollectAcks(t, b, certs, "devices-acks-off", ackFilter)
+	env := stack.Env(b, k, certs, "fwd-confirm-off")
+	env["FORWARDER_CONFIRM"] = "false"
+	env["FORWARDER_CONFIRM_INTERVAL"] = "100ms"
+	fwd := start(t, env)
+	devs := stack.Devices(2)
+	pub := stack.NewPublisher(t, b, certs, "pub-confirm-off")
+	pub.PublishReadings(t, devs, 1, 10)
+	recs := k.ReadN(t, stack.Topic, len(devs)*10, 30*time.Second, 200*time.Millisecond)
+	checkReadings(t, recs, devs, 10, "fwd-confirm-off")
+	time.Sleep(500 * time.Millisecond) // 5 intervals: time enough for a confirmation to arrive
+	if got := acks.Acks(); len(got) != 0 {
+		t.Fatalf("%d confirmations with FORWARDER_CONFIRM=false, first %+v", len(got), got[0])
+	}
+	if n := metric(t, fwd.addr, "forwarder_confirmations_published_total"); n != 0 {
+		t.Fatalf("forwarder_confirmations_published_total = %v, want 0", n)
+	}
+}
+
 // TestConfirmCoalescing: a burst of readings is confirmed in few messages,
 // at most one per device per interval, covering exactly the seqs published.
 func TestConfirmCoalescing(t *testing.T) {

@@ -138,7 +138,9 @@ func (f *Forwarder) delivered(msgs []kafka.Message) {
 	}
 	f.m.produced.Add(produced)
 	f.m.dlq.Add(dlq)
-	f.conf.add(ps)
+	if f.cfg.Confirm {
+		f.conf.add(ps)
+	}
 	if newestTS != 0 {
 		f.m.lag.Set(float64(now-newestTS) / 1e9)
 	}
