@@ -7,7 +7,8 @@
 # Knobs (environment): BENCH_COUNT (default 6), BENCH_PKGS, BENCH_DISTANCE (0 skips
 # scripts/bench-distance.sh, whose knobs BENCH_ROUNDS and BENCH_RTTS pass through), E2E_RATES
 # (readings/s, default "100 400"), E2E_DURATION (default 30s), E2E_DRAIN (default 30s), E2E_FAULTS
-# (1 = also the fault run, default 1), OUT (default docs/PERFORMANCE.md).
+# (1 = also the fault run, default 1), E2E_FLEET (simulated devices for the fleet runs, default 500;
+# 0 skips them), E2E_FLEET_DURATION (default 60s), OUT (default docs/PERFORMANCE.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,8 @@ RATES=${E2E_RATES:-100 400}
 DURATION=${E2E_DURATION:-30s}
 DRAIN=${E2E_DRAIN:-30s}
 FAULTS=${E2E_FAULTS:-1}
+FLEET=${E2E_FLEET:-500}
+FLEET_DURATION=${E2E_FLEET_DURATION:-60s}
 OUT=${OUT:-docs/PERFORMANCE.md}
 BENCHSTAT_PKG=golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 LOCK=/tmp/bench.lock
@@ -85,6 +88,17 @@ if [ "$FAULTS" = 1 ]; then
 	say "$cmd"
 	flock "$LOCK" $GO run ./scripts/e2e -bin bin -json "$work/e2e-faults.json" >"$work/e2e-faults.txt"
 	e2e_runs+=("$cmd|$work/e2e-faults.txt")
+fi
+# 4b. A fleet through one broker and two forwarders, delivery=kafka against
+# delivery=broker: broker messages and forwarder CPU per reading.
+if [ "$FLEET" -gt 0 ]; then
+	for mode in kafka broker; do
+		cmd="flock $LOCK $GO run ./scripts/e2e -bin bin -fleet $FLEET -delivery $mode -duration $FLEET_DURATION -warmup 15s"
+		say "$cmd"
+		flock "$LOCK" $GO run ./scripts/e2e -bin bin -fleet "$FLEET" -delivery "$mode" -duration "$FLEET_DURATION" -warmup 15s \
+			-json "$work/fleet-$mode.json" >"$work/fleet-$mode.txt"
+		e2e_runs+=("$cmd|$work/fleet-$mode.txt")
+	done
 fi
 
 # 5. The machine.

@@ -173,3 +173,40 @@ func TestConfirmerSchedule(t *testing.T) {
 		t.Errorf("pendingDevices = %v after final", got)
 	}
 }
+
+// TestConfirmerBacklog: a device draining a backlog is confirmed every
+// backlogConfirm seqs, without waiting for the interval; one at its usual
+// rate still waits.
+func TestConfirmerBacklog(t *testing.T) {
+	c := newConfirmer("fwd-t", time.Second, slog.New(slog.DiscardHandler), newMetrics(func() float64 { return 0 }, func() float64 { return 0 }))
+	pub := &recorder{}
+	t0 := time.Unix(1_800_000_000, 0)
+	c.add(acked("a", 1))
+	c.add(acked("b", 1))
+	c.flush(t0, pub, true, false)
+	if len(pub.sent) != 2 {
+		t.Fatalf("first confirmations: %d messages, want 2", len(pub.sent))
+	}
+	pub.sent = nil
+	c.add(acked("a", seqRange(2, backlogConfirm)...)) // one short of the threshold
+	c.add(acked("b", 2, 3))
+	c.flush(t0.Add(10*time.Millisecond), pub, true, false)
+	if len(pub.sent) != 0 {
+		t.Fatalf("%d seqs pending: published %+v before the interval", backlogConfirm-1, pub.sent)
+	}
+	c.add(acked("a", backlogConfirm+1))
+	c.flush(t0.Add(20*time.Millisecond), pub, true, false)
+	want := []confirm.Range{{First: 2, Last: backlogConfirm + 1}}
+	if len(pub.sent) != 1 || pub.sent[0].topic != "sensors/a/ack" || !slices.Equal(pub.sent[0].msg.Seqs, want) {
+		t.Fatalf("at %d pending: published %+v, want one message to a with %v", backlogConfirm, pub.sent, want)
+	}
+	pub.sent = nil
+	c.flush(t0.Add(999*time.Millisecond), pub, true, false)
+	if len(pub.sent) != 0 {
+		t.Fatalf("b with 2 pending went before its interval: %+v", pub.sent)
+	}
+	c.flush(t0.Add(time.Second), pub, true, false)
+	if len(pub.sent) != 1 || pub.sent[0].topic != "sensors/b/ack" {
+		t.Fatalf("b at its interval: published %+v", pub.sent)
+	}
+}
