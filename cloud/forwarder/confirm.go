@@ -36,6 +36,15 @@ const (
 	// readings/s. One message per 1,000 readings still costs the broker
 	// 0.1% more messages, and a device at its usual rate never gets there.
 	backlogConfirm = 1000
+	// minConfirm seqs make a confirmation worth a message: with several
+	// replicas in a share group each holds a part of a device's readings,
+	// and one message per replica per interval would cost the broker a
+	// message for every two readings of a 4-reading/s device. Waiting for
+	// 4 keeps confirmations at most a quarter of the readings.
+	minConfirm = 4
+	// maxConfirmWait bounds that wait for a slow device, well inside the
+	// agent's mqtt.confirm_timeout (60 s; it re-sends past that).
+	maxConfirmWait = 10 * time.Second
 )
 
 // confirmer tells devices which of their readings Kafka has: seqs are added
@@ -61,6 +70,7 @@ type device struct {
 	pending confirm.Set // acknowledged by Kafka, not yet published; guarded by confirmer.mu
 	waiting bool        // pending is not empty; guarded by confirmer.mu
 	added   int         // seqs added to pending since the last publish; guarded by confirmer.mu
+	since   time.Time   // when pending got its first seq; guarded by confirmer.mu
 
 	// Owned by the run goroutine.
 	last   time.Time       // when the last message was published
@@ -89,7 +99,7 @@ func (c *confirmer) add(ps []*pending) {
 			c.devs[string(p.ackTo)] = d
 		}
 		if !d.waiting {
-			d.waiting, kick = true, true
+			d.waiting, d.since, kick = true, time.Now(), true
 		}
 		d.pending.Add(p.seq)
 		if d.added++; d.added == backlogConfirm {
@@ -181,7 +191,7 @@ func (c *confirmer) flush(now time.Time, pub publisher, connected, all bool) tim
 		if !connected {
 			continue // the reconnect kicks us
 		}
-		if due := d.last.Add(c.interval); !all && now.Before(due) && d.added < backlogConfirm {
+		if due := c.due(d); !all && now.Before(due) {
 			soon(due.Sub(now))
 			continue
 		}
@@ -204,6 +214,27 @@ func (c *confirmer) flush(now time.Time, pub publisher, connected, all bool) tim
 		o.d.tok = pub.Publish(o.d.topic, 1, false, o.payload)
 	}
 	return next
+}
+
+// due is when d's pending seqs should be published: a device's first
+// confirmation at once; then one interval after the last, once minConfirm
+// seqs wait or the first has waited maxConfirmWait; and at once when
+// backlogConfirm seqs wait. Called with c.mu held.
+func (c *confirmer) due(d *device) time.Time {
+	switch {
+	case d.last.IsZero() || d.added >= backlogConfirm:
+		return time.Time{}
+	case d.added >= minConfirm:
+		return d.last.Add(c.interval)
+	}
+	return later(d.last.Add(c.interval), d.since.Add(maxConfirmWait))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // settle checks d's outstanding publish; it reports whether d has none any

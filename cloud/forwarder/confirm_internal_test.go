@@ -210,3 +210,41 @@ func TestConfirmerBacklog(t *testing.T) {
 		t.Fatalf("b at its interval: published %+v", pub.sent)
 	}
 }
+
+// TestConfirmerWaitsForEnough: after a device's first confirmation, a
+// message waits for minConfirm seqs, or for maxConfirmWait when the device
+// is slow, so several replicas sharing a device's readings do not each send
+// a message per interval for one or two readings.
+func TestConfirmerWaitsForEnough(t *testing.T) {
+	c := newConfirmer("fwd-t", time.Second, slog.New(slog.DiscardHandler), newMetrics(func() float64 { return 0 }, func() float64 { return 0 }))
+	pub := &recorder{}
+	t0 := time.Now() // add stamps the first pending seq with the real clock
+	c.add(acked("a", 1))
+	c.flush(t0, pub, true, false)
+	if len(pub.sent) != 1 {
+		t.Fatalf("first confirmation: %d messages, want 1 at once", len(pub.sent))
+	}
+	pub.sent = nil
+	c.add(acked("a", 2, 3))
+	if next := c.flush(t0.Add(2*time.Second), pub, true, false); len(pub.sent) != 0 {
+		t.Fatalf("2 seqs after 2s: published %+v, want a wait", pub.sent)
+	} else if next <= 0 || next > maxConfirmWait {
+		t.Fatalf("next wake-up %v, want within maxConfirmWait", next)
+	}
+	c.add(acked("a", 4, 5))
+	c.flush(t0.Add(2100*time.Millisecond), pub, true, false)
+	if want := []confirm.Range{{First: 2, Last: 5}}; len(pub.sent) != 1 || !slices.Equal(pub.sent[0].msg.Seqs, want) {
+		t.Fatalf("%d seqs pending past the interval: published %+v, want %v", minConfirm, pub.sent, want)
+	}
+	pub.sent = nil
+	c.flush(t0.Add(2200*time.Millisecond), pub, true, false) // settles the publish
+	c.add(acked("a", 6))
+	c.flush(t0.Add(5*time.Second), pub, true, false)
+	if len(pub.sent) != 0 {
+		t.Fatalf("1 seq after 3s: published %+v, want a wait", pub.sent)
+	}
+	c.flush(time.Now().Add(maxConfirmWait), pub, true, false)
+	if want := []confirm.Range{{First: 6, Last: 6}}; len(pub.sent) != 1 || !slices.Equal(pub.sent[0].msg.Seqs, want) {
+		t.Fatalf("1 seq after maxConfirmWait: published %+v, want %v", pub.sent, want)
+	}
+}
