@@ -126,7 +126,10 @@ func agentConfig(t *testing.T, dir, device, broker string) string {
 	t.Helper()
 	cfg := filepath.Join(dir, device+".yaml")
 	conf := fmt.Sprintf("device_id: %s\nsensors:\n  - {name: sim-1, driver: sim, interval: 50ms}\n"+
-		"buffer:\n  path: %s/%s.db\nmqtt:\n  url: tcp://%s\nstatus_listen: 127.0.0.1:0\n", device, dir, device, broker)
+		"buffer:\n  path: %s/%s.db\nmqtt:\n  url: tcp://%s\nstatus_listen: 127.0.0.1:0\n"+
+		// A container's kernel may never report the clock synced; without
+		// this the readings would wait clock.hold_unsynced (10m) for NTP.
+		"clock:\n  hold_unsynced: 0s\n", device, dir, device, broker)
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
