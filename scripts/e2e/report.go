@@ -116,7 +116,7 @@ func (r *report) text(w io.Writer) {
 		p("database    %s", r.Database)
 	}
 	if r.Held > 0 {
-		p("held        %d readings still in the agent's buffer after its clean stop, %d of them already in Kafka (PUBACK not processed before the stop); the agent sends them on its next start", r.Held, r.HeldDelivered)
+		p("held        %d readings still in the agent's buffer after its clean stop, %d of them already in Kafka (their confirmation, or in broker mode their PUBACK, came after the stop); the agent sends them again on its next start", r.Held, r.HeldDelivered)
 	}
 	p("missing     %d%s", r.Missing, missingList(r.MissingSeqs))
 	for _, m := range r.MissingWhere {
