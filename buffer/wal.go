@@ -38,8 +38,15 @@ const (
 	// walPrealloc is written with zeros when the log is created, so later
 	// writes overwrite allocated blocks and fdatasync has no metadata to flush.
 	walPrealloc = 4 << 20
-	// walCheckpointAt: a checkpoint runs before a commit once the log holds this much.
-	walCheckpointAt = 2 << 20
+	// walCheckpointAt: a checkpoint runs before a commit once the log holds
+	// this much. Everything logged since the last checkpoint is also held in
+	// memory (state.pending), and the checkpoint's bbolt transaction builds
+	// its pages in memory too, so this bounds the agent's heap: with 2 MiB
+	// the agent peaked at 23-25 MiB RssAnon taking 3,200 readings/s, with
+	// 256 KiB at 12-16 MiB (agent/daemon BenchmarkBacklog, docs/PERFORMANCE.md),
+	// and append throughput did not move (BenchmarkAppendParallel). At four
+	// readings a second that is a checkpoint every few minutes.
+	walCheckpointAt = 256 << 10
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
