@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
@@ -63,6 +66,13 @@ type benchAgent struct {
 // interval, buffering in db and publishing through l, and starts the binary.
 func startBenchAgent(b *testing.B, l *benchLink, db string, sensors int, interval time.Duration) *benchAgent {
 	b.Helper()
+	return startBenchAgentIn(b, l, db, sensors, interval, "")
+}
+
+// startBenchAgentIn is startBenchAgent with the binary started by sh after
+// prefix (testkit.MemoryCgroup's JoinScript puts it in a cgroup first).
+func startBenchAgentIn(b *testing.B, l *benchLink, db string, sensors int, interval time.Duration, prefix string) *benchAgent {
+	b.Helper()
 	dir := b.TempDir()
 	pw := filepath.Join(dir, "password")
 	if err := os.WriteFile(pw, []byte(benchPass+"\n"), 0o600); err != nil {
@@ -87,6 +97,10 @@ sensors:
 		b.Fatal(err)
 	}
 	a.cmd = exec.Command(agentBin, "run", "--config", cfg)
+	if prefix != "" {
+		a.cmd = exec.Command("sh", "-c", prefix+`exec "$0" "$@"`, agentBin, "run", "--config", cfg)
+	}
+	a.cmd.Env = append(os.Environ(), strings.Fields(os.Getenv("BENCH_AGENT_ENV"))...) // e.g. "GOGC=50"
 	a.cmd.Stderr = &a.stderr
 	if err := a.cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -138,6 +152,9 @@ func (a *benchAgent) stop(b *testing.B) {
 	case <-a.done:
 	case <-time.After(15 * time.Second):
 		b.Fatalf("edge-agent did not stop: %s", a.stderr.String())
+	}
+	if path := os.Getenv("BENCH_AGENT_STDERR"); path != "" { // e.g. with BENCH_AGENT_ENV=GODEBUG=gctrace=1
+		_ = os.WriteFile(path, []byte(a.stderr.String()), 0o644)
 	}
 }
 
@@ -199,5 +216,87 @@ func BenchmarkBacklog(b *testing.B) {
 					published, end.Sub(start).Round(time.Millisecond), rtt, a.peak.RssAnon, a.peak.VmHWM)
 			}
 		})
+	}
+}
+
+// fillBuffer appends readings to the buffer at path until it holds its
+// max_bytes (256 MiB, the default) and starts dropping the oldest. Then it
+// drops the files' pages from the page cache, so the agent reads them from
+// disk as after a reboot, and they are charged to the agent's cgroup (the
+// kernel charges a cached page to the cgroup that brought it in).
+func fillBuffer(b *testing.B, path string) buffer.Stats {
+	b.Helper()
+	buf, err := buffer.Open(path, buffer.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := buf.Close(); err != nil {
+			b.Fatal(err)
+		}
+		for _, p := range []string{path, path + ".wal"} {
+			if err := testkit.DropPageCache(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}()
+	ctx := context.Background()
+	for {
+		rs := make([]*reading.Reading, 2000)
+		for i := range rs {
+			rs[i] = &reading.Reading{DeviceID: benchDevice, Sensor: "backlog", Kind: "sim", TS: time.Now().UTC(), TimeSynced: true,
+				Values: map[string]float64{reading.Temperature: 20.5, reading.Humidity: 48.25, reading.Pressure: 1008.5}}
+		}
+		if err := buf.Append(ctx, rs...); err != nil {
+			b.Fatal(err)
+		}
+		st, err := buf.Stats()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.DroppedBytes > 0 {
+			return st
+		}
+	}
+}
+
+// BenchmarkFullBufferUnderMemoryMax is the edge-agent unit's MemoryMax=64M
+// with a full buffer: the real binary starts on a 256 MiB buffer (its
+// default max_bytes, full) inside a memory cgroup limited to 64 MiB, as
+// systemd would run it, and drains it to the broker 20 ms away. bbolt maps
+// the whole file, and the pages it reads count against the limit as page
+// cache; the kernel must reclaim those instead of killing the agent. It
+// fails if the cgroup's OOM killer ran or the agent died; it reports the
+// cgroup's peak charge, the agent's peak RssAnon and VmHWM, and the drain
+// rate. It needs root and a writable memory cgroup (v2, or v1's memory
+// controller); it skips, saying why, otherwise.
+func BenchmarkFullBufferUnderMemoryMax(b *testing.B) {
+	const limit = 64 << 20
+	l := newBenchLink(b)
+	for b.Loop() {
+		cg := testkit.NewMemoryCgroup(b, limit)
+		db := filepath.Join(b.TempDir(), "buffer.db")
+		st := fillBuffer(b, db)
+		l.proxy.SetMode(tcpproxy.Pass)
+		l.proxy.SetDelay(10*time.Millisecond, time.Millisecond)
+		start := time.Now()
+		a := startBenchAgentIn(b, l, db, 4, time.Second, cg.JoinScript())
+		end := a.waitMetric(b, "edge_agent_buffer_readings", 10*time.Minute, func(v float64) bool { return v < caughtUp })
+		published := a.metric("edge_agent_published_total")
+		a.stop(b)
+		u, err := cg.Usage()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if u.OOMKills != 0 {
+			b.Fatalf("the OOM killer ran %d times in the cgroup (limit %d MiB)", u.OOMKills, limit>>20)
+		}
+		b.ReportMetric(float64(u.PeakBytes)/(1<<20), "cgroup-peak-MiB")
+		b.ReportMetric(float64(a.peak.RssAnon)/1024, "RssAnon-MiB")
+		b.ReportMetric(float64(a.peak.VmHWM)/1024, "VmHWM-MiB")
+		b.ReportMetric(published/end.Sub(start).Seconds(), "readings/s")
+		b.Logf("cgroup v%d limit %d MiB: %d readings (%d MiB live, file %d MiB) drained in %v; cgroup peak %d MiB, 0 OOM kills; agent peak RssAnon %d KiB, VmHWM %d KiB",
+			cg.Version, limit>>20, st.Count, st.LiveBytes>>20, st.FileBytes>>20, end.Sub(start).Round(time.Second),
+			u.PeakBytes>>20, a.peak.RssAnon, a.peak.VmHWM)
 	}
 }

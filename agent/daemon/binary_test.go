@@ -29,6 +29,10 @@ import (
 var agentBin string
 
 func TestMain(m *testing.M) {
+	if bin := os.Getenv("BENCH_AGENT_BIN"); bin != "" { // another build, for an A/B comparison
+		agentBin = bin
+		os.Exit(m.Run())
+	}
 	testkit.Main(m, &agentBin, "github.com/edgepipe/sensorpipe/agent/cmd/edge-agent")
 }
 
