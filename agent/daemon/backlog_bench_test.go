@@ -64,6 +64,10 @@ type benchAgent struct {
 
 // startBenchAgent writes a config for sensors sim sensors polling every
 // interval, buffering in db and publishing through l, and starts the binary.
+// It runs with delivery: broker (a reading leaves the buffer at its PUBACK):
+// there is no forwarder here to confirm, and the drain measured is the
+// agent's own; with delivery: kafka the forwarder's confirmations pace it
+// (mqttpub's BenchmarkDrain100k measures that mode).
 func startBenchAgent(b *testing.B, l *benchLink, db string, sensors int, interval time.Duration) *benchAgent {
 	b.Helper()
 	return startBenchAgentIn(b, l, db, sensors, interval, "")
@@ -82,7 +86,7 @@ func startBenchAgentIn(b *testing.B, l *benchLink, db string, sensors int, inter
 	var sb strings.Builder
 	fmt.Fprintf(&sb, `device_id: %s
 buffer: {path: %s}
-mqtt: {url: "ssl://%s", username: %s, password_file: %s, ca_file: %s}
+mqtt: {url: "ssl://%s", username: %s, password_file: %s, ca_file: %s, delivery: broker}
 clock: {hold_unsynced: 0s}  # the host's clock may never report synced
 status_listen: %s
 log_format: json
