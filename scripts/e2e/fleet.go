@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -64,7 +65,7 @@ func (q *memQueue) add(dev, sensor string, now time.Time, v float64) {
 func (q *memQueue) Peek(after uint64, n int) ([]buffer.Record, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	i, _ := slices.BinarySearchFunc(q.recs, after+1, func(r buffer.Record, s uint64) int { return cmpU(r.Seq, s) })
+	i, _ := slices.BinarySearchFunc(q.recs, after+1, func(r buffer.Record, s uint64) int { return cmp.Compare(r.Seq, s) })
 	var out []buffer.Record
 	for ; i < len(q.recs) && len(out) < n; i++ {
 		if !q.deleted[q.recs[i].Seq] {
@@ -111,16 +112,6 @@ func (q *memQueue) state() (produced uint64, held int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.seq, len(q.recs) - len(q.deleted)
-}
-
-func cmpU(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // fleetReport is what the fleet run measured.
