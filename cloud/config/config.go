@@ -87,7 +87,8 @@ type Kafka struct {
 	DLQTopic         string        // KAFKA_DLQ_TOPIC, default Topic + ".dlq"
 	BatchSize        int           // KAFKA_BATCH_SIZE: max records per partition request
 	BatchBytes       int           // KAFKA_BATCH_BYTES: max bytes per partition request
-	BatchTimeout     time.Duration // KAFKA_BATCH_TIMEOUT: accepted, unused (batches follow the round trip)
+	BatchTimeout     time.Duration // KAFKA_BATCH_TIMEOUT: how long a batch may wait while its partition has requests in flight
+	MaxRequests      int           // KAFKA_MAX_REQUESTS: Produce requests one partition may have in flight
 	Compression      string        // KAFKA_COMPRESSION: none, gzip, snappy, lz4, zstd
 }
 
@@ -117,7 +118,8 @@ var Vars = []Var{
 	{"KAFKA_DLQ_TOPIC", "", "dead-letter topic for payloads that fail validation (default KAFKA_TOPIC.dlq)"},
 	{"KAFKA_BATCH_SIZE", "10000", "max records per partition request; a batch holds what arrived while the partition's previous request was in flight"},
 	{"KAFKA_BATCH_BYTES", "1048576", "max bytes per partition request"},
-	{"KAFKA_BATCH_TIMEOUT", "5ms", "unused: a batch leaves when the partition's previous request is answered, not on a timer (accepted for old configs)"},
+	{"KAFKA_BATCH_TIMEOUT", "5ms", "while a partition has requests in flight, its next batch leaves when full, when answers are back, or after this wait (with none in flight it leaves at once)"},
+	{"KAFKA_MAX_REQUESTS", "5", "Produce requests one partition may have in flight (pipelined on one connection, so they keep their order)"},
 	{"KAFKA_COMPRESSION", "snappy", "none, gzip, snappy, lz4, zstd"},
 	{"FORWARDER_LISTEN", ":9102", "/metrics, /healthz, /readyz"},
 	{"FORWARDER_INSECURE", "false", "allow plaintext MQTT/Kafka to non-loopback hosts"},
@@ -319,6 +321,7 @@ func parse(v map[string]string, sys system) (*Config, error) {
 		{"FORWARDER_DLQ_MAX_BYTES", 64, 900 << 10, &c.DLQMaxBytes},
 		{"KAFKA_BATCH_SIZE", 1, 1 << 20, &c.Kafka.BatchSize},
 		{"KAFKA_BATCH_BYTES", 1 << 10, 64 << 20, &c.Kafka.BatchBytes},
+		{"KAFKA_MAX_REQUESTS", 1, 64, &c.Kafka.MaxRequests},
 	}
 	for _, i := range ints {
 		if *i.dst, err = parseInt(get(i.key), i.key, i.min, i.max); err != nil {

@@ -77,8 +77,9 @@ func Compression(name string) kafka.Compression {
 }
 
 // NewWriter returns the forwarder's Producer: RequiredAcks=all, murmur2 on
-// the key, batches capped by KAFKA_BATCH_SIZE and KAFKA_BATCH_BYTES and
-// compressed with KAFKA_COMPRESSION. completion reports each batch's
+// the key, batches capped by KAFKA_BATCH_SIZE and KAFKA_BATCH_BYTES,
+// compressed with KAFKA_COMPRESSION, up to KAFKA_MAX_REQUESTS in flight per
+// partition, lingering KAFKA_BATCH_TIMEOUT while others are in flight. completion reports each batch's
 // outcome; retrying (may be nil) each failed attempt the Producer retries
 // itself. Records must set Topic (the forwarder writes to the topic and its
 // DLQ through one Producer).
@@ -92,6 +93,8 @@ func NewWriter(k config.Kafka, clientID string, completion func([]kafka.Message,
 		MaxBytes:       int64(k.BatchBytes),
 		Compression:    Compression(k.Compression),
 		RequestTimeout: 10 * time.Second,
+		InFlight:       k.MaxRequests,
+		Linger:         k.BatchTimeout,
 		Completion:     completion,
 		Retrying:       retrying,
 	}), nil

@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
 	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
+	"github.com/segmentio/kafka-go/protocol/produce"
 )
 
 // ErrClosed is returned by WriteMessages after Close.
@@ -30,6 +33,15 @@ type ProducerOptions struct {
 	Compression kafka.Compression
 	// RequestTimeout bounds one Produce round trip (DefaultRequestTimeout).
 	RequestTimeout time.Duration
+	// InFlight caps the Produce requests one partition has on the wire at
+	// once (DefaultInFlight). They share one connection to the leader, so
+	// Kafka appends them in the order they were sent.
+	InFlight int
+	// Linger: while a partition has requests in flight, its next batch
+	// leaves when it is full, when the oldest record in it has waited
+	// Linger (DefaultLinger), or when the answers are all back. With
+	// nothing in flight a batch leaves at once.
+	Linger time.Duration
 	// Completion is called once per batch with its records after Kafka
 	// acknowledged them (err == nil) or refused them for good (err: a
 	// *ProduceError; a refused batch is split so that only the records at
@@ -48,6 +60,8 @@ const (
 	DefaultMaxRecords     = 10_000
 	DefaultMaxBytes       = 1 << 20
 	DefaultRequestTimeout = 10 * time.Second
+	DefaultInFlight       = 5
+	DefaultLinger         = 5 * time.Millisecond
 )
 
 // ProduceError is a batch Kafka refused for good (RecordErrors are its
@@ -69,22 +83,35 @@ func (e *ProduceError) Error() string {
 
 func (e *ProduceError) Unwrap() error { return e.Err }
 
-// Producer writes records to Kafka asynchronously with at most one Produce
-// request in flight per partition. While a partition's request waits for
-// Kafka, the records that arrive for that partition queue up and leave
-// together in its next request the moment the answer is back: at a
-// distance batches grow with the round trip by themselves, close by they
-// stay small, and no record waits for a timer.
+// Producer writes records to Kafka asynchronously. Each partition keeps up
+// to InFlight Produce requests on the wire, pipelined on one connection to
+// its leader (brokerConn). With nothing in flight a batch leaves at once;
+// while requests are in flight the records that arrive queue up and leave
+// when the batch is full, when its oldest record has waited Linger, or when
+// every answer is back. Close by, batches stay small and nothing waits for
+// a timer; at a distance a record waits at most Linger plus one round trip
+// instead of up to two round trips behind the request before it, and a
+// partition carries InFlight batches per round trip.
 //
-// Order: records of one partition are written in the order WriteMessages
-// got them. A failed request is retried (same records, same order) before
-// anything queued behind it is sent, so a retry cannot reorder a partition.
-// A retry after a timeout or a broken connection may write the batch twice
-// (Kafka may have appended the first attempt): duplicates, in order.
+// Order: Kafka takes one connection's requests in the order they were
+// written, so a partition's records are appended in the order
+// WriteMessages got them. When a request fails, the producer lets the
+// requests behind it land, then settles them in order, resending the
+// failed ones one at a time (with backoff) before anything new. A connection
+// that breaks fails every request on it, and they are resent in order: a
+// batch Kafka had appended before the break is written twice (duplicates,
+// in order: the first copy of each record still follows the first copy of
+// the one before). Two rare cases reorder, both when Kafka refuses a
+// request and takes the next one on the same connection: a refusal for a
+// transient reason of the partition (NOT_ENOUGH_REPLICAS while a replica
+// rejoins, say), where the refused batch is appended after the next; and a
+// refusal for good (a record over max.message.bytes), where the batch's
+// other records are resent one by one after the next. A consumer that
+// needs a device's order across such a moment sorts by seq, which every
+// reading carries.
 //
-// It routes a record with the Java client's murmur2 on its key, and sends
-// each request to the partition's leader through Transport (which caches
-// the cluster's metadata).
+// It routes a record with the Java client's murmur2 on its key, and finds
+// each partition's leader in Transport's metadata cache.
 type Producer struct {
 	// Addr and Transport reach the cluster (also usable for a kafka.Client
 	// of the caller's own, e.g. a metadata probe).
@@ -92,7 +119,6 @@ type Producer struct {
 	Transport *kafka.Transport
 
 	o        ProducerOptions
-	client   *kafka.Client
 	balancer kafka.Murmur2Balancer
 
 	ctx    context.Context // cancelled by Close: abandons requests and retries
@@ -103,6 +129,11 @@ type Producer struct {
 	closed bool
 	parts  map[topicPartition]*partitionQueue
 	ids    []int // 0..n-1, the partition list handed to the balancer
+
+	connMu  sync.Mutex
+	conns   map[string]*brokerConn // by broker address
+	readers sync.WaitGroup         // the connections' read loops
+	bufs    sync.Pool              // *bytes.Buffer for encoding requests
 }
 
 type topicPartition struct {
@@ -121,6 +152,12 @@ func NewProducer(addr net.Addr, tr *kafka.Transport, o ProducerOptions) *Produce
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = DefaultRequestTimeout
 	}
+	if o.InFlight <= 0 {
+		o.InFlight = DefaultInFlight
+	}
+	if o.Linger <= 0 {
+		o.Linger = DefaultLinger
+	}
 	if o.Completion == nil {
 		o.Completion = func([]kafka.Message, error) {}
 	}
@@ -128,9 +165,10 @@ func NewProducer(addr net.Addr, tr *kafka.Transport, o ProducerOptions) *Produce
 		Addr:      addr,
 		Transport: tr,
 		o:         o,
-		client:    &kafka.Client{Addr: addr, Transport: tr, Timeout: o.RequestTimeout},
 		parts:     map[topicPartition]*partitionQueue{},
+		conns:     map[string]*brokerConn{},
 	}
+	p.bufs.New = func() any { return new(bytes.Buffer) }
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p
 }
@@ -185,7 +223,11 @@ func (p *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 			q.mu.Lock()
 			last = q
 		}
+		if len(q.msgs) == 0 {
+			q.since = time.Now()
+		}
 		q.msgs = append(q.msgs, *m)
+		q.size += recordSize(m)
 	}
 	last.mu.Unlock()
 	last.signal()
@@ -230,16 +272,24 @@ func (p *Producer) Close() error {
 	p.mu.Unlock()
 	p.cancel()
 	p.wg.Wait()
+	p.connMu.Lock()
+	for _, c := range p.conns {
+		c.fail(errConnClosed)
+	}
+	p.connMu.Unlock()
+	p.readers.Wait()
 	p.Transport.CloseIdleConnections()
 	return nil
 }
 
 // partitionQueue holds the records waiting for one partition's next request.
 type partitionQueue struct {
-	key  topicPartition
-	mu   sync.Mutex
-	msgs []kafka.Message
-	wake chan struct{} // cap 1: records were queued
+	key   topicPartition
+	mu    sync.Mutex
+	msgs  []kafka.Message
+	size  int64         // recordSize of msgs
+	since time.Time     // when the oldest of msgs was queued
+	wake  chan struct{} // cap 1: records were queued
 }
 
 func (q *partitionQueue) signal() {
@@ -264,6 +314,7 @@ func (q *partitionQueue) take(batch []kafka.Message, maxRecords int, maxBytes in
 		size += s
 		n++
 	}
+	q.size -= size
 	batch = append(batch, q.msgs[:n]...)
 	rest := copy(q.msgs, q.msgs[n:])
 	clear(q.msgs[rest:])
@@ -284,33 +335,191 @@ func recordSize(m *kafka.Message) int64 {
 	return int64(n)
 }
 
-// run sends q's batches one at a time until Close.
+// flight is one batch on the wire.
+type flight struct {
+	batch []kafka.Message
+	call  *call
+	conn  *brokerConn // nil when the request never went out
+}
+
+// run keeps up to InFlight of q's requests on the wire, settles them in
+// order, and ends at Close.
 func (p *Producer) run(q *partitionQueue) {
 	defer p.wg.Done()
-	var batch []kafka.Message
+	var flights []*flight
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
-		select {
-		case <-q.wake:
-		case <-p.ctx.Done():
-			return
-		}
-		for {
-			batch = q.take(batch[:0], p.o.MaxRecords, p.o.MaxBytes)
-			if len(batch) == 0 {
+		// Send what may leave now; learn when the next batch may.
+		var next time.Time
+		for len(flights) < p.o.InFlight {
+			batch, at := q.next(len(flights) == 0, p.o)
+			if batch == nil {
+				next = at
 				break
 			}
-			if !p.deliver(q.key, batch) {
-				return
+			flights = append(flights, p.start(q.key, batch))
+		}
+		var done <-chan struct{}
+		if len(flights) > 0 {
+			done = flights[0].call.done
+			if d := flights[0].call.deadline; !d.IsZero() && (next.IsZero() || d.Before(next)) {
+				next = d
 			}
-			clear(batch)
+		}
+		if !next.IsZero() {
+			timer.Reset(time.Until(next))
+		} else {
+			timer.Stop()
+		}
+		select {
+		case <-q.wake:
+		case <-timer.C:
+			if len(flights) > 0 && !time.Now().Before(flights[0].call.deadline) {
+				flights[0].expire(p.o.RequestTimeout)
+			}
+		case <-done:
+			f := flights[0]
+			if err := f.result(q.key); err == nil {
+				p.o.Completion(f.batch, nil)
+				clear(flights[:1])
+				flights = flights[1:]
+				continue
+			}
+			// A request failed: let the ones behind it land, then settle
+			// each in order, retrying the failed ones one at a time.
+			for _, f := range flights {
+				if !p.settle(q.key, f.batch, f.wait(q.key, p.ctx)) {
+					return
+				}
+			}
+			clear(flights)
+			flights = flights[:0]
+		case <-p.ctx.Done():
+			return
 		}
 	}
 }
 
-// deliver writes batch, retrying what is worth retrying, and reports the
-// outcome; false once the producer is closed.
-func (p *Producer) deliver(key topicPartition, batch []kafka.Message) bool {
-	err := p.send(key, batch)
+// next takes q's next batch if it may leave now: at once when the
+// partition has nothing in flight (idle), when full, or when its oldest
+// record has waited Linger. Otherwise it returns nil and when the queued
+// records may leave (zero: nothing queued).
+func (q *partitionQueue) next(idle bool, o ProducerOptions) ([]kafka.Message, time.Time) {
+	q.mu.Lock()
+	n, size, since := len(q.msgs), q.size, q.since
+	q.mu.Unlock()
+	if n == 0 {
+		return nil, time.Time{}
+	}
+	if !idle && n < o.MaxRecords && size < o.MaxBytes && time.Since(since) < o.Linger {
+		return nil, since.Add(o.Linger)
+	}
+	return q.take(nil, o.MaxRecords, o.MaxBytes), time.Time{}
+}
+
+// start encodes batch and writes it to its partition's leader without
+// waiting for the answer.
+func (p *Producer) start(key topicPartition, batch []kafka.Message) *flight {
+	c, err := p.leaderConn(key)
+	if err != nil {
+		return &flight{batch: batch, call: failed(err)}
+	}
+	buf := p.bufs.Get().(*bytes.Buffer)
+	defer p.bufs.Put(buf)
+	req := &produce.Request{
+		Acks:    int16(kafka.RequireAll),
+		Timeout: int32(p.o.RequestTimeout / time.Millisecond),
+		Topics: []produce.RequestTopic{{
+			Topic: key.topic,
+			Partitions: []produce.RequestPartition{{
+				Partition: int32(key.partition),
+				RecordSet: protocol.RecordSet{
+					Version:    2,
+					Attributes: protocol.Attributes(p.o.Compression) & 7,
+					Records:    &messageRecords{msgs: batch},
+				},
+			}},
+		}},
+	}
+	if err := c.encode(buf, req); err != nil {
+		return &flight{batch: batch, call: failed(&ProduceError{Err: fmt.Errorf("encode: %w", err)})}
+	}
+	return &flight{batch: batch, call: c.send(buf.Bytes(), p.o.RequestTimeout), conn: c}
+}
+
+// expire kills the connection of a request that outlived its timeout: its
+// answer, and those of the requests behind it, will not come.
+func (f *flight) expire(timeout time.Duration) {
+	if f.conn != nil {
+		f.conn.fail(fmt.Errorf("%w: no answer from %s in %v", context.DeadlineExceeded, f.conn.addr, timeout))
+	}
+}
+
+// wait blocks until f is answered (or its connection dies, or its
+// deadline passes, or ctx ends) and returns result.
+func (f *flight) wait(key topicPartition, ctx context.Context) error {
+	if d := f.call.deadline; !d.IsZero() {
+		t := time.NewTimer(time.Until(d))
+		defer t.Stop()
+		select {
+		case <-f.call.done:
+		case <-t.C:
+			f.expire(time.Until(d))
+			<-f.call.done
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	<-f.call.done
+	return f.result(key)
+}
+
+// result reads an answered call: nil when Kafka appended the batch, a
+// *ProduceError when it refused it for good, the error as it is otherwise
+// (network, timeouts, errors Kafka calls retriable). CORRUPT_MESSAGE counts
+// as given for good although Kafka calls it retriable: the same bytes
+// (over TLS, or checked by TCP) fail the same check again, and retrying in
+// place would stop the partition behind them for ever; split, the records
+// that are fine go through on their own, as a Java producer's would after
+// delivery.timeout.ms.
+func (f *flight) result(key topicPartition) error {
+	if f.call.err != nil {
+		return f.call.err
+	}
+	for _, t := range f.call.res.Topics {
+		for _, part := range t.Partitions {
+			if t.Topic != key.topic || int(part.Partition) != key.partition {
+				continue
+			}
+			if part.ErrorCode == 0 {
+				return nil
+			}
+			ke := kafka.Error(part.ErrorCode)
+			if ke.Temporary() && ke != kafka.InvalidMessage {
+				return ke
+			}
+			pe := &ProduceError{Err: ke}
+			if len(part.RecordErrors) > 0 {
+				pe.RecordErrors = make(map[int]error, len(part.RecordErrors))
+				for _, re := range part.RecordErrors {
+					pe.RecordErrors[int(re.BatchIndex)] = fmt.Errorf("%w: %s", ke, re.BatchIndexErrorMessage)
+				}
+			}
+			return pe
+		}
+	}
+	return fmt.Errorf("kafkaout: the answer does not name %s/%d", key.topic, key.partition)
+}
+
+// settle finishes a batch whose first attempt ended with err: retries
+// what is worth retrying, reports the outcome, and splits a batch Kafka
+// refused for good so that only the records at fault come back with the
+// error; false once the producer is closed.
+func (p *Producer) settle(key topicPartition, batch []kafka.Message, err error) bool {
+	if err != nil {
+		err = p.retry(key, batch, err)
+	}
 	if p.ctx.Err() != nil {
 		return false
 	}
@@ -318,11 +527,9 @@ func (p *Producer) deliver(key topicPartition, batch []kafka.Message) bool {
 		p.o.Completion(batch, err)
 		return true
 	}
-	// Refused for good: one record at a time, in order, so only the
-	// records at fault come back with the error.
-	for i := range batch {
+	for i := range batch { // one at a time, in order
 		one := batch[i : i+1]
-		err := p.send(key, one)
+		err := p.retry(key, one, p.produce(key, one))
 		if p.ctx.Err() != nil {
 			return false
 		}
@@ -331,17 +538,14 @@ func (p *Producer) deliver(key topicPartition, batch []kafka.Message) bool {
 	return true
 }
 
-// send writes batch, retrying errors worth retrying with backoff until it
-// succeeds, Kafka refuses it for good (a *ProduceError), or Close.
-func (p *Producer) send(key topicPartition, batch []kafka.Message) error {
+// retry sends batch again, alone and with backoff (100 ms doubling to 5 s),
+// while err is worth retrying; it returns nil, a *ProduceError, or the
+// context's error at Close.
+func (p *Producer) retry(key topicPartition, batch []kafka.Message, err error) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := p.produce(key, batch)
-		if err == nil || p.ctx.Err() != nil {
-			return err
-		}
 		var pe *ProduceError
-		if errors.As(err, &pe) {
+		if err == nil || errors.As(err, &pe) || p.ctx.Err() != nil {
 			return err
 		}
 		if p.o.Retrying != nil {
@@ -355,37 +559,68 @@ func (p *Producer) send(key topicPartition, batch []kafka.Message) error {
 			return p.ctx.Err()
 		}
 		backoff = min(2*backoff, 5*time.Second)
+		err = p.produce(key, batch)
 	}
 }
 
-// produce is one Produce round trip. Errors Kafka gives for good come back
-// as *ProduceError; the rest (network, timeouts, errors Kafka calls
-// retriable) as they are. CORRUPT_MESSAGE counts as given for good although
-// Kafka calls it retriable: the same bytes (over TLS, or checked by TCP)
-// fail the same check again, and retrying in place would stop the partition
-// behind them for ever; split, the records that are fine go through on
-// their own, as a Java producer's would after delivery.timeout.ms.
+// produce is one Produce round trip, waited for.
 func (p *Producer) produce(key topicPartition, batch []kafka.Message) error {
+	return p.start(key, batch).wait(key, p.ctx)
+}
+
+// leaderConn returns the connection to key's leader, dialing it if there
+// is none or it died. Leaders come from Transport's metadata cache
+// (refreshed every MetadataTTL), so after a leader change the requests to
+// the old leader fail and are retried until the cache names the new one.
+func (p *Producer) leaderConn(key topicPartition) (*brokerConn, error) {
+	addr, err := p.leader(key)
+	if err != nil {
+		return nil, err
+	}
+	p.connMu.Lock()
+	defer p.connMu.Unlock()
+	if c := p.conns[addr]; c != nil && c.alive() {
+		return c, nil
+	}
+	if p.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
 	ctx, cancel := context.WithTimeout(p.ctx, p.o.RequestTimeout)
 	defer cancel()
-	res, err := p.client.Produce(ctx, &kafka.ProduceRequest{
-		Topic:        key.topic,
-		Partition:    key.partition,
-		RequiredAcks: kafka.RequireAll,
-		Compression:  p.o.Compression,
-		Records:      &messageRecords{msgs: batch},
-	})
+	c, err := dialBroker(ctx, p.Transport, addr, &p.readers)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if res.Error == nil {
-		return nil
+	p.conns[addr] = c
+	return c, nil
+}
+
+// leader is the address of key's leader.
+func (p *Producer) leader(key topicPartition) (string, error) {
+	ctx, cancel := context.WithTimeout(p.ctx, p.o.RequestTimeout)
+	defer cancel()
+	r, err := p.Transport.RoundTrip(ctx, p.Addr, &metadataAPI.Request{TopicNames: []string{key.topic}})
+	if err != nil {
+		return "", fmt.Errorf("metadata: %w", err)
 	}
-	var ke kafka.Error
-	if errors.As(res.Error, &ke) && (!ke.Temporary() || ke == kafka.InvalidMessage) {
-		return &ProduceError{Err: res.Error, RecordErrors: res.RecordErrors}
+	res := r.(*metadataAPI.Response)
+	for _, t := range res.Topics {
+		if t.Name != key.topic {
+			continue
+		}
+		for _, part := range t.Partitions {
+			if int(part.PartitionIndex) != key.partition {
+				continue
+			}
+			for _, b := range res.Brokers {
+				if b.NodeID == part.LeaderID {
+					return net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))), nil
+				}
+			}
+			return "", fmt.Errorf("%s/%d: %w", key.topic, key.partition, kafka.LeaderNotAvailable)
+		}
 	}
-	return res.Error
+	return "", fmt.Errorf("%s/%d: %w", key.topic, key.partition, kafka.UnknownTopicOrPartition)
 }
 
 // messageRecords reads kafka.Messages as the records of a Produce request

@@ -85,10 +85,25 @@ func value(seq int) []byte { return fmt.Appendf(nil, "%012d{\"payload\":true}", 
 // the producer retried instead of reporting failures, and each key's
 // records sit in its partition in the order they were written (a retried
 // batch may appear twice, in order: the first copy of every record comes
-// after the first copy of the one before it).
+// after the first copy of the one before it). Twice: close by, and with
+// Kafka 20 ms away, where each partition has several requests on the wire
+// when the connection is cut.
 func TestProducerKeepsOrderThroughOutage(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		oneWay time.Duration
+	}{
+		{"close", 0},
+		{"20ms away, pipelined", 10 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) { keepsOrderThroughOutage(t, tc.oneWay) })
+	}
+}
+
+func keepsOrderThroughOutage(t *testing.T, oneWay time.Duration) {
 	certs := pki.New(t)
 	k := stack.StartKafka(t, certs)
+	k.Proxy().SetDelay(oneWay, oneWay/10)
 	o := newOutcomes()
 	p := newProducer(t, k, certs, o, 1<<20)
 	const keys, perKey = 20, 400
