@@ -19,6 +19,7 @@ import (
 	kafkakit "github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
 // outcomes collects what Completion and Retrying report.
@@ -85,22 +86,25 @@ func value(seq int) []byte { return fmt.Appendf(nil, "%012d{\"payload\":true}", 
 // the producer retried instead of reporting failures, and each key's
 // records sit in its partition in the order they were written (a retried
 // batch may appear twice, in order: the first copy of every record comes
-// after the first copy of the one before it). Twice: close by, and with
-// Kafka 20 ms away, where each partition has several requests on the wire
-// when the connection is cut.
+// after the first copy of the one before it). Close by, and with Kafka
+// 20 ms away, where each partition has several requests on the wire when
+// the connection is cut, or goes silent (bytes dropped: the requests on it
+// time out after RequestTimeout and are sent again on a new connection).
 func TestProducerKeepsOrderThroughOutage(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		oneWay time.Duration
+		fault  tcpproxy.Mode
 	}{
-		{"close", 0},
-		{"20ms away, pipelined", 10 * time.Millisecond},
+		{"close, refused", 0, tcpproxy.Refuse},
+		{"20ms away, pipelined, refused", 10 * time.Millisecond, tcpproxy.Refuse},
+		{"20ms away, pipelined, silent", 10 * time.Millisecond, tcpproxy.Blackhole},
 	} {
-		t.Run(tc.name, func(t *testing.T) { keepsOrderThroughOutage(t, tc.oneWay) })
+		t.Run(tc.name, func(t *testing.T) { keepsOrderThroughOutage(t, tc.oneWay, tc.fault) })
 	}
 }
 
-func keepsOrderThroughOutage(t *testing.T, oneWay time.Duration) {
+func keepsOrderThroughOutage(t *testing.T, oneWay time.Duration, fault tcpproxy.Mode) {
 	certs := pki.New(t)
 	k := stack.StartKafka(t, certs)
 	k.Proxy().SetDelay(oneWay, oneWay/10)
@@ -110,7 +114,7 @@ func keepsOrderThroughOutage(t *testing.T, oneWay time.Duration) {
 	ctx := context.Background()
 	for seq := range perKey {
 		if seq == perKey/2 {
-			k.Cut()
+			k.Proxy().SetMode(fault)
 			time.AfterFunc(time.Second, k.Restore)
 		}
 		msgs := make([]kafka.Message, 0, keys)
