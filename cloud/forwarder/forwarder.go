@@ -13,7 +13,6 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/semaphore"
 
@@ -98,8 +97,8 @@ func New(cfg *config.Config, opts Options) (*Forwarder, error) {
 	f.queue.out = f.acks
 	f.m = newMetrics(func() float64 { return float64(len(f.sem)) }, f.queue.oldestAge)
 	f.conf = newConfirmer(cfg.ID, cfg.ConfirmInterval, f.log, f.m)
-	f.m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "forwarder_confirm_pending_devices",
-		Help: "Devices with readings Kafka acknowledged and not yet confirmed to them."}, f.conf.pendingDevices))
+	f.m.reg.Gauge("forwarder_confirm_pending_devices",
+		"Devices with readings Kafka acknowledged and not yet confirmed to them.", f.conf.pendingDevices)
 	w, err := kafkaout.NewWriter(cfg.Kafka, "cloud-forwarder-"+cfg.ID, f.completion, f.writeFailed)
 	if err != nil {
 		return nil, fmt.Errorf("kafka writer: %w", err)

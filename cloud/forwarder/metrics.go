@@ -1,75 +1,74 @@
 package forwarder
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
+	vm "github.com/VictoriaMetrics/metrics"
+
+	"github.com/edgepipe/sensorpipe/cloud/statushttp"
 )
 
-// metrics are the forwarder's Prometheus series, on a registry of its own.
+// metrics are the forwarder's Prometheus series, in a set of their own.
 type metrics struct {
-	reg           *prometheus.Registry
-	received      prometheus.Counter
-	redelivered   prometheus.Counter
-	produced      prometheus.Counter
-	dlq           prometheus.Counter
-	acked         prometheus.Counter
-	produceErrors prometheus.Counter
-	latency       prometheus.Histogram
-	lag           prometheus.Gauge
-	mqttUp        prometheus.Gauge
-	kafkaUp       prometheus.Gauge
-	confirmations prometheus.Counter
-	confirmedSeqs prometheus.Counter
-	confirmErrors prometheus.Counter
-	unconfirmable prometheus.Counter
-	refused       prometheus.Counter
-	dropped       prometheus.Counter
+	reg           *statushttp.Metrics
+	received      counter
+	redelivered   counter
+	produced      counter
+	dlq           counter
+	acked         counter
+	produceErrors counter
+	latency       histogram
+	lag           *vm.Gauge
+	mqttUp        *vm.Gauge
+	kafkaUp       *vm.Gauge
+	confirmations counter
+	confirmedSeqs counter
+	confirmErrors counter
+	unconfirmable counter
+	refused       counter
+	dropped       counter
 }
 
+// counter is a counter whose Add takes the float64 counts the forwarder
+// computes (delivered sums a batch's readings and dead letters as floats).
+type counter struct{ *vm.Counter }
+
+// Add adds n, a whole number.
+func (c counter) Add(n float64) { c.AddInt64(int64(n)) }
+
+// histogram is a Prometheus histogram with client_golang's name for Update.
+type histogram struct{ *vm.PrometheusHistogram }
+
+// Observe adds v to the histogram.
+func (h histogram) Observe(v float64) { h.Update(v) }
+
 func newMetrics(inFlight, oldestUnacked func() float64) *metrics {
+	reg := statushttp.NewMetrics()
+	c := func(name, help string) counter { return counter{reg.Counter(name, help)} }
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
-		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_received_total",
-			Help: "MQTT messages received."}),
-		redelivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_redelivered_total",
-			Help: "MQTT messages received with the DUP flag (redelivered by the broker)."}),
-		produced: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_produced_total",
-			Help: "Readings acknowledged by Kafka on the main topic."}),
-		dlq: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_dlq_total",
-			Help: "Invalid payloads acknowledged by Kafka on the dead-letter topic."}),
-		acked: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_acked_total",
-			Help: "MQTT PUBACKs sent (after Kafka acknowledged the record)."}),
-		produceErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_produce_errors_total",
-			Help: "Records whose Kafka write failed and was retried."}),
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "forwarder_produce_latency_seconds",
-			Help:    "Time from MQTT receive to Kafka acknowledgement.",
-			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}),
-		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "forwarder_lag_seconds",
-			Help: "Age of the newest reading Kafka acknowledged (now minus its ts) when it was acknowledged."}),
-		mqttUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "forwarder_mqtt_connected",
-			Help: "1 while connected to the MQTT broker."}),
-		kafkaUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "forwarder_kafka_ready",
-			Help: "1 while Kafka accepts our records."}),
-		confirmations: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_confirmations_published_total",
-			Help: "Confirmation messages published to devices and acknowledged by the broker."}),
-		confirmedSeqs: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_confirmed_seqs_total",
-			Help: "Seqs covered by the confirmations the broker acknowledged."}),
-		confirmErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_confirm_errors_total",
-			Help: "Confirmation publishes that failed or timed out; their seqs are sent again."}),
-		unconfirmable: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_dlq_unconfirmable_total",
-			Help: "Dead-lettered payloads whose topic or seq could not be read, so no device could be confirmed."}),
-		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_refused_total",
-			Help: "Records Kafka refused for good (too large, invalid timestamp, corrupt, invalid): sent to the DLQ instead."}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "forwarder_dropped_total",
-			Help: "Dead letters the DLQ refused even without their value: acked on MQTT, not confirmed, in no topic."}),
+		reg:           reg,
+		received:      c("forwarder_received_total", "MQTT messages received."),
+		redelivered:   c("forwarder_redelivered_total", "MQTT messages received with the DUP flag (redelivered by the broker)."),
+		produced:      c("forwarder_produced_total", "Readings acknowledged by Kafka on the main topic."),
+		dlq:           c("forwarder_dlq_total", "Invalid payloads acknowledged by Kafka on the dead-letter topic."),
+		acked:         c("forwarder_acked_total", "MQTT PUBACKs sent (after Kafka acknowledged the record)."),
+		produceErrors: c("forwarder_produce_errors_total", "Records whose Kafka write failed and was retried."),
+		latency: histogram{reg.Histogram("forwarder_produce_latency_seconds", "Time from MQTT receive to Kafka acknowledgement.",
+			[]float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30})},
+		lag: reg.Gauge("forwarder_lag_seconds",
+			"Age of the newest reading Kafka acknowledged (now minus its ts) when it was acknowledged.", nil),
+		mqttUp:        reg.Gauge("forwarder_mqtt_connected", "1 while connected to the MQTT broker.", nil),
+		kafkaUp:       reg.Gauge("forwarder_kafka_ready", "1 while Kafka accepts our records.", nil),
+		confirmations: c("forwarder_confirmations_published_total", "Confirmation messages published to devices and acknowledged by the broker."),
+		confirmedSeqs: c("forwarder_confirmed_seqs_total", "Seqs covered by the confirmations the broker acknowledged."),
+		confirmErrors: c("forwarder_confirm_errors_total", "Confirmation publishes that failed or timed out; their seqs are sent again."),
+		unconfirmable: c("forwarder_dlq_unconfirmable_total",
+			"Dead-lettered payloads whose topic or seq could not be read, so no device could be confirmed."),
+		refused: c("forwarder_refused_total",
+			"Records Kafka refused for good (too large, invalid timestamp, corrupt, invalid): sent to the DLQ instead."),
+		dropped: c("forwarder_dropped_total",
+			"Dead letters the DLQ refused even without their value: acked on MQTT, not confirmed, in no topic."),
 	}
-	m.reg.MustRegister(m.received, m.redelivered, m.produced, m.dlq, m.acked, m.produceErrors,
-		m.latency, m.lag, m.mqttUp, m.kafkaUp, m.confirmations, m.confirmedSeqs, m.confirmErrors, m.unconfirmable,
-		m.refused, m.dropped,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "forwarder_oldest_unacked_seconds",
-			Help: "Age of the oldest message received from MQTT and not yet acked (0 when none): grows while a record is stuck."}, oldestUnacked),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "forwarder_in_flight",
-			Help: "Messages received from MQTT and not yet acked."}, inFlight),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.Gauge("forwarder_oldest_unacked_seconds",
+		"Age of the oldest message received from MQTT and not yet acked (0 when none): grows while a record is stuck.", oldestUnacked)
+	reg.Gauge("forwarder_in_flight", "Messages received from MQTT and not yet acked.", inFlight)
 	return m
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -77,7 +76,7 @@ func (s *Sink) updateLag(ctx context.Context, cl *kgo.Client) error {
 		if c, ok := committed[p]; ok && c.Offset >= 0 {
 			from = c.Offset
 		}
-		s.m.lag.WithLabelValues(topic, strconv.Itoa(int(p))).Set(float64(max(latest[p]-from, 0)))
+		s.m.setLag(topic, p, max(latest[p]-from, 0))
 	}
 	return nil
 }

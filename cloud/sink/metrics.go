@@ -1,64 +1,53 @@
 package sink
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
+	"strconv"
+
+	vm "github.com/VictoriaMetrics/metrics"
+
+	"github.com/edgepipe/sensorpipe/cloud/statushttp"
 )
 
-// metrics are the sink's Prometheus series, on a registry of its own.
+// metrics are the sink's Prometheus series, in a set of their own.
 type metrics struct {
-	reg        *prometheus.Registry
-	records    prometheus.Counter
-	rows       prometheus.Counter
-	duplicates prometheus.Counter
-	batches    prometheus.Counter
-	skipped    *prometheus.CounterVec
-	dbErrors   prometheus.Counter
-	commitErrs prometheus.Counter
-	batchTime  prometheus.Histogram
-	lag        *prometheus.GaugeVec
-	deleted    prometheus.Counter
-	dbUp       prometheus.Gauge
-	kafkaUp    prometheus.Gauge
+	reg        *statushttp.Metrics
+	records    *vm.Counter
+	rows       *vm.Counter
+	duplicates *vm.Counter
+	batches    *vm.Counter
+	skipped    map[string]*vm.Counter // by reason
+	dbErrors   *vm.Counter
+	commitErrs *vm.Counter
+	batchTime  *vm.PrometheusHistogram
+	deleted    *vm.Counter
+	dbUp       *vm.Gauge
+	kafkaUp    *vm.Gauge
 }
 
 func newMetrics() *metrics {
+	reg := statushttp.NewMetrics()
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
-		records: prometheus.NewCounter(prometheus.CounterOpts{Name: "sink_records_total",
-			Help: "Kafka records consumed (and committed after their batch was stored)."}),
-		rows: prometheus.NewCounter(prometheus.CounterOpts{Name: "sink_rows_written_total",
-			Help: "Rows inserted into readings."}),
-		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "sink_duplicates_total",
-			Help: "Readings already in readings (redelivered, or twice in the topic): not inserted again."}),
-		batches: prometheus.NewCounter(prometheus.CounterOpts{Name: "sink_batches_total",
-			Help: "Database transactions committed."}),
-		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sink_skipped_total",
-			Help: "Records skipped: decode (not a reading), column (does not fit the table), refused (PostgreSQL refused the row)."},
-			[]string{"reason"}),
-		dbErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "sink_db_errors_total",
-			Help: "Failed database connects and batch writes (each retried)."}),
-		commitErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "sink_commit_errors_total",
-			Help: "Kafka offset commits that failed (the records come back and are dropped as duplicates)."}),
-		batchTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sink_batch_seconds",
-			Help:    "Time to store one batch (COPY, INSERT, COMMIT, offset commit).",
-			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
-		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sink_lag_records",
-			Help: "Records in the partition after the last committed offset (high watermark minus committed), per assigned partition."},
-			[]string{"topic", "partition"}),
-		deleted: prometheus.NewCounter(prometheus.CounterOpts{Name: "sink_retention_deleted_total",
-			Help: "Rows deleted by SINK_RETENTION."}),
-		dbUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sink_db_ready",
-			Help: "1 while PostgreSQL takes our writes."}),
-		kafkaUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sink_kafka_ready",
-			Help: "1 while Kafka answers."}),
+		reg:        reg,
+		records:    reg.Counter("sink_records_total", "Kafka records consumed (and committed after their batch was stored)."),
+		rows:       reg.Counter("sink_rows_written_total", "Rows inserted into readings."),
+		duplicates: reg.Counter("sink_duplicates_total", "Readings already in readings (redelivered, or twice in the topic): not inserted again."),
+		batches:    reg.Counter("sink_batches_total", "Database transactions committed."),
+		skipped:    map[string]*vm.Counter{},
+		dbErrors:   reg.Counter("sink_db_errors_total", "Failed database connects and batch writes (each retried)."),
+		commitErrs: reg.Counter("sink_commit_errors_total",
+			"Kafka offset commits that failed (the records come back and are dropped as duplicates)."),
+		batchTime: reg.Histogram("sink_batch_seconds", "Time to store one batch (COPY, INSERT, COMMIT, offset commit).",
+			[]float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10}),
+		deleted: reg.Counter("sink_retention_deleted_total", "Rows deleted by SINK_RETENTION."),
+		dbUp:    reg.Gauge("sink_db_ready", "1 while PostgreSQL takes our writes.", nil),
+		kafkaUp: reg.Gauge("sink_kafka_ready", "1 while Kafka answers.", nil),
 	}
 	for _, r := range []string{reasonDecode, reasonColumn, reasonRefused} {
-		m.skipped.WithLabelValues(r)
+		m.skipped[r] = reg.Counter(`sink_skipped_total{reason="`+r+`"}`,
+			"Records skipped: decode (not a reading), column (does not fit the table), refused (PostgreSQL refused the row).")
 	}
-	m.reg.MustRegister(m.records, m.rows, m.duplicates, m.batches, m.skipped, m.dbErrors, m.commitErrs,
-		m.batchTime, m.lag, m.deleted, m.dbUp, m.kafkaUp,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.Help("sink_lag_records",
+		"Records in the partition after the last committed offset (high watermark minus committed), per assigned partition.")
 	return m
 }
 
@@ -68,3 +57,20 @@ const (
 	reasonColumn  = "column"
 	reasonRefused = "refused"
 )
+
+// setLag sets sink_lag_records of a partition, adding the series the first time.
+func (m *metrics) setLag(topic string, partition int32, records int64) {
+	m.reg.Set.GetOrCreateGauge(lagSeries(topic, partition), nil).Set(float64(records))
+}
+
+// dropLag removes sink_lag_records of a partition this replica no longer owns.
+func (m *metrics) dropLag(topic string, partition int32) {
+	m.reg.Set.UnregisterMetric(lagSeries(topic, partition))
+}
+
+// lagSeries is the series of a partition's lag, its labels in name order
+// as client_golang wrote them: sink_lag_records{partition="0",topic="t"}.
+// Kafka topic names ([a-zA-Z0-9._-]) need no escaping.
+func lagSeries(topic string, partition int32) string {
+	return `sink_lag_records{partition="` + strconv.Itoa(int(partition)) + `",topic="` + topic + `"}`
+}

@@ -22,7 +22,7 @@ const (
 func (s *Sink) retain(ctx context.Context) {
 	for wait := time.Minute; sleep(ctx, wait); wait = retentionEvery {
 		n, err := s.retentionPass(ctx)
-		s.m.deleted.Add(float64(n))
+		s.m.deleted.AddInt64(n)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.log.Warn("retention pass failed; trying again later", "deleted", n, "err", err)

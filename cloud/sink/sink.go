@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -139,7 +138,7 @@ func (s *Sink) forget(how string, m map[string][]int32) {
 	ps := m[s.cfg.Kafka.Topic]
 	s.own.remove(ps)
 	for _, p := range ps {
-		s.m.lag.DeleteLabelValues(s.cfg.Kafka.Topic, strconv.Itoa(int(p)))
+		s.m.dropLag(s.cfg.Kafka.Topic, p)
 	}
 }
 
@@ -314,8 +313,8 @@ func (s *Sink) storeAndCommit(ctx, hard context.Context, cl *kgo.Client, b *batc
 		s.log.Warn("kafka offset commit failed; the batch will be consumed again and its rows dropped as duplicates",
 			"records", len(b.recs), "err", err)
 	}
-	s.m.records.Add(float64(len(b.recs)))
-	s.m.batchTime.Observe(time.Since(start).Seconds())
+	s.m.records.Add(len(b.recs))
+	s.m.batchTime.UpdateDuration(start)
 	return true
 }
 
@@ -351,9 +350,9 @@ func (s *Sink) store(ctx, hard context.Context, rows []row) bool {
 			return false
 		}
 		res, err := s.w.write(hard, rows, func(r row, err error) { s.skip(reasonRefused, r.src, err) })
-		s.m.rows.Add(float64(res.inserted))
-		s.m.duplicates.Add(float64(res.dups))
-		s.m.batches.Add(float64(res.batches))
+		s.m.rows.AddInt64(res.inserted)
+		s.m.duplicates.AddInt64(res.dups)
+		s.m.batches.Add(res.batches)
 		if err == nil {
 			s.dbOK()
 			return true
@@ -371,7 +370,7 @@ func (s *Sink) store(ctx, hard context.Context, rows []row) bool {
 }
 
 func (s *Sink) skip(reason string, src Source, err error) {
-	s.m.skipped.WithLabelValues(reason).Inc()
+	s.m.skipped[reason].Inc()
 	s.log.Warn("skipping a record", "reason", reason, "topic", src.Topic, "partition", src.Partition, "offset", src.Offset, "err", err)
 }
 

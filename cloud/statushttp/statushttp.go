@@ -1,13 +1,20 @@
 // Package statushttp serves the status endpoints every cloud-forwarder
-// command exposes on its listen address: /metrics (Prometheus, from the
-// command's own registry), /healthz (the process answers), /readyz (200
-// "ready", or 503 with what is missing) and, when asked, Go's pprof.
+// command exposes on its listen address: /metrics (the Prometheus text
+// format, from the command's own Metrics, then the Go runtime and process
+// series), /healthz (the process answers), /readyz (200 "ready", or 503
+// with what is missing) and, when asked, Go's pprof.
+//
+// Metrics are github.com/VictoriaMetrics/metrics series in a metrics.Set of
+// the command's own; nothing is registered globally. The one global the
+// library has, metrics.ExposeMetadata, is set by the program's main.
 //
 // It does not decide readiness: the command passes a function that does.
 //
 // Example:
 //
-//	h := statushttp.Handler(reg, false, func() (bool, string) { return up.Load(), "kafka_ready=false" })
+//	m := statushttp.NewMetrics()
+//	up := m.Gauge("thing_ready", "1 while the thing works.", nil)
+//	h := statushttp.Handler(m, false, func() (bool, string) { return up.Get() == 1, "thing_ready=0" })
 //	srv, err := statushttp.Listen(":9103", h)
 //	go srv.Serve()
 //	defer srv.Shutdown()
@@ -21,17 +28,17 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Handler serves /metrics from reg, /healthz, /readyz from ready (which
-// returns whether the command is ready and, when not, why), and pprof
-// under /debug/pprof/ when withPprof is set.
-func Handler(reg *prometheus.Registry, withPprof bool, ready func() (bool, string)) http.Handler {
+// Handler serves /metrics from m (see Metrics.WritePrometheus), /healthz,
+// /readyz from ready (which returns whether the command is ready and, when
+// not, why), and pprof under /debug/pprof/ when withPprof is set.
+func Handler(m *Metrics, withPprof bool, ready func() (bool, string)) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		m.WritePrometheus(w)
+	})
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

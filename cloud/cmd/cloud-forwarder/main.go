@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/VictoriaMetrics/metrics"
+
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/forwarder"
@@ -30,6 +32,10 @@ var version = "dev"
 const sinkMemoryLimit = 24 << 20
 
 func main() {
+	// HELP and TYPE lines on every command's /metrics. The metrics library
+	// has only this process-wide switch; each command keeps its series in a
+	// set of its own (statushttp.Metrics).
+	metrics.ExposeMetadata(true)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
