@@ -7,7 +7,7 @@
 // in a broker or Kafka: LogBuffer (a log sink safe for concurrent writers),
 // Build and Main (build a real binary once per test process, as make build
 // does), WaitFor, NeedTool (skip without a tool, fail under CI=true),
-// FreeAddr/PickAddr, Metric (one Prometheus sample) and BenchRTTs.
+// FreeAddr/PickAddr, Metric and Metrics (Prometheus samples) and BenchRTTs.
 //
 // The parts live in sub-packages, so a test imports only what it starts:
 //

@@ -182,19 +182,43 @@ var scrape = &http.Client{Transport: &http.Transport{DisableCompression: true}}
 // Metric reads one unlabelled sample from the Prometheus endpoint at
 // http://addr/metrics; -1 if the endpoint or the sample is not there.
 func Metric(addr, name string) float64 {
-	resp, err := scrape.Get("http://" + addr + "/metrics")
+	v, err := Metrics(addr, name)
 	if err != nil {
 		return -1
 	}
+	return v[name]
+}
+
+// Metrics reads several unlabelled samples from one scrape of
+// http://addr/metrics, so they describe the same moment; a sample the page
+// does not have is -1. An error means the endpoint did not answer.
+func Metrics(addr string, names ...string) (map[string]float64, error) {
+	resp, err := scrape.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, fmt.Errorf("scrape: %w", err)
+	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("scrape http://%s/metrics: %w", addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET http://%s/metrics: %s", addr, resp.Status)
+	}
+	out := make(map[string]float64, len(names))
+	for _, n := range names {
+		out[n] = -1
+	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
+		name, v, ok := strings.Cut(l, " ")
+		if _, want := out[name]; !ok || !want {
+			continue
+		}
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			out[name] = f
 		}
 	}
-	return -1
+	return out, nil
 }
 
 // BenchRTTs are the round trips the distance benchmarks run at: BENCH_RTTS,

@@ -1,7 +1,11 @@
 package testkit_test
 
 import (
+	"io"
+	"maps"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -29,5 +33,33 @@ func TestPickAddrBelowEphemeral(t *testing.T) {
 			t.Fatalf("picked %s, which is not free: %v", addr, err)
 		}
 		l.Close()
+	}
+}
+
+// TestMetrics: one scrape gives every asked sample, -1 for one the page
+// lacks; labelled series and comments do not match an unlabelled name.
+func TestMetrics(t *testing.T) {
+	page := "# HELP forwarder_in_flight x\n# TYPE forwarder_in_flight gauge\nforwarder_in_flight 500\n" +
+		"forwarder_produced_total 1.5e+06\nforwarder_produced_total_x 7\nhttp_requests{code=\"200\"} 3\n"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, page) }))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	got, err := testkit.Metrics(addr, "forwarder_in_flight", "forwarder_produced_total", "http_requests", "absent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"forwarder_in_flight": 500, "forwarder_produced_total": 1.5e6, "http_requests": -1, "absent": -1}
+	if !maps.Equal(got, want) {
+		t.Fatalf("Metrics = %v, want %v", got, want)
+	}
+	if v := testkit.Metric(addr, "forwarder_in_flight"); v != 500 {
+		t.Fatalf("Metric = %v, want 500", v)
+	}
+	srv.Close()
+	if _, err := testkit.Metrics(addr, "forwarder_in_flight"); err == nil {
+		t.Fatal("Metrics of a closed endpoint: no error")
+	}
+	if v := testkit.Metric(addr, "forwarder_in_flight"); v != -1 {
+		t.Fatalf("Metric of a closed endpoint = %v, want -1", v)
 	}
 }
