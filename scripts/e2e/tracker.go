@@ -30,13 +30,14 @@ type tracker struct {
 	maxSeq   uint64
 	forgiven map[uint64]bool // gaps given up on, so later faults can still be gated
 	records  int
-	foreign  int           // records of another device or that did not decode
-	progress chan struct{} // closed and replaced when prefix moves
+	byFwd    map[string]int // records of the device per forwarder_id header
+	foreign  int            // records of another device or that did not decode
+	progress chan struct{}  // closed and replaced when prefix moves
 }
 
 func newTracker(device string) *tracker {
 	return &tracker{device: device, recv: map[recKey]time.Time{}, ts: map[uint64]time.Time{},
-		forgiven: map[uint64]bool{}, progress: make(chan struct{})}
+		forgiven: map[uint64]bool{}, byFwd: map[string]int{}, progress: make(chan struct{})}
 }
 
 func (t *tracker) add(r topicread.Record) {
@@ -48,6 +49,7 @@ func (t *tracker) add(r topicread.Record) {
 		t.foreign++
 		return
 	}
+	t.byFwd[r.Headers["forwarder_id"]]++
 	if _, ok := t.ts[r.Reading.Seq]; !ok {
 		t.ts[r.Reading.Seq] = r.Reading.TS
 	}
@@ -103,6 +105,13 @@ func (t *tracker) state() (uint64, time.Time, <-chan struct{}) {
 		s--
 	}
 	return t.prefix, t.ts[s], t.progress
+}
+
+// fwdRecords is how many records of the device forwarder id has written so far.
+func (t *tracker) fwdRecords(id string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byFwd[id]
 }
 
 // received returns when the live consumer got record k.
