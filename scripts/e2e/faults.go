@@ -23,6 +23,8 @@ type fault struct {
 	// waiting); readings lost before it are charged to this fault.
 	Settled time.Time `json:"settled"`
 	Note    string    `json:"note,omitempty"`
+	// Kill is what forwarder-kill-mid-drain saw of the forwarder it killed.
+	Kill *kill `json:"kill,omitempty"`
 }
 
 // injector runs faults against a stack, one after another, waiting for the
@@ -90,6 +92,7 @@ func (in *injector) steps() []step {
 		{"agent-kill-twice", in.agentKillTwice},
 		{"forwarder-kill", in.forwarderKill},
 		{"forwarder-kill-unconfirmed", in.forwarderKillUnconfirmed},
+		{"forwarder-kill-mid-drain", in.forwarderKillMidDrain},
 		{"full-buffer-restart", in.fullBuffer},
 	}
 }
@@ -105,6 +108,9 @@ func (in *injector) run(ctx context.Context) error {
 		}
 		if err := in.settle(ctx); err != nil {
 			return err
+		}
+		if k := in.faults[len(in.faults)-1].Kill; k != nil {
+			k.Redelivered = testkit.Metric(k.addr, "forwarder_redelivered_total")
 		}
 	}
 	return nil

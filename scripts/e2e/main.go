@@ -51,6 +51,8 @@ type options struct {
 	cut        time.Duration
 	kafkaDown  time.Duration
 	fwdDown    time.Duration
+	killWindow int
+	killRTT    time.Duration
 	fill       time.Duration
 	delivery   string
 	queue      int
@@ -81,6 +83,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.cut, "cut", 20*time.Second, "how long the agent<->broker link is black-holed")
 	fs.DurationVar(&o.kafkaDown, "kafka-down", 60*time.Second, "how long Kafka is unreachable")
 	fs.DurationVar(&o.fwdDown, "forwarders-down", 60*time.Second, "how long every forwarder is stopped")
+	fs.IntVar(&o.killWindow, "kill-window", 200, "forwarder-kill-mid-drain: FORWARDER_MAX_IN_FLIGHT of the forwarder it kills (0: the shipped default); "+
+		"the backlog it builds is 2.5 windows per forwarder, within what the broker queues for an offline session (-broker-queue)")
+	fs.DurationVar(&o.killRTT, "kill-rtt", 100*time.Millisecond, "forwarder-kill-mid-drain: Kafka's round trip while the forwarders drain, until the kill")
 	fs.StringVar(&o.delivery, "delivery", "kafka", "the agent's mqtt.delivery: kafka (delete on the forwarder's confirmation) or broker (delete at PUBACK)")
 	fs.IntVar(&o.queue, "broker-queue", 1000, "mosquitto max_queued_messages per session, as real brokers cap it (HiveMQ, EMQX: 1000)")
 	fs.DurationVar(&o.confirmTO, "confirm-timeout", 15*time.Second, "the agent's mqtt.confirm_timeout (default 60s; shorter here so re-sends fit the run)")
@@ -107,6 +112,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.rate <= 0 || o.forwarders < 1 {
 		return o, errors.New("-rate must be positive and -forwarders at least 1")
+	}
+	if o.killWindow < 0 || o.killRTT < 0 {
+		return o, errors.New("-kill-window must be 0 (the forwarder's default) or positive, -kill-rtt not negative")
 	}
 	if o.delivery != "kafka" && o.delivery != "broker" {
 		return o, fmt.Errorf("-delivery %q: want kafka or broker", o.delivery)
