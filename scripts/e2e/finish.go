@@ -83,6 +83,7 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	}
 	readAt := time.Now()
 	var ds []tally.Delivery
+	var copies []copyRec
 	var maxSeq uint64
 	for _, r := range recs {
 		rep.Records++
@@ -102,6 +103,7 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 			recv = readAt
 		}
 		ds = append(ds, tally.Delivery{Seq: r.Reading.Seq, TS: r.Reading.TS, Recv: recv})
+		copies = append(copies, copyRec{Seq: r.Reading.Seq, Fwd: r.Headers["forwarder_id"], Partition: r.Partition, Offset: r.Offset, Recv: recv})
 		maxSeq = max(maxSeq, r.Reading.Seq)
 	}
 
@@ -164,6 +166,14 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	for _, f := range in.faults {
 		fr := result(tl, since, f)
 		fr.Dups = countWithin(dupAt, f.Start, settledOr(f))
+		if f.Kill != nil && !f.Kill.At.IsZero() {
+			kd := countKillDups(copies, f.Kill, f.End, settledOr(f))
+			fr.KillDups = &kd
+			if kd.Redelivered > kd.Window {
+				problem("%s: %d duplicates came back through the broker after %s's kill, more than its in-flight window of %d",
+					f.Name, kd.Redelivered, f.Kill.Forwarder, kd.Window)
+			}
+		}
 		if !f.Settled.IsZero() {
 			since = f.Settled
 		}

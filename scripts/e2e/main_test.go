@@ -2,6 +2,7 @@ package main
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,5 +92,68 @@ func TestDuplicatesPerFault(t *testing.T) {
 		if got := countWithin(dups, at(tt.from), at(tt.to)); got != tt.want {
 			t.Errorf("countWithin(%ds..%ds) = %d, want %d", tt.from, tt.to, got, tt.want)
 		}
+	}
+}
+
+func TestCountKillDups(t *testing.T) {
+	t0 := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	k := &kill{Forwarder: "a", Window: 4, Started: at(0), At: at(1000), Redelivered: 3}
+	restarted, settled := at(6000), at(20000)
+	off := int64(0)
+	rec := func(seq uint64, fwd string, ms int) copyRec {
+		off++
+		return copyRec{Seq: seq, Fwd: fwd, Offset: off, Recv: at(ms)}
+	}
+	cs := []copyRec{
+		rec(1, "a", -500), // an earlier incarnation's record: not the killed one's
+		rec(10, "a", 100), // the killed incarnation wrote 10..14
+		rec(11, "b", 150), // the other forwarder
+		rec(12, "a", 200),
+		rec(13, "a", 900),
+		rec(14, "a", 1003), // written just before the kill, received just after
+		rec(11, "b", 800),  // a copy before the kill: not the kill's
+		rec(14, "b", 3000), // the agent re-sent 14 through b while a was dead
+		rec(13, "a", 6100), // the successor: the broker redelivers 13 and 15 (15 was never written), then 12 comes from a re-send
+		rec(15, "a", 6100),
+		rec(16, "a", 6150), // the third redelivered message: fresh, not a copy
+		rec(12, "a", 9000),
+		rec(10, "b", 25000), // after the fault settled
+	}
+	got := countKillDups(cs, k, restarted, settled)
+	want := killDups{Window: 4, Redelivered: 1, Resent: 2}
+	if got != want {
+		t.Fatalf("countKillDups = %+v, want %+v", got, want)
+	}
+	// Without the successor's redelivered count, every copy it wrote is
+	// taken as the broker's: an upper bound for the check.
+	k.Redelivered = -1
+	if got, want := countKillDups(cs, k, restarted, settled), (killDups{Window: 4, Redelivered: 2, Resent: 1}); got != want {
+		t.Fatalf("countKillDups without the redelivered count = %+v, want %+v", got, want)
+	}
+}
+
+func TestKillLines(t *testing.T) {
+	f := faultResult{fault: fault{Kill: &kill{Window: 200, InFlight: 200, InKafka: 400, Produced: 202, Confirmed: 202}}, Dups: 205,
+		KillDups: &killDups{Window: 200, Redelivered: 198, Resent: 3}}
+	got := strings.Join(f.killLines("kafka"), "\n")
+	for _, want := range []string{"200 of 200 in flight (window full)", "198 written and not yet PUBACKed", "198 sent again by the broker",
+		"within the in-flight window of 200", "3 re-sent by the agent", "4 other copies"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("killLines lacks %q:\n%s", want, got)
+		}
+	}
+	f.KillDups.Redelivered, f.Kill.InFlight = 201, 150
+	got = strings.Join(f.killLines("broker"), "\n")
+	for _, want := range []string{"(window NOT full)", "OVER the in-flight window"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("killLines lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "confirmation") {
+		t.Errorf("killLines speaks of confirmations with delivery=broker:\n%s", got)
+	}
+	if (faultResult{}).killLines("kafka") != nil {
+		t.Error("killLines of a fault without a kill: want none")
 	}
 }

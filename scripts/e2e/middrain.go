@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -29,6 +30,10 @@ import (
 // session also takes 5s of live readings, and what passes the cap is
 // dropped (the agent re-sends it a confirm_timeout later, which only makes
 // the fault slower).
+//
+// With delivery=kafka a kill also loses the confirmations the forwarder had
+// not yet published for records Kafka acknowledged; the agent re-sends
+// those readings. countKillDups tells the two apart.
 
 // kill is what the harness saw of the forwarder it killed mid-drain.
 type kill struct {
@@ -188,4 +193,107 @@ func (in *injector) waitMidDrain(ctx context.Context, k *kill, before int, d tim
 			return err
 		}
 	}
+}
+
+// copyRec is one record of the device in the topic, as the kill's
+// accounting needs it.
+type copyRec struct {
+	Seq       uint64
+	Fwd       string // forwarder_id header
+	Partition int32
+	Offset    int64
+	Recv      time.Time // when the harness's live consumer got it
+}
+
+// killDups are the duplicates a kill caused, told apart by how they came
+// back.
+type killDups struct {
+	Window int `json:"in_flight_window"`
+	// Redelivered are copies of readings the killed incarnation had written
+	// to Kafka that the broker sent again to its successor: written and
+	// not PUBACKed at the kill. The design bounds them by the window.
+	Redelivered int `json:"redelivered"`
+	// Resent are the other copies, arriving after the kill, of readings the
+	// killed incarnation had written: the agent published them again
+	// because their confirmation died with the forwarder (delivery=kafka).
+	Resent int `json:"resent"`
+}
+
+// countKillDups counts the duplicates kill k caused. The killed
+// incarnation's records are those of its forwarder_id received from its
+// start until restarted (it cannot write before or after; the consumer's
+// lag is far below the 5s it stays dead). The broker sends its successor
+// the unacked messages first, in order, so the successor's first
+// k.Redelivered records are the broker's redelivery (all of them if that
+// count is unknown); a device's records share one partition (key =
+// device_id), so offsets give that order. Copies counted arrive until
+// settled.
+func countKillDups(cs []copyRec, k *kill, restarted, settled time.Time) killDups {
+	d := killDups{Window: k.Window}
+	written := map[uint64]bool{}
+	type at struct {
+		p int32
+		o int64
+	}
+	skip := map[at]bool{} // the killed incarnation's copies, and the successor's redelivered ones
+	var next []copyRec
+	for _, c := range cs {
+		if c.Fwd != k.Forwarder || c.Recv.Before(k.Started) || c.Recv.After(settled) {
+			continue
+		}
+		if c.Recv.Before(restarted) {
+			written[c.Seq] = true
+			skip[at{c.Partition, c.Offset}] = true
+		} else {
+			next = append(next, c)
+		}
+	}
+	slices.SortFunc(next, func(a, b copyRec) int {
+		return cmp.Or(cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset))
+	})
+	r := len(next)
+	if k.Redelivered >= 0 && int(k.Redelivered) < r {
+		r = int(k.Redelivered)
+	}
+	for _, c := range next[:r] {
+		skip[at{c.Partition, c.Offset}] = true
+		if written[c.Seq] {
+			d.Redelivered++
+		}
+	}
+	for _, c := range cs {
+		if written[c.Seq] && !skip[at{c.Partition, c.Offset}] && c.Recv.After(k.At) && !c.Recv.After(settled) {
+			d.Resent++
+		}
+	}
+	return d
+}
+
+// killLines describe a mid-drain kill and the duplicates it caused, for
+// the report's fault table; none for other faults.
+func (f faultResult) killLines(delivery string) []string {
+	k, d := f.Kill, f.KillDups
+	if k == nil || d == nil {
+		return nil
+	}
+	full := "full"
+	if k.InFlight < float64(k.Window) {
+		full = "NOT full"
+	}
+	verdict := "within"
+	if d.Redelivered > d.Window {
+		verdict = "OVER"
+	}
+	state := fmt.Sprintf("at the last look before the kill: %.0f of %d in flight (window %s); Kafka held %d of its records, %.0f acknowledged to it: %d written and not yet PUBACKed",
+		k.InFlight, k.Window, full, k.InKafka, k.Produced, k.InKafka-int(k.Produced))
+	dups := fmt.Sprintf("duplicates the kill caused: %d sent again by the broker (written, not PUBACKed) = %s the in-flight window of %d (the bound checked)",
+		d.Redelivered, verdict, d.Window)
+	if delivery == "kafka" {
+		state += fmt.Sprintf("; %.0f seqs in confirmations the broker had acknowledged", k.Confirmed)
+		dups += fmt.Sprintf("; %d re-sent by the agent, their confirmation lost with the forwarder (not bounded by the window)", d.Resent)
+	} else if d.Resent > 0 {
+		dups += fmt.Sprintf("; %d more copies after the kill", d.Resent)
+	}
+	dups += fmt.Sprintf("; %d other copies in the fault window", max(f.Dups-d.Redelivered-d.Resent, 0))
+	return []string{state, dups}
 }

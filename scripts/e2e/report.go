@@ -47,6 +47,9 @@ type faultResult struct {
 	// Dups are second and later copies of a reading that reached Kafka
 	// between the fault's start and its settling.
 	Dups int `json:"duplicates"`
+	// KillDups splits the duplicates a mid-drain kill caused by how they
+	// came back (forwarder-kill-mid-drain only).
+	KillDups *killDups `json:"kill_duplicates,omitempty"`
 }
 
 // report is everything the harness measured; it prints as text and JSON.
@@ -164,6 +167,9 @@ func (r *report) text(w io.Writer) {
 			p("  %-26s %9s %8d %9s %8s %7d  %s", f.Name, rec, f.Backlog, drain, res, f.Dups, f.What)
 			if f.Note != "" {
 				p("  %-26s %9s %8s %9s %8s %7s  (%s)", "", "", "", "", "", "", f.Note)
+			}
+			for _, l := range f.killLines(r.Delivery) {
+				p("  %-26s %9s %8s %9s %8s %7s  (%s)", "", "", "", "", "", "", l)
 			}
 		}
 	}
