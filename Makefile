@@ -72,9 +72,10 @@ clean: ## remove build outputs
 
 e2e: build ## end-to-end proof on the real binaries: faults injected, report printed; fails if a reading is missing
 	$(GO) run ./scripts/e2e -bin bin
-	@echo "== the confirmation faults again with delivery=broker: what deleting at PUBACK loses (reported, not failed)"
+	@echo "== the confirmation faults again with delivery=broker: what deleting at PUBACK loses (reported, not failed);"
+	@echo "== and the mid-drain kill, whose duplicates there are the broker's redelivery alone (no agent re-sends)"
 	$(GO) run ./scripts/e2e -bin bin -delivery broker -report-loss -settle 20s -warmup 5s \
-		-only broker-restart,kafka-outage,forwarders-down,forwarder-kill-unconfirmed
+		-only broker-restart,kafka-outage,forwarders-down,forwarder-kill-unconfirmed,forwarder-kill-mid-drain
 
 bench: ## Go benchmarks (benchstat), drains and latency at 0/20/50 ms, e2e runs, peak RSS, binary sizes -> docs/PERFORMANCE.md
 	scripts/bench.sh

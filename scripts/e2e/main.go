@@ -4,7 +4,8 @@
 // field does, then reads the whole Kafka topic with franz-go's kgo and
 // reports what was produced, delivered, missing and duplicated, the
 // end-to-end latency and how long each fault took to recover from. It exits
-// 1 if any reading is missing.
+// 1 if any reading is missing, or if a forwarder killed mid-drain sent back
+// through the broker more duplicates than its in-flight window.
 //
 //	go run ./scripts/e2e -bin bin               # fault run (make e2e)
 //	go run ./scripts/e2e -faults=false -rate 500 # throughput run (make bench)
