@@ -145,7 +145,8 @@ proxy, two \`bin/cloud-forwarder\` replicas in a share group and, when PostgreSQ
 with SIGTERM, lets the forwarders drain and reads the whole topic back with franz-go \`kgo\` (not the
 forwarder's kafka-go), over TLS + SASL PLAIN, then waits for the sink to have written every reading
 and prints the database's count beside Kafka's. It exits 1 if any reading is missing, in Kafka or in
-the table.
+the table, or if the forwarder killed mid-drain (fault 8) sends back more duplicates than its
+in-flight window.
 
 The fault run (\`make e2e\`, and CI) injects, one after another, waiting for the pipeline to catch up
 in between:
@@ -170,11 +171,22 @@ broker discards), per-device ACLs and a 65 KiB packet limit. The sim sensors tak
 6. **forwarder-kill**: \`kill -9\` of one forwarder with unacked MQTT messages in flight, restarted 5 s later.
 7. **forwarder-kill-unconfirmed**: \`kill -9\` of a forwarder holding Kafka-acked records it has not
    yet confirmed to the device (it confirms once a second per device).
-8. **full-buffer-restart**: the broker refused for 40 s while the agent buffers, the agent stopped
+8. **forwarder-kill-mid-drain**: the crash bound of docs/FORWARDER.md (duplicates at most the
+   in-flight window). Every forwarder stopped until the broker queues 2.5 windows per session, then
+   started with Kafka 100 ms away (a delaying proxy), and one \`kill -9\`ed when its metrics and the
+   topic show the worst moment: \`forwarder_in_flight\` at the window and at least half a window of
+   its records in Kafka that it has not yet seen acknowledged; restarted 5 s later. It runs with
+   \`FORWARDER_MAX_IN_FLIGHT=200\` (\`-kill-window\`): the shipped 5,000 cannot fill behind a broker
+   that queues 1,000 messages per session and keeps 1,000 in flight. The report splits the
+   duplicates the kill caused: those the broker sent again (written, not PUBACKed: the run fails if
+   they exceed the window) and those the agent re-sent because their confirmation died with the
+   forwarder (delivery=kafka; bounded by the confirmer's batching, not by the window).
+9. **full-buffer-restart**: the broker refused for 40 s while the agent buffers, the agent stopped
    (SIGTERM) for 3 s, then started on that backlog with the broker back.
 
-\`make e2e\` then runs faults 1, 3, 4 and 7 once more with \`mqtt.delivery: broker\` and reports,
-without failing, how many readings that mode loses.
+\`make e2e\` then runs faults 1, 3, 4, 7 and 8 once more with \`mqtt.delivery: broker\` and reports,
+without failing, how many readings that mode loses; there the agent never re-sends, so every
+duplicate of fault 8 is the broker's redelivery, and its bound is checked as in the first run.
 
 What the report's lines mean:
 
@@ -193,6 +205,9 @@ What the report's lines mean:
   the first arrival until caught up (backlog plus fresh readings).
 - **recovery**: time from a fault's end until every reading taken before that moment is in Kafka;
   **resume**: until the first reading taken after the end is in Kafka.
+- **dups**: copies of readings already in Kafka that arrived between a fault's start and its
+  settling, whatever sent them (agent re-send rounds included); forwarder-kill-mid-drain's lines
+  below it split what its kill caused by (device_id, seq) and \`forwarder_id\`.
 - **contract**: every record is checked against docs/DESIGN.md's Kafka contract (key = device_id, headers, record time = reading ts).
 - **peak RSS**: GNU \`time -v\` maximum resident set size of each program, largest over its restarts.
 
@@ -206,6 +221,7 @@ EOF
 			"| duplicates | \(.duplicates) (\(.duplicate_rate * 10000 | round / 100)%) | fault run |",
 			"| calm latency p50 / p99 | \(.latency_outside_faults.p50_ms) / \(.latency_outside_faults.p99_ms) ms | fault run, \(.offered_per_s) readings/s |",
 			(.faults[] | "| recovery after \(.name) | \(if .complete then "\(.recovery_s * 100 | round / 100) s" else "never" end) | fault run |"),
+			(.faults[] | select(.kill_duplicates) | "| duplicates after kill -9 mid-drain | \(.kill_duplicates.redelivered) sent again by the broker, window \(.kill_duplicates.in_flight_window); \(.kill_duplicates.resent) re-sent by the agent (lost confirmations) | fault run |"),
 			"| peak RSS edge-agent | \(.peak_rss_kib["edge-agent"] / 1024 * 10 | round / 10) MiB | fault run |",
 			"| peak RSS cloud-forwarder run | \([.peak_rss_kib | to_entries[] | select(.key | startswith("e2e-fwd")) | .value] | max / 1024 * 10 | round / 10) MiB | fault run |",
 			(if .peak_rss_kib["e2e-sink"] then "| peak RSS cloud-forwarder sink | \(.peak_rss_kib["e2e-sink"] / 1024 * 10 | round / 10) MiB | fault run |" else empty end),
