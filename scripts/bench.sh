@@ -176,8 +176,8 @@ broker discards), per-device ACLs and a 65 KiB packet limit. The sim sensors tak
    started with Kafka 100 ms away (a delaying proxy), and one \`kill -9\`ed when its metrics and the
    topic show the worst moment: \`forwarder_in_flight\` at the window and at least half a window of
    its records in Kafka that it has not yet seen acknowledged; restarted 5 s later. It runs with
-   \`FORWARDER_MAX_IN_FLIGHT=200\` (\`-kill-window\`): the shipped 5,000 cannot fill behind a broker
-   that queues 1,000 messages per session and keeps 1,000 in flight. The report splits the
+   \`FORWARDER_MAX_IN_FLIGHT=200\` (\`-kill-window\`): the shipped default (thousands) cannot fill
+   behind a broker that queues 1,000 messages per session and keeps 1,000 in flight. The report splits the
    duplicates the kill caused: those the broker sent again (written, not PUBACKed: the run fails if
    they exceed the window) and those the agent re-sent because their confirmation died with the
    forwarder (delivery=kafka; bounded by the confirmer's batching, not by the window).

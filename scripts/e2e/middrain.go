@@ -23,9 +23,10 @@ import (
 // and Kafka holding at least half a window of its records whose
 // acknowledgement is still on the way.
 //
-// The shipped window (5,000) cannot fill here: the broker queues at most
-// -broker-queue (1,000) messages per offline session and keeps at most
-// 1,000 in flight, so the killed incarnation runs with -kill-window (200).
+// The shipped window (FORWARDER_MAX_IN_FLIGHT's default, thousands) cannot
+// fill here: the broker queues at most -broker-queue (1,000) messages per
+// offline session and keeps at most 1,000 in flight, so the killed
+// incarnation runs with -kill-window (200).
 // The backlog stays small for the same reason: the dead forwarder's
 // session also takes 5s of live readings, and what passes the cap is
 // dropped (the agent re-sends it a confirm_timeout later, which only makes
