@@ -39,7 +39,10 @@ func Transport(k config.Kafka, clientID string) (*kafka.Transport, error) {
 	return &kafka.Transport{
 		DialTimeout: 10 * time.Second,
 		IdleTimeout: 60 * time.Second,
-		MetadataTTL: 30 * time.Second,
+		// The producer finds leaders in this cache: after a leader moves,
+		// its requests fail and are retried until the cache names the new
+		// one, so the TTL bounds that stall (one small request per TTL).
+		MetadataTTL: 5 * time.Second,
 		ClientID:    clientID,
 		TLS:         tc,
 		SASL:        Mechanism(k),

@@ -290,6 +290,8 @@ type partitionQueue struct {
 	size  int64         // recordSize of msgs
 	since time.Time     // when the oldest of msgs was queued
 	wake  chan struct{} // cap 1: records were queued
+
+	conn *brokerConn // the leader's connection, used by the partition's goroutine only; nil after a failure
 }
 
 func (q *partitionQueue) signal() {
@@ -358,7 +360,7 @@ func (p *Producer) run(q *partitionQueue) {
 				next = at
 				break
 			}
-			flights = append(flights, p.start(q.key, batch))
+			flights = append(flights, p.start(q, batch))
 		}
 		var done <-chan struct{}
 		if len(flights) > 0 {
@@ -389,7 +391,7 @@ func (p *Producer) run(q *partitionQueue) {
 			// A request failed: let the ones behind it land, then settle
 			// each in order, retrying the failed ones one at a time.
 			for _, f := range flights {
-				if !p.settle(q.key, f.batch, f.wait(q.key, p.ctx)) {
+				if !p.settle(q, f.batch, f.wait(q.key, p.ctx)) {
 					return
 				}
 			}
@@ -420,10 +422,15 @@ func (q *partitionQueue) next(idle bool, o ProducerOptions) ([]kafka.Message, ti
 
 // start encodes batch and writes it to its partition's leader without
 // waiting for the answer.
-func (p *Producer) start(key topicPartition, batch []kafka.Message) *flight {
-	c, err := p.leaderConn(key)
-	if err != nil {
-		return &flight{batch: batch, call: failed(err)}
+func (p *Producer) start(q *partitionQueue, batch []kafka.Message) *flight {
+	key := q.key
+	c := q.conn
+	if c == nil || !c.alive() {
+		var err error
+		if c, err = p.leaderConn(key); err != nil {
+			return &flight{batch: batch, call: failed(err)}
+		}
+		q.conn = c
 	}
 	buf := p.bufs.Get().(*bytes.Buffer)
 	defer p.bufs.Put(buf)
@@ -516,9 +523,9 @@ func (f *flight) result(key topicPartition) error {
 // what is worth retrying, reports the outcome, and splits a batch Kafka
 // refused for good so that only the records at fault come back with the
 // error; false once the producer is closed.
-func (p *Producer) settle(key topicPartition, batch []kafka.Message, err error) bool {
+func (p *Producer) settle(q *partitionQueue, batch []kafka.Message, err error) bool {
 	if err != nil {
-		err = p.retry(key, batch, err)
+		err = p.retry(q, batch, err)
 	}
 	if p.ctx.Err() != nil {
 		return false
@@ -529,7 +536,7 @@ func (p *Producer) settle(key topicPartition, batch []kafka.Message, err error) 
 	}
 	for i := range batch { // one at a time, in order
 		one := batch[i : i+1]
-		err := p.retry(key, one, p.produce(key, one))
+		err := p.retry(q, one, p.produce(q, one))
 		if p.ctx.Err() != nil {
 			return false
 		}
@@ -541,13 +548,14 @@ func (p *Producer) settle(key topicPartition, batch []kafka.Message, err error) 
 // retry sends batch again, alone and with backoff (100 ms doubling to 5 s),
 // while err is worth retrying; it returns nil, a *ProduceError, or the
 // context's error at Close.
-func (p *Producer) retry(key topicPartition, batch []kafka.Message, err error) error {
+func (p *Producer) retry(q *partitionQueue, batch []kafka.Message, err error) error {
 	backoff := 100 * time.Millisecond
 	for {
 		var pe *ProduceError
 		if err == nil || errors.As(err, &pe) || p.ctx.Err() != nil {
 			return err
 		}
+		q.conn = nil // look the leader up again: it may have moved
 		if p.o.Retrying != nil {
 			p.o.Retrying(len(batch), err)
 		}
@@ -559,19 +567,20 @@ func (p *Producer) retry(key topicPartition, batch []kafka.Message, err error) e
 			return p.ctx.Err()
 		}
 		backoff = min(2*backoff, 5*time.Second)
-		err = p.produce(key, batch)
+		err = p.produce(q, batch)
 	}
 }
 
 // produce is one Produce round trip, waited for.
-func (p *Producer) produce(key topicPartition, batch []kafka.Message) error {
-	return p.start(key, batch).wait(key, p.ctx)
+func (p *Producer) produce(q *partitionQueue, batch []kafka.Message) error {
+	return p.start(q, batch).wait(q.key, p.ctx)
 }
 
 // leaderConn returns the connection to key's leader, dialing it if there
 // is none or it died. Leaders come from Transport's metadata cache
 // (refreshed every MetadataTTL), so after a leader change the requests to
-// the old leader fail and are retried until the cache names the new one.
+// the old leader fail and are retried until the cache names the new one. A
+// partition keeps the connection it got until a request on it fails.
 func (p *Producer) leaderConn(key topicPartition) (*brokerConn, error) {
 	addr, err := p.leader(key)
 	if err != nil {

@@ -111,24 +111,12 @@ func keepsOrderThroughOutage(t *testing.T, oneWay time.Duration, fault tcpproxy.
 	o := newOutcomes()
 	p := newProducer(t, k, certs, o, 1<<20)
 	const keys, perKey = 20, 400
-	ctx := context.Background()
 	for seq := range perKey {
 		if seq == perKey/2 {
 			k.Proxy().SetMode(fault)
 			time.AfterFunc(time.Second, k.Restore)
 		}
-		msgs := make([]kafka.Message, 0, keys)
-		for key := range keys {
-			msgs = append(msgs, kafka.Message{Topic: stack.Topic, Key: []byte("dev-" + strconv.Itoa(key)), Value: value(seq)})
-		}
-		for {
-			err := p.WriteMessages(ctx, msgs...) // fails only while metadata cannot be fetched
-			if err == nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		time.Sleep(2 * time.Millisecond)
+		writeRound(p, keys, seq)
 	}
 	kit.WaitFor(t, "every record acknowledged", 60*time.Second, func() bool { return o.done() >= keys*perKey })
 	if len(o.refused) != 0 {
@@ -143,6 +131,30 @@ func keepsOrderThroughOutage(t *testing.T, oneWay time.Duration, fault tcpproxy.
 		t.Error("no retry reported during the outage")
 	}
 
+	readInOrder(t, k, keys, perKey, o)
+}
+
+// writeRound writes value(seq) for keys dev-0..dev-(keys-1), then pauses 2 ms.
+func writeRound(p *kafkaout.Producer, keys, seq int) {
+	msgs := make([]kafka.Message, 0, keys)
+	for key := range keys {
+		msgs = append(msgs, kafka.Message{Topic: stack.Topic, Key: []byte("dev-" + strconv.Itoa(key)), Value: value(seq)})
+	}
+	for {
+		err := p.WriteMessages(context.Background(), msgs...) // fails only while metadata cannot be fetched
+		if err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Millisecond)
+}
+
+// readInOrder reads the topic back and fails unless each key's records sit
+// in one partition with the first copy of every seq after the first copy
+// of the one before it, all perKey of them.
+func readInOrder(t *testing.T, k *kafkakit.Cluster, keys, perKey int, o *outcomes) {
+	t.Helper()
 	recs := k.ReadN(t, stack.Topic, keys*perKey, 60*time.Second, time.Second)
 	next := map[string]int{} // key -> next seq expected as a first copy
 	partition := map[string]int{}
@@ -169,6 +181,50 @@ func keepsOrderThroughOutage(t *testing.T, oneWay time.Duration, fault tcpproxy.
 		}
 	}
 	t.Logf("%d records in Kafka for %d written; %d batches, largest %d; %d retries", len(recs), keys*perKey, o.batches, o.maxBatch, o.retries)
+}
+
+// TestProducerFollowsLeaderMove: three brokers; halfway through, every
+// partition's leader moves to another broker. Requests to the old leaders
+// fail (NOT_LEADER_OR_FOLLOWER) and are retried until the metadata names
+// the new ones: every record acknowledged once, each key still in order.
+func TestProducerFollowsLeaderMove(t *testing.T) {
+	certs := pki.New(t)
+	k := stack.StartKafkaWith(t, certs, stack.KafkaOptions{Brokers: 3})
+	o := newOutcomes()
+	p := newProducer(t, k, certs, o, 1<<20)
+	const keys, perKey = 20, 300
+	moved := map[int32][2]int32{}
+	for seq := range perKey {
+		if seq == perKey/2 {
+			for part := range int32(stack.Partitions) {
+				from := k.Cluster.LeaderFor(stack.Topic, part)
+				to := (from + 1) % 3
+				if err := k.Cluster.MoveTopicPartition(stack.Topic, part, to); err != nil {
+					t.Fatalf("move partition %d: %v", part, err)
+				}
+				moved[part] = [2]int32{from, to}
+			}
+		}
+		writeRound(p, keys, seq)
+	}
+	kit.WaitFor(t, "every record acknowledged", 60*time.Second, func() bool { return o.done() >= keys*perKey })
+	if len(o.refused) != 0 {
+		t.Fatalf("%d records refused, e.g. %v", len(o.refused), o.refused)
+	}
+	for id, n := range o.acked {
+		if n != 1 {
+			t.Fatalf("record %s acknowledged %d times", id, n)
+		}
+	}
+	for part, m := range moved {
+		if got := k.Cluster.LeaderFor(stack.Topic, part); got != m[1] {
+			t.Fatalf("partition %d led by %d, moved from %d to %d", part, got, m[0], m[1])
+		}
+	}
+	if o.retries == 0 {
+		t.Error("no retry reported: the old leaders took every request")
+	}
+	readInOrder(t, k, keys, perKey, o)
 }
 
 // TestProducerRefusedRecordAlone: a batch Kafka refuses for good (one record

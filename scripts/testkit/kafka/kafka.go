@@ -31,8 +31,11 @@ import (
 	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
-// Options configures a cluster of one broker on 127.0.0.1.
+// Options configures a cluster on 127.0.0.1 (one broker unless Brokers).
 type Options struct {
+	// Brokers is the number of brokers (0: 1). More than one cannot go
+	// behind the proxy, which stands for one address.
+	Brokers int
 	// PKI, when set, serves TLS with its certificate; nil is PLAINTEXT.
 	PKI *pki.PKI
 	// User and Password, when set, require SASL PLAIN with this superuser.
@@ -76,7 +79,10 @@ func (a advertised) Addr() net.Addr { return a.addr }
 // Start starts a cluster, for programs; Close it.
 func Start(o Options) (*Cluster, error) {
 	c := &Cluster{o: o}
-	opts := []kfake.Opt{kfake.NumBrokers(1)}
+	if o.Brokers > 1 && o.Proxy {
+		return nil, fmt.Errorf("kafka: %d brokers cannot share one proxy", o.Brokers)
+	}
+	opts := []kfake.Opt{kfake.NumBrokers(max(o.Brokers, 1))}
 	if o.PKI != nil {
 		opts = append(opts, kfake.TLS(o.PKI.Server))
 	}

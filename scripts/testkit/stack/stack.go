@@ -64,6 +64,7 @@ func StartBroker(tb testing.TB, certs *pki.PKI, o BrokerOptions) *broker.Broker 
 type KafkaOptions struct {
 	Plaintext bool // no TLS, no SASL, no proxy (benchmarks against a loopback cluster)
 	Proxy     bool // with Plaintext too: clients connect through the fault proxy
+	Brokers   int  // more than one: TLS and SASL as usual but no proxy (leaders can move)
 }
 
 // StartKafka runs kfake with TLS and SASL PLAIN, the topic (Partitions
@@ -81,7 +82,8 @@ func StartKafkaWith(tb testing.TB, certs *pki.PKI, o KafkaOptions) *kafka.Cluste
 	if !o.Plaintext {
 		ko.PKI, ko.User, ko.Password, ko.Proxy = certs, KafkaUser, KafkaSecret, true
 	}
-	ko.Proxy = ko.Proxy || o.Proxy
+	ko.Proxy = (ko.Proxy || o.Proxy) && o.Brokers <= 1
+	ko.Brokers = o.Brokers
 	return kafka.New(tb, ko)
 }
 
