@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -28,6 +29,7 @@ type outcomes struct {
 	acked    map[string]int // "key/seq" -> times acknowledged
 	refused  map[string]error
 	retries  int
+	errs     []error // what each retry reported
 	batches  int
 	maxBatch int
 }
@@ -51,9 +53,10 @@ func (o *outcomes) completion(msgs []kafka.Message, err error) {
 	}
 }
 
-func (o *outcomes) retrying(int, error) {
+func (o *outcomes) retrying(_ int, err error) {
 	o.mu.Lock()
 	o.retries++
+	o.errs = append(o.errs, err)
 	o.mu.Unlock()
 }
 
@@ -63,14 +66,17 @@ func (o *outcomes) done() int {
 	return len(o.acked) + len(o.refused)
 }
 
-func newProducer(t *testing.T, k *kafkakit.Cluster, certs *pki.PKI, o *outcomes, maxBytes int) *kafkaout.Producer {
-	t.Helper()
-	cfg := config.Kafka{
+func kafkaConfig(k *kafkakit.Cluster, certs *pki.PKI, maxBytes int) config.Kafka {
+	return config.Kafka{
 		Bootstrap: []string{k.Addr}, SecurityProtocol: config.SASLSSL, CAFile: certs.CAFile,
 		APIKey: stack.KafkaUser, APISecret: config.Secret(stack.KafkaSecret),
 		BatchSize: 10_000, BatchBytes: maxBytes, Compression: "snappy",
 	}
-	p, err := kafkaout.NewWriter(cfg, "producer-test", o.completion, o.retrying)
+}
+
+func newProducer(t *testing.T, k *kafkakit.Cluster, certs *pki.PKI, o *outcomes, maxBytes int) *kafkaout.Producer {
+	t.Helper()
+	p, err := kafkaout.NewWriter(kafkaConfig(k, certs, maxBytes), "producer-test", o.completion, o.retrying)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,6 +229,51 @@ func TestProducerFollowsLeaderMove(t *testing.T) {
 	}
 	if o.retries == 0 {
 		t.Error("no retry reported: the old leaders took every request")
+	}
+	readInOrder(t, k, keys, perKey, o)
+}
+
+// TestProducerRequestTimeout: Kafka goes silent (bytes dropped, nothing
+// closed) for 3 s while each partition has requests pipelined 20 ms away.
+// The oldest request's RequestTimeout (1 s) ends its connection, and with
+// it the requests behind it; they are sent again, in order, once Kafka
+// answers: every record acknowledged once, each key in order.
+func TestProducerRequestTimeout(t *testing.T) {
+	certs := pki.New(t)
+	k := stack.StartKafka(t, certs)
+	k.Proxy().SetDelay(10*time.Millisecond, time.Millisecond)
+	tr, err := kafkaout.Transport(kafkaConfig(k, certs, 1<<20), "producer-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := newOutcomes()
+	p := kafkaout.NewProducer(kafka.TCP(k.Addr), tr, kafkaout.ProducerOptions{
+		RequestTimeout: time.Second, Compression: kafka.Snappy,
+		Completion: o.completion, Retrying: o.retrying,
+	})
+	t.Cleanup(func() { p.Close() })
+	const keys, perKey = 20, 300
+	for seq := range perKey {
+		if seq == perKey/2 {
+			k.Proxy().SetMode(tcpproxy.Blackhole)
+			time.AfterFunc(3*time.Second, k.Restore)
+		}
+		writeRound(p, keys, seq)
+	}
+	kit.WaitFor(t, "every record acknowledged", 60*time.Second, func() bool { return o.done() >= keys*perKey })
+	if len(o.refused) != 0 {
+		t.Fatalf("%d records refused, e.g. %v", len(o.refused), o.refused)
+	}
+	for id, n := range o.acked {
+		if n != 1 {
+			t.Fatalf("record %s acknowledged %d times", id, n)
+		}
+	}
+	o.mu.Lock()
+	timedOut := slices.ContainsFunc(o.errs, func(err error) bool { return errors.Is(err, context.DeadlineExceeded) })
+	o.mu.Unlock()
+	if !timedOut {
+		t.Errorf("no retry after a request timed out; retries reported: %v", o.errs)
 	}
 	readInOrder(t, k, keys, perKey, o)
 }
