@@ -1,7 +1,9 @@
 package tlsconf
 
 import (
+	"crypto/x509"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,5 +35,41 @@ func TestClient(t *testing.T) {
 				t.Fatalf("Client(%q) error %v, want %q", tt.file, err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestClientEmbeddedRoots: on a system without roots (SSL_CERT_FILE and
+// SSL_CERT_DIR name nothing, as in a FROM scratch image) Client("") trusts
+// the embedded public roots. It runs in a child process: the system pool
+// is loaded once per process.
+func TestClientEmbeddedRoots(t *testing.T) {
+	if os.Getenv("TLSCONF_CHILD") == "1" {
+		sys, err := x509.SystemCertPool()
+		if err == nil && !sys.Equal(x509.NewCertPool()) {
+			t.Fatal("the child still sees system roots")
+		}
+		cfg, err := Client("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := embeddedRoots()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.RootCAs.Equal(x509.NewCertPool()) || !cfg.RootCAs.Equal(want) {
+			t.Fatal("Client(\"\") does not trust the embedded roots")
+		}
+		return
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := filepath.Join(t.TempDir(), "none")
+	cmd := exec.Command(exe, "-test.run", "^TestClientEmbeddedRoots$", "-test.v")
+	cmd.Env = append(os.Environ(), "TLSCONF_CHILD=1", "SSL_CERT_FILE="+none, "SSL_CERT_DIR="+none)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestClientEmbeddedRoots") {
+		t.Fatalf("child: %v\n%s", err, out)
 	}
 }
