@@ -130,6 +130,9 @@ Every figure below is pasted from the command shown next to it; rerun \`make ben
 The machine is shared (other builds may run at the same time): treat the figures as an order of
 magnitude, and compare runs with benchstat rather than by eye.
 
+Issue targets and where each stands, with the analysis behind the misses: docs/TARGETS.md
+(hand-written, citing the figures below).
+
 EOF
 	if [ -s "$work/distance.md" ]; then
 		cat "$work/distance.md"
