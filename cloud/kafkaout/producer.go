@@ -271,12 +271,14 @@ func (p *Producer) Close() error {
 	p.closed = true
 	p.mu.Unlock()
 	p.cancel()
-	p.wg.Wait()
+	// Closing the connections first also ends a write that waits for a
+	// full socket buffer; no new one is dialed once ctx is cancelled.
 	p.connMu.Lock()
 	for _, c := range p.conns {
 		c.fail(errConnClosed)
 	}
 	p.connMu.Unlock()
+	p.wg.Wait()
 	p.readers.Wait()
 	p.Transport.CloseIdleConnections()
 	return nil
