@@ -60,6 +60,23 @@ func (o *outcomes) retrying(_ int, err error) {
 	o.mu.Unlock()
 }
 
+// waitAckedOnce waits until n records are settled and fails unless every
+// one was acknowledged exactly once and none refused.
+func (o *outcomes) waitAckedOnce(t *testing.T, n int) {
+	t.Helper()
+	kit.WaitFor(t, "every record acknowledged", 60*time.Second, func() bool { return o.done() >= n })
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.refused) != 0 {
+		t.Fatalf("%d records refused, e.g. %v", len(o.refused), o.refused)
+	}
+	for id, n := range o.acked {
+		if n != 1 {
+			t.Fatalf("record %s acknowledged %d times", id, n)
+		}
+	}
+}
+
 func (o *outcomes) done() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -124,15 +141,7 @@ func keepsOrderThroughOutage(t *testing.T, oneWay time.Duration, fault tcpproxy.
 		}
 		writeRound(p, keys, seq)
 	}
-	kit.WaitFor(t, "every record acknowledged", 60*time.Second, func() bool { return o.done() >= keys*perKey })
-	if len(o.refused) != 0 {
-		t.Fatalf("%d records refused, e.g. %v", len(o.refused), o.refused)
-	}
-	for id, n := range o.acked {
-		if n != 1 {
-			t.Fatalf("record %s acknowledged %d times", id, n)
-		}
-	}
+	o.waitAckedOnce(t, keys*perKey)
 	if o.retries == 0 {
 		t.Error("no retry reported during the outage")
 	}
@@ -213,15 +222,7 @@ func TestProducerFollowsLeaderMove(t *testing.T) {
 		}
 		writeRound(p, keys, seq)
 	}
-	kit.WaitFor(t, "every record acknowledged", 60*time.Second, func() bool { return o.done() >= keys*perKey })
-	if len(o.refused) != 0 {
-		t.Fatalf("%d records refused, e.g. %v", len(o.refused), o.refused)
-	}
-	for id, n := range o.acked {
-		if n != 1 {
-			t.Fatalf("record %s acknowledged %d times", id, n)
-		}
-	}
+	o.waitAckedOnce(t, keys*perKey)
 	for part, m := range moved {
 		if got := k.Cluster.LeaderFor(stack.Topic, part); got != m[1] {
 			t.Fatalf("partition %d led by %d, moved from %d to %d", part, got, m[0], m[1])
@@ -260,15 +261,7 @@ func TestProducerRequestTimeout(t *testing.T) {
 		}
 		writeRound(p, keys, seq)
 	}
-	kit.WaitFor(t, "every record acknowledged", 60*time.Second, func() bool { return o.done() >= keys*perKey })
-	if len(o.refused) != 0 {
-		t.Fatalf("%d records refused, e.g. %v", len(o.refused), o.refused)
-	}
-	for id, n := range o.acked {
-		if n != 1 {
-			t.Fatalf("record %s acknowledged %d times", id, n)
-		}
-	}
+	o.waitAckedOnce(t, keys*perKey)
 	o.mu.Lock()
 	timedOut := slices.ContainsFunc(o.errs, func(err error) bool { return errors.Is(err, context.DeadlineExceeded) })
 	o.mu.Unlock()
