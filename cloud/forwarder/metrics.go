@@ -3,12 +3,12 @@ package forwarder
 import (
 	vm "github.com/VictoriaMetrics/metrics"
 
-	"github.com/edgepipe/sensorpipe/cloud/statushttp"
+	"github.com/edgepipe/sensorpipe/buffer/metricset"
 )
 
 // metrics are the forwarder's Prometheus series, in a set of their own.
 type metrics struct {
-	reg           *statushttp.Metrics
+	reg           *metricset.Metrics
 	received      counter
 	redelivered   counter
 	produced      counter
@@ -41,7 +41,7 @@ type histogram struct{ *vm.PrometheusHistogram }
 func (h histogram) Observe(v float64) { h.Update(v) }
 
 func newMetrics(inFlight, oldestUnacked func() float64) *metrics {
-	reg := statushttp.NewMetrics()
+	reg := metricset.New()
 	c := func(name, help string) counter { return counter{reg.Counter(name, help)} }
 	m := &metrics{
 		reg:           reg,

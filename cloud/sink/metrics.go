@@ -5,12 +5,12 @@ import (
 
 	vm "github.com/VictoriaMetrics/metrics"
 
-	"github.com/edgepipe/sensorpipe/cloud/statushttp"
+	"github.com/edgepipe/sensorpipe/buffer/metricset"
 )
 
 // metrics are the sink's Prometheus series, in a set of their own.
 type metrics struct {
-	reg        *statushttp.Metrics
+	reg        *metricset.Metrics
 	records    *vm.Counter
 	rows       *vm.Counter
 	duplicates *vm.Counter
@@ -25,7 +25,7 @@ type metrics struct {
 }
 
 func newMetrics() *metrics {
-	reg := statushttp.NewMetrics()
+	reg := metricset.New()
 	m := &metrics{
 		reg:        reg,
 		records:    reg.Counter("sink_records_total", "Kafka records consumed (and committed after their batch was stored)."),

@@ -1,18 +1,19 @@
 // Package statushttp serves the status endpoints every cloud-forwarder
 // command exposes on its listen address: /metrics (the Prometheus text
-// format, from the command's own Metrics, then the Go runtime and process
-// series), /healthz (the process answers), /readyz (200 "ready", or 503
-// with what is missing) and, when asked, Go's pprof.
+// format, from the command's own metricset.Metrics, then the Go runtime
+// and process series), /healthz (the process answers), /readyz (200
+// "ready", or 503 with what is missing) and, when asked, Go's pprof.
 //
 // Metrics are github.com/VictoriaMetrics/metrics series in a metrics.Set of
-// the command's own; nothing is registered globally. The one global the
-// library has, metrics.ExposeMetadata, is set by the program's main.
+// the command's own (package buffer/metricset, which edge-agent uses too);
+// nothing is registered globally. The one global the library has,
+// metrics.ExposeMetadata, is set by the program's main.
 //
 // It does not decide readiness: the command passes a function that does.
 //
 // Example:
 //
-//	m := statushttp.NewMetrics()
+//	m := metricset.New()
 //	up := m.Gauge("thing_ready", "1 while the thing works.", nil)
 //	h := statushttp.Handler(m, false, func() (bool, string) { return up.Get() == 1, "thing_ready=0" })
 //	srv, err := statushttp.Listen(":9103", h)
@@ -28,12 +29,14 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
+
+	"github.com/edgepipe/sensorpipe/buffer/metricset"
 )
 
-// Handler serves /metrics from m (see Metrics.WritePrometheus), /healthz,
+// Handler serves /metrics from m (see metricset.Metrics.WritePrometheus), /healthz,
 // /readyz from ready (which returns whether the command is ready and, when
 // not, why), and pprof under /debug/pprof/ when withPprof is set.
-func Handler(m *Metrics, withPprof bool, ready func() (bool, string)) http.Handler {
+func Handler(m *metricset.Metrics, withPprof bool, ready func() (bool, string)) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

@@ -34,7 +34,7 @@ const sinkMemoryLimit = 24 << 20
 func main() {
 	// HELP and TYPE lines on every command's /metrics. The metrics library
 	// has only this process-wide switch; each command keeps its series in a
-	// set of its own (statushttp.Metrics).
+	// set of its own (metricset.Metrics).
 	metrics.ExposeMetadata(true)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
