@@ -19,7 +19,6 @@ import (
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	// Trust a compiled-in copy of the Mozilla roots when the Pi image has
@@ -100,7 +99,6 @@ type agent struct {
 	buf      *buffer.Buffer
 	clk      *clock.Clock
 	m        *status.Metrics
-	reg      *prometheus.Registry
 	startSeq uint64 // readings with a higher seq were taken by this run
 	clockErr string // last clock error logged, so it is logged once
 }
@@ -151,8 +149,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 		return fmt.Errorf("buffer stats: %w", err)
 	}
 	a.startSeq = st.LastSeq
-	a.reg = prometheus.NewRegistry()
-	a.m = status.NewMetrics(a.reg, a.buf.Stats)
+	a.m = status.NewMetrics(a.buf.Stats)
 	a.store = store{buf: a.buf, fault: a.o.appendFault}
 	a.checkClock(ctx)
 
@@ -165,16 +162,16 @@ func (a *agent) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	status.WatchHealth(a.reg, &a.health)
-	status.WatchDelivery(a.reg, func() (int, time.Time) {
+	a.m.WatchHealth(&a.health)
+	a.m.WatchDelivery(func() (int, time.Time) {
 		d := pub.Delivery()
 		return d.Unconfirmed, d.OldestUnconfirmed
 	})
 	var srv *status.Server
 	if cfg.StatusListen != "" {
 		srv, err = status.Listen(cfg.StatusListen, status.Options{
-			Registry: a.reg,
-			Healthy:  a.canStore,
+			Metrics: a.m.Set,
+			Healthy: a.canStore,
 			Ready: func() error {
 				if !pub.Connected() {
 					return errors.New("not connected to the MQTT broker (readings are buffered)")
@@ -493,7 +490,7 @@ func (a *agent) checkClock(_ context.Context) bool {
 // their true time (agent/clock: boot stamps), whichever run took them.
 func (a *agent) correct(ctx context.Context) {
 	n, err := a.buf.UpdateUnsynced(ctx, a.clk.Correct)
-	a.m.TSCorrected.Add(float64(n))
+	a.m.TSCorrected.Add(n)
 	if err != nil && ctx.Err() == nil {
 		a.log.Error("correcting buffered timestamps", "err", err, "corrected", n)
 		return

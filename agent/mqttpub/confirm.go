@@ -62,7 +62,7 @@ func (s *session) onMessage(_ mqtt.Client, m mqtt.Message) {
 // badConfirm counts an ignored confirmation and logs it at most once a minute.
 func (p *Publisher) badConfirm(reason string, err error, forwarder string) {
 	if v := p.o.Metrics.BadConfirms; v != nil {
-		v.WithLabelValues(reason).Inc()
+		v.With(reason).Inc()
 	}
 	if ok, suppressed := p.badLog.allow(time.Now(), time.Minute); ok {
 		p.log.Warn("ignored a confirmation", "reason", reason, "err", err, "forwarder_id", forwarder,

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/secret"
@@ -76,7 +74,7 @@ func TestKafkaDeliveryDeletesOnlyConfirmed(t *testing.T) {
 		}
 		return true
 	})
-	if got := testutil.ToFloat64(r.resent); got < 100 {
+	if got := r.resent.Get(); got < 100 {
 		t.Errorf("resent metric = %v, want >= 100", got)
 	}
 	for s := f + 2; s <= f+200; s += 2 {
@@ -86,8 +84,8 @@ func TestKafkaDeliveryDeletesOnlyConfirmed(t *testing.T) {
 	}
 	fwd.Confirm(t, device, seqRange(f+1, f+199, 2)...)
 	waitEmpty(t, b, 5*time.Second)
-	testkit.WaitFor(t, "delivered_total to reach 200", 5*time.Second, func() bool { return testutil.ToFloat64(r.delivered) == 200 })
-	if got := testutil.ToFloat64(r.confirmed); got != 200 {
+	testkit.WaitFor(t, "delivered_total to reach 200", 5*time.Second, func() bool { return r.delivered.Get() == 200 })
+	if got := r.confirmed.Get(); got != 200 {
 		t.Errorf("confirmed metric = %v, want 200", got)
 	}
 	if rep := cnt.Report(device); rep.MissingCount != 0 || len(rep.Bad) > 0 {
@@ -159,8 +157,8 @@ func TestKafkaJunkOnAckTopic(t *testing.T) {
 	}
 	fwd.Confirm(t, device, f+1000, f+1001, f+1002) // never sent
 	testkit.WaitFor(t, "the junk to be counted", 5*time.Second, func() bool {
-		return testutil.ToFloat64(r.bad.WithLabelValues("malformed")) == float64(len(junk)) &&
-			testutil.ToFloat64(r.bad.WithLabelValues("unsent")) == 1
+		return r.bad.With("malformed").Get() == uint64(len(junk)) &&
+			r.bad.With("unsent").Get() == 1
 	})
 	if n := len(buffered(t, b)); n != 100 {
 		t.Fatalf("junk deleted readings: %d left of 100", n)
@@ -205,7 +203,7 @@ func TestKafkaRestartSendsUnconfirmedAgain(t *testing.T) {
 	})
 	fwd.Confirm(t, device, seqRange(f+1, f+100, 1)...)
 	waitEmpty(t, b, 5*time.Second)
-	if got := testutil.ToFloat64(r2.bad.WithLabelValues("unsent")); got != 0 {
+	if got := r2.bad.With("unsent").Get(); got != 0 {
 		t.Errorf("%v confirmations counted as unsent", got)
 	}
 }
@@ -221,7 +219,7 @@ func TestKafkaSubscribeRefused(t *testing.T) {
 	appendN(t, b, 10)
 	var logs testkit.LogBuffer
 	r := start(t, b, mqttpub.Options{URL: br.URL(), Username: device, Password: secret.Secret("pw"), Delivery: mqttpub.DeliveryKafka, Logger: logs.Logger()})
-	testkit.WaitFor(t, "a few connect attempts", 5*time.Second, func() bool { return testutil.ToFloat64(r.connErrs) >= 2 })
+	testkit.WaitFor(t, "a few connect attempts", 5*time.Second, func() bool { return r.connErrs.Get() >= 2 })
 	if out := logs.String(); !strings.Contains(out, "subscribe to its ack topic sensors/"+device+"/ack") {
 		t.Fatalf("no hint about the ack topic permission:\n%s", out)
 	}

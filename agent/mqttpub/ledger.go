@@ -5,8 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/confirm"
 )
@@ -46,8 +44,11 @@ type ledgerOptions struct {
 	confirmTimeout time.Duration
 	maxInterval    time.Duration // cap of the re-send backoff
 	priorSeq       uint64
-	latency        prometheus.Observer // confirm latency; nil: none
+	latency        observer // confirm latency; nil: none
 }
+
+// observer takes the confirm latencies (a *metrics.PrometheusHistogram).
+type observer interface{ Update(seconds float64) }
 
 // ledger records the readings the publisher has handed on but that are
 // still in the buffer: in kafka mode those published and not yet confirmed
@@ -371,7 +372,7 @@ func (l *ledger) confirmOne(seq uint64, now int64) int {
 		return 0
 	}
 	if l.o.latency != nil {
-		l.o.latency.Observe(time.Duration(now - e.first).Seconds())
+		l.o.latency.Update(time.Duration(now - e.first).Seconds())
 	}
 	l.seqs[seq] = entry{state: stDeleting}
 	l.unconfirmed--

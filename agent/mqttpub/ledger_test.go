@@ -270,4 +270,4 @@ func TestConfirmLatencyObserved(t *testing.T) {
 
 type observed []float64
 
-func (o *observed) Observe(v float64) { *o = append(*o, v) }
+func (o *observed) Update(v float64) { *o = append(*o, v) }

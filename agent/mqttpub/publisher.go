@@ -14,12 +14,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	vm "github.com/VictoriaMetrics/metrics"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/confirm"
+	"github.com/edgepipe/sensorpipe/buffer/metricset"
 	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 )
@@ -117,21 +118,21 @@ const (
 
 // Metrics are updated by the publisher; nil fields are not updated.
 type Metrics struct {
-	Published     prometheus.Counter  // readings acknowledged by the broker (PUBACK)
-	Delivered     prometheus.Counter  // readings deleted from the queue after delivery
-	DeleteErrors  prometheus.Counter  // failed deletes (each ends the session)
-	Latency       prometheus.Observer // seconds from publish to PUBACK
-	Connected     prometheus.Gauge    // 1 while connected
-	ConnectErrors prometheus.Counter  // failed connection attempts
-	Disconnects   prometheus.Counter  // connections lost
+	Published     *vm.Counter             // readings acknowledged by the broker (PUBACK)
+	Delivered     *vm.Counter             // readings deleted from the queue after delivery
+	DeleteErrors  *vm.Counter             // failed deletes (each ends the session)
+	Latency       *vm.PrometheusHistogram // seconds from publish to PUBACK
+	Connected     *vm.Gauge               // 1 while connected
+	ConnectErrors *vm.Counter             // failed connection attempts
+	Disconnects   *vm.Counter             // connections lost
 
-	Confirmed      prometheus.Counter  // kafka: readings confirmed by a forwarder
-	ConfirmLatency prometheus.Observer // kafka: seconds from first publish to confirmation
-	Resent         prometheus.Counter  // kafka: readings sent again for want of a confirmation
+	Confirmed      *vm.Counter             // kafka: readings confirmed by a forwarder
+	ConfirmLatency *vm.PrometheusHistogram // kafka: seconds from first publish to confirmation
+	Resent         *vm.Counter             // kafka: readings sent again for want of a confirmation
 	// BadConfirms counts ignored confirmation messages by the label
 	// "reason": "malformed" (does not decode) or "unsent" (confirms seqs
 	// this device never sent).
-	BadConfirms *prometheus.CounterVec
+	BadConfirms *metricset.CounterVec
 }
 
 // Publisher drains a Queue to MQTT. Create it with New and call Run once.
@@ -171,11 +172,15 @@ func New(q Queue, o Options) (*Publisher, error) {
 		return nil, fmt.Errorf("%w: delivery %q is not %q or %q", ErrOptions, o.Delivery, DeliveryKafka, DeliveryBroker)
 	}
 	p := &Publisher{o: o, q: q, log: o.Logger, topics: map[string]string{}}
-	p.led = newLedger(ledgerOptions{
+	lo := ledgerOptions{
 		kafka: o.Delivery == DeliveryKafka, maxUnconfirmed: o.MaxUnconfirmed,
 		confirmTimeout: o.ConfirmTimeout, maxInterval: o.MaxResendInterval,
-		priorSeq: o.PriorSeq, latency: o.Metrics.ConfirmLatency,
-	})
+		priorSeq: o.PriorSeq,
+	}
+	if h := o.Metrics.ConfirmLatency; h != nil { // not a nil pointer in a non-nil interface
+		lo.latency = h
+	}
+	p.led = newLedger(lo)
 	p.statusTop = o.TopicPrefix + "/" + o.DeviceID + "/status"
 	p.ackTop = confirm.Topic(o.TopicPrefix, o.DeviceID)
 	useTLS, err := mqttconn.TLS(u.Scheme)
@@ -464,15 +469,15 @@ func (p *Publisher) logConnectError(err error, attempt int, delay time.Duration)
 		"url", p.o.URL, "err", err, "hint", hint, "attempt", attempt, "retry_in", delay.Round(time.Millisecond).String())
 }
 
-func inc(c prometheus.Counter) {
+func inc(c *vm.Counter) {
 	if c != nil {
 		c.Inc()
 	}
 }
 
-func add(c prometheus.Counter, n int) {
+func add(c *vm.Counter, n int) {
 	if c != nil {
-		c.Add(float64(n))
+		c.Add(n)
 	}
 }
 

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	vm "github.com/VictoriaMetrics/metrics"
 
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/metricset"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/buffer/secret"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
@@ -78,23 +78,24 @@ type runner struct {
 	p         *mqttpub.Publisher
 	cancel    context.CancelFunc
 	done      chan error
-	pub       prometheus.Counter
-	connErrs  prometheus.Counter
-	delivered prometheus.Counter
-	confirmed prometheus.Counter
-	resent    prometheus.Counter
-	bad       *prometheus.CounterVec
+	pub       *vm.Counter
+	connErrs  *vm.Counter
+	delivered *vm.Counter
+	confirmed *vm.Counter
+	resent    *vm.Counter
+	bad       *metricset.CounterVec
 }
 
 func start(t *testing.T, q mqttpub.Queue, o mqttpub.Options) *runner {
 	t.Helper()
+	set := metricset.New()
 	r := &runner{
-		pub:       prometheus.NewCounter(prometheus.CounterOpts{Name: "published"}),
-		connErrs:  prometheus.NewCounter(prometheus.CounterOpts{Name: "connect_errors"}),
-		delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "delivered"}),
-		confirmed: prometheus.NewCounter(prometheus.CounterOpts{Name: "confirmed"}),
-		resent:    prometheus.NewCounter(prometheus.CounterOpts{Name: "resent"}),
-		bad:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bad"}, []string{"reason"}),
+		pub:       set.Counter("published", ""),
+		connErrs:  set.Counter("connect_errors", ""),
+		delivered: set.Counter("delivered", ""),
+		confirmed: set.Counter("confirmed", ""),
+		resent:    set.Counter("resent", ""),
+		bad:       set.CounterVec("bad", "", "reason"),
 		done:      make(chan error, 1),
 	}
 	o.DeviceID = device
@@ -177,10 +178,10 @@ func TestDrainsBacklogThenLiveReadings(t *testing.T) {
 		t.Errorf("report %+v; want no missing, no bad, no duplicates on a clean run", rep)
 	}
 	// The counter is bumped right after the Delete that emptied the buffer.
-	for deadline := time.Now().Add(2 * time.Second); testutil.ToFloat64(r.pub) != 5500 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(2 * time.Second); r.pub.Get() != 5500 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := testutil.ToFloat64(r.pub); got != 5500 {
+	if got := r.pub.Get(); got != 5500 {
 		t.Errorf("published metric = %v, want 5500", got)
 	}
 	r.stop(t)
@@ -279,7 +280,7 @@ func TestConnectFailures(t *testing.T) {
 			if strings.Contains(out, "wrong-password") || strings.Contains(out, "right") && tc.name != "unreachable host" && strings.Contains(out, "=right") {
 				t.Fatal("password in the log")
 			}
-			attempts := testutil.ToFloat64(r.connErrs)
+			attempts := r.connErrs.Get()
 			// 1.5s with delays growing 25-50ms, 50-100, 100-200, 200-400, then capped:
 			// a handful of attempts, not a busy loop.
 			if attempts < 3 || attempts > 15 {

@@ -325,7 +325,7 @@ func (s *session) acker(inflight <-chan pending, abort <-chan struct{}) error {
 		}
 		p.prog.inflight.Add(-1)
 		if o := p.o.Metrics.Latency; o != nil {
-			o.Observe(time.Since(e.sent).Seconds())
+			o.Update(time.Since(e.sent).Seconds())
 		}
 		batch = append(batch, e.seq)
 		if len(batch) >= maxDeleteBatch {

@@ -25,11 +25,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	vm "github.com/VictoriaMetrics/metrics"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgepipe/sensorpipe/agent/clock"
 	"github.com/edgepipe/sensorpipe/agent/health"
+	"github.com/edgepipe/sensorpipe/buffer/metricset"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/drivers"
 	"github.com/edgepipe/sensorpipe/drivers/fault"
@@ -139,14 +140,14 @@ var ErrStuck = errors.New("poll loop stuck")
 
 // Metrics are counted per sensor name; nil fields are not updated.
 type Metrics struct {
-	Readings *prometheus.CounterVec // label "sensor": good readings stored
+	Readings *metricset.CounterVec // label "sensor": good readings stored; each sensor's from the start, at 0
 	// Errors counts failed opens and reads by the labels "sensor" and
 	// "class" (drivers/fault: absent, crc, timeout, ...); every class of
 	// every sensor is there from the start, at 0.
-	Errors *prometheus.CounterVec
+	Errors *metricset.CounterVec
 	// StoreErrors counts readings taken but not stored (the buffer refused
 	// the append: disk full, I/O error). They are not the sensor's fault.
-	StoreErrors prometheus.Counter
+	StoreErrors *vm.Counter
 }
 
 // Run polls every sensor until ctx is cancelled, then closes the sensors
@@ -170,12 +171,12 @@ func Run(ctx context.Context, o Options) error {
 	for _, spec := range o.Sensors {
 		s := &sensorLoop{o: &o, spec: spec, log: o.Logger.With("sensor", spec.Name)}
 		if o.Metrics.Readings != nil {
-			s.readings = o.Metrics.Readings.WithLabelValues(spec.Name)
+			s.readings = o.Metrics.Readings.With(spec.Name)
 		}
 		if o.Metrics.Errors != nil {
-			s.errors = o.Metrics.Errors.MustCurryWith(prometheus.Labels{"sensor": spec.Name})
+			s.errors = map[fault.Class]*vm.Counter{}
 			for _, c := range fault.Classes() {
-				s.errors.WithLabelValues(string(c))
+				s.errors[c] = o.Metrics.Errors.With(spec.Name, string(c))
 			}
 		}
 		g.Go(func() error { s.run(ctx); return nil })
@@ -187,8 +188,8 @@ type sensorLoop struct {
 	o        *Options
 	spec     drivers.Spec
 	log      *slog.Logger
-	readings prometheus.Counter
-	errors   *prometheus.CounterVec // label "class"
+	readings *vm.Counter
+	errors   map[fault.Class]*vm.Counter // every class of fault.Classes; nil: not counted
 	sensor   drivers.Sensor
 
 	failing    bool
@@ -288,7 +289,11 @@ func (s *sensorLoop) fail(what string, err error) {
 	at := s.o.Clock.Stamp().TS
 	class := s.o.Health.Fail(s.spec.Name, at, err)
 	if s.errors != nil {
-		s.errors.WithLabelValues(string(class)).Inc()
+		c := s.errors[class]
+		if c == nil { // a class fault.Classes does not list
+			c = s.o.Metrics.Errors.With(s.spec.Name, string(class))
+		}
+		c.Inc()
 	}
 	s.logFailure(what, err, "class", string(class))
 }

@@ -14,13 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	vm "github.com/VictoriaMetrics/metrics"
 
 	"github.com/edgepipe/sensorpipe/agent/clock"
 	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/agent/poller"
 	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/metricset"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/drivers"
 	"github.com/edgepipe/sensorpipe/drivers/fault"
@@ -106,8 +106,8 @@ func runFor(t *testing.T, d time.Duration, o poller.Options) {
 func TestAlignedScheduleAndSlowSensorIsolation(t *testing.T) {
 	b := openBuffer(t)
 	slow := &slowSensor{}
-	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor", "class"})
-	readings := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "readings"}, []string{"sensor"})
+	errs := metricset.New().CounterVec("errors", "", "sensor", "class")
+	readings := metricset.New().CounterVec("readings", "", "sensor")
 	const iv = 100 * time.Millisecond
 	runFor(t, 1050*time.Millisecond, poller.Options{
 		DeviceID: "pi-1",
@@ -152,10 +152,10 @@ func TestAlignedScheduleAndSlowSensorIsolation(t *testing.T) {
 	if n := slow.reads.Load(); n < 5 || n > 11 {
 		t.Errorf("slow sensor read %d times in 1.05s with a 50ms interval and 50ms timeouts", n)
 	}
-	if got := testutil.ToFloat64(errs.WithLabelValues("slow", "timeout")); got < 5 {
+	if got := errs.With("slow", "timeout").Get(); got < 5 {
 		t.Errorf("slow sensor errors = %v", got)
 	}
-	if got := testutil.ToFloat64(readings.WithLabelValues("sim-1")); int(got) != len(rs) {
+	if got := readings.With("sim-1").Get(); got != uint64(len(rs)) {
 		t.Errorf("readings metric %v, buffer holds %d", got, len(rs))
 	}
 }
@@ -163,7 +163,7 @@ func TestAlignedScheduleAndSlowSensorIsolation(t *testing.T) {
 func TestErrorsCountedLogsRateLimited(t *testing.T) {
 	b := openBuffer(t)
 	var logs testkit.LogBuffer
-	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor", "class"})
+	errs := metricset.New().CounterVec("errors", "", "sensor", "class")
 	runFor(t, 600*time.Millisecond, poller.Options{
 		DeviceID: "pi-1",
 		Sensors:  []drivers.Spec{{Name: "broken", Driver: "sim", Interval: 20 * time.Millisecond, FailRate: 1}},
@@ -176,7 +176,7 @@ func TestErrorsCountedLogsRateLimited(t *testing.T) {
 	if n := len(all(t, b)); n != 0 {
 		t.Fatalf("%d readings stored from a sensor that always fails", n)
 	}
-	if got := testutil.ToFloat64(errs.WithLabelValues("broken", "other")); got < 20 {
+	if got := errs.With("broken", "other").Get(); got < 20 {
 		t.Fatalf("errors metric = %v; want one per poll (about 30)", got)
 	}
 	if n := strings.Count(logs.String(), "read sensor failed"); n != 1 {
@@ -185,10 +185,10 @@ func TestErrorsCountedLogsRateLimited(t *testing.T) {
 }
 
 // sumErrors adds a sensor's error counts over every class.
-func sumErrors(errs *prometheus.CounterVec, sensor string) float64 {
-	sum := 0.0
+func sumErrors(errs *metricset.CounterVec, sensor string) uint64 {
+	var sum uint64
 	for _, c := range fault.Classes() {
-		sum += testutil.ToFloat64(errs.WithLabelValues(sensor, string(c)))
+		sum += errs.With(sensor, string(c)).Get()
 	}
 	return sum
 }
@@ -257,8 +257,8 @@ func (f *fullDisk) Append(context.Context, ...*reading.Reading) error {
 func TestStoreFailuresAreNotSensorErrors(t *testing.T) {
 	disk := &fullDisk{}
 	var logs testkit.LogBuffer
-	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor", "class"})
-	storeErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "store_errors"})
+	errs := metricset.New().CounterVec("errors", "", "sensor", "class")
+	storeErrs := vm.NewSet().NewCounter("store_errors")
 	runFor(t, 500*time.Millisecond, poller.Options{
 		DeviceID: "pi-1",
 		Sensors: []drivers.Spec{
@@ -271,7 +271,7 @@ func TestStoreFailuresAreNotSensorErrors(t *testing.T) {
 		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
 		Metrics: poller.Metrics{Errors: errs, StoreErrors: storeErrs},
 	})
-	if got := testutil.ToFloat64(storeErrs); got < 20 || int32(got) != disk.n.Load() {
+	if got := storeErrs.Get(); got < 20 || int32(got) != disk.n.Load() {
 		t.Fatalf("store errors metric = %v for %d failed appends", got, disk.n.Load())
 	}
 	for _, s := range []string{"sim-1", "sim-2"} {
@@ -381,7 +381,7 @@ func TestHealthCountsFailuresAndKeepsLastGood(t *testing.T) {
 		crc, crc, fault.Mark(fault.Timeout, syscall.ETIMEDOUT), nil, fault.New(fault.PowerOn, "85 °C"), nil,
 	}}
 	opens := 0
-	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "errors"}, []string{"sensor", "class"})
+	errs := metricset.New().CounterVec("errors", "", "sensor", "class")
 	b := openBuffer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -424,8 +424,8 @@ func TestHealthCountsFailuresAndKeepsLastGood(t *testing.T) {
 			t.Errorf("before read %d: %+v\n          want %+v", i, got, w)
 		}
 	}
-	for class, n := range map[fault.Class]float64{fault.Absent: 1, fault.CRC: 2, fault.Timeout: 1, fault.PowerOn: 1, fault.OutOfRange: 0, fault.Other: 0} {
-		if got := testutil.ToFloat64(errs.WithLabelValues("probe", string(class))); got != n {
+	for class, n := range map[fault.Class]uint64{fault.Absent: 1, fault.CRC: 2, fault.Timeout: 1, fault.PowerOn: 1, fault.OutOfRange: 0, fault.Other: 0} {
+		if got := errs.With("probe", string(class)).Get(); got != n {
 			t.Errorf("errors{class=%s} = %v, want %v", class, got, n)
 		}
 	}

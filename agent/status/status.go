@@ -10,10 +10,13 @@
 // a monitor can tell "offline, buffering" from "broken". Both answer a
 // short text body saying why, and 503 when not ok.
 //
-// Metrics live in a Registry the caller owns; there are no globals.
+// Metrics are github.com/VictoriaMetrics/metrics series in a set the
+// caller owns (buffer/metricset); nothing is registered globally. HELP and
+// TYPE lines need the library's one process-wide switch,
+// metrics.ExposeMetadata(true), which edge-agent's main sets.
 //
-//	m := status.NewMetrics(reg, buf.Stats)
-//	srv, err := status.Listen("127.0.0.1:9101", status.Options{Registry: reg, ...})
+//	m := status.NewMetrics(buf.Stats)
+//	srv, err := status.Listen("127.0.0.1:9101", status.Options{Metrics: m.Set, ...})
 //	go srv.Serve(ctx)
 package status
 
@@ -26,8 +29,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/edgepipe/sensorpipe/buffer/metricset"
 )
 
 // Check returns nil when a condition holds, or why it does not.
@@ -35,11 +37,11 @@ type Check func() error
 
 // Options configures the server.
 type Options struct {
-	Registry *prometheus.Registry
-	Healthy  Check                   // nil: always healthy
-	Ready    Check                   // checked after Healthy; nil: ready when healthy
-	Mounts   map[string]http.Handler // extra handlers by pattern, e.g. "/buffer/"
-	Logger   *slog.Logger
+	Metrics *metricset.Metrics      // /metrics; nil: only the Go runtime and process series
+	Healthy Check                   // nil: always healthy
+	Ready   Check                   // checked after Healthy; nil: ready when healthy
+	Mounts  map[string]http.Handler // extra handlers by pattern, e.g. "/buffer/"
+	Logger  *slog.Logger
 }
 
 // Server is the status HTTP server.
@@ -87,11 +89,14 @@ func (s *Server) Serve(ctx context.Context) error {
 // Handler builds the mux; exported for tests and for embedding.
 func Handler(o Options) http.Handler {
 	mux := http.NewServeMux()
-	reg := o.Registry
-	if reg == nil {
-		reg = prometheus.NewRegistry()
+	m := o.Metrics
+	if m == nil {
+		m = metricset.New()
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		m.WritePrometheus(w)
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		answer(w, run(o.Healthy))
 	})

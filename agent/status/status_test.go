@@ -5,12 +5,14 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/agent/status"
@@ -18,6 +20,11 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/drivers/fault"
 )
+
+func TestMain(m *testing.M) {
+	metrics.ExposeMetadata(true) // as edge-agent's main does
+	m.Run()
+}
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
@@ -41,10 +48,9 @@ func TestEndpoints(t *testing.T) {
 	if err := buf.Append(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	m := status.NewMetrics(reg, buf.Stats)
-	m.Readings.WithLabelValues("sim-1").Inc()
-	m.SensorErrors.WithLabelValues("dht22-gpio4", "crc").Add(3)
+	m := status.NewMetrics(buf.Stats)
+	m.Readings.With("sim-1").Inc()
+	m.SensorErrors.With("dht22-gpio4", "crc").Add(3)
 	var board health.Board
 	board.Track([]string{"dht22-gpio4", "sim-1", "new-1"})
 	good := time.Date(2026, 11, 25, 10, 15, 2, 125e6, time.UTC)
@@ -53,13 +59,13 @@ func TestEndpoints(t *testing.T) {
 	for range 3 {
 		board.Fail("dht22-gpio4", good.Add(time.Minute), fault.Mark(fault.CRC, errors.New("EIO")))
 	}
-	status.WatchHealth(reg, &board)
-	m.PublishLatency.Observe(0.004)
+	m.WatchHealth(&board)
+	m.PublishLatency.Update(0.004)
 
 	connected := false
 	srv, err := status.Listen("127.0.0.1:0", status.Options{
-		Registry: reg,
-		Healthy:  func() error { _, err := buf.Stats(); return err },
+		Metrics: m.Set,
+		Healthy: func() error { _, err := buf.Stats(); return err },
 		Ready: func() error {
 			if !connected {
 				return errors.New("mqtt not connected")
@@ -149,5 +155,84 @@ func TestListenBusyPort(t *testing.T) {
 	go a.Serve(ctx)
 	if _, err := status.Listen(a.Addr(), status.Options{}); err == nil {
 		t.Fatal("second Listen on a busy port succeeded")
+	}
+}
+
+// TestMetricFamilies pins the agent's own series as client_golang exposed
+// them before the move to VictoriaMetrics/metrics: every HELP and TYPE
+// line, series name, label set and histogram bucket (docs/AGENT.md,
+// alerts and the README check name them). testdata/families.golden is
+// main's edge-agent /metrics with sensors sim-1 and sim-2, values cut.
+func TestMetricFamilies(t *testing.T) {
+	buf, err := buffer.Open(filepath.Join(t.TempDir(), "b.db"), buffer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer buf.Close()
+	m := status.NewMetrics(buf.Stats)
+	sensors := []string{"sim-1", "sim-2"}
+	for _, s := range sensors { // as the pollers do at start
+		m.Readings.With(s)
+		for _, c := range fault.Classes() {
+			m.SensorErrors.With(s, string(c))
+		}
+	}
+	var board health.Board
+	board.Track(sensors)
+	m.WatchHealth(&board)
+	m.WatchDelivery(func() (int, time.Time) { return 0, time.Time{} })
+
+	var b strings.Builder
+	m.Set.WritePrometheus(&b)
+	var got []string
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(l, "# HELP edge_agent_") || strings.HasPrefix(l, "# TYPE edge_agent_") {
+			got = append(got, l)
+		} else if strings.HasPrefix(l, "edge_agent_") {
+			got = append(got, l[:strings.LastIndexByte(l, ' ')])
+		}
+	}
+	slices.Sort(got)
+	raw, err := os.ReadFile("testdata/families.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(l, "# HELP ") || strings.HasPrefix(l, "# TYPE ") || strings.HasPrefix(l, "edge_agent_") {
+			want = append(want, l)
+		}
+	}
+	if !slices.Equal(got, want) {
+		for _, l := range want {
+			if !slices.Contains(got, l) {
+				t.Errorf("missing: %s", l)
+			}
+		}
+		for _, l := range got {
+			if !slices.Contains(want, l) {
+				t.Errorf("not in main's /metrics: %s", l)
+			}
+		}
+	}
+}
+
+// TestMetricsWithoutBuffer: when Stats fails (the buffer is closed) the
+// buffer's series are left out and the rest is served.
+func TestMetricsWithoutBuffer(t *testing.T) {
+	buf, err := buffer.Open(filepath.Join(t.TempDir(), "b.db"), buffer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := status.NewMetrics(buf.Stats)
+	m.Published.Add(2)
+	buf.Close()
+	var b strings.Builder
+	m.Set.WritePrometheus(&b)
+	if strings.Contains(b.String(), "edge_agent_buffer_readings") {
+		t.Errorf("buffer series written after Stats failed:\n%s", grep(b.String(), "edge_agent_buffer"))
+	}
+	if !strings.Contains(b.String(), "\nedge_agent_published_total 2\n") {
+		t.Errorf("no edge_agent_published_total 2:\n%s", b.String())
 	}
 }

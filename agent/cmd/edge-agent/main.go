@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/VictoriaMetrics/metrics"
+
 	"github.com/edgepipe/sensorpipe/agent/bufcmd"
 	"github.com/edgepipe/sensorpipe/agent/cli"
 	"github.com/edgepipe/sensorpipe/agent/daemon"
@@ -20,6 +22,10 @@ import (
 var version = "dev"
 
 func main() {
+	// HELP and TYPE lines on the status endpoint's /metrics. The metrics
+	// library has only this process-wide switch; the agent keeps its series
+	// in a set of its own (status.Metrics).
+	metrics.ExposeMetadata(true)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	app := cli.App{
 		Version: version,
