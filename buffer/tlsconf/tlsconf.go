@@ -35,11 +35,9 @@ var ErrNoCertificate = errors.New("no PEM certificates")
 func Client(caFile string) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile == "" {
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool.Equal(x509.NewCertPool()) {
-			if pool, err = embeddedRoots(); err != nil {
-				return nil, fmt.Errorf("embedded roots: %w", err)
-			}
+		pool, err := systemOrEmbedded(x509.SystemCertPool())
+		if err != nil {
+			return nil, fmt.Errorf("embedded roots: %w", err)
 		}
 		cfg.RootCAs = pool
 		return cfg, nil
@@ -54,6 +52,15 @@ func Client(caFile string) (*tls.Config, error) {
 	}
 	cfg.RootCAs = pool
 	return cfg, nil
+}
+
+// systemOrEmbedded is the system pool (x509.SystemCertPool's answer), or
+// the embedded roots when the system has none.
+func systemOrEmbedded(sys *x509.CertPool, err error) (*x509.CertPool, error) {
+	if err == nil && !sys.Equal(x509.NewCertPool()) {
+		return sys, nil
+	}
+	return embeddedRoots()
 }
 
 // embeddedRoots parses the public roots of x509roots/fallback/bundle, with
