@@ -260,7 +260,7 @@ func (c *confirmer) settle(d *device, now time.Time) bool {
 	} else {
 		msg := confirm.Message{Seqs: d.sent}
 		c.m.confirmations.Inc()
-		c.m.confirmedSeqs.Add(float64(msg.Count()))
+		c.m.confirmedSeqs.AddInt64(int64(msg.Count()))
 	}
 	d.tok, d.sent = nil, nil
 	return true

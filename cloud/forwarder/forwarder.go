@@ -449,7 +449,7 @@ func (f *Forwarder) ackLoop(ctx context.Context) {
 			<-f.sem
 			n++
 			if len(f.acks) == 0 || n >= 256 {
-				f.m.acked.Add(float64(n))
+				f.m.acked.Add(n)
 				n = 0
 			}
 			if len(f.sem) == 0 {
@@ -459,7 +459,7 @@ func (f *Forwarder) ackLoop(ctx context.Context) {
 				}
 			}
 		case <-ctx.Done():
-			f.m.acked.Add(float64(n))
+			f.m.acked.Add(n)
 			return
 		}
 	}

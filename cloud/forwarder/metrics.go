@@ -9,40 +9,27 @@ import (
 // metrics are the forwarder's Prometheus series, in a set of their own.
 type metrics struct {
 	reg           *metricset.Metrics
-	received      counter
-	redelivered   counter
-	produced      counter
-	dlq           counter
-	acked         counter
-	produceErrors counter
-	latency       histogram
+	received      *vm.Counter
+	redelivered   *vm.Counter
+	produced      *vm.Counter
+	dlq           *vm.Counter
+	acked         *vm.Counter
+	produceErrors *vm.Counter
+	latency       *vm.PrometheusHistogram
 	lag           *vm.Gauge
 	mqttUp        *vm.Gauge
 	kafkaUp       *vm.Gauge
-	confirmations counter
-	confirmedSeqs counter
-	confirmErrors counter
-	unconfirmable counter
-	refused       counter
-	dropped       counter
+	confirmations *vm.Counter
+	confirmedSeqs *vm.Counter
+	confirmErrors *vm.Counter
+	unconfirmable *vm.Counter
+	refused       *vm.Counter
+	dropped       *vm.Counter
 }
-
-// counter is a counter whose Add takes the float64 counts the forwarder
-// computes (delivered sums a batch's readings and dead letters as floats).
-type counter struct{ *vm.Counter }
-
-// Add adds n, a whole number.
-func (c counter) Add(n float64) { c.AddInt64(int64(n)) }
-
-// histogram is a Prometheus histogram with client_golang's name for Update.
-type histogram struct{ *vm.PrometheusHistogram }
-
-// Observe adds v to the histogram.
-func (h histogram) Observe(v float64) { h.Update(v) }
 
 func newMetrics(inFlight, oldestUnacked func() float64) *metrics {
 	reg := metricset.New()
-	c := func(name, help string) counter { return counter{reg.Counter(name, help)} }
+	c := reg.Counter
 	m := &metrics{
 		reg:           reg,
 		received:      c("forwarder_received_total", "MQTT messages received."),
@@ -51,8 +38,8 @@ func newMetrics(inFlight, oldestUnacked func() float64) *metrics {
 		dlq:           c("forwarder_dlq_total", "Invalid payloads acknowledged by Kafka on the dead-letter topic."),
 		acked:         c("forwarder_acked_total", "MQTT PUBACKs sent (after Kafka acknowledged the record)."),
 		produceErrors: c("forwarder_produce_errors_total", "Records whose Kafka write failed and was retried."),
-		latency: histogram{reg.Histogram("forwarder_produce_latency_seconds", "Time from MQTT receive to Kafka acknowledgement.",
-			[]float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30})},
+		latency: reg.Histogram("forwarder_produce_latency_seconds", "Time from MQTT receive to Kafka acknowledgement.",
+			[]float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
 		lag: reg.Gauge("forwarder_lag_seconds",
 			"Age of the newest reading Kafka acknowledged (now minus its ts) when it was acknowledged.", nil),
 		mqttUp:        reg.Gauge("forwarder_mqtt_connected", "1 while connected to the MQTT broker.", nil),

@@ -44,8 +44,8 @@ func TestMetricFamilies(t *testing.T) {
 	m.produced.Add(4)
 	m.acked.Add(4)
 	m.received.Inc()
-	m.latency.Observe(.003)
-	m.latency.Observe(45)
+	m.latency.Update(.003)
+	m.latency.Update(45)
 	m.mqttUp.Set(1)
 	text := exposition(t, func(b *strings.Builder) { m.reg.WritePrometheus(b) })
 

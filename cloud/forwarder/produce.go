@@ -120,12 +120,12 @@ func (f *Forwarder) delivered(msgs []kafka.Message) {
 	f.setKafka(true)
 	now := time.Now().UnixNano()
 	ps := make([]*pending, len(msgs))
-	var produced, dlq float64
+	var produced, dlq int
 	var newestTS int64
 	for i := range msgs {
 		p := msgs[i].WriterData.(*pending)
 		ps[i] = p
-		f.m.latency.Observe(float64(now-p.recv) / 1e9)
+		f.m.latency.Update(float64(now-p.recv) / 1e9)
 		if p.dlq {
 			dlq++
 			if p.ackTo == nil {
@@ -202,7 +202,7 @@ func header(m kafka.Message, key string) string {
 
 func (f *Forwarder) writeFailed(n int, err error) {
 	f.failures.Add(1)
-	f.m.produceErrors.Add(float64(n))
+	f.m.produceErrors.Add(n)
 	f.setKafka(false)
 	now := time.Now().UnixNano()
 	if last := f.lastErrLg.Load(); now-last > int64(10*time.Second) && f.lastErrLg.CompareAndSwap(last, now) {

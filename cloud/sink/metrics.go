@@ -42,9 +42,10 @@ func newMetrics() *metrics {
 		dbUp:    reg.Gauge("sink_db_ready", "1 while PostgreSQL takes our writes.", nil),
 		kafkaUp: reg.Gauge("sink_kafka_ready", "1 while Kafka answers.", nil),
 	}
+	skipped := reg.CounterVec("sink_skipped_total",
+		"Records skipped: decode (not a reading), column (does not fit the table), refused (PostgreSQL refused the row).", "reason")
 	for _, r := range []string{reasonDecode, reasonColumn, reasonRefused} {
-		m.skipped[r] = reg.Counter(`sink_skipped_total{reason="`+r+`"}`,
-			"Records skipped: decode (not a reading), column (does not fit the table), refused (PostgreSQL refused the row).")
+		m.skipped[r] = skipped.With(r)
 	}
 	reg.Help("sink_lag_records",
 		"Records in the partition after the last committed offset (high watermark minus committed), per assigned partition.")
@@ -68,9 +69,8 @@ func (m *metrics) dropLag(topic string, partition int32) {
 	m.reg.Set.UnregisterMetric(lagSeries(topic, partition))
 }
 
-// lagSeries is the series of a partition's lag, its labels in name order
-// as client_golang wrote them: sink_lag_records{partition="0",topic="t"}.
-// Kafka topic names ([a-zA-Z0-9._-]) need no escaping.
+// lagSeries is the series of a partition's lag:
+// sink_lag_records{partition="0",topic="t"}.
 func lagSeries(topic string, partition int32) string {
-	return `sink_lag_records{partition="` + strconv.Itoa(int(partition)) + `",topic="` + topic + `"}`
+	return metricset.Name("sink_lag_records", "topic", topic, "partition", strconv.Itoa(int(partition)))
 }
