@@ -245,22 +245,36 @@ func maxCount(m map[string]int) int {
 // partitions asks Transport for the topic's partition count (answered from
 // its metadata cache, refreshed every MetadataTTL).
 func (p *Producer) partitions(ctx context.Context, topic string) (int, error) {
-	r, err := p.Transport.RoundTrip(ctx, p.Addr, &metadataAPI.Request{TopicNames: []string{topic}})
+	t, _, err := p.topic(ctx, topic)
 	if err != nil {
 		return 0, err
 	}
-	for _, t := range r.(*metadataAPI.Response).Topics {
-		if t.Name == topic {
-			if t.ErrorCode != 0 {
-				return 0, kafka.Error(t.ErrorCode)
-			}
-			if len(t.Partitions) == 0 {
-				return 0, kafka.UnknownTopicOrPartition
-			}
-			return len(t.Partitions), nil
-		}
+	return len(t.Partitions), nil
+}
+
+// topic is topic's metadata and the cluster's brokers, from Transport's
+// cache: an error when the topic is unknown, has no partitions, or Kafka
+// gave an error for it.
+func (p *Producer) topic(ctx context.Context, topic string) (*metadataAPI.ResponseTopic, []metadataAPI.ResponseBroker, error) {
+	r, err := p.Transport.RoundTrip(ctx, p.Addr, &metadataAPI.Request{TopicNames: []string{topic}})
+	if err != nil {
+		return nil, nil, err
 	}
-	return 0, kafka.UnknownTopicOrPartition
+	res := r.(*metadataAPI.Response)
+	for i := range res.Topics {
+		t := &res.Topics[i]
+		if t.Name != topic {
+			continue
+		}
+		if t.ErrorCode != 0 {
+			return nil, nil, kafka.Error(t.ErrorCode)
+		}
+		if len(t.Partitions) == 0 {
+			break
+		}
+		return t, res.Brokers, nil
+	}
+	return nil, nil, kafka.UnknownTopicOrPartition
 }
 
 // Close abandons what is queued or in flight (no Completion for it: the
@@ -610,26 +624,20 @@ func (p *Producer) leaderConn(key topicPartition) (*brokerConn, error) {
 func (p *Producer) leader(key topicPartition) (string, error) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.o.RequestTimeout)
 	defer cancel()
-	r, err := p.Transport.RoundTrip(ctx, p.Addr, &metadataAPI.Request{TopicNames: []string{key.topic}})
+	t, brokers, err := p.topic(ctx, key.topic)
 	if err != nil {
-		return "", fmt.Errorf("metadata: %w", err)
+		return "", fmt.Errorf("metadata of %s/%d: %w", key.topic, key.partition, err)
 	}
-	res := r.(*metadataAPI.Response)
-	for _, t := range res.Topics {
-		if t.Name != key.topic {
+	for _, part := range t.Partitions {
+		if int(part.PartitionIndex) != key.partition {
 			continue
 		}
-		for _, part := range t.Partitions {
-			if int(part.PartitionIndex) != key.partition {
-				continue
+		for _, b := range brokers {
+			if b.NodeID == part.LeaderID {
+				return net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))), nil
 			}
-			for _, b := range res.Brokers {
-				if b.NodeID == part.LeaderID {
-					return net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))), nil
-				}
-			}
-			return "", fmt.Errorf("%s/%d: %w", key.topic, key.partition, kafka.LeaderNotAvailable)
 		}
+		return "", fmt.Errorf("%s/%d: %w", key.topic, key.partition, kafka.LeaderNotAvailable)
 	}
 	return "", fmt.Errorf("%s/%d: %w", key.topic, key.partition, kafka.UnknownTopicOrPartition)
 }
