@@ -64,6 +64,7 @@ type brokerConn struct {
 // call is one Produce request waiting for its answer.
 type call struct {
 	id       int32
+	timeout  time.Duration // the answer is due by deadline = sent + timeout
 	deadline time.Time
 	done     chan struct{} // closed once res or err is set
 	res      *produce.Response
@@ -196,7 +197,7 @@ func (c *brokerConn) send(encoded []byte, timeout time.Duration) *call {
 		return failed(err)
 	}
 	c.nextID++
-	cl := &call{id: c.nextID, deadline: time.Now().Add(timeout), done: make(chan struct{})}
+	cl := &call{id: c.nextID, timeout: timeout, deadline: time.Now().Add(timeout), done: make(chan struct{})}
 	c.pending = append(c.pending, cl)
 	c.mu.Unlock()
 

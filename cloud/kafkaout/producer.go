@@ -394,7 +394,7 @@ func (p *Producer) run(q *partitionQueue) {
 		case <-q.wake:
 		case <-timer.C:
 			if len(flights) > 0 && !time.Now().Before(flights[0].call.deadline) {
-				flights[0].expire(p.o.RequestTimeout)
+				flights[0].expire()
 			}
 		case <-done:
 			f := flights[0]
@@ -407,7 +407,7 @@ func (p *Producer) run(q *partitionQueue) {
 			// A request failed: let the ones behind it land, then settle
 			// each in order, retrying the failed ones one at a time.
 			for _, f := range flights {
-				if !p.settle(q, f.batch, f.wait(q.key, p.ctx)) {
+				if !p.settle(q, f.batch, f.wait(p.ctx, q.key)) {
 					return
 				}
 			}
@@ -473,23 +473,22 @@ func (p *Producer) start(q *partitionQueue, batch []kafka.Message) *flight {
 
 // expire kills the connection of a request that outlived its timeout: its
 // answer, and those of the requests behind it, will not come.
-func (f *flight) expire(timeout time.Duration) {
+func (f *flight) expire() {
 	if f.conn != nil {
-		f.conn.fail(fmt.Errorf("%w: no answer from %s in %v", context.DeadlineExceeded, f.conn.addr, timeout))
+		f.conn.fail(fmt.Errorf("%w: no answer from %s in %v", context.DeadlineExceeded, f.conn.addr, f.call.timeout))
 	}
 }
 
 // wait blocks until f is answered (or its connection dies, or its
 // deadline passes, or ctx ends) and returns result.
-func (f *flight) wait(key topicPartition, ctx context.Context) error {
+func (f *flight) wait(ctx context.Context, key topicPartition) error {
 	if d := f.call.deadline; !d.IsZero() {
 		t := time.NewTimer(time.Until(d))
 		defer t.Stop()
 		select {
 		case <-f.call.done:
 		case <-t.C:
-			f.expire(time.Until(d))
-			<-f.call.done
+			f.expire()
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -589,7 +588,7 @@ func (p *Producer) retry(q *partitionQueue, batch []kafka.Message, err error) er
 
 // produce is one Produce round trip, waited for.
 func (p *Producer) produce(q *partitionQueue, batch []kafka.Message) error {
-	return p.start(q, batch).wait(q.key, p.ctx)
+	return p.start(q, batch).wait(p.ctx, q.key)
 }
 
 // leaderConn returns the connection to key's leader, dialing it if there
