@@ -174,6 +174,23 @@ func payload(i int) (string, []byte) {
 	return stack.ReadingTopic(dev), reading.Encode(nil, stack.Reading(dev, uint64(i/devices+1)))
 }
 
+// forwarderBacklog starts mosquitto and Kafka (behind its proxy), creates
+// the forwarder's persistent session and leaves it, queues n readings for
+// it, then puts Kafka d away.
+func forwarderBacklog(b *testing.B, n int, d distance) (*mosquitto, *kafka.Cluster) {
+	b.Helper()
+	certs := pki.New(b)
+	mq := startMosquitto(b, certs, os.Getenv("BENCH_MOSQUITTO_CONF"))
+	k := stack.StartKafkaWith(b, certs, stack.KafkaOptions{Proxy: true})
+	c := startForwarder(b, mq, k)
+	c.waitMetric(b, "forwarder_mqtt_connected", 1, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // SUBSCRIBE acked
+	c.stop(b)
+	fillBacklog(b, mq, n)
+	k.Proxy().SetDelay(d.oneWay, d.jitter)
+	return mq, k
+}
+
 // fillBacklog publishes n readings for a persistent session that is away.
 func fillBacklog(tb testing.TB, mq *mosquitto, n int) {
 	tb.Helper()
@@ -207,20 +224,11 @@ func BenchmarkDrainBacklog(b *testing.B) {
 func drainBacklog(b *testing.B, d distance) {
 	for b.Loop() {
 		b.StopTimer()
-		certs := pki.New(b)
-		mq := startMosquitto(b, certs, os.Getenv("BENCH_MOSQUITTO_CONF"))
-		k := stack.StartKafkaWith(b, certs, stack.KafkaOptions{Proxy: true})
-		// Create the persistent session, then leave.
-		c := startForwarder(b, mq, k)
-		c.waitMetric(b, "forwarder_mqtt_connected", 1, 10*time.Second, 10*time.Millisecond)
-		time.Sleep(200 * time.Millisecond) // SUBSCRIBE acked
-		c.stop(b)
-		fillBacklog(b, mq, backlog)
-		k.Proxy().SetDelay(d.oneWay, d.jitter)
+		mq, k := forwarderBacklog(b, backlog, d)
 
 		b.StartTimer()
 		start := time.Now()
-		c = startForwarder(b, mq, k, "FORWARDER_PPROF=true")
+		c := startForwarder(b, mq, k, "FORWARDER_PPROF=true")
 		mem := testkit.SampleMemory(c.cmd.Process.Pid, 20*time.Millisecond)
 		if prof := os.Getenv("BENCH_CPUPROFILE"); prof != "" {
 			go saveProfile(c.addr, "profile?seconds=2", prof)
@@ -573,17 +581,9 @@ func BenchmarkKillMidDrain(b *testing.B) {
 func killMidDrain(b *testing.B, d distance) {
 	const n = 20_000
 	for b.Loop() {
-		certs := pki.New(b)
-		mq := startMosquitto(b, certs, os.Getenv("BENCH_MOSQUITTO_CONF"))
-		k := stack.StartKafkaWith(b, certs, stack.KafkaOptions{Proxy: true})
-		c := startForwarder(b, mq, k)
-		c.waitMetric(b, "forwarder_mqtt_connected", 1, 10*time.Second, 10*time.Millisecond)
-		time.Sleep(200 * time.Millisecond) // SUBSCRIBE acked
-		c.stop(b)
-		fillBacklog(b, mq, n)
-		k.Proxy().SetDelay(d.oneWay, d.jitter)
+		mq, k := forwarderBacklog(b, n, d)
 
-		c = startForwarder(b, mq, k)
+		c := startForwarder(b, mq, k)
 		c.waitMetric(b, "forwarder_acked_total", n/2, 120*time.Second, time.Millisecond)
 		produced, acked := c.metric("forwarder_produced_total"), c.metric("forwarder_acked_total")
 		_ = c.cmd.Process.Kill()
