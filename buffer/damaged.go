@@ -128,13 +128,15 @@ func (b *Buffer) moveDamaged(seqs []uint64) error {
 	if len(done) == 0 {
 		return nil
 	}
-	b.mu.Lock()
-	b.st.damaged = total
-	b.mu.Unlock()
+	// Log before Stats shows the count, so whoever sees it there finds
+	// the records named in the log.
 	for _, m := range done {
 		b.log.Error("buffer record is damaged: moved aside, never published",
 			"seq", m.seq, "err", m.cause, "bucket", bucketDamaged, "damaged_total", total)
 	}
+	b.mu.Lock()
+	b.st.damaged = total
+	b.mu.Unlock()
 	if trimmed > 0 {
 		b.log.Warn("buffer: deleted the oldest damaged records", "deleted", trimmed, "kept", damagedKeep)
 	}
