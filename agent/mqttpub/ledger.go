@@ -37,6 +37,10 @@ type fifoItem struct {
 	sent int64
 }
 
+// compactMin is how many stale fifo items may pile up before the fifo is
+// compacted, so a small window is not compacted on every confirmation.
+const compactMin = 1024
+
 // ledgerOptions configure a ledger; see Options for their meaning.
 type ledgerOptions struct {
 	kafka          bool
@@ -66,8 +70,14 @@ type ledger struct {
 	queue       []uint64 // delivered seqs the deleter has not taken yet
 	deleting    int      // entries in stDeleting
 	unconfirmed int      // entries in stInflight, stSent or stDue
-	fifo        []fifoItem
-	head        int      // fifo[:head] is consumed
+	// fifo holds one item per stSent entry (its live items, nSent of
+	// them) and stale ones: fifo[:head] consumed by a round, the rest
+	// confirmed since. compact drops the stale ones once they outnumber
+	// the live ones, so the fifo is bounded by max_unconfirmed, not by the
+	// drain rate times confirm_timeout.
+	fifo  []fifoItem
+	head  int // fifo[:head] is consumed
+	nSent int // entries in stSent
 	due         []uint64 // sorted stDue seqs the sender has not reached yet
 	maxSent     uint64   // highest seq published by this process
 
@@ -223,6 +233,7 @@ func (l *ledger) acked(seqs []uint64) {
 		}
 		e.state = stSent
 		l.seqs[s] = e
+		l.nSent++
 		l.fifo = append(l.fifo, fifoItem{seq: s, sent: e.sent})
 		if l.nextRound.IsZero() {
 			l.setNext(time.Unix(0, e.sent).Add(l.o.confirmTimeout))
@@ -267,13 +278,11 @@ func (l *ledger) round(now time.Time) int {
 		}
 		e.state = stDue
 		l.seqs[it.seq] = e
+		l.nSent--
 		l.due = append(l.due, it.seq)
 		n++
 	}
-	if l.head > 1024 && l.head > len(l.fifo)/2 {
-		l.fifo = slices.Clone(l.fifo[l.head:])
-		l.head = 0
-	}
+	l.compact()
 	if n > 0 {
 		slices.Sort(l.due)
 		l.due = slices.Compact(l.due)
@@ -293,6 +302,27 @@ func (l *ledger) round(now time.Time) int {
 		l.setNext(time.Time{})
 	}
 	return 0
+}
+
+// compact drops the fifo's stale items (consumed, or confirmed since they
+// were sent) once they outnumber the live ones and compactMin, keeping the
+// order; the backing array is given back when it is mostly empty. Each
+// compaction at least halves the fifo, so its cost is spread over the
+// confirmations that made the items stale. l.mu is held.
+func (l *ledger) compact() {
+	if stale := len(l.fifo) - l.nSent; stale <= l.nSent || stale < compactMin {
+		return
+	}
+	live := l.fifo[:0]
+	for _, it := range l.fifo[l.head:] {
+		if e, ok := l.seqs[it.seq]; ok && e.state == stSent && e.sent == it.sent {
+			live = append(live, it)
+		}
+	}
+	if cap(live) > 4*max(len(live), compactMin) {
+		live = slices.Clone(live)
+	}
+	l.fifo, l.head = live, 0
 }
 
 // next is when the next re-send round is due; zero when none is.
@@ -351,6 +381,7 @@ func (l *ledger) confirm(m *confirm.Message, now time.Time) (confirmed int, unse
 		}
 	}
 	if confirmed > 0 {
+		l.compact()
 		l.confirmed, l.lastConf = true, now
 		if l.interval > l.o.confirmTimeout {
 			// Confirmations are back: stop backing off.
@@ -373,6 +404,9 @@ func (l *ledger) confirmOne(seq uint64, now int64) int {
 	}
 	if l.o.latency != nil {
 		l.o.latency.Update(time.Duration(now - e.first).Seconds())
+	}
+	if e.state == stSent {
+		l.nSent--
 	}
 	l.seqs[seq] = entry{state: stDeleting}
 	l.unconfirmed--

@@ -271,3 +271,99 @@ func TestConfirmLatencyObserved(t *testing.T) {
 type observed []float64
 
 func (o *observed) Update(v float64) { *o = append(*o, v) }
+
+// ledgerEntries is what the ledger holds per reading: the map, the fifo
+// (stale items included), the due list and the delete queue.
+func ledgerEntries(l *ledger) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.seqs) + len(l.fifo) + len(l.due) + len(l.queue)
+}
+
+// TestLedgerBoundedUnderFastDrain: draining at 30,000 readings/s with
+// prompt confirmations, the ledger stays within a few times max_unconfirmed
+// for the whole confirm_timeout, instead of keeping every seq sent since
+// the last re-send round (1.77 million entries after 59 s before the fix).
+// The confirmations leave a hole (one reading of each batch unconfirmed
+// until the round), so the fifo also holds live items among stale ones.
+func TestLedgerBoundedUnderFastDrain(t *testing.T) {
+	const (
+		maxUnconfirmed = 10_000
+		batch          = 500
+		rate           = 30_000 // readings/s
+		readings       = 59 * rate
+	)
+	l := kafkaLedger(maxUnconfirmed)
+	step := time.Second * batch / rate
+	now := t0
+	peak, unconfirmed := 0, 0
+	for next := uint64(1); next <= readings; now = now.Add(step) {
+		send, _, _ := l.admit(recs(next, next+batch-1), now)
+		seqs := seqsOf(send)
+		l.acked(seqs)
+		hole := seqs[len(seqs)/2]
+		l.confirm(msg([2]uint64{seqs[0], hole - 1}, [2]uint64{hole + 1, seqs[len(seqs)-1]}), now)
+		l.deleted(l.take(len(seqs)))
+		next += uint64(len(send))
+		unconfirmed++
+		if unconfirmed == maxUnconfirmed/2 {
+			// The holes, confirmed late, as by a slow forwarder replica.
+			var held []uint64
+			for s, e := range l.seqs {
+				if e.state == stSent {
+					held = append(held, s)
+				}
+			}
+			for _, s := range held {
+				l.confirm(msg([2]uint64{s, s}), now)
+			}
+			l.deleted(l.take(len(held)))
+			unconfirmed = 0
+		}
+		peak = max(peak, ledgerEntries(l))
+	}
+	if limit := 4*maxUnconfirmed + 2*compactMin; peak > limit {
+		t.Fatalf("ledger peaked at %d entries draining %d readings in 59s; want at most %d (max_unconfirmed %d)",
+			peak, readings, limit, maxUnconfirmed)
+	}
+	// Nothing was lost on the way: the holes still unconfirmed are due at
+	// the round, and only they.
+	if n := l.round(t0.Add(2 * time.Minute)); n != unconfirmed {
+		t.Fatalf("round made %d due, want the %d unconfirmed", n, unconfirmed)
+	}
+}
+
+// BenchmarkLedgerKafkaDrain is the ledger alone at the fastest drain it
+// allows: per op one reading admitted, PUBACKed, confirmed (in batches of
+// 500, prompt, as the forwarder does under load) and deleted, with the
+// default max_unconfirmed and confirm_timeout, the clock moving 1µs per
+// reading. It reports the peak of the ledger's entries (map, fifo, due
+// list, delete queue), which must not grow with b.N.
+func BenchmarkLedgerKafkaDrain(b *testing.B) {
+	const batch = 500
+	l := newLedger(ledgerOptions{kafka: true, maxUnconfirmed: 10_000, confirmTimeout: time.Minute, maxInterval: 10 * time.Minute})
+	rs := recs(1, batch)
+	seqs := make([]uint64, batch)
+	m := msg([2]uint64{1, batch})
+	now := t0
+	next, peak := uint64(1), 0
+	b.ReportAllocs()
+	for i := 0; i < b.N; i += batch {
+		for j := range rs {
+			rs[j].Seq = next + uint64(j)
+			seqs[j] = rs[j].Seq
+		}
+		send, _, _ := l.admit(rs, now)
+		if len(send) != batch {
+			b.Fatalf("admitted %d of %d", len(send), batch)
+		}
+		l.acked(seqs)
+		m.Seqs[0] = confirm.Range{First: next, Last: next + batch - 1}
+		l.confirm(m, now)
+		l.deleted(l.take(batch))
+		next += batch
+		now = now.Add(batch * time.Microsecond)
+		peak = max(peak, ledgerEntries(l))
+	}
+	b.ReportMetric(float64(peak), "peak-entries")
+}
