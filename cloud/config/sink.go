@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 	"github.com/edgepipe/sensorpipe/buffer/secret"
@@ -70,8 +71,8 @@ func LoadSink(path string, getenv func(string) string) (*Sink, error) {
 	if s.DatabaseURL, err = readSecret(vals, "DATABASE_URL"); err != nil {
 		return nil, err
 	}
-	if err := checkDatabaseURL(s.DatabaseURL.Reveal()); err != nil {
-		return nil, &Error{Key: "DATABASE_URL", Msg: err.Error()}
+	if _, err := DatabaseConfig(s.DatabaseURL.Reveal()); err != nil {
+		return nil, err
 	}
 	s.Group = get("SINK_GROUP")
 	if err := checkGroup(s.Group); err != nil {
@@ -99,45 +100,73 @@ func LoadSink(path string, getenv func(string) string) (*Sink, error) {
 	return s, nil
 }
 
-// checkDatabaseURL accepts a postgres:// URL that pgx can use and that
-// verifies the server's certificate and name (sslmode=verify-full) unless
-// every host is loopback or a unix socket. Its messages never quote the URL:
-// it holds the password.
-func checkDatabaseURL(s string) error {
+// DatabaseConfig parses DATABASE_URL as pgx will use it and checks that
+// every connection pgx may open is safe: to loopback or a unix socket, or
+// over TLS that verifies the server's certificate and host name (what
+// sslmode=verify-full gives). The check reads pgx's parsed configuration, not
+// the URL's text, so it sees what the text does not say: the PG* environment
+// variables (PGHOST, PGSSLMODE, ...), a service file (service=,
+// PGSERVICEFILE), a key given twice, and the fallbacks pgx tries after the
+// first host (every further host; sslmode=prefer's plaintext retry). The
+// sink connects with the configuration returned here and nothing else.
+//
+// Errors are *Error naming DATABASE_URL, and never quote the URL: it holds
+// the password.
+func DatabaseConfig(s string) (*pgx.ConnConfig, error) {
+	cfg, err := parseDatabaseURL(s)
+	if err != nil {
+		return nil, &Error{Key: "DATABASE_URL", Msg: err.Error()}
+	}
+	return cfg, nil
+}
+
+func parseDatabaseURL(s string) (*pgx.ConnConfig, error) {
 	if s == "" {
-		return fmt.Errorf("required (postgres://user:password@host:5432/dbname?sslmode=verify-full)")
+		return nil, fmt.Errorf("required (postgres://user:password@host:5432/dbname?sslmode=verify-full)")
 	}
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return fmt.Errorf("not a postgres:// URL")
+		return nil, fmt.Errorf("not a postgres:// URL")
 	}
-	if _, err := pgx.ParseConfig(s); err != nil {
-		return fmt.Errorf("not a usable libpq URL: %s", redact(err.Error(), u))
+	cfg, err := pgx.ParseConfig(s)
+	if err != nil {
+		return nil, fmt.Errorf("not a usable libpq URL: %s", redact(err.Error(), u))
 	}
-	q := u.Query()
-	var hosts []string
-	if h := q.Get("host"); h != "" {
-		hosts = strings.Split(h, ",")
-	} else if u.Host != "" {
-		for _, hp := range strings.Split(u.Host, ",") {
-			h, _, err := net.SplitHostPort(hp)
-			if err != nil {
-				h = strings.Trim(hp, "[]")
+	targets := append([]*pgconn.FallbackConfig{{Host: cfg.Host, Port: cfg.Port, TLSConfig: cfg.TLSConfig}}, cfg.Fallbacks...)
+	for i, t := range targets {
+		if why := unsafeTarget(t); why != "" {
+			which := "the connection"
+			if i > 0 {
+				which = fmt.Sprintf("fallback %d of %d", i, len(targets)-1)
 			}
-			hosts = append(hosts, h)
+			return nil, fmt.Errorf("as pgx reads it (the URL, PG* environment variables, a service file), %s to %s would %s; "+
+				"a database not on loopback or a unix socket needs sslmode=verify-full (certificate and host name checked; "+
+				"sslrootcert=FILE for a private CA)",
+				which, net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))), why)
 		}
 	}
-	local := true // no host at all: the default unix socket
-	for _, h := range hosts {
-		local = local && (h == "" || strings.HasPrefix(h, "/") || strings.HasPrefix(h, "@") || mqttconn.IsLoopback(h))
+	return cfg, nil
+}
+
+// unsafeTarget says what is wrong with one host pgx may connect to, or ""
+// if nothing is. pgx sets InsecureSkipVerify for sslmode prefer, allow,
+// require and verify-ca (verify-ca checks the chain in
+// VerifyPeerCertificate but no name), and a ServerName for verify-full; so
+// a verified name is a TLS config that leaves verification to crypto/tls
+// and names the host.
+func unsafeTarget(t *pgconn.FallbackConfig) string {
+	if network, _ := pgconn.NetworkAddress(t.Host, t.Port); network == "unix" || mqttconn.IsLoopback(t.Host) {
+		return ""
 	}
-	if mode := q.Get("sslmode"); !local && mode != "verify-full" {
-		if mode == "" {
-			mode = "prefer (the default)"
-		}
-		return fmt.Errorf("sslmode is %s; a remote database needs sslmode=verify-full (certificate and host name checked), plus sslrootcert=FILE for a private CA", mode)
+	switch tc := t.TLSConfig; {
+	case tc == nil:
+		return "be plaintext (sslmode disable, or the plaintext try of prefer or allow)"
+	case tc.InsecureSkipVerify:
+		return "use TLS without checking the server's host name (sslmode prefer, allow, require or verify-ca)"
+	case tc.ServerName == "":
+		return "use TLS without a server name to check"
 	}
-	return nil
+	return ""
 }
 
 // redact removes the URL's password from a message.

@@ -61,9 +61,11 @@ func New(cfg *config.Sink, opts Options) (*Sink, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	dbCfg, err := pgx.ParseConfig(cfg.DatabaseURL.Reveal())
+	// Parsed and checked again, not taken on trust from LoadSink: pgx
+	// reads the environment and service files at each parse.
+	dbCfg, err := config.DatabaseConfig(cfg.DatabaseURL.Reveal())
 	if err != nil {
-		return nil, fmt.Errorf("%w: DATABASE_URL: %v", config.ErrInvalid, err)
+		return nil, err
 	}
 	if dbCfg.RuntimeParams["application_name"] == "" {
 		dbCfg.RuntimeParams["application_name"] = "cloud-forwarder-sink"

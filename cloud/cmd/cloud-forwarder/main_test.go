@@ -292,24 +292,36 @@ func TestRunConfigErrors(t *testing.T) {
 	}
 }
 
-// TestSinkRefusesWeakTLSToARemoteDatabase: a DATABASE_URL to a remote host
-// without sslmode=verify-full exits 2 naming the key, without printing the
-// URL's password.
+// TestSinkRefusesWeakTLSToARemoteDatabase: a DATABASE_URL that would reach
+// a remote host without sslmode=verify-full, as pgx reads it (PG*
+// variables and a key given twice included), exits 2 naming the key,
+// without printing the URL's password.
 func TestSinkRefusesWeakTLSToARemoteDatabase(t *testing.T) {
-	for _, mode := range []string{"", "?sslmode=require", "?sslmode=verify-ca"} {
+	const remote = "postgres://sink:db-pass-42@db.example.com:5432/sensors"
+	tests := []struct {
+		name string
+		env  []string
+	}{
+		{"no sslmode", []string{"DATABASE_URL=" + remote}},
+		{"require", []string{"DATABASE_URL=" + remote + "?sslmode=require"}},
+		{"verify-ca", []string{"DATABASE_URL=" + remote + "?sslmode=verify-ca"}},
+		{"verify-full then disable", []string{"DATABASE_URL=" + remote + "?sslmode=verify-full&sslmode=disable"}},
+		{"no host, PGHOST remote", []string{"DATABASE_URL=postgres://sink:db-pass-42@/sensors", "PGHOST=db.example.com"}},
+	}
+	for _, tc := range tests {
 		cmd := exec.CommandContext(context.Background(), binPath, "sink")
-		cmd.Env = []string{
+		cmd.Env = append([]string{
 			"CONFLUENT_BOOTSTRAP_SERVER_SASL=pkc.example.com:9092", "CONFLUENT_API_KEY=k", "CONFLUENT_API_SECRET=hunter2",
-			"DATABASE_URL=postgres://sink:db-pass-42@db.example.com:5432/sensors" + mode,
-		}
+		}, tc.env...)
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
-			t.Fatalf("sslmode %q: exit = %v, want 2\n%s", mode, err, out)
+			t.Fatalf("%s: exit = %v, want 2\n%s", tc.name, err, out)
 		}
 		if !strings.Contains(string(out), "DATABASE_URL") || !strings.Contains(string(out), "verify-full") ||
+			!strings.Contains(string(out), "db.example.com:5432") ||
 			strings.Contains(string(out), "db-pass-42") || strings.Contains(string(out), "hunter2") {
-			t.Fatalf("sslmode %q: output should name DATABASE_URL and verify-full and no secret: %s", mode, out)
+			t.Fatalf("%s: output should name DATABASE_URL, the host and verify-full and no secret: %s", tc.name, out)
 		}
 	}
 }
