@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -62,6 +63,7 @@ type Config struct {
 	Buffer       Buffer         `yaml:"buffer"`
 	MQTT         MQTT           `yaml:"mqtt"`
 	Clock        Clock          `yaml:"clock"`
+	Fleet        Fleet          `yaml:"fleet"`
 	StatusListen string         `yaml:"status_listen"` // empty disables the endpoint
 	SysfsRoot    string         `yaml:"sysfs_root"`
 	LogLevel     slog.Level     `yaml:"log_level"`
@@ -84,6 +86,20 @@ type Clock struct {
 	// so that its timestamp can be corrected when the clock syncs; past
 	// that it is published as it is, with time_synced false. 0: no hold.
 	HoldUnsynced time.Duration `yaml:"hold_unsynced"`
+}
+
+// Fleet configures remote config documents and commands (agent/remote):
+// which operator keys are trusted and which group the device belongs to.
+// Both stay local: a remote document cannot change them.
+type Fleet struct {
+	// KeysFile holds the operators' Ed25519 public keys (PEM, several for
+	// rotation). Empty: remote config and commands are off.
+	KeysFile string `yaml:"keys_file"`
+	// Group is the group whose config this device applies; empty: none.
+	Group string `yaml:"group"`
+	// Grace is how long a newly applied remote config has to store a
+	// reading before the agent returns to the last config that worked.
+	Grace time.Duration `yaml:"grace"`
 }
 
 // MQTT configures the connection to the broker (HiveMQ Cloud in production).
@@ -163,6 +179,7 @@ const (
 	DefaultStatusListen   = "127.0.0.1:9101"
 	DefaultSysfsRoot      = "/sys"
 	DefaultLogFormat      = "auto"
+	DefaultFleetGrace     = 2 * time.Minute
 	// DefaultInterval is a sensor's poll interval when it gives none.
 	DefaultInterval = 10 * time.Second
 )
@@ -184,6 +201,7 @@ func Default() Config {
 			MaxUnconfirmed: DefaultMaxUnconfirmed,
 		},
 		Clock:        Clock{HoldUnsynced: DefaultHoldUnsynced},
+		Fleet:        Fleet{Grace: DefaultFleetGrace},
 		StatusListen: DefaultStatusListen,
 		SysfsRoot:    DefaultSysfsRoot,
 		LogFormat:    DefaultLogFormat,
@@ -299,6 +317,9 @@ func (c *Config) Validate() error {
 	if err := c.MQTT.validate(); err != nil {
 		return err
 	}
+	if err := c.Fleet.validate(); err != nil {
+		return err
+	}
 	if c.StatusListen != "" {
 		if _, _, err := net.SplitHostPort(c.StatusListen); err != nil {
 			return &Error{Key: "status_listen", Msg: fmt.Sprintf("%q is not host:port", c.StatusListen)}
@@ -371,6 +392,44 @@ func (m *MQTT) validate() error {
 		return &Error{Key: "mqtt.max_unconfirmed", Msg: fmt.Sprintf("%d is not between 1 and %d", m.MaxUnconfirmed, maxUnconfirmed)}
 	}
 	return nil
+}
+
+func (f *Fleet) validate() error {
+	if f.Group != "" {
+		if err := reading.CheckName(f.Group); err != nil {
+			return &Error{Key: "fleet.group", Msg: err.Error()}
+		}
+	}
+	if f.Grace < 10*time.Second {
+		return &Error{Key: "fleet.grace", Msg: fmt.Sprintf("%v is too short (minimum 10s)", f.Grace)}
+	}
+	if f.KeysFile != "" {
+		if _, err := os.Stat(f.KeysFile); err != nil {
+			return &Error{Key: "fleet.keys_file", Msg: fmt.Sprintf("cannot read %s", f.KeysFile), Err: errors.Unwrap(err)}
+		}
+	}
+	return nil
+}
+
+// Overlay returns a copy of c with doc (a YAML or JSON mapping of config
+// keys, as a remote document carries them) decoded over it, and the
+// defaults of what it adds (a new sensor's interval) filled in. Keys
+// unknown to the config are an error; validation is the caller's
+// (Validate), after any further changes.
+func (c *Config) Overlay(doc []byte) (*Config, error) {
+	n := *c
+	n.Sensors = append([]drivers.Spec(nil), c.Sensors...)
+	n.Extra = nil
+	dec := yaml.NewDecoder(bytes.NewReader(doc))
+	dec.KnownFields(true)
+	if err := dec.Decode(&n); err != nil && !errors.Is(err, io.EOF) {
+		return nil, &Error{Key: "yaml", Msg: err.Error()}
+	}
+	if len(n.Extra) > 0 {
+		return nil, &Error{Key: sortedKeys(n.Extra)[0], Msg: "unknown key"}
+	}
+	n.applyDefaults()
+	return &n, nil
 }
 
 func sortedKeys(m map[string]any) []string {

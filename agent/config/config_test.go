@@ -126,6 +126,9 @@ func TestEveryKeyNamed(t *testing.T) {
 		{"status_listen bad", base + "status_listen: localhost\n", "status_listen"},
 		{"log_format bad", base + "log_format: xml\n", "log_format"},
 		{"log_level bad", base + "log_level: chatty\n", "yaml"},
+		{"fleet group bad", base + "fleet: {group: a/b}\n", "fleet.group"},
+		{"fleet grace short", base + "fleet: {grace: 1s}\n", "fleet.grace"},
+		{"fleet keys file missing", base + "fleet: {keys_file: testdata/nope.pem}\n", "fleet.keys_file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Parse([]byte(tc.yaml), noEnv)
