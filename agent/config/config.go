@@ -30,6 +30,7 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/buffer/secret"
+	"github.com/edgepipe/sensorpipe/buffer/sign"
 	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 	"github.com/edgepipe/sensorpipe/drivers"
 )
@@ -404,7 +405,11 @@ func (f *Fleet) validate() error {
 		return &Error{Key: "fleet.grace", Msg: fmt.Sprintf("%v is too short (minimum 10s)", f.Grace)}
 	}
 	if f.KeysFile != "" {
-		if _, err := os.Stat(f.KeysFile); err != nil {
+		// Parsed here so a bad file is exit 2 at start, not a Pi that
+		// silently refuses every document.
+		if _, err := sign.LoadVerifier(f.KeysFile); errors.Is(err, sign.ErrKeyFile) {
+			return &Error{Key: "fleet.keys_file", Msg: fmt.Sprintf("%s: %v (want PEM PUBLIC KEY blocks, as openssl pkey -pubout writes)", f.KeysFile, err), Err: err}
+		} else if err != nil {
 			return &Error{Key: "fleet.keys_file", Msg: fmt.Sprintf("cannot read %s", f.KeysFile), Err: errors.Unwrap(err)}
 		}
 	}

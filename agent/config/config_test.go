@@ -129,6 +129,7 @@ func TestEveryKeyNamed(t *testing.T) {
 		{"fleet group bad", base + "fleet: {group: a/b}\n", "fleet.group"},
 		{"fleet grace short", base + "fleet: {grace: 1s}\n", "fleet.grace"},
 		{"fleet keys file missing", base + "fleet: {keys_file: testdata/nope.pem}\n", "fleet.keys_file"},
+		{"fleet keys file not a key", base + "fleet: {keys_file: testdata/not-a-ca.pem}\n", "fleet.keys_file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Parse([]byte(tc.yaml), noEnv)

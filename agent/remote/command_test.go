@@ -34,7 +34,7 @@ type commanderHarness struct {
 func newCommander(t *testing.T, k *key, dir string, synced bool) *commanderHarness {
 	t.Helper()
 	h := &commanderHarness{t: t, x: &executor{}, results: make(chan remote.Result, 16), done: make(chan error, 1)}
-	c, err := remote.NewCommander(remote.CommanderOptions{DeviceID: "pi-1", Verifier: k, StateDir: dir,
+	c, err := remote.NewCommander(remote.CommanderOptions{DeviceID: "pi-1", Verifier: k.Verifier(), StateDir: dir,
 		Synced: func() bool { return synced },
 		Publish: func(_ context.Context, p []byte) error {
 			var r remote.Result

@@ -15,7 +15,7 @@ type purposeSigner struct {
 	purpose string
 }
 
-func (p purposeSigner) Sign(_ string, msg []byte) ([]byte, error) { return p.k.Sign(p.purpose, msg) }
+func (p purposeSigner) Sign(_ string, msg []byte) []byte { return p.k.Sign(p.purpose, msg) }
 
 func TestOpenConfigRefuses(t *testing.T) {
 	fleet, other := newKey(t), newKey(t)
@@ -61,13 +61,13 @@ func TestOpenConfigRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := remote.OpenConfig(tt.payload, fleet)
+			_, err := remote.OpenConfig(tt.payload, fleet.Verifier())
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
 		})
 	}
-	d, err := remote.OpenConfig(good, fleet)
+	d, err := remote.OpenConfig(good, fleet.Verifier())
 	if err != nil || d.Version != 1 || d.Config["log_level"] != "debug" {
 		t.Fatalf("good document: %+v, %v", d, err)
 	}
@@ -88,7 +88,7 @@ func TestSignedBytesAreTheDocument(t *testing.T) {
 		t.Fatal(err)
 	}
 	sig, _ := base64.StdEncoding.DecodeString(e.Sig)
-	if err := k.Verify(remote.ConfigPurpose, e.Doc, sig); err != nil || e.V != 1 {
+	if err := k.Verifier().Verify(remote.ConfigPurpose, e.Doc, sig); err != nil || e.V != 1 {
 		t.Fatalf("the signature does not cover the doc bytes under %q: %v", remote.ConfigPurpose, err)
 	}
 }

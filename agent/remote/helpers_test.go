@@ -2,9 +2,6 @@ package remote_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"errors"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,37 +10,19 @@ import (
 
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/agent/remote"
+	"github.com/edgepipe/sensorpipe/buffer/sign"
 )
 
-// key is a test signer and verifier with the same purpose binding as
-// buffer/sign: the signed bytes are the purpose, a zero byte, then msg.
-type key struct {
-	pub  ed25519.PublicKey
-	priv ed25519.PrivateKey
-}
+// key is the fleet key pair of a test.
+type key = sign.Signer
 
 func newKey(t *testing.T) *key {
 	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	k, err := sign.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &key{pub, priv}
-}
-
-func bind(purpose string, msg []byte) []byte {
-	return append(append([]byte(purpose), 0), msg...)
-}
-
-func (k *key) Sign(purpose string, msg []byte) ([]byte, error) {
-	return ed25519.Sign(k.priv, bind(purpose, msg)), nil
-}
-
-func (k *key) Verify(purpose string, msg, sig []byte) error {
-	if !ed25519.Verify(k.pub, bind(purpose, msg), sig) {
-		return errors.New("bad signature")
-	}
-	return nil
+	return k
 }
 
 const localYAML = `device_id: pi-1

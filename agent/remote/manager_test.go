@@ -27,7 +27,7 @@ type harness struct {
 
 func newHarness(t *testing.T, k *key, local *config.Config, dir string) *harness {
 	t.Helper()
-	m, start, err := remote.New(remote.Options{Local: local, Verifier: k, StateDir: dir})
+	m, start, err := remote.New(remote.Options{Local: local, Verifier: k.Verifier(), StateDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
