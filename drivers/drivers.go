@@ -10,18 +10,25 @@ package drivers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
+	"periph.io/x/conn/v3/i2c"
+
+	"github.com/edgepipe/sensorpipe/drivers/aht20"
 	"github.com/edgepipe/sensorpipe/drivers/bme280"
 	"github.com/edgepipe/sensorpipe/drivers/dht"
 	"github.com/edgepipe/sensorpipe/drivers/ds18b20"
+	"github.com/edgepipe/sensorpipe/drivers/i2cbus"
 	"github.com/edgepipe/sensorpipe/drivers/sim"
 )
 
@@ -30,7 +37,7 @@ import (
 type Sensor interface {
 	// Name is the configured sensor name, used as an MQTT topic level.
 	Name() string
-	// Kind names the chip actually found (bme280, bmp280, dht22, ds18b20, sim).
+	// Kind names the chip actually found (bme280, bmp280, aht20, dht22, ...).
 	Kind() string
 	// Read takes one measurement. It returns only finite, in-range values
 	// keyed by the wire format's value keys, or an error.
@@ -42,12 +49,14 @@ type Sensor interface {
 // Spec is one entry of the agent config's `sensors:` list.
 type Spec struct {
 	Name     string        `yaml:"name"`
-	Driver   string        `yaml:"driver"` // bme280, bmp280, dht11, dht22, ds18b20, sim
+	Driver   string        `yaml:"driver"` // see Names
 	Interval time.Duration `yaml:"interval"`
 
-	// BME280/BMP280 over I2C.
+	// Every I2C chip (BME280/BMP280, AHT20, ...).
 	Bus     string `yaml:"bus"`     // I2C bus name or number, "1" on a Pi
-	Address uint16 `yaml:"address"` // 0x76 or 0x77; 0 means 0x76
+	Address uint16 `yaml:"address"` // 0 means the chip's default address
+
+	// BME280/BMP280.
 	// Oversampling of every measured quantity: 1, 2, 4, 8 or 16; 0 means 4.
 	// More oversampling lowers noise and costs a longer measurement.
 	Oversampling int `yaml:"oversampling"`
@@ -75,6 +84,10 @@ type Env struct {
 	// Logger receives driver warnings (retries, ambiguous auto-detection);
 	// nil discards them.
 	Logger *slog.Logger
+	// OpenI2C opens an I2C bus by its configured name ("1"); nil means
+	// i2cbus.Open, the real Linux bus. Tests and `edge-agent sensors`
+	// fixtures pass a simulated bus.
+	OpenI2C i2cbus.Opener
 }
 
 // Minimum time between two measurements of a DHT sensor (datasheets:
@@ -104,8 +117,24 @@ type driver struct {
 	// open builds the sensor from a checked Spec, with env's defaults set.
 	open func(s Spec, env Env) (Sensor, error)
 	// probe lists the devices of this family the machine has, and says why
-	// none was found (nil: nothing to look for, as for sim).
+	// none was found (nil: nothing to look for, as for sim, or an I2C chip).
 	probe func(env Env, devDir string) ([]Found, []string)
+	// i2c says how to find this family's chips on an I2C bus (nil: not an
+	// I2C chip, or one that cannot be told apart from others at its
+	// addresses).
+	i2c *i2cChip
+}
+
+// i2cChip is how `edge-agent sensors` recognises a chip on an I2C bus.
+type i2cChip struct {
+	// what names the family in the "none found" note ("BME280/BMP280").
+	what string
+	// addrs are the addresses the chip can be strapped to.
+	addrs []uint16
+	// identify returns the kind of chip at addr, or an error when the
+	// device there is not one of this family (or nothing answers). It
+	// must leave a running chip as it found it.
+	identify func(bus i2c.Bus, addr uint16) (string, error)
 }
 
 // table is the one list of drivers, in the order messages name them.
@@ -115,15 +144,24 @@ func table() []driver {
 			names:  []string{"bme280", "bmp280"},
 			fields: []string{"bus", "address", "oversampling", "filter"},
 			check:  checkBME280,
-			open: func(s Spec, _ Env) (Sensor, error) {
-				addr := s.Address
-				if addr == 0 {
-					addr = 0x76
-				}
+			open: func(s Spec, env Env) (Sensor, error) {
 				// Either driver name accepts either chip; Kind says which was found.
-				return bme280.Open(s.Name, s.Bus, addr, bme280.Opts{Oversampling: s.Oversampling, Filter: s.Filter})
+				return openI2C(s, env, 0x76, func(bus i2c.Bus, addr uint16) (Sensor, error) {
+					return bme280.New(s.Name, bus, addr, bme280.Opts{Oversampling: s.Oversampling, Filter: s.Filter})
+				})
 			},
-			probe: probeI2C,
+			i2c: &i2cChip{what: "BME280/BMP280", addrs: []uint16{0x76, 0x77}, identify: bme280.Probe},
+		},
+		{
+			names:  []string{"aht20"},
+			fields: []string{"bus", "address"},
+			check:  func(s Spec) error { return checkI2C(s, aht20.Addr) },
+			open: func(s Spec, env Env) (Sensor, error) {
+				return openI2C(s, env, aht20.Addr, func(bus i2c.Bus, _ uint16) (Sensor, error) {
+					return aht20.New(s.Name, bus)
+				})
+			},
+			i2c: &i2cChip{what: "AHT20", addrs: []uint16{aht20.Addr}, identify: aht20.Probe},
 		},
 		{
 			names:  []string{"dht11", "dht22"},
@@ -245,6 +283,17 @@ func owners(field string) []string {
 	return names
 }
 
+// checkI2C requires a bus and an address among addrs (0 is the first).
+func checkI2C(s Spec, addrs ...uint16) error {
+	if s.Bus == "" {
+		return fmt.Errorf(`bus is required for %s (the I2C bus, "1" on a Raspberry Pi)`, s.Driver)
+	}
+	if s.Address != 0 && !slices.Contains(addrs, s.Address) {
+		return fmt.Errorf("address 0x%02x is not one of the %s's addresses (%s)", s.Address, s.Driver, addrList(addrs))
+	}
+	return nil
+}
+
 func checkBME280(s Spec) error {
 	if s.Bus == "" {
 		return fmt.Errorf(`bus is required for %s (the I2C bus, "1" on a Raspberry Pi)`, s.Driver)
@@ -304,6 +353,9 @@ func (env Env) withDefaults() Env {
 	if env.Logger == nil {
 		env.Logger = slog.New(slog.DiscardHandler)
 	}
+	if env.OpenI2C == nil {
+		env.OpenI2C = i2cbus.Open
+	}
 	return env
 }
 
@@ -328,26 +380,99 @@ func Probe(env Env, devDir string) (found []Found, notes []string) {
 		found = append(found, f...)
 		notes = append(notes, n...)
 	}
-	return found, notes
+	f, n := probeI2C(env, devDir)
+	return append(f, found...), append(n, notes...)
 }
 
-func probeI2C(_ Env, devDir string) ([]Found, []string) {
-	chips, errs := bme280.Scan(devDir)
+// probeI2C opens every devDir/i2c-* bus and asks each I2C family of the
+// table at its addresses. With no bus device it touches no hardware.
+func probeI2C(env Env, devDir string) ([]Found, []string) {
+	paths, _ := filepath.Glob(filepath.Join(devDir, "i2c-*"))
+	if len(paths) == 0 {
+		return nil, []string{fmt.Sprintf("i2c: no %s/i2c-* (enable with dtparam=i2c_arm=on in config.txt)", devDir)}
+	}
+	sort.Strings(paths)
+	var chips []*i2cChip
+	for _, d := range table() {
+		if d.i2c != nil {
+			chips = append(chips, d.i2c)
+		}
+	}
 	var fs []Found
 	var notes []string
-	for _, c := range chips {
-		fs = append(fs, Found{Type: "i2c", ID: fmt.Sprintf("%s:0x%02x", c.Bus, c.Addr), Kind: c.Kind})
+	seen := make([]bool, len(chips))
+	for _, p := range paths {
+		name := strings.TrimPrefix(filepath.Base(p), "i2c-")
+		bus, err := env.OpenI2C(name)
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("i2c: open %s: %v", p, err))
+			continue
+		}
+		for i, c := range chips {
+			for _, addr := range c.addrs {
+				if kind, err := c.identify(bus, addr); err == nil {
+					fs = append(fs, Found{Type: "i2c", ID: fmt.Sprintf("%s:0x%02x", name, addr), Kind: kind})
+					seen[i] = true
+				}
+			}
+		}
+		bus.Close()
 	}
-	for _, err := range errs {
-		notes = append(notes, "i2c: "+err.Error())
-	}
-	if chips == nil && errs == nil {
-		notes = append(notes, fmt.Sprintf("i2c: no %s/i2c-* (enable with dtparam=i2c_arm=on in config.txt)", devDir))
-	} else if len(chips) == 0 {
-		notes = append(notes, "i2c: no BME280/BMP280 answered at 0x76 or 0x77")
+	for i, c := range chips {
+		if !seen[i] {
+			notes = append(notes, fmt.Sprintf("i2c: no %s answered at %s", c.what, addrList(c.addrs)))
+		}
 	}
 	return fs, notes
 }
+
+// addrList formats addresses as "0x76 or 0x77", or a range "0x40..0x4f".
+func addrList(addrs []uint16) string {
+	if len(addrs) > 2 && int(addrs[len(addrs)-1]-addrs[0]) == len(addrs)-1 {
+		return fmt.Sprintf("0x%02x..0x%02x", addrs[0], addrs[len(addrs)-1])
+	}
+	parts := make([]string, len(addrs))
+	for i, a := range addrs {
+		parts[i] = fmt.Sprintf("0x%02x", a)
+	}
+	return strings.Join(parts, " or ")
+}
+
+// openI2C opens the bus s names and the chip at s.Address (def when 0)
+// with open; the returned Sensor closes the bus after the chip.
+func openI2C(s Spec, env Env, def uint16, open func(bus i2c.Bus, addr uint16) (Sensor, error)) (Sensor, error) {
+	addr := s.Address
+	if addr == 0 {
+		addr = def
+	}
+	bus, err := env.OpenI2C(s.Bus)
+	if err != nil {
+		return nil, fmt.Errorf("%s bus %s addr 0x%02x: %w", s.Driver, s.Bus, addr, err)
+	}
+	sn, err := open(namedBus{bus, s.Bus}, addr)
+	if err != nil {
+		bus.Close()
+		return nil, err
+	}
+	return &ownBus{Sensor: sn, bus: bus}, nil
+}
+
+// namedBus makes the drivers' messages say "bus 1" as the config does,
+// where periph's Linux bus says "I2C1".
+type namedBus struct {
+	i2c.Bus
+	name string
+}
+
+func (b namedBus) String() string { return "bus " + b.name }
+
+// ownBus is a Sensor that owns its bus.
+type ownBus struct {
+	Sensor
+	bus i2c.BusCloser
+}
+
+func (o *ownBus) Close() error { return errors.Join(o.Sensor.Close(), o.bus.Close()) }
 
 // found turns a sysfs lookup into Found entries, or its error into a note.
 func found(typ, kind string, ids []string, err error) ([]Found, []string) {
@@ -365,6 +490,7 @@ func found(typ, kind string, ids []string, err error) ([]Found, []string) {
 var (
 	_ Sensor = (*sim.Sensor)(nil)
 	_ Sensor = (*bme280.Sensor)(nil)
+	_ Sensor = (*aht20.Sensor)(nil)
 	_ Sensor = (*dht.Sensor)(nil)
 	_ Sensor = (*ds18b20.Sensor)(nil)
 )

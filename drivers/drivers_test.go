@@ -34,6 +34,11 @@ func TestCheck(t *testing.T) {
 		{"ds18b20 auto", Spec{Driver: "ds18b20", W1ID: "auto"}, ""},
 		{"ds18b20 id", Spec{Driver: "ds18b20", W1ID: "28-0316a2793aff"}, ""},
 		{"ds18b20 wrong family", Spec{Driver: "ds18b20", W1ID: "10-0316a2793aff"}, "w1_id"},
+		{"aht20 ok", Spec{Driver: "aht20", Bus: "1"}, ""},
+		{"aht20 explicit address", Spec{Driver: "aht20", Bus: "1", Address: 0x38}, ""},
+		{"aht20 no bus", Spec{Driver: "aht20"}, "bus is required for aht20"},
+		{"aht20 bad address", Spec{Driver: "aht20", Bus: "1", Address: 0x39}, "address 0x39 is not one of the aht20's addresses (0x38)"},
+		{"aht20 oversampling", Spec{Driver: "aht20", Bus: "1", Oversampling: 2}, "oversampling does not apply to driver aht20"},
 		{"sim ok", Spec{Driver: "sim", Seed: 4, FailRate: 0.5}, ""},
 		{"sim fail_rate", Spec{Driver: "sim", FailRate: 1.5}, "fail_rate 1.5"},
 		{"no driver", Spec{}, "driver is required"},
@@ -146,7 +151,7 @@ func TestTableCoversSpec(t *testing.T) {
 			t.Errorf("Spec key %q belongs to no driver", k)
 		}
 	}
-	if got := strings.Join(Names(), ","); got != "bme280,bmp280,dht11,dht22,ds18b20,sim" {
+	if got := strings.Join(Names(), ","); got != "bme280,bmp280,aht20,dht11,dht22,ds18b20,sim" {
 		t.Errorf("Names = %s", got)
 	}
 }

@@ -127,6 +127,33 @@ func TestConfigs(t *testing.T) {
 	}
 }
 
+// TestExampleOptionalSensors: the commented-out sensors of the example
+// config are valid too, once uncommented.
+func TestExampleOptionalSensors(t *testing.T) {
+	b, err := os.ReadFile("config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uncommented := strings.ReplaceAll(string(b), "  #- {name:", "  - {name:")
+	n := strings.Count(string(b), "  #- {name:")
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(uncommented), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(p, func(k string) string {
+		if k == config.PasswordEnv {
+			return "from-env"
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 || len(c.Sensors) != 3+n {
+		t.Fatalf("%d sensors with %d uncommented, want %d", len(c.Sensors), n, 3+n)
+	}
+}
+
 // unitValue returns the last value of key in a unit file ("" if unset).
 func unitValue(unit, key string) string {
 	v := ""

@@ -35,6 +35,7 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/drivers"
 	"github.com/edgepipe/sensorpipe/drivers/fault"
+	"github.com/edgepipe/sensorpipe/drivers/i2cbus"
 )
 
 // ReadTimeout bounds one sensor's Read, retries included (a DHT22 that
@@ -70,6 +71,11 @@ type Result struct {
 
 // Run is the cli.Command wired as "sensors".
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return run(ctx, args, stdout, stderr, nil)
+}
+
+// run is Run with the I2C buses opened by openI2C (nil: the real ones).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, openI2C i2cbus.Opener) error {
 	flags := flag.NewFlagSet("sensors", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	path := flags.String("config", config.DefaultPath, "config file naming the sensors")
@@ -101,7 +107,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	failed := 0
 	if cfg != nil {
 		for _, spec := range cfg.Sensors {
-			r := readOnce(ctx, spec, drivers.Env{SysfsRoot: cfg.SysfsRoot, Logger: log})
+			r := readOnce(ctx, spec, drivers.Env{SysfsRoot: cfg.SysfsRoot, Logger: log, OpenI2C: openI2C})
 			if !r.OK {
 				failed++
 			}
@@ -114,7 +120,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		rep.Notes = append(rep.Notes, agentHealth(ctx, *status, &rep)...)
 	}
-	found, notes := drivers.Probe(drivers.Env{SysfsRoot: rep.SysfsRoot}, *devDir)
+	found, notes := drivers.Probe(drivers.Env{SysfsRoot: rep.SysfsRoot, OpenI2C: openI2C}, *devDir)
 	rep.Found = append(rep.Found, found...)
 	rep.Notes = append(rep.Notes, notes...)
 

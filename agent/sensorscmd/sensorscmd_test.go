@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/sensorscmd"
 	"github.com/edgepipe/sensorpipe/drivers/fault"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/i2cfake"
 )
 
 var agentBin string
@@ -246,5 +248,58 @@ func TestAgentHealthShown(t *testing.T) {
 		if !strings.Contains(words, w) {
 			t.Errorf("human output lacks %q:\n%s", w, stdout)
 		}
+	}
+}
+
+// runI2C runs the command in process on the I2C chips of
+// testdata/i2c/buses.json, with a /dev that has i2c-1.
+func runI2C(t *testing.T, sensors string, args ...string) (sensorscmd.Report, string, error) {
+	t.Helper()
+	buses, err := i2cfake.Load("testdata/i2c/buses.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dev, "i2c-1"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, sensors)
+	var stdout, stderr strings.Builder
+	err = sensorscmd.RunWithI2C(t.Context(), append([]string{"--config", cfg, "--json", "--dev", dev}, args...), &stdout, &stderr, buses.Open)
+	var rep sensorscmd.Report
+	if jerr := json.Unmarshal([]byte(stdout.String()), &rep); jerr != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s\nstderr:\n%s", jerr, stdout.String(), stderr.String())
+	}
+	return rep, stderr.String(), err
+}
+
+// TestI2CChips: each I2C chip of the fixture is read once through its
+// configured entry and recognised by the probe at its address.
+func TestI2CChips(t *testing.T) {
+	rep, stderr, err := runI2C(t, `  - {name: aht20-1, driver: aht20, bus: "1", interval: 10s}
+  - {name: aht20-gone, driver: aht20, bus: "2", interval: 10s}`)
+	if err == nil || !strings.Contains(err.Error(), "1 of 2 configured sensors failed") {
+		t.Fatalf("Run = %v\nstderr:\n%s", err, stderr)
+	}
+	want := map[string]map[string]float64{
+		"aht20-1": {"temperature_c": 30, "humidity_pct": 50},
+	}
+	for _, r := range rep.Sensors {
+		w, ok := want[r.Name]
+		switch {
+		case ok && (!r.OK || !maps.Equal(r.Values, w) || r.Kind != r.Driver):
+			t.Errorf("%s = %+v, want values %v", r.Name, r, w)
+		case !ok && (r.OK || r.Class != fault.Other || !strings.Contains(r.Error, `no bus "2"`)):
+			t.Errorf("%s = %+v, want a failure to open bus 2", r.Name, r)
+		}
+	}
+	var found []string
+	for _, f := range rep.Found {
+		if f.Type == "i2c" {
+			found = append(found, f.ID+" "+f.Kind)
+		}
+	}
+	if w := []string{"1:0x76 bme280", "1:0x38 aht20"}; !slices.Equal(found, w) {
+		t.Errorf("found on I2C = %q, want %q", found, w)
 	}
 }

@@ -3,10 +3,10 @@
 // mode: every Read triggers one measurement and the chip sleeps in between,
 // so it does not self-heat.
 //
-// New takes the bus, so tests replay recorded traffic; Open opens a real
-// Linux bus by name:
+// New takes the bus (drivers/i2cbus opens a real one), so tests replay
+// recorded traffic:
 //
-//	s, err := bme280.Open("bme280-0x76", "1", 0x76, bme280.DefaultOpts)
+//	s, err := bme280.New("bme280-0x76", bus, 0x76, bme280.DefaultOpts)
 //	v, err := s.Read(ctx) // temperature_c, humidity_pct, pressure_hpa
 //
 // It does not support SPI or the BMP180/BME680.
@@ -14,22 +14,16 @@ package bme280
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 
 	"periph.io/x/conn/v3/i2c"
-	"periph.io/x/conn/v3/i2c/i2creg"
 	"periph.io/x/conn/v3/physic"
 	"periph.io/x/devices/v3/bmxx80"
-	"periph.io/x/host/v3"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/drivers/i2cbus"
 )
 
 // Chip ids in register 0xD0.
@@ -67,51 +61,15 @@ type Sensor struct {
 	kind  string
 	dev   *bmxx80.Dev
 	bus   i2c.Bus
-	close func() error // closes the bus when Open opened it
 
 	mu sync.Mutex
-}
-
-var hostInit = sync.OnceValue(func() error {
-	_, err := host.Init()
-	return err
-})
-
-// Open initialises periph's host drivers, opens the Linux I2C bus busName
-// ("1", "I2C1" or "/dev/i2c-1") and the chip at addr. Close closes the bus.
-func Open(name, busName string, addr uint16, opts Opts) (*Sensor, error) {
-	where := fmt.Sprintf("bus %s addr 0x%02x", busName, addr)
-	if err := hostInit(); err != nil {
-		return nil, fmt.Errorf("bme280 %s: periph host init: %w: %w", where, ErrBus, err)
-	}
-	num := strings.TrimPrefix(busName, "/dev/i2c-")
-	// periph's own message for a missing bus blames Init(); say what is missing.
-	if _, err := strconv.Atoi(num); err == nil {
-		if _, err := os.Stat("/dev/i2c-" + num); err != nil {
-			return nil, fmt.Errorf("bme280 %s: %w: no /dev/i2c-%s (enable I2C with dtparam=i2c_arm=on in config.txt and reboot)", where, errBusMissing, num)
-		}
-	}
-	bus, err := i2creg.Open(num)
-	if err != nil {
-		return nil, fmt.Errorf("bme280 %s: open I2C bus (is I2C enabled? dtparam=i2c_arm=on in config.txt): %w: %w", where, errBusMissing, err)
-	}
-	s, err := newSensor(name, where, bus, addr, opts)
-	if err != nil {
-		bus.Close()
-		return nil, err
-	}
-	s.close = bus.Close
-	return s, nil
 }
 
 // New talks to the chip at addr on bus, which the caller owns and closes.
 // It checks the chip id, loads the calibration, sets oversampling and
 // filter, and leaves the chip asleep.
 func New(name string, bus i2c.Bus, addr uint16, opts Opts) (*Sensor, error) {
-	return newSensor(name, fmt.Sprintf("%s addr 0x%02x", bus, addr), bus, addr, opts)
-}
-
-func newSensor(name, where string, bus i2c.Bus, addr uint16, opts Opts) (*Sensor, error) {
+	where := fmt.Sprintf("%s addr 0x%02x", bus, addr)
 	ovs, err := oversampling(opts.Oversampling)
 	if err != nil {
 		return nil, fmt.Errorf("bme280 %s: %w", where, err)
@@ -159,22 +117,8 @@ func Probe(bus i2c.Bus, addr uint16) (string, error) {
 	}
 }
 
-// classify maps a bus error to ErrNoDevice or ErrBus (classed timeout
-// when the bus timed out: a stuck SDA line, a clock-stretching chip).
-// periph's Linux bus formats the errno with %v, so the text is all that is
-// left of it.
-func classify(err error) error {
-	msg := err.Error()
-	switch {
-	case errors.Is(err, syscall.ENXIO), errors.Is(err, syscall.EREMOTEIO),
-		strings.Contains(msg, syscall.ENXIO.Error()), strings.Contains(msg, syscall.EREMOTEIO.Error()):
-		return ErrNoDevice
-	case errors.Is(err, syscall.ETIMEDOUT), strings.Contains(msg, syscall.ETIMEDOUT.Error()):
-		return errBusTimeout
-	default:
-		return ErrBus
-	}
-}
+// classify is i2cbus.Classify, named for brevity.
+func classify(err error) error { return i2cbus.Classify(err) }
 
 // Name returns the configured name.
 func (s *Sensor) Name() string { return s.name }
@@ -225,14 +169,8 @@ func (s *Sensor) convert(e *physic.Env, v map[string]float64) error {
 	return nil
 }
 
-// Close puts the chip to sleep and closes the bus if Open opened it.
-func (s *Sensor) Close() error {
-	err := s.dev.Halt()
-	if s.close != nil {
-		err = errors.Join(err, s.close())
-	}
-	return err
-}
+// Close puts the chip to sleep; the bus is the caller's.
+func (s *Sensor) Close() error { return s.dev.Halt() }
 
 func oversampling(n int) (bmxx80.Oversampling, error) {
 	switch n {

@@ -1,17 +1,20 @@
 package bme280
 
-import "github.com/edgepipe/sensorpipe/drivers/fault"
+import (
+	"github.com/edgepipe/sensorpipe/drivers/fault"
+	"github.com/edgepipe/sensorpipe/drivers/i2cbus"
+)
 
 // Sentinel errors; every returned error wraps one of them and names the bus
 // and address. Each has a fault class (drivers/fault), given in brackets.
 var (
-	// ErrNoDevice [absent]: nothing acknowledged the address (wiring,
-	// power, or the other address: SDO to GND is 0x76, to 3V3 is 0x77).
-	ErrNoDevice = fault.New(fault.Absent, "no device answered")
+	// ErrNoDevice [absent] is i2cbus.ErrNoDevice: nothing acknowledged
+	// the address (wiring, power, or the other address: SDO to GND is
+	// 0x76, to 3V3 is 0x77).
+	ErrNoDevice = i2cbus.ErrNoDevice
 	// ErrBus [other; timeout when the bus timed out, absent when the bus
-	// device is missing]: the bus itself failed (bus missing, stuck,
-	// timed out).
-	ErrBus = fault.New(fault.Other, "I2C bus error")
+	// device is missing] is i2cbus.ErrBus: the bus itself failed.
+	ErrBus = i2cbus.ErrBus
 	// ErrWrongChip [absent]: a device answered with a chip id that is not
 	// a BME280 (0x60) or BMP280 (0x58), so the configured chip is not
 	// there.
@@ -20,10 +23,4 @@ var (
 	// chip's operating range, a sign of a corrupted or skipped
 	// measurement.
 	ErrOutOfRange = fault.New(fault.OutOfRange, "value out of the sensor's range")
-)
-
-// ErrBus, classed for the two causes the class tells apart.
-var (
-	errBusTimeout = fault.Mark(fault.Timeout, ErrBus)
-	errBusMissing = fault.Mark(fault.Absent, ErrBus)
 )
