@@ -19,6 +19,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
+	"github.com/edgepipe/sensorpipe/cloud/brokerauth"
 	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/cloud/forwarder"
 	"github.com/edgepipe/sensorpipe/cloud/sink"
@@ -54,6 +55,8 @@ Usage:
   cloud-forwarder tail [--group ID] [--from-beginning] [--json] [--count N] [--topic T] [--config FILE]
                                           print the readings arriving on the Kafka topic
   cloud-forwarder sink [--config FILE]    write the readings from Kafka into PostgreSQL until SIGTERM
+  cloud-forwarder broker-auth --logins FILE [--mosquitto FILE] [--hivemq FILE] [--table]
+                                          write the broker's permissions (mosquitto, HiveMQ) from the one table
   cloud-forwarder version                 print the version
 
 Environment (a --config YAML file may set the same keys in lower case; the environment wins):
@@ -95,6 +98,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSink(ctx, args[1:], stderr)
 	case "tail":
 		return tail.Run(ctx, args[1:], os.Getenv, stdout, stderr)
+	case "broker-auth":
+		return brokerauth.Run(args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage())
 	return fmt.Errorf("%w: unknown command %q", cmdline.ErrUsage, args[0])

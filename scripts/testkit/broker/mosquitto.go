@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"cmp"
+	"crypto/rand"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepipe/sensorpipe/cloud/brokerauth"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
@@ -22,6 +25,10 @@ type MosquittoConfig struct {
 	Dir   string            // where the config, the password file and persistence go
 	PKI   *pki.PKI          // TLS on the listener when set
 	Users map[string]string // a password file (mosquitto_passwd); nil allows anonymous clients
+	// Logins, when set, put the shipped permission table in force instead:
+	// the dynamic-security plugin with brokerauth.DynSec's file (Dir/dynsec.json).
+	Logins []brokerauth.Login
+	Prefix string // the table's topic prefix; default "sensors"
 	// Persist keeps sessions and queued messages on disk (Dir/data), so a
 	// restarted broker still holds the forwarders' backlog.
 	Persist bool
@@ -55,9 +62,20 @@ func (c MosquittoConfig) Write() (string, error) {
 	if u, err := user.Current(); err == nil {
 		conf = append(conf, "user "+u.Username)
 	}
-	if c.Users == nil {
+	switch {
+	case c.Logins != nil:
+		lines, err := c.writeDynSec()
+		if err != nil {
+			return "", err
+		}
+		for _, l := range lines {
+			if !slices.Contains(conf, l) {
+				conf = append(conf, l)
+			}
+		}
+	case c.Users == nil:
 		conf = append(conf, "allow_anonymous true")
-	} else {
+	default:
 		pw := filepath.Join(c.Dir, "passwd")
 		if err := writePasswords(pw, c.Users); err != nil {
 			return "", err
@@ -90,6 +108,35 @@ func (c MosquittoConfig) Write() (string, error) {
 	conf = append(conf, c.Extra...)
 	path := filepath.Join(c.Dir, "mosquitto.conf")
 	return path, os.WriteFile(path, []byte(strings.Join(conf, "\n")+"\n"), 0o644)
+}
+
+// writeDynSec writes the dynamic-security plugin's file for c.Logins and
+// returns the mosquitto.conf lines that load it.
+func (c MosquittoConfig) writeDynSec() ([]string, error) {
+	plugin, err := DynSecPlugin()
+	if err != nil {
+		return nil, err
+	}
+	prefix := cmp.Or(c.Prefix, "sensors")
+	js, err := brokerauth.DynSec(prefix, c.Logins, rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(c.Dir, "dynsec.json")
+	if err := os.WriteFile(path, js, 0o600); err != nil {
+		return nil, err
+	}
+	return brokerauth.MosquittoConf(plugin, path), nil
+}
+
+// DynSecPlugin finds mosquitto's dynamic-security plugin.
+func DynSecPlugin() (string, error) {
+	for _, pattern := range brokerauth.DynSecPlugins {
+		if m, _ := filepath.Glob(pattern); len(m) > 0 {
+			return m[0], nil
+		}
+	}
+	return "", fmt.Errorf("mosquitto's dynamic-security plugin is not in %v (apt-get install mosquitto)", brokerauth.DynSecPlugins)
 }
 
 // isRepeatable tells keys that may appear more than once.

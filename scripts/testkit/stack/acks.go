@@ -24,6 +24,7 @@ type Ack struct {
 // tests: an MQTT client subscribed to ack topics on a persistent session
 // (so a broker outage loses none), decoding what arrives.
 type AckCollector struct {
+	c    mqtt.Client
 	mu   sync.Mutex
 	acks []Ack
 	bad  int
@@ -63,6 +64,7 @@ func CollectAcksWith(tb testing.TB, o AckOptions) *AckCollector {
 		SetMaxReconnectInterval(500 * time.Millisecond).SetDefaultPublishHandler(handle).
 		SetOnConnectHandler(func(c mqtt.Client) { c.Subscribe(o.Filter, 1, nil) })
 	c := mqtt.NewClient(opts)
+	a.c = c
 	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 		tb.Fatalf("ack collector connect: %v", t.Error())
 	}
@@ -72,6 +74,16 @@ func CollectAcksWith(tb testing.TB, o AckOptions) *AckCollector {
 	}
 	tb.Cleanup(func() { c.Disconnect(100) })
 	return a
+}
+
+// Publish publishes payload on topic at QoS 1 from the collector's own
+// connection and waits for the PUBACK: a device whose login is bound to
+// one client id publishes its readings where it reads its confirmations.
+func (a *AckCollector) Publish(tb testing.TB, topic string, payload []byte) {
+	tb.Helper()
+	if t := a.c.Publish(topic, 1, false, payload); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		tb.Fatalf("publish %s: %v", topic, t.Error())
+	}
 }
 
 // Acks returns the confirmations received so far, in arrival order.

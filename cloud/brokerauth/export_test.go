@@ -1,0 +1,4 @@
+package brokerauth
+
+// Hash exposes hash for the test vectors.
+var Hash = hash
