@@ -37,7 +37,7 @@ func migrated(t *testing.T) (*pgx.Conn, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
-	if _, _, err := schema.Migrate(ctx, conn); err != nil {
+	if _, _, err := schema.Migrate(ctx, conn, nil); err != nil {
 		t.Fatal(err)
 	}
 	return conn, url

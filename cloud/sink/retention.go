@@ -33,7 +33,7 @@ func (s *Sink) retain(ctx context.Context) {
 }
 
 func (s *Sink) retentionPass(ctx context.Context) (int64, error) {
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, s.connectTimeout)
 	conn, err := pgx.ConnectConfig(cctx, s.dbCfg)
 	cancel()
 	if err != nil {

@@ -35,14 +35,22 @@ type Options struct {
 // consumed again by the next owner of its partitions).
 const shutdownGrace = 5 * time.Second
 
+// connectTimeout bounds one attempt to connect to PostgreSQL.
+const connectTimeout = 15 * time.Second
+
 // Sink is one Kafka-to-PostgreSQL writer. Create it with New and call Run once.
 type Sink struct {
-	cfg   *config.Sink
-	log   *slog.Logger
-	opts  Options
-	m     *metrics
-	dbCfg *pgx.ConnConfig
-	kopts []kgo.Opt
+	cfg *config.Sink
+	log *slog.Logger
+	// connectTimeout bounds a connection attempt (and preparing the new
+	// session); migrate tunes the schema migration, which connectTimeout
+	// does not bound.
+	connectTimeout time.Duration
+	migrate        schema.Options
+	opts           Options
+	m              *metrics
+	dbCfg          *pgx.ConnConfig
+	kopts          []kgo.Opt
 
 	w        writer // used by the consume loop only
 	dbUp     atomic.Bool
@@ -70,7 +78,8 @@ func New(cfg *config.Sink, opts Options) (*Sink, error) {
 	if dbCfg.RuntimeParams["application_name"] == "" {
 		dbCfg.RuntimeParams["application_name"] = "cloud-forwarder-sink"
 	}
-	s := &Sink{cfg: cfg, log: opts.Logger, opts: opts, m: newMetrics(), dbCfg: dbCfg}
+	s := &Sink{cfg: cfg, log: opts.Logger, opts: opts, m: newMetrics(), dbCfg: dbCfg,
+		connectTimeout: connectTimeout, migrate: schema.Options{LockTimeout: schema.DefaultLockTimeout}}
 	if s.kopts, err = s.kafkaOptions(); err != nil {
 		return nil, err
 	}
@@ -386,10 +395,17 @@ func (s *Sink) connect(ctx context.Context, migrate bool) bool {
 			s.dbOK()
 			return true
 		}
-		if errors.Is(err, schema.ErrTooNew) {
+		msg := "database not reachable; retrying"
+		switch {
+		case errors.Is(err, schema.ErrTooNew):
 			s.log.Error("refusing to write", "err", err)
+			msg = "schema newer than this sink; retrying"
+		case errors.Is(err, schema.ErrLockTimeout):
+			msg = "schema migration waited too long for a lock; retrying"
+		case errors.Is(err, errMigrate):
+			msg = "schema migration failed; retrying"
 		}
-		s.dbFailed("database not reachable; retrying", err)
+		s.dbFailed(msg, err)
 		if !sleep(ctx, s.backoff()) {
 			return false
 		}
@@ -397,18 +413,28 @@ func (s *Sink) connect(ctx context.Context, migrate bool) bool {
 	return true
 }
 
+// errMigrate marks open's errors that came from the schema migration.
+var errMigrate = errors.New("migrate the schema")
+
+// open connects the writer, bounded by connectTimeout, and migrates the
+// schema first when migrate is set. The migration runs on ctx alone: it
+// may take as long as it needs (a later migration may build an index on a
+// big table), while each of its waits for a lock ends after
+// migrate.LockTimeout with schema.ErrLockTimeout, so a sink behind another
+// one's migration, or behind a long query, says so and tries again
+// instead of hanging.
 func (s *Sink) open(ctx context.Context, migrate bool) error {
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
+	cctx, cancel := context.WithTimeout(ctx, s.connectTimeout)
 	conn, err := pgx.ConnectConfig(cctx, s.dbCfg)
+	cancel()
 	if err != nil {
 		return err
 	}
 	if migrate {
-		from, to, err := schema.Migrate(cctx, conn)
+		from, to, err := schema.Migrate(ctx, conn, &s.migrate)
 		if err != nil {
 			conn.Close(context.WithoutCancel(ctx))
-			return fmt.Errorf("migrate the schema: %w", err)
+			return fmt.Errorf("%w: %w", errMigrate, err)
 		}
 		if from != to {
 			s.log.Info("schema migrated", "from", from, "to", to)
@@ -416,7 +442,9 @@ func (s *Sink) open(ctx context.Context, migrate bool) error {
 		s.migrated.Store(true)
 	}
 	s.w.conn = conn
-	if err := s.w.prepare(cctx); err != nil {
+	pctx, cancel := context.WithTimeout(ctx, s.connectTimeout)
+	defer cancel()
+	if err := s.w.prepare(pctx); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
 		return err
 	}

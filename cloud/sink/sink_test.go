@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/config"
+	"github.com/edgepipe/sensorpipe/cloud/sink/schema"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pgcluster"
@@ -44,6 +45,13 @@ type running struct {
 // startSink runs a Sink in this process until the test ends (or stop).
 func startSink(t *testing.T, env map[string]string) *running {
 	t.Helper()
+	return startSinkWith(t, env, nil)
+}
+
+// startSinkWith is startSink with tune, if not nil, applied to the Sink
+// before it runs.
+func startSinkWith(t *testing.T, env map[string]string, tune func(*Sink)) *running {
+	t.Helper()
 	cfg, err := config.LoadSink("", func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +62,9 @@ func startSink(t *testing.T, env map[string]string) *running {
 		Listening: func(a string) { addr <- a }})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(r.s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -235,5 +246,78 @@ func TestSinkStartsBeforeTheDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, "all rows", 30*time.Second, func() bool { return countOnly(url) == len(vals) })
+	testkit.WaitFor(t, "ready", 10*time.Second, r.ready)
+}
+
+// sinkWaitsOnALock reports whether a session of the sink waits for a lock.
+func sinkWaitsOnALock(t *testing.T, conn *pgx.Conn) bool {
+	t.Helper()
+	var n int
+	err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		WHERE application_name = 'cloud-forwarder-sink' AND wait_event_type = 'Lock'`).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
+}
+
+// TestSinkMigrationBehindAHeldLock: another sink holds the migration lock
+// (it is migrating) when this one starts. The migration is not bound by
+// the connect timeout: it waits for the lock for the whole lock_timeout
+// (twice the connect timeout here), then gives up with an error naming
+// the lock and its holder, stays not ready, and tries again; once the lock
+// is free it migrates and writes every reading.
+func TestSinkMigrationBehindAHeldLock(t *testing.T) {
+	certs := pki.New(t)
+	k := stack.StartKafka(t, certs)
+	url := pg.Database(t)
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["application_name"] = "other-sink"
+	other, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock($1)", schema.LockKey); err != nil {
+		t.Fatal(err)
+	}
+	devs := stack.Devices(2)
+	keys, vals := encoded(devs, 1, 50)
+	k.Produce(t, stack.Topic, keys, vals...)
+
+	const connectTimeout, lockTimeout = 2 * time.Second, 4 * time.Second
+	start := time.Now()
+	r := startSinkWith(t, sinkEnv(k, certs, url), func(s *Sink) {
+		s.connectTimeout = connectTimeout
+		s.migrate.LockTimeout = lockTimeout
+	})
+	testkit.WaitFor(t, "the sink waiting for the migration lock", 30*time.Second, func() bool { return sinkWaitsOnALock(t, other) })
+	testkit.WaitFor(t, "the sink giving up on the lock", 60*time.Second, func() bool {
+		return strings.Contains(r.log.String(), "schema migration waited too long for a lock")
+	})
+	if waited := time.Since(start); waited < lockTimeout {
+		t.Errorf("gave up after %v, before lock_timeout %v", waited, lockTimeout)
+	}
+	log := r.log.String()
+	for _, want := range []string{"migration lock", "lock_timeout 4s", "other-sink"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log does not say %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, "context deadline exceeded") {
+		t.Errorf("the migration was cut short by a deadline:\n%s", log)
+	}
+	if r.ready() {
+		t.Fatal("ready without its schema")
+	}
+	testkit.WaitFor(t, "the sink trying again", 30*time.Second, func() bool { return sinkWaitsOnALock(t, other) })
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock($1)", schema.LockKey); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "every reading written", 30*time.Second, func() bool { return countOnly(url) == len(vals) })
 	testkit.WaitFor(t, "ready", 10*time.Second, r.ready)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,11 +51,11 @@ func TestMigrationsAreNumberedInOrder(t *testing.T) {
 func TestMigrateIsIdempotent(t *testing.T) {
 	conn := connect(t, pg.Database(t))
 	ctx := context.Background()
-	from, to, err := schema.Migrate(ctx, conn)
+	from, to, err := schema.Migrate(ctx, conn, nil)
 	if err != nil || from != 0 || to != schema.Latest() {
 		t.Fatalf("first Migrate = %d, %d, %v; want 0, %d, nil", from, to, err, schema.Latest())
 	}
-	from, to, err = schema.Migrate(ctx, conn)
+	from, to, err = schema.Migrate(ctx, conn, nil)
 	if err != nil || from != schema.Latest() || to != schema.Latest() {
 		t.Fatalf("second Migrate = %d, %d, %v; want %d, %d, nil", from, to, err, schema.Latest(), schema.Latest())
 	}
@@ -83,7 +85,7 @@ func TestMigrateConcurrently(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			froms[i], _, errs[i] = schema.Migrate(context.Background(), conns[i])
+			froms[i], _, errs[i] = schema.Migrate(context.Background(), conns[i], nil)
 		}()
 	}
 	close(start)
@@ -109,13 +111,117 @@ func TestMigrateConcurrently(t *testing.T) {
 func TestMigrateRefusesANewerDatabase(t *testing.T) {
 	conn := connect(t, pg.Database(t))
 	ctx := context.Background()
-	if _, _, err := schema.Migrate(ctx, conn); err != nil {
+	if _, _, err := schema.Migrate(ctx, conn, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := conn.Exec(ctx, "INSERT INTO sensorpipe_schema (version, name) VALUES (999, '999_future.sql')"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := schema.Migrate(ctx, conn); !errors.Is(err, schema.ErrTooNew) {
+	if _, _, err := schema.Migrate(ctx, conn, nil); !errors.Is(err, schema.ErrTooNew) {
 		t.Fatalf("Migrate on a newer database: %v, want ErrTooNew", err)
+	}
+}
+
+// connectAs is connect with an application_name, so a test can tell
+// sessions apart in pg_stat_activity.
+func connectAs(t *testing.T, url, app string) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["application_name"] = app
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func lockTimeoutOf(t *testing.T, conn *pgx.Conn) string {
+	t.Helper()
+	var v string
+	if err := conn.QueryRow(context.Background(), "SHOW lock_timeout").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestMigrateGivesUpOnAHeldMigrationLock: while another session (a sink
+// in the middle of a migration) holds the migration lock, Migrate returns
+// ErrLockTimeout after lock_timeout, naming the holder, rather than
+// waiting unseen; it leaves the session's lock_timeout as it found it, and
+// succeeds once the lock is released.
+func TestMigrateGivesUpOnAHeldMigrationLock(t *testing.T) {
+	url := pg.Database(t)
+	ctx := context.Background()
+	other := connectAs(t, url, "other-sink")
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock($1)", schema.LockKey); err != nil {
+		t.Fatal(err)
+	}
+	var otherPID int
+	if err := other.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&otherPID); err != nil {
+		t.Fatal(err)
+	}
+	conn := connect(t, url)
+	before := lockTimeoutOf(t, conn)
+	const lt = 300 * time.Millisecond
+	start := time.Now()
+	_, _, err := schema.Migrate(ctx, conn, &schema.Options{LockTimeout: lt})
+	waited := time.Since(start)
+	if !errors.Is(err, schema.ErrLockTimeout) {
+		t.Fatalf("Migrate with the lock held elsewhere = %v, want ErrLockTimeout", err)
+	}
+	for _, want := range []string{"migration lock", "lock_timeout 300ms", "pid " + strconv.Itoa(otherPID), `"other-sink"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if waited < lt {
+		t.Errorf("gave up after %v, before lock_timeout %v", waited, lt)
+	}
+	if got := lockTimeoutOf(t, conn); got != before {
+		t.Errorf("lock_timeout left at %s, was %s", got, before)
+	}
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock($1)", schema.LockKey); err != nil {
+		t.Fatal(err)
+	}
+	if from, to, err := schema.Migrate(ctx, conn, &schema.Options{LockTimeout: lt}); err != nil || from != 0 || to != schema.Latest() {
+		t.Fatalf("Migrate after the lock was released = %d, %d, %v", from, to, err)
+	}
+}
+
+// TestMigrateGivesUpOnATableLock: a lock on a table the migration reads or
+// changes (here a transaction holding sensorpipe_schema exclusively, as a
+// long query or a manual change would) ends the migration with
+// ErrLockTimeout after lock_timeout instead of queueing behind it for ever.
+func TestMigrateGivesUpOnATableLock(t *testing.T) {
+	url := pg.Database(t)
+	ctx := context.Background()
+	conn := connect(t, url)
+	if _, _, err := schema.Migrate(ctx, conn, nil); err != nil {
+		t.Fatal(err)
+	}
+	other := connectAs(t, url, "long-query")
+	tx, err := other.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	if _, err := tx.Exec(ctx, "LOCK TABLE sensorpipe_schema IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = schema.Migrate(ctx, conn, &schema.Options{LockTimeout: 200 * time.Millisecond})
+	if !errors.Is(err, schema.ErrLockTimeout) || !strings.Contains(err.Error(), "55P03") {
+		t.Fatalf("Migrate behind a table lock = %v, want ErrLockTimeout (SQLSTATE 55P03)", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := schema.Migrate(ctx, conn, nil); err != nil {
+		t.Fatalf("Migrate once the table is free: %v", err)
 	}
 }
