@@ -29,6 +29,7 @@ import (
 	"github.com/edgepipe/sensorpipe/drivers/dht"
 	"github.com/edgepipe/sensorpipe/drivers/ds18b20"
 	"github.com/edgepipe/sensorpipe/drivers/i2cbus"
+	"github.com/edgepipe/sensorpipe/drivers/scd4x"
 	"github.com/edgepipe/sensorpipe/drivers/sim"
 )
 
@@ -162,6 +163,22 @@ func table() []driver {
 				})
 			},
 			i2c: &i2cChip{what: "AHT20", addrs: []uint16{aht20.Addr}, identify: aht20.Probe},
+		},
+		{
+			names:  []string{"scd4x"},
+			fields: []string{"bus", "address"},
+			check: func(s Spec) error {
+				if s.Interval != 0 && s.Interval < scd4x.Period {
+					return fmt.Errorf("interval %v is shorter than the scd4x's measurement period of %v", s.Interval, scd4x.Period)
+				}
+				return checkI2C(s, scd4x.Addr)
+			},
+			open: func(s Spec, env Env) (Sensor, error) {
+				return openI2C(s, env, scd4x.Addr, func(bus i2c.Bus, _ uint16) (Sensor, error) {
+					return scd4x.New(s.Name, bus)
+				})
+			},
+			i2c: &i2cChip{what: "SCD4x", addrs: []uint16{scd4x.Addr}, identify: scd4x.Probe},
 		},
 		{
 			names:  []string{"dht11", "dht22"},
@@ -491,6 +508,7 @@ var (
 	_ Sensor = (*sim.Sensor)(nil)
 	_ Sensor = (*bme280.Sensor)(nil)
 	_ Sensor = (*aht20.Sensor)(nil)
+	_ Sensor = (*scd4x.Sensor)(nil)
 	_ Sensor = (*dht.Sensor)(nil)
 	_ Sensor = (*ds18b20.Sensor)(nil)
 )

@@ -39,6 +39,9 @@ func TestCheck(t *testing.T) {
 		{"aht20 no bus", Spec{Driver: "aht20"}, "bus is required for aht20"},
 		{"aht20 bad address", Spec{Driver: "aht20", Bus: "1", Address: 0x39}, "address 0x39 is not one of the aht20's addresses (0x38)"},
 		{"aht20 oversampling", Spec{Driver: "aht20", Bus: "1", Oversampling: 2}, "oversampling does not apply to driver aht20"},
+		{"scd4x ok", Spec{Driver: "scd4x", Bus: "1", Interval: 5 * time.Second}, ""},
+		{"scd4x faster than it measures", Spec{Driver: "scd4x", Bus: "1", Interval: 2 * time.Second}, "interval 2s is shorter than the scd4x's measurement period of 5s"},
+		{"scd4x bad address", Spec{Driver: "scd4x", Bus: "1", Address: 0x61}, "address 0x61 is not one of the scd4x's addresses (0x62)"},
 		{"sim ok", Spec{Driver: "sim", Seed: 4, FailRate: 0.5}, ""},
 		{"sim fail_rate", Spec{Driver: "sim", FailRate: 1.5}, "fail_rate 1.5"},
 		{"no driver", Spec{}, "driver is required"},
@@ -151,7 +154,7 @@ func TestTableCoversSpec(t *testing.T) {
 			t.Errorf("Spec key %q belongs to no driver", k)
 		}
 	}
-	if got := strings.Join(Names(), ","); got != "bme280,bmp280,aht20,dht11,dht22,ds18b20,sim" {
+	if got := strings.Join(Names(), ","); got != "bme280,bmp280,aht20,scd4x,dht11,dht22,ds18b20,sim" {
 		t.Errorf("Names = %s", got)
 	}
 }

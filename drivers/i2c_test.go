@@ -31,6 +31,8 @@ func TestI2CFailureClasses(t *testing.T) {
 	}{
 		{"aht20 good", Spec{Driver: "aht20", Bus: "1"}, ""},
 		{"aht20 crc", Spec{Driver: "aht20", Bus: "crc"}, fault.CRC},
+		{"scd4x good", Spec{Driver: "scd4x", Bus: "1"}, ""},
+		{"scd4x crc", Spec{Driver: "scd4x", Bus: "crc"}, fault.CRC},
 		{"bme280 where a BME680 is", Spec{Driver: "bme280", Bus: "1"}, fault.Absent},
 		{"bme280 nothing at 0x77", Spec{Driver: "bme280", Bus: "1", Address: 0x77}, fault.Absent},
 	}
@@ -60,7 +62,7 @@ func TestProbeI2C(t *testing.T) {
 		}
 	}
 	found, notes := probeI2C(fixtureEnv(t), dev)
-	if want := []Found{{Type: "i2c", ID: "1:0x38", Kind: "aht20"}}; !slices.Equal(found, want) {
+	if want := []Found{{Type: "i2c", ID: "1:0x38", Kind: "aht20"}, {Type: "i2c", ID: "1:0x62", Kind: "scd4x"}}; !slices.Equal(found, want) {
 		t.Errorf("found %+v, want %+v", found, want)
 	}
 	for _, n := range []string{

@@ -277,12 +277,14 @@ func runI2C(t *testing.T, sensors string, args ...string) (sensorscmd.Report, st
 // configured entry and recognised by the probe at its address.
 func TestI2CChips(t *testing.T) {
 	rep, stderr, err := runI2C(t, `  - {name: aht20-1, driver: aht20, bus: "1", interval: 10s}
+  - {name: scd41-1, driver: scd4x, bus: "1", interval: 10s}
   - {name: aht20-gone, driver: aht20, bus: "2", interval: 10s}`)
-	if err == nil || !strings.Contains(err.Error(), "1 of 2 configured sensors failed") {
+	if err == nil || !strings.Contains(err.Error(), "1 of 3 configured sensors failed") {
 		t.Fatalf("Run = %v\nstderr:\n%s", err, stderr)
 	}
 	want := map[string]map[string]float64{
 		"aht20-1": {"temperature_c": 30, "humidity_pct": 50},
+		"scd41-1": {"co2_ppm": 500, "temperature_c": 25, "humidity_pct": 37},
 	}
 	for _, r := range rep.Sensors {
 		w, ok := want[r.Name]
@@ -299,7 +301,7 @@ func TestI2CChips(t *testing.T) {
 			found = append(found, f.ID+" "+f.Kind)
 		}
 	}
-	if w := []string{"1:0x76 bme280", "1:0x38 aht20"}; !slices.Equal(found, w) {
+	if w := []string{"1:0x76 bme280", "1:0x38 aht20", "1:0x62 scd4x"}; !slices.Equal(found, w) {
 		t.Errorf("found on I2C = %q, want %q", found, w)
 	}
 }

@@ -41,6 +41,11 @@ const (
 	Temperature = "temperature_c"
 	Humidity    = "humidity_pct"
 	Pressure    = "pressure_hpa"
+	CO2         = "co2_ppm"
+	Illuminance = "illuminance_lux"
+	Voltage     = "voltage_v"
+	Current     = "current_a"
+	Power       = "power_w"
 )
 
 // ErrInvalid is wrapped by every error Decode returns, so callers can route
