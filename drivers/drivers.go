@@ -25,6 +25,7 @@ import (
 	"periph.io/x/conn/v3/i2c"
 
 	"github.com/edgepipe/sensorpipe/drivers/aht20"
+	"github.com/edgepipe/sensorpipe/drivers/bh1750"
 	"github.com/edgepipe/sensorpipe/drivers/bme280"
 	"github.com/edgepipe/sensorpipe/drivers/dht"
 	"github.com/edgepipe/sensorpipe/drivers/ds18b20"
@@ -64,6 +65,10 @@ type Spec struct {
 	// Filter is the IIR filter coefficient: 0 (off), 2, 4, 8 or 16. It
 	// smooths short pressure spikes (a door slamming) at the cost of lag.
 	Filter int `yaml:"filter"`
+
+	// BH1750: "high" (1 lx steps), "high2" (0.5 lx) or "low" (4 lx);
+	// "" means high.
+	Resolution string `yaml:"resolution"`
 
 	// DHT11/DHT22 through the Linux IIO dht11 driver.
 	IIODevice string `yaml:"iio_device"` // "auto" (or empty) or "iio:device0"
@@ -179,6 +184,22 @@ func table() []driver {
 				})
 			},
 			i2c: &i2cChip{what: "SCD4x", addrs: []uint16{scd4x.Addr}, identify: scd4x.Probe},
+		},
+		{
+			// No i2c entry: the chip has no id register to tell it apart.
+			names:  []string{"bh1750"},
+			fields: []string{"bus", "address", "resolution"},
+			check: func(s Spec) error {
+				if s.Resolution != "" && !slices.Contains(bh1750.Resolutions(), s.Resolution) {
+					return fmt.Errorf("resolution %q is not %s", s.Resolution, strings.Join(bh1750.Resolutions(), ", "))
+				}
+				return checkI2C(s, bh1750.Addr, bh1750.AddrAlt)
+			},
+			open: func(s Spec, env Env) (Sensor, error) {
+				return openI2C(s, env, bh1750.Addr, func(bus i2c.Bus, addr uint16) (Sensor, error) {
+					return bh1750.New(s.Name, bus, addr, bh1750.Opts{Resolution: s.Resolution})
+				})
+			},
 		},
 		{
 			names:  []string{"dht11", "dht22"},
@@ -509,6 +530,7 @@ var (
 	_ Sensor = (*bme280.Sensor)(nil)
 	_ Sensor = (*aht20.Sensor)(nil)
 	_ Sensor = (*scd4x.Sensor)(nil)
+	_ Sensor = (*bh1750.Sensor)(nil)
 	_ Sensor = (*dht.Sensor)(nil)
 	_ Sensor = (*ds18b20.Sensor)(nil)
 )

@@ -42,6 +42,11 @@ func TestCheck(t *testing.T) {
 		{"scd4x ok", Spec{Driver: "scd4x", Bus: "1", Interval: 5 * time.Second}, ""},
 		{"scd4x faster than it measures", Spec{Driver: "scd4x", Bus: "1", Interval: 2 * time.Second}, "interval 2s is shorter than the scd4x's measurement period of 5s"},
 		{"scd4x bad address", Spec{Driver: "scd4x", Bus: "1", Address: 0x61}, "address 0x61 is not one of the scd4x's addresses (0x62)"},
+		{"bh1750 ok", Spec{Driver: "bh1750", Bus: "1", Address: 0x5C, Resolution: "high2"}, ""},
+		{"bh1750 default", Spec{Driver: "bh1750", Bus: "1"}, ""},
+		{"bh1750 bad resolution", Spec{Driver: "bh1750", Bus: "1", Resolution: "max"}, `resolution "max" is not high, high2, low`},
+		{"bh1750 bad address", Spec{Driver: "bh1750", Bus: "1", Address: 0x24}, "(0x23 or 0x5c)"},
+		{"resolution on aht20", Spec{Driver: "aht20", Bus: "1", Resolution: "low"}, "resolution does not apply to driver aht20 (only to [bh1750])"},
 		{"sim ok", Spec{Driver: "sim", Seed: 4, FailRate: 0.5}, ""},
 		{"sim fail_rate", Spec{Driver: "sim", FailRate: 1.5}, "fail_rate 1.5"},
 		{"no driver", Spec{}, "driver is required"},
@@ -132,9 +137,9 @@ func TestOpenDS18B20(t *testing.T) {
 // driver-specific Spec key belongs to a driver, every key a driver claims
 // exists, and every driver name opens through the table.
 func TestTableCoversSpec(t *testing.T) {
-	all := Spec{Bus: "1", Address: 1, Oversampling: 1, Filter: 1, IIODevice: "x", W1ID: "x", Seed: 1, FailRate: 1}
+	all := Spec{Bus: "1", Address: 1, Oversampling: 1, Filter: 1, Resolution: "x", IIODevice: "x", W1ID: "x", Seed: 1, FailRate: 1}
 	keys := setFields(all)
-	if len(keys) != 8 {
+	if len(keys) != 9 {
 		t.Fatalf("setFields(every field set) = %v: a Spec field is missing from this test", keys)
 	}
 	claimed := map[string]bool{}
@@ -154,7 +159,7 @@ func TestTableCoversSpec(t *testing.T) {
 			t.Errorf("Spec key %q belongs to no driver", k)
 		}
 	}
-	if got := strings.Join(Names(), ","); got != "bme280,bmp280,aht20,scd4x,dht11,dht22,ds18b20,sim" {
+	if got := strings.Join(Names(), ","); got != "bme280,bmp280,aht20,scd4x,bh1750,dht11,dht22,ds18b20,sim" {
 		t.Errorf("Names = %s", got)
 	}
 }

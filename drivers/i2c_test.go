@@ -33,6 +33,9 @@ func TestI2CFailureClasses(t *testing.T) {
 		{"aht20 crc", Spec{Driver: "aht20", Bus: "crc"}, fault.CRC},
 		{"scd4x good", Spec{Driver: "scd4x", Bus: "1"}, ""},
 		{"scd4x crc", Spec{Driver: "scd4x", Bus: "crc"}, fault.CRC},
+		{"bh1750 good", Spec{Driver: "bh1750", Bus: "1"}, ""},
+		{"bh1750 saturated", Spec{Driver: "bh1750", Bus: "crc"}, fault.OutOfRange},
+		{"bh1750 nothing at 0x5c", Spec{Driver: "bh1750", Bus: "1", Address: 0x5C}, fault.Absent},
 		{"bme280 where a BME680 is", Spec{Driver: "bme280", Bus: "1"}, fault.Absent},
 		{"bme280 nothing at 0x77", Spec{Driver: "bme280", Bus: "1", Address: 0x77}, fault.Absent},
 	}

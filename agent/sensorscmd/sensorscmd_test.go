@@ -278,13 +278,15 @@ func runI2C(t *testing.T, sensors string, args ...string) (sensorscmd.Report, st
 func TestI2CChips(t *testing.T) {
 	rep, stderr, err := runI2C(t, `  - {name: aht20-1, driver: aht20, bus: "1", interval: 10s}
   - {name: scd41-1, driver: scd4x, bus: "1", interval: 10s}
+  - {name: bh1750-1, driver: bh1750, bus: "1", resolution: high2, interval: 10s}
   - {name: aht20-gone, driver: aht20, bus: "2", interval: 10s}`)
-	if err == nil || !strings.Contains(err.Error(), "1 of 3 configured sensors failed") {
+	if err == nil || !strings.Contains(err.Error(), "1 of 4 configured sensors failed") {
 		t.Fatalf("Run = %v\nstderr:\n%s", err, stderr)
 	}
 	want := map[string]map[string]float64{
 		"aht20-1": {"temperature_c": 30, "humidity_pct": 50},
 		"scd41-1": {"co2_ppm": 500, "temperature_c": 25, "humidity_pct": 37},
+		"bh1750-1": {"illuminance_lux": 14033.33},
 	}
 	for _, r := range rep.Sensors {
 		w, ok := want[r.Name]
