@@ -99,7 +99,8 @@ type Fleet struct {
 	// Group is the group whose config this device applies; empty: none.
 	Group string `yaml:"group"`
 	// Grace is how long a newly applied remote config has to store a
-	// reading before the agent returns to the last config that worked.
+	// reading before the agent returns to the last config that worked;
+	// at least 3 of that config's longest sensor interval.
 	Grace time.Duration `yaml:"grace"`
 }
 
@@ -401,8 +402,8 @@ func (f *Fleet) validate() error {
 			return &Error{Key: "fleet.group", Msg: err.Error()}
 		}
 	}
-	if f.Grace < 10*time.Second {
-		return &Error{Key: "fleet.grace", Msg: fmt.Sprintf("%v is too short (minimum 10s)", f.Grace)}
+	if f.Grace < time.Second {
+		return &Error{Key: "fleet.grace", Msg: fmt.Sprintf("%v is too short (minimum 1s; the agent waits at least 3 of the longest sensor interval anyway)", f.Grace)}
 	}
 	if f.KeysFile != "" {
 		// Parsed here so a bad file is exit 2 at start, not a Pi that

@@ -127,7 +127,7 @@ func TestEveryKeyNamed(t *testing.T) {
 		{"log_format bad", base + "log_format: xml\n", "log_format"},
 		{"log_level bad", base + "log_level: chatty\n", "yaml"},
 		{"fleet group bad", base + "fleet: {group: a/b}\n", "fleet.group"},
-		{"fleet grace short", base + "fleet: {grace: 1s}\n", "fleet.grace"},
+		{"fleet grace short", base + "fleet: {grace: 500ms}\n", "fleet.grace"},
 		{"fleet keys file missing", base + "fleet: {keys_file: testdata/nope.pem}\n", "fleet.keys_file"},
 		{"fleet keys file not a key", base + "fleet: {keys_file: testdata/not-a-ca.pem}\n", "fleet.keys_file"},
 	} {

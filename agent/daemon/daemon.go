@@ -30,6 +30,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/agent/poller"
+	"github.com/edgepipe/sensorpipe/agent/remote"
 	"github.com/edgepipe/sensorpipe/agent/status"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
@@ -50,11 +51,13 @@ func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := cmdline.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	level := new(slog.LevelVar)
+	level.Set(cfg.LogLevel)
+	log := cmdline.NewLogger(stderr, cfg.LogFormat, level)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	err = Agent(ctx, cfg, Options{Logger: log, Reload: hup})
+	err = Agent(ctx, cfg, Options{Logger: log, Reload: hup, LogLevel: level})
 	if err != nil {
 		log.Error("edge-agent stopped", "err", err)
 	}
@@ -72,21 +75,37 @@ type Options struct {
 	Notify          func(state string)     // default sd_notify
 	MQTT            func(*mqttpub.Options) // adjust publisher options
 	Listening       func(addr string)      // called with the status address
+	// LogLevel is the logger's level, so a remote config changes it in
+	// place; nil: a change of log_level restarts the agent.
+	LogLevel *slog.LevelVar
 
 	// Seams set by tests through export_test.go.
 	appendFault   func() error                      // fails (or blocks) appends
 	wrapQueue     func(mqttpub.Queue) mqttpub.Queue // the publisher's view of the buffer
 	watchdogEvery time.Duration                     // instead of WATCHDOG_USEC/2
 	livenessSlack time.Duration                     // poller.Liveness.Slack
+	fleetChanged  func()                            // the fleet report changed
 }
 
-// Agent runs the agent with a validated config until ctx ends.
+// Agent runs the agent with a validated config until ctx ends. With
+// fleet.keys_file set, the config in force is cfg layered with the remote
+// documents persisted in the state directory; when a remote config or
+// command needs a restart, Agent stops cleanly and returns nil, and
+// systemd (Restart=always) starts the agent again.
 func Agent(ctx context.Context, cfg *config.Config, o Options) error {
 	a, err := newAgent(cfg, o)
 	if err != nil {
 		return err
 	}
-	return a.run(ctx)
+	if a.cfg, err = a.setupFleet(cfg); err != nil {
+		return err
+	}
+	err = a.run(ctx)
+	if errors.Is(err, remote.ErrRestart) {
+		a.log.Info("edge-agent exits to restart; systemd starts it again", "why", err)
+		return nil
+	}
+	return err
 }
 
 type agent struct {
@@ -99,8 +118,10 @@ type agent struct {
 	buf      *buffer.Buffer
 	clk      *clock.Clock
 	m        *status.Metrics
-	startSeq uint64 // readings with a higher seq were taken by this run
-	clockErr string // last clock error logged, so it is logged once
+	startSeq uint64             // readings with a higher seq were taken by this run
+	clockErr string             // last clock error logged, so it is logged once
+	fleet    *fleet             // nil: remote config and commands off
+	sensors  chan sensorsChange // a remote config's sensors, to the pollers
 }
 
 func newAgent(cfg *config.Config, o Options) (*agent, error) {
@@ -119,7 +140,7 @@ func newAgent(cfg *config.Config, o Options) (*agent, error) {
 	if o.Notify == nil {
 		o.Notify = func(state string) { _, _ = sddaemon.SdNotify(false, state) }
 	}
-	return &agent{cfg: cfg, o: o, log: o.Logger}, nil
+	return &agent{cfg: cfg, o: o, log: o.Logger, sensors: make(chan sensorsChange)}, nil
 }
 
 func (a *agent) run(ctx context.Context) (err error) {
@@ -162,6 +183,11 @@ func (a *agent) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	mounts := map[string]http.Handler{}
+	if a.fleet != nil {
+		a.fleet.pub = pub
+		mounts["GET /fleet"] = a.fleet.handler()
+	}
 	a.m.WatchHealth(&a.health)
 	a.m.WatchDelivery(func() (int, time.Time) {
 		d := pub.Delivery()
@@ -178,11 +204,11 @@ func (a *agent) run(ctx context.Context) (err error) {
 				}
 				return pub.Stalled()
 			},
-			Mounts: map[string]http.Handler{"/buffer/": bufhttp.Handler(a.buf, func() bufhttp.Delivery {
+			Mounts: with(mounts, map[string]http.Handler{"/buffer/": bufhttp.Handler(a.buf, func() bufhttp.Delivery {
 				d := pub.Delivery()
 				return bufhttp.Delivery{Mode: string(d.Mode), SentUnconfirmed: uint64(d.Unconfirmed),
 					ConfirmedDeleting: uint64(d.Deleting), OldestUnconfirmed: d.OldestUnconfirmed, LastConfirm: d.LastConfirm}
-			}), "GET /sensors": health.Handler(&a.health)},
+			}), "GET /sensors": health.Handler(&a.health)}),
 			Logger: a.log,
 		})
 		if err != nil {
@@ -197,6 +223,10 @@ func (a *agent) run(ctx context.Context) (err error) {
 	g.Go(func() error { return pub.Run(gctx) })
 	g.Go(func() error { return a.pollers(gctx) })
 	g.Go(func() error { a.clockLoop(gctx); return nil })
+	if a.fleet != nil {
+		g.Go(func() error { return a.fleet.m.Run(gctx, a.fleet) })
+		g.Go(func() error { return a.fleet.cmd.Run(gctx, a.fleet) })
+	}
 	if srv != nil {
 		g.Go(func() error { return srv.Serve(gctx) })
 	}
@@ -221,9 +251,10 @@ func (a *agent) publisherOptions() mqttpub.Options {
 		URL: c.URL, ClientID: c.ClientID, Username: c.Username, Password: c.Password, CAFile: c.CAFile,
 		DeviceID: a.cfg.DeviceID, TopicPrefix: c.TopicPrefix, KeepAlive: c.KeepAlive, Window: c.MaxInflight,
 		Delivery: mqttpub.Delivery(c.Delivery), ConfirmTimeout: c.ConfirmTimeout, MaxUnconfirmed: c.MaxUnconfirmed,
-		PriorSeq: a.startSeq,
-		Health:   &a.health,
-		Logger:   a.log.With("component", "mqtt"),
+		PriorSeq:      a.startSeq,
+		Subscriptions: a.fleetSubscriptions(),
+		Health:        &a.health,
+		Logger:        a.log.With("component", "mqtt"),
 		Metrics: mqttpub.Metrics{
 			Published: a.m.Published, Delivered: a.m.Delivered, DeleteErrors: a.m.DeleteErrors,
 			Latency: a.m.PublishLatency, Connected: a.m.Connected,
@@ -290,9 +321,10 @@ func (a *agent) canStore() error {
 // store is the buffer as the pollers see it: it remembers whether the
 // last append failed.
 type store struct {
-	buf   *buffer.Buffer
-	fault func() error
-	last  atomic.Pointer[error]
+	buf    *buffer.Buffer
+	fault  func() error
+	last   atomic.Pointer[error]
+	lastOK atomic.Int64 // unix ns of the last append that stored
 }
 
 func (s *store) Append(ctx context.Context, rs ...*reading.Reading) error {
@@ -308,6 +340,7 @@ func (s *store) Append(ctx context.Context, rs ...*reading.Reading) error {
 		return err
 	}
 	s.last.Store(nil)
+	s.lastOK.Store(time.Now().UnixNano())
 	return nil
 }
 
@@ -375,6 +408,15 @@ func (a *agent) pollers(ctx context.Context) error {
 			case <-ctx.Done():
 				cancel()
 				return <-done
+			case ch := <-a.sensors:
+				cancel()
+				err := <-done
+				close(ch.stopped)
+				if err != nil {
+					return err
+				}
+				a.log.Info("fleet config: sensors applied in place", "sensors", len(ch.specs))
+				specs, reloaded = ch.specs, true
 			case <-a.o.Reload:
 				// RELOADING=1 ... READY=1 is what Type=notify-reload expects;
 				// plain Type=notify accepts it too.

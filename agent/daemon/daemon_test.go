@@ -215,7 +215,7 @@ mqtt: {url: %q, username: pi-1, password_file: %s, ca_file: %s}
 status_listen: 127.0.0.1:0
 log_level: debug
 `, filepath.Join(dir, "b.db"), mq.URL(), pwFile, ca.CAFile), nil)
-	run, addr := startAgent(t, cfg, daemon.Options{Logger: cmdline.NewLogger(&logs, "json", -4), Clock: clock.Always(true)})
+	run, addr := startAgent(t, cfg, daemon.Options{Logger: cmdline.NewLogger(&logs, "json", slog.LevelDebug), Clock: clock.Always(true)})
 	cnt.WaitUnique(t, "pi-1", 40, 20*time.Second)
 	code, body := httpGet(t, "http://"+addr+"/readyz")
 	if code != 200 {

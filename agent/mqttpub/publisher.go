@@ -100,6 +100,12 @@ type Options struct {
 	// version changes.
 	Health Health
 
+	// Subscriptions are further topics the publisher subscribes to, QoS
+	// 1, on every connect: the fleet's config and command topics. A
+	// subscription the broker refuses is logged, never fatal: readings
+	// flow without it.
+	Subscriptions []Subscription
+
 	Logger  *slog.Logger // nil: discard
 	Metrics Metrics
 }
@@ -153,6 +159,7 @@ type Publisher struct {
 
 	sessMu     sync.Mutex
 	sessCancel context.CancelCauseFunc // ends the current session; nil between sessions
+	sessClient mqtt.Client             // the current session's client, for Publish; nil between sessions
 }
 
 // New checks opts and returns a Publisher. It does not connect.
@@ -521,11 +528,9 @@ func (p *Publisher) connect(ctx context.Context) (*session, error) {
 			o.SetPassword(p.o.Password.Reveal())
 		}
 	}
-	if p.o.Delivery == DeliveryKafka {
-		// Confirmations the persistent session queued arrive right after
-		// CONNACK, before the subscription is renewed.
-		o.SetDefaultPublishHandler(s.onMessage)
-	}
+	// Confirmations (and fleet messages) the persistent session queued
+	// arrive right after CONNACK, before the subscriptions are renewed.
+	o.SetDefaultPublishHandler(s.route)
 	s.c = mqtt.NewClient(o)
 	tok := s.c.Connect()
 	select {
@@ -544,6 +549,10 @@ func (p *Publisher) connect(ctx context.Context) (*session, error) {
 			s.close(false)
 			return nil, err
 		}
+	}
+	if err := s.subscribeExtra(ctx); err != nil {
+		s.close(false)
+		return nil, err
 	}
 	return s, nil
 }

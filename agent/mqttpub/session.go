@@ -29,10 +29,11 @@ func (s *session) run(ctx context.Context) error {
 	defer cancel(nil)
 	p.sessMu.Lock()
 	p.sessCancel = cancel
+	p.sessClient = s.c
 	p.sessMu.Unlock()
 	defer func() {
 		p.sessMu.Lock()
-		p.sessCancel = nil
+		p.sessCancel, p.sessClient = nil, nil
 		p.sessMu.Unlock()
 		p.prog.setSending(false)
 		p.prog.inflight.Store(0) // what the acker dropped is sent again

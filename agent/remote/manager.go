@@ -76,8 +76,9 @@ type Manager struct {
 	offers chan offer
 
 	mu      sync.Mutex
-	st      state     // written by New and Run only
-	trialAt time.Time // when the current trial started (this process)
+	st      state         // written by New and Run only
+	trialAt time.Time     // when the current trial started (this process)
+	grace   time.Duration // of the config on trial
 }
 
 type offer struct {
@@ -135,6 +136,7 @@ func New(o Options) (*Manager, *config.Config, error) {
 	if err := saveJSON(m.path, &m.st); err != nil {
 		return nil, nil, err
 	}
+	m.grace = graceFor(o.Local.Fleet.Grace, start)
 	return m, start, nil
 }
 
@@ -160,14 +162,17 @@ func (m *Manager) Offer(level Level, payload []byte) {
 // grace period until ctx ends. It returns ErrRestart when the agent must
 // restart to apply what it persisted.
 func (m *Manager) Run(ctx context.Context, a Applier) error {
-	grace := m.o.Local.Fleet.Grace
+	var grace time.Duration
 	var check <-chan time.Time
 	var ticker *time.Ticker
 	startTrial := func() {
 		m.mu.Lock()
 		m.trialAt = time.Now()
+		grace = m.grace
 		m.mu.Unlock()
-		if ticker == nil {
+		if ticker != nil {
+			ticker.Reset(max(grace/20, 10*time.Millisecond))
+		} else {
 			ticker = time.NewTicker(max(grace/20, 10*time.Millisecond))
 			check = ticker.C
 		}
@@ -271,6 +276,7 @@ func (m *Manager) handle(ctx context.Context, a Applier, o offer) (restart, appl
 	m.st.Current = cloneRaw(m.st.Current)
 	m.st.Current[o.level] = o.payload
 	m.st.Trial, m.st.Starts = true, 0
+	m.grace = graceFor(m.o.Local.Fleet.Grace, cfg)
 	m.st.Report.Source = "remote"
 	m.st.Report.Version = versionOf(next)
 	m.setReportLocked(StateTrial, "")
@@ -339,6 +345,15 @@ func (m *Manager) checkTrial(ctx context.Context, a Applier, grace time.Duration
 		restart = true
 	}
 	return true, restart, nil
+}
+
+// graceFor is how long cfg has to store a reading: fleet.grace, and at
+// least three of its longest sensor interval.
+func graceFor(grace time.Duration, cfg *config.Config) time.Duration {
+	for _, s := range cfg.Sensors {
+		grace = max(grace, 3*s.Interval)
+	}
+	return grace
 }
 
 // markRefused remembers the versions of cur that differ from good, so the

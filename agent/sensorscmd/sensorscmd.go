@@ -107,7 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, openI2C i
 	failed := 0
 	if cfg != nil {
 		for _, spec := range cfg.Sensors {
-			r := readOnce(ctx, spec, drivers.Env{SysfsRoot: cfg.SysfsRoot, Logger: log, OpenI2C: openI2C})
+			r := ReadOnce(ctx, spec, drivers.Env{SysfsRoot: cfg.SysfsRoot, Logger: log, OpenI2C: openI2C})
 			if !r.OK {
 				failed++
 			}
@@ -139,8 +139,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, openI2C i
 	return nil
 }
 
-// readOnce opens, reads and closes one sensor.
-func readOnce(ctx context.Context, spec drivers.Spec, env drivers.Env) Result {
+// ReadOnce opens, reads and closes one sensor (also the agent's `sensors`
+// fleet command).
+func ReadOnce(ctx context.Context, spec drivers.Spec, env drivers.Env) Result {
 	start := time.Now()
 	r := Result{Name: spec.Name, Driver: spec.Driver}
 	s, err := drivers.Open(spec, env)

@@ -69,8 +69,9 @@ func ExitCode(err error) int {
 }
 
 // NewLogger returns the programs' logger: format "text" or "json", or
-// "auto" (also "") for text when w is a terminal and JSON otherwise.
-func NewLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+// "auto" (also "") for text when w is a terminal and JSON otherwise. A
+// *slog.LevelVar as level lets the level change while the program runs.
+func NewLogger(w io.Writer, format string, level slog.Leveler) *slog.Logger {
 	ho := &slog.HandlerOptions{Level: level}
 	if format == "text" || (format == "auto" || format == "") && isTerminal(w) {
 		return slog.New(slog.NewTextHandler(w, ho))
