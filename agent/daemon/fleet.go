@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/edgepipe/sensorpipe/agent/config"
@@ -25,13 +24,12 @@ import (
 // fleet is the agent's side of remote config and commands (agent/remote),
 // present when fleet.keys_file is set.
 type fleet struct {
-	a    *agent
-	m    *remote.Manager
-	cmd  *remote.Commander
-	pub  *mqttpub.Publisher // set before the goroutines start
-	mu   sync.Mutex
-	cur  *config.Config // the config running now (the layered one)
-	stop atomic.Bool    // a restart was asked for
+	a   *agent
+	m   *remote.Manager
+	cmd *remote.Commander
+	pub *mqttpub.Publisher // set before the goroutines start
+	mu  sync.Mutex
+	cur *config.Config // the config running now (the layered one)
 }
 
 // sensorsChange hands new sensors to the pollers; stopped is closed when
