@@ -30,6 +30,7 @@ import (
 	"github.com/edgepipe/sensorpipe/drivers/dht"
 	"github.com/edgepipe/sensorpipe/drivers/ds18b20"
 	"github.com/edgepipe/sensorpipe/drivers/i2cbus"
+	"github.com/edgepipe/sensorpipe/drivers/ina219"
 	"github.com/edgepipe/sensorpipe/drivers/scd4x"
 	"github.com/edgepipe/sensorpipe/drivers/sim"
 )
@@ -69,6 +70,11 @@ type Spec struct {
 	// BH1750: "high" (1 lx steps), "high2" (0.5 lx) or "low" (4 lx);
 	// "" means high.
 	Resolution string `yaml:"resolution"`
+
+	// INA219: the shunt resistance (0 means 0.1) and the largest current
+	// to measure (0 means 3.2 A); the current step is max_current_a/32768.
+	ShuntOhms   float64 `yaml:"shunt_ohms"`
+	MaxCurrentA float64 `yaml:"max_current_a"`
 
 	// DHT11/DHT22 through the Linux IIO dht11 driver.
 	IIODevice string `yaml:"iio_device"` // "auto" (or empty) or "iio:device0"
@@ -202,6 +208,22 @@ func table() []driver {
 			},
 		},
 		{
+			names:  []string{"ina219"},
+			fields: []string{"bus", "address", "shunt_ohms", "max_current_a"},
+			check: func(s Spec) error {
+				if err := ina219.CheckOpts(ina219Opts(s)); err != nil {
+					return err
+				}
+				return checkI2C(s, i2cRange(ina219.Addr, 0x4F)...)
+			},
+			open: func(s Spec, env Env) (Sensor, error) {
+				return openI2C(s, env, ina219.Addr, func(bus i2c.Bus, addr uint16) (Sensor, error) {
+					return ina219.New(s.Name, bus, addr, ina219Opts(s))
+				})
+			},
+			i2c: &i2cChip{what: "INA219 (configured as at power-on or by us)", addrs: i2cRange(ina219.Addr, 0x4F), identify: ina219.Probe},
+		},
+		{
 			names:  []string{"dht11", "dht22"},
 			fields: []string{"iio_device"},
 			check:  checkDHT,
@@ -319,6 +341,27 @@ func owners(field string) []string {
 		}
 	}
 	return names
+}
+
+// ina219Opts fills the zero fields of s's shunt with the defaults.
+func ina219Opts(s Spec) ina219.Opts {
+	o := ina219.Opts{ShuntOhms: s.ShuntOhms, MaxCurrentA: s.MaxCurrentA}
+	if o.ShuntOhms == 0 {
+		o.ShuntOhms = ina219.DefaultOpts.ShuntOhms
+	}
+	if o.MaxCurrentA == 0 {
+		o.MaxCurrentA = ina219.DefaultOpts.MaxCurrentA
+	}
+	return o
+}
+
+// i2cRange lists the addresses from..to.
+func i2cRange(from, to uint16) []uint16 {
+	var as []uint16
+	for a := from; a <= to; a++ {
+		as = append(as, a)
+	}
+	return as
 }
 
 // checkI2C requires a bus and an address among addrs (0 is the first).
@@ -531,6 +574,7 @@ var (
 	_ Sensor = (*aht20.Sensor)(nil)
 	_ Sensor = (*scd4x.Sensor)(nil)
 	_ Sensor = (*bh1750.Sensor)(nil)
+	_ Sensor = (*ina219.Sensor)(nil)
 	_ Sensor = (*dht.Sensor)(nil)
 	_ Sensor = (*ds18b20.Sensor)(nil)
 )

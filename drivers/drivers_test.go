@@ -47,6 +47,11 @@ func TestCheck(t *testing.T) {
 		{"bh1750 bad resolution", Spec{Driver: "bh1750", Bus: "1", Resolution: "max"}, `resolution "max" is not high, high2, low`},
 		{"bh1750 bad address", Spec{Driver: "bh1750", Bus: "1", Address: 0x24}, "(0x23 or 0x5c)"},
 		{"resolution on aht20", Spec{Driver: "aht20", Bus: "1", Resolution: "low"}, "resolution does not apply to driver aht20 (only to [bh1750])"},
+		{"ina219 defaults", Spec{Driver: "ina219", Bus: "1"}, ""},
+		{"ina219 0x4f 10 A", Spec{Driver: "ina219", Bus: "1", Address: 0x4F, ShuntOhms: 0.01, MaxCurrentA: 10}, ""},
+		{"ina219 bad address", Spec{Driver: "ina219", Bus: "1", Address: 0x50}, "(0x40..0x4f)"},
+		{"ina219 negative shunt", Spec{Driver: "ina219", Bus: "1", ShuntOhms: -0.1}, "shunt_ohms -0.1 is not a positive resistance"},
+		{"ina219 current beyond the shunt range", Spec{Driver: "ina219", Bus: "1", MaxCurrentA: 20}, "max_current_a 20 A through shunt_ohms 0.1 Ω is 2 V"},
 		{"sim ok", Spec{Driver: "sim", Seed: 4, FailRate: 0.5}, ""},
 		{"sim fail_rate", Spec{Driver: "sim", FailRate: 1.5}, "fail_rate 1.5"},
 		{"no driver", Spec{}, "driver is required"},
@@ -137,9 +142,9 @@ func TestOpenDS18B20(t *testing.T) {
 // driver-specific Spec key belongs to a driver, every key a driver claims
 // exists, and every driver name opens through the table.
 func TestTableCoversSpec(t *testing.T) {
-	all := Spec{Bus: "1", Address: 1, Oversampling: 1, Filter: 1, Resolution: "x", IIODevice: "x", W1ID: "x", Seed: 1, FailRate: 1}
+	all := Spec{Bus: "1", Address: 1, Oversampling: 1, Filter: 1, Resolution: "x", ShuntOhms: 1, MaxCurrentA: 1, IIODevice: "x", W1ID: "x", Seed: 1, FailRate: 1}
 	keys := setFields(all)
-	if len(keys) != 9 {
+	if len(keys) != 11 {
 		t.Fatalf("setFields(every field set) = %v: a Spec field is missing from this test", keys)
 	}
 	claimed := map[string]bool{}
@@ -159,7 +164,7 @@ func TestTableCoversSpec(t *testing.T) {
 			t.Errorf("Spec key %q belongs to no driver", k)
 		}
 	}
-	if got := strings.Join(Names(), ","); got != "bme280,bmp280,aht20,scd4x,bh1750,dht11,dht22,ds18b20,sim" {
+	if got := strings.Join(Names(), ","); got != "bme280,bmp280,aht20,scd4x,bh1750,ina219,dht11,dht22,ds18b20,sim" {
 		t.Errorf("Names = %s", got)
 	}
 }

@@ -36,6 +36,8 @@ func TestI2CFailureClasses(t *testing.T) {
 		{"bh1750 good", Spec{Driver: "bh1750", Bus: "1"}, ""},
 		{"bh1750 saturated", Spec{Driver: "bh1750", Bus: "crc"}, fault.OutOfRange},
 		{"bh1750 nothing at 0x5c", Spec{Driver: "bh1750", Bus: "1", Address: 0x5C}, fault.Absent},
+		{"ina219 good", Spec{Driver: "ina219", Bus: "1"}, ""},
+		{"ina219 overflow", Spec{Driver: "ina219", Bus: "crc"}, fault.OutOfRange},
 		{"bme280 where a BME680 is", Spec{Driver: "bme280", Bus: "1"}, fault.Absent},
 		{"bme280 nothing at 0x77", Spec{Driver: "bme280", Bus: "1", Address: 0x77}, fault.Absent},
 	}
@@ -65,7 +67,7 @@ func TestProbeI2C(t *testing.T) {
 		}
 	}
 	found, notes := probeI2C(fixtureEnv(t), dev)
-	if want := []Found{{Type: "i2c", ID: "1:0x38", Kind: "aht20"}, {Type: "i2c", ID: "1:0x62", Kind: "scd4x"}}; !slices.Equal(found, want) {
+	if want := []Found{{Type: "i2c", ID: "1:0x38", Kind: "aht20"}, {Type: "i2c", ID: "1:0x62", Kind: "scd4x"}, {Type: "i2c", ID: "1:0x40", Kind: "ina219"}}; !slices.Equal(found, want) {
 		t.Errorf("found %+v, want %+v", found, want)
 	}
 	for _, n := range []string{
