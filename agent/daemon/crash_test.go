@@ -45,14 +45,22 @@ sensors:
 `, device, db, br.URL(), statusAddr))
 
 	rng := rand.New(rand.NewPCG(1, 2))
+	const perRun = 100
 	for i := range 20 {
 		cmd := exec.Command(agentBin, "run", "--config", cfgPath)
 		var stderr testkit.LogBuffer
 		cmd.Stderr = &stderr
+		before := cnt.Unique(device)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
+		// Kill mid-work, not mid-start: wait until this run has delivered
+		// something (a loaded machine can take seconds to start the binary),
+		// then let it go on for a random while.
+		testkit.WaitFor(t, fmt.Sprintf("run %d to deliver", i), 30*time.Second, func() bool {
+			return cnt.Unique(device) >= before+perRun
+		})
+		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +71,7 @@ sensors:
 	}
 	delivered := cnt.Unique(device)
 	t.Logf("after 20 kills: %d readings delivered", delivered)
-	if delivered < 2000 {
+	if delivered < 20*perRun {
 		t.Errorf("only %d readings delivered across 20 runs; the backlog is not draining", delivered)
 	}
 
