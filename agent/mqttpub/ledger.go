@@ -75,11 +75,11 @@ type ledger struct {
 	// confirmed since. compact drops the stale ones once they outnumber
 	// the live ones, so the fifo is bounded by max_unconfirmed, not by the
 	// drain rate times confirm_timeout.
-	fifo  []fifoItem
-	head  int // fifo[:head] is consumed
-	nSent int // entries in stSent
-	due         []uint64 // sorted stDue seqs the sender has not reached yet
-	maxSent     uint64   // highest seq published by this process
+	fifo    []fifoItem
+	head    int      // fifo[:head] is consumed
+	nSent   int      // entries in stSent
+	due     []uint64 // sorted stDue seqs the sender has not reached yet
+	maxSent uint64   // highest seq published by this process
 
 	interval  time.Duration // between re-send rounds; grows while nothing is confirmed
 	nextRound time.Time     // zero: nothing sent is waiting

@@ -285,8 +285,8 @@ func TestI2CChips(t *testing.T) {
 		t.Fatalf("Run = %v\nstderr:\n%s", err, stderr)
 	}
 	want := map[string]map[string]float64{
-		"aht20-1": {"temperature_c": 30, "humidity_pct": 50},
-		"scd41-1": {"co2_ppm": 500, "temperature_c": 25, "humidity_pct": 37},
+		"aht20-1":  {"temperature_c": 30, "humidity_pct": 50},
+		"scd41-1":  {"co2_ppm": 500, "temperature_c": 25, "humidity_pct": 37},
 		"bh1750-1": {"illuminance_lux": 14033.33},
 		// The fixture's registers are the datasheet example's (100 µA
 		// steps); at 3.2 A the step is 97.656 µA: 4000 steps, 2400 x 1.953 mW.

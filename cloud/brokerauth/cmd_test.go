@@ -38,7 +38,9 @@ func TestRunWritesBothSetups(t *testing.T) {
 			}
 		}
 	}
-	var f struct{ Clients []struct{ Username, ClientID string } }
+	var f struct {
+		Clients []struct{ Username, ClientID string }
+	}
 	b, _ := os.ReadFile(mosq)
 	if err := json.Unmarshal(b, &f); err != nil || len(f.Clients) != 4 {
 		t.Fatalf("dynsec file: %v, %d clients", err, len(f.Clients))
