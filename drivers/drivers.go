@@ -24,6 +24,7 @@ import (
 
 	"periph.io/x/conn/v3/i2c"
 
+	"github.com/edgepipe/sensorpipe/drivers/ads1x15"
 	"github.com/edgepipe/sensorpipe/drivers/aht20"
 	"github.com/edgepipe/sensorpipe/drivers/bh1750"
 	"github.com/edgepipe/sensorpipe/drivers/bme280"
@@ -75,6 +76,10 @@ type Spec struct {
 	// to measure (0 means 3.2 A); the current step is max_current_a/32768.
 	ShuntOhms   float64 `yaml:"shunt_ohms"`
 	MaxCurrentA float64 `yaml:"max_current_a"`
+
+	// ADS1115/ADS1015: the inputs to convert, each with its full scale,
+	// value key (field_unit) and linear scale from volts.
+	Channels []ads1x15.Channel `yaml:"channels"`
 
 	// DHT11/DHT22 through the Linux IIO dht11 driver.
 	IIODevice string `yaml:"iio_device"` // "auto" (or empty) or "iio:device0"
@@ -222,6 +227,22 @@ func table() []driver {
 				})
 			},
 			i2c: &i2cChip{what: "INA219 (configured as at power-on or by us)", addrs: i2cRange(ina219.Addr, 0x4F), identify: ina219.Probe},
+		},
+		{
+			names:  []string{"ads1115", "ads1015"},
+			fields: []string{"bus", "address", "channels"},
+			check: func(s Spec) error {
+				if err := ads1x15.CheckChannels(s.Channels); err != nil {
+					return err
+				}
+				return checkI2C(s, i2cRange(ads1x15.Addr, 0x4B)...)
+			},
+			open: func(s Spec, env Env) (Sensor, error) {
+				return openI2C(s, env, ads1x15.Addr, func(bus i2c.Bus, addr uint16) (Sensor, error) {
+					return ads1x15.New(s.Name, bus, addr, ads1x15.Opts{Chip: s.Driver, Channels: s.Channels})
+				})
+			},
+			i2c: &i2cChip{what: "ADS1115/ADS1015", addrs: i2cRange(ads1x15.Addr, 0x4B), identify: ads1x15.Probe},
 		},
 		{
 			names:  []string{"dht11", "dht22"},
@@ -575,6 +596,7 @@ var (
 	_ Sensor = (*scd4x.Sensor)(nil)
 	_ Sensor = (*bh1750.Sensor)(nil)
 	_ Sensor = (*ina219.Sensor)(nil)
+	_ Sensor = (*ads1x15.Sensor)(nil)
 	_ Sensor = (*dht.Sensor)(nil)
 	_ Sensor = (*ds18b20.Sensor)(nil)
 )

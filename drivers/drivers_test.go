@@ -2,6 +2,7 @@ package drivers
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/edgepipe/sensorpipe/drivers/ads1x15"
 	"github.com/edgepipe/sensorpipe/drivers/fault"
 )
 
@@ -52,6 +54,11 @@ func TestCheck(t *testing.T) {
 		{"ina219 bad address", Spec{Driver: "ina219", Bus: "1", Address: 0x50}, "(0x40..0x4f)"},
 		{"ina219 negative shunt", Spec{Driver: "ina219", Bus: "1", ShuntOhms: -0.1}, "shunt_ohms -0.1 is not a positive resistance"},
 		{"ina219 current beyond the shunt range", Spec{Driver: "ina219", Bus: "1", MaxCurrentA: 20}, "max_current_a 20 A through shunt_ohms 0.1 Ω is 2 V"},
+		{"ads1115 soil", Spec{Driver: "ads1115", Bus: "1", Address: 0x4B, Channels: []ads1x15.Channel{{Input: "0", Field: "soil_moisture", Unit: "pct", Scale: -62.5, Offset: 175}}}, ""},
+		{"ads1015 no channels", Spec{Driver: "ads1015", Bus: "1"}, "channels: at least one is needed"},
+		{"ads1115 bad input", Spec{Driver: "ads1115", Bus: "1", Channels: []ads1x15.Channel{{Input: "0"}, {Input: "5"}}}, `channels[1].input "5"`},
+		{"ads1115 bad address", Spec{Driver: "ads1115", Bus: "1", Address: 0x4C, Channels: []ads1x15.Channel{{Input: "0"}}}, "(0x48..0x4b)"},
+		{"channels on ina219", Spec{Driver: "ina219", Bus: "1", Channels: []ads1x15.Channel{{Input: "0"}}}, "channels does not apply to driver ina219 (only to [ads1115 ads1015])"},
 		{"sim ok", Spec{Driver: "sim", Seed: 4, FailRate: 0.5}, ""},
 		{"sim fail_rate", Spec{Driver: "sim", FailRate: 1.5}, "fail_rate 1.5"},
 		{"no driver", Spec{}, "driver is required"},
@@ -77,6 +84,7 @@ func TestSpecYAML(t *testing.T) {
 	src := `
 - {name: bme280-0x76, driver: bme280, bus: "1", address: 0x76, interval: 10s, oversampling: 2, filter: 4}
 - {name: sim-1, driver: sim, seed: 9, fail_rate: 0.1}
+- {name: soil, driver: ads1115, bus: "1", channels: [{input: 0, field: soil_moisture, unit: pct, scale: -62.5, offset: 175}]}
 `
 	if err := yaml.Unmarshal([]byte(src), &s); err != nil {
 		t.Fatal(err)
@@ -84,9 +92,10 @@ func TestSpecYAML(t *testing.T) {
 	want := []Spec{
 		{Name: "bme280-0x76", Driver: "bme280", Bus: "1", Address: 0x76, Interval: 10 * time.Second, Oversampling: 2, Filter: 4},
 		{Name: "sim-1", Driver: "sim", Seed: 9, FailRate: 0.1},
+		{Name: "soil", Driver: "ads1115", Bus: "1", Channels: []ads1x15.Channel{{Input: "0", Field: "soil_moisture", Unit: "pct", Scale: -62.5, Offset: 175}}},
 	}
 	for i := range want {
-		if s[i] != want[i] {
+		if !reflect.DeepEqual(s[i], want[i]) {
 			t.Errorf("entry %d = %+v, want %+v", i, s[i], want[i])
 		}
 	}
@@ -142,9 +151,9 @@ func TestOpenDS18B20(t *testing.T) {
 // driver-specific Spec key belongs to a driver, every key a driver claims
 // exists, and every driver name opens through the table.
 func TestTableCoversSpec(t *testing.T) {
-	all := Spec{Bus: "1", Address: 1, Oversampling: 1, Filter: 1, Resolution: "x", ShuntOhms: 1, MaxCurrentA: 1, IIODevice: "x", W1ID: "x", Seed: 1, FailRate: 1}
+	all := Spec{Bus: "1", Address: 1, Oversampling: 1, Filter: 1, Resolution: "x", ShuntOhms: 1, MaxCurrentA: 1, Channels: []ads1x15.Channel{{}}, IIODevice: "x", W1ID: "x", Seed: 1, FailRate: 1}
 	keys := setFields(all)
-	if len(keys) != 11 {
+	if len(keys) != 12 {
 		t.Fatalf("setFields(every field set) = %v: a Spec field is missing from this test", keys)
 	}
 	claimed := map[string]bool{}
@@ -164,7 +173,7 @@ func TestTableCoversSpec(t *testing.T) {
 			t.Errorf("Spec key %q belongs to no driver", k)
 		}
 	}
-	if got := strings.Join(Names(), ","); got != "bme280,bmp280,aht20,scd4x,bh1750,ina219,dht11,dht22,ds18b20,sim" {
+	if got := strings.Join(Names(), ","); got != "bme280,bmp280,aht20,scd4x,bh1750,ina219,ads1115,ads1015,dht11,dht22,ds18b20,sim" {
 		t.Errorf("Names = %s", got)
 	}
 }

@@ -34,5 +34,5 @@ func Example() {
 	fmt.Println(err)
 	// Output:
 	// sim-1 sim 3 true
-	// bus does not apply to driver dht22 (only to [bme280 bmp280 aht20 scd4x bh1750 ina219])
+	// bus does not apply to driver dht22 (only to [bme280 bmp280 aht20 scd4x bh1750 ina219 ads1115 ads1015])
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/edgepipe/sensorpipe/drivers/ads1x15"
 	"github.com/edgepipe/sensorpipe/drivers/fault"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/i2cfake"
 )
@@ -38,6 +39,8 @@ func TestI2CFailureClasses(t *testing.T) {
 		{"bh1750 nothing at 0x5c", Spec{Driver: "bh1750", Bus: "1", Address: 0x5C}, fault.Absent},
 		{"ina219 good", Spec{Driver: "ina219", Bus: "1"}, ""},
 		{"ina219 overflow", Spec{Driver: "ina219", Bus: "crc"}, fault.OutOfRange},
+		{"ads1115 good", Spec{Driver: "ads1115", Bus: "1", Channels: []ads1x15.Channel{{Input: "0"}}}, ""},
+		{"ads1115 saturated", Spec{Driver: "ads1115", Bus: "crc", Channels: []ads1x15.Channel{{Input: "0"}}}, fault.OutOfRange},
 		{"bme280 where a BME680 is", Spec{Driver: "bme280", Bus: "1"}, fault.Absent},
 		{"bme280 nothing at 0x77", Spec{Driver: "bme280", Bus: "1", Address: 0x77}, fault.Absent},
 	}
@@ -67,7 +70,7 @@ func TestProbeI2C(t *testing.T) {
 		}
 	}
 	found, notes := probeI2C(fixtureEnv(t), dev)
-	if want := []Found{{Type: "i2c", ID: "1:0x38", Kind: "aht20"}, {Type: "i2c", ID: "1:0x62", Kind: "scd4x"}, {Type: "i2c", ID: "1:0x40", Kind: "ina219"}}; !slices.Equal(found, want) {
+	if want := []Found{{Type: "i2c", ID: "1:0x38", Kind: "aht20"}, {Type: "i2c", ID: "1:0x62", Kind: "scd4x"}, {Type: "i2c", ID: "1:0x40", Kind: "ina219"}, {Type: "i2c", ID: "1:0x48", Kind: "ads1x15"}}; !slices.Equal(found, want) {
 		t.Errorf("found %+v, want %+v", found, want)
 	}
 	for _, n := range []string{

@@ -242,3 +242,23 @@ func TestValidateChangesNothing(t *testing.T) {
 		t.Fatalf("Default() does not use the named defaults: %+v", d)
 	}
 }
+
+// TestI2CSensorKeysNamed: a mistake in a new I2C driver's entry is a
+// config error (exit 2) naming the sensor and the field, down to the
+// ADC channel.
+func TestI2CSensorKeysNamed(t *testing.T) {
+	for _, tc := range []struct{ sensor, want string }{
+		{`{name: s, driver: ads1115, bus: "1", channels: [{input: "0"}, {input: "9"}]}`, `sensors[0]: channels[1].input "9"`},
+		{`{name: s, driver: ads1115, bus: "1", channels: [{input: "0", scael: 2}]}`, "field scael not found"},
+		{`{name: s, driver: ina219, bus: "1", shunt_ohms: -1}`, "sensors[0]: shunt_ohms -1"},
+		{`{name: s, driver: bh1750, bus: "1", resolution: ultra}`, `sensors[0]: resolution "ultra"`},
+		{`{name: s, driver: scd4x, bus: "1", interval: 1s}`, "sensors[0]: interval 1s is shorter than the scd4x's measurement period of 5s"},
+		{`{name: s, driver: aht20, interval: 10s}`, "sensors[0]: bus is required for aht20"},
+	} {
+		y := strings.Replace(base, "{name: sim-1, driver: sim, interval: 1s}", tc.sensor, 1)
+		_, err := config.Parse([]byte(y), noEnv)
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Parse = %v, want ErrInvalid containing %q", tc.sensor, err, tc.want)
+		}
+	}
+}

@@ -280,8 +280,9 @@ func TestI2CChips(t *testing.T) {
   - {name: scd41-1, driver: scd4x, bus: "1", interval: 10s}
   - {name: bh1750-1, driver: bh1750, bus: "1", resolution: high2, interval: 10s}
   - {name: ina219-1, driver: ina219, bus: "1", address: 0x40, shunt_ohms: 0.1, max_current_a: 3.2, interval: 10s}
+  - {name: soil-1, driver: ads1115, bus: "1", address: 0x48, interval: 10s, channels: [{input: 0, field: soil_moisture, unit: pct, scale: -62.5, offset: 175}]}
   - {name: aht20-gone, driver: aht20, bus: "2", interval: 10s}`)
-	if err == nil || !strings.Contains(err.Error(), "1 of 5 configured sensors failed") {
+	if err == nil || !strings.Contains(err.Error(), "1 of 6 configured sensors failed") {
 		t.Fatalf("Run = %v\nstderr:\n%s", err, stderr)
 	}
 	want := map[string]map[string]float64{
@@ -291,6 +292,7 @@ func TestI2CChips(t *testing.T) {
 		// The fixture's registers are the datasheet example's (100 µA
 		// steps); at 3.2 A the step is 97.656 µA: 4000 steps, 2400 x 1.953 mW.
 		"ina219-1": {"voltage_v": 12, "current_a": 0.390624, "power_w": 4.6875},
+		"soil-1":   {"soil_moisture_pct": 47}, // 0x4000 = 2.048 V
 	}
 	for _, r := range rep.Sensors {
 		w, ok := want[r.Name]
@@ -307,7 +309,7 @@ func TestI2CChips(t *testing.T) {
 			found = append(found, f.ID+" "+f.Kind)
 		}
 	}
-	if w := []string{"1:0x76 bme280", "1:0x38 aht20", "1:0x62 scd4x", "1:0x40 ina219"}; !slices.Equal(found, w) {
+	if w := []string{"1:0x76 bme280", "1:0x38 aht20", "1:0x62 scd4x", "1:0x40 ina219", "1:0x48 ads1x15"}; !slices.Equal(found, w) {
 		t.Errorf("found on I2C = %q, want %q", found, w)
 	}
 }
