@@ -21,6 +21,7 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/cloud/brokerauth"
 	"github.com/edgepipe/sensorpipe/cloud/config"
+	"github.com/edgepipe/sensorpipe/cloud/fleet"
 	"github.com/edgepipe/sensorpipe/cloud/forwarder"
 	"github.com/edgepipe/sensorpipe/cloud/sink"
 	"github.com/edgepipe/sensorpipe/cloud/tail"
@@ -57,6 +58,8 @@ Usage:
   cloud-forwarder sink [--config FILE]    write the readings from Kafka into PostgreSQL until SIGTERM
   cloud-forwarder broker-auth --logins FILE [--mosquitto FILE] [--hivemq FILE] [--table]
                                           write the broker's permissions (mosquitto, HiveMQ) from the one table
+  cloud-forwarder fleet config push|show, fleet cmd, fleet keygen
+                                          the operator's tool: remote config and commands (fleet help)
   cloud-forwarder version                 print the version
 
 Environment (a --config YAML file may set the same keys in lower case; the environment wins):
@@ -100,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return tail.Run(ctx, args[1:], os.Getenv, stdout, stderr)
 	case "broker-auth":
 		return brokerauth.Run(args[1:], stdout, stderr)
+	case "fleet":
+		return fleet.Run(ctx, args[1:], os.Getenv, stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage())
 	return fmt.Errorf("%w: unknown command %q", cmdline.ErrUsage, args[0])
