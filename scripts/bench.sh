@@ -157,7 +157,18 @@ in between:
 The agent runs with \`mqtt.delivery: kafka\` (it deletes a reading only when a forwarder confirms
 Kafka has it) and mosquitto is configured as hosted brokers are: at most 1000 queued messages per
 offline or slow session (\`max_queued_messages 1000\`, what HiveMQ and EMQX default to; past it the
-broker discards), per-device ACLs and a 65 KiB packet limit. The sim sensors take 200 readings/s.
+broker discards), the shipped permission table (mosquitto's dynamic-security plugin, from
+\`cloud-forwarder broker-auth\`'s table: every login bound to its client id) and a 65 KiB packet limit.
+The sim sensors take 200 readings/s.
+
+First, **intruders**: logins of the table try what made readings vanish under an ACL file. A
+device login subscribes to the forwarders' share group (\`\$share/e2e/sensors/+/+/reading\`); three
+more connect with clean session off, subscribe to it and leave (their sessions stay on the broker
+for the rest of the run); the device login connects with the agent's and a forwarder's client ids.
+Each is refused (SUBACK 0x80, CONNACK not authorised), and for the agent's confirm timeout and
+more the forwarders must receive every reading the agent publishes with none re-sent; the run
+fails otherwise. (Given forwarder rights instead, the same logins took a quarter of the readings
+and the catch-up never came.)
 
 1. **broker-restart**: mosquitto stopped with SIGTERM (it saves its persistence file) and started 3 s
    later, with nothing held back. mosquitto 2.0 does not restore *shared* subscriptions from its

@@ -84,6 +84,7 @@ type step struct {
 // steps lists every fault, in the order of a full run.
 func (in *injector) steps() []step {
 	return []step{
+		{"intruders", in.intruders},
 		{"broker-restart", in.brokerRestart},
 		{"silent-cut", in.silentCut},
 		{"kafka-outage", in.kafkaOutage},

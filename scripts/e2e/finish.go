@@ -21,7 +21,7 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	n, interval := sensorPlan(s.opts.rate)
 	rep := &report{
 		Mode: "faults", Started: started, WorkDir: s.dir, Delivery: s.opts.delivery, BrokerQueue: s.opts.queue,
-		Pipeline: fmt.Sprintf("edge-agent -> TCP proxy -> %s (TLS, password file, persistence) -> %d x cloud-forwarder ($share/%s) -> kfake (TLS, SASL PLAIN, behind a TCP proxy), topic %s with %d partitions",
+		Pipeline: fmt.Sprintf("edge-agent -> TCP proxy -> %s (TLS, the shipped permission table on the dynamic-security plugin, persistence) -> %d x cloud-forwarder ($share/%s) -> kfake (TLS, SASL PLAIN, behind a TCP proxy), topic %s with %d partitions",
 			mosquittoVersion(ctx), s.opts.forwarders, shareGroup, topic, partitions),
 		Sensors: n, IntervalMS: interval.Milliseconds(), Offered: float64(n) / interval.Seconds(),
 		PerForwarder: map[string]int{}, PeakRSSKiB: map[string]int64{},

@@ -30,11 +30,13 @@ import (
 // delivery=broker.
 
 const (
-	fleetUser = "e2e-fleet"
-	fleetPass = "fleet-pw-e2e"
+	fleetPass = "fleet-pw-e2e" // every simulated device's; each has its own login
 	sysUser   = "e2e-sys"
 	sysPass   = "sys-pw-e2e"
 )
+
+// fleetDevice is the i-th simulated device's id and broker login.
+func fleetDevice(i int) string { return fmt.Sprintf("fleet-%04d", i) }
 
 // memQueue is a device's buffer kept in memory: the fleet run measures the
 // broker and the forwarders, not 500 SD cards.
@@ -151,9 +153,9 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 	pubCtx, stopPubs := context.WithCancel(ctx)
 	defer func() { stopPubs(); wg.Wait() }()
 	for i := range devs {
-		d := device{id: fmt.Sprintf("fleet-%04d", i), q: newMemQueue()}
+		d := device{id: fleetDevice(i), q: newMemQueue()}
 		devs[i] = d
-		p, err := mqttpub.New(d.q, mqttpub.Options{URL: "ssl://" + s.mqtt, DeviceID: d.id, Username: fleetUser,
+		p, err := mqttpub.New(d.q, mqttpub.Options{URL: "ssl://" + s.mqtt, DeviceID: d.id, Username: d.id,
 			Password: config.Secret(fleetPass), TLS: cliTLS, Delivery: delivery, ConfirmTimeout: o.confirmTO, KeepAlive: 30 * time.Second})
 		if err != nil {
 			return err

@@ -3,44 +3,35 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 
+	"github.com/edgepipe/sensorpipe/cloud/brokerauth"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/proc"
 )
 
-// mqttUser is one account in the broker's password file.
-type mqttUser struct{ name, password string }
-
-// newMosquitto writes a broker config for a TLS listener on addr with a
-// password file, an ACL file, on-disk persistence and a queue of at most
+// newMosquitto writes a broker config for a TLS listener on addr with the
+// shipped permission table for logins (mosquitto's dynamic-security
+// plugin, what docs/FORWARDER.md tells production to run) plus the
+// harness's own $SYS reader, on-disk persistence and a queue of at most
 // queue messages per offline session, and returns the (not yet started)
 // broker process.
-func newMosquitto(dir, addr string, certs *pki.PKI, users []mqttUser, acl []string, queue int) (*proc.Proc, error) {
+func newMosquitto(dir, addr string, certs *pki.PKI, logins []brokerauth.Login, queue int) (*proc.Proc, error) {
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		return nil, fmt.Errorf("mosquitto is not installed (apt-get install mosquitto mosquitto-clients): %w", err)
 	}
-	pw := map[string]string{}
-	for _, u := range users {
-		pw[u.name] = u.password
-	}
-	aclPath := filepath.Join(dir, "acl")
-	if err := os.WriteFile(aclPath, []byte(strings.Join(acl, "\n")+"\n"), 0o644); err != nil {
-		return nil, err
-	}
 	confPath, err := broker.MosquittoConfig{
-		Addr: addr, Dir: dir, PKI: certs, Users: pw,
-		Persist: true,
+		Addr: addr, Dir: dir, PKI: certs, Logins: logins,
+		SysReader: brokerauth.Login{Name: sysUser, Password: sysPass},
+		Persist:   true,
 		// A file log is flushed line by line (stdout to a file is not), so
 		// the harness can watch it for the forwarders' re-subscribe.
 		LogFile: brokerLog(dir),
 		Extra: []string{
-			"acl_file " + aclPath,
 			// Real brokers cap what they queue for an offline or slow
 			// session (HiveMQ and EMQX at 1000, mosquitto's default too)
 			// and discard the rest: with delivery=kafka the device's

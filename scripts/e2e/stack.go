@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/cloud/brokerauth"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
@@ -31,9 +32,14 @@ const (
 	kafkaPass  = "e2e-api-secret"
 	agentUser  = "e2e-pi-1"
 	agentPass  = "agent-pw-e2e"
-	fwdUser    = "e2e-forwarder"
-	fwdPass    = "forwarder-pw-e2e"
-	shareGroup = "e2e"
+	fwdPass    = "forwarder-pw-e2e" // every forwarder's; each has its own login
+	// The operator and monitoring logins are in the broker's table as in
+	// production; the run itself does not use them.
+	operatorUser = "e2e-operator"
+	operatorPass = "operator-pw-e2e"
+	monitorUser  = "e2e-monitor"
+	monitorPass  = "monitor-pw-e2e"
+	shareGroup   = "e2e"
 )
 
 // stack is the whole pipeline under test and the harness's taps into it.
@@ -132,29 +138,38 @@ func (s *stack) startMosquitto(ctx context.Context) error {
 	if s.mqtt, err = testkit.PickAddr(); err != nil {
 		return err
 	}
-	users := []mqttUser{{agentUser, agentPass}, {fwdUser, fwdPass}, {fleetUser, fleetPass}, {sysUser, sysPass}}
-	// What docs/FORWARDER.md asks of a production broker: a device may
-	// publish only under its own id and read only its own confirmations;
-	// the forwarder reads every reading and writes every confirmation.
-	// The fleet run's simulated devices share one account.
-	acl := []string{
-		"pattern write sensors/%u/#",
-		"pattern read sensors/%u/ack",
-		"user " + fwdUser,
-		"topic read sensors/+/+/reading",
-		"topic write sensors/+/ack",
-		"user " + fleetUser,
-		"topic write sensors/#",
-		"topic read sensors/+/ack",
-		"user " + sysUser,
-		"topic read $SYS/#",
-	}
-	s.mosq, err = newMosquitto(s.dir, s.mqtt, s.certs, users, acl, s.opts.queue)
+	s.mosq, err = newMosquitto(s.dir, s.mqtt, s.certs, s.logins(), s.opts.queue)
 	if err != nil {
 		return err
 	}
 	return s.startBroker(ctx)
 }
+
+// logins are the broker's accounts, each with its role in the shipped
+// permission table (brokerauth): the agent, each forwarder (user name =
+// its FORWARDER_ID), an operator and a monitoring login, the logins the
+// intruders fault tries the table with, and the fleet run's devices.
+func (s *stack) logins() []brokerauth.Login {
+	l := []brokerauth.Login{
+		{Name: agentUser, Role: brokerauth.Device, Password: agentPass},
+		{Name: operatorUser, Role: brokerauth.Operator, Password: operatorPass},
+		{Name: monitorUser, Role: brokerauth.Monitor, Password: monitorPass},
+		{Name: rogueUser, Role: brokerauth.Device, Password: roguePass},
+	}
+	for i := range s.opts.forwarders {
+		l = append(l, brokerauth.Login{Name: forwarderID(i), Role: brokerauth.Forwarder, Password: fwdPass})
+	}
+	for _, g := range ghostUsers() {
+		l = append(l, brokerauth.Login{Name: g, Role: brokerauth.Device, Password: roguePass})
+	}
+	for i := range s.opts.fleet {
+		l = append(l, brokerauth.Login{Name: fleetDevice(i), Role: brokerauth.Device, Password: fleetPass})
+	}
+	return l
+}
+
+// forwarderID is the i-th forwarder's FORWARDER_ID and broker login.
+func forwarderID(i int) string { return fmt.Sprintf("e2e-fwd-%c", 'a'+i) }
 
 func (s *stack) startBroker(ctx context.Context) error {
 	if err := s.mosq.Start(); err != nil {
@@ -225,13 +240,13 @@ func (s *stack) startForwarders(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		id := fmt.Sprintf("e2e-fwd-%c", 'a'+i)
+		id := forwarderID(i)
 		p := &proc.Proc{
 			Name: id, Argv: []string{s.bin("cloud-forwarder"), "run"},
 			LogPath: filepath.Join(s.dir, id+".log"), TimeBin: s.opts.timeBin,
 			Env: []string{
 				"HIVEMQ_URL=ssl://" + s.mqtt,
-				"HIVEMQ_USERNAME=" + fwdUser,
+				"HIVEMQ_USERNAME=" + id,
 				"HIVEMQ_PASSWORD=" + fwdPass,
 				"HIVEMQ_CA_FILE=" + s.certs.CAFile,
 				"FORWARDER_ID=" + id,

@@ -3,6 +3,7 @@ package broker
 import (
 	"cmp"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -29,6 +30,10 @@ type MosquittoConfig struct {
 	// the dynamic-security plugin with brokerauth.DynSec's file (Dir/dynsec.json).
 	Logins []brokerauth.Login
 	Prefix string // the table's topic prefix; default "sensors"
+	// SysReader, with Logins, adds a login (Role ignored; client id = its
+	// name) that may read $SYS/# and nothing else: a harness's own, beside
+	// the table.
+	SysReader brokerauth.Login
 	// Persist keeps sessions and queued messages on disk (Dir/data), so a
 	// restarted broker still holds the forwarders' backlog.
 	Persist bool
@@ -122,11 +127,42 @@ func (c MosquittoConfig) writeDynSec() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.SysReader.Name != "" {
+		if js, err = addSysReader(js, c.SysReader); err != nil {
+			return nil, err
+		}
+	}
 	path := filepath.Join(c.Dir, "dynsec.json")
 	if err := os.WriteFile(path, js, 0o600); err != nil {
 		return nil, err
 	}
 	return brokerauth.MosquittoConf(plugin, path), nil
+}
+
+// addSysReader adds a client reading $SYS/# only to a dynamic-security
+// file: the client DynSec writes for it as a monitoring login, given a
+// role of its own instead.
+func addSysReader(js []byte, l brokerauth.Login) ([]byte, error) {
+	l.Role = brokerauth.Monitor
+	one, err := brokerauth.DynSec("sensors", []brokerauth.Login{l}, rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	var f, sys map[string]any
+	if err := json.Unmarshal(js, &f); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(one, &sys); err != nil {
+		return nil, err
+	}
+	client := sys["clients"].([]any)[0].(map[string]any)
+	client["roles"] = []any{map[string]any{"rolename": "harness:$SYS"}}
+	f["clients"] = append(f["clients"].([]any), client)
+	f["roles"] = append(f["roles"].([]any), map[string]any{"rolename": "harness:$SYS", "acls": []any{
+		map[string]any{"acltype": "subscribePattern", "topic": "$SYS/#", "allow": true},
+		map[string]any{"acltype": "publishClientReceive", "topic": "$SYS/#", "allow": true},
+	}})
+	return json.MarshalIndent(f, "", "\t")
 }
 
 // DynSecPlugin finds mosquitto's dynamic-security plugin.
