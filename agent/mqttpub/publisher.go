@@ -452,7 +452,8 @@ func (p *Publisher) logConnectError(err error, attempt int, delay time.Duration)
 	var cerr *tls.CertificateVerificationError
 	switch {
 	case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword), errors.Is(err, packets.ErrorRefusedNotAuthorised):
-		hint = "the broker refused the credentials: check mqtt.username and the password (mqtt.password_file or its environment variable)"
+		hint = "the broker refused the credentials: check mqtt.username and the password (mqtt.password_file or its environment variable), " +
+			"and that mqtt.client_id (default device_id) equals mqtt.username, which the shipped broker set-ups require"
 	case errors.As(err, &uerr), errors.As(err, &cerr):
 		hint = "the broker's certificate is not trusted: check mqtt.ca_file (empty means system roots)"
 	case errors.As(err, &herr):

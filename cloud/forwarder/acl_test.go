@@ -70,3 +70,26 @@ func TestBrokerACL(t *testing.T) {
 	waitConfirmed(t, devA, []string{"pi-A"}, 1, 1, 10*time.Second)
 	waitConfirmed(t, devB, []string{"pi-B"}, 1, 1, 10*time.Second)
 }
+
+// TestForwarderIDMustBeItsLogin: under the shipped table a forwarder whose
+// FORWARDER_ID (its client id) is not its broker login is refused at
+// CONNECT; it stays not ready and says which settings to line up.
+func TestForwarderIDMustBeItsLogin(t *testing.T) {
+	m := broker.StartMosquitto(t, broker.MosquittoConfig{Logins: []brokerauth.Login{
+		{Name: "fwd-a", Role: brokerauth.Forwarder, Password: "fwd-pw"},
+	}})
+	certs := pki.New(t)
+	k := stack.StartKafka(t, certs)
+	env := map[string]string{
+		"HIVEMQ_URL": m.URL(), "HIVEMQ_USERNAME": "fwd-a", "HIVEMQ_PASSWORD": "fwd-pw",
+		"CONFLUENT_BOOTSTRAP_SERVER_SASL": k.Addr, "CONFLUENT_API_KEY": stack.KafkaUser,
+		"CONFLUENT_API_SECRET": stack.KafkaSecret, "KAFKA_CA_FILE": certs.CAFile,
+		"FORWARDER_ID": "fwd-b", "FORWARDER_LISTEN": "127.0.0.1:0",
+	}
+	addr, logs, stop := startLogged(t, env)
+	defer stop()
+	waitLog(t, logs, "FORWARDER_ID (the client id) equals HIVEMQ_USERNAME")
+	if code, _ := get(addr, "/readyz"); code != 503 {
+		t.Errorf("/readyz = %d while the broker refuses the login", code)
+	}
+}

@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/semaphore"
 
@@ -177,7 +179,7 @@ func (f *Forwarder) subscribe(ctx context.Context, c mqtt.Client) {
 			err = errors.New("no SUBACK within 10s")
 		case t.Error() != nil:
 			err = t.Error()
-		case t.(*mqtt.SubscribeToken).Result()[filter] >= 0x80:
+		case subackCode(t.(*mqtt.SubscribeToken), filter) >= 0x80:
 			err = errors.New("the broker refused the subscription (SUBACK 0x80): check the user's subscribe permission")
 		default:
 			f.subscribed.Store(true)
@@ -398,12 +400,33 @@ func (f *Forwarder) firstConnect(ctx context.Context, c mqtt.Client) {
 		if t.Error() == nil {
 			return
 		}
-		f.log.Warn("mqtt connect failed; retrying", "broker", f.cfg.MQTT.URL, "in", delay, "err", t.Error())
+		args := []any{"broker", f.cfg.MQTT.URL, "in", delay, "err", t.Error()}
+		if errors.Is(t.Error(), packets.ErrorRefusedNotAuthorised) || errors.Is(t.Error(), packets.ErrorRefusedBadUsernameOrPassword) {
+			// The shipped broker set-ups bind each login to one client id.
+			args = append(args, "hint", "the broker refused the login: check HIVEMQ_USERNAME and HIVEMQ_PASSWORD, "+
+				"and that FORWARDER_ID (the client id) equals HIVEMQ_USERNAME")
+		}
+		f.log.Warn("mqtt connect failed; retrying", args...)
 		if !sleep(ctx, delay) {
 			return
 		}
 		delay = min(2*delay, 30*time.Second)
 	}
+}
+
+// subackCode is the broker's answer to the SUBSCRIBE of filter. paho
+// files a shared subscription's under the filter without "$share/GROUP/";
+// no answer at all counts as a refusal.
+func subackCode(t *mqtt.SubscribeToken, filter string) byte {
+	key := filter
+	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
+		_, key, _ = strings.Cut(rest, "/")
+	}
+	code, ok := t.Result()[key]
+	if !ok {
+		return 0x80
+	}
+	return code
 }
 
 // onMessage runs in paho's router goroutine for every PUBLISH, in order.

@@ -241,17 +241,25 @@ func TestBadCredentials(t *testing.T) {
 }
 
 // TestSubscribeRefused: a broker that refuses the SUBSCRIBE (SUBACK 0x80)
-// leaves the forwarder not ready and saying why, not silently idle.
+// leaves the forwarder not ready and saying why, not silently idle; a
+// shared one too (paho files its result under the filter without
+// "$share/GROUP/").
 func TestSubscribeRefused(t *testing.T) {
-	certs := pki.New(t)
-	b := stack.StartBroker(t, certs, stack.BrokerOptions{DenySubscribe: true})
-	k := stack.StartKafka(t, certs)
-	addr, logs, stop := startLogged(t, stack.Env(b, k, certs, "fwd-denied"))
-	waitLog(t, logs, "refused the subscription")
-	if code, body := get(addr, "/readyz"); code != 503 || !strings.Contains(body, "mqtt_subscribed=false") {
-		t.Errorf("/readyz = %d %q while the broker refuses the subscription", code, body)
+	for _, group := range []string{"", "fwd"} {
+		t.Run("share_group="+group, func(t *testing.T) {
+			certs := pki.New(t)
+			b := stack.StartBroker(t, certs, stack.BrokerOptions{DenySubscribe: true})
+			k := stack.StartKafka(t, certs)
+			env := stack.Env(b, k, certs, "fwd-denied")
+			env["FORWARDER_SHARE_GROUP"] = group
+			addr, logs, stop := startLogged(t, env)
+			waitLog(t, logs, "refused the subscription")
+			if code, body := get(addr, "/readyz"); code != 503 || !strings.Contains(body, "mqtt_subscribed=false") {
+				t.Errorf("/readyz = %d %q while the broker refuses the subscription", code, body)
+			}
+			stop()
+		})
 	}
-	stop()
 }
 
 // startLogged runs a forwarder configured by env, logging JSON into the
