@@ -39,7 +39,7 @@ func shareFilter() string { return "$share/" + shareGroup + "/sensors/+/+/readin
 // is never confirmed, and comes back as a re-send).
 func (in *injector) intruders(ctx context.Context) error {
 	s := in.s
-	f := in.begin("intruders", fmt.Sprintf("device logins try the permission table: %s subscribes to %s and stays connected; "+
+	f := in.begin("intruders", fmt.Sprintf("device logins try the permission table: %s subscribes to %s and stays connected through the fault; "+
 		"%s connect with clean session off, subscribe to it and leave; %s connects with the agent's and a forwarder's client ids",
 		rogueUser, shareFilter(), strings.Join(ghostUsers(), ", "), rogueUser))
 	p0, r0, err := in.flowCounters()
