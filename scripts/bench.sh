@@ -141,7 +141,7 @@ EOF
 	cat <<EOF
 ## End to end, on the real binaries
 
-\`scripts/e2e\` starts mosquitto (TLS listener, password file, persistence), kfake (TLS, SASL PLAIN)
+\`scripts/e2e\` starts mosquitto (TLS listener, the shipped permission table, persistence), kfake (TLS, SASL PLAIN)
 behind a TCP proxy it advertises, the real \`bin/edge-agent\` (sim sensors) behind a second TCP
 proxy, two \`bin/cloud-forwarder\` replicas in a share group and, when PostgreSQL is installed,
 \`bin/cloud-forwarder sink\` writing the topic into a throwaway cluster; at the end it stops the agent

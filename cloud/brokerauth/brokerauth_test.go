@@ -233,7 +233,8 @@ func TestHiveMQFromTable(t *testing.T) {
 }
 
 // TestDocsShowTable checks README.md and docs/FORWARDER.md show the table
-// verbatim, so the permissions users read are the ones the tests run.
+// verbatim, and docs/FORWARDER.md the mosquitto.conf lines, so the
+// permissions users read are the ones the tests run.
 func TestDocsShowTable(t *testing.T) {
 	table := brokerauth.Markdown("sensors")
 	for _, doc := range []string{"../../README.md", "../../docs/FORWARDER.md"} {
@@ -244,5 +245,9 @@ func TestDocsShowTable(t *testing.T) {
 		if !strings.Contains(string(b), "\n"+table+"\n") {
 			t.Errorf("%s does not show the permission table verbatim; it is:\n%s", doc, table)
 		}
+	}
+	conf := strings.Join(brokerauth.MosquittoConf("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so", "/var/lib/mosquitto/dynsec.json"), "\n")
+	if b, _ := os.ReadFile("../../docs/FORWARDER.md"); !strings.Contains(string(b), "```\n"+conf+"\n```\n") {
+		t.Errorf("docs/FORWARDER.md does not show the mosquitto.conf lines the tests use:\n%s", conf)
 	}
 }
