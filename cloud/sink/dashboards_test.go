@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,9 +24,11 @@ const (
 	metabaseGuide     = "../../docs/METABASE.md"
 )
 
-// dashboardData writes two devices' readings over the last two hours:
+// dashboardData writes three devices' readings over the last two hours:
 // pi-greenhouse-1 with a BME280 and a DHT22, pi-shed with a DS18B20 and a
-// gap of ten seqs, so every panel has something to show.
+// gap of ten seqs, pi-lab with the I2C chips whose values live only in
+// the values column (SCD41, BH1750, INA219, an ADS1115 soil probe), so
+// every panel has something to show.
 func dashboardData(t *testing.T, conn *pgx.Conn) {
 	t.Helper()
 	w := newWriter(t, conn)
@@ -38,6 +41,12 @@ func dashboardData(t *testing.T, conn *pgx.Conn) {
 			{"dht22-gpio4", "dht22", []string{reading.Temperature, reading.Humidity}},
 		},
 		"pi-shed": {{"ds18b20-1", "ds18b20", []string{reading.Temperature}}},
+		"pi-lab": {
+			{"scd41-1", "scd4x", []string{reading.CO2, reading.Temperature, reading.Humidity}},
+			{"bh1750-0x23", "bh1750", []string{reading.Illuminance}},
+			{"ina219-0x40", "ina219", []string{reading.Voltage, reading.Current, reading.Power}},
+			{"soil-adc", "ads1115", []string{"soil_moisture_pct", "ain1_v"}},
+		},
 	}
 	start := time.Now().Add(-2 * time.Hour).Truncate(time.Second)
 	var rows []row
@@ -119,7 +128,7 @@ var (
 
 // expandGrafana does what Grafana's PostgreSQL datasource does to a query
 // before sending it, for the macros and the variable the dashboard uses:
-// a time range of the last day and both devices selected.
+// a time range of the last day and every device selected.
 func expandGrafana(q string) string {
 	to := time.Now().UTC()
 	from := to.Add(-24 * time.Hour)
@@ -127,7 +136,7 @@ func expandGrafana(q string) string {
 	q = timeFilter.ReplaceAllString(q, "$1 BETWEEN "+rfc(from)+" AND "+rfc(to))
 	q = strings.ReplaceAll(q, "$__timeFrom()", rfc(from))
 	q = strings.ReplaceAll(q, "$__timeTo()", rfc(to))
-	return deviceVar.ReplaceAllString(q, "'pi-greenhouse-1','pi-shed'")
+	return deviceVar.ReplaceAllString(q, "'pi-greenhouse-1','pi-shed','pi-lab'")
 }
 
 // sqlBlocks returns the fenced blocks of a Markdown file whose info string
@@ -257,11 +266,64 @@ func TestDashboardQueries(t *testing.T) {
 	if sensors != 2 || lastSeq != 480 {
 		t.Errorf("devices_last_seen for pi-greenhouse-1: %d sensors, last seq %d; want 2, 480", sensors, lastSeq)
 	}
-	if n := runQuery(t, ro, "SELECT * FROM latest_readings"); n != 3 {
-		t.Errorf("latest_readings has %d rows, want 3 (one per device and sensor)", n)
+	if n := runQuery(t, ro, "SELECT * FROM latest_readings"); n != 7 {
+		t.Errorf("latest_readings has %d rows, want 7 (one per device and sensor)", n)
 	}
+	valuePanels(t, ro, grafana)
 	var perMinute int
 	if err := ro.QueryRow(ctx, "SELECT max(readings) FROM readings_per_minute WHERE device_id = 'pi-greenhouse-1' AND sensor = 'bme280-0x76'").Scan(&perMinute); err != nil || perMinute != 2 {
 		t.Errorf("readings_per_minute: %d readings in a minute (%v), want 2 (one every 30 s)", perMinute, err)
+	}
+}
+
+// valuePanels checks that the panels for the quantities kept in the
+// values column (co2_ppm, illuminance_lux, the INA219's three, any other
+// key such as an ADC channel's) show exactly their series, with the
+// per-minute averages of what was written: 20 + i%7 + 10 x the field's
+// place, two readings per minute.
+func valuePanels(t *testing.T, conn *pgx.Conn, grafana map[string]string) {
+	t.Helper()
+	want := map[string][]string{
+		"CO2 (per-minute average)":         {"pi-lab/scd41-1"},
+		"Illuminance (per-minute average)": {"pi-lab/bh1750-0x23"},
+		"Power monitors: voltage, current, power (per-minute average)": {
+			"pi-lab/ina219-0x40 current_a", "pi-lab/ina219-0x40 power_w", "pi-lab/ina219-0x40 voltage_v"},
+		"Other values: ADC channels and any other field (per-minute average)": {
+			"pi-lab/soil-adc ain1_v", "pi-lab/soil-adc soil_moisture_pct"},
+	}
+	for title, series := range want {
+		q, ok := grafana["panel "+title+" A"]
+		if !ok {
+			t.Errorf("no panel %q", title)
+			continue
+		}
+		rows, err := conn.Query(context.Background(), expandGrafana(q))
+		if err != nil {
+			t.Fatalf("%s: %v", title, err)
+		}
+		got := map[string]bool{}
+		for rows.Next() {
+			var ts time.Time
+			var metric string
+			var value float64
+			if err := rows.Scan(&ts, &metric, &value); err != nil {
+				t.Fatalf("%s: %v", title, err)
+			}
+			got[metric] = true
+			if value < 20 || value > 46 {
+				t.Errorf("%s: %s = %v at %v, outside what was written", title, metric, value, ts)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for m := range got {
+			names = append(names, m)
+		}
+		slices.Sort(names)
+		if !slices.Equal(names, series) {
+			t.Errorf("%s shows %q, want %q", title, names, series)
+		}
 	}
 }
