@@ -1,8 +1,12 @@
 package brokerauth_test
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +17,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/edgepipe/sensorpipe/cloud/brokerauth"
+	"github.com/edgepipe/sensorpipe/cloud/fleet"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
 
@@ -329,4 +334,47 @@ func TestOperatorAndMonitor(t *testing.T) {
 	expectOnly(t, mon, dev, "sensors/pi-A/status running", "sensors/pi-A/status online")
 	expectOnly(t, dev, ops, "sensors/pi-A/cmd second", "sensors/$group/g/update signed", "sensors/pi-A/config signed",
 		"sensors/$group/g/config signed", "sensors/$fleet/config signed", "sensors/pi-A/cmd signed")
+}
+
+// TestFleetToolAsOperator: `cloud-forwarder fleet config push` with the
+// operator's login of the table reaches the device (the tool connects with
+// its user name as client id, the only one the table accepts).
+func TestFleetToolAsOperator(t *testing.T) {
+	url := startBroker(t)
+	dev := mustDial(t, url, "pi-A")
+	dev.mustSubscribe(t, "sensors/$fleet/config")
+	dir := t.TempDir()
+	key, pub := filepath.Join(dir, "fleet.key"), filepath.Join(dir, "fleet-keys.pem")
+	var out bytes.Buffer
+	env := map[string]string{"FLEET_MQTT_URL": url, "FLEET_USERNAME": "ops", "FLEET_PASSWORD_FILE": filepath.Join(dir, "pw"),
+		"FLEET_KEY_FILE": key}
+	getenv := func(k string) string { return env[k] }
+	if err := fleet.Run(context.Background(), []string{"keygen", key, pub}, getenv, &out, &out); err != nil {
+		t.Fatalf("fleet keygen: %v\n%s", err, out.String())
+	}
+	doc := filepath.Join(dir, "interval.yaml")
+	for p, text := range map[string]string{env["FLEET_PASSWORD_FILE"]: "ops-pw\n", doc: "sensor_interval: 30s\n"} {
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := fleet.Run(ctx, []string{"config", "push", "--fleet", doc}, getenv, &out, &out); err != nil {
+		t.Fatalf("fleet config push as the operator: %v\n%s", err, out.String())
+	}
+	deadline := time.After(waitFor)
+	for {
+		dev.mu.Lock()
+		n := len(dev.got)
+		dev.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		select {
+		case <-dev.more:
+		case <-deadline:
+			t.Fatal("the device did not receive the operator's fleet config")
+		}
+	}
 }

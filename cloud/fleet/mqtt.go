@@ -23,7 +23,13 @@ func randomHex(n int) string {
 }
 
 func dial(ctx context.Context, e *env, timeout time.Duration) (*client, error) {
-	o := mqtt.NewClientOptions().AddBroker(e.URL).SetClientID("fleet-" + randomHex(6)).
+	// The shipped broker set-ups (cloud-forwarder broker-auth) bind each
+	// login to one client id, its user name: a random one would be refused.
+	cid := "fleet-" + randomHex(6)
+	if e.Username != "" {
+		cid = e.Username
+	}
+	o := mqtt.NewClientOptions().AddBroker(e.URL).SetClientID(cid).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(timeout).SetOrderMatters(false)
 	if e.TLS != nil {
 		o.SetTLSConfig(e.TLS)
