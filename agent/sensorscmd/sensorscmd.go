@@ -1,6 +1,7 @@
 // Package sensorscmd is `edge-agent sensors`: the first command to run on a
 // new Pi. It lists the sensors the config names and the ones it finds on
-// the machine (BME280/BMP280 answering on I2C, IIO dht11 devices, w1
+// the machine (the I2C chips it can tell apart at their addresses:
+// BME280/BMP280, AHT20, SCD4x, INA219, ADS1x15; IIO dht11 devices; w1
 // DS18B20s), reads each configured sensor once and prints the values or
 // the exact error with its class (drivers/fault). When the agent runs, it
 // also shows each sensor's health as the agent sees it (consecutive

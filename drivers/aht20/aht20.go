@@ -41,9 +41,6 @@ const (
 	bitCalibrated = 1 << 3
 )
 
-// measureWait is the datasheet's wait after triggering a measurement.
-const measureWait = 80 * time.Millisecond
-
 // opts is periph's defaults, spelled out: after the 80 ms wait, poll the
 // busy bit every 10 ms for up to 150 ms, and always check the CRC.
 var opts = periph.Opts{
@@ -148,15 +145,13 @@ func (s *Sensor) wrap(op string, err error) error {
 // the bus is the caller's.
 func (s *Sensor) Close() error { return nil }
 
-// Probe tells an AHT20 at addr from other chips without changing its
-// state: it triggers one measurement and requires a frame whose CRC-8
-// matches and whose status has the calibration bit set. It returns
+// Probe tells an AHT20 at addr from other chips with a plain 7-byte read,
+// no write: the AHT20 answers with its status and its last measurement,
+// and requires the frame's CRC-8 to match and the calibration bit to be
+// set. A write could change another chip at 0x38: a PCF8574A I/O
+// expander drives its pins with every byte written to it. It returns
 // "aht20" or an error wrapping ErrWrongChip or an i2cbus error.
 func Probe(bus i2c.Bus, addr uint16) (string, error) {
-	if err := bus.Tx(addr, []byte{0xAC, 0x33, 0x00}, nil); err != nil {
-		return "", fmt.Errorf("trigger: %w: %w", i2cbus.Classify(err), err)
-	}
-	time.Sleep(measureWait)
 	var f [7]byte
 	if err := bus.Tx(addr, nil, f[:]); err != nil {
 		return "", fmt.Errorf("read: %w: %w", i2cbus.Classify(err), err)

@@ -206,10 +206,12 @@ func TestProbe(t *testing.T) {
 		{"aht20", frame(stReady, 0x80000, 0x66666), true},
 		{"CRC off: another chip", append(frame(stReady, 0x80000, 0x66666)[:6], 0x00), false},
 		{"uncalibrated", frame(stUncalibrated, 0, 0), false},
+		{"PCF8574A: port pins, no CRC", []byte{0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}, false},
 	}
 	for _, tt := range tests {
 		synctest.Test(t, func(t *testing.T) {
-			bus := &i2ctest.Playback{Ops: readOps(tt.f)}
+			// A plain read: no write that could drive another chip's pins.
+			bus := &i2ctest.Playback{Ops: []i2ctest.IO{{Addr: Addr, R: tt.f}}}
 			kind, err := Probe(bus, Addr)
 			if (err == nil) != tt.ok || (tt.ok && kind != "aht20") || (!tt.ok && !errors.Is(err, ErrWrongChip)) {
 				t.Fatalf("%s: Probe = %q, %v", tt.name, kind, err)
