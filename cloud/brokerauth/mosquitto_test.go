@@ -378,3 +378,43 @@ func TestFleetToolAsOperator(t *testing.T) {
 		}
 	}
 }
+
+// TestRetiredForwarderKeepsItsTurn pins down the mosquitto 2.0 behaviour
+// docs/FORWARDER.md warns about: a forwarder login that joined the share
+// group with a persistent session and went away still gets its turn of
+// the group's messages, queued for it; connecting once with clean session
+// ends that.
+func TestRetiredForwarderKeepsItsTurn(t *testing.T) {
+	url := startBroker(t)
+	retired, err := dial(t, url, "fwd-b", "fwd-b", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retired.mustSubscribe(t, "$share/fwd/sensors/+/+/reading")
+	retired.c.Disconnect(50)
+	fwd := mustDial(t, url, "fwd-a")
+	// The markers go on the status topic, outside the group: each of the
+	// group's messages goes to one member only, a marker too.
+	fwd.mustSubscribe(t, "$share/fwd/sensors/+/+/reading", "sensors/+/status")
+	pub := mustDial(t, url, "pi-A")
+	for i := range 10 {
+		pub.publish(t, "sensors/pi-A/s/reading", false, fmt.Sprint(i))
+	}
+	pub.publish(t, "sensors/pi-A/status", false, "m1")
+	got := fwd.waitGot(t, "sensors/pi-A/status m1")
+	if len(got) == 11 {
+		t.Fatalf("the online forwarder received all 10: mosquitto no longer queues for an offline share-group member; update docs/FORWARDER.md")
+	}
+	// Retire it for good: one clean-session connection drops its session.
+	gone, err := dial(t, url, "fwd-b", "fwd-b", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone.c.Disconnect(50)
+	want := got
+	for i := range 10 {
+		want = append(want, fmt.Sprintf("sensors/pi-A/s/reading after-%d", i))
+		pub.publish(t, "sensors/pi-A/s/reading", false, fmt.Sprintf("after-%d", i))
+	}
+	expectOnly(t, fwd, pub, "sensors/pi-A/status m2", want...)
+}
