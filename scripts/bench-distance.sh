@@ -128,10 +128,13 @@ $(medians '^BenchmarkKillMidDrain' dups)
 
 ### edge-agent: 100,000-reading backlog, the broker at each round trip
 
-\`build_and_drain\`: one process, 32 sim sensors every 10 ms, the link refused until 100,000
-readings wait, then opened (readings/s from the first publish after the reconnect until fewer than
-1,000 wait). \`drain/broker_rtt=X\`: a fresh process on a prefilled 100,000 backlog, 4 sensors at
-1 Hz, readings/s from process start. RssAnon is sampled every 20 ms (its peak over the process's
+\`build_and_drain/delivery=X\`: one process, 32 sim sensors every 10 ms, the link refused until
+100,000 readings wait, then opened (readings/s deleted from the buffer, from the first publish after
+the reconnect until fewer than 1,000 wait). With \`delivery=kafka\` (the default) a stand-in
+forwarder confirms what reaches the broker as cloud-forwarder does (every second, and at once when
+1,000 wait); with \`delivery=broker\` a reading is deleted at its PUBACK.
+\`drain/broker_rtt=X\`: a fresh process on a prefilled 100,000 backlog, 4 sensors at 1 Hz,
+\`delivery=broker\`, readings/s from process start. RssAnon is sampled every 20 ms (its peak over the process's
 life); VmHWM also counts bbolt's mapped file and the binary.
 
 | benchmark | readings/s | peak RssAnon MiB | VmHWM MiB | readings/s per round |

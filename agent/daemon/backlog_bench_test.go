@@ -25,27 +25,35 @@ import (
 const backlogN = 100_000
 
 // benchLink is a TLS mosquitto with a password file behind a proxy that
-// can refuse the agent or put the broker at a distance.
+// can refuse the agent or put the broker at a distance, and a stand-in
+// forwarder that confirms what reaches the broker (delivery: kafka).
 type benchLink struct {
 	ca    *pki.PKI
 	proxy *tcpproxy.Proxy
+	fwd   *broker.Prompt
 }
 
 const (
-	benchDevice = "pi-backlog"
-	benchPass   = "backlog-pw"
+	benchDevice  = "pi-backlog"
+	benchPass    = "backlog-pw"
+	benchFwd     = "bench-forwarder"
+	benchFwdPass = "forwarder-pw"
 )
 
-func newBenchLink(b *testing.B) *benchLink {
-	b.Helper()
-	ca := pki.New(b)
-	mq := broker.StartMosquitto(b, broker.MosquittoConfig{PKI: ca, Users: map[string]string{benchDevice: benchPass}})
+func newBenchLink(tb testing.TB) *benchLink {
+	tb.Helper()
+	ca := pki.New(tb)
+	mq := broker.StartMosquitto(tb, broker.MosquittoConfig{PKI: ca, Users: map[string]string{benchDevice: benchPass, benchFwd: benchFwdPass}})
 	p, err := tcpproxy.Listen("127.0.0.1:0", mq.Addr)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { p.Close() })
-	return &benchLink{ca: ca, proxy: p}
+	tb.Cleanup(func() { p.Close() })
+	// cloud-forwarder's default FORWARDER_CONFIRM_INTERVAL, with its early
+	// confirmation every 1,000 seqs; its Kafka takes everything at once.
+	fwd := broker.ConfirmPromptly(tb, broker.SubOptions{URL: "ssl://" + mq.Addr, TLS: ca.Client(),
+		Username: benchFwd, Password: benchFwdPass}, time.Second)
+	return &benchLink{ca: ca, proxy: p, fwd: fwd}
 }
 
 // benchAgent is one edge-agent process and what the benchmark samples of it.
@@ -62,55 +70,61 @@ type benchAgent struct {
 	peak testkit.Memory
 }
 
-// startBenchAgent writes a config for sensors sim sensors polling every
-// interval, buffering in db and publishing through l, and starts the binary.
-// It runs with delivery: broker (a reading leaves the buffer at its PUBACK):
-// there is no forwarder here to confirm, and the drain measured is the
-// agent's own; with delivery: kafka the forwarder's confirmations pace it
-// (mqttpub's BenchmarkDrain100k measures that mode).
-func startBenchAgent(b *testing.B, l *benchLink, db string, sensors int, interval time.Duration) *benchAgent {
-	b.Helper()
-	return startBenchAgentIn(b, l, db, sensors, interval, "")
+// benchRun is how a benchmark runs the agent.
+type benchRun struct {
+	db       string        // the buffer file
+	sensors  int           // sim sensors
+	interval time.Duration // each sensor's
+	// delivery is mqtt.delivery: "kafka" (the default, confirmed by the
+	// link's stand-in forwarder) or "broker" (deleted at PUBACK, the
+	// agent's own drain with nobody else pacing it).
+	delivery string
+	// prefix starts the binary by sh after it (testkit.MemoryCgroup's
+	// JoinScript puts it in a cgroup first).
+	prefix string
 }
 
-// startBenchAgentIn is startBenchAgent with the binary started by sh after
-// prefix (testkit.MemoryCgroup's JoinScript puts it in a cgroup first).
-func startBenchAgentIn(b *testing.B, l *benchLink, db string, sensors int, interval time.Duration, prefix string) *benchAgent {
-	b.Helper()
-	dir := b.TempDir()
+// startBenchAgent writes a config for r, publishing through l, and starts
+// the binary.
+func startBenchAgent(tb testing.TB, l *benchLink, r benchRun) *benchAgent {
+	tb.Helper()
+	dir := tb.TempDir()
 	pw := filepath.Join(dir, "password")
 	if err := os.WriteFile(pw, []byte(benchPass+"\n"), 0o600); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	a := &benchAgent{status: testkit.FreeAddr(b), done: make(chan struct{})}
+	if r.delivery == "" {
+		r.delivery = "kafka"
+	}
+	a := &benchAgent{status: testkit.FreeAddr(tb), done: make(chan struct{})}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, `device_id: %s
 buffer: {path: %s}
-mqtt: {url: "ssl://%s", username: %s, password_file: %s, ca_file: %s, delivery: broker}
+mqtt: {url: "ssl://%s", username: %s, password_file: %s, ca_file: %s, delivery: %s}
 clock: {hold_unsynced: 0s}  # the host's clock may never report synced
 status_listen: %s
 log_format: json
 log_level: warn
 sensors:
-`, benchDevice, db, l.proxy.Addr(), benchDevice, pw, l.ca.CAFile, a.status)
-	for i := range sensors {
-		fmt.Fprintf(&sb, "  - {name: sim-%d, driver: sim, interval: %v}\n", i, interval)
+`, benchDevice, r.db, l.proxy.Addr(), benchDevice, pw, l.ca.CAFile, r.delivery, a.status)
+	for i := range r.sensors {
+		fmt.Fprintf(&sb, "  - {name: sim-%d, driver: sim, interval: %v}\n", i, r.interval)
 	}
 	cfg := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfg, []byte(sb.String()), 0o600); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	a.cmd = exec.Command(agentBin, "run", "--config", cfg)
-	if prefix != "" {
-		a.cmd = exec.Command("sh", "-c", prefix+`exec "$0" "$@"`, agentBin, "run", "--config", cfg)
+	if r.prefix != "" {
+		a.cmd = exec.Command("sh", "-c", r.prefix+`exec "$0" "$@"`, agentBin, "run", "--config", cfg)
 	}
 	a.cmd.Env = append(os.Environ(), strings.Fields(os.Getenv("BENCH_AGENT_ENV"))...) // e.g. "GOGC=50"
 	a.cmd.Stderr = &a.stderr
 	if err := a.cmd.Start(); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	go func() { _ = a.cmd.Wait(); close(a.done) }()
-	b.Cleanup(func() { _ = a.cmd.Process.Kill(); <-a.done })
+	tb.Cleanup(func() { _ = a.cmd.Process.Kill(); <-a.done })
 	a.mem = testkit.SampleMemory(a.cmd.Process.Pid, 20*time.Millisecond)
 	return a
 }
@@ -126,10 +140,14 @@ func (a *benchAgent) metric(series string) float64 {
 	return metricValue(string(body), series)
 }
 
-// waitMetric polls series until cond holds; it returns when it did.
-func (a *benchAgent) waitMetric(b *testing.B, series string, timeout time.Duration, cond func(float64) bool) time.Time {
-	b.Helper()
-	deadline := time.Now().Add(timeout)
+// waitMetric polls series (every 50 ms: the agent is another process)
+// until cond holds; it returns when it did.
+func (a *benchAgent) waitMetric(tb testing.TB, series string, timeout time.Duration, cond func(float64) bool) time.Time {
+	tb.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		v := a.metric(series)
 		if v >= 0 && cond(v) {
@@ -137,25 +155,23 @@ func (a *benchAgent) waitMetric(b *testing.B, series string, timeout time.Durati
 		}
 		select {
 		case <-a.done:
-			b.Fatalf("edge-agent exited: %s", a.stderr.String())
-		default:
+			tb.Fatalf("edge-agent exited: %s", a.stderr.String())
+		case <-deadline.C:
+			tb.Fatalf("%s = %v after %v", series, v, timeout)
+		case <-tick.C:
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%s = %v after %v", series, v, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 // stop ends the process (SIGTERM) and the sampling.
-func (a *benchAgent) stop(b *testing.B) {
-	b.Helper()
+func (a *benchAgent) stop(tb testing.TB) {
+	tb.Helper()
 	a.peak = a.mem.Stop()
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-a.done:
 	case <-time.After(15 * time.Second):
-		b.Fatalf("edge-agent did not stop: %s", a.stderr.String())
+		tb.Fatalf("edge-agent did not stop: %s", a.stderr.String())
 	}
 	if path := os.Getenv("BENCH_AGENT_STDERR"); path != "" { // e.g. with BENCH_AGENT_ENV=GODEBUG=gctrace=1
 		_ = os.WriteFile(path, []byte(a.stderr.String()), 0o644)
@@ -169,38 +185,30 @@ const caughtUp = 1000
 // BenchmarkBacklog runs the real edge-agent against a TLS mosquitto with a
 // password file, through a proxy that refuses the link or delays it.
 //
-//   - build_and_drain: one process, 32 sim sensors every 10 ms (3,200
-//     readings/s), link refused until the buffer holds 100,000 readings,
-//     then open (no delay). The reconnect backoff is not timed: readings/s
+//   - build_and_drain/delivery=X: one process, 32 sim sensors every 10 ms
+//     (3,200 readings/s), link refused until the buffer holds 100,000
+//     readings, then open (no delay). With delivery=kafka (the default) a
+//     stand-in forwarder confirms what reaches the broker as cloud-forwarder
+//     does (every second, at once when 1,000 wait) and the agent deletes at
+//     the confirmation; with delivery=broker it deletes at the PUBACK. The
+//     reconnect backoff is not timed: readings/s (deleted from the buffer)
 //     runs from the first publish after the link opened until the buffer is
 //     below 1,000. RssAnon-MiB is the peak of RssAnon sampled every 20 ms
 //     over the process's whole life, VmHWM-MiB its peak resident set
 //     (counting bbolt's mapped file).
 //   - drain/broker_rtt=X: a fresh process on a prefilled 100,000 backlog,
-//     4 sim sensors at 1 Hz, the broker X away (BENCH_RTTS); readings/s from
+//     4 sim sensors at 1 Hz, the broker X away (BENCH_RTTS), delivery=broker
+//     (the agent's own drain, nobody else pacing it); readings/s from
 //     process start until the buffer is below 1,000.
 func BenchmarkBacklog(b *testing.B) {
 	l := newBenchLink(b)
-	b.Run("build_and_drain", func(b *testing.B) {
-		for b.Loop() {
-			l.proxy.SetDelay(0, 0)
-			l.proxy.SetMode(tcpproxy.Refuse)
-			a := startBenchAgent(b, l, filepath.Join(b.TempDir(), "buffer.db"), 32, 10*time.Millisecond)
-			a.waitMetric(b, "edge_agent_buffer_readings", 120*time.Second, func(v float64) bool { return v >= backlogN })
-			l.proxy.SetMode(tcpproxy.Pass)
-			a.waitMetric(b, "edge_agent_published_total", 60*time.Second, func(v float64) bool { return v > 0 })
-			start := time.Now()
-			p0 := a.metric("edge_agent_published_total")
-			end := a.waitMetric(b, "edge_agent_buffer_readings", 120*time.Second, func(v float64) bool { return v < caughtUp })
-			p1 := a.metric("edge_agent_published_total")
-			a.stop(b)
-			b.ReportMetric((p1-p0)/end.Sub(start).Seconds(), "readings/s")
-			b.ReportMetric(float64(a.peak.RssAnon)/1024, "RssAnon-MiB")
-			b.ReportMetric(float64(a.peak.VmHWM)/1024, "VmHWM-MiB")
-			b.Logf("built %d, drained %.0f readings in %v; peak RssAnon %d KiB, VmHWM %d KiB",
-				backlogN, p1-p0, end.Sub(start).Round(time.Millisecond), a.peak.RssAnon, a.peak.VmHWM)
-		}
-	})
+	for _, delivery := range []string{"kafka", "broker"} {
+		b.Run("build_and_drain/delivery="+delivery, func(b *testing.B) {
+			for b.Loop() {
+				buildAndDrain(b, l, delivery)
+			}
+		})
+	}
 	for _, rtt := range testkit.BenchRTTs(b) {
 		b.Run(fmt.Sprintf("drain/broker_rtt=%dms", rtt.Milliseconds()), func(b *testing.B) {
 			for b.Loop() {
@@ -209,7 +217,7 @@ func BenchmarkBacklog(b *testing.B) {
 				l.proxy.SetMode(tcpproxy.Pass)
 				l.proxy.SetDelay(rtt/2, rtt/20)
 				start := time.Now()
-				a := startBenchAgent(b, l, db, 4, time.Second)
+				a := startBenchAgent(b, l, benchRun{db: db, sensors: 4, interval: time.Second, delivery: "broker"})
 				end := a.waitMetric(b, "edge_agent_buffer_readings", 180*time.Second, func(v float64) bool { return v < caughtUp })
 				published := a.metric("edge_agent_published_total")
 				a.stop(b)
@@ -223,40 +231,60 @@ func BenchmarkBacklog(b *testing.B) {
 	}
 }
 
+// buildAndDrain is one run of build_and_drain.
+func buildAndDrain(b *testing.B, l *benchLink, delivery string) {
+	l.proxy.SetDelay(0, 0)
+	l.proxy.SetMode(tcpproxy.Refuse)
+	a := startBenchAgent(b, l, benchRun{db: filepath.Join(b.TempDir(), "buffer.db"), sensors: 32, interval: 10 * time.Millisecond, delivery: delivery})
+	a.waitMetric(b, "edge_agent_buffer_readings", 120*time.Second, func(v float64) bool { return v >= backlogN })
+	l.proxy.SetMode(tcpproxy.Pass)
+	a.waitMetric(b, "edge_agent_published_total", 60*time.Second, func(v float64) bool { return v > 0 })
+	start := time.Now()
+	d0 := a.metric("edge_agent_delivered_total")
+	end := a.waitMetric(b, "edge_agent_buffer_readings", 120*time.Second, func(v float64) bool { return v < caughtUp })
+	d1, pub := a.metric("edge_agent_delivered_total"), a.metric("edge_agent_published_total")
+	a.stop(b)
+	b.ReportMetric((d1-d0)/end.Sub(start).Seconds(), "readings/s")
+	b.ReportMetric(float64(a.peak.RssAnon)/1024, "RssAnon-MiB")
+	b.ReportMetric(float64(a.peak.VmHWM)/1024, "VmHWM-MiB")
+	b.Logf("delivery=%s: built %d, deleted %.0f readings in %v (%.0f published); peak RssAnon %d KiB, VmHWM %d KiB",
+		delivery, backlogN, d1-d0, end.Sub(start).Round(time.Millisecond), pub, a.peak.RssAnon, a.peak.VmHWM)
+}
+
 // fillBuffer appends readings to the buffer at path until it holds its
 // max_bytes (256 MiB, the default) and starts dropping the oldest. Then it
 // drops the files' pages from the page cache, so the agent reads them from
 // disk as after a reboot, and they are charged to the agent's cgroup (the
 // kernel charges a cached page to the cgroup that brought it in).
-func fillBuffer(b *testing.B, path string) buffer.Stats {
-	b.Helper()
+func fillBuffer(tb testing.TB, path string) buffer.Stats {
+	tb.Helper()
 	buf, err := buffer.Open(path, buffer.Options{})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer func() {
 		if err := buf.Close(); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		for _, p := range []string{path, path + ".wal"} {
 			if err := testkit.DropPageCache(p); err != nil {
-				b.Fatal(err)
+				tb.Fatal(err)
 			}
 		}
 	}()
 	ctx := context.Background()
+	rs := make([]*reading.Reading, 2000)
 	for {
-		rs := make([]*reading.Reading, 2000)
 		for i := range rs {
 			rs[i] = &reading.Reading{DeviceID: benchDevice, Sensor: "backlog", Kind: "sim", TS: time.Now().UTC(), TimeSynced: true,
 				Values: map[string]float64{reading.Temperature: 20.5, reading.Humidity: 48.25, reading.Pressure: 1008.5}}
 		}
 		if err := buf.Append(ctx, rs...); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		st, err := buf.Stats()
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		if st.DroppedBytes > 0 {
 			return st
@@ -264,43 +292,68 @@ func fillBuffer(b *testing.B, path string) buffer.Stats {
 	}
 }
 
+// memoryMax is the edge-agent unit's MemoryMax= (systemd/edge-agent.service).
+const memoryMax = 64 << 20
+
+// fullDrain is what drainFullBuffer measured.
+type fullDrain struct {
+	filled    buffer.Stats
+	took      time.Duration
+	deleted   float64 // readings deleted from the buffer (edge_agent_delivered_total)
+	confirmed float64 // readings the agent saw confirmed (edge_agent_confirmed_total)
+	cgroup    testkit.Usage
+	agent     testkit.Memory
+	version   int
+}
+
+// drainFullBuffer starts the real binary, delivery: kafka, on a full 256 MiB
+// buffer inside a memory cgroup limited to the unit's MemoryMax, with the
+// broker delay away, and waits until the buffer is drained (below
+// caughtUp: 4 sim sensors keep adding). It fails if the agent died or the
+// cgroup's OOM killer ran, or if fewer readings were confirmed than were
+// waiting; it skips, saying why, without a writable memory cgroup.
+func drainFullBuffer(tb testing.TB, l *benchLink, delay time.Duration) fullDrain {
+	tb.Helper()
+	cg := testkit.NewMemoryCgroup(tb, memoryMax)
+	db := filepath.Join(tb.TempDir(), "buffer.db")
+	r := fullDrain{filled: fillBuffer(tb, db), version: cg.Version}
+	l.proxy.SetMode(tcpproxy.Pass)
+	l.proxy.SetDelay(delay/2, delay/20)
+	start := time.Now()
+	a := startBenchAgent(tb, l, benchRun{db: db, sensors: 4, interval: time.Second, delivery: "kafka", prefix: cg.JoinScript()})
+	end := a.waitMetric(tb, "edge_agent_buffer_readings", 10*time.Minute, func(v float64) bool { return v < caughtUp })
+	r.took = end.Sub(start)
+	r.deleted, r.confirmed = a.metric("edge_agent_delivered_total"), a.metric("edge_agent_confirmed_total")
+	a.stop(tb)
+	r.agent = a.peak
+	var err error
+	if r.cgroup, err = cg.Usage(); err != nil {
+		tb.Fatal(err)
+	}
+	if r.cgroup.OOMKills != 0 {
+		tb.Fatalf("the OOM killer ran %d times in the cgroup (limit %d MiB); agent peak RssAnon %d KiB",
+			r.cgroup.OOMKills, memoryMax>>20, r.agent.RssAnon)
+	}
+	if waiting := float64(r.filled.Count - caughtUp); r.confirmed < waiting || r.deleted < waiting {
+		tb.Fatalf("%.0f readings confirmed and %.0f deleted of the %d waiting", r.confirmed, r.deleted, r.filled.Count)
+	}
+	tb.Logf("cgroup v%d limit %d MiB, delivery=kafka: %d readings (%d MiB live, file %d MiB) drained in %v (%.0f confirmed and deleted); cgroup peak %d MiB, 0 OOM kills; agent peak RssAnon %d KiB, VmHWM %d KiB",
+		r.version, memoryMax>>20, r.filled.Count, r.filled.LiveBytes>>20, r.filled.FileBytes>>20, r.took.Round(time.Second),
+		r.deleted, r.cgroup.PeakBytes>>20, r.agent.RssAnon, r.agent.VmHWM)
+	return r
+}
+
 // BenchmarkFullBufferUnderMemoryMax is the edge-agent unit's MemoryMax=64M
-// with a full buffer: the real binary starts on a 256 MiB buffer (its
-// default max_bytes, full) inside a memory cgroup limited to 64 MiB, as
-// systemd would run it, and drains it to the broker 20 ms away. bbolt maps
-// the whole file, and the pages it reads count against the limit as page
-// cache; the kernel must reclaim those instead of killing the agent. It
-// fails if the cgroup's OOM killer ran or the agent died; it reports the
-// cgroup's peak charge, the agent's peak RssAnon and VmHWM, and the drain
-// rate. It needs root and a writable memory cgroup (v2, or v1's memory
-// controller); it skips, saying why, otherwise.
+// with a full buffer and the broker 20 ms away (drainFullBuffer): it
+// reports the cgroup's peak charge, the agent's peak RssAnon and VmHWM, and
+// the drain rate.
 func BenchmarkFullBufferUnderMemoryMax(b *testing.B) {
-	const limit = 64 << 20
 	l := newBenchLink(b)
 	for b.Loop() {
-		cg := testkit.NewMemoryCgroup(b, limit)
-		db := filepath.Join(b.TempDir(), "buffer.db")
-		st := fillBuffer(b, db)
-		l.proxy.SetMode(tcpproxy.Pass)
-		l.proxy.SetDelay(10*time.Millisecond, time.Millisecond)
-		start := time.Now()
-		a := startBenchAgentIn(b, l, db, 4, time.Second, cg.JoinScript())
-		end := a.waitMetric(b, "edge_agent_buffer_readings", 10*time.Minute, func(v float64) bool { return v < caughtUp })
-		published := a.metric("edge_agent_published_total")
-		a.stop(b)
-		u, err := cg.Usage()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if u.OOMKills != 0 {
-			b.Fatalf("the OOM killer ran %d times in the cgroup (limit %d MiB)", u.OOMKills, limit>>20)
-		}
-		b.ReportMetric(float64(u.PeakBytes)/(1<<20), "cgroup-peak-MiB")
-		b.ReportMetric(float64(a.peak.RssAnon)/1024, "RssAnon-MiB")
-		b.ReportMetric(float64(a.peak.VmHWM)/1024, "VmHWM-MiB")
-		b.ReportMetric(published/end.Sub(start).Seconds(), "readings/s")
-		b.Logf("cgroup v%d limit %d MiB: %d readings (%d MiB live, file %d MiB) drained in %v; cgroup peak %d MiB, 0 OOM kills; agent peak RssAnon %d KiB, VmHWM %d KiB",
-			cg.Version, limit>>20, st.Count, st.LiveBytes>>20, st.FileBytes>>20, end.Sub(start).Round(time.Second),
-			u.PeakBytes>>20, a.peak.RssAnon, a.peak.VmHWM)
+		r := drainFullBuffer(b, l, 20*time.Millisecond)
+		b.ReportMetric(float64(r.cgroup.PeakBytes)/(1<<20), "cgroup-peak-MiB")
+		b.ReportMetric(float64(r.agent.RssAnon)/1024, "RssAnon-MiB")
+		b.ReportMetric(float64(r.agent.VmHWM)/1024, "VmHWM-MiB")
+		b.ReportMetric(r.deleted/r.took.Seconds(), "readings/s")
 	}
 }
