@@ -403,6 +403,10 @@ func (c *Config) Warnings() []string {
 			}
 		}
 	}
+	if c.MQTT.Username != "" && c.MQTT.Username != c.ID {
+		ws = append(ws, fmt.Sprintf("FORWARDER_ID %q (the MQTT client id) differs from HIVEMQ_USERNAME %q: a broker set up with "+
+			"`cloud-forwarder broker-auth` binds each login to the client id equal to its user name and refuses this forwarder", c.ID, c.MQTT.Username))
+	}
 	return ws
 }
 

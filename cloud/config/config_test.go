@@ -297,6 +297,26 @@ func TestPlaintextWarnings(t *testing.T) {
 	}
 }
 
+// TestLoginWarning: a FORWARDER_ID other than the broker login is
+// reported (the shipped broker set-ups refuse it); no login, no warning.
+func TestLoginWarning(t *testing.T) {
+	for _, tt := range []struct {
+		user string
+		warn bool
+	}{{"", false}, {"fwd-1", false}, {"forwarder", true}} {
+		m := base()
+		m["HIVEMQ_USERNAME"] = tt.user
+		c, err := Load("", env(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws := c.Warnings()
+		if got := len(ws) == 1 && strings.Contains(ws[0], "FORWARDER_ID") && strings.Contains(ws[0], "HIVEMQ_USERNAME"); got != tt.warn || len(ws) > 1 {
+			t.Errorf("HIVEMQ_USERNAME %q: warnings %q, want a FORWARDER_ID one: %v", tt.user, ws, tt.warn)
+		}
+	}
+}
+
 // TestDefaultsFromTable: what --help shows as a default is what the parser
 // uses. Setting every variable to the Default its table row shows changes
 // nothing, and every variable the parser reads has a row (defaultOf panics
