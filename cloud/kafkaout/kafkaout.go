@@ -7,6 +7,8 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/twmb/franz-go/pkg/kgo"
+	kgoplain "github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 	"github.com/edgepipe/sensorpipe/cloud/config"
@@ -49,19 +51,26 @@ func Transport(k config.Kafka, clientID string) (*kafka.Transport, error) {
 	}, nil
 }
 
-// Dialer returns a kafka-go dialer (used by Reader) with the configured TLS and SASL.
-func Dialer(k config.Kafka, clientID string) (*kafka.Dialer, error) {
+// ClientOpts are the franz-go options every command's client starts from:
+// the bootstrap brokers, the client id, and the TLS and SASL PLAIN chosen by
+// KAFKA_SECURITY_PROTOCOL, KAFKA_CA_FILE and the API key and secret.
+func ClientOpts(k config.Kafka, clientID string) ([]kgo.Opt, error) {
 	tc, err := TLSConfig(k)
 	if err != nil {
 		return nil, err
 	}
-	return &kafka.Dialer{
-		ClientID:      clientID,
-		Timeout:       10 * time.Second,
-		DualStack:     true,
-		TLS:           tc,
-		SASLMechanism: Mechanism(k),
-	}, nil
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(k.Bootstrap...),
+		kgo.ClientID(clientID),
+		kgo.DialTimeout(10 * time.Second),
+	}
+	if tc != nil {
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	if k.SecurityProtocol == config.SASLSSL {
+		opts = append(opts, kgo.SASL(kgoplain.Auth{User: k.APIKey, Pass: k.APISecret.Reveal()}.AsMechanism()))
+	}
+	return opts, nil
 }
 
 // Compression maps the KAFKA_COMPRESSION names to kafka-go codecs.

@@ -18,15 +18,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-
 	"sort"
 	"strconv"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
@@ -59,50 +60,95 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		_, _ = rand.Read(b[:])
 		*group = "cloud-forwarder-tail-" + hex.EncodeToString(b[:])
 	}
-	d, err := kafkaout.Dialer(*k, "cloud-forwarder-tail")
+	opts, err := kafkaout.ClientOpts(*k, "cloud-forwarder-tail")
 	if err != nil {
 		return err
 	}
-	start := kafka.LastOffset
+	reset := kgo.NewOffset().AtEnd()
 	if *fromBeginning {
-		start = kafka.FirstOffset
+		reset = kgo.NewOffset().AtStart()
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:        k.Bootstrap,
-		GroupID:        *group,
-		Topic:          *topic,
-		Dialer:         d,
-		StartOffset:    start,
-		MinBytes:       1,
-		MaxBytes:       10 << 20,
-		MaxWait:        250 * time.Millisecond,
-		CommitInterval: time.Second,
-	})
-	defer r.Close()
-	printed := 0
-	for *count == 0 || printed < *count {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+	cl, err := kgo.NewClient(append(opts,
+		kgo.ConsumerGroup(*group),
+		kgo.ConsumeTopics(*topic),
+		kgo.ConsumeResetOffset(reset),
+		// Only what was printed (or reported) is committed, so --count
+		// leaves the rest of a fetch to the group's next reader.
+		kgo.AutoCommitMarks(),
+		kgo.AutoCommitInterval(time.Second),
+		kgo.FetchMaxBytes(10<<20),
+		kgo.FetchMaxWait(250*time.Millisecond),
+	)...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close() // commits the marks and leaves the group
+	p := printer{stdout: stdout, stderr: stderr, json: *asJSON}
+	for *count == 0 || p.printed < *count {
+		fs := cl.PollRecords(ctx, *count-p.printed)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := fetchErr(fs, stderr); err != nil {
 			return fmt.Errorf("read %s: %w", *topic, err)
 		}
-		rd, err := reading.Decode(m.Value)
-		if err != nil {
-			// The error quotes parts of the payload: printed escaped too.
-			fmt.Fprintf(stderr, "error: %s[%d]@%d: %s\n", Text(m.Topic), m.Partition, m.Offset, Text(err.Error()))
-			continue
+		if len(fs.Errors()) > 0 && fs.NumRecords() == 0 {
+			select { // the client retries; do not print its errors in a loop
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
 		}
-		if *asJSON {
-			_, err = stdout.Write(append(JSON(nil, m.Value), '\n'))
-		} else {
-			_, err = stdout.Write(Line(nil, &rd, m.Partition, m.Offset))
+		for it := fs.RecordIter(); !it.Done() && (*count == 0 || p.printed < *count); {
+			r := it.Next()
+			if err := p.print(r); err != nil {
+				return err
+			}
+			cl.MarkCommitRecords(r)
 		}
-		if err != nil {
-			return err
+	}
+	return nil
+}
+
+// printer writes records to stdout, and values that are not readings to stderr.
+type printer struct {
+	stdout, stderr io.Writer
+	json           bool
+	printed        int
+}
+
+func (p *printer) print(r *kgo.Record) error {
+	rd, err := reading.Decode(r.Value)
+	if err != nil {
+		// The error quotes parts of the payload: printed escaped too.
+		fmt.Fprintf(p.stderr, "error: %s[%d]@%d: %s\n", Text(r.Topic), r.Partition, r.Offset, Text(err.Error()))
+		return nil
+	}
+	if p.json {
+		_, err = p.stdout.Write(append(JSON(nil, r.Value), '\n'))
+	} else {
+		_, err = p.stdout.Write(Line(nil, &rd, int(r.Partition), r.Offset))
+	}
+	if err != nil {
+		return err
+	}
+	p.printed++
+	return nil
+}
+
+// fetchErr returns the first error of fs that retrying cannot cure
+// (credentials or permissions); the others (the cluster unreachable, a
+// leader moving) are reported on stderr and the client retries them.
+func fetchErr(fs kgo.Fetches, stderr io.Writer) error {
+	for _, e := range fs.Errors() {
+		switch {
+		case errors.Is(e.Err, context.Canceled), errors.Is(e.Err, kgo.ErrClientClosed):
+		case errors.Is(e.Err, kerr.SaslAuthenticationFailed), errors.Is(e.Err, kerr.TopicAuthorizationFailed),
+			errors.Is(e.Err, kerr.GroupAuthorizationFailed), errors.Is(e.Err, kerr.ClusterAuthorizationFailed):
+			return e.Err
+		default:
+			fmt.Fprintf(stderr, "warning: %s[%d]: %s (retrying)\n", Text(e.Topic), e.Partition, Text(e.Err.Error()))
 		}
-		printed++
 	}
 	return nil
 }

@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl/plain"
-
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/tail"
@@ -24,21 +21,15 @@ import (
 func TestTailSkipsBadValues(t *testing.T) {
 	certs := pki.New(t)
 	k := stack.StartKafka(t, certs)
-	w := &kafka.Writer{
-		Addr: kafka.TCP(k.Addr), Topic: stack.Topic, Balancer: kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond,
-		Transport: &kafka.Transport{TLS: certs.Client(), SASL: plain.Mechanism{Username: stack.KafkaUser, Password: stack.KafkaSecret}},
-	}
-	defer w.Close()
-	var msgs []kafka.Message
+	var keys []string
+	var values [][]byte
 	for s := uint64(1); s <= 3; s++ {
-		msgs = append(msgs, kafka.Message{Key: []byte("pi-1"), Value: reading.Encode(nil, stack.Reading("pi-1", s))})
-		msgs = append(msgs, kafka.Message{Key: []byte("pi-1"), Value: []byte(`{"not":"a reading"}`)})
+		keys = append(keys, "pi-1", "pi-1")
+		values = append(values, reading.Encode(nil, stack.Reading("pi-1", s)), []byte(`{"not":"a reading"}`))
 	}
+	k.Produce(t, stack.Topic, keys, values...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatal(err)
-	}
 	env := map[string]string{
 		"CONFLUENT_BOOTSTRAP_SERVER_SASL": k.Addr, "CONFLUENT_API_KEY": stack.KafkaUser,
 		"CONFLUENT_API_SECRET": stack.KafkaSecret, "KAFKA_CA_FILE": certs.CAFile,

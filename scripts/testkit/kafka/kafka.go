@@ -4,8 +4,8 @@
 // optionally a fault proxy in front whose address is the one the broker
 // advertises, so every client connection (bootstrap and broker) goes
 // through it and Kafka can be cut off without losing the records kfake
-// keeps. It also reads records back (kafka-go, as the forwarder's own
-// client family) and produces them (franz-go).
+// keeps. It also reads records back and produces them, with franz-go as
+// every command does.
 //
 //	k := kafka.New(t, kafka.Options{PKI: certs, User: "key", Password: "secret",
 //		Topics: map[string]int32{"sensor-readings": 6}, Proxy: true})
@@ -15,14 +15,11 @@ package kafka
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net"
 	"testing"
 	"time"
 
-	kafkago "github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	plainkgo "github.com/twmb/franz-go/pkg/sasl/plain"
@@ -171,52 +168,53 @@ type Record struct {
 	Headers   map[string]string
 }
 
-// ReadN reads records from topic with a kafka-go Reader (fresh group, from
-// the beginning) until n arrived or timeout passed, then keeps reading for
-// settle to catch extras (duplicates). It returns what it read.
+// ReadN reads records from topic with a franz-go consumer (every
+// partition, from the beginning, no group) until n arrived or timeout
+// passed, then keeps reading for settle to catch extras (duplicates). It
+// returns what it read.
 func (c *Cluster) ReadN(tb testing.TB, topic string, n int, timeout, settle time.Duration) []Record {
 	tb.Helper()
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	r := kafkago.NewReader(kafkago.ReaderConfig{
-		Brokers: []string{c.Addr}, Topic: topic, GroupID: fmt.Sprintf("check-%x", b),
-		StartOffset: kafkago.FirstOffset, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 100 * time.Millisecond,
-		Dialer: c.dialer(),
-	})
-	defer r.Close()
+	cl, err := kgo.NewClient(append(c.clientOpts(),
+		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(100*time.Millisecond), kgo.FetchMaxBytes(10<<20))...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cl.Close()
 	var out []Record
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var settleCancel context.CancelFunc
-	for {
-		m, err := r.FetchMessage(ctx)
-		if err != nil {
-			break
-		}
-		hs := map[string]string{}
-		for _, h := range m.Headers {
-			hs[h.Key] = string(h.Value)
-		}
-		out = append(out, Record{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: string(m.Key),
-			Value: m.Value, Time: m.Time, Headers: hs})
-		if len(out) == n && settleCancel == nil {
+	settling := false
+	for ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		fs.EachRecord(func(r *kgo.Record) {
+			hs := map[string]string{}
+			for _, h := range r.Headers {
+				hs[h.Key] = string(h.Value)
+			}
+			out = append(out, Record{Topic: r.Topic, Partition: int(r.Partition), Offset: r.Offset, Key: string(r.Key),
+				Value: r.Value, Time: r.Timestamp, Headers: hs})
+		})
+		if len(out) >= n && !settling {
+			settling = true
 			cancel()
-			ctx, settleCancel = context.WithTimeout(context.Background(), settle)
-			defer settleCancel()
+			ctx, cancel = context.WithTimeout(context.Background(), settle)
+			defer cancel()
 		}
 	}
 	return out
 }
 
-func (c *Cluster) dialer() *kafkago.Dialer {
-	d := &kafkago.Dialer{Timeout: 5 * time.Second}
+// clientOpts reach the cluster as its clients must: TLS and SASL PLAIN when set.
+func (c *Cluster) clientOpts() []kgo.Opt {
+	opts := []kgo.Opt{kgo.SeedBrokers(c.Addr)}
 	if c.o.PKI != nil {
-		d.TLS = c.o.PKI.Client()
+		opts = append(opts, kgo.DialTLSConfig(c.o.PKI.Client()))
 	}
 	if c.o.User != "" {
-		d.SASLMechanism = plain.Mechanism{Username: c.o.User, Password: c.o.Password}
+		opts = append(opts, kgo.SASL(plainkgo.Auth{User: c.o.User, Pass: c.o.Password}.AsMechanism()))
 	}
-	return d
+	return opts
 }
 
 // Produce writes values to topic with franz-go (acks=all), keyed by
@@ -226,15 +224,8 @@ func (c *Cluster) Produce(tb testing.TB, topic string, keys []string, values ...
 	tb.Helper()
 	// Batches like the forwarder's (KAFKA_BATCH_SIZE 200 readings, snappy), not
 	// kgo's 1 MB default: consumers are measured on what production writes.
-	opts := []kgo.Opt{kgo.SeedBrokers(c.Addr), kgo.ProducerLinger(0), kgo.RecordRetries(5),
-		kgo.ProducerBatchMaxBytes(64 << 10), kgo.ProducerBatchCompression(kgo.SnappyCompression())}
-	if c.o.PKI != nil {
-		opts = append(opts, kgo.DialTLSConfig(c.o.PKI.Client()))
-	}
-	if c.o.User != "" {
-		opts = append(opts, kgo.SASL(plainkgo.Auth{User: c.o.User, Pass: c.o.Password}.AsMechanism()))
-	}
-	cl, err := kgo.NewClient(opts...)
+	cl, err := kgo.NewClient(append(c.clientOpts(), kgo.ProducerLinger(0), kgo.RecordRetries(5),
+		kgo.ProducerBatchMaxBytes(64<<10), kgo.ProducerBatchCompression(kgo.SnappyCompression()))...)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,6 +1,7 @@
-// Package topicread consumes the readings topic with franz-go's kgo, a
-// Kafka client independent of the kafka-go writer the forwarder uses, so the
-// harness's count of what reached Kafka does not share the forwarder's bugs.
+// Package topicread consumes the readings topic with franz-go's kgo
+// consumer, reading partitions directly by offset (no group, no commits),
+// so the harness's count of what reached Kafka does not go through the
+// forwarder's own code.
 //
 // Follow tails the topic for the whole run (to time deliveries); ReadAll
 // reads it from the start to the end offsets once the run is over.
