@@ -85,10 +85,8 @@ type Kafka struct {
 	CAFile           string        // KAFKA_CA_FILE
 	Topic            string        // KAFKA_TOPIC
 	DLQTopic         string        // KAFKA_DLQ_TOPIC, default Topic + ".dlq"
-	BatchSize        int           // KAFKA_BATCH_SIZE: max records per partition request
-	BatchBytes       int           // KAFKA_BATCH_BYTES: max bytes per partition request
-	BatchTimeout     time.Duration // KAFKA_BATCH_TIMEOUT: how long a batch may wait while its partition has requests in flight
-	MaxRequests      int           // KAFKA_MAX_REQUESTS: Produce requests one partition may have in flight
+	BatchBytes       int           // KAFKA_BATCH_BYTES: max bytes of one partition's batch (before compression)
+	BatchTimeout     time.Duration // KAFKA_BATCH_TIMEOUT: the producer's linger
 	Compression      string        // KAFKA_COMPRESSION: none, gzip, snappy, lz4, zstd
 }
 
@@ -116,10 +114,10 @@ var Vars = []Var{
 	{"KAFKA_CA_FILE", "", "PEM CA bundle for a private cluster"},
 	{"KAFKA_TOPIC", "sensor-readings", "target topic"},
 	{"KAFKA_DLQ_TOPIC", "", "dead-letter topic for payloads that fail validation (default KAFKA_TOPIC.dlq)"},
-	{"KAFKA_BATCH_SIZE", "10000", "max records per partition request; a batch holds what arrived while the partition's previous request was in flight"},
-	{"KAFKA_BATCH_BYTES", "1048576", "max bytes per partition request"},
-	{"KAFKA_BATCH_TIMEOUT", "5ms", "while a partition has requests in flight, its next batch leaves when full, when answers are back, or after this wait (with none in flight it leaves at once)"},
-	{"KAFKA_MAX_REQUESTS", "5", "Produce requests one partition may have in flight (pipelined on one connection, so they keep their order)"},
+	{"KAFKA_BATCH_BYTES", "1048576", "max bytes of one partition's batch before compression (keep it under the topic's max.message.bytes); a batch holds what arrived while the requests before it were in flight"},
+	{"KAFKA_BATCH_TIMEOUT", "5ms", "the producer's linger: how long a partition's batch waits for more records before a request is built"},
+	{"KAFKA_BATCH_SIZE", "", "retired: batches are capped by bytes (KAFKA_BATCH_BYTES); setting it is an error"},
+	{"KAFKA_MAX_REQUESTS", "", "retired: the idempotent producer keeps up to 5 requests in flight per broker; only 5 is accepted"},
 	{"KAFKA_COMPRESSION", "snappy", "none, gzip, snappy, lz4, zstd"},
 	{"FORWARDER_LISTEN", ":9102", "/metrics, /healthz, /readyz"},
 	{"FORWARDER_INSECURE", "false", "allow plaintext MQTT/Kafka to non-loopback hosts"},
@@ -319,9 +317,7 @@ func parse(v map[string]string, sys system) (*Config, error) {
 		{"FORWARDER_MAX_IN_FLIGHT", 1, 1 << 20, &c.MaxInFlight},
 		{"FORWARDER_MAX_IN_FLIGHT_BYTES", 64 << 10, 1 << 30, &c.MaxInFlightBytes},
 		{"FORWARDER_DLQ_MAX_BYTES", 64, 900 << 10, &c.DLQMaxBytes},
-		{"KAFKA_BATCH_SIZE", 1, 1 << 20, &c.Kafka.BatchSize},
 		{"KAFKA_BATCH_BYTES", 1 << 10, 64 << 20, &c.Kafka.BatchBytes},
-		{"KAFKA_MAX_REQUESTS", 1, 64, &c.Kafka.MaxRequests},
 	}
 	for _, i := range ints {
 		if *i.dst, err = parseInt(get(i.key), i.key, i.min, i.max); err != nil {
@@ -467,11 +463,29 @@ func parseKafka(c *Config, v map[string]string, get func(k string) string) error
 	if k.DLQTopic == k.Topic {
 		return &Error{Key: "KAFKA_DLQ_TOPIC", Msg: "must differ from KAFKA_TOPIC"}
 	}
+	if err := retired(get); err != nil {
+		return err
+	}
 	k.Compression = strings.ToLower(get("KAFKA_COMPRESSION"))
 	switch k.Compression {
 	case "none", "gzip", "snappy", "lz4", "zstd":
 	default:
 		return &Error{Key: "KAFKA_COMPRESSION", Msg: fmt.Sprintf("%q is not none, gzip, snappy, lz4 or zstd", k.Compression)}
+	}
+	return nil
+}
+
+// retired refuses the settings of the producer franz-go replaced, naming
+// what took their place, so a configuration written for it does not run
+// with a knob that silently does nothing.
+func retired(get func(string) string) error {
+	if v := get("KAFKA_BATCH_SIZE"); v != "" {
+		return &Error{Key: "KAFKA_BATCH_SIZE", Msg: "no longer used: the producer (franz-go) caps a batch by bytes, not records; " +
+			"unset it and set KAFKA_BATCH_BYTES if a cap is needed"}
+	}
+	if v := get("KAFKA_MAX_REQUESTS"); v != "" && v != "5" {
+		return &Error{Key: "KAFKA_MAX_REQUESTS", Msg: fmt.Sprintf("%q: no longer a setting: the idempotent producer keeps up to 5 requests in flight "+
+			"per broker, the most Kafka orders by sequence number; unset it (5 is accepted)", v)}
 	}
 	return nil
 }

@@ -98,6 +98,8 @@ func TestInvalid(t *testing.T) {
 		{"bad topic", map[string]string{"KAFKA_TOPIC": "a b"}, "KAFKA_TOPIC"},
 		{"bad in flight", map[string]string{"FORWARDER_MAX_IN_FLIGHT": "0"}, "FORWARDER_MAX_IN_FLIGHT"},
 		{"bad timeout", map[string]string{"KAFKA_BATCH_TIMEOUT": "soon"}, "KAFKA_BATCH_TIMEOUT"},
+		{"retired batch size", map[string]string{"KAFKA_BATCH_SIZE": "10000"}, "KAFKA_BATCH_SIZE"},
+		{"retired max requests", map[string]string{"KAFKA_MAX_REQUESTS": "8"}, "KAFKA_MAX_REQUESTS"},
 		{"bad insecure", map[string]string{"FORWARDER_INSECURE": "maybe"}, "FORWARDER_INSECURE"},
 		{"missing ca", map[string]string{"KAFKA_CA_FILE": "/nonexistent/ca.pem"}, "KAFKA_CA_FILE"},
 		{"both secret forms", map[string]string{"CONFLUENT_API_SECRET_FILE": "/etc/hostname"}, "CONFLUENT_API_SECRET"},
@@ -137,6 +139,32 @@ func TestInvalid(t *testing.T) {
 				t.Fatalf("error leaks the secret: %v", err)
 			}
 		})
+	}
+}
+
+// TestRetiredSettings: the settings of the hand-written producer are
+// refused with an error that names what replaced them, except the one
+// value that still holds (KAFKA_MAX_REQUESTS=5).
+func TestRetiredSettings(t *testing.T) {
+	for _, tt := range []struct {
+		key, val, want string
+	}{
+		{"KAFKA_BATCH_SIZE", "200", "KAFKA_BATCH_BYTES"},
+		{"KAFKA_MAX_REQUESTS", "1", "5 requests in flight per broker"},
+		{"KAFKA_MAX_REQUESTS", "5", ""},
+	} {
+		m := base()
+		m[tt.key] = tt.val
+		_, err := Load("", env(m))
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("%s=%s: %v", tt.key, tt.val, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), tt.key+":") {
+			t.Errorf("%s=%s: err %v, want one naming %s and %q", tt.key, tt.val, err, tt.key, tt.want)
+		}
 	}
 }
 

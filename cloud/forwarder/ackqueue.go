@@ -1,14 +1,23 @@
 package forwarder
 
 import (
+	"context"
 	"sync"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// pending is one MQTT message on its way to Kafka.
+// pending is one MQTT message on its way to Kafka, with its record.
+//
+// It is also the record's Context, so the producer's callback finds the
+// message from the record without a map or a closure per record. The
+// embedded context is Background: its Done is nil, so the producer never
+// cancels the record (only Close fails what Kafka did not take).
 type pending struct {
+	context.Context
+	rec kgo.Record
+
 	ack    func() // paho's msg.Ack: sends the PUBACK
 	recv   int64  // when it arrived (unix nanos), for the latency histogram
 	ts     int64  // the reading's ts (unix nanos), for the lag gauge; 0 for DLQ
@@ -23,7 +32,7 @@ type pending struct {
 
 	// Storage for the record's headers, key and seq, so a reading costs one
 	// allocation here rather than four.
-	hdrs [4]kafka.Header
+	hdrs [4]kgo.RecordHeader
 	buf  [112]byte
 }
 

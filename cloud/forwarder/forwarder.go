@@ -15,13 +15,12 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
-	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 	"github.com/edgepipe/sensorpipe/cloud/config"
-	"github.com/edgepipe/sensorpipe/cloud/kafkaout"
 	"github.com/edgepipe/sensorpipe/cloud/statushttp"
 )
 
@@ -34,12 +33,6 @@ type Options struct {
 	Listening func(addr string)
 }
 
-// producer is the part of kafka.Writer the forwarder uses.
-type producer interface {
-	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
-	Close() error
-}
-
 // Forwarder is one MQTT-to-Kafka bridge. Create it with New and call Run once.
 type Forwarder struct {
 	cfg  *config.Config
@@ -47,13 +40,13 @@ type Forwarder struct {
 	opts Options
 	m    *metrics
 
-	w     producer
-	probe func(ctx context.Context) error // checks that Kafka answers and the topic exists
+	cl    *kgo.Client // the producer
+	probe *prober     // finds the record at fault in a batch Kafka refused
+	hold  holdQueue   // records waiting out a cluster error's backoff
 	conf  *confirmer
 
 	sem      chan struct{}       // one token per message in flight
 	bytesSem *semaphore.Weighted // payload bytes in flight
-	in       chan kafka.Message  // records waiting for the feeder
 	acks     chan *pending       // in-order PUBACKs for the acker
 	idle     chan struct{}       // cap 1: the acker freed the last in-flight slot
 	queue    ackQueue            // arrival order
@@ -75,8 +68,10 @@ type Forwarder struct {
 	mqttUp     atomic.Bool
 	subscribed atomic.Bool // the broker granted our SUBSCRIBE on this connection
 	kafkaUp    atomic.Bool
+	closing    atomic.Bool  // the producers are being closed: their failures are abandonments
 	failures   atomic.Int64 // consecutive failed Kafka writes, for backoff
 	lastErrLg  atomic.Int64 // unix nanos of the last produce-error log line (rate limit)
+	lastDLQLog atomic.Int64 // unix nanos of the last DLQ-refusal log line (rate limit)
 	idHeader   []byte
 }
 
@@ -90,7 +85,6 @@ func New(cfg *config.Config, opts Options) (*Forwarder, error) {
 		log:      opts.Logger,
 		opts:     opts,
 		sem:      make(chan struct{}, cfg.MaxInFlight),
-		in:       make(chan kafka.Message, cfg.MaxInFlight),
 		acks:     make(chan *pending, cfg.MaxInFlight),
 		idle:     make(chan struct{}, 1),
 		idHeader: []byte(cfg.ID),
@@ -101,27 +95,25 @@ func New(cfg *config.Config, opts Options) (*Forwarder, error) {
 	f.conf = newConfirmer(cfg.ID, cfg.ConfirmInterval, f.log, f.m)
 	f.m.reg.Gauge("forwarder_confirm_pending_devices",
 		"Devices with readings Kafka acknowledged and not yet confirmed to them.", f.conf.pendingDevices)
-	w, err := kafkaout.NewWriter(cfg.Kafka, "cloud-forwarder-"+cfg.ID, f.completion, f.writeFailed)
+	id := "cloud-forwarder-" + cfg.ID
+	kopts, err := producerOpts(cfg, id, kafkaHooks{f})
 	if err != nil {
-		return nil, fmt.Errorf("kafka writer: %w", err)
+		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
-	f.w = w
-	client := &kafka.Client{Addr: w.Addr, Transport: w.Transport, Timeout: 10 * time.Second}
-	f.probe = func(ctx context.Context) error { return probeTopics(ctx, client, cfg.Kafka.Topic, cfg.Kafka.DLQTopic) }
+	if f.cl, err = kgo.NewClient(kopts...); err != nil {
+		return nil, fmt.Errorf("kafka producer: %w", err)
+	}
+	// The prober's client sends one record at a time, so it needs no linger.
+	popts, err := producerOpts(cfg, id+"-probe", kafkaHooks{f})
+	if err == nil {
+		f.probe = &prober{f: f, parts: map[partitionKey][]suspect{}}
+		f.probe.cl, err = kgo.NewClient(append(popts, kgo.ProducerLinger(0))...)
+	}
+	if err != nil {
+		f.cl.Close()
+		return nil, fmt.Errorf("kafka producer: %w", err)
+	}
 	return f, nil
-}
-
-func probeTopics(ctx context.Context, c *kafka.Client, topics ...string) error {
-	resp, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
-	if err != nil {
-		return err
-	}
-	for _, t := range resp.Topics {
-		if t.Error != nil {
-			return fmt.Errorf("topic %s: %w", t.Name, t.Error)
-		}
-	}
-	return nil
 }
 
 // Ready reports whether the forwarder is connected to both sides and taking messages.
@@ -129,7 +121,14 @@ func (f *Forwarder) Ready() bool {
 	if f.stopped() {
 		return false
 	}
-	return f.mqttUp.Load() && f.subscribed.Load() && f.kafkaUp.Load()
+	return f.mqttUp.Load() && f.subscribed.Load() && f.kafkaReady()
+}
+
+// kafkaReady: Kafka answered (the probe, or the last write), and no message
+// has waited for it longer than stallAfter (records held for a cluster
+// reason, a DLQ that refuses dead letters, a topic that does not exist).
+func (f *Forwarder) kafkaReady() bool {
+	return f.kafkaUp.Load() && f.queue.oldestAge() < stallAfter.Seconds()
 }
 
 // stopped reports whether the stop signal came (or Run has not started).
@@ -198,7 +197,7 @@ func (f *Forwarder) subscribe(ctx context.Context, c mqtt.Client) {
 // Handler serves /metrics, /healthz and /readyz.
 func (f *Forwarder) Handler() http.Handler {
 	return statushttp.Handler(f.m.reg, f.cfg.Pprof, func() (bool, string) {
-		return f.Ready(), fmt.Sprintf("mqtt_connected=%t mqtt_subscribed=%t kafka_ready=%t", f.mqttUp.Load(), f.subscribed.Load(), f.kafkaUp.Load())
+		return f.Ready(), fmt.Sprintf("mqtt_connected=%t mqtt_subscribed=%t kafka_ready=%t", f.mqttUp.Load(), f.subscribed.Load(), f.kafkaReady())
 	})
 }
 
@@ -227,7 +226,6 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			httpErr <- fmt.Errorf("http: %w", err)
 		}
 	})
-	f.spawn(func() { f.feed(work) })
 	f.spawn(func() { f.ackLoop(work) })
 	f.spawn(func() { f.probeLoop(work) })
 	end := func() error {
@@ -235,7 +233,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		shutCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutCtx)
-		_ = f.w.Close() // abandons what Kafka did not take: no completion after this
+		// Abandons what Kafka did not take: not acked, the broker
+		// delivers it again to the next session.
+		f.closing.Store(true)
+		f.cl.Close()
+		f.probe.cl.Close()
 		f.waitAll()
 		select {
 		case err := <-httpErr:
@@ -454,9 +456,10 @@ func (f *Forwarder) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	if msg.Duplicate() {
 		f.m.redelivered.Inc()
 	}
-	p := &pending{ack: msg.Ack, recv: time.Now().UnixNano(), weight: weight}
+	p := &pending{Context: context.Background(), ack: msg.Ack, recv: time.Now().UnixNano(), weight: weight}
 	f.queue.push(p)
-	f.in <- f.record(p, msg.Topic(), msg.Payload())
+	f.record(p, msg.Topic(), msg.Payload())
+	f.produce(p)
 }
 
 // ackLoop sends PUBACKs in arrival order and frees in-flight slots until
@@ -494,7 +497,7 @@ func (f *Forwarder) probeLoop(ctx context.Context) {
 	for {
 		if !f.kafkaUp.Load() {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := f.probe(pctx)
+			_, err := probeTopics(pctx, f.cl, f.cfg.Kafka.Topic, f.cfg.Kafka.DLQTopic)
 			cancel()
 			if err == nil {
 				f.failures.Store(0)

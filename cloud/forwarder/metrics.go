@@ -24,20 +24,21 @@ type metrics struct {
 	confirmErrors *vm.Counter
 	unconfirmable *vm.Counter
 	refused       *vm.Counter
-	dropped       *vm.Counter
+	dlqRefused    *vm.Counter
 }
 
 func newMetrics(inFlight, oldestUnacked func() float64) *metrics {
 	reg := metricset.New()
 	c := reg.Counter
 	m := &metrics{
-		reg:           reg,
-		received:      c("forwarder_received_total", "MQTT messages received."),
-		redelivered:   c("forwarder_redelivered_total", "MQTT messages received with the DUP flag (redelivered by the broker)."),
-		produced:      c("forwarder_produced_total", "Readings acknowledged by Kafka on the main topic."),
-		dlq:           c("forwarder_dlq_total", "Invalid payloads acknowledged by Kafka on the dead-letter topic."),
-		acked:         c("forwarder_acked_total", "MQTT PUBACKs sent (after Kafka acknowledged the record)."),
-		produceErrors: c("forwarder_produce_errors_total", "Records whose Kafka write failed and was retried."),
+		reg:         reg,
+		received:    c("forwarder_received_total", "MQTT messages received."),
+		redelivered: c("forwarder_redelivered_total", "MQTT messages received with the DUP flag (redelivered by the broker)."),
+		produced:    c("forwarder_produced_total", "Readings acknowledged by Kafka on the main topic."),
+		dlq:         c("forwarder_dlq_total", "Invalid payloads acknowledged by Kafka on the dead-letter topic."),
+		acked:       c("forwarder_acked_total", "MQTT PUBACKs sent (after Kafka acknowledged the record)."),
+		produceErrors: c("forwarder_produce_errors_total",
+			"Failed Kafka writes that are retried: connections that failed, records refused for a reason of the cluster."),
 		latency: reg.Histogram("forwarder_produce_latency_seconds", "Time from MQTT receive to Kafka acknowledgement.",
 			[]float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
 		lag: reg.Gauge("forwarder_lag_seconds",
@@ -51,8 +52,8 @@ func newMetrics(inFlight, oldestUnacked func() float64) *metrics {
 			"Dead-lettered payloads whose topic or seq could not be read, so no device could be confirmed."),
 		refused: c("forwarder_refused_total",
 			"Records Kafka refused for good (too large, invalid timestamp, corrupt, invalid): sent to the DLQ instead."),
-		dropped: c("forwarder_dropped_total",
-			"Dead letters the DLQ refused even without their value: acked on MQTT, not confirmed, in no topic."),
+		dlqRefused: c("forwarder_dlq_refused_total",
+			"Times the DLQ refused a dead letter sent alone: the reading is held (not acked, not confirmed) and retried."),
 	}
 	reg.Gauge("forwarder_oldest_unacked_seconds",
 		"Age of the oldest message received from MQTT and not yet acked (0 when none): grows while a record is stuck.", oldestUnacked)

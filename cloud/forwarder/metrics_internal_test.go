@@ -57,7 +57,7 @@ func TestMetricFamilies(t *testing.T) {
 		"forwarder_mqtt_connected": "gauge", "forwarder_kafka_ready": "gauge",
 		"forwarder_confirmations_published_total": "counter", "forwarder_confirmed_seqs_total": "counter",
 		"forwarder_confirm_errors_total": "counter", "forwarder_dlq_unconfirmable_total": "counter",
-		"forwarder_refused_total": "counter", "forwarder_dropped_total": "counter",
+		"forwarder_refused_total": "counter", "forwarder_dlq_refused_total": "counter",
 		"forwarder_oldest_unacked_seconds": "gauge", "forwarder_in_flight": "gauge",
 		"forwarder_confirm_pending_devices": "gauge",
 	}

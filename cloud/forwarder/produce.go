@@ -3,186 +3,228 @@ package forwarder
 import (
 	"context"
 	"errors"
-	"strconv"
+	"sync"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// refusedCodes are the produce errors that condemn a record, not Kafka: the
-// broker will refuse the same bytes again, so retrying would stall the
-// stream behind them for ever. The producer splits a refused batch and
-// writes its records one at a time, so only the records at fault come back
-// with the error (kafkaout.Producer); those go to the DLQ.
-//
-// Errors about the cluster rather than the record (authorization,
-// UNSUPPORTED_FOR_MESSAGE_FORMAT, POLICY_VIOLATION...) that Kafka does not
-// call retriable come back too, and are retried here with backoff: sending
-// every record to the DLQ for those would empty the main topic instead of
-// waiting for an operator. Retriable errors never come back: the producer
-// retries them in place.
-var refusedCodes = []kafka.Error{
-	kafka.MessageSizeTooLarge, // MESSAGE_TOO_LARGE: over the topic's max.message.bytes
-	kafka.RecordListTooLarge,  // RECORD_LIST_TOO_LARGE: the batch is over the segment size
-	kafka.InvalidTimestamp,    // INVALID_TIMESTAMP: message.timestamp.*.max.ms (Kafka 4.0: 1h ahead)
-	kafka.InvalidRecord,       // INVALID_RECORD: refused by the broker's record validation
-	kafka.InvalidMessage,      // CORRUPT_MESSAGE
-	kafka.InvalidMessageSize,  // INVALID_MESSAGE_SIZE
-}
-
-// refusal returns the error when err says Kafka refused the record(s)
-// themselves (see refusedCodes), else nil.
-func refusal(err error) error {
-	for _, code := range refusedCodes {
-		if errors.Is(err, code) {
-			return err
-		}
-	}
-	return nil
-}
-
-// feed hands records to the async writer in slices (fewer calls, bigger
-// batches), retrying with backoff while Kafka cannot even be asked for
-// partition metadata.
-func (f *Forwarder) feed(ctx context.Context) {
-	const maxSlice = 1024
-	batch := make([]kafka.Message, 0, maxSlice)
-	for {
-		select {
-		case m := <-f.in:
-			batch = append(batch, m)
-		case <-ctx.Done():
-			return
-		}
-	fill:
-		for len(batch) < maxSlice {
-			select {
-			case m := <-f.in:
-				batch = append(batch, m)
-			default:
-				break fill
-			}
-		}
-		for {
-			err := f.w.WriteMessages(ctx, batch...)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			f.writeFailed(len(batch), err)
-			if !sleep(ctx, f.backoff()) {
-				return
-			}
-		}
-		clear(batch)
-		batch = batch[:0]
-	}
-}
-
-// completion is the producer's callback: Kafka acknowledged msgs, or
-// refused them for good.
-func (f *Forwarder) completion(msgs []kafka.Message, err error) {
-	if err == nil {
-		f.delivered(msgs)
+// produce hands p's record to the producer, or holds it behind records
+// waiting to be produced again after a cluster error (holdQueue), so a
+// partition keeps its order across that retry.
+func (f *Forwarder) produce(p *pending) {
+	f.hold.mu.Lock()
+	defer f.hold.mu.Unlock()
+	if len(f.hold.held) > 0 {
+		f.hold.held = append(f.hold.held, p)
 		return
 	}
-	if refusal(err) != nil {
-		// Refused for what they hold: to the DLQ, and the stream goes on.
-		for _, m := range msgs {
-			if r, ok := f.refused(m, err); ok {
-				f.in <- r // cannot block: it replaces a record
-			}
-		}
+	// Under the lock, so a release cannot slip in between. franz-go calls
+	// the promise from Produce itself only for a record refused before it
+	// is buffered (too large: a record-level refusal) or a closed client,
+	// and neither path takes hold.mu.
+	f.cl.Produce(context.Background(), &p.rec, f.promise)
+}
+
+// holdQueue holds records while the forwarder backs off from a refusal
+// Kafka gives for a reason of the cluster (authorization, policy): the
+// refused records and every record that arrives meanwhile, released in
+// order after the backoff.
+type holdQueue struct {
+	mu    sync.Mutex
+	held  []*pending
+	armed bool // a release is scheduled
+}
+
+// holdAndRetry queues p (refused for a cluster reason) and schedules the
+// release of everything held after a backoff.
+func (f *Forwarder) holdAndRetry(p *pending) {
+	f.hold.mu.Lock()
+	f.hold.held = append(f.hold.held, p)
+	arm := !f.hold.armed
+	f.hold.armed = true
+	f.hold.mu.Unlock()
+	if !arm {
 		return
 	}
-	f.writeFailed(len(msgs), err)
-	retry := make([]kafka.Message, len(msgs))
-	copy(retry, msgs)
 	backoff := f.backoff()
 	// Not acked if the forwarder stops first: the broker redelivers them.
 	f.spawn(func() {
 		if sleep(f.work, backoff) {
-			for _, m := range retry {
-				f.in <- m // cannot block: at most MaxInFlight records exist
-			}
+			f.release()
 		}
 	})
 }
 
-// delivered records that Kafka acknowledged msgs: metrics, confirmations,
-// and the MQTT acks (in arrival order, through the queue).
-func (f *Forwarder) delivered(msgs []kafka.Message) {
-	if f.failures.Swap(0) != 0 || !f.kafkaUp.Load() {
-		f.log.Info("kafka accepting records again")
+// release produces every held record, in the order held.
+func (f *Forwarder) release() {
+	f.hold.mu.Lock()
+	defer f.hold.mu.Unlock()
+	held := f.hold.held
+	f.hold.held, f.hold.armed = nil, false
+	for _, p := range held {
+		f.cl.Produce(context.Background(), &p.rec, f.promise)
 	}
-	f.setKafka(true)
-	now := time.Now().UnixNano()
-	ps := make([]*pending, len(msgs))
-	var produced, dlq int
-	var newestTS int64
-	for i := range msgs {
-		p := msgs[i].WriterData.(*pending)
-		ps[i] = p
-		f.m.latency.Update(float64(now-p.recv) / 1e9)
-		if p.dlq {
-			dlq++
-			if p.ackTo == nil {
-				f.m.unconfirmable.Inc()
-			}
-		} else {
-			produced++
-			newestTS = max(newestTS, p.ts)
-		}
-	}
-	f.m.produced.Add(produced)
-	f.m.dlq.Add(dlq)
-	if f.cfg.Confirm {
-		f.conf.add(ps)
-	}
-	if newestTS != 0 {
-		f.m.lag.Set(float64(now-newestTS) / 1e9)
-	}
-	f.queue.complete(ps)
 }
 
-// refused turns a record Kafka refused for good into its dead letter: a
-// reading goes to the DLQ with the refusal in the error header; a dead
-// letter the DLQ refused is sent again without its value; one refused even
-// so is dropped, counted and logged (ok false), so it cannot stall the stream.
-func (f *Forwarder) refused(m kafka.Message, err error) (r kafka.Message, ok bool) {
-	p := m.WriterData.(*pending)
+// promise is the producer's callback, once per record: Kafka has it, or
+// refused it for good.
+func (f *Forwarder) promise(r *kgo.Record, err error) {
+	p := r.Context.(*pending)
+	switch {
+	case err == nil:
+		f.delivered(p)
+	case f.closing.Load() || errors.Is(err, kgo.ErrClientClosed):
+		// Abandoned at shutdown: not acked, the broker delivers it again.
+	case recordLevel(err):
+		// This record, or another of its partition's batch, is refused
+		// for what it holds: find out alone.
+		f.probe.add(r.Topic, r.Partition, p, err)
+	default:
+		f.writeFailed(1, err)
+		f.holdAndRetry(p)
+	}
+}
+
+// delivered records that Kafka acknowledged p: metrics, confirmation, and
+// the MQTT ack (in arrival order, through the queue).
+func (f *Forwarder) delivered(p *pending) {
+	if !f.kafkaUp.Load() || f.failures.Load() != 0 {
+		if f.failures.Swap(0) != 0 || !f.kafkaUp.Load() {
+			f.log.Info("kafka accepting records again")
+		}
+		f.setKafka(true)
+	}
+	now := time.Now().UnixNano()
+	f.m.latency.Update(float64(now-p.recv) / 1e9)
+	if p.dlq {
+		f.m.dlq.Inc()
+		if p.ackTo == nil {
+			f.m.unconfirmable.Inc()
+		}
+	} else {
+		f.m.produced.Inc()
+		f.m.lag.Set(float64(now-p.ts) / 1e9)
+	}
+	ps := [1]*pending{p}
+	if f.cfg.Confirm {
+		f.conf.add(ps[:])
+	}
+	f.queue.complete(ps[:])
+}
+
+// prober sends the records of a batch Kafka refused for what a record in
+// it holds, one at a time, on a client of its own: alone in its batch, a
+// record refused again is the one at fault, and only it goes to the DLQ.
+// Each partition is probed by one goroutine, in order; partitions in
+// parallel.
+type prober struct {
+	f  *Forwarder
+	cl *kgo.Client
+
+	mu    sync.Mutex
+	parts map[partitionKey][]suspect // records waiting, by the partition that refused them
+}
+
+type partitionKey struct {
+	topic     string
+	partition int32
+}
+
+type suspect struct {
+	p   *pending
+	err error // why its batch was refused
+}
+
+// add queues p, from a batch of topic/partition refused with err.
+func (pr *prober) add(topic string, partition int32, p *pending, err error) {
+	key := partitionKey{topic, partition}
+	pr.mu.Lock()
+	q, running := pr.parts[key]
+	pr.parts[key] = append(q, suspect{p, err})
+	pr.mu.Unlock()
+	if !running {
+		pr.f.spawn(func() { pr.run(key) })
+	}
+}
+
+// run probes key's suspects until none is left or the forwarder stops.
+func (pr *prober) run(key partitionKey) {
+	for {
+		pr.mu.Lock()
+		q := pr.parts[key]
+		if len(q) == 0 {
+			delete(pr.parts, key)
+			pr.mu.Unlock()
+			return
+		}
+		s := q[0]
+		q[0] = suspect{}
+		pr.parts[key] = q[1:]
+		pr.mu.Unlock()
+		if !pr.one(s) {
+			return
+		}
+	}
+}
+
+// one sends s alone until Kafka takes it, or it goes to the DLQ; false
+// once the forwarder stops.
+func (pr *prober) one(s suspect) bool {
+	f := pr.f
+	for failures := 0; ; failures++ {
+		err := pr.cl.ProduceSync(f.work, &s.p.rec).FirstErr()
+		switch {
+		case err == nil:
+			f.delivered(s.p)
+			return true
+		case f.closing.Load() || f.work.Err() != nil || errors.Is(err, kgo.ErrClientClosed):
+			return false
+		case recordLevel(err) && !s.p.dlq:
+			// Refused alone: this is the one at fault.
+			f.deadLetter(s.p, err)
+			return true
+		case recordLevel(err):
+			f.dlqRefused(s.p, err)
+		default:
+			f.writeFailed(1, err)
+		}
+		if !sleep(f.work, min(100*time.Millisecond<<min(failures, 6), 5*time.Second)) {
+			return false
+		}
+	}
+}
+
+// deadLetter sends a reading Kafka refused for good to the DLQ with the
+// refusal in its error header; the stream goes on. The device is confirmed
+// once the DLQ has it (with its value).
+func (f *Forwarder) deadLetter(p *pending, err error) {
 	f.m.refused.Inc()
-	if !p.dlq {
-		f.log.Warn("kafka refused a record; sending it to the DLQ", "mqtt_topic", header(m, "mqtt_topic"),
-			"device_id", header(m, "device_id"), "seq", header(m, "seq"), "bytes", len(m.Value), "err", err)
-		ackTo, seq := p.ackTo, p.seq
-		r = f.dlqRecord(p, header(m, "mqtt_topic"), m.Value, &kafkaRefusal{err})
-		p.ackTo, p.seq = ackTo, seq // the reading's own, already read
-		return r, true
+	topic := header(&p.rec, "mqtt_topic")
+	f.log.Warn("kafka refused a record; sending it to the DLQ", "mqtt_topic", topic,
+		"device_id", header(&p.rec, "device_id"), "seq", header(&p.rec, "seq"), "bytes", len(p.rec.Value), "err", err)
+	ackTo, seq := p.ackTo, p.seq
+	f.dlqRecord(p, topic, p.rec.Value, &kafkaRefusal{err})
+	p.ackTo, p.seq = ackTo, seq // the reading's own, already read
+	f.produce(p)
+}
+
+// dlqRefused counts a dead letter the DLQ refused, alone. That is a problem
+// of the cluster (the DLQ's max.message.bytes, schema validation), not of
+// the reading: it is never acked on MQTT nor confirmed (the forwarder
+// cannot tell a device in delivery: broker, which keeps nothing after the
+// PUBACK, from one in delivery: kafka), and the prober retries it with
+// backoff. It holds the head of the ack queue, so /readyz turns red after
+// stallAfter and the stream stops at FORWARDER_MAX_IN_FLIGHT until the DLQ
+// takes it.
+func (f *Forwarder) dlqRefused(p *pending, err error) {
+	f.m.dlqRefused.Inc()
+	f.writeFailed(1, err)
+	now := time.Now().UnixNano()
+	if last := f.lastDLQLog.Load(); now-last > int64(10*time.Second) && f.lastDLQLog.CompareAndSwap(last, now) {
+		f.log.Error("the DLQ refused a dead letter; holding the reading (not acked, not confirmed) and retrying: check the DLQ topic",
+			"dlq", p.rec.Topic, "mqtt_topic", header(&p.rec, "mqtt_topic"), "bytes", len(p.rec.Value), "err", err)
 	}
-	if len(m.Value) > 0 {
-		f.log.Warn("the DLQ refused a dead letter; sending it again without its value", "mqtt_topic", header(m, "mqtt_topic"), "err", err)
-		hs := append([]kafka.Header(nil), m.Headers...)
-		for i := range hs {
-			if hs[i].Key == "error" {
-				hs[i].Value = append(append(append([]byte(nil), hs[i].Value...), "; the DLQ refused the value: "...), err.Error()...)
-			}
-		}
-		if header(m, "original_bytes") == "" {
-			hs = append(hs, kafka.Header{Key: "original_bytes", Value: strconv.AppendInt(nil, int64(len(m.Value)), 10)})
-		}
-		m.Headers, m.Value = hs, nil
-		return m, true
-	}
-	// Acked on MQTT so the stream goes on, but not confirmed: the device
-	// keeps the reading and sends it again after its confirm timeout.
-	f.log.Error("the DLQ refused a dead letter even without its value; dropping it", "mqtt_topic", header(m, "mqtt_topic"),
-		"err", err)
-	f.m.dropped.Inc()
-	f.queue.complete([]*pending{p})
-	return kafka.Message{}, false
 }
 
 // kafkaRefusal is the error header of a reading Kafka refused.
@@ -191,8 +233,8 @@ type kafkaRefusal struct{ err error }
 func (e *kafkaRefusal) Error() string { return "kafka refused the record: " + e.err.Error() }
 func (e *kafkaRefusal) Unwrap() error { return e.err }
 
-func header(m kafka.Message, key string) string {
-	for _, h := range m.Headers {
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
 		if h.Key == key {
 			return string(h.Value)
 		}
@@ -200,9 +242,12 @@ func header(m kafka.Message, key string) string {
 	return ""
 }
 
+// writeFailed counts n records (0: a connection) whose write failed and
+// that are retried, turns /readyz red until Kafka takes a record again,
+// and logs at most every 10 s.
 func (f *Forwarder) writeFailed(n int, err error) {
 	f.failures.Add(1)
-	f.m.produceErrors.Add(n)
+	f.m.produceErrors.Inc()
 	f.setKafka(false)
 	now := time.Now().UnixNano()
 	if last := f.lastErrLg.Load(); now-last > int64(10*time.Second) && f.lastErrLg.CompareAndSwap(last, now) {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgepipe/sensorpipe/buffer/confirm"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
@@ -54,12 +54,13 @@ func looseSeq(payload []byte) (uint64, bool) {
 	return n, true
 }
 
-// record builds the Kafka record for one MQTT message: the reading on the
+// record builds p's Kafka record for one MQTT message: the reading on the
 // main topic, or the payload on the DLQ when it does not decode.
-func (f *Forwarder) record(p *pending, topic string, payload []byte) kafka.Message {
+func (f *Forwarder) record(p *pending, topic string, payload []byte) {
 	r, err := reading.Decode(payload)
 	if err != nil {
-		return f.dlqRecord(p, topic, payload, err)
+		f.dlqRecord(p, topic, payload, err)
+		return
 	}
 	// The broker's ACLs tie a device to its topics, not to what its payload
 	// claims: a reading whose names differ from its topic's is dead-lettered,
@@ -67,15 +68,19 @@ func (f *Forwarder) record(p *pending, topic string, payload []byte) kafka.Messa
 	l, ok := splitTopic(topic)
 	switch {
 	case !ok:
-		return f.dlqRecord(p, topic, payload, fmt.Errorf("%w: topic %q is not {prefix}/{device_id}/{sensor}/reading", ErrTopicMismatch, topic))
+		f.dlqRecord(p, topic, payload, fmt.Errorf("%w: topic %q is not {prefix}/{device_id}/{sensor}/reading", ErrTopicMismatch, topic))
+		return
 	case l.device != r.DeviceID:
-		return f.dlqRecord(p, topic, payload, fmt.Errorf("%w: device_id %q differs from the topic's device %q", ErrTopicMismatch, r.DeviceID, l.device))
+		f.dlqRecord(p, topic, payload, fmt.Errorf("%w: device_id %q differs from the topic's device %q", ErrTopicMismatch, r.DeviceID, l.device))
+		return
 	case l.sensor != r.Sensor:
-		return f.dlqRecord(p, topic, payload, fmt.Errorf("%w: sensor %q differs from the topic's sensor %q", ErrTopicMismatch, r.Sensor, l.sensor))
+		f.dlqRecord(p, topic, payload, fmt.Errorf("%w: sensor %q differs from the topic's sensor %q", ErrTopicMismatch, r.Sensor, l.sensor))
+		return
 	}
 	if ahead := time.Until(r.TS); ahead > f.cfg.MaxClockSkew {
-		return f.dlqRecord(p, topic, payload, fmt.Errorf("ts %s is %v ahead of the forwarder's clock, more than FORWARDER_MAX_CLOCK_SKEW=%v",
+		f.dlqRecord(p, topic, payload, fmt.Errorf("ts %s is %v ahead of the forwarder's clock, more than FORWARDER_MAX_CLOCK_SKEW=%v",
 			r.TS.Format(time.RFC3339Nano), ahead.Round(time.Second), f.cfg.MaxClockSkew))
+		return
 	}
 	p.ts = r.TS.UnixNano()
 	// One allocation (pending) holds the headers and the key, seq and topic
@@ -90,26 +95,26 @@ func (f *Forwarder) record(p *pending, topic string, payload []byte) kafka.Messa
 	if r.Seq <= confirm.MaxSeq {
 		p.ackTo, p.seq = mqttTopic[:l.devEnd:l.devEnd], r.Seq
 	}
-	p.hdrs = [4]kafka.Header{
+	p.hdrs = [4]kgo.RecordHeader{
 		{Key: "mqtt_topic", Value: mqttTopic},
 		{Key: "device_id", Value: dev},
 		{Key: "seq", Value: seq},
 		{Key: "forwarder_id", Value: f.idHeader},
 	}
-	return kafka.Message{
-		Topic:      f.cfg.Kafka.Topic,
-		Key:        dev,
-		Value:      payload,
-		Time:       r.TS,
-		Headers:    p.hdrs[:],
-		WriterData: p,
+	p.rec = kgo.Record{
+		Topic:     f.cfg.Kafka.Topic,
+		Key:       dev,
+		Value:     payload,
+		Timestamp: r.TS,
+		Headers:   p.hdrs[:],
+		Context:   p,
 	}
 }
 
 // dlqRecord builds the dead-letter record for a payload that failed
 // validation. When the topic names a device and the payload a seq, the
 // device is confirmed that seq once the DLQ has it.
-func (f *Forwarder) dlqRecord(p *pending, topic string, payload []byte, err error) kafka.Message {
+func (f *Forwarder) dlqRecord(p *pending, topic string, payload []byte, err error) {
 	p.dlq = true
 	mqttTopic := []byte(topic)
 	if l, ok := splitTopic(topic); ok {
@@ -117,22 +122,22 @@ func (f *Forwarder) dlqRecord(p *pending, topic string, payload []byte, err erro
 			p.ackTo, p.seq = mqttTopic[:l.devEnd:l.devEnd], seq
 		}
 	}
-	hs := []kafka.Header{
+	hs := []kgo.RecordHeader{
 		{Key: "error", Value: []byte(err.Error())},
 		{Key: "mqtt_topic", Value: mqttTopic},
 		{Key: "forwarder_id", Value: f.idHeader},
 	}
 	if len(payload) > f.cfg.DLQMaxBytes {
-		hs = append(hs, kafka.Header{Key: "original_bytes", Value: strconv.AppendInt(nil, int64(len(payload)), 10)})
+		hs = append(hs, kgo.RecordHeader{Key: "original_bytes", Value: strconv.AppendInt(nil, int64(len(payload)), 10)})
 		payload = payload[:f.cfg.DLQMaxBytes]
 	}
 	f.log.Debug("invalid payload to DLQ", "mqtt_topic", topic, "err", err)
-	return kafka.Message{
-		Topic:      f.cfg.Kafka.DLQTopic,
-		Key:        mqttTopic,
-		Value:      payload,
-		Time:       time.Now(),
-		Headers:    hs,
-		WriterData: p,
+	p.rec = kgo.Record{
+		Topic:     f.cfg.Kafka.DLQTopic,
+		Key:       mqttTopic,
+		Value:     payload,
+		Timestamp: time.Now(),
+		Headers:   hs,
+		Context:   p,
 	}
 }

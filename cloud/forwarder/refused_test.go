@@ -2,7 +2,6 @@ package forwarder_test
 
 import (
 	"bytes"
-	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,16 +17,19 @@ import (
 	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
 )
 
-// refuseWhen makes kfake answer every produce request to topic that
-// matches with code, as a broker refusing a record does.
-func refuseWhen(k *kafka.Cluster, topic string, code *kerr.Error, count int, match func(batch kmsg.RecordBatch, raw []byte) bool) *kfake.FaultHandle {
+// refuseWhen makes kfake answer key's partition of topic with code in
+// every produce request whose batch for that partition matches, as a
+// broker refusing a record does: the whole batch is refused, the other
+// partitions of the request are judged on their own.
+func refuseWhen(k *kafka.Cluster, topic, key string, code *kerr.Error, count int, match func(batch kmsg.RecordBatch, raw []byte) bool) *kfake.FaultHandle {
+	part := int32(kafka.Partition(key, stack.Partitions))
 	return k.Cluster.Fault(kfake.Fault{
-		Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: code, Count: count,
+		Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Partitions: []int32{part}, Err: code, Count: count,
 		When: func(req kmsg.Request) bool {
 			for _, t := range req.(*kmsg.ProduceRequest).Topics {
 				for _, p := range t.Partitions {
 					var b kmsg.RecordBatch
-					if b.ReadFrom(p.Records) == nil && match(b, p.Records) {
+					if p.Partition == part && b.ReadFrom(p.Records) == nil && match(b, p.Records) {
 						return true
 					}
 				}
@@ -56,9 +58,9 @@ func TestRefusedRecordsGoToDLQ(t *testing.T) {
 		"pi-poison-rec":  kerr.InvalidRecord,
 	}
 	for dev, code := range codes {
-		refuseWhen(k, stack.Topic, code, -1, func(_ kmsg.RecordBatch, raw []byte) bool { return bytes.Contains(raw, []byte(dev)) })
+		refuseWhen(k, stack.Topic, dev, code, -1, func(_ kmsg.RecordBatch, raw []byte) bool { return bytes.Contains(raw, []byte(dev)) })
 	}
-	flaky := refuseWhen(k, stack.Topic, kerr.NotEnoughReplicas, 5, func(_ kmsg.RecordBatch, raw []byte) bool {
+	flaky := refuseWhen(k, stack.Topic, "pi-flaky", kerr.NotEnoughReplicas, 5, func(_ kmsg.RecordBatch, raw []byte) bool {
 		return bytes.Contains(raw, []byte("pi-flaky"))
 	})
 	env := stack.Env(b, k, certs, "fwd-refused")
@@ -107,7 +109,7 @@ func TestRefusedRecordsGoToDLQ(t *testing.T) {
 			t.Errorf("unexpected DLQ record from %s", topic)
 			continue
 		}
-		want := fmt.Sprintf("kafka refused the record: [%d]", code.Code)
+		want := "kafka refused the record: " + code.Message
 		if !strings.HasPrefix(r.Headers["error"], want) || r.Headers["forwarder_id"] != "fwd-refused" {
 			t.Errorf("%s: headers %v, want error starting %q", dev, r.Headers, want)
 		}
@@ -171,8 +173,8 @@ func TestRefusedTooLargeForTopic(t *testing.T) {
 	}
 	checkReadings(t, recs, devs, n, "fwd-toolarge")
 	dlq := k.ReadN(t, topic+".dlq", 1, 30*time.Second, 200*time.Millisecond)
-	if len(dlq) != 1 || !bytes.Equal(dlq[0].Value, payload) || !strings.Contains(dlq[0].Headers["error"], "Message Size Too Large") {
-		t.Fatalf("DLQ: %d records, want the oversized reading with a Message Size Too Large error", len(dlq))
+	if len(dlq) != 1 || !bytes.Equal(dlq[0].Value, payload) || !strings.Contains(dlq[0].Headers["error"], "MESSAGE_TOO_LARGE") {
+		t.Fatalf("DLQ: %d records, want the oversized reading with a MESSAGE_TOO_LARGE error", len(dlq))
 	}
 	waitMetric(t, fwd.addr, "forwarder_acked_total", float64(len(devs)*n+1))
 }
@@ -187,14 +189,14 @@ func TestClockSkew(t *testing.T) {
 		kafkaHits           bool
 	}{
 		{"forwarder refuses", "", "ahead of the forwarder's clock, more than FORWARDER_MAX_CLOCK_SKEW=1h0m0s", false},
-		{"kafka refuses", "1000h", "kafka refused the record: [32] Invalid Timestamp", true},
+		{"kafka refuses", "1000h", "kafka refused the record: INVALID_TIMESTAMP", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			certs := pki.New(t)
 			b := stack.StartBroker(t, certs, stack.BrokerOptions{})
 			k := stack.StartKafka(t, certs)
 			limit := time.Now().Add(time.Hour).UnixMilli()
-			refusals := refuseWhen(k, stack.Topic, kerr.InvalidTimestamp, -1, func(b kmsg.RecordBatch, _ []byte) bool {
+			refusals := refuseWhen(k, stack.Topic, "pi-future", kerr.InvalidTimestamp, -1, func(b kmsg.RecordBatch, _ []byte) bool {
 				return b.MaxTimestamp > limit
 			})
 			env := stack.Env(b, k, certs, "fwd-skew")
