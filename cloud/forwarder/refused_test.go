@@ -2,6 +2,7 @@ package forwarder_test
 
 import (
 	"bytes"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	kit "github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
@@ -22,7 +24,11 @@ import (
 // broker refusing a record does: the whole batch is refused, the other
 // partitions of the request are judged on their own.
 func refuseWhen(k *kafka.Cluster, topic, key string, code *kerr.Error, count int, match func(batch kmsg.RecordBatch, raw []byte) bool) *kfake.FaultHandle {
-	part := int32(kafka.Partition(key, stack.Partitions))
+	return refusePartition(k, topic, int32(kafka.Partition(key, stack.Partitions)), code, count, match)
+}
+
+// refusePartition is refuseWhen for partition part of topic.
+func refusePartition(k *kafka.Cluster, topic string, part int32, code *kerr.Error, count int, match func(batch kmsg.RecordBatch, raw []byte) bool) *kfake.FaultHandle {
 	return k.Cluster.Fault(kfake.Fault{
 		Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Partitions: []int32{part}, Err: code, Count: count,
 		When: func(req kmsg.Request) bool {
@@ -224,4 +230,106 @@ func TestClockSkew(t *testing.T) {
 			waitMetric(t, fwd.addr, "forwarder_acked_total", float64(len(devs)*20+1))
 		})
 	}
+}
+
+// TestRefusedBatchDeadLettersOnlyTheRecord: with a long linger, a poison
+// reading shares its partition's batch with other devices' readings. Kafka
+// refuses the whole batch (INVALID_RECORD); the forwarder sends its records
+// alone, dead-letters only the poison, and writes the others once each.
+func TestRefusedBatchDeadLettersOnlyTheRecord(t *testing.T) {
+	certs := pki.New(t)
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+	k := stack.StartKafka(t, certs)
+	const poisonDev = "pi-poison"
+	part := kafka.Partition(poisonDev, stack.Partitions)
+	var devs []string // devices that share the poison's partition
+	for i := 0; len(devs) < 3; i++ {
+		if dev := fmt.Sprintf("pi-%d", i); kafka.Partition(dev, stack.Partitions) == part {
+			devs = append(devs, dev)
+		}
+	}
+	refusals := refuseWhen(k, stack.Topic, poisonDev, kerr.InvalidRecord, -1, func(_ kmsg.RecordBatch, raw []byte) bool {
+		return bytes.Contains(raw, []byte(poisonDev))
+	})
+	env := stack.Env(b, k, certs, "fwd-batch")
+	env["KAFKA_COMPRESSION"] = "none"
+	env["KAFKA_BATCH_TIMEOUT"] = "300ms" // one batch for the burst
+	fwd := start(t, env)
+	pub := stack.NewPublisher(t, b, certs, "pub-batch")
+	const n = 10
+	pub.PublishReadings(t, devs, 1, n/2)
+	pub.Publish(t, stack.ReadingTopic(poisonDev), poison(poisonDev))
+	pub.PublishReadings(t, devs, n/2+1, n)
+
+	recs := k.ReadN(t, stack.Topic, len(devs)*n, 30*time.Second, 300*time.Millisecond)
+	if dups := checkReadings(t, recs, devs, n, "fwd-batch"); dups != 0 {
+		t.Errorf("%d duplicates", dups)
+	}
+	dlq := k.ReadN(t, stack.DLQTopic, 1, 30*time.Second, 300*time.Millisecond)
+	if len(dlq) != 1 || !bytes.Equal(dlq[0].Value, poison(poisonDev)) {
+		t.Fatalf("DLQ holds %d records, want the poison alone", len(dlq))
+	}
+	if refusals.Hits() < 2 {
+		t.Errorf("Kafka refused %d batches; want the shared batch and the poison alone", refusals.Hits())
+	}
+	waitMetric(t, fwd.addr, "forwarder_acked_total", float64(len(devs)*n+1))
+	waitMetric(t, fwd.addr, "forwarder_refused_total", 1)
+}
+
+// TestDLQRefusalHoldsTheReading: Kafka refuses a reading on the main topic
+// and its dead letter on the DLQ. The reading is not dropped, not acked on
+// MQTT and not confirmed: the refusal is counted, retried, and /readyz
+// turns red; the readings around it reach Kafka and are confirmed (their
+// PUBACKs wait behind it, in arrival order). Once the DLQ takes dead letters
+// again, the reading lands there and is confirmed.
+func TestDLQRefusalHoldsTheReading(t *testing.T) {
+	certs := pki.New(t)
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+	k := stack.StartKafka(t, certs)
+	acks := stack.CollectAcks(t, b, certs, "devices-acks", ackFilter)
+	const poisonDev = "pi-poison"
+	isPoison := func(_ kmsg.RecordBatch, raw []byte) bool { return bytes.Contains(raw, []byte(poisonDev)) }
+	refuseWhen(k, stack.Topic, poisonDev, kerr.InvalidRecord, -1, isPoison)
+	dlqRefuses := refusePartition(k, stack.DLQTopic, 0, kerr.InvalidRecord, -1, isPoison)
+	env := stack.Env(b, k, certs, "fwd-dlq-refused")
+	env["KAFKA_COMPRESSION"] = "none"
+	env["FORWARDER_CONFIRM_INTERVAL"] = "100ms"
+	fwd := start(t, env)
+	pub := stack.NewPublisher(t, b, certs, "pub-dlq-refused")
+	devs := stack.Devices(3)
+	const n = 20
+	pub.PublishReadings(t, devs, 1, n/2)
+	pub.Publish(t, stack.ReadingTopic(poisonDev), poison(poisonDev))
+	pub.PublishReadings(t, devs, n/2+1, n)
+
+	recs := k.ReadN(t, stack.Topic, len(devs)*n, 30*time.Second, 300*time.Millisecond)
+	checkReadings(t, recs, devs, n, "fwd-dlq-refused")
+	waitConfirmed(t, acks, devs, 1, n, 10*time.Second)
+	// PUBACKs go out in arrival order: the held reading holds those behind it.
+	waitMetric(t, fwd.addr, "forwarder_acked_total", float64(len(devs)*n/2))
+	kit.WaitFor(t, "the DLQ's refusals counted", 10*time.Second, func() bool {
+		return metric(t, fwd.addr, "forwarder_dlq_refused_total") >= 2 // refused, and refused again on retry
+	})
+	if got := metric(t, fwd.addr, "forwarder_in_flight"); got != float64(len(devs)*n/2+1) {
+		t.Errorf("forwarder_in_flight = %v, want the reading the DLQ refused and those behind it", got)
+	}
+	kit.WaitFor(t, "/readyz red while the reading waits", 30*time.Second, func() bool {
+		code, body := get(fwd.addr, "/readyz")
+		return code == 503 && strings.Contains(body, "kafka_ready=false")
+	})
+	if got := acks.Confirmed(ackTopic(poisonDev)); len(got) != 0 {
+		t.Fatalf("the poison reading was confirmed (%v) although no topic holds it", got)
+	}
+	if dlq := k.ReadN(t, stack.DLQTopic, 1, time.Second, 0); len(dlq) != 0 {
+		t.Fatalf("DLQ holds %d records while it refuses them (a dead letter without its value?)", len(dlq))
+	}
+
+	dlqRefuses.Remove() // the operator fixes the DLQ
+	dlq := k.ReadN(t, stack.DLQTopic, 1, 30*time.Second, 300*time.Millisecond)
+	if len(dlq) != 1 || !bytes.Equal(dlq[0].Value, poison(poisonDev)) {
+		t.Fatalf("DLQ holds %d records, want the poison reading with its value", len(dlq))
+	}
+	waitConfirmed(t, acks, []string{poisonDev}, 1, 1, 10*time.Second)
+	waitMetric(t, fwd.addr, "forwarder_acked_total", float64(len(devs)*n+1))
+	waitReady(t, fwd.addr, 10*time.Second)
 }
