@@ -16,6 +16,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
@@ -494,10 +495,15 @@ func (f *Forwarder) ackLoop(ctx context.Context) {
 // probeLoop asks Kafka for the topics' metadata while it is not known to
 // work, so /readyz turns green before the first record and after an outage.
 func (f *Forwarder) probeLoop(ctx context.Context) {
+	checked := false // the topics' durability, once
 	for {
-		if !f.kafkaUp.Load() {
+		if !f.kafkaUp.Load() || !checked {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := probeTopics(pctx, f.cl, f.cfg.Kafka.Topic, f.cfg.Kafka.DLQTopic)
+			meta, err := probeTopics(pctx, f.cl, f.cfg.Kafka.Topic, f.cfg.Kafka.DLQTopic)
+			if err == nil && !checked {
+				checked = true
+				f.checkDurability(pctx, meta)
+			}
 			cancel()
 			if err == nil {
 				f.failures.Store(0)
@@ -508,6 +514,23 @@ func (f *Forwarder) probeLoop(ctx context.Context) {
 		}
 		if !sleep(ctx, 2*time.Second) {
 			return
+		}
+	}
+}
+
+// checkDurability logs, once Kafka first answers, whether a confirmation
+// could rest on one replica of a record: the devices delete what the
+// forwarder confirms, so the topics' replication is the last copy.
+func (f *Forwarder) checkDurability(ctx context.Context, meta *kmsg.MetadataResponse) {
+	ds, err := topicDurability(ctx, f.cl, meta)
+	if err != nil {
+		f.log.Warn("could not read the topics' min.insync.replicas; check that a confirmation cannot rest on one replica", "err", err)
+	}
+	for _, d := range ds {
+		if w := d.warning(); w != "" {
+			f.log.Warn("kafka durability: "+w, "topic", d.topic, "replication_factor", d.rf, "min_insync_replicas", d.minISR)
+		} else {
+			f.log.Info("kafka durability", "topic", d.topic, "replication_factor", d.rf, "min_insync_replicas", d.minISR)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -168,4 +169,72 @@ func probeTopics(ctx context.Context, cl *kgo.Client, topics ...string) (*kmsg.M
 		}
 	}
 	return resp, nil
+}
+
+// durability is what a confirmation of a record on topic rests on: with
+// acks=all, Kafka acknowledges once the in-sync replicas have the record,
+// and refuses the write while fewer than min.insync.replicas are in sync.
+type durability struct {
+	topic  string
+	rf     int // replication factor (fewest replicas of any partition)
+	minISR int // min.insync.replicas; 0 when Kafka did not say
+}
+
+// warning says why a confirmation could rest on one copy of the record, or
+// why writes will be refused; "" when neither.
+func (d durability) warning() string {
+	switch {
+	case d.rf < 2:
+		return fmt.Sprintf("topic %s has replication factor %d: a confirmed reading rests on one broker's disk, and is lost with it", d.topic, d.rf)
+	case d.minISR > d.rf:
+		return fmt.Sprintf("topic %s has min.insync.replicas=%d above its replication factor %d: Kafka refuses every write (NOT_ENOUGH_REPLICAS)", d.topic, d.minISR, d.rf)
+	case d.minISR < 2:
+		return fmt.Sprintf("topic %s has min.insync.replicas=%d: with the other replicas out of sync, acks=all is the leader alone, "+
+			"and a confirmed reading can rest on one broker; set it to 2 (Confluent Cloud's default, with replication factor 3)", d.topic, d.minISR)
+	}
+	return ""
+}
+
+// topicDurability reads the replication factor of each topic in meta and
+// its min.insync.replicas.
+func topicDurability(ctx context.Context, cl *kgo.Client, meta *kmsg.MetadataResponse) ([]durability, error) {
+	req := kmsg.NewPtrDescribeConfigsRequest()
+	var ds []durability
+	for _, t := range meta.Topics {
+		if t.Topic == nil {
+			continue
+		}
+		d := durability{topic: *t.Topic, rf: -1}
+		for _, p := range t.Partitions {
+			if d.rf < 0 || len(p.Replicas) < d.rf {
+				d.rf = len(p.Replicas)
+			}
+		}
+		ds = append(ds, d)
+		r := kmsg.NewDescribeConfigsRequestResource()
+		r.ResourceType = kmsg.ConfigResourceTypeTopic
+		r.ResourceName = *t.Topic
+		r.ConfigNames = []string{"min.insync.replicas"}
+		req.Resources = append(req.Resources, r)
+	}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return ds, fmt.Errorf("describe topic configs: %w", err)
+	}
+	for _, r := range resp.Resources {
+		if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
+			return ds, fmt.Errorf("describe topic %s: %w", r.ResourceName, err)
+		}
+		for _, c := range r.Configs {
+			if c.Name != "min.insync.replicas" || c.Value == nil {
+				continue
+			}
+			for i := range ds {
+				if ds[i].topic == r.ResourceName {
+					ds[i].minISR, _ = strconv.Atoi(*c.Value)
+				}
+			}
+		}
+	}
+	return ds, nil
 }
