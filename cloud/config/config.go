@@ -115,7 +115,7 @@ var Vars = []Var{
 	{"KAFKA_TOPIC", "sensor-readings", "target topic"},
 	{"KAFKA_DLQ_TOPIC", "", "dead-letter topic for payloads that fail validation (default KAFKA_TOPIC.dlq)"},
 	{"KAFKA_BATCH_BYTES", "1048576", "max bytes of one partition's batch before compression (keep it under the topic's max.message.bytes); a batch holds what arrived while the requests before it were in flight"},
-	{"KAFKA_BATCH_TIMEOUT", "5ms", "the producer's linger: how long a partition's batch waits for more records before a request is built"},
+	{"KAFKA_BATCH_TIMEOUT", "5ms", "the producer's linger (0 to 1s): how long a partition's batch waits for more records before a request is built"},
 	{"KAFKA_BATCH_SIZE", "", "retired: batches are capped by bytes (KAFKA_BATCH_BYTES); setting it is an error"},
 	{"KAFKA_MAX_REQUESTS", "", "retired: the idempotent producer keeps up to 5 requests in flight per broker; only 5 is accepted"},
 	{"KAFKA_COMPRESSION", "snappy", "none, gzip, snappy, lz4, zstd"},
@@ -328,7 +328,6 @@ func parse(v map[string]string, sys system) (*Config, error) {
 		key string
 		dst *time.Duration
 	}{
-		{"KAFKA_BATCH_TIMEOUT", &c.Kafka.BatchTimeout},
 		{"FORWARDER_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout},
 		{"FORWARDER_CONFIRM_INTERVAL", &c.ConfirmInterval},
 		{"FORWARDER_MAX_CLOCK_SKEW", &c.MaxClockSkew},
@@ -337,6 +336,10 @@ func parse(v map[string]string, sys system) (*Config, error) {
 		if *d.dst, err = time.ParseDuration(get(d.key)); err != nil || *d.dst <= 0 {
 			return nil, &Error{Key: d.key, Msg: fmt.Sprintf("%q is not a positive duration", get(d.key))}
 		}
+	}
+	// The linger may be 0: a batch is built as soon as a request can go.
+	if c.Kafka.BatchTimeout, err = time.ParseDuration(get("KAFKA_BATCH_TIMEOUT")); err != nil || c.Kafka.BatchTimeout < 0 || c.Kafka.BatchTimeout > time.Second {
+		return nil, &Error{Key: "KAFKA_BATCH_TIMEOUT", Msg: fmt.Sprintf("%q is not a duration from 0 to 1s", get("KAFKA_BATCH_TIMEOUT"))}
 	}
 	if c.ConfirmInterval > time.Minute {
 		// Agents re-send what stays unconfirmed past mqtt.confirm_timeout (60s by default).

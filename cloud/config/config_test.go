@@ -98,6 +98,8 @@ func TestInvalid(t *testing.T) {
 		{"bad topic", map[string]string{"KAFKA_TOPIC": "a b"}, "KAFKA_TOPIC"},
 		{"bad in flight", map[string]string{"FORWARDER_MAX_IN_FLIGHT": "0"}, "FORWARDER_MAX_IN_FLIGHT"},
 		{"bad timeout", map[string]string{"KAFKA_BATCH_TIMEOUT": "soon"}, "KAFKA_BATCH_TIMEOUT"},
+		{"long linger", map[string]string{"KAFKA_BATCH_TIMEOUT": "2s"}, "KAFKA_BATCH_TIMEOUT"},
+		{"negative linger", map[string]string{"KAFKA_BATCH_TIMEOUT": "-1ms"}, "KAFKA_BATCH_TIMEOUT"},
 		{"retired batch size", map[string]string{"KAFKA_BATCH_SIZE": "10000"}, "KAFKA_BATCH_SIZE"},
 		{"retired max requests", map[string]string{"KAFKA_MAX_REQUESTS": "8"}, "KAFKA_MAX_REQUESTS"},
 		{"bad insecure", map[string]string{"FORWARDER_INSECURE": "maybe"}, "FORWARDER_INSECURE"},
@@ -173,6 +175,7 @@ func TestValid(t *testing.T) {
 		name string
 		set  map[string]string
 	}{
+		{"no linger", map[string]string{"KAFKA_BATCH_TIMEOUT": "0s"}},
 		{"plain loopback", map[string]string{"HIVEMQ_URL": "tcp://127.0.0.1:1883", "KAFKA_SECURITY_PROTOCOL": "plaintext",
 			"CONFLUENT_BOOTSTRAP_SERVER_SASL": "localhost:9092,127.0.0.1:9093"}},
 		{"plain insecure", map[string]string{"HIVEMQ_URL": "tcp://mqtt.lan:1883", "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
