@@ -83,6 +83,14 @@ func newOrderRun(t *testing.T, cfg *config.Config, keys, perKey int) *orderRun {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
+	// The producer id first: the faults are about records in flight, and
+	// a client that cannot get an id fails its records (the forwarder
+	// holds and retries those; this test counts them as failures).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, _, err := cl.ProducerID(ctx); err != nil {
+		t.Fatalf("producer id: %v", err)
+	}
 	return &orderRun{t: t, cl: cl, keys: keys, n: perKey}
 }
 
