@@ -145,7 +145,9 @@ $(medians '^BenchmarkBacklog' readings/s RssAnon-MiB VmHWM-MiB)
 
 The real binary starts on a full buffer (its default \`max_bytes\`, 256 MiB; the files' pages dropped
 from the page cache first, as after a reboot) inside a memory cgroup limited to 64 MiB, as systemd
-runs it, and drains it to the broker 20 ms away. The cgroup charges its heap and the bbolt pages it
+runs it, and drains it in \`delivery: kafka\` (confirmed by the stand-in forwarder) to the broker
+20 ms away. \`TestFullBufferDrainsUnderMemoryMax\` (part of \`go test ./agent/daemon/\` where a
+memory cgroup can be made) does the same with no delay. The cgroup charges its heap and the bbolt pages it
 reads; the kernel has to reclaim those pages rather than kill it. The benchmark fails if the OOM
 killer ran.
 
