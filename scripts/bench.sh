@@ -8,7 +8,9 @@
 # scripts/bench-distance.sh, whose knobs BENCH_ROUNDS and BENCH_RTTS pass through), E2E_RATES
 # (readings/s, default "100 400"), E2E_DURATION (default 30s), E2E_DRAIN (default 30s), E2E_FAULTS
 # (1 = also the fault run, default 1), E2E_FLEET (simulated devices for the fleet runs, default 500;
-# 0 skips them), E2E_FLEET_DURATION (default 60s), OUT (default docs/PERFORMANCE.md).
+# 0 skips them), E2E_FLEET_DURATION (default 60s), BENCH_SINK_BASE (a git revision: BenchmarkSink
+# also runs that revision's sink, interleaved, for an A/B), BENCH_SINK_ROUNDS (default 3), OUT
+# (default docs/PERFORMANCE.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,10 +44,19 @@ flock "$LOCK" $GO test -run '^$' -bench . -skip 'BenchmarkBacklog|BenchmarkFullB
 say "benchstat"
 (cd "$work" && $GO run "$BENCHSTAT_PKG" bench.txt) >"$work/benchstat.txt"
 
-# 1b. The sink: 100,000 readings from kfake into a local PostgreSQL, on the real binary.
-sink_cmd="flock $LOCK $GO test -run '^\$' -bench BenchmarkSink -benchtime 1x -count 3 ./cloud/bench/"
+# 1b. The sink: 100,000 readings from kfake into a local PostgreSQL, on the real binary, in
+# rounds beside psql's COPY of the same readings (and another revision's sink, if asked).
+sink_env=""
+if [ -n "${BENCH_SINK_BASE:-}" ]; then
+	mkdir -p "$work/sinkbase"
+	git archive "$BENCH_SINK_BASE" | tar -x -C "$work/sinkbase"
+	(cd "$work/sinkbase" && CGO_ENABLED=0 $GO build -trimpath -ldflags '-s -w' -o "$work/cloud-forwarder-base" ./cloud/cmd/cloud-forwarder)
+	sink_env="BENCH_SINK_BASE_BIN=$work/cloud-forwarder-base"
+	sink_shown="BENCH_SINK_BASE_BIN=<cloud-forwarder built at $BENCH_SINK_BASE> "
+fi
+sink_cmd="${sink_shown:-}BENCH_SINK_ROUNDS=${BENCH_SINK_ROUNDS:-3} flock $LOCK $GO test -run '^\$' -bench BenchmarkSink -benchtime 1x -count 1 ./cloud/bench/"
 say "$sink_cmd"
-flock "$LOCK" $GO test -run '^$' -bench BenchmarkSink -benchtime 1x -count 3 ./cloud/bench/ | tee "$work/sink.txt" >&2
+env $sink_env BENCH_SINK_ROUNDS="${BENCH_SINK_ROUNDS:-3}" flock "$LOCK" $GO test -run '^$' -bench BenchmarkSink -benchtime 1x -count 1 ./cloud/bench/ | tee "$work/sink.txt" >&2
 
 # 2. Distance: drains and live latency at 0, 20, 50 ms round trip, in rounds.
 if [ "$DISTANCE" = 1 ]; then
@@ -264,14 +275,19 @@ EOF
 \`BenchmarkSink\` (cloud/bench) loads 100,000 readings of 100 devices into kfake (TLS, SASL PLAIN, 6
 partitions), then runs the real \`bin/cloud-forwarder sink\` against a local PostgreSQL cluster
 (scripts/testkit/pgcluster: Debian's server, default settings, fsync on) with a fresh database and consumer
-group per iteration, until every record is committed. \`rows/s\` counts from the process start
+group per run, until every record is committed. \`rows/s\` counts from the process start
 (connect, schema migration, group join included); \`rows/s-after-first\` from the first committed
-batch; \`peak-RSS-MiB\` is the process's VmHWM. Targets: at least 50,000 rows/s, under 48 MiB.
+batch; \`peak-RSS-MiB\` is the process's VmHWM. Each round also times \`psql-copy\`: psql's
+\`\\copy\` of the same readings (CSV) into the same empty table, one COPY in one session, the database's
+own limit without Kafka, duplicate handling or offsets (and \`base-*\`, another revision's sink, when
+\`BENCH_SINK_BASE\` is set; \`x-base\` is the ratio). Figures are medians over the rounds, the log
+line gives each round's; \`loadavg\` is the machine's load at the end. Targets: at least 50,000
+rows/s, under 48 MiB.
 
 \`\`\`
 \$ $sink_cmd
 EOF
-	grep -E '^(goos|goarch|cpu|Benchmark)' "$work/sink.txt"
+	grep -E '^(goos|goarch|cpu|Benchmark)|rows/s per round' "$work/sink.txt"
 	echo "\`\`\`"
 	echo
 	cat <<EOF

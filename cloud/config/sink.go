@@ -26,6 +26,7 @@ type Sink struct {
 	Listen      string        // SINK_LISTEN: /metrics, /healthz, /readyz
 	Retention   time.Duration // SINK_RETENTION: 0 keeps every row
 	BatchSize   int           // SINK_BATCH_SIZE: records per database transaction, at most
+	Writers     int           // SINK_WRITERS: database sessions writing at once, each for its share of the partitions
 	LogLevel    string        // FORWARDER_LOG_LEVEL
 	Pprof       bool          // FORWARDER_PPROF
 }
@@ -40,6 +41,7 @@ var SinkVars = []Var{
 	{"SINK_LISTEN", DefaultSinkListen, "/metrics, /healthz, /readyz of the sink"},
 	{"SINK_RETENTION", "keep", "delete readings older than this (e.g. 720h or 90d); keep: never"},
 	{"SINK_BATCH_SIZE", strconv.Itoa(DefaultSinkBatch), "records written per database transaction, at most"},
+	{"SINK_WRITERS", strconv.Itoa(DefaultSinkWriters), "database sessions writing at once, each for a share of the partitions"},
 }
 
 // Sink defaults.
@@ -47,6 +49,10 @@ const (
 	DefaultSinkGroup  = "sensorpipe-sink"
 	DefaultSinkListen = ":9103"
 	DefaultSinkBatch  = 5000
+	// DefaultSinkWriters: two sessions keep PostgreSQL busy while a batch
+	// commits (fsync) or the next one is copied; more gained nothing on
+	// the 2-core machine BenchmarkSink ran on (docs/PERFORMANCE.md).
+	DefaultSinkWriters = 2
 	// MinRetention guards against a unit slip (SINK_RETENTION=30 meaning days) emptying the table.
 	MinRetention = time.Hour
 )
@@ -86,6 +92,9 @@ func LoadSink(path string, getenv func(string) string) (*Sink, error) {
 		return nil, &Error{Key: "SINK_RETENTION", Msg: err.Error()}
 	}
 	if s.BatchSize, err = parseInt(get("SINK_BATCH_SIZE"), "SINK_BATCH_SIZE", 1, 100000); err != nil {
+		return nil, err
+	}
+	if s.Writers, err = parseInt(get("SINK_WRITERS"), "SINK_WRITERS", 1, 64); err != nil {
 		return nil, err
 	}
 	if s.Pprof, err = parseBool(get, "FORWARDER_PPROF"); err != nil {

@@ -21,7 +21,7 @@ func TestSinkDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Group != "sensorpipe-sink" || s.Listen != ":9103" || s.Retention != 0 || s.BatchSize != 5000 ||
+	if s.Group != "sensorpipe-sink" || s.Listen != ":9103" || s.Retention != 0 || s.BatchSize != 5000 || s.Writers != 2 ||
 		s.Kafka.Topic != "sensor-readings" || s.Kafka.SecurityProtocol != SASLSSL || s.LogLevel != "info" {
 		t.Fatalf("unexpected defaults: %+v", s)
 	}
@@ -202,6 +202,9 @@ func TestSinkInvalid(t *testing.T) {
 		{map[string]string{"SINK_GROUP": "a\nb"}, "SINK_GROUP"},
 		{map[string]string{"SINK_LISTEN": "9103"}, "SINK_LISTEN"},
 		{map[string]string{"SINK_BATCH_SIZE": "0"}, "SINK_BATCH_SIZE"},
+		{map[string]string{"SINK_WRITERS": "0"}, "SINK_WRITERS"},
+		{map[string]string{"SINK_WRITERS": "65"}, "SINK_WRITERS"},
+		{map[string]string{"SINK_WRITERS": "two"}, "SINK_WRITERS"},
 		{map[string]string{"CONFLUENT_API_SECRET": ""}, "CONFLUENT_API_SECRET"},
 		{map[string]string{"DATABASE_URL": "", "DATABASE_URL_FILE": "/nonexistent"}, "DATABASE_URL_FILE"},
 	}

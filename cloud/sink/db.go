@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -26,9 +27,25 @@ var insertFromStage = func() string {
 		` ON CONFLICT (device_id, seq) DO NOTHING`
 }()
 
-// writer puts batches of rows into readings on one connection.
+// writer puts batches of rows into readings on one connection. It is
+// used by one goroutine at a time.
 type writer struct {
-	conn *pgx.Conn
+	conn  *pgx.Conn
+	fails int // consecutive failures to connect or write, for the backoff
+}
+
+// close ends the session, if there is one.
+func (w *writer) close(ctx context.Context) {
+	if w.conn != nil {
+		_ = w.conn.Close(context.WithoutCancel(ctx))
+		w.conn = nil
+	}
+}
+
+// backoff grows with consecutive failures: 250ms, 500ms, ... 10s.
+func (w *writer) backoff() time.Duration {
+	n := min(w.fails, 7)
+	return min(250*time.Millisecond<<max(n-1, 0), 10*time.Second)
 }
 
 // prepare readies a fresh connection: the staging table is per session.
@@ -46,13 +63,36 @@ type result struct {
 	batches  int   // transactions committed
 }
 
-// write stores rows, in one transaction when it can. When PostgreSQL
-// refuses the data (not the connection), it splits the batch and retries
-// the halves, down to single rows: a row refused on its own is passed to
-// bad and skipped, so one bad row never holds up the others or the stream.
-// Any other error is returned as is, for the caller to retry the batch
-// (rows already committed by then come back as duplicates).
+// write stores rows. It first copies them straight into readings (one
+// COPY, its own transaction): the common case, a batch seen for the first
+// time, costs PostgreSQL no more than a bulk load. If PostgreSQL refuses
+// that COPY (a row already in the table, as after a redelivery, or a
+// value it will not take), nothing of it stays, and the batch goes the
+// careful way: writeStaged. Any other error (the connection) is returned
+// as is, for the caller to retry the batch.
 func (w *writer) write(ctx context.Context, rows []row, bad func(row, error)) (result, error) {
+	if len(rows) == 0 {
+		return result{}, nil
+	}
+	n, err := w.conn.CopyFrom(ctx, pgx.Identifier{"readings"}, columns, &rowSource{rows: rows, buf: make([]any, 0, len(columns))})
+	if err == nil {
+		return result{inserted: n, batches: 1}, nil
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return result{}, fmt.Errorf("copy %d rows: %w", len(rows), err)
+	}
+	return w.writeStaged(ctx, rows, bad)
+}
+
+// writeStaged stores rows, in one transaction when it can, dropping those
+// already in the table. When PostgreSQL refuses the data (not the
+// connection), it splits the batch and retries the halves, down to single
+// rows: a row refused on its own is passed to bad and skipped, so one bad
+// row never holds up the others or the stream. Any other error is returned
+// as is, for the caller to retry the batch (rows already committed by then
+// come back as duplicates).
+func (w *writer) writeStaged(ctx context.Context, rows []row, bad func(row, error)) (result, error) {
 	var res result
 	if len(rows) == 0 {
 		return res, nil
@@ -71,7 +111,7 @@ func (w *writer) write(ctx context.Context, rows []row, bad func(row, error)) (r
 	}
 	half := len(rows) / 2
 	for _, part := range [][]row{rows[:half], rows[half:]} {
-		r, err := w.write(ctx, part, bad)
+		r, err := w.writeStaged(ctx, part, bad)
 		res.inserted += r.inserted
 		res.dups += r.dups
 		res.batches += r.batches

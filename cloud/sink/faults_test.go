@@ -6,6 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pgcluster"
@@ -145,4 +152,177 @@ func TestFaultTwoReplicasInOneGroup(t *testing.T) {
 	p.wait(t)
 	checkAll(t, url, devs, n)
 	t.Logf("replica a wrote %v rows, b %v before it stopped", a.metric("sink_rows_written_total"), b.metric("sink_rows_written_total"))
+}
+
+// committedOffsets reads the group's committed offset of each partition of
+// the readings topic (-1 where nothing is committed).
+func committedOffsets(t *testing.T, k *kafka.Cluster, certs *pki.PKI, group string) map[int32]int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Addr), kgo.DialTLSConfig(certs.Client()),
+		kgo.SASL(plain.Auth{User: stack.KafkaUser, Pass: stack.KafkaSecret}.AsMechanism()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrOffsetFetchRequest()
+	req.Group = group
+	rt := kmsg.NewOffsetFetchRequestTopic()
+	rt.Topic = stack.Topic
+	for p := range int32(stack.Partitions) {
+		rt.Partitions = append(rt.Partitions, p)
+	}
+	req.Topics = append(req.Topics, rt)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		t.Fatal(err)
+	}
+	out := map[int32]int64{}
+	for _, tp := range resp.Topics {
+		for _, p := range tp.Partitions {
+			out[p.Partition] = p.Offset
+		}
+	}
+	return out
+}
+
+// produced is where each reading landed: per partition, the (device, seq)
+// at each offset, as Produce writes them (in order, into an empty topic).
+type produced map[int32][]devSeq
+
+type devSeq struct {
+	dev string
+	seq int64
+}
+
+func produceAll(t *testing.T, k *kafka.Cluster, devs []string, n uint64) produced {
+	t.Helper()
+	keys, vals := encoded(devs, 1, n)
+	k.Produce(t, stack.Topic, keys, vals...)
+	at := produced{}
+	for i, key := range keys {
+		p := int32(kafka.Partition(key, stack.Partitions))
+		at[p] = append(at[p], devSeq{key, int64(i/len(devs)) + 1})
+	}
+	return at
+}
+
+// checkCommittedAreStored fails if a partition's committed offset is past a
+// reading that is not in the table: offsets must follow rows, never lead.
+func checkCommittedAreStored(t *testing.T, conn *pgx.Conn, at produced, committed map[int32]int64) {
+	t.Helper()
+	for p, recs := range at {
+		c := committed[p]
+		if c <= 0 {
+			continue
+		}
+		var devs []string
+		var seqs []int64
+		for _, r := range recs[:min(int(c), len(recs))] {
+			devs = append(devs, r.dev)
+			seqs = append(seqs, r.seq)
+		}
+		var missing int
+		err := conn.QueryRow(context.Background(), `SELECT count(*) FROM unnest($1::text[], $2::bigint[]) AS w(d, s)
+			WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE r.device_id = w.d AND r.seq = w.s)`, devs, seqs).Scan(&missing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if missing > 0 {
+			t.Fatalf("partition %d: offset %d committed, but %d readings before it are not in the table", p, c, missing)
+		}
+	}
+}
+
+// TestLanesCommitEachPartitionAfterItsRows runs the sink with two lanes
+// (database sessions) over six partitions, and blocks the very first
+// reading's insert behind another session's open transaction. The other
+// lane's partitions are written and committed to the end meanwhile (one
+// writer would have been stuck behind the first batch, and lanes fed by a
+// loop that waits on the blocked one stall too); the blocked lane commits no
+// offset past rows that are not in the table, at any moment sampled. Once
+// the blocker goes, everything is written once, every offset is
+// committed, and each device's rows were committed in seq order.
+func TestLanesCommitEachPartitionAfterItsRows(t *testing.T) {
+	certs := pki.New(t)
+	k := stack.StartKafka(t, certs)
+	watch, url := migrated(t)
+	ctx := context.Background()
+	devs := stack.Devices(12)
+	const n = 200
+	victim := devs[0] // its seq 1 is the first record produced: offset 0 of its partition
+	vp := int32(kafka.Partition(victim, stack.Partitions))
+
+	blocker, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close(ctx)
+	tx, err := blocker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	if _, err := tx.Exec(ctx, `INSERT INTO readings (device_id, seq, sensor, kind, ts, time_synced, "values")
+		VALUES ($1, 1, 'x', 'x', now(), true, '{}')`, victim); err != nil {
+		t.Fatal(err)
+	}
+	at := produceAll(t, k, devs, n)
+	if at[vp][0] != (devSeq{victim, 1}) {
+		t.Fatalf("partition %d starts with %v, not the victim's first reading", vp, at[vp][0])
+	}
+
+	env := sinkEnv(k, certs, url)
+	env["SINK_WRITERS"] = "2"
+	env["SINK_BATCH_SIZE"] = "40"
+	r := startSink(t, env)
+	testkit.WaitFor(t, "a lane waiting on the blocker", 30*time.Second, func() bool { return sinkWaitsOnALock(t, watch) })
+	free := func(p int32) bool { return laneOf(p, 2) != laneOf(vp, 2) }
+	testkit.WaitFor(t, "the other lane's partitions committed to the end while one lane is blocked", 60*time.Second, func() bool {
+		c := committedOffsets(t, k, certs, config.DefaultSinkGroup)
+		checkCommittedAreStored(t, watch, at, c)
+		for p, recs := range at {
+			if free(p) && c[p] != int64(len(recs)) {
+				return false
+			}
+		}
+		return true
+	})
+	c := committedOffsets(t, k, certs, config.DefaultSinkGroup)
+	checkCommittedAreStored(t, watch, at, c)
+	if c[vp] > 0 {
+		t.Fatalf("partition %d committed to %d, past its blocked first reading", vp, c[vp])
+	}
+	if !sinkWaitsOnALock(t, watch) {
+		t.Fatal("the blocked lane went on without its row")
+	}
+	t.Logf("while blocked: committed offsets %v (partition %d blocked)", c, vp)
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkAll(t, url, devs, n)
+	testkit.WaitFor(t, "every offset committed", 30*time.Second, func() bool {
+		c := committedOffsets(t, k, certs, config.DefaultSinkGroup)
+		for p, recs := range at {
+			if c[p] != int64(len(recs)) {
+				return false
+			}
+		}
+		return true
+	})
+	var backwards int
+	if err := watch.QueryRow(ctx, `SELECT count(*) FROM (SELECT received_at < lag(received_at) OVER (PARTITION BY device_id ORDER BY seq) AS back
+		FROM readings) x WHERE back`).Scan(&backwards); err != nil {
+		t.Fatal(err)
+	}
+	if backwards != 0 {
+		t.Errorf("%d rows committed before a lower seq of their device", backwards)
+	}
+	if got := r.metric("sink_duplicates_total"); got != 0 {
+		t.Errorf("sink_duplicates_total = %v, want 0", got)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,11 +53,9 @@ type Sink struct {
 	dbCfg          *pgx.ConnConfig
 	kopts          []kgo.Opt
 
-	w        writer // used by the consume loop only
 	dbUp     atomic.Bool
 	kafkaUp  atomic.Bool
 	migrated atomic.Bool
-	dbFails  int // consecutive failures, for backoff (the writer goroutine only, after the first connect)
 	own      partitions
 	// rebalance is set when the group waits on us for a rebalance; wakePoll
 	// cancels the poll in progress so the consume loop sees it at once.
@@ -126,9 +125,7 @@ func (s *Sink) kafkaOptions() ([]kgo.Opt, error) {
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.forget("lost", m) }),
 		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) {
 			s.rebalance.Store(true)
-			if cancel := s.wakePoll.Load(); cancel != nil {
-				(*cancel)()
-			}
+			s.wake()
 		}),
 	}
 	tc, err := kafkaout.TLSConfig(k)
@@ -183,10 +180,9 @@ func (s *Sink) Run(ctx context.Context) error {
 		"group", s.cfg.Group, "security_protocol", s.cfg.Kafka.SecurityProtocol, "database", s.dbCfg.Host,
 		"retention", s.cfg.Retention.String(), "listen", srv.Addr())
 
-	if !s.connect(ctx, true) {
-		return nil // stopped before the database was ever reachable
+	if !s.migrateSchema(ctx) {
+		return nil // stopped before the schema was in place
 	}
-	defer func() { _ = s.w.conn.Close(context.Background()) }()
 
 	cl, err := kgo.NewClient(s.kopts...)
 	if err != nil {
@@ -214,44 +210,111 @@ func (s *Sink) Run(ctx context.Context) error {
 	return err
 }
 
-// batch is one poll's records and the rows decoded from them.
+// wake cancels the poll in progress, if any, so the consume loop looks at
+// its lanes and the group at once.
+func (s *Sink) wake() {
+	if cancel := s.wakePoll.Load(); cancel != nil {
+		(*cancel)()
+	}
+}
+
+// batch is records of one poll that go to one lane, and the rows decoded
+// from them (by the lane).
 type batch struct {
 	recs []*kgo.Record
 	rows []row
 }
 
-// consume polls and decodes batches and hands them to one writer
-// goroutine, which stores a batch and then commits its offsets while the
-// next batch is fetched and decoded: PostgreSQL is not left idle during
-// the Kafka round trips. At most two batches are in hand (one being
-// written, one waiting). Rebalances stay blocked while any is; when the
-// group wants one (OnPartitionsCallbackBlocked), or when the writer has
-// caught up, the loop lets it happen.
+// lane is one writer goroutine with its own PostgreSQL session. Each
+// partition always goes to the same lane, which stores its batches in
+// order and commits each batch's offsets after the batch's transaction,
+// so a partition's offsets only move past rows that are committed.
+type lane struct {
+	w    writer
+	work chan *batch // one batch waits here while the lane writes the one before
+	// backlogged is set while the consume loop holds batches for this
+	// lane that did not fit in work: the lane then wakes the loop's poll
+	// each time it takes one.
+	backlogged atomic.Bool
+}
+
+// laneOf is the lane of a partition: fixed for the life of the consume
+// loop, so a partition's batches never race each other.
+func laneOf(partition int32, lanes int) int { return int(partition) % lanes }
+
+// consume polls batches and hands each partition's records to its lane
+// (SINK_WRITERS lanes, each on its own database session), so several
+// partitions are written at once and PostgreSQL works while the next poll
+// is fetched. A lane decodes, stores and then commits the offsets of its
+// batch; at most two of its batches are in hand (one being written, one
+// waiting). When a lane is behind, the loop keeps what it polled for it
+// (at most one poll's share) and pauses fetching its partitions, so a
+// slow or blocked lane does not stop the others. Rebalances stay blocked
+// while any batch is in hand; when the group wants one
+// (OnPartitionsCallbackBlocked), or when the lanes have caught up, the
+// loop lets it happen.
 func (s *Sink) consume(ctx context.Context, cl *kgo.Client) error {
-	// hard outlives ctx by shutdownGrace, so the batch in hand can finish.
+	// hard outlives ctx by shutdownGrace, so the batches in hand can finish.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(shutdownGrace, cancelHard) })
 	defer stop()
 
-	work := make(chan *batch)
-	done := make(chan bool, 2) // one per batch: stored (and commit tried), or abandoned
+	n := max(s.cfg.Writers, 1)
+	lanes := make([]*lane, n)
+	done := make(chan bool, 2*n) // one per batch: stored (and commit tried), or abandoned
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for b := range work {
-			done <- s.storeAndCommit(ctx, hard, cl, b)
-		}
-	}()
-	inHand := 0
-	abandoned := false
+	for i := range lanes {
+		l := &lane{work: make(chan *batch, 1)}
+		lanes[i] = l
+		wg.Go(func() { s.runLane(ctx, hard, cl, l, done) })
+	}
+	var (
+		inHand    int                   // batches handed to lanes and not yet settled
+		abandoned bool                  // a lane stopped before storing a batch
+		backlog   = make([][]*batch, n) // polled for a lane, not yet handed to it
+		paused    = make([][]int32, n)  // partitions paused because their lane has a backlog
+		topic     = s.cfg.Kafka.Topic
+	)
 	settle := func(ok bool) {
 		inHand--
 		abandoned = abandoned || !ok
 	}
+	// feed hands each lane what fits of its backlog, and resumes the
+	// partitions of a lane whose backlog is gone.
+	feed := func() {
+		for i, l := range lanes {
+			for len(backlog[i]) > 0 {
+				select {
+				case l.work <- backlog[i][0]:
+					inHand++
+					backlog[i] = backlog[i][1:]
+					continue
+				default:
+				}
+				break
+			}
+			if len(backlog[i]) == 0 {
+				l.backlogged.Store(false)
+				if len(paused[i]) > 0 {
+					cl.ResumeFetchPartitions(map[string][]int32{topic: paused[i]})
+					paused[i] = nil
+				}
+			}
+		}
+	}
+	idle := func() bool {
+		for i := range lanes {
+			if len(backlog[i]) > 0 {
+				return false
+			}
+		}
+		return inHand == 0
+	}
 	defer func() {
-		close(work)
+		for _, l := range lanes {
+			close(l.work)
+		}
 		wg.Wait()
 		for len(done) > 0 {
 			settle(<-done)
@@ -259,7 +322,8 @@ func (s *Sink) consume(ctx context.Context, cl *kgo.Client) error {
 		cl.AllowRebalance()
 	}()
 	for ctx.Err() == nil && !abandoned {
-		// Collect finished batches; with none in hand a rebalance may run.
+		// Collect finished batches, refill the lanes; with nothing in
+		// hand a rebalance may run.
 		for more := true; more; {
 			select {
 			case ok := <-done:
@@ -268,21 +332,27 @@ func (s *Sink) consume(ctx context.Context, cl *kgo.Client) error {
 				more = false
 			}
 		}
+		feed()
 		if s.rebalance.Load() {
-			for inHand > 0 {
+			for !idle() && !abandoned {
 				settle(<-done)
+				feed()
 			}
 			s.rebalance.Store(false)
 		}
-		if inHand == 0 {
+		if idle() {
 			cl.AllowRebalance()
+		}
+		if !slices.ContainsFunc(backlog, func(b []*batch) bool { return len(b) == 0 }) {
+			settle(<-done) // every lane is behind: wait for one, then feed it
+			continue
 		}
 		pctx, cancel := context.WithCancel(ctx)
 		s.wakePoll.Store(&cancel)
-		if s.rebalance.Load() && inHand > 0 {
-			cancel() // the group asked between the check above and now
+		if (s.rebalance.Load() && !idle()) || len(done) > 0 {
+			cancel() // the group asked, or a lane finished, since the checks above
 		}
-		fs := cl.PollRecords(pctx, s.cfg.BatchSize)
+		fs := cl.PollRecords(pctx, s.cfg.BatchSize*n)
 		s.wakePoll.Store(nil)
 		cancel()
 		if ctx.Err() != nil || fs.IsClientClosed() {
@@ -293,30 +363,84 @@ func (s *Sink) consume(ctx context.Context, cl *kgo.Client) error {
 				s.log.Warn("kafka fetch error", "topic", t, "partition", p, "err", err)
 			}
 		})
-		recs := fs.Records()
-		if len(recs) == 0 {
-			continue
+		for i, bs := range split(fs, n, s.cfg.BatchSize) {
+			backlog[i] = append(backlog[i], bs...)
 		}
-		b := &batch{recs: recs, rows: s.decode(recs)}
-		for sent := false; !sent; {
-			select {
-			case work <- b:
-				inHand++
-				sent = true
-			case ok := <-done:
-				settle(ok)
+		feed()
+		for i, l := range lanes {
+			if len(backlog[i]) == 0 || len(paused[i]) > 0 {
+				continue
 			}
+			l.backlogged.Store(true)
+			paused[i] = lanePartitions(backlog[i], s.own.list(), i, n)
+			cl.PauseFetchPartitions(map[string][]int32{topic: paused[i]})
 		}
 	}
 	return nil
 }
 
-// storeAndCommit writes b and then commits its offsets. It returns false
-// if the sink is stopping with b not stored (its offsets stay where they
-// were, so the next owner of its partitions consumes it again).
-func (s *Sink) storeAndCommit(ctx, hard context.Context, cl *kgo.Client, b *batch) bool {
+// lanePartitions are the partitions of lane i: those it owns and those
+// with records in its backlog.
+func lanePartitions(backlog []*batch, owned []int32, i, lanes int) []int32 {
+	var ps []int32
+	for _, p := range owned {
+		if laneOf(p, lanes) == i {
+			ps = append(ps, p)
+		}
+	}
+	for _, b := range backlog {
+		for _, r := range b.recs {
+			if !slices.Contains(ps, r.Partition) {
+				ps = append(ps, r.Partition)
+			}
+		}
+	}
+	return ps
+}
+
+// split sorts a poll's records into batches per lane, each partition's
+// records in order and at most size records a batch.
+func split(fs kgo.Fetches, lanes, size int) [][]*batch {
+	out := make([][]*batch, lanes)
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		i := laneOf(p.Partition, lanes)
+		for _, rec := range p.Records {
+			bs := out[i]
+			if len(bs) == 0 || len(bs[len(bs)-1].recs) == size {
+				bs = append(bs, &batch{recs: make([]*kgo.Record, 0, min(size, len(p.Records)))})
+				out[i] = bs
+			}
+			b := bs[len(bs)-1]
+			b.recs = append(b.recs, rec)
+		}
+	})
+	return out
+}
+
+// runLane stores the lane's batches in order until its work channel is
+// closed. Once a batch is abandoned (the sink stopping before it was
+// stored), the lane writes nothing more: a later batch of the same
+// partition must not commit offsets past rows that are not in the table.
+func (s *Sink) runLane(ctx, hard context.Context, cl *kgo.Client, l *lane, done chan<- bool) {
+	defer l.w.close(hard)
+	ok := true
+	for b := range l.work {
+		ok = ok && s.storeAndCommit(ctx, hard, cl, &l.w, b)
+		done <- ok
+		if l.backlogged.Load() {
+			s.wake() // the consume loop has more for this lane
+		}
+	}
+}
+
+// storeAndCommit decodes b, writes its rows and then commits its offsets.
+// It returns false if the sink is stopping with b not stored (its offsets
+// stay where they were, so the next owner of its partitions consumes it
+// again).
+func (s *Sink) storeAndCommit(ctx, hard context.Context, cl *kgo.Client, w *writer, b *batch) bool {
 	start := time.Now()
-	if !s.store(ctx, hard, b.rows) {
+	b.rows = s.decode(b.recs)
+	if !s.store(ctx, hard, w, b.rows) {
 		return false
 	}
 	if err := cl.CommitRecords(hard, b.recs...); err != nil {
@@ -352,29 +476,27 @@ func (s *Sink) decode(recs []*kgo.Record) []row {
 	return rows
 }
 
-// store writes rows, retrying with backoff while PostgreSQL is
+// store writes rows on w, retrying with backoff while PostgreSQL is
 // unreachable. It returns false if ctx ended first (or hard, the grace
 // after it), with the rows not stored.
-func (s *Sink) store(ctx, hard context.Context, rows []row) bool {
+func (s *Sink) store(ctx, hard context.Context, w *writer, rows []row) bool {
 	for {
-		if !s.connect(ctx, false) {
+		if !s.connect(ctx, w) {
 			return false
 		}
-		res, err := s.w.write(hard, rows, func(r row, err error) { s.skip(reasonRefused, r.src, err) })
+		res, err := w.write(hard, rows, func(r row, err error) { s.skip(reasonRefused, r.src, err) })
 		s.m.rows.AddInt64(res.inserted)
 		s.m.duplicates.AddInt64(res.dups)
 		s.m.batches.Add(res.batches)
 		if err == nil {
-			s.dbOK()
+			s.dbOK(w)
 			return true
 		}
-		s.dbFailed("write failed; retrying the batch", err)
-		if s.w.conn != nil && !s.w.conn.IsClosed() {
-			// A failure that left the session usable (statement timeout,
-			// disk full): start the next attempt on a fresh one anyway.
-			_ = s.w.conn.Close(context.WithoutCancel(hard))
-		}
-		if ctx.Err() != nil || !sleep(ctx, s.backoff()) {
+		s.dbFailed(w, "write failed; retrying the batch", err)
+		// A failure that left the session usable (statement timeout, disk
+		// full): start the next attempt on a fresh one anyway.
+		w.close(hard)
+		if ctx.Err() != nil || !sleep(ctx, w.backoff()) {
 			return false
 		}
 	}
@@ -385,95 +507,111 @@ func (s *Sink) skip(reason string, src Source, err error) {
 	s.log.Warn("skipping a record", "reason", reason, "topic", src.Topic, "partition", src.Partition, "offset", src.Offset, "err", err)
 }
 
-// connect makes sure the writer has a usable session (migrating the schema
-// on the first one when migrate is set), retrying with backoff. It returns
-// false if ctx ended before it had one.
-func (s *Sink) connect(ctx context.Context, migrate bool) bool {
-	for s.w.conn == nil || s.w.conn.IsClosed() {
-		err := s.open(ctx, migrate)
+// connect makes sure w has a usable session, retrying with backoff. It
+// returns false if ctx ended before it had one.
+func (s *Sink) connect(ctx context.Context, w *writer) bool {
+	for w.conn == nil || w.conn.IsClosed() {
+		err := s.open(ctx, w)
 		if err == nil {
-			s.dbOK()
+			s.dbOK(w)
 			return true
 		}
-		msg := "database not reachable; retrying"
-		switch {
-		case errors.Is(err, schema.ErrTooNew):
-			s.log.Error("refusing to write", "err", err)
-			msg = "schema newer than this sink; retrying"
-		case errors.Is(err, schema.ErrLockTimeout):
-			msg = "schema migration waited too long for a lock; retrying"
-		case errors.Is(err, errMigrate):
-			msg = "schema migration failed; retrying"
-		}
-		s.dbFailed(msg, err)
-		if !sleep(ctx, s.backoff()) {
+		s.dbFailed(w, "database not reachable; retrying", err)
+		if !sleep(ctx, w.backoff()) {
 			return false
 		}
 	}
 	return true
 }
 
-// errMigrate marks open's errors that came from the schema migration.
-var errMigrate = errors.New("migrate the schema")
-
-// open connects the writer, bounded by connectTimeout, and migrates the
-// schema first when migrate is set. The migration runs on ctx alone: it
-// may take as long as it needs (a later migration may build an index on a
-// big table), while each of its waits for a lock ends after
-// migrate.LockTimeout with schema.ErrLockTimeout, so a sink behind another
-// one's migration, or behind a long query, says so and tries again
-// instead of hanging.
-func (s *Sink) open(ctx context.Context, migrate bool) error {
+// open connects w, bounded by connectTimeout, and prepares its session.
+func (s *Sink) open(ctx context.Context, w *writer) error {
 	cctx, cancel := context.WithTimeout(ctx, s.connectTimeout)
+	defer cancel()
 	conn, err := pgx.ConnectConfig(cctx, s.dbCfg)
-	cancel()
 	if err != nil {
 		return err
 	}
-	if migrate {
-		from, to, err := schema.Migrate(ctx, conn, &s.migrate)
-		if err != nil {
-			conn.Close(context.WithoutCancel(ctx))
-			return fmt.Errorf("%w: %w", errMigrate, err)
-		}
-		if from != to {
-			s.log.Info("schema migrated", "from", from, "to", to)
-		}
-		s.migrated.Store(true)
-	}
-	s.w.conn = conn
-	pctx, cancel := context.WithTimeout(ctx, s.connectTimeout)
-	defer cancel()
-	if err := s.w.prepare(pctx); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
+	w.conn = conn
+	if err := w.prepare(cctx); err != nil {
+		w.close(ctx)
 		return err
 	}
 	return nil
 }
 
-func (s *Sink) dbOK() {
-	if s.dbFails > 0 || !s.dbUp.Load() {
+// migrateSchema creates or migrates the schema on a session of its own,
+// retrying with backoff until it is done. It returns false if ctx ended
+// first.
+func (s *Sink) migrateSchema(ctx context.Context) bool {
+	var w writer // for its failure count; the session is closed after each try
+	for {
+		err := s.migrateOnce(ctx)
+		if err == nil {
+			s.dbOK(&w)
+			return true
+		}
+		msg := "schema migration failed; retrying"
+		switch {
+		case errors.Is(err, schema.ErrTooNew):
+			s.log.Error("refusing to write", "err", err)
+			msg = "schema newer than this sink; retrying"
+		case errors.Is(err, schema.ErrLockTimeout):
+			msg = "schema migration waited too long for a lock; retrying"
+		case errors.Is(err, errConnect):
+			msg = "database not reachable; retrying"
+		}
+		s.dbFailed(&w, msg, err)
+		if !sleep(ctx, w.backoff()) {
+			return false
+		}
+	}
+}
+
+// errConnect marks migrateOnce's failures to connect.
+var errConnect = errors.New("connect")
+
+// migrateOnce connects, bounded by connectTimeout, and migrates. The
+// migration runs on ctx alone: it may take as long as it needs (a later
+// migration may build an index on a big table), while each of its waits
+// for a lock ends after migrate.LockTimeout with schema.ErrLockTimeout, so
+// a sink behind another one's migration, or behind a long query, says so
+// and tries again instead of hanging.
+func (s *Sink) migrateOnce(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, s.connectTimeout)
+	conn, err := pgx.ConnectConfig(cctx, s.dbCfg)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errConnect, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	from, to, err := schema.Migrate(ctx, conn, &s.migrate)
+	if err != nil {
+		return fmt.Errorf("migrate the schema: %w", err)
+	}
+	if from != to {
+		s.log.Info("schema migrated", "from", from, "to", to)
+	}
+	s.migrated.Store(true)
+	return nil
+}
+
+func (s *Sink) dbOK(w *writer) {
+	if !s.dbUp.Swap(true) || w.fails > 0 {
 		s.log.Info("database ready")
 	}
-	s.dbFails = 0
-	s.dbUp.Store(true)
+	w.fails = 0
 	s.m.dbUp.Set(1)
 }
 
-func (s *Sink) dbFailed(msg string, err error) {
+func (s *Sink) dbFailed(w *writer, msg string, err error) {
 	s.m.dbErrors.Inc()
 	s.dbUp.Store(false)
 	s.m.dbUp.Set(0)
-	s.dbFails++
-	if s.dbFails == 1 || s.dbFails%10 == 0 {
-		s.log.Warn(msg, "failures", s.dbFails, "retry_in", s.backoff(), "err", err)
+	w.fails++
+	if w.fails == 1 || w.fails%10 == 0 {
+		s.log.Warn(msg, "failures", w.fails, "retry_in", w.backoff(), "err", err)
 	}
-}
-
-// backoff grows with consecutive database failures: 250ms, 500ms, ... 10s.
-func (s *Sink) backoff() time.Duration {
-	n := min(s.dbFails, 7)
-	return min(250*time.Millisecond<<max(n-1, 0), 10*time.Second)
 }
 
 // probeKafka asks a broker for its API versions every few seconds, so

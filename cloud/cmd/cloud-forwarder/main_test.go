@@ -326,12 +326,14 @@ func TestSinkRefusesWeakTLSToARemoteDatabase(t *testing.T) {
 	}
 }
 
-// sinkInTx reports whether the sink's database session has a transaction open.
-func sinkInTx(ctx context.Context, conn *pgx.Conn) bool {
+// sinkInTx counts the sink's database sessions with a transaction open.
+func sinkInTx(ctx context.Context, conn *pgx.Conn) int {
 	var n int
-	err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-		WHERE application_name = 'cloud-forwarder-sink' AND xact_start IS NOT NULL`).Scan(&n)
-	return err == nil && n > 0
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE application_name = 'cloud-forwarder-sink' AND xact_start IS NOT NULL`).Scan(&n); err != nil {
+		return 0
+	}
+	return n
 }
 
 func rowCount(ctx context.Context, conn *pgx.Conn) (rows, distinct int) {
@@ -339,10 +341,11 @@ func rowCount(ctx context.Context, conn *pgx.Conn) (rows, distinct int) {
 	return rows, distinct
 }
 
-// TestSinkKill9MidBatch SIGKILLs the real `cloud-forwarder sink` three
-// times while it has a transaction open on a backlog, restarting it each
-// time: the uncommitted batch is consumed again, and in the end every
-// reading is exactly one row.
+// TestSinkKill9MidBatch SIGKILLs the real `cloud-forwarder sink`, writing
+// with three lanes (sessions), three times while it has transactions open
+// on a backlog (several at once when it can catch them), restarting it
+// each time: the uncommitted batches are consumed again, and in the end
+// every reading is exactly one row, counted by (device_id, seq).
 func TestSinkKill9MidBatch(t *testing.T) {
 	c := pgcluster.ForTest(t)
 	ctx := context.Background()
@@ -370,6 +373,7 @@ func TestSinkKill9MidBatch(t *testing.T) {
 		"KAFKA_CA_FILE":                   certs.CAFile,
 		"DATABASE_URL":                    url,
 		"SINK_BATCH_SIZE":                 "1000",
+		"SINK_WRITERS":                    "3",
 	}
 	watch, err := pgx.Connect(ctx, url)
 	if err != nil {
@@ -381,12 +385,14 @@ func TestSinkKill9MidBatch(t *testing.T) {
 	for kill := 1; kill <= 3; kill++ {
 		p := spawnCmd(t, "sink", "SINK_LISTEN", env)
 		deadline := time.Now().Add(30 * time.Second)
+		several := time.Now().Add(5 * time.Second) // then one open transaction will do
 		// Kill as soon as this incarnation has committed something and has
-		// its next transaction open, so every kill lands mid-batch and
-		// leaves work for the next one.
+		// transactions open, so every kill lands mid-batch and leaves work
+		// for the next one.
+		open := 0
 		for {
 			rows, _ := rowCount(ctx, watch)
-			if rows > committed && sinkInTx(ctx, watch) {
+			if open = sinkInTx(ctx, watch); rows > committed && (open >= 2 || (open == 1 && time.Now().After(several))) {
 				break
 			}
 			if rows == total || time.Now().After(deadline) {
@@ -399,7 +405,7 @@ func TestSinkKill9MidBatch(t *testing.T) {
 		<-p.done
 		p.done <- nil
 		committed, _ = rowCount(ctx, watch)
-		t.Logf("kill %d: SIGKILL with a transaction open, %d of %d rows committed", kill, committed, total)
+		t.Logf("kill %d: SIGKILL with open transactions: %d; %d of %d rows committed", kill, open, committed, total)
 	}
 	p := spawnCmd(t, "sink", "SINK_LISTEN", env)
 	deadline := time.Now().Add(60 * time.Second)
