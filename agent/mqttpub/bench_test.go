@@ -43,7 +43,9 @@ func TestMain(m *testing.M) {
 // the forwarder does, at once when 1,000 seqs wait: without that the 1s
 // interval with the default max_unconfirmed of 10,000 bounded the drain at
 // about 10,000 readings/s (a last mode raises max_unconfirmed to 50,000). It reports readings/s and the agent process's
-// CPU time per reading (user+sys), which a loaded machine disturbs less.
+// CPU time per reading (user+sys), which a loaded machine disturbs less,
+// and the peak of the ledger's entries (sampled every 5 ms), which
+// max_unconfirmed bounds however fast the drain.
 // Run it under flock /tmp/bench.lock.
 func BenchmarkDrain100k(b *testing.B) {
 	const n = 100_000
@@ -62,6 +64,7 @@ func BenchmarkDrain100k(b *testing.B) {
 	}
 	wall := make([]time.Duration, len(modes))
 	cpu := make([]time.Duration, len(modes))
+	ledger := make([]int, len(modes)) // peak entries, sampled with the buffer's count
 	runs := 0
 	for b.Loop() {
 		runs++
@@ -87,6 +90,7 @@ func BenchmarkDrain100k(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				ledger[i] = max(ledger[i], mqttpub.LedgerEntries(p))
 				if st.Count == 0 {
 					break
 				}
@@ -104,6 +108,7 @@ func BenchmarkDrain100k(b *testing.B) {
 	for i, m := range modes {
 		b.ReportMetric(float64(n*runs)/wall[i].Seconds(), m.name+"_readings/s")
 		b.ReportMetric(float64(cpu[i].Microseconds())/float64(n*runs), m.name+"_cpu_us/reading")
+		b.ReportMetric(float64(ledger[i]), m.name+"_peak-ledger-entries")
 	}
 }
 
