@@ -1,7 +1,6 @@
 package buffer_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -13,39 +12,8 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
-
-// flipValueDigit changes one digit of the temperature in the stored payload
-// of seq, in the closed buffer file at path: the kind of damage a bad SD
-// card block does, which still decodes as a valid reading.
-func flipValueDigit(t *testing.T, path string, seq uint64) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := bytes.Index(b, fmt.Appendf(nil, `"seq":%d,`, seq))
-	if at < 0 {
-		t.Fatalf("seq %d not found in %s", seq, path)
-	}
-	v := bytes.Index(b[at:], []byte(`"temperature_c":`))
-	if v < 0 {
-		t.Fatalf("no temperature after seq %d", seq)
-	}
-	off := int64(at + v + len(`"temperature_c":`))
-	c := b[off]
-	if c < '0' || c > '9' {
-		t.Fatalf("byte %q at %d is not a digit", c, off)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt([]byte{'0' + (c-'0'+1)%10}, off); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestFlippedByteIsCaught: a record whose payload changed on disk fails its
 // CRC-32C. verify reports it; the agent never hands it to the publisher,
@@ -64,7 +32,7 @@ func TestFlippedByteIsCaught(t *testing.T) {
 			const n = 50
 			last := makeBuffer(t, path, n)
 			bad := last - 20
-			flipValueDigit(t, path, bad)
+			testkit.FlipValueDigit(t, path, bad)
 
 			ro, err := buffer.OpenReadOnly(path, time.Second)
 			if err != nil {
@@ -131,7 +99,7 @@ func TestDamagedRecordsAreCapped(t *testing.T) {
 	const n = 1010
 	last := makeBuffer(t, path, n)
 	for seq := last - n + 1; seq <= last; seq++ {
-		flipValueDigit(t, path, seq)
+		testkit.FlipValueDigit(t, path, seq)
 	}
 	log, sink := newLogger()
 	b := openT(t, path, buffer.Options{Logger: log})

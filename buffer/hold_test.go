@@ -167,3 +167,58 @@ func TestBootStampIsKept(t *testing.T) {
 		t.Fatalf("Verify = %+v, %v", rep, err)
 	}
 }
+
+// TestStatsCountsHeldReadings: Stats counts the readings the hold keeps
+// back (the newest ones, taken unsynced in this boot) and says when the
+// oldest of them is let go; a read-only buffer counts them with the hold
+// it is given; nothing is held once the hold says so.
+func TestStatsCountsHeldReadings(t *testing.T) {
+	ctx := context.Background()
+	thisBoot := [16]byte{1, 2, 3}
+	var left atomic.Int64
+	left.Store(int64(4 * time.Minute))
+	hold := func(synced bool, boot reading.BootStamp) time.Duration {
+		if synced || boot.ID != thisBoot {
+			return 0
+		}
+		// The oldest reading of this boot has the least left.
+		return time.Duration(left.Load()) + boot.Since - 10*time.Second
+	}
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	now := time.Unix(1_800_000_000, 0)
+	b := openT(t, path, buffer.Options{Hold: hold, Now: func() time.Time { return now }})
+	appendN(t, b, 0, 2)
+	earlierBoot := newReading(2)
+	earlierBoot.TimeSynced, earlierBoot.Boot = false, reading.BootStamp{ID: [16]byte{9}, Since: time.Minute}
+	held := []*reading.Reading{newReading(3), newReading(4), newReading(5)}
+	for i, r := range held {
+		r.TimeSynced, r.Boot = false, reading.BootStamp{ID: thisBoot, Since: time.Duration(10+i) * time.Second}
+	}
+	if err := b.Append(ctx, append([]*reading.Reading{earlierBoot}, held...)...); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.Stats()
+	if err != nil || st.Held != 3 || !st.HeldUntil.Equal(now.Add(4*time.Minute)) || st.Count != 6 {
+		t.Fatalf("Stats = held %d until %v (count %d), %v; want 3 held until %v", st.Held, st.HeldUntil, st.Count, err, now.Add(4*time.Minute))
+	}
+	left.Store(int64(-time.Hour))
+	if st, err := b.Stats(); err != nil || st.Held != 0 || !st.HeldUntil.IsZero() {
+		t.Fatalf("Stats after the hold = held %d until %v, %v; want none", st.Held, st.HeldUntil, err)
+	}
+	left.Store(int64(4 * time.Minute))
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	ro, err := buffer.OpenReadOnly(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if st, err := ro.Stats(); err != nil || st.Held != 0 {
+		t.Errorf("read-only Stats without a hold = held %d, %v", st.Held, err)
+	}
+	if n, rest, err := ro.CountHeld(hold); err != nil || n != 3 || rest != 4*time.Minute {
+		t.Errorf("read-only CountHeld = %d, %v, %v; want 3 for 4m", n, rest, err)
+	}
+}

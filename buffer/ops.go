@@ -35,6 +35,13 @@ type Stats struct {
 	Damaged      uint64   `json:"damaged"`       // records that failed their checksum, moved aside unpublished, ever
 	MaxBytes     int64    `json:"max_bytes,omitempty"`
 	MaxAge       Duration `json:"max_age,omitempty"`
+
+	// Held counts the newest readings held back from publishing by
+	// Options.Hold (taken before the clock synced, waiting for their time
+	// to be corrected); HeldUntil is when the oldest of them is let go if
+	// the clock does not sync first. Zero without a hold.
+	Held      uint64    `json:"held,omitempty"`
+	HeldUntil time.Time `json:"held_until,omitzero"`
 }
 
 // Duration marshals as a Go duration string ("720h0m0s").
@@ -90,10 +97,52 @@ func (b *Buffer) Stats() (Stats, error) {
 		return Stats{}, fmt.Errorf("buffer stats: %w", err)
 	}
 	s.FileBytes = fileSize(b.path)
+	if b.opts.Hold != nil {
+		n, rest, err := b.CountHeld(b.opts.Hold)
+		if err != nil {
+			return Stats{}, err
+		}
+		if n > 0 {
+			s.Held, s.HeldUntil = n, b.opts.Now().Add(rest)
+		}
+	}
 	if !b.readOnly {
 		s.MaxBytes, s.MaxAge = b.opts.MaxBytes, Duration(b.opts.MaxAge)
 	}
 	return s, nil
+}
+
+// CountHeld counts the readings hold would hold back from publishing (see
+// Options.Hold; a read-only buffer has none of its own, so `edge-agent
+// buffer stats` passes the agent's), and returns how much longer the oldest
+// of them is held. It walks back from the newest reading and stops at the
+// first one not held: a hold only ever covers the newest readings, since
+// those taken before them are older, or of an earlier boot. (For the few
+// seconds between the clock's sync and the agent's correction of the held
+// readings, readings stamped after the sync wait behind them uncounted.)
+func (b *Buffer) CountHeld(hold func(synced bool, boot reading.BootStamp) time.Duration) (n uint64, rest time.Duration, err error) {
+	err = b.read(func(st *state, tx *bolt.Tx) error {
+		return st.eachBack(tx.Bucket([]byte(bucketReadings)), st.durable, func(seq uint64, v []byte) bool {
+			h, err := parseValue(v)
+			if err != nil {
+				b.noteDamaged(seq)
+				return true // never published: it holds nothing back
+			}
+			d := time.Duration(0)
+			if !h.synced {
+				d = hold(false, h.boot)
+			}
+			if d <= 0 {
+				return false
+			}
+			n, rest = n+1, d
+			return true
+		})
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("count held readings: %w", err)
+	}
+	return n, rest, nil
 }
 
 // updateChunk bounds the memory and lock time of one Update/Purge transaction.

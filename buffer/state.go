@@ -141,6 +141,33 @@ func (s *state) each(rb *bolt.Bucket, after, limit uint64, fn func(seq uint64, v
 	return nil
 }
 
+// eachBack calls fn for the stored records with seq <= limit, newest
+// first, the log's then bbolt's, until fn returns false. Values from bbolt
+// are valid only inside tx.
+func (s *state) eachBack(rb *bolt.Bucket, limit uint64, fn func(seq uint64, val []byte) bool) error {
+	for i := len(s.pending) - 1; i >= 0; i-- {
+		if p := s.pending[i]; !p.dead && p.seq <= limit {
+			if !fn(p.seq, p.val) {
+				return nil
+			}
+		}
+	}
+	c := rb.Cursor()
+	for k, v := c.Last(); k != nil; k, v = c.Prev() {
+		seq, err := keySeq(k)
+		if err != nil {
+			return err
+		}
+		if _, gone := s.deleted[seq]; gone || seq > limit {
+			continue
+		}
+		if !fn(seq, v) {
+			return nil
+		}
+	}
+	return nil
+}
+
 // last returns the newest stored record at or below limit.
 func (s *state) last(rb *bolt.Bucket, limit uint64) (uint64, []byte, error) {
 	for i := len(s.pending) - 1; i >= 0; i-- {

@@ -52,6 +52,7 @@ type opts struct {
 	configPath string
 	configSet  bool
 	status     string
+	hold       time.Duration // clock.hold_unsynced, for the readings a stopped agent would hold
 	json       bool
 	n          int
 	newest     bool
@@ -177,12 +178,16 @@ type agentConfig struct {
 		Path string `yaml:"path"`
 	} `yaml:"buffer"`
 	StatusListen *string `yaml:"status_listen"`
+	Clock        struct {
+		HoldUnsynced *time.Duration `yaml:"hold_unsynced"`
+	} `yaml:"clock"`
 }
 
 // resolve fills --db and --status from the config when not given.
 func (o *opts) resolve() error {
 	def := config.Default()
 	statusFromConfig := def.StatusListen
+	o.hold = def.Clock.HoldUnsynced
 	b, err := os.ReadFile(o.configPath)
 	switch {
 	case err == nil:
@@ -195,6 +200,9 @@ func (o *opts) resolve() error {
 		}
 		if c.StatusListen != nil {
 			statusFromConfig = *c.StatusListen
+		}
+		if c.Clock.HoldUnsynced != nil {
+			o.hold = *c.Clock.HoldUnsynced
 		}
 	case o.configSet && o.db == "":
 		return fmt.Errorf("%w: --config: %w", cmdline.ErrUsage, err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgepipe/sensorpipe/agent/bufhttp"
+	"github.com/edgepipe/sensorpipe/agent/clock"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
@@ -364,5 +365,75 @@ func TestRunningAgent(t *testing.T) {
 	r.want(t, 1, nil, []string{"agent holds " + db, deadAddr, "did not answer"})
 	if r.took > 10*time.Second {
 		t.Fatalf("stats with a dead endpoint took %v", r.took)
+	}
+}
+
+// TestHeldReadings: readings taken before the clock synced, in this boot,
+// show as held for the clock: on the stopped file (what the agent's next
+// start would hold, by the config's clock.hold_unsynced) and through the
+// running agent's endpoint (what its buffer holds now).
+func TestHeldReadings(t *testing.T) {
+	id, err := clock.BootID()
+	if err != nil {
+		t.Skipf("no boot id on this kernel (%v): readings cannot be held", err)
+	}
+	dir := t.TempDir()
+	db := filepath.Join(dir, "buffer.db")
+	hold := func(synced bool, b reading.BootStamp) time.Duration {
+		if synced || b.ID != id {
+			return 0
+		}
+		return 5 * time.Minute
+	}
+	b, err := buffer.Open(db, buffer.Options{Hold: hold})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendReadings(t, b, 5)
+	since := clock.SinceBoot() - 30*time.Second // taken 30 s ago
+	for i := range 3 {
+		r := &reading.Reading{DeviceID: "pi-test", Sensor: "sim-0", Kind: "sim", TS: t0.Add(time.Hour),
+			Values: map[string]float64{reading.Temperature: 21.5}, Boot: reading.BootStamp{ID: id, Since: since + time.Duration(i)*time.Second}}
+		if err := b.Append(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Running: the endpoint reports the buffer's own hold.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/buffer/", bufhttp.Handler(b, nil))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	r := run(t, "stats", "--db", db, "--status", ln.Addr().String())
+	r.want(t, 0, []string{"via the running agent", "held for the clock  3 taken before NTP synced, held back so", "clock.hold_unsynced"}, nil)
+	r = run(t, "stats", "--db", db, "--status", ln.Addr().String(), "--json")
+	r.want(t, 0, []string{`"held":3,"held_until":"`}, nil)
+	srv.Close()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Stopped: the default hold (10m) holds them at the next start; a
+	// config without a hold does not.
+	r = run(t, "stats", "--db", db)
+	r.want(t, 0, []string{"agent not running", "held for the clock  3 taken before NTP synced, held back when the agent starts"}, nil)
+	var st buffer.Stats
+	r = run(t, "stats", "--db", db, "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Held != 3 ||
+		st.HeldUntil.Before(time.Now().Add(9*time.Minute)) || st.HeldUntil.After(time.Now().Add(10*time.Minute)) {
+		t.Fatalf("stats --json = %s (%v); want 3 held for about 9m30s", r.stdout, err)
+	}
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("buffer: {path: %s}\nclock: {hold_unsynced: 0s}\nstatus_listen: \"\"\n", db)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, "stats", "--config", cfg)
+	r.want(t, 0, []string{"agent not running"}, nil)
+	if strings.Contains(r.stdout, "held") {
+		t.Errorf("held readings without a hold:\n%s", r.stdout)
 	}
 }

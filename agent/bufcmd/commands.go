@@ -19,6 +19,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/edgepipe/sensorpipe/agent/bufhttp"
+	"github.com/edgepipe/sensorpipe/agent/clock"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
@@ -32,7 +33,7 @@ func runStats(ctx context.Context, o *opts, stdout io.Writer) error {
 	defer src.close()
 	var st bufhttp.Stats
 	if src.buf != nil {
-		st.Stats, err = src.buf.Stats()
+		st.Stats, err = fileStats(src.buf, o.hold)
 	} else {
 		st, err = src.remote.Stats(ctx)
 	}
@@ -83,11 +84,38 @@ func runStats(ctx context.Context, o *opts, stdout io.Writer) error {
 	if st.MaxBytes > 0 {
 		fmt.Fprintf(tw, "bounds\tmax_bytes %s, max_age %s\n", humanize.IBytes(uint64(st.MaxBytes)), time.Duration(st.MaxAge))
 	}
+	if st.Held > 0 {
+		what := "held back"
+		if src.remote == nil {
+			what = "held back when the agent starts"
+		}
+		fmt.Fprintf(tw, "held for the clock\t%d taken before NTP synced, %s so their time can be corrected; "+
+			"published when the clock syncs, or from %s as they are (clock.hold_unsynced)\n", st.Held, what, fmtTime(st.HeldUntil))
+	}
 	fmt.Fprintf(tw, "dropped\t%d by max_bytes, %d by max_age\n", st.DroppedBytes, st.DroppedAge)
 	if st.Damaged > 0 {
 		fmt.Fprintf(tw, "damaged\t%d records failed their checksum and were moved aside unpublished\n", st.Damaged)
 	}
 	return tw.Flush()
+}
+
+// fileStats is the stopped agent's buffer's Stats, with the readings its
+// next start would hold for the clock (taken unsynced in this boot less
+// than hold ago; the read-only buffer has no hold of its own).
+func fileStats(b *buffer.Buffer, hold time.Duration) (buffer.Stats, error) {
+	st, err := b.Stats()
+	if err != nil || hold <= 0 {
+		return st, err
+	}
+	clk := clock.New(clock.Always(false), clock.WithHold(hold))
+	n, rest, err := b.CountHeld(clk.Held)
+	if err != nil {
+		return st, err
+	}
+	if n > 0 {
+		st.Held, st.HeldUntil = n, time.Now().Add(rest)
+	}
+	return st, nil
 }
 
 func fmtTime(t time.Time) string {

@@ -176,6 +176,17 @@ func (c *Clock) Offset() time.Duration {
 	return c.trueZero.Sub(c.zeroWall)
 }
 
+// BootTime is when the machine booted: by the true time once the clock is
+// synced, by the wall clock at New before that.
+func (c *Clock) BootTime() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.synced {
+		return c.trueZero
+	}
+	return c.zeroWall
+}
+
 // Correct gives r its true time if it was stamped in this boot while the
 // clock was not synced and the clock is synced now, and reports whether it
 // changed r (the agent passes it to buffer.UpdateUnsynced). The boot stamp

@@ -11,6 +11,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -71,6 +72,11 @@ type Config struct {
 	LogFormat    string         `yaml:"log_format"` // auto, text or json
 	Extra        map[string]any `yaml:",inline"`    // catches unknown keys; must stay empty
 	path         string
+	version      string
+
+	// StatusInterval is how often the retained heartbeat is published
+	// when nothing changes (it is also published on every change).
+	StatusInterval time.Duration `yaml:"status_interval"`
 }
 
 // Buffer configures the on-disk store-and-forward queue.
@@ -164,6 +170,10 @@ const maxUnconfirmed = 100_000
 // Path is the file the config was loaded from.
 func (c *Config) Path() string { return c.path }
 
+// Version names the config's content, for the heartbeat: the first 12 hex
+// digits of the SHA-256 of the bytes it was parsed from.
+func (c *Config) Version() string { return c.version }
+
 // The defaults, applied once: Default fills a config with them before the
 // YAML is decoded over it, and Parse then fills the per-sensor and derived
 // ones (applyDefaults). Validate changes nothing.
@@ -179,6 +189,7 @@ const (
 	DefaultMaxUnconfirmed = 10_000
 	DefaultHoldUnsynced   = 10 * time.Minute
 	DefaultStatusListen   = "127.0.0.1:9101"
+	DefaultStatusInterval = time.Minute
 	DefaultSysfsRoot      = "/sys"
 	DefaultLogFormat      = "auto"
 	DefaultFleetGrace     = 2 * time.Minute
@@ -207,6 +218,8 @@ func Default() Config {
 		StatusListen: DefaultStatusListen,
 		SysfsRoot:    DefaultSysfsRoot,
 		LogFormat:    DefaultLogFormat,
+
+		StatusInterval: DefaultStatusInterval,
 	}
 }
 
@@ -256,6 +269,7 @@ func Parse(b []byte, getenv func(string) string) (*Config, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	c.version = fmt.Sprintf("%x", sha256.Sum256(b))[:12]
 	return &c, nil
 }
 
@@ -321,6 +335,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Fleet.validate(); err != nil {
 		return err
+	}
+	if c.StatusInterval < time.Second {
+		return &Error{Key: "status_interval", Msg: fmt.Sprintf("%v is too short (minimum 1s)", c.StatusInterval)}
 	}
 	if c.StatusListen != "" {
 		if _, _, err := net.SplitHostPort(c.StatusListen); err != nil {

@@ -37,6 +37,9 @@ func TestLoadFull(t *testing.T) {
 	if c.Clock.HoldUnsynced != 5*time.Minute {
 		t.Errorf("clock.hold_unsynced = %v, want 5m", c.Clock.HoldUnsynced)
 	}
+	if c.StatusInterval != 2*time.Minute || len(c.Version()) != 12 {
+		t.Errorf("status_interval = %v, version %q; want 2m and 12 hex digits", c.StatusInterval, c.Version())
+	}
 	if c.MQTT.Password.Reveal() != "hunter2-secret" {
 		t.Errorf("password from file not read (trailing newline must be trimmed)")
 	}
@@ -104,6 +107,7 @@ func TestEveryKeyNamed(t *testing.T) {
 		{"buffer max_bytes small", base + "buffer: {max_bytes: 10KiB}\n", "buffer.max_bytes"},
 		{"buffer max_age negative", base + "buffer: {max_age: -1h}\n", "buffer.max_age"},
 		{"clock hold_unsynced negative", base + "clock: {hold_unsynced: -1m}\n", "clock.hold_unsynced"},
+		{"status_interval too short", base + "status_interval: 500ms\n", "status_interval"},
 		{"mqtt url missing", "device_id: pi-1\nsensors: [{name: s, driver: sim}]\n", "mqtt.url"},
 		{"mqtt url no host", strings.Replace(base, "tcp://127.0.0.1:1883", "ssl://", 1), "mqtt.url"},
 		{"mqtt url scheme", strings.Replace(base, "tcp://127.0.0.1:1883", "http://example.com", 1), "mqtt.url"},

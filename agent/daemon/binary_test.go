@@ -3,7 +3,6 @@ package daemon_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
@@ -191,7 +191,7 @@ func TestBinarySystemdLifecycle(t *testing.T) {
 	if !ns.has("STOPPING=1") {
 		t.Error("no STOPPING=1")
 	}
-	if got := statusOf(t, br.Retained("sensors/pi-bin/status")); got.State != "offline" || got.Delivery != mqttpub.DeliveryKafka {
+	if got := statusOf(t, br.Retained("sensors/pi-bin/status")); got.State != "offline" || got.Delivery != string(mqttpub.DeliveryKafka) {
 		t.Errorf("retained status = %+v, want offline, delivery kafka", got)
 	}
 	checkNothingLost(t, cnt, "pi-bin", db)
@@ -244,10 +244,10 @@ func checkNothingLost(t *testing.T, cnt *broker.Counter, device, db string) {
 }
 
 // statusOf decodes a retained status message.
-func statusOf(t *testing.T, payload string) mqttpub.Status {
+func statusOf(t *testing.T, payload string) heartbeat.Heartbeat {
 	t.Helper()
-	var st mqttpub.Status
-	if err := json.Unmarshal([]byte(payload), &st); err != nil {
+	st, err := heartbeat.Decode([]byte(payload))
+	if err != nil {
 		t.Fatalf("status %q: %v", payload, err)
 	}
 	return st

@@ -34,13 +34,27 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/status"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
+	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
 	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/drivers"
 )
 
-// Run is the `edge-agent run [--config FILE]` command.
-func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
+// Run is the `edge-agent run [--config FILE]` command of an agent of
+// unknown version ("dev"); Command names the version.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return Command("dev")(ctx, args, stdout, stderr)
+}
+
+// Command is `edge-agent run [--config FILE]` for an agent of version
+// (which the heartbeat reports).
+func Command(version string) func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return func(ctx context.Context, args []string, _, stderr io.Writer) error {
+		return run(ctx, args, stderr, version)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer, version string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", config.DefaultPath, "config file")
@@ -57,7 +71,7 @@ func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	err = Agent(ctx, cfg, Options{Logger: log, Reload: hup, LogLevel: level})
+	err = Agent(ctx, cfg, Options{Logger: log, Reload: hup, LogLevel: level, Version: version})
 	if err != nil {
 		log.Error("edge-agent stopped", "err", err)
 	}
@@ -66,6 +80,7 @@ func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 // Options are the agent's seams for tests; zero values are production.
 type Options struct {
+	Version         string // the agent's version, for the heartbeat
 	Logger          *slog.Logger
 	Clock           clock.Source           // default clock.Kernel{}
 	ClockOptions    []clock.Option         // tests step time
@@ -118,10 +133,13 @@ type agent struct {
 	buf      *buffer.Buffer
 	clk      *clock.Clock
 	m        *status.Metrics
-	startSeq uint64             // readings with a higher seq were taken by this run
-	clockErr string             // last clock error logged, so it is logged once
-	fleet    *fleet             // nil: remote config and commands off
-	sensors  chan sensorsChange // a remote config's sensors, to the pollers
+	rep      *status.Reporter
+	cfgInUse atomic.Pointer[heartbeat.Config] // the config version in force, for the heartbeat
+	startSeq uint64                           // readings with a higher seq were taken by this run
+	clockErr string                           // last clock error logged, so it is logged once
+	holdLog  holdLog                          // what was said about readings held for the clock
+	fleet    *fleet                           // nil: remote config and commands off
+	sensors  chan sensorsChange               // a remote config's sensors, to the pollers
 }
 
 func newAgent(cfg *config.Config, o Options) (*agent, error) {
@@ -140,7 +158,9 @@ func newAgent(cfg *config.Config, o Options) (*agent, error) {
 	if o.Notify == nil {
 		o.Notify = func(state string) { _, _ = sddaemon.SdNotify(false, state) }
 	}
-	return &agent{cfg: cfg, o: o, log: o.Logger, sensors: make(chan sensorsChange)}, nil
+	a := &agent{cfg: cfg, o: o, log: o.Logger, sensors: make(chan sensorsChange)}
+	a.cfgInUse.Store(&heartbeat.Config{Version: cfg.Version(), Source: configSourceFile})
+	return a, nil
 }
 
 func (a *agent) run(ctx context.Context) (err error) {
@@ -173,13 +193,16 @@ func (a *agent) run(ctx context.Context) (err error) {
 	a.m = status.NewMetrics(a.buf.Stats)
 	a.store = store{buf: a.buf, fault: a.o.appendFault}
 	a.checkClock(ctx)
+	a.noteHold() // readings an earlier run of this boot left held
 
 	var q mqttpub.Queue = a.buf
 	if a.o.wrapQueue != nil {
 		q = a.o.wrapQueue(q)
 	}
 	a.live.Slack = a.o.livenessSlack
-	pub, err := mqttpub.New(q, a.publisherOptions())
+	var pub *mqttpub.Publisher
+	a.rep = a.reporter(func() *mqttpub.Publisher { return pub })
+	pub, err = mqttpub.New(q, a.publisherOptions())
 	if err != nil {
 		return err
 	}
@@ -253,7 +276,7 @@ func (a *agent) publisherOptions() mqttpub.Options {
 		Delivery: mqttpub.Delivery(c.Delivery), ConfirmTimeout: c.ConfirmTimeout, MaxUnconfirmed: c.MaxUnconfirmed,
 		PriorSeq:      a.startSeq,
 		Subscriptions: a.fleetSubscriptions(),
-		Health:        &a.health,
+		Status:        a.rep,
 		Logger:        a.log.With("component", "mqtt"),
 		Metrics: mqttpub.Metrics{
 			Published: a.m.Published, Delivered: a.m.Delivered, DeleteErrors: a.m.DeleteErrors,
@@ -476,6 +499,11 @@ func (a *agent) reload() ([]drivers.Spec, bool) {
 			a.log.Warn("reload: key changed but only sensors are reloaded; restart the agent to apply it", "key", k.key)
 		}
 	}
+	if next.StatusInterval != a.rep.Interval() {
+		a.rep.SetInterval(next.StatusInterval)
+		a.log.Info("reload: status_interval applied", "status_interval", next.StatusInterval.String())
+	}
+	a.cfgInUse.Store(&heartbeat.Config{Version: next.Version(), Source: configSourceFile})
 	a.log.Info("reload: sensors reloaded", "config", path, "sensors", len(next.Sensors))
 	return next.Sensors, true
 }
@@ -500,6 +528,7 @@ func (a *agent) clockLoop(ctx context.Context) {
 		if a.checkClock(ctx) {
 			pending = 2
 		}
+		a.noteHold()
 		// A reading stamped just before the sync may be appended just
 		// after the first pass; a second pass one tick later catches it.
 		if pending > 0 {

@@ -14,5 +14,5 @@
 // publisher waits up to 1.5s for outstanding PUBACKs, publishes "offline"
 // and disconnects, then the buffer is closed; all within 5s.
 //
-//	app.Commands["run"] = daemon.Run
+//	app.Commands["run"] = daemon.Command(version)
 package daemon

@@ -78,6 +78,9 @@ func (a *agent) setupFleet(local *config.Config) (*config.Config, error) {
 
 // fleetChanged is called when the remote config's report changes.
 func (a *agent) fleetChanged() {
+	if a.rep != nil { // nil while remote.New reports the state it loaded
+		a.rep.Changed()
+	}
 	if a.o.fleetChanged != nil {
 		a.o.fleetChanged()
 	}
@@ -122,6 +125,9 @@ func (f *fleet) Apply(ctx context.Context, next *config.Config) (bool, error) {
 		}
 		f.a.o.LogLevel.Set(next.LogLevel)
 	}
+	if next.StatusInterval != f.cur.StatusInterval && f.a.rep != nil {
+		f.a.rep.SetInterval(next.StatusInterval)
+	}
 	if !reflect.DeepEqual(next.Sensors, f.cur.Sensors) {
 		ch := sensorsChange{specs: next.Sensors, stopped: make(chan struct{})}
 		select {
@@ -147,6 +153,7 @@ func restartKey(cur, next *config.Config) string {
 	a, b := *cur, *next
 	a.Sensors, b.Sensors = nil, nil
 	a.LogLevel, b.LogLevel = 0, 0
+	a.StatusInterval, b.StatusInterval = 0, 0 // the heartbeat's reporter takes it in place
 	for _, k := range []struct {
 		key     string
 		changed bool

@@ -9,7 +9,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/agent/daemon"
 	"github.com/edgepipe/sensorpipe/agent/health"
-	"github.com/edgepipe/sensorpipe/agent/mqttpub"
+	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
 	"github.com/edgepipe/sensorpipe/drivers/fault"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
@@ -38,24 +38,23 @@ mqtt: {url: %q}
 status_listen: 127.0.0.1:0
 sysfs_root: %s
 `, filepath.Join(t.TempDir(), "b.db"), br.URL(), sysfs), nil)
-	_, addr := startAgent(t, cfg, daemon.Options{MQTT: func(o *mqttpub.Options) { o.StatusInterval = 100 * time.Millisecond }})
+	cfg.StatusInterval = 400 * time.Millisecond // a change is published after 200ms at most
+	_, addr := startAgent(t, cfg, daemon.Options{})
 
 	topic := "sensors/pi-h/status"
-	var st mqttpub.Status
+	var st heartbeat.Heartbeat
 	testkit.WaitFor(t, "the retained status to show the failing probe", 10*time.Second, func() bool {
 		if br.Retained(topic) == "" {
 			return false
 		}
-		if err := json.Unmarshal([]byte(br.Retained(topic)), &st); err != nil {
-			t.Fatal(err)
-		}
-		return st.Sensors["ds18b20-1"].ConsecutiveFailures >= 3 && st.Sensors["sim-1"].State == health.StateOK
+		st = statusOf(t, br.Retained(topic))
+		return st.Sensors["ds18b20-1"].Fails >= 3 && st.Sensors["sim-1"].State == health.StateOK
 	})
 	ds := st.Sensors["ds18b20-1"]
-	if ds.State != health.StateFailing || ds.LastErrorClass != fault.CRC || !ds.LastGood.IsZero() || ds.LastErrorAt.IsZero() {
+	if ds.State != health.StateFailing || ds.ErrClass != string(fault.CRC) || ds.LastGood != 0 || ds.ErrAt == 0 || ds.Err == "" {
 		t.Errorf("probe in the status: %+v", ds)
 	}
-	if sim := st.Sensors["sim-1"]; sim.ConsecutiveFailures != 0 || time.Since(sim.LastGood) > time.Minute {
+	if sim := st.Sensors["sim-1"]; sim.Fails != 0 || time.Since(time.Unix(sim.LastGood, 0)) > time.Minute {
 		t.Errorf("good sensor in the status: %+v", sim)
 	}
 

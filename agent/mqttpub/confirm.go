@@ -2,14 +2,12 @@ package mqttpub
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/buffer/confirm"
 )
 
@@ -86,90 +84,4 @@ func (r *rateLimit) allow(now time.Time, every time.Duration) (ok bool, suppress
 	}
 	r.last, suppressed, r.suppressed = now, r.suppressed, 0
 	return true, suppressed
-}
-
-// Status is the retained JSON message on {prefix}/{device_id}/status:
-// {"v":1,"state":"online","delivery":"kafka","unconfirmed":12,"ts":"...",
-// "sensors":{"ds18b20-1":{"state":"failing","consecutive_failures":4,...}}}
-// on connect (and again, at most every StatusInterval, when the count or
-// the sensors' health changed), {"v":1,"state":"offline",...} on a clean
-// stop, and as the last will {"v":1,"state":"offline","delivery":"kafka"}
-// (no counts, no sensors, no ts).
-type Status struct {
-	V        int      `json:"v"`
-	State    string   `json:"state"` // "online" or "offline"
-	Delivery Delivery `json:"delivery,omitempty"`
-	// Unconfirmed (kafka) is how many readings wait for a confirmation.
-	Unconfirmed *int      `json:"unconfirmed,omitempty"`
-	TS          time.Time `json:"ts,omitzero"`
-	// Sensors is each sensor's health as of TS (Options.Health).
-	Sensors map[string]health.Sensor `json:"sensors,omitempty"`
-}
-
-// Health is where the status message's sensors come from: agent/health's
-// Board. Snapshot's version changes when the health is worth telling.
-type Health interface {
-	Snapshot() (sensors map[string]health.Sensor, version uint64)
-}
-
-// status returns the status payload for state, with the current counts
-// and health.
-func (p *Publisher) status(state string) []byte {
-	m := Status{V: 1, State: state, Delivery: p.o.Delivery, TS: time.Now().UTC().Truncate(time.Millisecond)}
-	if p.o.Delivery == DeliveryKafka {
-		n := p.led.unconfirmedN()
-		m.Unconfirmed = &n
-	}
-	if p.o.Health != nil {
-		m.Sensors, _ = p.o.Health.Snapshot()
-	}
-	b, _ := json.Marshal(m) // cannot fail: plain fields
-	return b
-}
-
-// will is the last will: offline, without counts (it is fixed at connect).
-func (p *Publisher) will() string {
-	b, _ := json.Marshal(Status{V: 1, State: "offline", Delivery: p.o.Delivery})
-	return string(b)
-}
-
-// statusLoop publishes the status again every StatusInterval while the
-// unconfirmed count or the sensors' health changes from last (what the
-// status published on connect said), until ctx ends.
-func (s *session) statusLoop(ctx context.Context, last statusKey) {
-	p := s.p
-	if p.o.Delivery != DeliveryKafka && p.o.Health == nil {
-		return
-	}
-	t := time.NewTicker(p.o.StatusInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if k := s.statusKey(); k != last {
-			last = k
-			s.c.Publish(p.statusTop, 1, true, p.status("online")) // not waited for: the next one will do
-			p.log.Debug("status published", "unconfirmed", k.unconfirmed, "health_version", k.health)
-		}
-	}
-}
-
-// statusKey is what makes the status worth publishing again.
-type statusKey struct {
-	unconfirmed int
-	health      uint64
-}
-
-func (s *session) statusKey() statusKey {
-	var k statusKey
-	if s.p.o.Delivery == DeliveryKafka {
-		k.unconfirmed = s.p.led.unconfirmedN()
-	}
-	if s.p.o.Health != nil {
-		_, k.health = s.p.o.Health.Snapshot()
-	}
-	return k
 }

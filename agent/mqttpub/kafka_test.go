@@ -63,7 +63,7 @@ func TestKafkaDeliveryDeletesOnlyConfirmed(t *testing.T) {
 	}
 	testkit.WaitFor(t, "the status to carry the unconfirmed count", 5*time.Second, func() bool {
 		st := statusOf(t, br.Retained("sensors/"+device+"/status"))
-		return st.State == "online" && st.Unconfirmed != nil && *st.Unconfirmed == 100
+		return st.State == "online" && st.Buffer != nil && st.Buffer.Unconfirmed == 100
 	})
 	// The odd ones are sent again once confirm_timeout has passed.
 	testkit.WaitFor(t, "the unconfirmed readings to be sent again", 10*time.Second, func() bool {
@@ -92,7 +92,7 @@ func TestKafkaDeliveryDeletesOnlyConfirmed(t *testing.T) {
 		t.Fatalf("report %+v", rep)
 	}
 	r.stop(t)
-	if st := statusOf(t, br.Retained("sensors/"+device+"/status")); st.State != "offline" || st.Unconfirmed == nil || *st.Unconfirmed != 0 {
+	if st := statusOf(t, br.Retained("sensors/"+device+"/status")); st.State != "offline" || st.Buffer == nil || st.Buffer.Unconfirmed != 0 {
 		t.Errorf("status after a clean stop = %+v, want offline with 0 unconfirmed", st)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/confirm"
+	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
 	"github.com/edgepipe/sensorpipe/buffer/metricset"
 	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
@@ -92,13 +93,14 @@ type Options struct {
 	// queue's last seq at start). A confirmation for a seq above both it
 	// and everything this run published is counted as bad.
 	PriorSeq uint64
-	// StatusInterval is how often the retained status message is published
-	// again while its content changes. Default 1m.
+	// Status supplies the retained status message (the heartbeat,
+	// buffer/heartbeat) and says when it is due again; the agent passes
+	// agent/status's Reporter. Nil: a heartbeat with the delivery mode
+	// and the unconfirmed count, every StatusInterval.
+	Status StatusSource
+	// StatusInterval is how often the default Status is published.
+	// Default 1m.
 	StatusInterval time.Duration
-	// Health, when set, adds each sensor's health to the status message,
-	// which is published again (every StatusInterval at most) when its
-	// version changes.
-	Health Health
 
 	// Subscriptions are further topics the publisher subscribes to, QoS
 	// 1, on every connect: the fleet's config and command topics. A
@@ -188,7 +190,10 @@ func New(q Queue, o Options) (*Publisher, error) {
 		lo.latency = h
 	}
 	p.led = newLedger(lo)
-	p.statusTop = o.TopicPrefix + "/" + o.DeviceID + "/status"
+	p.statusTop = heartbeat.Topic(o.TopicPrefix, o.DeviceID)
+	if p.o.Status == nil {
+		p.o.Status = &defaultStatus{p: p}
+	}
 	p.ackTop = confirm.Topic(o.TopicPrefix, o.DeviceID)
 	useTLS, err := mqttconn.TLS(u.Scheme)
 	if err != nil {
@@ -515,7 +520,7 @@ func (p *Publisher) connect(ctx context.Context) (*session, error) {
 		SetWriteTimeout(p.o.WriteTimeout).
 		SetAutoReconnect(false). // Run reconnects, re-sending from the buffer
 		SetConnectRetry(false).
-		SetWill(p.statusTop, p.will(), 1, true).
+		SetWill(p.statusTop, string(p.o.Status.Will()), 1, true).
 		SetCustomOpenConnectionFn(s.dial).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			select {
@@ -587,7 +592,7 @@ func (s *session) closeConn() {
 // (a clean DISCONNECT suppresses the will).
 func (s *session) close(clean bool) {
 	if clean && s.c.IsConnectionOpen() {
-		tok := s.c.Publish(s.p.statusTop, 1, true, s.p.status("offline"))
+		tok := s.c.Publish(s.p.statusTop, 1, true, s.p.o.Status.Status(heartbeat.Offline))
 		tok.WaitTimeout(500 * time.Millisecond)
 		s.c.Disconnect(250)
 	} else if s.c.IsConnectionOpen() {

@@ -2,7 +2,6 @@ package mqttpub_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
 	"github.com/edgepipe/sensorpipe/buffer/metricset"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/buffer/secret"
@@ -191,10 +191,10 @@ func TestDrainsBacklogThenLiveReadings(t *testing.T) {
 }
 
 // statusOf decodes a retained status message.
-func statusOf(t *testing.T, payload string) mqttpub.Status {
+func statusOf(t *testing.T, payload string) heartbeat.Heartbeat {
 	t.Helper()
-	var st mqttpub.Status
-	if err := json.Unmarshal([]byte(payload), &st); err != nil {
+	st, err := heartbeat.Decode([]byte(payload))
+	if err != nil {
 		t.Fatalf("status %q: %v", payload, err)
 	}
 	return st

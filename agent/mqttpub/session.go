@@ -10,6 +10,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgepipe/sensorpipe/buffer"
+	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
 )
 
 // errQueue marks errors from the Queue, which end Run (the buffer is gone).
@@ -48,8 +49,7 @@ func (s *session) run(ctx context.Context) error {
 		}
 	}()
 
-	sent := s.statusKey() // before the status, so no change is missed
-	online := s.c.Publish(p.statusTop, 1, true, p.status("online"))
+	online := s.c.Publish(p.statusTop, 1, true, p.o.Status.Status(heartbeat.Online))
 	select {
 	case <-online.Done():
 		if err := online.Error(); err != nil {
@@ -63,7 +63,7 @@ func (s *session) run(ctx context.Context) error {
 	}
 
 	statusDone := make(chan struct{})
-	go func() { defer close(statusDone); s.statusLoop(connCtx, sent) }()
+	go func() { defer close(statusDone); s.statusLoop(connCtx) }()
 	defer func() { cancel(nil); <-statusDone }()
 
 	inflight := make(chan pending, p.o.Window)

@@ -40,7 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
 		debug.SetMemoryLimit(runMemoryLimit)
 	}
-	return daemon.Run(ctx, args, stdout, stderr)
+	return daemon.Command(version)(ctx, args, stdout, stderr)
 }
 
 func main() {
