@@ -483,6 +483,13 @@ func (a *agent) reload() ([]drivers.Spec, bool) {
 		a.log.Error("reload: config not applied; keeping the current sensors", "err", err)
 		return nil, false
 	}
+	if rep, ok := a.FleetReport(); ok && rep.Source == "remote" {
+		// The sensors in force come from the file layered with remote
+		// documents; the file's alone would undo them.
+		a.log.Warn("reload: a remote fleet config is in force; restart the agent (systemctl restart edge-agent) to apply the file under it",
+			"fleet_config", rep.Version)
+		return nil, false
+	}
 	cur := *a.cfg
 	for _, k := range []struct {
 		key     string

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -226,7 +227,8 @@ func (r *fleetRig) checkNoLossNoDup(path string) {
 func TestFleetConfigInPlace(t *testing.T) {
 	r := newFleetRig(t)
 	cfg := r.config("")
-	run, addr := startAgent(t, cfg, daemon.Options{})
+	hup := make(chan os.Signal, 1)
+	run, addr := startAgent(t, cfg, daemon.Options{Reload: hup})
 	testkit.WaitFor(t, "readings at 100ms", 10*time.Second, func() bool { n, _ := r.since(time.Time{}); return n >= 5 })
 
 	confirmKey, _ := sign.Generate() // say, a forwarder's confirmation key
@@ -247,6 +249,13 @@ func TestFleetConfigInPlace(t *testing.T) {
 	testkit.WaitFor(t, "readings at the new interval", 10*time.Second, func() bool { n, _ := r.since(changed); return n >= 4 })
 	if _, gap := r.since(changed); gap < 250*time.Millisecond {
 		t.Fatalf("readings %v apart after the change to 300ms", gap)
+	}
+	// SIGHUP re-reads the file; it must not undo the remote interval.
+	hup <- syscall.SIGHUP
+	reloaded := time.Now()
+	testkit.WaitFor(t, "readings after SIGHUP", 10*time.Second, func() bool { n, _ := r.since(reloaded); return n >= 4 })
+	if _, gap := r.since(reloaded); gap < 250*time.Millisecond {
+		t.Fatalf("readings %v apart after SIGHUP: the file's interval replaced the remote one", gap)
 	}
 	select {
 	case err := <-run.done:
