@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
+	"github.com/edgepipe/sensorpipe/agent/remote"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
@@ -132,7 +133,16 @@ type fleetReport struct {
 	Missing            uint64  `json:"missing"`
 	Duplicates         uint64  `json:"duplicates"`
 	HeldAtEnd          int     `json:"held_at_end"`
-	Pass               bool    `json:"pass"`
+	// -fleet-config: the push, how long until every device reported the
+	// new version (applied) and stored a reading under it (working), and
+	// the readings' rate afterwards.
+	ConfigPushS       float64 `json:"config_push_s,omitempty"`
+	ConfigAppliedS    float64 `json:"config_applied_all_s,omitempty"`
+	ConfigApplied     int     `json:"config_applied_devices,omitempty"`
+	ConfigWorkingS    float64 `json:"config_working_all_s,omitempty"`
+	ConfigWorking     int     `json:"config_working_devices,omitempty"`
+	ReadingsPerSAfter float64 `json:"readings_per_s_after_config,omitempty"`
+	Pass              bool    `json:"pass"`
 }
 
 // fleetRun starts the devices, measures a window of steady running, stops
@@ -147,6 +157,15 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 	type device struct {
 		id string
 		q  *memQueue
+		sd *simDevice
+	}
+	const sensors = 4
+	var fr *fleetRemote
+	if o.fleetCfg {
+		var err error
+		if fr, err = newFleetRemote(s.dir); err != nil {
+			return err
+		}
 	}
 	devs := make([]device, o.fleet)
 	var wg sync.WaitGroup
@@ -154,9 +173,21 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 	defer func() { stopPubs(); wg.Wait() }()
 	for i := range devs {
 		d := device{id: fleetDevice(i), q: newMemQueue()}
+		d.sd = &simDevice{q: d.q}
+		d.sd.interval.Store(int64(fleetInterval))
 		devs[i] = d
-		p, err := mqttpub.New(d.q, mqttpub.Options{URL: "ssl://" + s.mqtt, DeviceID: d.id, Username: d.id,
-			Password: config.Secret(fleetPass), TLS: cliTLS, Delivery: delivery, ConfirmTimeout: o.confirmTO, KeepAlive: 30 * time.Second})
+		po := mqttpub.Options{URL: "ssl://" + s.mqtt, DeviceID: d.id, Username: d.id,
+			Password: config.Secret(fleetPass), TLS: cliTLS, Delivery: delivery, ConfirmTimeout: o.confirmTO, KeepAlive: 30 * time.Second}
+		if fr != nil {
+			sub, runRemote, err := fr.device(d.id, d.sd, sensors)
+			if err != nil {
+				return err
+			}
+			po.Subscriptions = []mqttpub.Subscription{sub}
+			wg.Add(1)
+			go func() { defer wg.Done(); runRemote(pubCtx) }()
+		}
+		p, err := mqttpub.New(d.q, po)
 		if err != nil {
 			return err
 		}
@@ -164,10 +195,10 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		go func() { defer wg.Done(); _ = p.Run(pubCtx) }()
 	}
 
-	// Sensors: each device's sensors read once a second, spread over the second.
+	// Sensors: each device's sensors read once an interval (1s; a fleet
+	// config may change it), spread over the interval.
 	sensCtx, stopSensors := context.WithCancel(ctx)
 	var sens sync.WaitGroup
-	const sensors = 4
 	for i, d := range devs {
 		sens.Add(1)
 		go func() {
@@ -178,12 +209,15 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 			case <-sensCtx.Done():
 				return
 			}
-			t := time.NewTicker(time.Second / sensors)
+			t := time.NewTimer(time.Duration(d.sd.interval.Load()) / sensors)
 			defer t.Stop()
 			for k := 0; ; k++ {
-				d.q.add(d.id, "sim-"+strconv.Itoa(k%sensors), time.Now(), 20+float64(k%100)/10)
+				now := time.Now()
+				d.q.add(d.id, "sim-"+strconv.Itoa(k%sensors), now, 20+float64(k%100)/10)
+				d.sd.lastAdd.Store(now.UnixNano())
 				select {
 				case <-t.C:
+					t.Reset(time.Duration(d.sd.interval.Load()) / sensors)
 				case <-sensCtx.Done():
 					return
 				}
@@ -234,10 +268,38 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		return err
 	}
 	b := take()
+	rep := fleetReport{Delivery: o.delivery, Devices: o.fleet, SensorsPerDevice: sensors, WindowS: b.at.Sub(a.at).Seconds()}
+	if fr != nil {
+		// What an operator types to change the interval on every device.
+		at := time.Now()
+		if err := fr.push(ctx, s, 2*fleetInterval); err != nil {
+			stopSensors()
+			return err
+		}
+		rep.ConfigPushS = time.Since(at).Seconds()
+		took, n, err := fr.waitApplied(ctx, o.fleet, "1.0.0", []string{remote.StateTrial, remote.StateOK}, at, 60*time.Second)
+		if err != nil {
+			stopSensors()
+			return err
+		}
+		rep.ConfigAppliedS, rep.ConfigApplied = took.Seconds(), n
+		took, n, err = fr.waitApplied(ctx, o.fleet, "1.0.0", []string{remote.StateOK}, at, 60*time.Second)
+		rep.ConfigWorkingS, rep.ConfigWorking = took.Seconds(), n
+		if err != nil {
+			stopSensors()
+			return err
+		}
+		c := take()
+		if err := sleepCtx(ctx, o.duration); err != nil {
+			stopSensors()
+			return err
+		}
+		d := take()
+		rep.ReadingsPerSAfter = float64(d.readings-c.readings) / d.at.Sub(c.at).Seconds()
+	}
 	stopSensors()
 	sens.Wait()
 
-	rep := fleetReport{Delivery: o.delivery, Devices: o.fleet, SensorsPerDevice: sensors, WindowS: b.at.Sub(a.at).Seconds()}
 	readings := float64(b.readings - a.readings)
 	rep.ReadingsPerS = readings / rep.WindowS
 	rep.BrokerMsgsPerS = (b.brokerRx - a.brokerRx) / rep.WindowS
@@ -294,6 +356,11 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		}
 	}
 	rep.Pass = rep.Missing == 0 && rep.Produced > 0
+	if fr != nil {
+		// Every device applied the push, and the rate halved with it.
+		ratio := rep.ReadingsPerSAfter / rep.ReadingsPerS
+		rep.Pass = rep.Pass && rep.ConfigWorking == o.fleet && ratio > 0.4 && ratio < 0.6
+	}
 	rep.text(stdout)
 	if o.jsonOut != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
@@ -315,6 +382,10 @@ func (r *fleetReport) text(w io.Writer) {
 	p("broker        %.0f PUBLISH received/s = %.3f messages per reading (readings, confirmations, status)", r.BrokerMsgsPerS, r.BrokerPerReading)
 	p("confirmations %.0f/s published by the forwarders", r.ConfirmsPerS)
 	p("forwarders    %.1f us CPU per reading (user+system, both replicas)", r.FwdCPUPerReadingUS)
+	if r.ConfigPushS > 0 {
+		p("fleet config  `cloud-forwarder fleet config push --fleet` (interval 1s -> 2s) took %.2fs; %d devices applied it within %.2fs, %d stored a reading under it within %.2fs; %.0f readings/s after (%.0f before)",
+			r.ConfigPushS, r.ConfigApplied, r.ConfigAppliedS, r.ConfigWorking, r.ConfigWorkingS, r.ReadingsPerSAfter, r.ReadingsPerS)
+	}
 	p("delivered     %d of %d readings in Kafka, %d missing, %d duplicates; %d still queued on devices at the end", r.Delivered, r.Produced, r.Missing, r.Duplicates, r.HeldAtEnd)
 	if r.Pass {
 		p("RESULT        PASS")

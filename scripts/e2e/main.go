@@ -60,6 +60,7 @@ type options struct {
 	confirmTO  time.Duration
 	only       map[string]bool
 	fleet      int
+	fleetCfg   bool
 	lossOK     bool
 	warmup     time.Duration
 	settle     time.Duration
@@ -91,6 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.queue, "broker-queue", 1000, "mosquitto max_queued_messages per session, as real brokers cap it (HiveMQ, EMQX: 1000)")
 	fs.DurationVar(&o.confirmTO, "confirm-timeout", 15*time.Second, "the agent's mqtt.confirm_timeout (default 60s; shorter here so re-sends fit the run)")
 	fs.IntVar(&o.fleet, "fleet", 0, "fleet run: this many simulated devices (4 sensors at 1 Hz each) in this process instead of the edge-agent; measures broker messages and forwarder CPU per reading")
+	fs.BoolVar(&o.fleetCfg, "fleet-config", false, "fleet run: every device runs the agent's remote config on the fleet topic; after the window, `cloud-forwarder fleet config push --fleet` doubles every sensor interval, and the run times how long until every device applied it")
 	only := fs.String("only", "", "comma-separated fault names to inject (default: all)")
 	fs.BoolVar(&o.lossOK, "report-loss", false, "report missing readings without failing (to measure what delivery=broker loses)")
 	fs.DurationVar(&o.warmup, "warmup", 15*time.Second, "fault run: undisturbed running before the first fault (the calm latency sample)")
