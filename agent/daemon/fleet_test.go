@@ -375,3 +375,26 @@ func TestFleetCommands(t *testing.T) {
 		t.Fatalf("forged: %+v", res)
 	}
 }
+
+// TestFleetRestartCommand: `restart` answers with its id, then the agent
+// stops cleanly (exit 0; systemd starts it again) with nothing lost.
+func TestFleetRestartCommand(t *testing.T) {
+	r := newFleetRig(t)
+	cfg := r.config("")
+	run, _ := startAgent(t, cfg, daemon.Options{})
+	testkit.WaitFor(t, "readings", 10*time.Second, func() bool { n, _ := r.since(time.Time{}); return n >= 3 })
+	r.send(r.command("r-1", remote.CmdRestart, time.Now(), time.Minute))
+	if res := r.result("r-1"); !res.OK || res.Name != remote.CmdRestart {
+		t.Fatalf("result %+v", res)
+	}
+	select {
+	case err := <-run.done:
+		if err != nil {
+			t.Fatalf("agent: %v", err)
+		}
+		close(run.done)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not stop to restart")
+	}
+	r.checkNoLossNoDup(cfg.Buffer.Path)
+}
