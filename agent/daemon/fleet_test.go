@@ -157,9 +157,10 @@ func waitReport(t *testing.T, addr, what string, cond func(remote.Report) bool) 
 	return rep
 }
 
-// seqsSince returns the seqs of readings published at or after t, and
-// the largest gap between consecutive readings' timestamps among them.
-func (r *fleetRig) since(t time.Time) (n int, minGap time.Duration) {
+// since returns how many readings were taken at or after t, and the mean
+// gap between their timestamps (the poller's aligned schedule keeps the
+// mean at the interval when a loaded machine delays single reads).
+func (r *fleetRig) since(t time.Time) (n int, gap time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var ts []time.Time
@@ -169,11 +170,10 @@ func (r *fleetRig) since(t time.Time) (n int, minGap time.Duration) {
 		}
 	}
 	slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
-	minGap = time.Hour
-	for i := 1; i < len(ts); i++ {
-		minGap = min(minGap, ts[i].Sub(ts[i-1]))
+	if len(ts) < 2 {
+		return len(ts), 0
 	}
-	return len(ts), minGap
+	return len(ts), ts[len(ts)-1].Sub(ts[0]) / time.Duration(len(ts)-1)
 }
 
 // checkNoLossNoDup checks, after the agent stopped, that every seq from
@@ -248,14 +248,14 @@ func TestFleetConfigInPlace(t *testing.T) {
 	changed := time.Now()
 	testkit.WaitFor(t, "readings at the new interval", 10*time.Second, func() bool { n, _ := r.since(changed); return n >= 4 })
 	if _, gap := r.since(changed); gap < 250*time.Millisecond {
-		t.Fatalf("readings %v apart after the change to 300ms", gap)
+		t.Fatalf("readings %v apart on average after the change to 300ms", gap)
 	}
 	// SIGHUP re-reads the file; it must not undo the remote interval.
 	hup <- syscall.SIGHUP
 	reloaded := time.Now()
 	testkit.WaitFor(t, "readings after SIGHUP", 10*time.Second, func() bool { n, _ := r.since(reloaded); return n >= 4 })
 	if _, gap := r.since(reloaded); gap < 250*time.Millisecond {
-		t.Fatalf("readings %v apart after SIGHUP: the file's interval replaced the remote one", gap)
+		t.Fatalf("readings %v apart on average after SIGHUP: the file's interval replaced the remote one", gap)
 	}
 	select {
 	case err := <-run.done:
@@ -382,7 +382,7 @@ func TestFleetRestartCommand(t *testing.T) {
 	r := newFleetRig(t)
 	cfg := r.config("")
 	run, _ := startAgent(t, cfg, daemon.Options{})
-	testkit.WaitFor(t, "readings", 10*time.Second, func() bool { n, _ := r.since(time.Time{}); return n >= 3 })
+	testkit.WaitFor(t, "readings", 10*time.Second, func() bool { n, _ := r.since(time.Time{}); return n >= 5 })
 	r.send(r.command("r-1", remote.CmdRestart, time.Now(), time.Minute))
 	if res := r.result("r-1"); !res.OK || res.Name != remote.CmdRestart {
 		t.Fatalf("result %+v", res)
