@@ -37,6 +37,7 @@ type fleetRig struct {
 	mu       sync.Mutex
 	readings map[uint64][]reading.Reading // by seq: more than one is a duplicate
 	results  map[string]remote.Result
+	status   []byte // the last status (heartbeat) message
 	changed  chan struct{}
 }
 
@@ -72,6 +73,8 @@ func (r *fleetRig) inline(topic string, payload []byte) {
 			return
 		}
 		r.readings[rd.Seq] = append(r.readings[rd.Seq], rd)
+	case strings.HasSuffix(topic, "/status"):
+		r.status = append([]byte(nil), payload...)
 	case strings.HasSuffix(topic, "/result"):
 		var res remote.Result
 		if err := json.Unmarshal(payload, &res); err != nil {
@@ -135,6 +138,25 @@ func (r *fleetRig) result(id string) remote.Result {
 	})
 	return res
 }
+
+// waitHeartbeat waits for a heartbeat whose "config" satisfies cond.
+func (r *fleetRig) waitHeartbeat(what string, cond func(c heartbeatConfig) bool) heartbeatConfig {
+	r.t.Helper()
+	var c heartbeatConfig
+	testkit.WaitFor(r.t, "heartbeat: "+what, 20*time.Second, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		var hb struct{ Config heartbeatConfig }
+		if json.Unmarshal(r.status, &hb) != nil {
+			return false
+		}
+		c = hb.Config
+		return cond(c)
+	})
+	return c
+}
+
+type heartbeatConfig struct{ Version, Source, State, Error string }
 
 func fleetReport(t *testing.T, addr string) remote.Report {
 	t.Helper()
@@ -237,6 +259,9 @@ func TestFleetConfigInPlace(t *testing.T) {
 	if !strings.Contains(rep.Error, "signature") || rep.Version != "0.0.0" {
 		t.Fatalf("report %+v", rep)
 	}
+	r.waitHeartbeat("reports the refusal", func(c heartbeatConfig) bool {
+		return c.Source == "file" && c.State == remote.StateRefused && strings.Contains(c.Error, "signature")
+	})
 
 	r.push(r.key, remote.LevelFleet, "", 1, map[string]any{"sensor_interval": "300ms"})
 	rep = waitReport(t, addr, "fleet version 1 applied and working", func(r remote.Report) bool {
@@ -245,6 +270,9 @@ func TestFleetConfigInPlace(t *testing.T) {
 	if rep.Source != "remote" {
 		t.Fatalf("report %+v", rep)
 	}
+	r.waitHeartbeat("carries fleet version 1", func(c heartbeatConfig) bool {
+		return c.Version == "1.0.0" && c.Source == "remote" && c.State == remote.StateOK
+	})
 	changed := time.Now()
 	testkit.WaitFor(t, "readings at the new interval", 10*time.Second, func() bool { n, _ := r.since(changed); return n >= 4 })
 	if _, gap := r.since(changed); gap < 250*time.Millisecond {
@@ -287,6 +315,9 @@ func TestFleetBrokenSensorsRollBack(t *testing.T) {
 	if rep.Version != "0.1.0" || !strings.Contains(rep.Error, "bme") {
 		t.Fatalf("report %+v", rep)
 	}
+	r.waitHeartbeat("reports the rollback and why", func(c heartbeatConfig) bool {
+		return c.Version == "0.1.0" && c.State == remote.StateRolledBack && strings.Contains(c.Error, "bme")
+	})
 	back := time.Now()
 	testkit.WaitFor(t, "sim-1 reading again", 10*time.Second, func() bool { n, _ := r.since(back); return n >= 3 })
 	run.stop(t)
