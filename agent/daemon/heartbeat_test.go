@@ -14,9 +14,11 @@ import (
 
 	"github.com/edgepipe/sensorpipe/agent/bufhttp"
 	"github.com/edgepipe/sensorpipe/agent/daemon"
+	"github.com/edgepipe/sensorpipe/agent/remote"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/buffer/sign"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
@@ -203,5 +205,58 @@ status_listen: 127.0.0.1:0
 	t.Logf("%d readings, %d heartbeats (%d bytes on average): %.3f messages per reading", readings, statuses, statusBytes/max(statuses, 1), perReading)
 	if readings < 100 || statuses < 5 || perReading > 1.3 {
 		t.Errorf("%d readings, %d heartbeats: %.3f messages per reading, want at most 1.3", readings, statuses, perReading)
+	}
+}
+
+// TestHeartbeatTellsFleetConfig: with remote config on, the heartbeat
+// says which config is in force and its state, at once when it changes: a
+// forged document refused (with why), then a signed one applied, whose
+// status_interval the agent takes in place, without a restart.
+func TestHeartbeatTellsFleetConfig(t *testing.T) {
+	r := newFleetRig(t)
+	cfg := r.config("status_interval: 1m\n")
+	run, _ := startAgent(t, cfg, daemon.Options{})
+	topic := heartbeat.Topic("sensors", "pi-1")
+	config := func() heartbeat.Config {
+		p := r.br.Retained(topic)
+		if p == "" {
+			return heartbeat.Config{}
+		}
+		if h := statusOf(t, p); h.Config != nil {
+			return *h.Config
+		}
+		return heartbeat.Config{}
+	}
+	testkit.WaitFor(t, "the file's config in the heartbeat", 10*time.Second, func() bool {
+		c := config()
+		return c.Source == "file" && c.Version == cfg.Version()
+	})
+
+	forged, _ := sign.Generate()
+	r.push(forged, remote.LevelDevice, "pi-1", 1, map[string]any{"status_interval": "1s"})
+	testkit.WaitFor(t, "the refusal in the heartbeat, well before the 1m interval", 10*time.Second, func() bool {
+		c := config()
+		return c.State == remote.StateRefused && strings.Contains(c.Error, "signature") && c.Source == "file"
+	})
+
+	r.push(r.key, remote.LevelFleet, "", 1, map[string]any{"status_interval": "1s"})
+	testkit.WaitFor(t, "the remote config in the heartbeat", 10*time.Second, func() bool {
+		c := config()
+		return c.Source == "remote" && c.Version == "1.0.0" && c.State == remote.StateOK && c.Error == ""
+	})
+	// Heartbeats now come every second.
+	var last int64
+	beats := 0
+	testkit.WaitFor(t, "3 heartbeats at the new 1s interval", 10*time.Second, func() bool {
+		if h := statusOf(t, r.br.Retained(topic)); h.TS != last {
+			last, beats = h.TS, beats+1
+		}
+		return beats >= 3
+	})
+	select {
+	case err := <-run.done:
+		run.done <- err
+		t.Fatalf("the agent stopped (%v): a status_interval change must not restart it", err)
+	default:
 	}
 }
