@@ -2,23 +2,17 @@ package mqttpub_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
-	"github.com/edgepipe/sensorpipe/buffer/confirm"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 )
 
@@ -40,7 +34,7 @@ func TestMain(m *testing.M) {
 // delivery=kafka deletes when a stand-in forwarder (a child process
 // subscribed to the readings) confirms them, coalesced every 100ms or
 // every 1s (the forwarder's default FORWARDER_CONFIRM_INTERVAL), and, as
-// the forwarder does, at once when 1,000 seqs wait: without that the 1s
+// the forwarder does, at once when 1,000 seqs wait (broker.Prompt): without that the 1s
 // interval with the default max_unconfirmed of 10,000 bounded the drain at
 // about 10,000 readings/s (a last mode raises max_unconfirmed to 50,000). It reports readings/s and the agent process's
 // CPU time per reading (user+sys), which a loaded machine disturbs less,
@@ -165,130 +159,28 @@ func (c *confirmerProcess) setInterval(b *testing.B, d time.Duration) {
 	c.ack(b)
 }
 
-// runConfirmer is the child's main: it subscribes to every reading and
-// confirms the seqs it got to each device every interval, read as a
-// duration per line on in (answered "ok"), until in closes. It subscribes
-// at QoS 0 to keep its own cost small (a lost reading would show as a
-// re-send after confirm_timeout, i.e. a run of more than a minute).
+// runConfirmer is the child's main: a broker.Prompt subscribed to every
+// reading at QoS 0 (to keep its own cost small: a lost reading would show
+// as a re-send after confirm_timeout, i.e. a run of more than a minute),
+// confirming every interval, read as a duration per line on in (answered
+// "ok"), until in closes.
 func runConfirmer(url string, in io.Reader, out io.Writer) int {
-	f := &benchConfirmer{sets: map[string]*confirm.Set{}, early: make(chan struct{}, 1)}
-	f.c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("bench-forwarder").
-		SetCleanSession(true).SetOrderMatters(true))
-	if tok := f.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		fmt.Fprintln(os.Stderr, "confirmer connect:", tok.Error())
-		return 1
-	}
-	if tok := f.c.Subscribe("sensors/+/+/reading", 0, f.onReading); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		fmt.Fprintln(os.Stderr, "confirmer subscribe:", tok.Error())
-		return 1
-	}
-	fmt.Fprintln(out, "ok")
-	intervals := make(chan time.Duration)
-	go func() {
-		defer close(intervals)
-		sc := bufio.NewScanner(in)
-		for sc.Scan() {
-			d, err := time.ParseDuration(strings.TrimSpace(sc.Text()))
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "confirmer:", err)
-				return
-			}
-			intervals <- d
-			fmt.Fprintln(out, "ok")
-		}
-	}()
-	every := time.Duration(0)
-	for {
-		wait := every
-		if wait <= 0 {
-			wait = time.Hour
-		}
-		t := time.NewTimer(wait)
-		select {
-		case d, ok := <-intervals:
-			t.Stop()
-			if !ok {
-				f.c.Disconnect(100)
-				return 0
-			}
-			every = d
-			continue
-		case <-f.early:
-			t.Stop()
-			if every <= 0 {
-				continue
-			}
-		case <-t.C:
-		}
-		f.flush()
-	}
-}
-
-// backlogConfirm mirrors cloud-forwarder: 1,000 seqs waiting make the
-// confirmation due before the interval ends.
-const backlogConfirm = 1000
-
-// benchConfirmer collects seqs per device and confirms them.
-type benchConfirmer struct {
-	c       mqtt.Client
-	mu      sync.Mutex
-	sets    map[string]*confirm.Set
-	pending int           // seqs added since the last flush
-	early   chan struct{} // 1-buffered: backlogConfirm seqs are waiting
-}
-
-var seqKey = []byte(`"seq":`)
-
-func (f *benchConfirmer) onReading(_ mqtt.Client, m mqtt.Message) {
-	p := m.Payload()
-	i := bytes.Index(p, seqKey)
-	if i < 0 {
-		return
-	}
-	p = p[i+len(seqKey):]
-	j := 0
-	for j < len(p) && p[j] >= '0' && p[j] <= '9' {
-		j++
-	}
-	seq, err := strconv.ParseUint(string(p[:j]), 10, 64)
+	p, err := broker.StartPrompt(broker.PromptOptions{SubOptions: broker.SubOptions{URL: url, ClientID: "bench-forwarder"}})
 	if err != nil {
-		return
+		fmt.Fprintln(os.Stderr, "confirmer:", err)
+		return 1
 	}
-	dev := strings.Split(m.Topic(), "/")[1]
-	f.mu.Lock()
-	s := f.sets[dev]
-	if s == nil {
-		s = &confirm.Set{}
-		f.sets[dev] = s
-	}
-	s.Add(seq)
-	f.pending++
-	early := f.pending == backlogConfirm
-	f.mu.Unlock()
-	if early {
-		select {
-		case f.early <- struct{}{}:
-		default:
+	defer p.Close()
+	fmt.Fprintln(out, "ok")
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		d, err := time.ParseDuration(strings.TrimSpace(sc.Text()))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "confirmer:", err)
+			return 1
 		}
+		p.SetInterval(d)
+		fmt.Fprintln(out, "ok")
 	}
-}
-
-func (f *benchConfirmer) flush() {
-	type msg struct {
-		dev string
-		m   confirm.Message
-	}
-	var msgs []msg
-	f.mu.Lock()
-	f.pending = 0
-	for dev, s := range f.sets {
-		if s.Len() > 0 {
-			msgs = append(msgs, msg{dev, confirm.Message{ForwarderID: "bench", Seqs: s.Ranges()}})
-			s.Reset()
-		}
-	}
-	f.mu.Unlock()
-	for _, x := range msgs {
-		f.c.Publish(confirm.Topic("sensors", x.dev), 1, false, confirm.Append(nil, &x.m)).WaitTimeout(5 * time.Second)
-	}
+	return 0
 }

@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,8 +95,8 @@ func (c *Confirmer) Auto(t testing.TB, cnt *Counter, device string, every time.D
 const PromptBacklog = 1000
 
 // Prompt stands in for a forwarder whose Kafka takes every reading at
-// once: it receives the readings (QoS 1) and confirms each device's seqs
-// as cloud-forwarder does, every interval, or at once when PromptBacklog
+// once: it receives the readings and confirms each device's seqs as
+// cloud-forwarder does, every interval, or at once when PromptBacklog
 // wait. Only what it received is confirmed, so a reading it never got is
 // never deleted. Unlike Auto it keeps no history: it serves drains of
 // millions of readings.
@@ -107,51 +108,105 @@ type Prompt struct {
 	mu      sync.Mutex
 	sets    map[string]*confirm.Set
 	pending int
-	early   chan struct{} // 1-buffered: PromptBacklog seqs wait
-	sent    int           // seqs confirmed so far
+	early   chan struct{}      // 1-buffered: PromptBacklog seqs wait
+	every   chan time.Duration // SetInterval
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
-// ConfirmPromptly connects with o (Filter default "sensors/+/+/reading",
-// ClientID default "prompt-forwarder"; a clean session: the readings it
-// misses before it is subscribed are the agent's to re-send) and confirms
-// every interval until the test ends.
+// PromptOptions configure StartPrompt.
+type PromptOptions struct {
+	SubOptions // Filter default "sensors/+/+/reading", ClientID default "prompt-forwarder"
+	// QoS of the subscription: 1 as the forwarder, or 0 to keep the
+	// confirmer's own cost small where it shares the machine with what is
+	// measured (a reading lost on the way is then re-sent after
+	// confirm_timeout).
+	QoS byte
+	// Every is the confirm interval (FORWARDER_CONFIRM_INTERVAL); 0
+	// confirms nothing until SetInterval.
+	Every time.Duration
+}
+
+// ConfirmPromptly starts a Prompt at QoS 1 confirming every interval until
+// the test ends.
 func ConfirmPromptly(tb testing.TB, o SubOptions, every time.Duration) *Prompt {
 	tb.Helper()
+	p, err := StartPrompt(PromptOptions{SubOptions: o, QoS: 1, Every: every})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(p.Close)
+	return p
+}
+
+// StartPrompt connects (a clean session: what it misses before it is
+// subscribed is the agent's to re-send) and subscribes; Close ends it.
+func StartPrompt(o PromptOptions) (*Prompt, error) {
 	if o.Filter == "" {
 		o.Filter = "sensors/+/+/reading"
 	}
 	if o.ClientID == "" {
 		o.ClientID = "prompt-forwarder"
 	}
-	p := &Prompt{prefix: "sensors", id: o.ClientID, sets: map[string]*confirm.Set{}, early: make(chan struct{}, 1)}
+	p := &Prompt{prefix: "sensors", id: o.ClientID, sets: map[string]*confirm.Set{},
+		early: make(chan struct{}, 1), every: make(chan time.Duration), done: make(chan struct{})}
 	p.c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker(o.URL).SetClientID(o.ClientID).
 		SetUsername(o.Username).SetPassword(o.Password).SetTLSConfig(o.TLS).
 		SetCleanSession(true).SetOrderMatters(false).SetMessageChannelDepth(10000))
 	if tok := p.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		tb.Fatalf("prompt confirmer connect to %s: %v", o.URL, tok.Error())
+		return nil, fmt.Errorf("prompt confirmer connect to %s: %v", o.URL, tok.Error())
 	}
-	if tok := p.c.Subscribe(o.Filter, 1, p.onReading); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		tb.Fatalf("prompt confirmer subscribe %s: %v", o.Filter, tok.Error())
+	if tok := p.c.Subscribe(o.Filter, o.QoS, p.onReading); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		p.c.Disconnect(100)
+		return nil, fmt.Errorf("prompt confirmer subscribe %s: %v", o.Filter, tok.Error())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			case <-p.early:
-			}
-			p.flush()
+	p.cancel = cancel
+	go p.loop(ctx, o.Every)
+	return p, nil
+}
+
+// loop confirms every interval, or early, until ctx ends.
+func (p *Prompt) loop(ctx context.Context, every time.Duration) {
+	defer close(p.done)
+	for {
+		var tick <-chan time.Time
+		var t *time.Timer
+		if every > 0 {
+			t = time.NewTimer(every)
+			tick = t.C
 		}
-	}()
-	tb.Cleanup(func() { cancel(); wg.Wait(); p.c.Disconnect(100) })
-	return p
+		select {
+		case <-ctx.Done():
+			return
+		case every = <-p.every:
+		case <-tick:
+			p.flush()
+		case <-p.early:
+			if every > 0 {
+				p.flush()
+			}
+		}
+		if t != nil {
+			t.Stop()
+		}
+	}
+}
+
+// SetInterval changes the confirm interval; 0 stops confirming (what
+// arrives meanwhile is confirmed once an interval is set again).
+func (p *Prompt) SetInterval(d time.Duration) {
+	select {
+	case p.every <- d:
+	case <-p.done:
+	}
+}
+
+// Close stops confirming and disconnects.
+func (p *Prompt) Close() {
+	p.cancel()
+	<-p.done
+	p.c.Disconnect(100)
 }
 
 var seqKey = []byte(`"seq":`)
@@ -200,7 +255,6 @@ func (p *Prompt) flush() {
 	type msg struct {
 		dev string
 		m   confirm.Message
-		n   int
 	}
 	var msgs []msg
 	p.mu.Lock()
@@ -209,26 +263,12 @@ func (p *Prompt) flush() {
 		if s.Len() == 0 {
 			continue
 		}
-		x := msg{dev: dev, m: confirm.Message{ForwarderID: p.id, Seqs: s.Ranges()}}
-		for _, r := range x.m.Seqs {
-			x.n += int(r.Last - r.First + 1)
-		}
-		msgs = append(msgs, x)
+		msgs = append(msgs, msg{dev: dev, m: confirm.Message{ForwarderID: p.id, Seqs: s.Ranges()}})
 		s.Reset()
 	}
 	p.mu.Unlock()
 	for _, x := range msgs {
-		if tok := p.c.Publish(confirm.Topic(p.prefix, x.dev), 1, false, confirm.Append(nil, &x.m)); tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
-			p.mu.Lock()
-			p.sent += x.n
-			p.mu.Unlock()
-		}
+		// Not checked: a lost confirmation is the agent's to re-send for.
+		p.c.Publish(confirm.Topic(p.prefix, x.dev), 1, false, confirm.Append(nil, &x.m)).WaitTimeout(5 * time.Second)
 	}
-}
-
-// Confirmed is how many seqs it has confirmed (duplicates counted).
-func (p *Prompt) Confirmed() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.sent
 }
