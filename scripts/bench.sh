@@ -9,7 +9,8 @@
 # (readings/s, default "100 400"), E2E_DURATION (default 30s), E2E_DRAIN (default 30s), E2E_FAULTS
 # (1 = also the fault run, default 1), E2E_FLEET (simulated devices for the fleet runs, default 500;
 # 0 skips them), E2E_FLEET_DURATION (default 60s), BENCH_SINK_BASE (a git revision: BenchmarkSink
-# also runs that revision's sink, interleaved, for an A/B), BENCH_SINK_ROUNDS (default 3), OUT
+# also runs that revision's sink, interleaved, for an A/B), BENCH_SINK_ROUNDS (default 3),
+# BENCH_SINK_DB_RTT (PostgreSQL that far away behind a delaying proxy, e.g. 10ms), OUT
 # (default docs/PERFORMANCE.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -23,6 +23,7 @@ import (
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pgcluster"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/stack"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
 // sinkReadings is the backlog BenchmarkSink loads.
@@ -45,6 +46,10 @@ const sinkReadings = 100_000
 //     (migrated, empty) readings table by psql's \copy, one COPY, psql's
 //     start included: the database's own limit for one session, without
 //     Kafka, duplicate handling or offsets.
+//
+// BENCH_SINK_DB_RTT (e.g. 10ms) puts PostgreSQL that far away, behind a
+// delaying proxy, as a managed database in another zone would be; every
+// run of the round connects through it.
 //
 // Reported figures are medians over the rounds; the log line gives every
 // round's, and loadavg the 1-minute load average at the end.
@@ -75,6 +80,14 @@ func BenchmarkSink(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("BENCH_SINK_ROUNDS")); err == nil && v > 0 {
 		rounds = v
 	}
+	direct := fmt.Sprintf("127.0.0.1:%d", c.Port)
+	dbAddr := direct
+	if rtt, err := time.ParseDuration(os.Getenv("BENCH_SINK_DB_RTT")); err == nil && rtt > 0 {
+		p := tcpproxy.New(b, direct)
+		p.SetDelay(rtt/2, rtt/20)
+		dbAddr = p.Addr()
+		b.Logf("PostgreSQL %v away (round trip) behind %s", rtt, dbAddr)
+	}
 	dbs := 0
 	freshDB := func() (url, name string) {
 		dbs++
@@ -83,7 +96,10 @@ func BenchmarkSink(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		return url, name
+		if !strings.Contains(url, direct) {
+			b.Fatalf("database URL without %s", direct)
+		}
+		return strings.Replace(url, direct, dbAddr, 1), name
 	}
 	base := os.Getenv("BENCH_SINK_BASE_BIN")
 	var sink, baseRun sinkRuns

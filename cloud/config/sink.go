@@ -49,9 +49,10 @@ const (
 	DefaultSinkGroup  = "sensorpipe-sink"
 	DefaultSinkListen = ":9103"
 	DefaultSinkBatch  = 5000
-	// DefaultSinkWriters: two sessions keep PostgreSQL busy while a batch
-	// commits (fsync) or the next one is copied; more gained nothing on
-	// the 2-core machine BenchmarkSink ran on (docs/PERFORMANCE.md).
+	// DefaultSinkWriters: two sessions let a database with cores to
+	// spare work on one batch while the other's commit or round trip is in
+	// flight. On the shared 2-core machine of docs/TARGETS.md, where
+	// PostgreSQL is CPU-bound, 2 measured the same as 1 and 4 slower.
 	DefaultSinkWriters = 2
 	// MinRetention guards against a unit slip (SINK_RETENTION=30 meaning days) emptying the table.
 	MinRetention = time.Hour
