@@ -18,6 +18,17 @@
 //	m := status.NewMetrics(buf.Stats)
 //	srv, err := status.Listen("127.0.0.1:9101", status.Options{Metrics: m.Set, ...})
 //	go srv.Serve(ctx)
+//
+// It also builds the agent's heartbeat, the retained status message
+// (buffer/heartbeat): a Reporter reads its Sources (the buffer's Stats,
+// the publisher's unconfirmed readings, the clock, the health board, the
+// thermal zones and the Raspberry Pi firmware's throttle flags under the
+// sysfs root, the free disk space) and says when the next one is due;
+// agent/mqttpub publishes what it returns. It publishes nothing itself.
+//
+//	rep := status.NewReporter(status.Sources{Buffer: buf.Stats, Health: &board, SysfsRoot: "/sys"},
+//		status.ReporterOptions{Interval: time.Minute})
+//	pub, err := mqttpub.New(buf, mqttpub.Options{Status: rep, ...})
 package status
 
 import (
