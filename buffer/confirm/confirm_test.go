@@ -48,6 +48,11 @@ func TestDecodeRejects(t *testing.T) {
 		{"unsorted", `{"v":1,"seqs":[[5,6],[1,2]]}`, "not after"},
 		{"overlapping", `{"v":1,"seqs":[[1,5],[5,6]]}`, "not after"},
 		{"trailing data", `{"v":1,"seqs":[[1,2]]} {}`, "data after"},
+		{"sig not base64", `{"v":1,"seqs":[[1,2]],"sig":"@@@@"}`, `"sig" is not 64 bytes`},
+		{"sig short", `{"v":1,"seqs":[[1,2]],"sig":"AAAA"}`, `"sig" is not 64 bytes`},
+		{"sig empty", `{"v":1,"seqs":[[1,2]],"sig":""}`, `"sig" is not 64 bytes`},
+		{"sig number", `{"v":1,"seqs":[[1,2]],"sig":5}`, "cannot unmarshal"},
+		{"sig url base64", `{"v":1,"seqs":[[1,2]],"sig":"` + strings.Repeat("_", 86) + `=="}`, `"sig" is not 64 bytes`},
 		{"too big", `{"v":1,"seqs":[[1,2]],"pad":"` + strings.Repeat("x", MaxPayload) + `"}`, "more than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

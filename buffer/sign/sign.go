@@ -131,6 +131,13 @@ func (s *Signer) PublicPEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 }
 
+// String names the key type and never shows the key, so a config dump or a
+// log line holding a Signer leaks nothing.
+func (s *Signer) String() string { return "ed25519 private key [redacted]" }
+
+// GoString redacts the key for %#v.
+func (s *Signer) GoString() string { return s.String() }
+
 // Verifier returns a keyring holding only s's public key.
 func (s *Signer) Verifier() *Verifier {
 	return &Verifier{keys: []ed25519.PublicKey{s.key.Public().(ed25519.PublicKey)}}

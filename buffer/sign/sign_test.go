@@ -3,6 +3,7 @@ package sign_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -191,6 +192,16 @@ func TestNotesBetweenKeys(t *testing.T) {
 	v, err := sign.ParseVerifier([]byte(f))
 	if err != nil || v.Len() != 2 {
 		t.Fatalf("ParseVerifier = %v, %d keys; want 2", err, v.Len())
+	}
+}
+
+func TestSignerNeverPrints(t *testing.T) {
+	s := loadSigner(t, "forwarder-a.key")
+	cfg := struct{ Key *sign.Signer }{s}
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%+v %#v %v", cfg, cfg, s)} {
+		if strings.Contains(out, "MC4CAQAw") || strings.Contains(out, "0x") || !strings.Contains(out, "[redacted]") {
+			t.Errorf("printed %q", out)
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
 	"github.com/edgepipe/sensorpipe/buffer/secret"
+	"github.com/edgepipe/sensorpipe/buffer/sign"
 	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 )
 
@@ -60,6 +61,12 @@ type Config struct {
 	// same device (FORWARDER_CONFIRM_INTERVAL): seqs Kafka acknowledged in
 	// between are coalesced into one message.
 	ConfirmInterval time.Duration
+	// ConfirmKeyFile is the Ed25519 private key that signs confirmations
+	// (FORWARDER_CONFIRM_KEY_FILE, PEM PKCS#8); empty: unsigned, which
+	// agents with mqtt.confirm_keys_file ignore. ConfirmKey is that key,
+	// loaded by Load so a bad file is a configuration error.
+	ConfirmKeyFile string
+	ConfirmKey     *sign.Signer
 	// MaxClockSkew is how far a reading's ts may be ahead of the forwarder's
 	// clock (FORWARDER_MAX_CLOCK_SKEW); later ones go to the DLQ, before
 	// Kafka (4.0 refuses record times more than 1h ahead by default) sees them.
@@ -129,6 +136,7 @@ var Vars = []Var{
 	{"FORWARDER_PPROF", "false", "serve Go's /debug/pprof/ on FORWARDER_LISTEN (profiling)"},
 	{"FORWARDER_CONFIRM", "true", "confirm Kafka-acked readings to their devices (false only when every agent runs with delivery: broker)"},
 	{"FORWARDER_CONFIRM_INTERVAL", "1s", "at most one confirmation per device per interval, on {prefix}/{device_id}/ack, after Kafka has the readings"},
+	{"FORWARDER_CONFIRM_KEY_FILE", "", "Ed25519 private key (PEM PKCS#8, openssl genpkey -algorithm ed25519) that signs confirmations; empty: unsigned, with a warning (agents with mqtt.confirm_keys_file ignore unsigned ones)"},
 	{"FORWARDER_MAX_CLOCK_SKEW", "1h", "readings stamped further ahead of the forwarder's clock go to the DLQ"},
 }
 
@@ -351,6 +359,11 @@ func parse(v map[string]string, sys system) (*Config, error) {
 	if c.Confirm, err = parseBool(get, "FORWARDER_CONFIRM"); err != nil {
 		return nil, err
 	}
+	if c.ConfirmKeyFile = get("FORWARDER_CONFIRM_KEY_FILE"); c.ConfirmKeyFile != "" {
+		if c.ConfirmKey, err = sign.LoadSigner(c.ConfirmKeyFile); err != nil {
+			return nil, &Error{Key: "FORWARDER_CONFIRM_KEY_FILE", Msg: err.Error()}
+		}
+	}
 	c.LogLevel = strings.ToLower(get("FORWARDER_LOG_LEVEL"))
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -386,9 +399,14 @@ func defaultID(c *Config, sys system) error {
 }
 
 // Warnings lists what is allowed but unsafe in c, for the start-up log:
-// plaintext (FORWARDER_INSECURE) to a host that is not loopback.
+// plaintext (FORWARDER_INSECURE) to a host that is not loopback, and
+// unsigned confirmations.
 func (c *Config) Warnings() []string {
 	var ws []string
+	if c.Confirm && c.ConfirmKey == nil {
+		ws = append(ws, "FORWARDER_CONFIRM_KEY_FILE is not set: confirmations are unsigned. Agents with mqtt.confirm_keys_file "+
+			"ignore them and keep every reading; agents without keys cannot tell them from forged ones (docs/FORWARDER.md, signed confirmations)")
+	}
 	if u, err := url.Parse(c.MQTT.URL); err == nil && !c.MQTT.TLS && !mqttconn.IsLoopback(u.Hostname()) {
 		ws = append(ws, "HIVEMQ_URL: plaintext MQTT to "+u.Host+", not a loopback host (FORWARDER_INSECURE=true): "+
 			"the broker password and every reading cross the network unencrypted")

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgepipe/sensorpipe/buffer/sign"
 )
 
 func env(m map[string]string) func(string) string {
@@ -21,6 +23,7 @@ func base() map[string]string {
 		"CONFLUENT_API_KEY":               "KEY",
 		"CONFLUENT_API_SECRET":            "s3cret",
 		"FORWARDER_ID":                    "fwd-1",
+		"FORWARDER_CONFIRM_KEY_FILE":      "testdata/confirm.key", // openssl genpkey -algorithm ed25519
 	}
 }
 
@@ -111,6 +114,9 @@ func TestInvalid(t *testing.T) {
 		{"long confirm interval", map[string]string{"FORWARDER_CONFIRM_INTERVAL": "2m"}, "FORWARDER_CONFIRM_INTERVAL"},
 		{"bad clock skew", map[string]string{"FORWARDER_MAX_CLOCK_SKEW": "-1h"}, "FORWARDER_MAX_CLOCK_SKEW"},
 		{"bad confirm", map[string]string{"FORWARDER_CONFIRM": "sometimes"}, "FORWARDER_CONFIRM"},
+		{"missing confirm key", map[string]string{"FORWARDER_CONFIRM_KEY_FILE": "/nonexistent/confirm.key"}, "FORWARDER_CONFIRM_KEY_FILE"},
+		{"public key as confirm key", map[string]string{"FORWARDER_CONFIRM_KEY_FILE": "testdata/confirm.pub"}, "FORWARDER_CONFIRM_KEY_FILE"},
+		{"certificate as confirm key", map[string]string{"FORWARDER_CONFIRM_KEY_FILE": "testdata/not-pem.crt"}, "FORWARDER_CONFIRM_KEY_FILE"},
 		// Credentials in URLs are refused without being echoed (the test checks every error for s3cret).
 		{"url credentials, no port", map[string]string{"HIVEMQ_URL": "ssl://fwd:s3cret@broker.example.com"}, "HIVEMQ_URL"},
 		{"url credentials, bad port", map[string]string{"HIVEMQ_URL": "ssl://fwd:s3cret@broker.example.com:x"}, "HIVEMQ_URL"},
@@ -287,6 +293,42 @@ func TestForwarderID(t *testing.T) {
 				t.Fatalf("id %q from %q, want %q from %q", c.ID, c.IDFrom, tt.wantID, tt.wantFrom)
 			}
 		})
+	}
+}
+
+// TestConfirmKey: the key is loaded at Load, and signs what the matching
+// public key verifies; without one, confirmations are unsigned and
+// Warnings says so.
+func TestConfirmKey(t *testing.T) {
+	c, err := Load("", env(base()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := sign.LoadVerifier("testdata/confirm.pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Verify("sensorpipe test", []byte("m"), c.ConfirmKey.Sign("sensorpipe test", []byte("m"))); err != nil {
+		t.Fatalf("the loaded key does not match confirm.pub: %v", err)
+	}
+	if ws := c.Warnings(); len(ws) != 0 {
+		t.Fatalf("warnings with a key: %q", ws)
+	}
+	for _, tc := range []struct {
+		confirm string
+		warn    bool
+	}{{"true", true}, {"false", false}} {
+		e := base()
+		delete(e, "FORWARDER_CONFIRM_KEY_FILE")
+		e["FORWARDER_CONFIRM"] = tc.confirm
+		c, err := Load("", env(e))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws := c.Warnings()
+		if c.ConfirmKey != nil || (len(ws) == 1) != tc.warn || (tc.warn && !strings.Contains(ws[0], "FORWARDER_CONFIRM_KEY_FILE is not set")) {
+			t.Errorf("FORWARDER_CONFIRM=%s without a key: key %v, warnings %q", tc.confirm, c.ConfirmKey, ws)
+		}
 	}
 }
 

@@ -3,12 +3,14 @@ package forwarder
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgepipe/sensorpipe/buffer/confirm"
+	"github.com/edgepipe/sensorpipe/buffer/sign"
 )
 
 // publisher is the part of the paho client the confirmer uses.
@@ -54,7 +56,8 @@ const (
 // {prefix}/{device_id}/ack at QoS 1. While MQTT is down they accumulate,
 // bounded per device by the coalescing, and go out after the reconnect.
 type confirmer struct {
-	id       string // forwarder_id in every message
+	id       string       // forwarder_id in every message
+	key      *sign.Signer // signs every message; nil: unsigned
 	interval time.Duration
 	log      *slog.Logger
 	m        *metrics
@@ -67,6 +70,7 @@ type confirmer struct {
 // device is one device's confirmation state; key "prefix/device_id".
 type device struct {
 	topic   string      // {prefix}/{device_id}/ack
+	id      string      // device_id, from the topic the readings came on: what the signature names
 	pending confirm.Set // acknowledged by Kafka, not yet published; guarded by confirmer.mu
 	waiting bool        // pending is not empty; guarded by confirmer.mu
 	added   int         // seqs added to pending since the last publish; guarded by confirmer.mu
@@ -79,8 +83,8 @@ type device struct {
 	sentAt time.Time
 }
 
-func newConfirmer(id string, interval time.Duration, log *slog.Logger, m *metrics) *confirmer {
-	return &confirmer{id: id, interval: interval, log: log, m: m,
+func newConfirmer(id string, key *sign.Signer, interval time.Duration, log *slog.Logger, m *metrics) *confirmer {
+	return &confirmer{id: id, key: key, interval: interval, log: log, m: m,
 		devs: map[string]*device{}, kick: make(chan struct{}, 1)}
 }
 
@@ -95,14 +99,17 @@ func (c *confirmer) add(ps []*pending) {
 		}
 		d := c.devs[string(p.ackTo)]
 		if d == nil {
-			d = &device{topic: string(p.ackTo) + "/ack"}
+			d = &device{topic: string(p.ackTo) + "/ack", id: lastLevel(string(p.ackTo))}
 			c.devs[string(p.ackTo)] = d
 		}
 		if !d.waiting {
 			d.waiting, d.since, kick = true, time.Now(), true
 		}
 		d.pending.Add(p.seq)
-		if d.added++; d.added == backlogConfirm {
+		switch d.added++; d.added {
+		case minConfirm: // due one interval after the last, no longer maxConfirmWait after the first
+			kick = true
+		case backlogConfirm:
 			kick = true // due now, whatever the interval says
 		}
 	}
@@ -110,6 +117,12 @@ func (c *confirmer) add(ps []*pending) {
 	if kick {
 		c.wake()
 	}
+}
+
+// lastLevel is the last level of an MQTT topic: the device id of
+// "{prefix}/{device_id}", whatever levels the prefix has.
+func lastLevel(topic string) string {
+	return topic[strings.LastIndexByte(topic, '/')+1:]
 }
 
 func (c *confirmer) wake() {
@@ -205,6 +218,9 @@ func (c *confirmer) flush(now time.Time, pub publisher, connected, all bool) tim
 		}
 		d.sent, d.last, d.sentAt = rs, now, now
 		msg := confirm.Message{ForwarderID: c.id, Seqs: rs}
+		if c.key != nil {
+			confirm.Sign(c.key, d.id, &msg)
+		}
 		outs = append(outs, out{d, confirm.Append(nil, &msg)})
 		soon(confirmPoll)
 	}

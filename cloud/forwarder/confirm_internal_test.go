@@ -10,6 +10,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgepipe/sensorpipe/buffer/confirm"
+	"github.com/edgepipe/sensorpipe/buffer/sign"
 )
 
 // doneToken is a finished paho token.
@@ -78,7 +79,7 @@ func seqRange(a, b uint64) []uint64 {
 // its seqs back; final sends what is left regardless of the interval.
 func TestConfirmerSchedule(t *testing.T) {
 	const iv = time.Second
-	c := newConfirmer("fwd-t", iv, slog.New(slog.DiscardHandler), newMetrics(func() float64 { return 0 }, func() float64 { return 0 }))
+	c := newConfirmer("fwd-t", nil, iv, slog.New(slog.DiscardHandler), newMetrics(func() float64 { return 0 }, func() float64 { return 0 }))
 	pub := &recorder{}
 	t0 := time.Unix(1_800_000_000, 0)
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
@@ -178,7 +179,7 @@ func TestConfirmerSchedule(t *testing.T) {
 // backlogConfirm seqs, without waiting for the interval; one at its usual
 // rate still waits.
 func TestConfirmerBacklog(t *testing.T) {
-	c := newConfirmer("fwd-t", time.Second, slog.New(slog.DiscardHandler), newMetrics(func() float64 { return 0 }, func() float64 { return 0 }))
+	c := newConfirmer("fwd-t", nil, time.Second, slog.New(slog.DiscardHandler), newMetrics(func() float64 { return 0 }, func() float64 { return 0 }))
 	pub := &recorder{}
 	t0 := time.Unix(1_800_000_000, 0)
 	c.add(acked("a", 1))
@@ -216,7 +217,7 @@ func TestConfirmerBacklog(t *testing.T) {
 // is slow, so several replicas sharing a device's readings do not each send
 // a message per interval for one or two readings.
 func TestConfirmerWaitsForEnough(t *testing.T) {
-	c := newConfirmer("fwd-t", time.Second, slog.New(slog.DiscardHandler), newMetrics(func() float64 { return 0 }, func() float64 { return 0 }))
+	c := newConfirmer("fwd-t", nil, time.Second, slog.New(slog.DiscardHandler), newMetrics(func() float64 { return 0 }, func() float64 { return 0 }))
 	pub := &recorder{}
 	t0 := time.Now() // add stamps the first pending seq with the real clock
 	c.add(acked("a", 1))
@@ -246,5 +247,84 @@ func TestConfirmerWaitsForEnough(t *testing.T) {
 	c.flush(time.Now().Add(maxConfirmWait), pub, true, false)
 	if want := []confirm.Range{{First: 6, Last: 6}}; len(pub.sent) != 1 || !slices.Equal(pub.sent[0].msg.Seqs, want) {
 		t.Fatalf("1 seq after maxConfirmWait: published %+v, want %v", pub.sent, want)
+	}
+}
+
+// TestConfirmerSigns: with a key, every confirmation is signed for the
+// device its topic names, whatever levels the prefix has, and verifies
+// only for that device.
+func TestConfirmerSigns(t *testing.T) {
+	key, err := sign.LoadSigner("../config/testdata/confirm.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := sign.LoadVerifier("../config/testdata/confirm.pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newConfirmer("fwd-t", key, time.Second, slog.New(slog.DiscardHandler), newMetrics(func() float64 { return 0 }, func() float64 { return 0 }))
+	c.add([]*pending{{ackTo: []byte("site/a/sensors/pi-1"), seq: 7}, {ackTo: []byte("sensors/pi-2"), seq: 9}})
+	var r recorder
+	c.flush(time.Now(), &r, true, true)
+	if len(r.sent) != 2 {
+		t.Fatalf("sent %d confirmations, want 2", len(r.sent))
+	}
+	for _, s := range r.sent {
+		dev := lastLevel(s.topic[:len(s.topic)-len("/ack")])
+		if err := confirm.Verify(pub, dev, &s.msg); err != nil {
+			t.Errorf("%s: %v", s.topic, err)
+		}
+		other := map[string]string{"pi-1": "pi-2", "pi-2": "pi-1"}[dev]
+		if err := confirm.Verify(pub, other, &s.msg); !errors.Is(err, sign.ErrBadSignature) {
+			t.Errorf("%s verified for %s: %v", s.topic, other, err)
+		}
+	}
+}
+
+// TestConfirmerWakesAtMinConfirm: when the minConfirm-th seq arrives
+// after a device's first confirmation, run is woken to publish one
+// interval after the last; without the wake-up it slept until
+// maxConfirmWait after the first seq, and a 50 readings/s device got a
+// confirmation every 10 s.
+func TestConfirmerWakesAtMinConfirm(t *testing.T) {
+	c := newConfirmer("fwd-t", nil, time.Second, slog.New(slog.DiscardHandler), newMetrics(func() float64 { return 0 }, func() float64 { return 0 }))
+	kicked := func() bool {
+		select {
+		case <-c.kick:
+			return true
+		default:
+			return false
+		}
+	}
+	var r recorder
+	now := time.Now()
+	c.add(acked("pi-1", 1))
+	if !kicked() {
+		t.Fatal("a device's first seq did not wake run")
+	}
+	c.flush(now, &r, true, false)
+	c.add(acked("pi-1", 2))
+	if !kicked() {
+		t.Fatal("the first seq after a confirmation did not wake run")
+	}
+	if next := c.flush(now.Add(time.Millisecond), &r, true, false); next < maxConfirmWait-time.Second || len(r.sent) != 1 {
+		t.Fatalf("one seq waiting: next flush in %v, %d sent; want about maxConfirmWait, 1", next, len(r.sent))
+	}
+	for s := uint64(3); s < 1+minConfirm; s++ {
+		c.add(acked("pi-1", s))
+		if kicked() {
+			t.Fatalf("seq %d woke run before minConfirm", s)
+		}
+	}
+	c.add(acked("pi-1", 1+minConfirm))
+	if !kicked() {
+		t.Fatalf("%d seqs waiting did not wake run: they would wait maxConfirmWait", minConfirm)
+	}
+	if next := c.flush(now.Add(2*time.Millisecond), &r, true, false); next > time.Second {
+		t.Fatalf("with %d seqs waiting the next flush is in %v, want within the interval", minConfirm, next)
+	}
+	c.flush(now.Add(time.Second), &r, true, false)
+	if len(r.sent) != 2 || !slices.Equal(r.sent[1].msg.Seqs, []confirm.Range{{First: 2, Last: 1 + minConfirm}}) {
+		t.Fatalf("sent %+v", r.sent)
 	}
 }

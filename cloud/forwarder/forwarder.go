@@ -93,7 +93,7 @@ func New(cfg *config.Config, opts Options) (*Forwarder, error) {
 	}
 	f.queue.out = f.acks
 	f.m = newMetrics(func() float64 { return float64(len(f.sem)) }, f.queue.oldestAge)
-	f.conf = newConfirmer(cfg.ID, cfg.ConfirmInterval, f.log, f.m)
+	f.conf = newConfirmer(cfg.ID, cfg.ConfirmKey, cfg.ConfirmInterval, f.log, f.m)
 	f.m.reg.Gauge("forwarder_confirm_pending_devices",
 		"Devices with readings Kafka acknowledged and not yet confirmed to them.", f.conf.pendingDevices)
 	id := "cloud-forwarder-" + cfg.ID

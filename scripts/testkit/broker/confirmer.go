@@ -13,14 +13,33 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgepipe/sensorpipe/buffer/confirm"
+	"github.com/edgepipe/sensorpipe/buffer/sign"
 )
 
 // Confirmer stands in for the forwarder in delivery=kafka tests: it
-// publishes confirmations on a device's ack topic, QoS 1.
+// publishes confirmations on a device's ack topic, QoS 1, signed once
+// SignWith gave it a key.
 type Confirmer struct {
 	c      mqtt.Client
 	prefix string
 	id     string
+	key    *sign.Signer
+}
+
+// SignWith makes Confirm and Auto sign every confirmation with key, as a
+// forwarder with FORWARDER_CONFIRM_KEY_FILE does. Call it before them.
+func (c *Confirmer) SignWith(key *sign.Signer) *Confirmer {
+	c.key = key
+	return c
+}
+
+// message builds device's confirmation of rs, signed when c has a key.
+func (c *Confirmer) message(device string, rs []confirm.Range) []byte {
+	m := confirm.Message{ForwarderID: c.id, Seqs: rs}
+	if c.key != nil {
+		confirm.Sign(c.key, device, &m)
+	}
+	return confirm.Append(nil, &m)
 }
 
 // NewConfirmer connects a confirming client to url; it disconnects at cleanup.
@@ -44,8 +63,7 @@ func (c *Confirmer) Confirm(t testing.TB, device string, seqs ...uint64) {
 	for _, s := range seqs {
 		set.Add(s)
 	}
-	m := confirm.Message{ForwarderID: c.id, Seqs: set.Ranges()}
-	c.Raw(t, device, confirm.Append(nil, &m))
+	c.Raw(t, device, c.message(device, set.Ranges()))
 }
 
 // Raw publishes payload on device's ack topic, as a broken or hostile
@@ -83,8 +101,7 @@ func (c *Confirmer) Auto(t testing.TB, cnt *Counter, device string, every time.D
 			if set.Len() == 0 {
 				continue
 			}
-			m := confirm.Message{ForwarderID: c.id, Seqs: set.Ranges()}
-			c.c.Publish(confirm.Topic(c.prefix, device), 1, false, confirm.Append(nil, &m)).WaitTimeout(5 * time.Second)
+			c.c.Publish(confirm.Topic(c.prefix, device), 1, false, c.message(device, set.Ranges())).WaitTimeout(5 * time.Second)
 		}
 	}()
 	t.Cleanup(func() { cancel(); wg.Wait() })
