@@ -10,6 +10,9 @@
 #   ROOTFS/usr/lib/sysusers.d/edge-agent.conf and a oneshot unit that
 #     creates the edge-agent user (groups i2c, gpio) at boot before the agent,
 #   ROOTFS/etc/modules-load.d/edge-agent.conf (i2c-dev),
+#   ROOTFS/etc/edge-agent/confirm-keys.pem from CONFIRM_KEYS=FILE (the
+#     forwarders' public keys, openssl pkey -pubout; the default config's
+#     mqtt.confirm_keys_file),
 #   BOOT/config.txt: dtparam=i2c_arm=on, dtoverlay=dht11,gpiopin=4,
 #     dtoverlay=w1-gpio,gpiopin=17, each added once.
 # Running it again changes nothing (except the binary, if it was rebuilt).
@@ -17,11 +20,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 DIST=${DIST:-$repo/dist}
+CONFIRM_KEYS=${CONFIRM_KEYS:-}
+. "$here/confirm-keys.sh"
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-	echo "usage: $0 ROOTFS [BOOT]" >&2
+	echo "usage: [CONFIRM_KEYS=confirm-keys.pem] $0 ROOTFS [BOOT]" >&2
 	exit 2
 fi
+[ -z "$CONFIRM_KEYS" ] || confirm_keys_check "$CONFIRM_KEYS" flash-sd
 root=${1%/}
 [ -d "$root/etc" ] || { echo "flash-sd: $root does not look like a root filesystem (no etc/)" >&2; exit 1; }
 boot=${2:-}
@@ -107,6 +113,12 @@ if [ -e "$root/etc/edge-agent/config.yaml" ]; then
 else
 	install -D -m 0644 "$repo/systemd/edge-agent.config.yaml" "$root/etc/edge-agent/config.yaml"
 	echo "flash-sd: wrote $root/etc/edge-agent/config.yaml: edit device_id, sensors and mqtt before booting"
+fi
+
+if [ -n "$CONFIRM_KEYS" ]; then
+	put "$CONFIRM_KEYS" "$root/etc/edge-agent/confirm-keys.pem" 0644
+elif [ ! -e "$root/etc/edge-agent/confirm-keys.pem" ] && confirm_keys_needed "$root/etc/edge-agent/config.yaml"; then
+	echo "flash-sd: the config reads /etc/edge-agent/confirm-keys.pem, which is missing: run again with CONFIRM_KEYS=confirm-keys.pem (openssl pkey -in confirm.key -pubout)"
 fi
 
 # Each line once; appended under [all] so an earlier [cm4]/[pi4] section

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs on the Pi as root, from the staging directory install-pi.sh copied
-# it to (next to edge-agent, edge-agent.service and config.yaml).
+# it to (next to edge-agent, edge-agent.service, config.yaml and, with
+# CONFIRM_KEYS, confirm-keys.pem).
 # ROOT prefixes every installed path (tests only; empty on a Pi).
 set -eu
 src=$(cd "$(dirname "$0")" && pwd)
@@ -28,13 +29,23 @@ else
 	install -m 0644 "$src/config.yaml" "$ROOT/etc/edge-agent/config.yaml"
 	echo "install-pi: wrote /etc/edge-agent/config.yaml: edit device_id, sensors and mqtt, then: sudo systemctl restart edge-agent"
 fi
+conf=$ROOT/etc/edge-agent/config.yaml
+keys=$ROOT/etc/edge-agent/confirm-keys.pem
+if [ -f "$src/confirm-keys.pem" ]; then
+	install -m 0644 "$src/confirm-keys.pem" "$keys"
+	echo "install-pi: wrote /etc/edge-agent/confirm-keys.pem (the forwarders' public keys: only confirmations they signed delete readings)"
+fi
 rm -rf "$src"
 
 systemctl daemon-reload
 systemctl enable edge-agent.service
-if grep -q 'YOUR-CLUSTER' "$ROOT/etc/edge-agent/config.yaml"; then
+if grep -q 'YOUR-CLUSTER' "$conf"; then
 	# Like the .deb: no point starting against the placeholder broker.
 	echo "install-pi: not started yet: set mqtt.url in /etc/edge-agent/config.yaml, then: sudo systemctl restart edge-agent"
+	exit 0
+fi
+if [ ! -e "$keys" ] && grep -Eq '^[[:space:]]*confirm_keys_file:[[:space:]]*/etc/edge-agent/confirm-keys\.pem' "$conf"; then
+	echo "install-pi: not started yet: the config reads /etc/edge-agent/confirm-keys.pem, which is missing; run again with CONFIRM_KEYS=confirm-keys.pem (openssl pkey -in confirm.key -pubout), then: sudo systemctl restart edge-agent"
 	exit 0
 fi
 systemctl restart edge-agent.service || true

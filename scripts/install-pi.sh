@@ -7,6 +7,9 @@
 # boot), creates the edge-agent user (groups i2c, gpio), then enables the
 # service and, once the config names a real broker (no YOUR-CLUSTER
 # placeholder), restarts it and shows its status. The remote user needs sudo.
+# CONFIRM_KEYS=confirm-keys.pem copies the forwarders' public keys (openssl
+# pkey -pubout) to /etc/edge-agent/confirm-keys.pem, the default config's
+# mqtt.confirm_keys_file; run it again with a new file to rotate keys.
 # SSH, SCP and DIST can be overridden (tests use stand-ins for ssh/scp).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,12 +17,15 @@ repo=$(cd "$here/.." && pwd)
 SSH=${SSH:-ssh}
 SCP=${SCP:-scp}
 DIST=${DIST:-$repo/dist}
+CONFIRM_KEYS=${CONFIRM_KEYS:-}
+. "$here/confirm-keys.sh"
 
 if [ $# -ne 1 ] || [ -z "$1" ]; then
-	echo "usage: $0 user@host" >&2
+	echo "usage: [CONFIRM_KEYS=confirm-keys.pem] $0 user@host" >&2
 	exit 2
 fi
 host=$1
+[ -z "$CONFIRM_KEYS" ] || confirm_keys_check "$CONFIRM_KEYS" install-pi
 
 machine=$($SSH "$host" uname -m)
 case "$machine" in
@@ -46,6 +52,11 @@ sed 's#^ExecStart=/usr/bin/edge-agent#ExecStart=/usr/local/bin/edge-agent#' \
 	"$repo/systemd/edge-agent.service" > "$tmp/edge-agent.service"
 cp "$repo/systemd/edge-agent.config.yaml" "$tmp/config.yaml"
 cp "$here/install-pi-remote.sh" "$tmp/remote.sh"
+staged=("$tmp/edge-agent" "$tmp/edge-agent.service" "$tmp/config.yaml" "$tmp/remote.sh")
+if [ -n "$CONFIRM_KEYS" ]; then
+	cp "$CONFIRM_KEYS" "$tmp/confirm-keys.pem"
+	staged+=("$tmp/confirm-keys.pem")
+fi
 
 # A fresh private directory on the Pi (mktemp -d: mode 0700, a name nobody
 # can guess or plant beforehand); remote.sh removes it when done.
@@ -57,5 +68,5 @@ case "$stage" in
 	exit 1
 	;;
 esac
-$SCP "$tmp/edge-agent" "$tmp/edge-agent.service" "$tmp/config.yaml" "$tmp/remote.sh" "$host:$stage/"
+$SCP "${staged[@]}" "$host:$stage/"
 $SSH "$host" "sudo sh $stage/remote.sh"

@@ -16,6 +16,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // The README promises that every command it shows exists. These tests hold
@@ -169,7 +170,7 @@ func TestReadmeEnvAndMetrics(t *testing.T) {
 }
 
 // TestReadmeConfig loads every YAML block of the README with the agent's
-// config loader (what `edge-agent config check` runs).
+// config loader and Strict (what `edge-agent config check` runs).
 func TestReadmeConfig(t *testing.T) {
 	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(read(t, "../README.md"), -1)
 	if len(blocks) == 0 {
@@ -181,8 +182,14 @@ func TestReadmeConfig(t *testing.T) {
 		}
 		return ""
 	}
+	keys := pki.NewConfirmKey(t).PubFile // stands in for the Pi's /etc/edge-agent/confirm-keys.pem
 	for i, b := range blocks {
-		if _, err := config.Parse([]byte(b[1]), getenv); err != nil {
+		y := strings.ReplaceAll(b[1], "/etc/edge-agent/confirm-keys.pem", keys)
+		c, err := config.Parse([]byte(y), getenv)
+		if err == nil {
+			err = c.Strict() // what config check adds
+		}
+		if err != nil {
 			t.Errorf("README yaml block %d: %v\n%s", i+1, err, b[1])
 		}
 	}

@@ -2,6 +2,7 @@ package scripts
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // fakeDist writes one distinguishable stand-in binary per architecture.
@@ -154,6 +156,53 @@ func TestInstallPi(t *testing.T) {
 			}
 		})
 	}
+	t.Run("confirm keys", func(t *testing.T) {
+		dir := t.TempDir()
+		tools, remote, log := filepath.Join(dir, "bin"), filepath.Join(dir, "remote"), filepath.Join(dir, "log")
+		fakeTools(t, tools)
+		if err := os.MkdirAll(filepath.Join(remote, "tmp"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		root := filepath.Join(remote, "root")
+		key := pki.NewConfirmKey(t)
+		install := func(keys string) (string, error) {
+			cmd := exec.Command("./install-pi.sh", "pi@raspberrypi.local")
+			cmd.Env = []string{"PATH=" + tools + ":" + os.Getenv("PATH"), "LOG=" + log, "REMOTE=" + remote, "ROOT=" + root,
+				"FAKE_UNAME=aarch64", "DIST=" + dist, "CONFIRM_KEYS=" + keys}
+			out, err := cmd.CombinedOutput()
+			return string(out), err
+		}
+		// A private key is refused before anything is touched.
+		out, err := install(key.KeyFile)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(out, "holds a private key") {
+			t.Fatalf("CONFIRM_KEYS=private key: %v\n%s", err, out)
+		}
+		if _, err := os.Stat(log); err == nil {
+			t.Fatalf("install-pi.sh reached the Pi with a private key:\n%s", read(t, log))
+		}
+		// The default config with the real broker: without keys it is not started.
+		if out, err := install(""); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		conf := strings.Replace(read(t, "../systemd/edge-agent.config.yaml"), "YOUR-CLUSTER", "abc", 1)
+		write(t, filepath.Join(root, "etc/edge-agent/config.yaml"), conf, 0o644)
+		out, err = install("")
+		if err != nil || !strings.Contains(out, "confirm-keys.pem, which is missing") || strings.Contains(read(t, log), "systemctl restart") {
+			t.Fatalf("no keys: %v, calls:\n%s\noutput:\n%s", err, read(t, log), out)
+		}
+		// With the public key: placed, then started.
+		out, err = install(key.PubFile)
+		if err != nil || !strings.Contains(out, "wrote /etc/edge-agent/confirm-keys.pem") {
+			t.Fatalf("with keys: %v\n%s", err, out)
+		}
+		if read(t, filepath.Join(root, "etc/edge-agent/confirm-keys.pem")) != read(t, key.PubFile) {
+			t.Error("confirm-keys.pem is not the given public key")
+		}
+		if !strings.Contains(read(t, log), "systemctl restart edge-agent.service\n") {
+			t.Errorf("not started with its keys:\n%s", read(t, log))
+		}
+	})
 	t.Run("unsupported", func(t *testing.T) {
 		dir := t.TempDir()
 		fakeTools(t, filepath.Join(dir, "bin"))
@@ -216,7 +265,7 @@ func TestFlashSD(t *testing.T) {
 		aarch64    bool
 	}{
 		{"32-bit", "armv6", false},
-		{"64-bit", "arm64", true},
+		{"64-bit, with confirm keys", "arm64", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -228,14 +277,29 @@ func TestFlashSD(t *testing.T) {
 				write(t, filepath.Join(root, "usr/lib/ld-linux-aarch64.so.1"), "", 0o755)
 			}
 			write(t, filepath.Join(boot, "config.txt"), piConfigTxt, 0o755)
-			flash := func() {
+			var keys *pki.ConfirmKey
+			if tc.aarch64 {
+				keys = pki.NewConfirmKey(t)
+			}
+			flash := func() string {
 				cmd := exec.Command("./flash-sd.sh", root, boot)
 				cmd.Env = append(os.Environ(), "DIST="+dist)
-				if out, err := cmd.CombinedOutput(); err != nil {
+				if keys != nil {
+					cmd.Env = append(cmd.Env, "CONFIRM_KEYS="+keys.PubFile)
+				}
+				out, err := cmd.CombinedOutput()
+				if err != nil {
 					t.Fatalf("flash-sd.sh: %v\n%s", err, out)
 				}
+				return string(out)
 			}
-			flash()
+			out := flash()
+			if keys != nil && read(t, filepath.Join(root, "etc/edge-agent/confirm-keys.pem")) != read(t, keys.PubFile) {
+				t.Error("confirm-keys.pem is not the given public key")
+			}
+			if keys == nil && !strings.Contains(out, "confirm-keys.pem, which is missing") {
+				t.Errorf("no word about the missing keys:\n%s", out)
+			}
 			first := append(snapshot(t, root), snapshot(t, boot)...)
 			flash()
 			second := append(snapshot(t, root), snapshot(t, boot)...)

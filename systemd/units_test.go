@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 )
 
 // maxExposure is the issue's target for `systemd-analyze security`.
@@ -116,7 +117,10 @@ func TestConfigs(t *testing.T) {
 				}
 				return ""
 			}
-			c, err := config.Load(tc.file, getenv)
+			c, err := config.Parse(shippedConfig(t, tc.file), getenv)
+			if err == nil {
+				err = c.Strict() // what config check adds
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -127,13 +131,25 @@ func TestConfigs(t *testing.T) {
 	}
 }
 
-// TestExampleOptionalSensors: the commented-out sensors of the example
-// config are valid too, once uncommented.
-func TestExampleOptionalSensors(t *testing.T) {
-	b, err := os.ReadFile("config.example.yaml")
+// shippedConfig reads a shipped config with a test key standing in for
+// the Pi's /etc/edge-agent/confirm-keys.pem, which the install scripts
+// place (and which every shipped config must read).
+func shippedConfig(t *testing.T, file string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(string(b), "confirm_keys_file: /etc/edge-agent/confirm-keys.pem") {
+		t.Errorf("%s does not set mqtt.confirm_keys_file to where the install scripts put the keys", file)
+	}
+	return []byte(strings.ReplaceAll(string(b), "/etc/edge-agent/confirm-keys.pem", pki.NewConfirmKey(t).PubFile))
+}
+
+// TestExampleOptionalSensors: the commented-out sensors of the example
+// config are valid too, once uncommented.
+func TestExampleOptionalSensors(t *testing.T) {
+	b := shippedConfig(t, "config.example.yaml")
 	uncommented := strings.ReplaceAll(string(b), "  #- {name:", "  - {name:")
 	n := strings.Count(string(b), "  #- {name:")
 	p := filepath.Join(t.TempDir(), "config.yaml")

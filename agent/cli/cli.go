@@ -76,6 +76,11 @@ func configCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.Strict(); err != nil {
+		// run accepts this config (an upgrade never stops a Pi); check
+		// tells the operator what to finish.
+		return fmt.Errorf("%s: %w", *path, err)
+	}
 	fmt.Fprintf(stdout, "%s: ok (device %s, %d sensors, buffer %s, mqtt %s)\n",
 		*path, cfg.DeviceID, len(cfg.Sensors), cfg.Buffer.Path, cfg.MQTT.URL)
 	return nil

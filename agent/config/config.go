@@ -133,6 +133,17 @@ type MQTT struct {
 	// MaxUnconfirmed (kafka) caps the readings published and not yet
 	// confirmed; at the cap readings wait in the buffer.
 	MaxUnconfirmed int `yaml:"max_unconfirmed"`
+	// ConfirmKeysFile (kafka) holds the forwarders' Ed25519 public keys,
+	// one or more PEM "PUBLIC KEY" blocks (openssl pkey -pubout), several
+	// while a key rotates. With it, a confirmation that is unsigned or does
+	// not verify is ignored and deletes nothing.
+	ConfirmKeysFile string `yaml:"confirm_keys_file"`
+	// ConfirmUnsigned (kafka) accepts unsigned confirmations, which anybody
+	// who can publish on the device's ack topic can forge: the explicit
+	// choice for a fleet whose forwarders do not sign yet.
+	ConfirmUnsigned bool `yaml:"confirm_unsigned"`
+	// ConfirmKeys is ConfirmKeysFile's keyring, loaded by Parse; nil without one.
+	ConfirmKeys *sign.Verifier `yaml:"-"`
 	// Password is read from PasswordEnv or PasswordFile by Load, never from YAML.
 	Password secret.Secret `yaml:"-"`
 }
@@ -270,7 +281,37 @@ func Parse(b []byte, getenv func(string) string) (*Config, error) {
 		return nil, err
 	}
 	c.version = fmt.Sprintf("%x", sha256.Sum256(b))[:12]
+	if f := c.MQTT.ConfirmKeysFile; f != "" {
+		v, err := sign.LoadVerifier(f)
+		if err != nil {
+			return nil, &Error{Key: "mqtt.confirm_keys_file", Msg: err.Error(), Err: err}
+		}
+		c.MQTT.ConfirmKeys = v
+	}
 	return &c, nil
+}
+
+// AcceptsUnsigned reports whether the agent deletes readings on unsigned
+// confirmations: delivery kafka without mqtt.confirm_keys_file, whether
+// mqtt.confirm_unsigned says so or the config predates the keys.
+func (c *Config) AcceptsUnsigned() bool {
+	return c.MQTT.Delivery == DeliveryKafka && c.MQTT.ConfirmKeysFile == ""
+}
+
+// Strict returns what `edge-agent config check` refuses but `edge-agent
+// run` only warns about, at every start: a config written before a setting
+// became necessary. An upgrade must never stop a Pi, so run keeps going
+// the way the config worked before; check tells the operator to finish
+// the job. Today that is delivery kafka with neither
+// mqtt.confirm_keys_file nor mqtt.confirm_unsigned: true.
+func (c *Config) Strict() error {
+	if c.AcceptsUnsigned() && !c.MQTT.ConfirmUnsigned {
+		return &Error{Key: "mqtt.confirm_keys_file", Msg: "not set with delivery: kafka: any login that can publish on " +
+			c.MQTT.TopicPrefix + "/" + c.DeviceID + "/ack could forge a confirmation and delete readings Kafka never got. " +
+			"Give the forwarders' public keys (openssl pkey -in confirm.key -pubout), or set mqtt.confirm_unsigned: true " +
+			"to accept unsigned confirmations knowingly"}
+	}
+	return nil
 }
 
 func (c *Config) loadSecrets(getenv func(string) string) error {
@@ -409,6 +450,9 @@ func (m *MQTT) validate() error {
 	}
 	if m.MaxUnconfirmed < 1 || m.MaxUnconfirmed > maxUnconfirmed {
 		return &Error{Key: "mqtt.max_unconfirmed", Msg: fmt.Sprintf("%d is not between 1 and %d", m.MaxUnconfirmed, maxUnconfirmed)}
+	}
+	if m.ConfirmUnsigned && m.ConfirmKeysFile != "" {
+		return &Error{Key: "mqtt.confirm_unsigned", Msg: "true together with mqtt.confirm_keys_file: with keys, unsigned confirmations are refused; remove one of the two"}
 	}
 	return nil
 }

@@ -127,6 +127,10 @@ func TestEveryKeyNamed(t *testing.T) {
 		{"mqtt confirm_timeout garbage", base + "  confirm_timeout: soon\n", "yaml"},
 		{"mqtt max_unconfirmed zero", base + "  max_unconfirmed: 0\n", "mqtt.max_unconfirmed"},
 		{"mqtt max_unconfirmed huge", base + "  max_unconfirmed: 1000001\n", "mqtt.max_unconfirmed"},
+		{"mqtt confirm_keys_file missing", base + "  confirm_keys_file: testdata/nope.pem\n", "mqtt.confirm_keys_file"},
+		{"mqtt confirm_keys_file is a private key", base + "  confirm_keys_file: testdata/forwarder.key\n", "mqtt.confirm_keys_file"},
+		{"mqtt confirm_keys_file not PEM", base + "  confirm_keys_file: testdata/password\n", "mqtt.confirm_keys_file"},
+		{"mqtt confirm_unsigned with keys", base + "  confirm_keys_file: testdata/confirm-keys.pem\n  confirm_unsigned: true\n", "mqtt.confirm_unsigned"},
 		{"status_listen bad", base + "status_listen: localhost\n", "status_listen"},
 		{"log_format bad", base + "log_format: xml\n", "log_format"},
 		{"log_level bad", base + "log_level: chatty\n", "yaml"},
@@ -158,6 +162,50 @@ func TestEveryKeyNamed(t *testing.T) {
 				t.Fatalf("message %q does not name %q", err, want)
 			}
 		})
+	}
+}
+
+// TestConfirmKeys: which configs accept unsigned confirmations, and which
+// `config check` refuses (Strict) while run keeps them working.
+func TestConfirmKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		mqtt     string
+		unsigned bool   // AcceptsUnsigned
+		strict   string // the key Strict names, "" for none
+	}{
+		{"old config, kafka by default", "", true, "mqtt.confirm_keys_file"},
+		{"explicit unsigned", "  confirm_unsigned: true\n", true, ""},
+		{"keys", "  confirm_keys_file: testdata/confirm-keys.pem\n", false, ""},
+		{"broker delivery needs none", "  delivery: broker\n", false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := config.Parse([]byte(base+tc.mqtt), noEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.AcceptsUnsigned(); got != tc.unsigned {
+				t.Errorf("AcceptsUnsigned = %t, want %t", got, tc.unsigned)
+			}
+			if (c.MQTT.ConfirmKeys != nil) != (c.MQTT.ConfirmKeysFile != "") {
+				t.Errorf("keys file %q loaded %v", c.MQTT.ConfirmKeysFile, c.MQTT.ConfirmKeys)
+			}
+			err = c.Strict()
+			var ce *config.Error
+			switch {
+			case tc.strict == "" && err != nil:
+				t.Errorf("Strict = %v, want nil", err)
+			case tc.strict != "" && (!errors.As(err, &ce) || ce.Key != tc.strict || !errors.Is(err, config.ErrInvalid)):
+				t.Errorf("Strict = %v, want an error naming %s", err, tc.strict)
+			}
+		})
+	}
+	c, err := config.Parse([]byte(base+"  confirm_keys_file: testdata/confirm-keys.pem\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MQTT.ConfirmKeys.Len() != 1 {
+		t.Fatalf("%d keys loaded, want 1", c.MQTT.ConfirmKeys.Len())
 	}
 }
 

@@ -165,6 +165,22 @@ func TestBinarySystemdLifecycle(t *testing.T) {
 			metricValue(m, "edge_agent_unconfirmed_readings") >= 0 && metricValue(m, `edge_agent_bad_confirmations_total{reason="unsent"}`) == 0
 	})
 
+	// This config predates mqtt.confirm_keys_file: run keeps it working (it
+	// just confirmed readings), warns, and flags it in the heartbeat;
+	// config check refuses it, naming the key.
+	if !strings.Contains(stderr.String(), "accepting unsigned confirmations: this config predates mqtt.confirm_keys_file") {
+		t.Errorf("no start-up warning about unsigned confirmations:\n%s", stderr.String())
+	}
+	if st := statusOf(t, br.Retained("sensors/pi-bin/status")); st.State != "online" || !st.ConfirmUnsigned {
+		t.Errorf("retained status = %+v, want online with confirm_unsigned", st)
+	}
+	check := exec.Command(agentBin, "config", "check", "--config", cfgPath)
+	out, err := check.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "mqtt.confirm_keys_file") {
+		t.Errorf("config check of a config without keys: %v, want exit 2 naming mqtt.confirm_keys_file:\n%s", err, out)
+	}
+
 	// SIGHUP: a second sensor appears without a restart.
 	writeConfig(t, dir, base+"  - {name: sim-1, driver: sim, interval: 20ms}\n  - {name: sim-hup, driver: sim, interval: 20ms}\n")
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {

@@ -275,6 +275,7 @@ func (a *agent) publisherOptions() mqttpub.Options {
 		DeviceID: a.cfg.DeviceID, TopicPrefix: c.TopicPrefix, KeepAlive: c.KeepAlive, Window: c.MaxInflight,
 		Delivery: mqttpub.Delivery(c.Delivery), ConfirmTimeout: c.ConfirmTimeout, MaxUnconfirmed: c.MaxUnconfirmed,
 		PriorSeq:      a.startSeq,
+		ConfirmKeys:   c.ConfirmKeys,
 		Subscriptions: a.fleetSubscriptions(),
 		Status:        a.rep,
 		Logger:        a.log.With("component", "mqtt"),
@@ -301,8 +302,9 @@ func (a *agent) healthy() error {
 // warnExposure logs, at start, the settings that expose the device: a
 // status endpoint other machines can reach (it serves every buffered
 // reading and the metrics, without authentication), plaintext MQTT to
-// another host (the password and the readings cross the network in clear)
-// and a password file every local user can read.
+// another host (the password and the readings cross the network in clear),
+// unsigned confirmations (anybody who can publish on the ack topic can
+// delete readings) and a password file every local user can read.
 func warnExposure(log *slog.Logger, cfg *config.Config) {
 	if host, _, err := net.SplitHostPort(cfg.StatusListen); cfg.StatusListen != "" && err == nil && !mqttconn.IsLoopback(host) {
 		log.Warn("status_listen is reachable from other machines: it serves every buffered reading and the metrics "+
@@ -311,6 +313,13 @@ func warnExposure(log *slog.Logger, cfg *config.Config) {
 	if u, err := url.Parse(cfg.MQTT.URL); err == nil && !isTLS(u.Scheme) && !mqttconn.IsLoopback(u.Hostname()) {
 		log.Warn("mqtt.url is plaintext to another host (mqtt.insecure: true): the password and every reading "+
 			"cross the network in clear; use ssl://", "host", u.Hostname())
+	}
+	if err := cfg.Strict(); err != nil {
+		log.Warn("accepting unsigned confirmations: this config predates mqtt.confirm_keys_file, and "+
+			"`edge-agent config check` refuses it; the agent keeps running as before", "err", err)
+	} else if cfg.AcceptsUnsigned() {
+		log.Warn("accepting unsigned confirmations (mqtt.confirm_unsigned: true): any login that can publish on the " +
+			"device's ack topic can delete its unconfirmed readings; set mqtt.confirm_keys_file once the forwarders sign")
 	}
 	if f := cfg.MQTT.PasswordFile; f != "" {
 		if fi, err := os.Stat(f); err == nil && fi.Mode().Perm()&0o004 != 0 {

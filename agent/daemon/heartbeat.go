@@ -35,6 +35,7 @@ func (a *agent) reporter(pub func() *mqttpub.Publisher) *status.Reporter {
 			d := pub().Delivery()
 			return status.Unconfirmed{N: d.Unconfirmed, Oldest: d.OldestUnconfirmed, LastConfirm: d.LastConfirm}
 		}
+		src.ConfirmUnsigned = cfg.AcceptsUnsigned // no mqtt.confirm_keys_file
 	}
 	return status.NewReporter(src, status.ReporterOptions{Interval: cfg.StatusInterval, Logger: a.log.With("component", "status")})
 }

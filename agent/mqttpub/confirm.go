@@ -2,6 +2,7 @@ package mqttpub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -46,6 +47,16 @@ func (s *session) onMessage(_ mqtt.Client, m mqtt.Message) {
 	if err != nil {
 		p.badConfirm("malformed", err, "")
 		return
+	}
+	if keys := p.o.ConfirmKeys; keys != nil {
+		switch err := confirm.Verify(keys, p.o.DeviceID, &msg); {
+		case errors.Is(err, confirm.ErrUnsigned):
+			p.badConfirm("unsigned", err, msg.ForwarderID)
+			return
+		case err != nil:
+			p.badConfirm("bad_signature", err, msg.ForwarderID)
+			return
+		}
 	}
 	n, unsent := p.led.confirm(&msg, time.Now())
 	if n > 0 {

@@ -23,6 +23,7 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
 	"github.com/edgepipe/sensorpipe/buffer/metricset"
 	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
+	"github.com/edgepipe/sensorpipe/buffer/sign"
 	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 )
 
@@ -93,6 +94,10 @@ type Options struct {
 	// queue's last seq at start). A confirmation for a seq above both it
 	// and everything this run published is counted as bad.
 	PriorSeq uint64
+	// ConfirmKeys (kafka) are the forwarders' public keys. With them, only
+	// confirmations signed for this device by one of them delete readings;
+	// nil accepts unsigned ones (and the default status says so).
+	ConfirmKeys *sign.Verifier
 	// Status supplies the retained status message (the heartbeat,
 	// buffer/heartbeat) and says when it is due again; the agent passes
 	// agent/status's Reporter. Nil: a heartbeat with the delivery mode
@@ -138,8 +143,10 @@ type Metrics struct {
 	ConfirmLatency *vm.PrometheusHistogram // kafka: seconds from first publish to confirmation
 	Resent         *vm.Counter             // kafka: readings sent again for want of a confirmation
 	// BadConfirms counts ignored confirmation messages by the label
-	// "reason": "malformed" (does not decode) or "unsent" (confirms seqs
-	// this device never sent).
+	// "reason": "malformed" (does not decode), "unsigned" or
+	// "bad_signature" (with ConfirmKeys: no signature, or none that
+	// verifies for this device; nothing is deleted), or "unsent" (confirms
+	// seqs this device never sent).
 	BadConfirms *metricset.CounterVec
 }
 

@@ -37,6 +37,7 @@ func (d *defaultStatus) Status(state string) []byte {
 	h := heartbeat.Heartbeat{State: state, TS: time.Now().Unix(), Delivery: string(d.p.o.Delivery)}
 	if d.p.o.Delivery == DeliveryKafka {
 		h.Buffer = &heartbeat.Buffer{Unconfirmed: uint64(d.p.led.unconfirmedN())}
+		h.ConfirmUnsigned = d.p.o.ConfirmKeys == nil
 	}
 	return heartbeat.Encode(&h)
 }

@@ -73,9 +73,9 @@ func NewMetrics(stats func() (buffer.Stats, error)) *Metrics {
 		Resent: set.Counter(ns+"_resent_total",
 			"Readings published again because no confirmation came within mqtt.confirm_timeout."),
 		BadConfirms: set.CounterVec(ns+"_bad_confirmations_total",
-			"Ignored messages on the ack topic, by reason: malformed, or unsent (seqs this device never sent).", "reason"),
+			"Ignored messages on the ack topic, by reason: malformed, unsigned or bad_signature (with mqtt.confirm_keys_file; nothing deleted), or unsent (seqs this device never sent).", "reason"),
 	}
-	for _, r := range []string{"malformed", "unsent"} {
+	for _, r := range []string{"malformed", "unsigned", "bad_signature", "unsent"} {
 		m.BadConfirms.With(r) // present at 0, so alerts see the series
 	}
 	if stats != nil {

@@ -46,6 +46,25 @@ func spawn(t *testing.T, env map[string]string) *proc {
 // listenKey says, and waits for /readyz.
 func spawnCmd(t *testing.T, command, listenKey string, env map[string]string) *proc {
 	t.Helper()
+	p := startCmd(t, command, listenKey, env)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + p.addr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s not ready; log:\n%s", command, p.log)
+	return nil
+}
+
+// startCmd starts the real binary's command with env, listening where
+// listenKey says, without waiting for it to be ready.
+func startCmd(t *testing.T, command, listenKey string, env map[string]string) *proc {
+	t.Helper()
 	p := &proc{addr: testkit.FreeAddr(t), log: &testkit.LogBuffer{}, done: make(chan error, 1)}
 	env[listenKey] = p.addr
 	p.cmd = exec.Command(binPath, command)
@@ -66,18 +85,7 @@ func spawnCmd(t *testing.T, command, listenKey string, env map[string]string) *p
 		}
 		p.done <- nil // let a second cleanup of the same proc pass
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get("http://" + p.addr + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s not ready; log:\n%s", command, p.log)
-	return nil
+	return p
 }
 
 // TestCrashAndRestart SIGKILLs the forwarder mid-stream and restarts it with
