@@ -46,6 +46,11 @@ func TestDemo(t *testing.T) {
 	if uint64(sum.Delivered+sum.Buffered) != sum.Produced {
 		t.Fatalf("delivered %d + buffered %d != produced %d", sum.Delivered, sum.Buffered, sum.Produced)
 	}
+	// The agent has the forwarder's public key: only signed confirmations
+	// delete, so a broken signature would leave what Kafka has in the buffer.
+	if 2*uint64(sum.Unconfirmed) > sum.Produced {
+		t.Fatalf("%d of %d readings in Kafka and still buffered: the signed confirmations were not accepted\n%s", sum.Unconfirmed, sum.Produced, out.String())
+	}
 	if !strings.Contains(out.String(), "demo-test/sim-4") {
 		t.Fatalf("no line for sim-4 in the output:\n%s", out.String())
 	}
@@ -59,10 +64,10 @@ func TestMissingBinaries(t *testing.T) {
 }
 
 func TestAgentConfig(t *testing.T) {
-	c := agentConfig(Options{DeviceID: "d", Sensors: 2, Interval: time.Second}, "/tmp/x", "127.0.0.1:1883")
+	c := agentConfig(Options{DeviceID: "d", Sensors: 2, Interval: time.Second}, "/tmp/x", "127.0.0.1:1883", "/tmp/x/confirm-keys.pem")
 	for _, want := range []string{
 		"device_id: d\n", "  - {name: sim-1, driver: sim, interval: 1s}\n", "  - {name: sim-2, driver: sim, interval: 1s}\n",
-		"  path: /tmp/x/buffer.db\n", "  url: tcp://127.0.0.1:1883\n",
+		"  path: /tmp/x/buffer.db\n", "  url: tcp://127.0.0.1:1883\n", "  confirm_keys_file: /tmp/x/confirm-keys.pem\n",
 	} {
 		if !strings.Contains(c, want) {
 			t.Errorf("config lacks %q:\n%s", want, c)

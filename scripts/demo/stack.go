@@ -20,6 +20,7 @@ import (
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/proc"
 )
 
@@ -38,14 +39,14 @@ func stop(p *proc.Proc, grace time.Duration) error {
 	return p.ExitErr()
 }
 
-func agentConfig(o Options, dir, mqttAddr string) string {
+func agentConfig(o Options, dir, mqttAddr, confirmKeys string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "device_id: %s\nsensors:\n", o.DeviceID)
 	for i := 1; i <= o.Sensors; i++ {
 		fmt.Fprintf(&b, "  - {name: sim-%d, driver: sim, interval: %s}\n", i, o.Interval)
 	}
 	fmt.Fprintf(&b, "buffer:\n  path: %s\n", filepath.Join(dir, "buffer.db"))
-	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s\n", mqttAddr)
+	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s\n  confirm_keys_file: %s\n", mqttAddr, confirmKeys)
 	// A laptop or container whose clock the kernel never reports synced
 	// would otherwise hold every reading for 10 minutes.
 	b.WriteString("clock:\n  hold_unsynced: 0s\n")
@@ -79,8 +80,14 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 	kafkaAddr := kc.Addr
 	fmt.Fprintf(out, "demo: MQTT broker on %s, Kafka on %s, logs and buffer in %s\n", mqttAddr, kafkaAddr, dir)
 
+	// A confirmation key pair, as openssl would write it: the forwarder
+	// signs confirmations, the agent deletes only on signed ones.
+	keys, err := pki.WriteConfirmKey(dir)
+	if err != nil {
+		return nil, fmt.Errorf("confirmation key: %w", err)
+	}
 	cfg := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(cfg, []byte(agentConfig(o, dir, mqttAddr)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(agentConfig(o, dir, mqttAddr, keys.PubFile)), 0o644); err != nil {
 		return nil, err
 	}
 	fwdListen, err := testkit.PickAddr()
@@ -94,6 +101,7 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 		"KAFKA_TOPIC=" + o.Topic,
 		"FORWARDER_ID=demo-forwarder",
 		"FORWARDER_LISTEN=" + fwdListen,
+		"FORWARDER_CONFIRM_KEY_FILE=" + keys.KeyFile,
 	}, filepath.Join(dir, "cloud-forwarder.log"))
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/tally"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/proc"
 )
 
@@ -39,6 +40,15 @@ func finish(parent context.Context, s *stack, in *injector, drain *fault, runErr
 	}
 	rep.Problems = append(rep.Problems, in.problems...)
 
+	if s.opts.delivery == "kafka" {
+		// The forwarders sign with the key whose public half the agent has:
+		// it must have refused none of their confirmations.
+		for _, r := range []string{"unsigned", "bad_signature"} {
+			if n := testkit.Metric(s.status, `edge_agent_bad_confirmations_total{reason="`+r+`"}`); n != 0 {
+				problem("the agent refused %v confirmations as %s (want 0: the forwarders sign with its key)", n, r)
+			}
+		}
+	}
 	s.log.Info("stopping the agent (SIGTERM)")
 	if err := s.agent.Stop(30 * time.Second); err != nil {
 		problem("%v", err)

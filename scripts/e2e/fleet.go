@@ -177,7 +177,8 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		d.sd.interval.Store(int64(fleetInterval))
 		devs[i] = d
 		po := mqttpub.Options{URL: "ssl://" + s.mqtt, DeviceID: d.id, Username: d.id,
-			Password: config.Secret(fleetPass), TLS: cliTLS, Delivery: delivery, ConfirmTimeout: o.confirmTO, KeepAlive: 30 * time.Second}
+			Password: config.Secret(fleetPass), TLS: cliTLS, Delivery: delivery, ConfirmTimeout: o.confirmTO, KeepAlive: 30 * time.Second,
+			ConfirmKeys: s.keys.Keys}
 		if fr != nil {
 			sub, runRemote, err := fr.device(d.id, d.sd, sensors)
 			if err != nil {

@@ -48,6 +48,7 @@ type stack struct {
 	log    *slog.Logger
 	dir    string
 	certs  *pki.PKI
+	keys   *pki.ConfirmKey // confirmation key pair: the forwarders sign, the agent verifies
 	mosq   *proc.Proc
 	mqtt   string          // mosquitto's own address
 	link   *tcpproxy.Proxy // agent -> mosquitto
@@ -91,6 +92,10 @@ func (s *stack) start(ctx context.Context) error {
 	var err error
 	if s.certs, err = pki.Write(s.dir); err != nil {
 		return fmt.Errorf("certificates: %w", err)
+	}
+	// The forwarders sign confirmations; the agent has the public key.
+	if s.keys, err = pki.WriteConfirmKey(s.dir); err != nil {
+		return fmt.Errorf("confirmation key: %w", err)
 	}
 	if err := s.startMosquitto(ctx); err != nil {
 		return err
@@ -222,6 +227,9 @@ func (s *stack) writeAgentConfig() error {
 	fmt.Fprintf(&b, "mqtt:\n  url: ssl://%s\n  username: %s\n  password_file: %s\n  ca_file: %s\n  keepalive: %v\n",
 		s.link.Addr(), agentUser, pwFile, s.certs.CAFile, s.opts.keepalive)
 	fmt.Fprintf(&b, "  delivery: %s\n  confirm_timeout: %v\n", s.opts.delivery, s.opts.confirmTO)
+	if s.opts.delivery == "kafka" {
+		fmt.Fprintf(&b, "  confirm_keys_file: %s\n", s.keys.PubFile)
+	}
 	fmt.Fprintf(&b, "status_listen: %s\nlog_format: text\n", s.status)
 	s.cfg = filepath.Join(s.dir, "agent.yaml")
 	return os.WriteFile(s.cfg, []byte(b.String()), 0o644)
@@ -258,6 +266,7 @@ func (s *stack) startForwarders(ctx context.Context) error {
 				"KAFKA_SECURITY_PROTOCOL=SASL_SSL",
 				"KAFKA_CA_FILE=" + s.certs.CAFile,
 				"KAFKA_TOPIC=" + topic,
+				"FORWARDER_CONFIRM_KEY_FILE=" + s.keys.KeyFile,
 			},
 		}
 		if s.opts.delivery == "broker" {
