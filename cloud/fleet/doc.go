@@ -3,12 +3,14 @@
 //
 //	cloud-forwarder fleet config push --fleet|--group NAME|--device ID FILE
 //	cloud-forwarder fleet config show DEVICE [--group NAME]
+//	cloud-forwarder fleet status
 //	cloud-forwarder fleet cmd DEVICE NAME
 //	cloud-forwarder fleet keygen PRIVATE_FILE PUBLIC_FILE
 //
 // It connects to the broker with the operator's login (FLEET_* variables),
 // signs documents and commands with the operator's fleet key
 // (FLEET_KEY_FILE, Ed25519 PEM) through agent/remote's formats, and never
-// prints a key or a password. It does not read the database: the fleet's
-// health is on the Grafana "Fleet" dashboard.
+// prints a key or a password. status reads the devices' retained
+// heartbeats from the broker (with the monitoring login); it does not read
+// the database, where the history and the Grafana "Fleet" dashboard are.
 package fleet

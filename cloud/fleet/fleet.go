@@ -20,6 +20,9 @@ func Usage() string {
         the documents in force at each level for DEVICE, and what DEVICE reports applied
   cloud-forwarder fleet cmd DEVICE NAME [--ttl 5m] [--timeout 30s] [--json]
         send a signed command (restart, resend, sensors, buffer-stats), wait for its result, print it
+  cloud-forwarder fleet status [--stale 3m] [--json]
+        every device's retained heartbeat: reporting or not, config in force, backlog, failing sensors
+        (read with the monitoring login: FLEET_STATUS_USERNAME, FLEET_STATUS_PASSWORD or _FILE)
   cloud-forwarder fleet keygen PRIVATE_FILE PUBLIC_FILE
         make a fleet key pair (the private key file is 0600; give the public one to the devices' fleet.keys_file)
 
@@ -47,6 +50,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case args[0] == "keygen":
 		return keygen(args[1:], stdout, stderr)
+	case args[0] == "status":
+		return status(ctx, args[1:], getenv, stdout, stderr)
 	case args[0] == "cmd":
 		return command(ctx, args[1:], getenv, stdout, stderr)
 	case args[0] == "config" && len(args) > 1 && args[1] == "push":

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/edgepipe/sensorpipe/agent/clock"
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/agent/daemon"
@@ -81,6 +83,18 @@ fleet: {keys_file: %s, group: greenhouses, grace: 1s}
 		t.Fatal("agent did not start")
 	}
 	return ""
+}
+
+func publishRetained(t *testing.T, url, topic string, payload []byte) {
+	t.Helper()
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("retainer").SetCleanSession(true))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	if tok := c.Publish(topic, 1, true, payload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
 }
 
 func report(t *testing.T, addr string) remote.Report {
@@ -172,6 +186,35 @@ func TestOperatorTool(t *testing.T) {
 	out, err = r.run("cmd", "pi-1", "resend")
 	if !errors.Is(err, fleet.ErrFailed) || !strings.Contains(out, "FAILED") {
 		t.Fatalf("resend in broker mode: %v\n%s", err, out)
+	}
+
+	// fleet status: the live device reports its config; a heartbeat an
+	// hour old and an offline will are not reporting.
+	old := fmt.Sprintf(`{"v":2,"state":"online","ts":%d,"agent":"1.0"}`, time.Now().Add(-time.Hour).Unix())
+	publishRetained(t, br.URL(), "sensors/pi-dead/status", []byte(old))
+	publishRetained(t, br.URL(), "sensors/pi-off/status", []byte(fmt.Sprintf(`{"v":2,"state":"offline","ts":%d}`, time.Now().Unix())))
+	out, err = r.run("status", "--json")
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	var devs []fleet.Device
+	if err := json.Unmarshal([]byte(out), &devs); err != nil || len(devs) != 3 {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	for _, d := range devs {
+		switch d.ID {
+		case "pi-1":
+			if !d.Reporting || d.Heartbeat.Config == nil || d.Heartbeat.Config.Version != "2.7.0" || d.Heartbeat.Config.Source != "remote" {
+				t.Errorf("pi-1: %+v %+v", d, d.Heartbeat.Config)
+			}
+		case "pi-dead", "pi-off":
+			if d.Reporting {
+				t.Errorf("%s reported as reporting: %+v", d.ID, d)
+			}
+		}
+	}
+	if out, err = r.run("status"); err != nil || !strings.Contains(out, "3 devices, 1 reporting, 2 not reporting") {
+		t.Fatalf("status: %v\n%s", err, out)
 	}
 
 	// Another key (say, a forwarder's confirmation key) is refused.

@@ -1,0 +1,159 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgepipe/sensorpipe/buffer/cmdline"
+	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
+	"github.com/edgepipe/sensorpipe/buffer/secret"
+)
+
+// Device is one line of `fleet status`: a device's retained heartbeat.
+type Device struct {
+	ID string `json:"device"`
+	// Reporting is false when the device is offline (its will, or a clean
+	// stop) or its last heartbeat is older than --stale.
+	Reporting bool                `json:"reporting"`
+	Age       float64             `json:"age_s"` // since the last heartbeat, by its ts
+	Heartbeat heartbeat.Heartbeat `json:"heartbeat"`
+}
+
+// status is `fleet status`: the fleet as the brokers' retained heartbeats
+// show it, read with the monitoring login (FLEET_STATUS_USERNAME). The
+// history, and devices whose retained status was cleared, are in the
+// database (the sink's devices table and the Grafana "Fleet" dashboard).
+func status(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fleet status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stale := fs.Duration("stale", 3*time.Minute, "a heartbeat older than this is not reporting (3 of status_interval)")
+	settle := fs.Duration("wait", 2*time.Second, "how long to collect the retained heartbeats")
+	asJSON := fs.Bool("json", false, "print JSON")
+	wait := fs.Duration("timeout", 15*time.Second, "how long to wait for the broker")
+	if _, err := parse(fs, args, 0, "no arguments"); err != nil {
+		return err
+	}
+	e, err := loadEnv(getenv)
+	if err != nil {
+		return err
+	}
+	if u := getenv("FLEET_STATUS_USERNAME"); u != "" {
+		e.Username = u
+		pw, pwFile := getenv("FLEET_STATUS_PASSWORD"), getenv("FLEET_STATUS_PASSWORD_FILE")
+		if pwFile != "" {
+			b, err := os.ReadFile(pwFile)
+			if err != nil {
+				return cmdline.Usagef("FLEET_STATUS_PASSWORD_FILE: cannot read %s", pwFile)
+			}
+			pw = strings.TrimRight(string(b), "\r\n")
+		}
+		e.Password = secret.Secret(pw)
+	}
+	c, err := dial(ctx, e, *wait)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	got := make(chan mqtt.Message, 4096)
+	filter := e.Prefix + "/+/status"
+	if err := c.wait(ctx, c.c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
+		select {
+		case got <- m:
+		default:
+		}
+	}), "subscribe to "+filter+" (set FLEET_STATUS_USERNAME to the monitoring login)"); err != nil {
+		return err
+	}
+	seen := map[string][]byte{}
+	t := time.NewTimer(*settle)
+	defer t.Stop()
+collect:
+	for {
+		select {
+		case m := <-got:
+			dev := strings.TrimSuffix(strings.TrimPrefix(m.Topic(), e.Prefix+"/"), "/status")
+			seen[dev] = m.Payload()
+		case <-t.C:
+			break collect
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	now := time.Now()
+	devs := make([]Device, 0, len(seen))
+	for id, p := range seen {
+		hb, err := heartbeat.Decode(p)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: status does not decode: %v\n", id, err)
+			continue
+		}
+		d := Device{ID: id, Heartbeat: hb}
+		if hb.TS > 0 {
+			d.Age = now.Sub(time.Unix(hb.TS, 0)).Seconds()
+		}
+		d.Reporting = hb.State == heartbeat.Online && d.Age <= stale.Seconds()
+		devs = append(devs, d)
+	}
+	sort.Slice(devs, func(i, j int) bool { return devs[i].ID < devs[j].ID })
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(devs)
+	}
+	printStatus(stdout, devs)
+	return nil
+}
+
+func printStatus(w io.Writer, devs []Device) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tREPORTING\tSTATE\tLAST SEEN\tAGENT\tCONFIG\tBUFFERED\tUNCONFIRMED\tFAILING SENSORS")
+	reporting := 0
+	for _, d := range devs {
+		hb := d.Heartbeat
+		rep := "yes"
+		if d.Reporting {
+			reporting++
+		} else {
+			rep = "NO"
+		}
+		cfg := "-"
+		if c := hb.Config; c != nil {
+			cfg = c.Source + " " + c.Version
+			if c.State != "" && c.State != "ok" {
+				cfg += " (" + c.State + ")"
+			}
+		}
+		buffered, unconfirmed := "-", "-"
+		if b := hb.Buffer; b != nil {
+			buffered, unconfirmed = fmt.Sprint(b.Readings), fmt.Sprint(b.Unconfirmed)
+		}
+		var failing []string
+		for name, s := range hb.Sensors {
+			if s.State == "failing" {
+				failing = append(failing, name)
+			}
+		}
+		sort.Strings(failing)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\t%s\t%s\t%s\n", d.ID, rep, hb.State,
+			(time.Duration(d.Age) * time.Second).Round(time.Second), orDash(hb.Agent), cfg, buffered, unconfirmed, orDash(strings.Join(failing, ",")))
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(w, "\n%d devices, %d reporting, %d not reporting\n", len(devs), reporting, len(devs)-reporting)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
