@@ -56,6 +56,13 @@ type Spec struct {
 	Driver   string        `yaml:"driver"` // see Names
 	Interval time.Duration `yaml:"interval"`
 
+	// Report by exception, for every driver (agent/deadband): a reading
+	// whose every value moved less than its Deadband amount since the last
+	// stored reading is not stored; one is stored at least every
+	// MaxSilence (0: 5m). Values not listed are compared exactly.
+	Deadband   Deadband      `yaml:"deadband"`
+	MaxSilence time.Duration `yaml:"max_silence"`
+
 	// Every I2C chip (BME280/BMP280, AHT20, ...).
 	Bus     string `yaml:"bus"`     // I2C bus name or number, "1" on a Pi
 	Address uint16 `yaml:"address"` // 0 means the chip's default address
@@ -343,7 +350,7 @@ func setFields(s Spec) []string {
 	for i := range v.NumField() {
 		key, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ",")
 		switch key {
-		case "name", "driver", "interval":
+		case "name", "driver", "interval", "deadband", "max_silence":
 			continue // common to every driver
 		}
 		if !v.Field(i).IsZero() {

@@ -16,9 +16,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"math"
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -358,6 +361,9 @@ func (c *Config) Validate() error {
 		if err := drivers.Check(s); err != nil {
 			return &Error{Key: key, Msg: err.Error()}
 		}
+		if err := checkDeadband(key, s); err != nil {
+			return err
+		}
 	}
 	if c.Buffer.Path == "" {
 		return &Error{Key: "buffer.path", Msg: "must not be empty"}
@@ -389,6 +395,28 @@ func (c *Config) Validate() error {
 	case "auto", "text", "json":
 	default:
 		return &Error{Key: "log_format", Msg: fmt.Sprintf("%q is not auto, text or json", c.LogFormat)}
+	}
+	return nil
+}
+
+// checkDeadband checks a sensor's deadband amounts and max_silence.
+func checkDeadband(key string, s drivers.Spec) error {
+	for _, field := range slices.Sorted(maps.Keys(s.Deadband)) {
+		k := key + ".deadband." + field
+		if err := reading.CheckName(field); err != nil {
+			return &Error{Key: k, Msg: "is not a value key like temperature_c: " + err.Error()}
+		}
+		if v := s.Deadband[field]; v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+			return &Error{Key: k, Msg: fmt.Sprintf("%v must be a finite amount, not negative (0 stores any change)", v)}
+		}
+	}
+	switch ms := s.MaxSilence; {
+	case ms < 0:
+		return &Error{Key: key + ".max_silence", Msg: "must not be negative (0 means 5m)"}
+	case ms > 0 && len(s.Deadband) == 0:
+		return &Error{Key: key + ".max_silence", Msg: "is set without a deadband (it bounds the silence a deadband makes); add deadband: {value_key: amount}"}
+	case ms > 0 && ms <= s.Interval:
+		return &Error{Key: key + ".max_silence", Msg: fmt.Sprintf("%v is not longer than the interval %v: every reading would be stored", ms, s.Interval)}
 	}
 	return nil
 }

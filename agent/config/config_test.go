@@ -138,6 +138,14 @@ func TestEveryKeyNamed(t *testing.T) {
 		{"fleet grace short", base + "fleet: {grace: 500ms}\n", "fleet.grace"},
 		{"fleet keys file missing", base + "fleet: {keys_file: testdata/nope.pem}\n", "fleet.keys_file"},
 		{"fleet keys file not a key", base + "fleet: {keys_file: testdata/not-a-ca.pem}\n", "fleet.keys_file"},
+		{"deadband negative", strings.Replace(base, "interval: 1s}", "interval: 1s, deadband: {temperature_c: -0.1}}", 1), "sensors[0].deadband.temperature_c"},
+		{"deadband infinite", strings.Replace(base, "interval: 1s}", "interval: 1s, deadband: {temperature_c: 0.1, humidity_pct: .inf}}", 1), "yaml"},
+		{"deadband bad value key", strings.Replace(base, "interval: 1s}", "interval: 1s, deadband: {'temp/c': 1}}", 1), "sensors[0].deadband.temp/c"},
+		{"deadband a list", strings.Replace(base, "interval: 1s}", "interval: 1s, deadband: [temperature_c]}", 1), "yaml"},
+		{"deadband amount with a unit", strings.Replace(base, "interval: 1s}", "interval: 1s, deadband: {temperature_c: 0.1C}}", 1), "yaml"},
+		{"max_silence negative", strings.Replace(base, "interval: 1s}", "interval: 1s, deadband: {temperature_c: 0.1}, max_silence: -1m}", 1), "sensors[0].max_silence"},
+		{"max_silence without deadband", strings.Replace(base, "interval: 1s}", "interval: 1s, max_silence: 1m}", 1), "sensors[0].max_silence"},
+		{"max_silence not longer than interval", strings.Replace(base, "interval: 1s}", "interval: 1s, deadband: {temperature_c: 0.1}, max_silence: 1s}", 1), "sensors[0].max_silence"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Parse([]byte(tc.yaml), noEnv)
@@ -292,6 +300,38 @@ func TestValidateChangesNothing(t *testing.T) {
 	if d.MQTT.KeepAlive != config.DefaultKeepAlive || d.Buffer.Path != config.DefaultBufferPath ||
 		d.MQTT.Delivery != config.DefaultDelivery || d.StatusListen != config.DefaultStatusListen {
 		t.Fatalf("Default() does not use the named defaults: %+v", d)
+	}
+}
+
+// TestDeadbandParsed: a deadband and max_silence apply to any driver, and
+// a deadband of the wrong shape is refused with a message naming it.
+func TestDeadbandParsed(t *testing.T) {
+	c, err := config.Load("testdata/full.yaml", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := c.Sensors[2]
+	if ds.Deadband["temperature_c"] != 0.1 || len(ds.Deadband) != 1 || ds.MaxSilence != 10*time.Minute {
+		t.Errorf("ds18b20 deadband %v, max_silence %v; want {temperature_c: 0.1}, 10m", ds.Deadband, ds.MaxSilence)
+	}
+	bme := c.Sensors[0]
+	if bme.Deadband["temperature_c"] != 0.1 || bme.Deadband["humidity_pct"] != 1 || bme.Deadband["pressure_hpa"] != 0 || bme.MaxSilence != 0 {
+		t.Errorf("bme280 deadband %v, max_silence %v; want max_silence 0 (the default, 5m, is the filter's)", bme.Deadband, bme.MaxSilence)
+	}
+	if c.Sensors[1].Deadband != nil {
+		t.Errorf("dht22 has no deadband in the file, got %v", c.Sensors[1].Deadband)
+	}
+	for _, tc := range []struct{ deadband, want string }{
+		{"[temperature_c]", "deadband must be a mapping"},
+		{"0.1", "deadband must be a mapping"},
+		{"{temperature_c: 0.1C}", `deadband.temperature_c: "0.1C" is not a number`},
+		{"{temperature_c: [1]}", "deadband.temperature_c"},
+	} {
+		y := strings.Replace(base, "interval: 1s}", "interval: 1s, deadband: "+tc.deadband+"}", 1)
+		_, err := config.Parse([]byte(y), noEnv)
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("deadband: %s: Parse = %v, want ErrInvalid containing %q", tc.deadband, err, tc.want)
+		}
 	}
 }
 
