@@ -478,7 +478,8 @@ func (a *agent) pollerOptions(specs []drivers.Spec) poller.Options {
 		Buffer:   &a.store,
 		Clock:    a.clk,
 		Logger:   a.log.With("component", "poller"),
-		Metrics:  poller.Metrics{Readings: a.m.Readings, Errors: a.m.SensorErrors, StoreErrors: a.m.AppendErrors},
+		Metrics: poller.Metrics{Readings: a.m.Readings, Errors: a.m.SensorErrors, StoreErrors: a.m.AppendErrors,
+			Suppressed: a.m.Suppressed},
 		Liveness: &a.live,
 		Health:   &a.health,
 	}

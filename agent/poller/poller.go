@@ -11,6 +11,12 @@
 // last good read's time, and logged at most once a minute per sensor. A
 // sensor that fails to open is retried on its schedule.
 //
+// A sensor with a deadband (agent/deadband) stores only the readings that
+// moved past it, and one at least every max_silence; the others are
+// counted as suppressed and never reach the Appender, so they take no seq
+// and a gap in the seqs still means a loss. The deadband state lives in
+// the sensor's loop: a start or a reload stores the first reading.
+//
 // It does not publish or store anything itself: readings go to an Appender.
 //
 //	err := poller.Run(ctx, poller.Options{DeviceID: "pi-1", Sensors: cfg.Sensors,
@@ -29,6 +35,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgepipe/sensorpipe/agent/clock"
+	"github.com/edgepipe/sensorpipe/agent/deadband"
 	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/buffer/metricset"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
@@ -148,6 +155,10 @@ type Metrics struct {
 	// StoreErrors counts readings taken but not stored (the buffer refused
 	// the append: disk full, I/O error). They are not the sensor's fault.
 	StoreErrors *vm.Counter
+	// Suppressed counts good readings a sensor's deadband kept out of the
+	// buffer, by the label "sensor"; each sensor with a deadband is there
+	// from the start, at 0.
+	Suppressed *metricset.CounterVec
 }
 
 // Run polls every sensor until ctx is cancelled, then closes the sensors
@@ -173,6 +184,12 @@ func Run(ctx context.Context, o Options) error {
 		if o.Metrics.Readings != nil {
 			s.readings = o.Metrics.Readings.With(spec.Name)
 		}
+		if len(spec.Deadband) > 0 {
+			s.filter = deadband.New(deadband.Options{Bands: spec.Deadband, MaxSilence: spec.MaxSilence})
+			if o.Metrics.Suppressed != nil {
+				s.suppressedReadings = o.Metrics.Suppressed.With(spec.Name)
+			}
+		}
 		if o.Metrics.Errors != nil {
 			s.errors = map[fault.Class]*vm.Counter{}
 			for _, c := range fault.Classes() {
@@ -191,6 +208,9 @@ type sensorLoop struct {
 	readings *vm.Counter
 	errors   map[fault.Class]*vm.Counter // every class of fault.Classes; nil: not counted
 	sensor   drivers.Sensor
+
+	filter             *deadband.Filter // nil: no deadband, every reading is stored
+	suppressedReadings *vm.Counter
 
 	failing    bool
 	lastLog    time.Time
@@ -257,6 +277,12 @@ func (s *sensorLoop) poll(ctx context.Context) {
 	}
 	st := s.o.Clock.Stamp()
 	s.o.Health.Good(s.spec.Name, st.TS)
+	if s.filter != nil && s.filter.Suppress(vals) {
+		if s.suppressedReadings != nil {
+			s.suppressedReadings.Inc()
+		}
+		return
+	}
 	r := &reading.Reading{
 		DeviceID: s.o.DeviceID, Sensor: s.spec.Name, Kind: s.sensor.Kind(),
 		TS: st.TS, TimeSynced: st.Synced, Boot: st.Boot, Values: vals,
@@ -272,10 +298,15 @@ func (s *sensorLoop) poll(ctx context.Context) {
 		s.logFailure("store reading", err)
 		return
 	}
+	if s.filter != nil {
+		s.filter.Stored(vals)
+	}
 	if s.readings != nil {
 		s.readings.Inc()
 	}
 	if s.failing {
+		// Logged at the first reading stored: one within the deadband
+		// proves the sensor, not the buffer, which may be what failed.
 		s.failing = false
 		s.log.Info("sensor recovered", "seq", r.Seq, "errors_not_logged", s.suppressed)
 		s.suppressed = 0

@@ -24,6 +24,7 @@ type Metrics struct {
 
 	Readings       *metricset.CounterVec // sensor
 	SensorErrors   *metricset.CounterVec // sensor, class (drivers/fault)
+	Suppressed     *metricset.CounterVec // sensor
 	AppendErrors   *vm.Counter
 	Published      *vm.Counter
 	Delivered      *vm.Counter
@@ -52,6 +53,8 @@ func NewMetrics(stats func() (buffer.Stats, error)) *Metrics {
 		SensorErrors: set.CounterVec(ns+"_sensor_errors_total",
 			"Failed sensor opens and reads, by sensor and class (absent, crc, timeout, out_of_range, power_on, other).",
 			"sensor", "class"),
+		Suppressed: set.CounterVec(ns+"_readings_suppressed_total",
+			"Good readings not stored because every value stayed within the sensor's deadband, by sensor.", "sensor"),
 		AppendErrors: set.Counter(ns+"_buffer_append_errors_total",
 			"Readings taken but not stored: the buffer refused the append (disk full, I/O error)."),
 		Published: set.Counter(ns+"_published_total", "Readings acknowledged by the MQTT broker (PUBACK), re-sends included."),
