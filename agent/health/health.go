@@ -61,6 +61,9 @@ type Sensor struct {
 	LastError string `json:"last_error,omitempty"`
 	// LastErrorAt is when the last failure happened; zero if never.
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// Suppressed counts good reads the sensor's deadband kept out of the
+	// buffer since the agent started.
+	Suppressed uint64 `json:"suppressed,omitempty"`
 }
 
 // Board holds the health of the tracked sensors. The zero value is ready;
@@ -103,6 +106,17 @@ func (b *Board) Good(name string, at time.Time) {
 		b.version++ // a recovery (or a first read) is news; another good read is not
 	}
 	s.State, s.ConsecutiveFailures, s.LastGood = StateOK, 0, at
+}
+
+// Suppressed counts a good read of sensor name that its deadband did not
+// store. It is not news: the version does not change.
+func (b *Board) Suppressed(name string) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sensor(name).Suppressed++
 }
 
 // Fail records a failed open or read of sensor name at at, and returns

@@ -8,6 +8,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/edgepipe/sensorpipe/agent/health"
 	"github.com/edgepipe/sensorpipe/agent/poller"
 	"github.com/edgepipe/sensorpipe/buffer/metricset"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
@@ -79,6 +80,7 @@ func TestDeadbandStoresOnlyWhatMoved(t *testing.T) {
 			return math.Round((20+3*math.Sin(2*math.Pi*float64(i)/1800))*100) / 100
 		}}
 		buf := &memBuffer{}
+		var board health.Board
 		set := metricset.New()
 		suppressed := set.CounterVec("suppressed", "", "sensor")
 		readings := set.CounterVec("readings", "", "sensor")
@@ -92,6 +94,7 @@ func TestDeadbandStoresOnlyWhatMoved(t *testing.T) {
 			Buffer:  buf,
 			Clock:   syncedClock(),
 			Metrics: poller.Metrics{Readings: readings, Suppressed: suppressed},
+			Health:  &board,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -103,6 +106,9 @@ func TestDeadbandStoresOnlyWhatMoved(t *testing.T) {
 		sup := suppressed.With("temp").Get()
 		if uint64(len(stored))+sup != uint64(len(took)) {
 			t.Fatalf("stored %d + suppressed %d != taken %d", len(stored), sup, len(took))
+		}
+		if snap, _ := board.Snapshot(); snap["temp"].Suppressed != sup || snap["temp"].State != health.StateOK {
+			t.Fatalf("health board: %+v, want ok with %d suppressed (the heartbeat's count)", snap["temp"], sup)
 		}
 		if got := readings.With("temp").Get(); got != uint64(len(stored)) {
 			t.Fatalf("readings metric %d, stored %d", got, len(stored))

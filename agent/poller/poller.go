@@ -281,6 +281,7 @@ func (s *sensorLoop) poll(ctx context.Context) {
 		if s.suppressedReadings != nil {
 			s.suppressedReadings.Inc()
 		}
+		s.o.Health.Suppressed(s.spec.Name)
 		return
 	}
 	r := &reading.Reading{

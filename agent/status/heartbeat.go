@@ -363,7 +363,7 @@ func sensorsOf(board interface {
 	for _, name := range slices.Sorted(maps.Keys(snap)) {
 		s := snap[name]
 		hs := heartbeat.Sensor{State: s.State, Fails: s.ConsecutiveFailures, LastGood: heartbeat.Unix(s.LastGood),
-			ErrClass: string(s.LastErrorClass), ErrAt: heartbeat.Unix(s.LastErrorAt)}
+			ErrClass: string(s.LastErrorClass), ErrAt: heartbeat.Unix(s.LastErrorAt), Suppressed: s.Suppressed}
 		state := s.State
 		if s.State == health.StateFailing {
 			hs.Err = s.LastError

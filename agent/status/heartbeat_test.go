@@ -80,6 +80,9 @@ func TestHeartbeatFields(t *testing.T) {
 	var board health.Board
 	board.Track([]string{"bme280-0x76", "ds18b20-1", "dht22-gpio4", "sim-1"})
 	board.Good("bme280-0x76", now.Add(-2*time.Second))
+	for range 7 {
+		board.Suppressed("bme280-0x76") // within its deadband
+	}
 	crc := fault.Mark(fault.CRC, errors.New("w1_slave: crc=a2 NO"))
 	for range 4 {
 		board.Fail("ds18b20-1", now.Add(-3*time.Second), crc)
@@ -157,7 +160,7 @@ func TestHeartbeatFields(t *testing.T) {
 		t.Errorf("host = %s", payload)
 	}
 	want := map[string]heartbeat.Sensor{
-		"bme280-0x76": {State: "ok", LastGood: now.Add(-2 * time.Second).Unix()},
+		"bme280-0x76": {State: "ok", LastGood: now.Add(-2 * time.Second).Unix(), Suppressed: 7},
 		"ds18b20-1": {State: "failing", Fails: 4, ErrClass: "crc", Err: "w1_slave: crc=a2 NO",
 			ErrAt: now.Add(-3 * time.Second).Unix()},
 		"dht22-gpio4": {State: "ok", LastGood: now.Add(-10 * time.Second).Unix(), ErrClass: "timeout", ErrAt: now.Add(-20 * time.Second).Unix()},
@@ -296,6 +299,7 @@ func TestHeartbeatDue(t *testing.T) {
 		}, 15*time.Second)
 		step("more failures are not", func() { f.board.Fail("ds18b20-1", time.Now(), crc) }, time.Minute)
 		step("recovery is", func() { f.board.Good("ds18b20-1", time.Now()) }, 15*time.Second)
+		step("a reading within the deadband is not", func() { f.board.Suppressed("ds18b20-1") }, time.Minute)
 
 		// A change 42s after the last heartbeat is seen at the next check.
 		done := make(chan time.Duration)

@@ -180,6 +180,9 @@ type Sensor struct {
 	// Err is the last failure's message, only while the sensor fails.
 	Err   string `json:"err,omitempty"`
 	ErrAt int64  `json:"err_at,omitempty"` // Unix seconds
+	// Suppressed counts good readings the sensor's deadband did not store
+	// since the agent started (they take no seq).
+	Suppressed uint64 `json:"suppressed,omitempty"`
 }
 
 // Encode returns h's wire form with V set to Version.
