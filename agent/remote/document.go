@@ -164,7 +164,7 @@ func strictUnmarshal(raw []byte, v any) error {
 }
 
 // Allowed lists the keys a remote document may set, as dotted paths:
-// sensors and their intervals, buffer limits, holds, the heartbeat
+// sensors (with their intervals and deadbands), buffer limits, holds, the heartbeat
 // interval, the log level and delivery tuning. Everything else (device id,
 // broker URL and credentials, topic prefix, key files, paths, the fleet
 // section) stays in the local file.

@@ -87,6 +87,20 @@ func TestEffective(t *testing.T) {
 	if len(c.Sensors) != 1 || c.Sensors[0].Name != "sim-9" || c.Sensors[0].Interval != 10*time.Second {
 		t.Errorf("sensors replaced = %+v, want sim-9 with the default interval", c.Sensors)
 	}
+
+	// A sensor's deadband and max_silence ride in its sensors entry, so
+	// they change remotely wherever the sensors list does.
+	c, err = remote.Effective(local, obj(t, `{"sensors":[{"name":"sim-1","driver":"sim","interval":"1s",
+		"deadband":{"temperature_c":0.1,"humidity_pct":1},"max_silence":"2m"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Sensors[0]; s.Deadband["temperature_c"] != 0.1 || s.Deadband["humidity_pct"] != 1 || s.MaxSilence != 2*time.Minute {
+		t.Errorf("remote deadband = %v, max_silence %v", s.Deadband, s.MaxSilence)
+	}
+	if local.Sensors[0].Deadband != nil {
+		t.Error("Effective changed the local config's deadband")
+	}
 }
 
 func TestEffectiveRefuses(t *testing.T) {
@@ -115,6 +129,9 @@ func TestEffectiveRefuses(t *testing.T) {
 		{"bad driver", `{"sensors":[{"name":"x","driver":"nope"}]}`, remote.ErrInvalid},
 		{"unknown sensor key", `{"sensors":[{"name":"x","driver":"sim","pin":4}]}`, remote.ErrInvalid},
 		{"max_unconfirmed", `{"mqtt":{"max_unconfirmed":0}}`, remote.ErrInvalid},
+		{"deadband negative", `{"sensors":[{"name":"x","driver":"sim","deadband":{"temperature_c":-1}}]}`, remote.ErrInvalid},
+		{"deadband not a mapping", `{"sensors":[{"name":"x","driver":"sim","deadband":["temperature_c"]}]}`, remote.ErrInvalid},
+		{"max_silence without deadband", `{"sensors":[{"name":"x","driver":"sim","max_silence":"1m"}]}`, remote.ErrInvalid},
 		{"log level", `{"log_level":"loud"}`, remote.ErrInvalid},
 	}
 	local := localConfig(t)
