@@ -28,6 +28,13 @@ const (
 	Plaintext = "PLAINTEXT"
 )
 
+// Status topic settings (KAFKA_STATUS_TOPIC).
+const (
+	DefaultStatusTopic = "sensor-status"
+	// StatusOff turns the status relay (and the sink's devices table) off.
+	StatusOff = "off"
+)
+
 // Config is the validated forwarder configuration.
 type Config struct {
 	MQTT  MQTT
@@ -92,9 +99,12 @@ type Kafka struct {
 	CAFile           string        // KAFKA_CA_FILE
 	Topic            string        // KAFKA_TOPIC
 	DLQTopic         string        // KAFKA_DLQ_TOPIC, default Topic + ".dlq"
-	BatchBytes       int           // KAFKA_BATCH_BYTES: max bytes of one partition's batch (before compression)
-	BatchTimeout     time.Duration // KAFKA_BATCH_TIMEOUT: the producer's linger
-	Compression      string        // KAFKA_COMPRESSION: none, gzip, snappy, lz4, zstd
+	// StatusTopic is the compacted topic of the devices' heartbeats
+	// (KAFKA_STATUS_TOPIC), keyed by device_id; empty when set to "off".
+	StatusTopic  string
+	BatchBytes   int           // KAFKA_BATCH_BYTES: max bytes of one partition's batch (before compression)
+	BatchTimeout time.Duration // KAFKA_BATCH_TIMEOUT: the producer's linger
+	Compression  string        // KAFKA_COMPRESSION: none, gzip, snappy, lz4, zstd
 }
 
 // Var describes one setting, for documentation and `--help`. Default is
@@ -121,6 +131,7 @@ var Vars = []Var{
 	{"KAFKA_CA_FILE", "", "PEM CA bundle for a private cluster"},
 	{"KAFKA_TOPIC", "sensor-readings", "target topic"},
 	{"KAFKA_DLQ_TOPIC", "", "dead-letter topic for payloads that fail validation (default KAFKA_TOPIC.dlq)"},
+	{"KAFKA_STATUS_TOPIC", DefaultStatusTopic, "compacted topic (cleanup.policy=compact) of the devices' heartbeats, keyed by device_id; off: no status relay and no devices table"},
 	{"KAFKA_BATCH_BYTES", "1048576", "max bytes of one partition's batch before compression (keep it under the topic's max.message.bytes); a batch holds what arrived while the requests before it were in flight"},
 	{"KAFKA_BATCH_TIMEOUT", "5ms", "the producer's linger (0 to 1s): how long a partition's batch waits for more records before a request is built"},
 	{"KAFKA_BATCH_SIZE", "", "retired: batches are capped by bytes (KAFKA_BATCH_BYTES); setting it is an error"},
@@ -483,6 +494,13 @@ func parseKafka(c *Config, v map[string]string, get func(k string) string) error
 	}
 	if k.DLQTopic == k.Topic {
 		return &Error{Key: "KAFKA_DLQ_TOPIC", Msg: "must differ from KAFKA_TOPIC"}
+	}
+	if k.StatusTopic = get("KAFKA_STATUS_TOPIC"); k.StatusTopic == StatusOff {
+		k.StatusTopic = ""
+	} else if err := checkKafkaTopic(k.StatusTopic); err != nil {
+		return &Error{Key: "KAFKA_STATUS_TOPIC", Msg: err.Error()}
+	} else if k.StatusTopic == k.Topic || k.StatusTopic == k.DLQTopic {
+		return &Error{Key: "KAFKA_STATUS_TOPIC", Msg: "must differ from KAFKA_TOPIC and KAFKA_DLQ_TOPIC"}
 	}
 	if err := retired(get); err != nil {
 		return err

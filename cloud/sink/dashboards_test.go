@@ -77,7 +77,13 @@ func dashboardData(t *testing.T, conn *pgx.Conn) {
 // panel's targets and each template variable's query, by where they are.
 func grafanaQueries(t *testing.T) (map[string]string, string) {
 	t.Helper()
-	b, err := os.ReadFile(grafanaDashboard)
+	return grafanaQueriesOf(t, grafanaDashboard)
+}
+
+// grafanaQueriesOf is grafanaQueries for the dashboard at path.
+func grafanaQueriesOf(t *testing.T, path string) (map[string]string, string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +107,7 @@ func grafanaQueries(t *testing.T) (map[string]string, string) {
 		} `json:"templating"`
 	}
 	if err := json.Unmarshal(b, &d); err != nil {
-		t.Fatalf("%s: %v", grafanaDashboard, err)
+		t.Fatalf("%s: %v", path, err)
 	}
 	qs := map[string]string{}
 	uid := ""

@@ -40,7 +40,13 @@ func (s *Sink) retentionPass(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return deleteOlder(ctx, conn, time.Now().Add(-s.cfg.Retention), retentionBatch, retentionPause)
+	cutoff := time.Now().Add(-s.cfg.Retention)
+	n, err := deleteOlder(ctx, conn, cutoff, retentionBatch, retentionPause)
+	if err != nil {
+		return n, err
+	}
+	m, err := deleteStatusOlder(ctx, conn, cutoff, retentionBatch, retentionPause)
+	return n + m, err
 }
 
 // deleteOlder deletes the rows both taken (ts) and received (received_at)

@@ -50,6 +50,7 @@ type Sink struct {
 	migrate        schema.Options
 	opts           Options
 	m              *metrics
+	sm             *statusMetrics
 	dbCfg          *pgx.ConnConfig
 	kopts          []kgo.Opt
 
@@ -79,6 +80,7 @@ func New(cfg *config.Sink, opts Options) (*Sink, error) {
 	}
 	s := &Sink{cfg: cfg, log: opts.Logger, opts: opts, m: newMetrics(), dbCfg: dbCfg,
 		connectTimeout: connectTimeout, migrate: schema.Options{LockTimeout: schema.DefaultLockTimeout}}
+	s.sm = s.m.status()
 	if s.kopts, err = s.kafkaOptions(); err != nil {
 		return nil, err
 	}
@@ -89,8 +91,11 @@ func New(cfg *config.Sink, opts Options) (*Sink, error) {
 // `run`, manual commits, and bounded fetch buffers.
 func (s *Sink) kafkaOptions() ([]kgo.Opt, error) {
 	k := s.cfg.Kafka
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(k.Bootstrap...),
+	opts, err := s.kafkaConn()
+	if err != nil {
+		return nil, err
+	}
+	return append(opts,
 		kgo.ClientID("cloud-forwarder-sink"),
 		kgo.ConsumerGroup(s.cfg.Group),
 		kgo.ConsumeTopics(k.Topic),
@@ -106,17 +111,16 @@ func (s *Sink) kafkaOptions() ([]kgo.Opt, error) {
 		// A replica that died without leaving the group (SIGKILL, power
 		// cut) holds its partitions until this passes: 10 s instead of
 		// kgo's 45 s, within the brokers' usual 6 s to 30 min bounds.
-		kgo.SessionTimeout(10 * time.Second),
-		kgo.HeartbeatInterval(2 * time.Second),
+		kgo.SessionTimeout(10*time.Second),
+		kgo.HeartbeatInterval(2*time.Second),
 		// Bound what is fetched ahead of the database: this is most of
 		// the sink's memory. The limits count compressed bytes, and our
 		// JSON compresses about 8:1 with snappy, so 256 KiB is some 8,000
 		// readings, more than one batch.
-		kgo.FetchMaxBytes(256 << 10),
-		kgo.FetchMaxPartitionBytes(128 << 10),
+		kgo.FetchMaxBytes(256<<10),
+		kgo.FetchMaxPartitionBytes(128<<10),
 		kgo.MaxConcurrentFetches(1),
-		kgo.FetchMaxWait(500 * time.Millisecond),
-		kgo.WithLogger(kgoLogger{s.log}),
+		kgo.FetchMaxWait(500*time.Millisecond),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 			s.log.Info("kafka partitions assigned", "partitions", m)
 			s.own.add(m[s.cfg.Kafka.Topic])
@@ -127,7 +131,14 @@ func (s *Sink) kafkaOptions() ([]kgo.Opt, error) {
 			s.rebalance.Store(true)
 			s.wake()
 		}),
-	}
+	), nil
+}
+
+// kafkaConn are the settings of a connection to the cluster, as for `run`:
+// the bootstrap brokers, TLS and SASL, and the logger.
+func (s *Sink) kafkaConn() ([]kgo.Opt, error) {
+	k := s.cfg.Kafka
+	opts := []kgo.Opt{kgo.SeedBrokers(k.Bootstrap...), kgo.WithLogger(kgoLogger{s.log})}
 	tc, err := kafkaout.TLSConfig(k)
 	if err != nil {
 		return nil, fmt.Errorf("kafka tls: %w", err)
@@ -203,6 +214,9 @@ func (s *Sink) Run(ctx context.Context) error {
 	bg.Go(func() error { s.probeDB(bgCtx); return nil })
 	if s.cfg.Retention > 0 {
 		bg.Go(func() error { s.retain(bgCtx); return nil })
+	}
+	if s.cfg.Kafka.StatusTopic != "" {
+		bg.Go(func() error { s.runStatus(bgCtx); return nil })
 	}
 	err = s.consume(ctx, cl)
 	_ = bg.Wait()

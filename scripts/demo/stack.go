@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	cloudconfig "github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
@@ -72,7 +73,7 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 	}
 	defer mq.Stop()
 	mqttAddr := mq.Addr
-	kc, err := kafka.Start(kafka.Options{Topics: map[string]int32{o.Topic: 3, o.Topic + ".dlq": 3}})
+	kc, err := kafka.Start(kafka.Options{Topics: map[string]int32{o.Topic: 3, o.Topic + ".dlq": 3, cloudconfig.DefaultStatusTopic: 3}})
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}

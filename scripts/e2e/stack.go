@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/cloud/brokerauth"
+	cloudconfig "github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
@@ -186,7 +187,7 @@ func (s *stack) startBroker(ctx context.Context) error {
 func (s *stack) startKafka(ctx context.Context) error {
 	var err error
 	s.kafka, err = kafka.Start(kafka.Options{PKI: s.certs, User: kafkaUser, Password: kafkaPass,
-		Topics: map[string]int32{topic: partitions, topic + ".dlq": partitions}, Proxy: true})
+		Topics: map[string]int32{topic: partitions, topic + ".dlq": partitions, cloudconfig.DefaultStatusTopic: 2}, Proxy: true})
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,7 @@ const (
 	KafkaSecret  = "api-secret"
 	Topic        = "sensor-readings"
 	DLQTopic     = "sensor-readings.dlq"
+	StatusTopic  = "sensor-status" // the devices' heartbeats (KAFKA_STATUS_TOPIC)
 	Partitions   = 6
 )
 
@@ -78,7 +79,7 @@ func StartKafka(tb testing.TB, certs *pki.PKI) *kafka.Cluster {
 // StartKafkaWith is StartKafka with options.
 func StartKafkaWith(tb testing.TB, certs *pki.PKI, o KafkaOptions) *kafka.Cluster {
 	tb.Helper()
-	ko := kafka.Options{Topics: map[string]int32{Topic: Partitions, DLQTopic: 1}}
+	ko := kafka.Options{Topics: map[string]int32{Topic: Partitions, DLQTopic: 1, StatusTopic: 2}}
 	if !o.Plaintext {
 		ko.PKI, ko.User, ko.Password, ko.Proxy = certs, KafkaUser, KafkaSecret, true
 	}
