@@ -2,6 +2,7 @@ package poller_test
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sync"
 	"testing"
@@ -151,6 +152,53 @@ func TestDeadbandStoresOnlyWhatMoved(t *testing.T) {
 		// times depending on where its first store falls), not at 1 Hz.
 		if flat < 9 || flat > 11 {
 			t.Fatalf("%d readings stored in 10 flat minutes with max_silence 1m", flat)
+		}
+	})
+}
+
+// flakyBuffer refuses the appends whose call number (from 1) is listed.
+type flakyBuffer struct {
+	memBuffer
+	calls  int
+	refuse map[int]bool
+}
+
+func (b *flakyBuffer) Append(ctx context.Context, rs ...*reading.Reading) error {
+	b.calls++
+	if b.refuse[b.calls] {
+		return errors.New("write buffer.db.wal: no space left on device")
+	}
+	return b.memBuffer.Append(ctx, rs...)
+}
+
+// TestDeadbandRefusedAppendIsNotTheReference: a reading the buffer refused
+// does not become the one later readings are compared with, so the same
+// move is stored at the next poll instead of being suppressed for ever.
+func TestDeadbandRefusedAppendIsNotTheReference(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		values := []float64{20, 20.5, 20.5, 20.5}
+		sensor := &signalSensor{signal: func(i int) float64 { return values[min(i, len(values)-1)] }}
+		buf := &flakyBuffer{refuse: map[int]bool{2: true}} // the first 20.5
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second+time.Millisecond)
+		defer cancel()
+		err := poller.Run(ctx, poller.Options{
+			DeviceID: "pi-1",
+			Sensors: []drivers.Spec{{Name: "temp", Driver: "sim", Interval: time.Second,
+				Deadband: drivers.Deadband{"temperature_c": 0.1}}},
+			Open:   open(map[string]drivers.Sensor{"temp": sensor}),
+			Buffer: buf,
+			Clock:  syncedClock(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []float64
+		for _, r := range buf.rs {
+			got = append(got, r.Values["temperature_c"])
+		}
+		if len(sensor.taken) != 4 || buf.calls != 3 || len(got) != 2 || got[0] != 20 || got[1] != 20.5 {
+			t.Fatalf("took %d, %d appends, stored %v; want 4 taken, 3 appends (the refused 20.5 again, then suppressed), stored [20 20.5]",
+				len(sensor.taken), buf.calls, got)
 		}
 	})
 }
