@@ -41,18 +41,7 @@ func command(ctx context.Context, args []string, getenv func(string) string, std
 	if *ttl <= 0 || *ttl > remote.MaxCommandLife {
 		return cmdline.Usagef("--ttl: %v is not between 0 and %v", *ttl, remote.MaxCommandLife)
 	}
-	e, err := loadEnv(getenv)
-	if err != nil {
-		return err
-	}
-	if *keyFile != "" {
-		e.KeyFile = *keyFile
-	}
-	signer, err := e.signer()
-	if err != nil {
-		return err
-	}
-	c, err := dial(ctx, e, *wait)
+	e, signer, c, err := signingSession(ctx, getenv, *keyFile, *wait)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/buffer/mqttconn"
@@ -92,6 +94,28 @@ func loadEnv(getenv func(string) string) (*env, error) {
 	}
 	e.Password = secret.Secret(pw)
 	return e, nil
+}
+
+// signingSession loads the operator's environment and key (keyFile, from
+// --key, overrides FLEET_KEY_FILE) and connects: how every command that
+// publishes signed messages starts. The caller closes the client.
+func signingSession(ctx context.Context, getenv func(string) string, keyFile string, wait time.Duration) (*env, *sign.Signer, *client, error) {
+	e, err := loadEnv(getenv)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if keyFile != "" {
+		e.KeyFile = keyFile
+	}
+	signer, err := e.signer()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := dial(ctx, e, wait)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return e, signer, c, nil
 }
 
 // signer loads the operator's key (FLEET_KEY_FILE, or --key).

@@ -49,18 +49,7 @@ func push(ctx context.Context, args []string, getenv func(string) string, stdout
 		fmt.Fprintf(stdout, "%s\nvalid; not published (--dry-run)\n", b)
 		return nil
 	}
-	e, err := loadEnv(getenv)
-	if err != nil {
-		return err
-	}
-	if *keyFile != "" {
-		e.KeyFile = *keyFile
-	}
-	signer, err := e.signer()
-	if err != nil {
-		return err
-	}
-	c, err := dial(ctx, e, *wait)
+	e, signer, c, err := signingSession(ctx, getenv, *keyFile, *wait)
 	if err != nil {
 		return err
 	}
