@@ -110,6 +110,19 @@ func LoadSink(path string, getenv func(string) string) (*Sink, error) {
 	return s, nil
 }
 
+// DatabaseFromEnv reads DATABASE_URL (or the file DATABASE_URL_FILE names)
+// from getenv exactly as the sink does and returns DatabaseConfig's
+// checked configuration, for the tools that read the sink's database
+// (`cloud-forwarder fleet status`). Errors are *Error naming the key.
+func DatabaseFromEnv(getenv func(string) string) (*pgx.ConnConfig, error) {
+	vals := map[string]string{"DATABASE_URL": getenv("DATABASE_URL"), "DATABASE_URL_FILE": getenv("DATABASE_URL_FILE")}
+	u, err := readSecret(vals, "DATABASE_URL")
+	if err != nil {
+		return nil, err
+	}
+	return DatabaseConfig(u.Reveal())
+}
+
 // DatabaseConfig parses DATABASE_URL as pgx will use it and checks that
 // every connection pgx may open is safe: to loopback or a unix socket, or
 // over TLS that verifies the server's certificate and host name (what

@@ -20,9 +20,10 @@ func Usage() string {
         the documents in force at each level for DEVICE, and what DEVICE reports applied
   cloud-forwarder fleet cmd DEVICE NAME [--ttl 5m] [--timeout 30s] [--json]
         send a signed command (restart, resend, sensors, buffer-stats), wait for its result, print it
-  cloud-forwarder fleet status [--stale 3m] [--json]
-        every device's retained heartbeat: reporting or not, config in force, backlog, failing sensors
-        (read with the monitoring login: FLEET_STATUS_USERNAME, FLEET_STATUS_PASSWORD or _FILE)
+  cloud-forwarder fleet status [--stale 3m] [--broker] [--json]
+        every device: reporting or not, config in force, backlog, failing sensors, versions; from the
+        sink's database when DATABASE_URL is set (not reporting: silent for 3 status intervals), else
+        the broker's retained heartbeats (the monitoring login: FLEET_STATUS_USERNAME, FLEET_STATUS_PASSWORD or _FILE)
   cloud-forwarder fleet keygen PRIVATE_FILE PUBLIC_FILE
         make a fleet key pair (the private key file is 0600; give the public one to the devices' fleet.keys_file)
 

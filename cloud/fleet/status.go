@@ -23,16 +23,18 @@ import (
 type Device struct {
 	ID string `json:"device"`
 	// Reporting is false when the device is offline (its will, or a clean
-	// stop) or its last heartbeat is older than --stale.
+	// stop) or its last heartbeat is older than --stale (from the
+	// database: 3 of its status intervals).
 	Reporting bool                `json:"reporting"`
 	Age       float64             `json:"age_s"` // since the last heartbeat, by its ts
 	Heartbeat heartbeat.Heartbeat `json:"heartbeat"`
 }
 
-// status is `fleet status`: the fleet as the brokers' retained heartbeats
-// show it, read with the monitoring login (FLEET_STATUS_USERNAME). The
-// history, and devices whose retained status was cleared, are in the
-// database (the sink's devices table and the Grafana "Fleet" dashboard).
+// status is `fleet status`: the fleet from the sink's database when
+// DATABASE_URL is set (every device that ever sent a heartbeat, with the
+// Fleet dashboard's not-reporting rule), else as the brokers' retained
+// heartbeats show it, read with the monitoring login
+// (FLEET_STATUS_USERNAME).
 func status(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fleet status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -40,12 +42,34 @@ func status(ctx context.Context, args []string, getenv func(string) string, stdo
 	settle := fs.Duration("wait", 2*time.Second, "how long to collect the retained heartbeats")
 	asJSON := fs.Bool("json", false, "print JSON")
 	wait := fs.Duration("timeout", 15*time.Second, "how long to wait for the broker")
+	viaBroker := fs.Bool("broker", false, "read the broker's retained heartbeats even when DATABASE_URL is set")
 	if _, err := parse(fs, args, 0, "no arguments"); err != nil {
 		return err
 	}
-	e, err := loadEnv(getenv)
+	var devs []Device
+	var err error
+	if usesDatabase(getenv) && !*viaBroker {
+		devs, err = fromDatabase(ctx, getenv, *wait, stderr)
+	} else {
+		devs, err = fromBroker(ctx, getenv, *stale, *settle, *wait, stderr)
+	}
 	if err != nil {
 		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(devs)
+	}
+	printStatus(stdout, devs)
+	return nil
+}
+
+// fromBroker is the fleet as the broker's retained heartbeats show it.
+func fromBroker(ctx context.Context, getenv func(string) string, stale, settle, wait time.Duration, stderr io.Writer) ([]Device, error) {
+	e, err := loadEnv(getenv)
+	if err != nil {
+		return nil, err
 	}
 	if u := getenv("FLEET_STATUS_USERNAME"); u != "" {
 		e.Username = u
@@ -53,15 +77,15 @@ func status(ctx context.Context, args []string, getenv func(string) string, stdo
 		if pwFile != "" {
 			b, err := os.ReadFile(pwFile)
 			if err != nil {
-				return cmdline.Usagef("FLEET_STATUS_PASSWORD_FILE: cannot read %s", pwFile)
+				return nil, cmdline.Usagef("FLEET_STATUS_PASSWORD_FILE: cannot read %s", pwFile)
 			}
 			pw = strings.TrimRight(string(b), "\r\n")
 		}
 		e.Password = secret.Secret(pw)
 	}
-	c, err := dial(ctx, e, *wait)
+	c, err := dial(ctx, e, wait)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer c.close()
 	got := make(chan mqtt.Message, 4096)
@@ -72,10 +96,10 @@ func status(ctx context.Context, args []string, getenv func(string) string, stdo
 		default:
 		}
 	}), "subscribe to "+filter+" (set FLEET_STATUS_USERNAME to the monitoring login)"); err != nil {
-		return err
+		return nil, err
 	}
 	seen := map[string][]byte{}
-	t := time.NewTimer(*settle)
+	t := time.NewTimer(settle)
 	defer t.Stop()
 collect:
 	for {
@@ -86,7 +110,7 @@ collect:
 		case <-t.C:
 			break collect
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 	now := time.Now()
@@ -105,13 +129,7 @@ collect:
 		devs = append(devs, d)
 	}
 	sort.Slice(devs, func(i, j int) bool { return devs[i].ID < devs[j].ID })
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(devs)
-	}
-	printStatus(stdout, devs)
-	return nil
+	return devs, nil
 }
 
 func printStatus(w io.Writer, devs []Device) {
@@ -149,6 +167,21 @@ func printStatus(w io.Writer, devs []Device) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(w, "\n%d devices, %d reporting, %d not reporting\n", len(devs), reporting, len(devs)-reporting)
+	versions := map[string]int{}
+	for _, d := range devs {
+		versions[orDash(d.Heartbeat.Agent)]++
+	}
+	names := make([]string, 0, len(versions))
+	for v := range versions {
+		names = append(names, v)
+	}
+	sort.Strings(names)
+	for i, v := range names {
+		names[i] = fmt.Sprintf("%s x%d", v, versions[v])
+	}
+	if len(names) > 0 {
+		fmt.Fprintf(w, "versions: %s\n", strings.Join(names, ", "))
+	}
 }
 
 func orDash(s string) string {
