@@ -258,7 +258,7 @@ func (r *Reporter) build(state string) (heartbeat.Heartbeat, key, counters) {
 	now := time.Now()
 	src := &r.src
 	h := heartbeat.Heartbeat{State: state, TS: now.Unix(), Agent: src.Agent, Delivery: src.Delivery,
-		Uptime: int64(now.Sub(src.Started) / time.Second)}
+		Uptime: int64(now.Sub(src.Started) / time.Second), StatusInterval: int64(r.Interval() / time.Second)}
 	var k key
 	var c counters
 	if src.Config != nil {

@@ -127,6 +127,9 @@ func TestHeartbeatFields(t *testing.T) {
 	}
 	near("ts", h.TS, now.Unix())
 	near("uptime", h.Uptime, 90)
+	if h.StatusInterval != 60 { // the default status_interval
+		t.Errorf("status_interval = %d, want 60", h.StatusInterval)
+	}
 	if h.Boot != boot.Unix() {
 		t.Errorf("boot = %d, want %d", h.Boot, boot.Unix())
 	}

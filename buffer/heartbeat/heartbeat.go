@@ -75,6 +75,10 @@ type Heartbeat struct {
 	// Uptime is how long the agent process has run, in seconds.
 	Boot   int64 `json:"boot,omitempty"`
 	Uptime int64 `json:"uptime,omitempty"`
+	// StatusInterval is the agent's status_interval in seconds: the next
+	// heartbeat comes at the latest this long after this one, so the cloud
+	// can tell a device that stopped reporting (three intervals of silence).
+	StatusInterval int64 `json:"status_interval,omitempty"`
 	// ConfirmUnsigned is true while the agent accepts confirmations that
 	// are not signed (an old config without confirmation keys).
 	ConfirmUnsigned bool              `json:"confirm_unsigned,omitempty"`
