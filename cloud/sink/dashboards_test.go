@@ -169,6 +169,39 @@ func sqlBlocks(t *testing.T, path, info string) []string {
 	return out
 }
 
+// everyQueryReturnsRows runs, as ro, each Grafana query of a dashboard (at
+// least minGrafana of them, from dashboard) and each Metabase question in
+// the guide's ```tag blocks (at least minQuestions), each in a subtest that
+// fails when the query returns no rows.
+func everyQueryReturnsRows(t *testing.T, ro *pgx.Conn, grafana map[string]string, minGrafana int, dashboard, tag string, minQuestions int) {
+	t.Helper()
+	if len(grafana) < minGrafana {
+		t.Fatalf("found only %d queries in %s", len(grafana), dashboard)
+	}
+	for where, q := range grafana {
+		t.Run("grafana "+where, func(t *testing.T) {
+			sql := expandGrafana(q)
+			if strings.Contains(sql, "$") {
+				t.Fatalf("a Grafana macro or variable this test does not expand:\n%s", sql)
+			}
+			if n := runQuery(t, ro, sql); n == 0 {
+				t.Fatalf("no rows:\n%s", sql)
+			}
+		})
+	}
+	questions := sqlBlocks(t, metabaseGuide, tag)
+	if len(questions) < minQuestions {
+		t.Fatalf("found only %d ```%s blocks in %s", len(questions), tag, metabaseGuide)
+	}
+	for i, q := range questions {
+		t.Run("metabase "+strings.Fields(q)[1], func(t *testing.T) {
+			if n := runQuery(t, ro, q); n == 0 {
+				t.Fatalf("question %d: no rows:\n%s", i+1, q)
+			}
+		})
+	}
+}
+
 // runQuery runs q and returns how many rows it gave, reading every value.
 func runQuery(t *testing.T, conn *pgx.Conn, q string) int {
 	t.Helper()
@@ -227,31 +260,7 @@ func TestDashboardQueries(t *testing.T) {
 	if err := yaml.Unmarshal(ds, &prov); err != nil || len(prov.Datasources) != 1 || prov.Datasources[0].UID != uid {
 		t.Errorf("%s provisions %+v (%v); the dashboard's panels use uid %q", grafanaDatasource, prov.Datasources, err, uid)
 	}
-	if len(grafana) < 8 {
-		t.Fatalf("found only %d queries in %s", len(grafana), grafanaDashboard)
-	}
-	for where, q := range grafana {
-		t.Run("grafana "+where, func(t *testing.T) {
-			sql := expandGrafana(q)
-			if strings.Contains(sql, "$") {
-				t.Fatalf("a Grafana macro or variable this test does not expand:\n%s", sql)
-			}
-			if n := runQuery(t, ro, sql); n == 0 {
-				t.Fatalf("no rows:\n%s", sql)
-			}
-		})
-	}
-	questions := sqlBlocks(t, metabaseGuide, "sql")
-	if len(questions) < 8 {
-		t.Fatalf("found only %d ```sql blocks in %s", len(questions), metabaseGuide)
-	}
-	for i, q := range questions {
-		t.Run("metabase "+strings.Fields(q)[1], func(t *testing.T) {
-			if n := runQuery(t, ro, q); n == 0 {
-				t.Fatalf("question %d: no rows:\n%s", i+1, q)
-			}
-		})
-	}
+	everyQueryReturnsRows(t, ro, grafana, 8, grafanaDashboard, "sql", 8)
 
 	// The views answer what their names promise.
 	var first, last, missing int64

@@ -170,31 +170,7 @@ func TestFleetDashboardQueries(t *testing.T) {
 	if _, readingsUID := grafanaQueries(t); uid != readingsUID {
 		t.Errorf("the Fleet dashboard uses datasource %q, the readings dashboard (and the provisioning) %q", uid, readingsUID)
 	}
-	if len(grafana) < 9 {
-		t.Fatalf("found only %d queries in %s", len(grafana), fleetDashboard)
-	}
-	for where, q := range grafana {
-		t.Run("grafana "+where, func(t *testing.T) {
-			sql := expandGrafana(q)
-			if strings.Contains(sql, "$") {
-				t.Fatalf("a Grafana macro or variable this test does not expand:\n%s", sql)
-			}
-			if n := runQuery(t, ro, sql); n == 0 {
-				t.Fatalf("no rows:\n%s", sql)
-			}
-		})
-	}
-	questions := sqlBlocks(t, metabaseGuide, "sql fleet")
-	if len(questions) < 6 {
-		t.Fatalf("found only %d ```sql fleet blocks in %s", len(questions), metabaseGuide)
-	}
-	for i, q := range questions {
-		t.Run("metabase "+strings.Fields(q)[1], func(t *testing.T) {
-			if n := runQuery(t, ro, q); n == 0 {
-				t.Fatalf("question %d: no rows:\n%s", i+1, q)
-			}
-		})
-	}
+	everyQueryReturnsRows(t, ro, grafana, 9, fleetDashboard, "sql fleet", 6)
 }
 
 func TestDecodeStatus(t *testing.T) {
