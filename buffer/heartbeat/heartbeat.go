@@ -86,6 +86,31 @@ type Heartbeat struct {
 	Buffer          *Buffer           `json:"buffer,omitempty"`
 	Host            *Host             `json:"host,omitempty"`
 	Sensors         map[string]Sensor `json:"sensors,omitempty"`
+	// Update is the state of the last over-the-air update offered to the
+	// device; absent when none was.
+	Update *Update `json:"update,omitempty"`
+}
+
+// Update stages, in the order an update that goes well passes them.
+const (
+	UpdateOffered     = "offered"     // an offer applies to this device
+	UpdateDownloading = "downloading" // the file is being fetched
+	UpdateVerified    = "verified"    // size, sha256 and signature checked
+	UpdateInstalled   = "installed"   // staged and swapped in; restarting into it
+	UpdateTrial       = "trial"       // the new version runs and must prove itself healthy
+	UpdateCommitted   = "committed"   // it proved itself: kept
+	UpdateRolledBack  = "rolled_back" // it failed: the previous version is back
+	UpdateRefused     = "refused"     // the offer or the file was refused; Error says why
+)
+
+// Update reports an over-the-air update (agent/update).
+type Update struct {
+	State   string `json:"state"`             // one of the Update* stages
+	Version string `json:"version,omitempty"` // the version offered
+	From    string `json:"from,omitempty"`    // the version it replaces
+	Rollout string `json:"rollout,omitempty"` // the offer's rollout id
+	Error   string `json:"error,omitempty"`   // why it was refused or rolled back
+	At      int64  `json:"at,omitempty"`      // when it reached State, Unix seconds
 }
 
 // Config is the configuration in force.
