@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,7 +120,8 @@ sysfs_root: %s
 // passes; the status endpoint's buffer stats and the heartbeat show the
 // held readings.
 func TestClockHoldIsTold(t *testing.T) {
-	br := broker.New(t, broker.Options{})
+	var heartbeats atomic.Int64
+	br := broker.New(t, broker.Options{Filter: "sensors/pi-hold/status", Inline: func(string, []byte) { heartbeats.Add(1) }})
 	pi := newPiClock() // never synced
 	cfg := parse(t, fmt.Sprintf(`device_id: pi-hold
 sensors: [{name: sim-1, driver: sim, interval: 50ms}]
@@ -160,7 +162,9 @@ clock: {hold_unsynced: 3s}
 
 	ended := `msg="the clock is still not synced after clock.hold_unsynced: publishing readings as they are`
 	testkit.WaitFor(t, "the end of the hold to be logged", 10*time.Second, func() bool { return strings.Contains(logs.String(), ended) })
-	time.Sleep(300 * time.Millisecond) // a few more clock checks
+	// A few more clock checks: each heartbeat of the 400ms interval follows one.
+	after := heartbeats.Load()
+	testkit.WaitFor(t, "two more heartbeats", 10*time.Second, func() bool { return heartbeats.Load() >= after+2 })
 	if c := len(held.FindAllString(logs.String(), -1)); c != 1 {
 		t.Errorf("the hold was logged %d times, want once", c)
 	}
@@ -197,7 +201,12 @@ status_listen: 127.0.0.1:0
 `, filepath.Join(t.TempDir(), "b.db"), br.URL()), nil)
 	cfg.StatusInterval = 600 * time.Millisecond
 	run, _ := startAgent(t, cfg, daemon.Options{})
-	time.Sleep(6 * time.Second) // 10 scaled minutes
+	// 10 scaled minutes: the heartbeat at connect and ten of the interval's.
+	testkit.WaitFor(t, "11 heartbeats", 30*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return statuses >= 11
+	})
 	run.stop(t)
 	mu.Lock()
 	defer mu.Unlock()

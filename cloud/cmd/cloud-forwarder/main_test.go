@@ -221,7 +221,10 @@ func TestSIGTERMWhileKafkaDown(t *testing.T) {
 	pub := stack.NewPublisher(t, b, certs, "pub-term")
 	k.Cut()
 	pub.PublishReadings(t, devs, 1, 50)
-	time.Sleep(300 * time.Millisecond)
+	// Stop while the forwarder holds every one of them, not before they arrived.
+	testkit.WaitFor(t, "the forwarder to hold the readings Kafka cannot take", 10*time.Second, func() bool {
+		return testkit.Metric(p.addr, "forwarder_received_total") >= float64(len(devs)*50)
+	})
 	start := time.Now()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	var err error
