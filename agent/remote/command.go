@@ -3,12 +3,13 @@ package remote
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"time"
+
+	"github.com/edgepipe/sensorpipe/buffer/sign/envelope"
 )
 
 // Command names the agent runs.
@@ -58,15 +59,14 @@ func SignCommand(c Command, s Signer) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode command: %w", err)
 	}
-	sig := s.Sign(CommandPurpose, raw)
-	return json.Marshal(envelope{V: WireVersion, Cmd: raw, Sig: base64.StdEncoding.EncodeToString(sig)})
+	return envelope.Seal(partCmd, raw, CommandPurpose, s)
 }
 
 // OpenCommand verifies a command message and decodes it. It does not check
 // the device, the expiry or the id.
 func OpenCommand(payload []byte, v Verifier) (Command, error) {
 	var c Command
-	raw, err := open(payload, v, CommandPurpose, func(e *envelope) json.RawMessage { return e.Cmd })
+	raw, err := open(payload, v, partCmd, CommandPurpose)
 	if err != nil {
 		return c, err
 	}
@@ -200,12 +200,12 @@ func (c *Commander) admit(p []byte) (Command, error) {
 }
 
 func parseUnverifiedCommand(p []byte) (Command, error) {
-	var e envelope
 	var cmd Command
-	if err := json.Unmarshal(p, &e); err != nil {
+	raw, err := envelope.Unverified(p, partCmd)
+	if err != nil {
 		return cmd, err
 	}
-	err := json.Unmarshal(e.Cmd, &cmd)
+	err = json.Unmarshal(raw, &cmd)
 	return cmd, err
 }
 

@@ -1,13 +1,13 @@
 package remote
 
 import (
-	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/edgepipe/sensorpipe/buffer/sign/envelope"
 )
 
 // ConfigPurpose and CommandPurpose are the contexts the fleet key signs
@@ -64,25 +64,19 @@ type Doc struct {
 	Config map[string]any `json:"config"`
 }
 
-// envelope is the message on the wire: the document's exact bytes and an
-// Ed25519 signature over them (with ConfigPurpose or CommandPurpose).
-type envelope struct {
-	V   int             `json:"v"`
-	Doc json.RawMessage `json:"doc,omitempty"`
-	Cmd json.RawMessage `json:"cmd,omitempty"`
-	Sig string          `json:"sig"`
-}
-
 // Signer signs msg for purpose: the operator's fleet key (*sign.Signer).
-type Signer interface {
-	Sign(purpose string, msg []byte) []byte
-}
+type Signer = envelope.Signer
 
 // Verifier verifies sig over msg for purpose with the pinned fleet keys
 // (*sign.Verifier from fleet.keys_file).
-type Verifier interface {
-	Verify(purpose string, msg, sig []byte) error
-}
+type Verifier = envelope.Verifier
+
+// The parts of the envelopes (buffer/sign/envelope) that carry a config
+// document and a command.
+const (
+	partDoc = "doc"
+	partCmd = "cmd"
+)
 
 // SignConfig encodes d and signs it: the payload to publish retained.
 func SignConfig(d Doc, s Signer) ([]byte, error) {
@@ -93,15 +87,14 @@ func SignConfig(d Doc, s Signer) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode document: %w", err)
 	}
-	sig := s.Sign(ConfigPurpose, raw)
-	return json.Marshal(envelope{V: WireVersion, Doc: raw, Sig: base64.StdEncoding.EncodeToString(sig)})
+	return envelope.Seal(partDoc, raw, ConfigPurpose, s)
 }
 
 // OpenConfig verifies a config message and decodes its document. It does
 // not check the level, the version or the keys.
 func OpenConfig(payload []byte, v Verifier) (Doc, error) {
 	var d Doc
-	raw, err := open(payload, v, ConfigPurpose, func(e *envelope) json.RawMessage { return e.Doc })
+	raw, err := open(payload, v, partDoc, ConfigPurpose)
 	if err != nil {
 		return d, err
 	}
@@ -117,51 +110,29 @@ func OpenConfig(payload []byte, v Verifier) (Doc, error) {
 // ParseUnverified decodes a config message without checking its signature
 // (the operator tool's show, which only displays).
 func ParseUnverified(payload []byte) (Doc, error) {
-	var e envelope
 	var d Doc
-	if err := json.Unmarshal(payload, &e); err != nil {
-		return d, fmt.Errorf("%w: %w", ErrMalformed, err)
+	raw, err := envelope.Unverified(payload, partDoc)
+	if err != nil {
+		return d, err
 	}
-	if err := json.Unmarshal(e.Doc, &d); err != nil {
+	if err := json.Unmarshal(raw, &d); err != nil {
 		return d, fmt.Errorf("%w: document: %w", ErrMalformed, err)
 	}
 	return d, nil
 }
 
-func open(payload []byte, v Verifier, purpose string, part func(*envelope) json.RawMessage) (json.RawMessage, error) {
-	var e envelope
-	if err := json.Unmarshal(payload, &e); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
-	if e.V != WireVersion {
-		return nil, fmt.Errorf("%w: wire version %d (this agent reads %d)", ErrMalformed, e.V, WireVersion)
-	}
-	raw := part(&e)
-	if len(raw) == 0 {
-		return nil, fmt.Errorf("%w: no document", ErrMalformed)
-	}
-	if e.Sig == "" {
-		return nil, fmt.Errorf("%w: unsigned", ErrSignature)
-	}
-	sig, err := base64.StdEncoding.DecodeString(e.Sig)
-	if err != nil {
-		return nil, fmt.Errorf("%w: signature is not base64", ErrSignature)
-	}
+// open verifies a fleet-signed envelope and returns its part.
+func open(payload []byte, v Verifier, part, purpose string) (json.RawMessage, error) {
 	if v == nil {
+		if _, err := envelope.Unverified(payload, part); err != nil {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w: no fleet keys (fleet.keys_file)", ErrSignature)
 	}
-	if err := v.Verify(purpose, raw, sig); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSignature, err)
-	}
-	return raw, nil
+	return envelope.Open(payload, part, purpose, v)
 }
 
-func strictUnmarshal(raw []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	dec.UseNumber()
-	return dec.Decode(v)
-}
+func strictUnmarshal(raw []byte, v any) error { return envelope.DecodeStrict(raw, v) }
 
 // Allowed lists the keys a remote document may set, as dotted paths:
 // sensors (with their intervals and deadbands), buffer limits, holds, the heartbeat

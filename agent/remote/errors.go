@@ -1,15 +1,19 @@
 package remote
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/edgepipe/sensorpipe/buffer/sign/envelope"
+)
 
 // Sentinel errors; every refusal wraps one, so callers and tests branch
 // with errors.Is.
 var (
 	// ErrSignature: the document or command is unsigned, or no pinned
 	// fleet key verifies its signature.
-	ErrSignature = errors.New("signature not verified by a fleet key")
+	ErrSignature = envelope.ErrSignature
 	// ErrMalformed: the message does not decode.
-	ErrMalformed = errors.New("malformed")
+	ErrMalformed = envelope.ErrMalformed
 	// ErrTarget: the document names another level, group or device than
 	// the topic it arrived on.
 	ErrTarget = errors.New("wrong target")
