@@ -22,7 +22,7 @@ type Command func(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // depend on the daemon, the drivers or the buffer.
 type App struct {
 	Version  string
-	Commands map[string]Command // "run", "sensors", "buffer"
+	Commands map[string]Command // "run", "sensors", "buffer", "update"
 }
 
 const usage = `edge-agent reads sensors on a Raspberry Pi and forwards them to MQTT, losing nothing.
@@ -34,6 +34,9 @@ Usage:
   edge-agent buffer stats|list|export|verify|purge [--db PATH] [--json]
                                             inspect the offline buffer
   edge-agent config check [--config FILE]   validate a config file
+  edge-agent update guard|status [--config FILE] [--json]
+                                            over-the-air updates: roll back a trial past its
+                                            deadline (the guard timer runs it); print state.json
   edge-agent version                        print the version
 
 Exit status: 0 ok, 1 runtime failure, 2 usage or configuration error.

@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -69,6 +70,7 @@ type Config struct {
 	MQTT         MQTT           `yaml:"mqtt"`
 	Clock        Clock          `yaml:"clock"`
 	Fleet        Fleet          `yaml:"fleet"`
+	Update       Update         `yaml:"update"`
 	StatusListen string         `yaml:"status_listen"` // empty disables the endpoint
 	SysfsRoot    string         `yaml:"sysfs_root"`
 	LogLevel     slog.Level     `yaml:"log_level"`
@@ -111,6 +113,34 @@ type Fleet struct {
 	// reading before the agent returns to the last config that worked;
 	// at least 3 of that config's longest sensor interval.
 	Grace time.Duration `yaml:"grace"`
+}
+
+// Update configures over-the-air updates (agent/update). It stays local:
+// a remote document cannot change it. Updates are on when KeysFile is set
+// (with fleet.keys_file and fleet.group, which the offers need).
+type Update struct {
+	// KeysFile holds the release keys' Ed25519 public keys (PEM), which
+	// sign the manifests; not the fleet key. Empty: updates are off.
+	KeysFile string `yaml:"keys_file"`
+	// Deadline is how long a new version has to prove itself healthy
+	// before the previous one comes back.
+	Deadline time.Duration `yaml:"deadline"`
+	// MaxSize refuses a manifest announcing a larger binary.
+	MaxSize ByteSize `yaml:"max_size"`
+	// CAFile is a CA bundle for the download server; empty: system roots.
+	CAFile string `yaml:"ca_file"`
+	// Dir holds state.json, the staged versions and the downloads; empty:
+	// "update" beside the buffer (UpdateDir).
+	Dir string `yaml:"dir"`
+}
+
+// UpdateDir is update.dir, or its default: "update" in the buffer's
+// directory (/var/lib/edge-agent/update on a Pi).
+func (c *Config) UpdateDir() string {
+	if c.Update.Dir != "" {
+		return c.Update.Dir
+	}
+	return filepath.Join(filepath.Dir(c.Buffer.Path), "update")
 }
 
 // MQTT configures the connection to the broker (HiveMQ Cloud in production).
@@ -207,6 +237,8 @@ const (
 	DefaultSysfsRoot      = "/sys"
 	DefaultLogFormat      = "auto"
 	DefaultFleetGrace     = 2 * time.Minute
+	DefaultUpdateDeadline = 2 * time.Minute
+	DefaultUpdateMaxSize  = ByteSize(64 << 20)
 	// DefaultInterval is a sensor's poll interval when it gives none.
 	DefaultInterval = 10 * time.Second
 )
@@ -229,6 +261,7 @@ func Default() Config {
 		},
 		Clock:        Clock{HoldUnsynced: DefaultHoldUnsynced},
 		Fleet:        Fleet{Grace: DefaultFleetGrace},
+		Update:       Update{Deadline: DefaultUpdateDeadline, MaxSize: DefaultUpdateMaxSize},
 		StatusListen: DefaultStatusListen,
 		SysfsRoot:    DefaultSysfsRoot,
 		LogFormat:    DefaultLogFormat,
@@ -383,6 +416,9 @@ func (c *Config) Validate() error {
 	if err := c.Fleet.validate(); err != nil {
 		return err
 	}
+	if err := c.validateUpdate(); err != nil {
+		return err
+	}
 	if c.StatusInterval < time.Second {
 		return &Error{Key: "status_interval", Msg: fmt.Sprintf("%v is too short (minimum 1s)", c.StatusInterval)}
 	}
@@ -504,6 +540,63 @@ func (f *Fleet) validate() error {
 		}
 	}
 	return nil
+}
+
+func (c *Config) validateUpdate() error {
+	u := c.Update
+	if u.Deadline < 10*time.Second {
+		return &Error{Key: "update.deadline", Msg: fmt.Sprintf("%v is too short (minimum 10s: a new version must connect and store a reading in it)", u.Deadline)}
+	}
+	if u.MaxSize < 1<<20 {
+		return &Error{Key: "update.max_size", Msg: fmt.Sprintf("%v is too small (minimum 1MiB)", u.MaxSize)}
+	}
+	if u.KeysFile == "" {
+		return nil
+	}
+	if _, err := sign.LoadVerifier(u.KeysFile); errors.Is(err, sign.ErrKeyFile) {
+		return &Error{Key: "update.keys_file", Msg: fmt.Sprintf("%s: %v (want the release keys' PEM PUBLIC KEY blocks)", u.KeysFile, err), Err: err}
+	} else if err != nil {
+		return &Error{Key: "update.keys_file", Msg: fmt.Sprintf("cannot read %s", u.KeysFile), Err: errors.Unwrap(err)}
+	}
+	if c.Fleet.KeysFile == "" {
+		return &Error{Key: "fleet.keys_file", Msg: "is needed with update.keys_file: the fleet key signs the update offers"}
+	}
+	if c.Fleet.Group == "" {
+		return &Error{Key: "fleet.group", Msg: "is needed with update.keys_file: updates are offered per group"}
+	}
+	if u.CAFile != "" {
+		if _, err := tlsconf.Client(u.CAFile); err != nil {
+			return &Error{Key: "update.ca_file", Msg: fmt.Sprintf("%s: %v", u.CAFile, err), Err: err}
+		}
+	}
+	if !filepath.IsAbs(c.UpdateDir()) {
+		return &Error{Key: "update.dir", Msg: fmt.Sprintf("%q is not an absolute path", c.UpdateDir())}
+	}
+	return nil
+}
+
+// ReadUpdate reads only the update section (and buffer.path, which its
+// dir defaults from) of the config at path, leniently: the launcher
+// (agent/update) runs it before anything else, and a key this version does
+// not know, or any other problem, is for the full Load that follows.
+func ReadUpdate(path string) (Update, string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Update{}, "", err
+	}
+	var c struct {
+		Buffer struct {
+			Path string `yaml:"path"`
+		} `yaml:"buffer"`
+		Update Update `yaml:"update"`
+	}
+	c.Buffer.Path = DefaultBufferPath
+	c.Update = Default().Update
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		return Update{}, "", fmt.Errorf("%s: %w", path, err)
+	}
+	full := Config{Buffer: Buffer{Path: c.Buffer.Path}, Update: c.Update}
+	return c.Update, full.UpdateDir(), nil
 }
 
 // Overlay returns a copy of c with doc (a YAML or JSON mapping of config

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -138,6 +139,15 @@ func TestEveryKeyNamed(t *testing.T) {
 		{"fleet grace short", base + "fleet: {grace: 500ms}\n", "fleet.grace"},
 		{"fleet keys file missing", base + "fleet: {keys_file: testdata/nope.pem}\n", "fleet.keys_file"},
 		{"fleet keys file not a key", base + "fleet: {keys_file: testdata/not-a-ca.pem}\n", "fleet.keys_file"},
+		{"update deadline short", base + "update: {deadline: 5s}\n", "update.deadline"},
+		{"update max_size small", base + "update: {max_size: 1KiB}\n", "update.max_size"},
+		{"update keys file missing", base + "update: {keys_file: testdata/nope.pem}\n", "update.keys_file"},
+		{"update keys file not a key", base + "update: {keys_file: testdata/not-a-ca.pem}\n", "update.keys_file"},
+		{"update without fleet keys", base + "update: {keys_file: testdata/confirm-keys.pem}\n", "fleet.keys_file"},
+		{"update without fleet group", base + "fleet: {keys_file: testdata/confirm-keys.pem}\nupdate: {keys_file: testdata/confirm-keys.pem}\n", "fleet.group"},
+		{"update ca file not a CA", base + "fleet: {keys_file: testdata/confirm-keys.pem, group: g}\nupdate: {keys_file: testdata/confirm-keys.pem, ca_file: testdata/password}\n", "update.ca_file"},
+		{"update dir relative", base + "fleet: {keys_file: testdata/confirm-keys.pem, group: g}\nupdate: {keys_file: testdata/confirm-keys.pem, dir: var/update}\n", "update.dir"},
+		{"update unknown key", base + "update: {keyfile: x}\n", "yaml"},
 		{"deadband negative", strings.Replace(base, "interval: 1s}", "interval: 1s, deadband: {temperature_c: -0.1}}", 1), "sensors[0].deadband.temperature_c"},
 		{"deadband infinite", strings.Replace(base, "interval: 1s}", "interval: 1s, deadband: {temperature_c: 0.1, humidity_pct: .inf}}", 1), "yaml"},
 		{"deadband bad value key", strings.Replace(base, "interval: 1s}", "interval: 1s, deadband: {'temp/c': 1}}", 1), "sensors[0].deadband.temp/c"},
@@ -352,5 +362,32 @@ func TestI2CSensorKeysNamed(t *testing.T) {
 		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: Parse = %v, want ErrInvalid containing %q", tc.sensor, err, tc.want)
 		}
+	}
+}
+
+func TestUpdateDefaults(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	body := "device_id: d\nsensors: [{name: s, driver: sim}]\nmqtt: {url: 'tcp://127.0.0.1:1883', delivery: broker}\n" +
+		"buffer: {path: /data/agent/buffer.db}\nfleet: {keys_file: testdata/confirm-keys.pem, group: g}\n" +
+		"update: {keys_file: testdata/confirm-keys.pem}\nfuture_key: 1\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The launcher's lenient read ignores keys it does not know.
+	u, udir, err := config.ReadUpdate(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if udir != "/data/agent/update" || u.Deadline != config.DefaultUpdateDeadline || u.MaxSize != config.DefaultUpdateMaxSize ||
+		u.KeysFile != "testdata/confirm-keys.pem" {
+		t.Fatalf("ReadUpdate: %+v %s", u, udir)
+	}
+	c, err := config.Parse([]byte(strings.Replace(body, "future_key: 1\n", "", 1)), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UpdateDir() != "/data/agent/update" || c.Update.Deadline != 2*time.Minute {
+		t.Fatalf("update: %+v %s", c.Update, c.UpdateDir())
 	}
 }

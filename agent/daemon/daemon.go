@@ -32,6 +32,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/poller"
 	"github.com/edgepipe/sensorpipe/agent/remote"
 	"github.com/edgepipe/sensorpipe/agent/status"
+	"github.com/edgepipe/sensorpipe/agent/update"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
@@ -61,6 +62,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, version string) e
 	if err := cmdline.ParseFlags(fs, args); err != nil {
 		return err
 	}
+	// Before anything else: an over-the-air version newer than this binary
+	// replaces this process here (agent/update's launcher).
+	update.Launch(*path, version, args, stderr)
 	cfg, err := config.Load(*path, os.Getenv)
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/cli"
 	"github.com/edgepipe/sensorpipe/agent/daemon"
 	"github.com/edgepipe/sensorpipe/agent/sensorscmd"
+	"github.com/edgepipe/sensorpipe/agent/update"
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 )
 
@@ -55,6 +56,7 @@ func main() {
 			"sensors": sensorscmd.Run,
 			"buffer":  bufcmd.Run,
 			"run":     run,
+			"update":  update.Command,
 		},
 	}
 	err := app.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
