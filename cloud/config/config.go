@@ -88,6 +88,11 @@ type MQTT struct {
 	CAFile      string        // HIVEMQ_CA_FILE
 	TopicFilter string        // MQTT_TOPIC_FILTER
 	TLS         bool          // derived from the URL scheme
+	// StatusFilter is where the devices' heartbeats are read, derived from
+	// TopicFilter ({prefix}/+/+/reading gives {prefix}/+/status); empty
+	// when the status relay is off (KAFKA_STATUS_TOPIC=off) or when
+	// TopicFilter ends in # and so covers the heartbeats already.
+	StatusFilter string
 }
 
 // Kafka is the cluster side.
@@ -321,6 +326,12 @@ func parse(v map[string]string, sys system) (*Config, error) {
 	// Kafka
 	if err := parseKafka(c, v, get); err != nil {
 		return nil, err
+	}
+
+	if c.Kafka.StatusTopic != "" {
+		if c.MQTT.StatusFilter, err = StatusFilter(c.MQTT.TopicFilter); err != nil {
+			return nil, &Error{Key: "KAFKA_STATUS_TOPIC", Msg: err.Error()}
+		}
 	}
 
 	// Forwarder
@@ -648,6 +659,25 @@ func checkFilter(f string) error {
 		}
 	}
 	return nil
+}
+
+// StatusFilter derives the filter of the devices' heartbeats,
+// {prefix}/{device_id}/status, from the filter of their readings,
+// {prefix}/{device_id}/{sensor}/reading: the two last levels give way to
+// "status" (sensors/+/+/reading gives sensors/+/status, sensors/pi-1/+/reading
+// gives sensors/pi-1/status). A filter ending in # covers the heartbeats
+// already: "" and no error. Any other filter names no heartbeats.
+func StatusFilter(readings string) (string, error) {
+	levels := strings.Split(readings, "/")
+	n := len(levels)
+	switch {
+	case levels[n-1] == "#":
+		return "", nil
+	case n >= 3 && levels[n-1] == "reading":
+		return strings.Join(levels[:n-2], "/") + "/status", nil
+	}
+	return "", fmt.Errorf("the heartbeats' filter cannot be derived from MQTT_TOPIC_FILTER %q (want {prefix}/{device}/{sensor}/reading "+
+		"or a filter ending in #): set KAFKA_STATUS_TOPIC=off to relay no heartbeats", readings)
 }
 
 // checkKafkaTopic applies Kafka's topic name rules.

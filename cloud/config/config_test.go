@@ -40,6 +40,37 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// TestStatusFilter: the heartbeats are read under the readings' prefix
+// (and device, when the filter names one), as the agent publishes them.
+func TestStatusFilter(t *testing.T) {
+	for _, tc := range []struct{ readings, status, topic, want string }{
+		{"sensors/+/+/reading", "", "", "sensors/+/status"},
+		{"site/a/+/+/reading", "", "", "site/a/+/status"},
+		{"sensors/pi-1/+/reading", "", "", "sensors/pi-1/status"},
+		{"sensors/+/bme280-0x76/reading", "", "", "sensors/+/status"},
+		{"sensors/#", "", "", ""},        // covered by the readings' filter
+		{"sensors/+/+/+", "off", "", ""}, // relay off: no filter needed
+		{"sensors/+/+/reading", "fleet-hb", "fleet-hb", "sensors/+/status"},
+	} {
+		e := base()
+		e["MQTT_TOPIC_FILTER"], e["KAFKA_STATUS_TOPIC"] = tc.readings, tc.status
+		c, err := Load("", env(e))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.readings, err)
+		}
+		wantTopic := tc.topic
+		if tc.status == "" {
+			wantTopic = DefaultStatusTopic
+		} else if tc.status == StatusOff {
+			wantTopic = ""
+		}
+		if c.MQTT.StatusFilter != tc.want || c.Kafka.StatusTopic != wantTopic {
+			t.Errorf("%s, KAFKA_STATUS_TOPIC=%q: filter %q topic %q, want %q %q", tc.readings, tc.status,
+				c.MQTT.StatusFilter, c.Kafka.StatusTopic, tc.want, wantTopic)
+		}
+	}
+}
+
 func TestConfirmSwitch(t *testing.T) {
 	for _, tc := range []struct {
 		val  string
@@ -97,6 +128,7 @@ func TestInvalid(t *testing.T) {
 		{"unknown protocol", map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}, "KAFKA_SECURITY_PROTOCOL"},
 		{"bad filter", map[string]string{"MQTT_TOPIC_FILTER": "sensors/#/x"}, "MQTT_TOPIC_FILTER"},
 		{"share in filter", map[string]string{"MQTT_TOPIC_FILTER": "$share/g/sensors/#"}, "MQTT_TOPIC_FILTER"},
+		{"no status filter", map[string]string{"MQTT_TOPIC_FILTER": "sensors/+/+/+"}, "KAFKA_STATUS_TOPIC"},
 		{"bad group", map[string]string{"FORWARDER_SHARE_GROUP": "a/b"}, "FORWARDER_SHARE_GROUP"},
 		{"bad topic", map[string]string{"KAFKA_TOPIC": "a b"}, "KAFKA_TOPIC"},
 		{"bad in flight", map[string]string{"FORWARDER_MAX_IN_FLIGHT": "0"}, "FORWARDER_MAX_IN_FLIGHT"},

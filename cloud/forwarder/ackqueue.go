@@ -22,6 +22,7 @@ type pending struct {
 	recv   int64  // when it arrived (unix nanos), for the latency histogram
 	ts     int64  // the reading's ts (unix nanos), for the lag gauge; 0 for DLQ
 	dlq    bool
+	status bool  // a heartbeat, for the status topic (or the DLQ): nothing to confirm
 	weight int64 // payload bytes counted against Config.MaxInFlightBytes
 	// ackTo is "{prefix}/{device_id}" of the topic the reading arrived on,
 	// the device to confirm seq to once Kafka has the record; nil when the

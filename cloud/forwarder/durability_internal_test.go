@@ -34,9 +34,9 @@ func TestDurabilityWarning(t *testing.T) {
 	}
 }
 
-// TestTopicDurability reads the replication factor and min.insync.replicas
-// from a cluster (kfake, TLS + SASL): one broker gives replication factor
-// 1, and a topic's own min.insync.replicas is the one read.
+// TestTopicDurability reads the replication factor, min.insync.replicas
+// and cleanup.policy from a cluster (kfake, TLS + SASL): one broker gives
+// replication factor 1, and a topic's own settings are the ones read.
 func TestTopicDurability(t *testing.T) {
 	certs := pki.New(t)
 	k := stack.StartKafka(t, certs)
@@ -54,7 +54,7 @@ func TestTopicDurability(t *testing.T) {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	meta, err := probeTopics(ctx, cl, stack.Topic, "strict")
+	meta, err := probeTopics(ctx, cl, stack.Topic, "strict", stack.StatusTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,5 +71,12 @@ func TestTopicDurability(t *testing.T) {
 	}
 	if d := got["strict"]; d.rf != 1 || d.minISR != 2 || !strings.Contains(d.warning(), "replication factor 1") {
 		t.Errorf("strict: %+v, warning %q; want replication factor 1, min.insync.replicas 2, warned", d, d.warning())
+	}
+	// The status topic's compaction is read as the cluster has it.
+	if d := got[stack.StatusTopic]; !compacted(d.cleanup) {
+		t.Errorf("%s: cleanup.policy %q, want compact", stack.StatusTopic, d.cleanup)
+	}
+	if d := got[stack.Topic]; d.cleanup != "delete" || compacted(d.cleanup) {
+		t.Errorf("%s: cleanup.policy %q, want delete", stack.Topic, d.cleanup)
 	}
 }

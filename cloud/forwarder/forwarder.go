@@ -164,29 +164,40 @@ func (f *Forwarder) waitAll() {
 	f.wg.Wait()
 }
 
-// subscribe retries until the broker grants the subscription. paho reports a
-// refusal (SUBACK 0x80, e.g. an ACL that forbids the filter) only in the
-// token's Result, not as an error, and a forwarder that silently receives
-// nothing must not report ready.
+// subscribe retries until the broker grants every subscription (the
+// readings' filter, and the heartbeats' when they are relayed). paho
+// reports a refusal (SUBACK 0x80, e.g. an ACL that forbids the filter)
+// only in the token's Result, not as an error, and a forwarder that
+// silently receives nothing must not report ready.
 func (f *Forwarder) subscribe(ctx context.Context, c mqtt.Client) {
-	filter := f.subscription()
+	filters := f.subscriptions()
+	subs := make(map[string]byte, len(filters))
+	for _, filter := range filters {
+		subs[filter] = 1
+	}
 	for delay := time.Second; c.IsConnectionOpen(); delay = min(2*delay, 30*time.Second) {
 		// nil callback: messages go to the default handler, which also matches $share filters.
-		t := c.Subscribe(filter, 1, nil)
+		t := c.SubscribeMultiple(subs, nil)
 		var err error
 		switch {
 		case !t.WaitTimeout(10 * time.Second):
 			err = errors.New("no SUBACK within 10s")
 		case t.Error() != nil:
 			err = t.Error()
-		case subackCode(t.(*mqtt.SubscribeToken), filter) >= 0x80:
-			err = errors.New("the broker refused the subscription (SUBACK 0x80): check the user's subscribe permission")
 		default:
+			for _, filter := range filters {
+				if subackCode(t.(*mqtt.SubscribeToken), filter) >= 0x80 {
+					err = fmt.Errorf("the broker refused the subscription to %s (SUBACK 0x80): check the user's subscribe permission", filter)
+					break
+				}
+			}
+		}
+		if err == nil {
 			f.subscribed.Store(true)
-			f.log.Info("mqtt subscribed", "filter", filter)
+			f.log.Info("mqtt subscribed", "filters", filters)
 			return
 		}
-		f.log.Error("mqtt subscribe failed; retrying", "filter", filter, "err", err, "retry_in", delay)
+		f.log.Error("mqtt subscribe failed; retrying", "filters", filters, "err", err, "retry_in", delay)
 		select {
 		case <-ctx.Done():
 			return
@@ -260,7 +271,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		f.conf.run(confCtx, client, f.mqttUp.Load)
 	})
 	f.log.Info("forwarder started", "version", f.opts.Version, "id", f.cfg.ID, "id_from", f.cfg.IDFrom, "mqtt", f.cfg.MQTT.URL,
-		"filter", f.subscription(), "kafka", f.cfg.Kafka.Bootstrap, "topic", f.cfg.Kafka.Topic,
+		"filters", f.subscriptions(), "kafka", f.cfg.Kafka.Bootstrap, "topic", f.cfg.Kafka.Topic,
 		"security_protocol", f.cfg.Kafka.SecurityProtocol, "listen", ln.Addr().String())
 	f.logStartWarnings()
 
@@ -328,12 +339,20 @@ func (f *Forwarder) drain(d time.Duration) error {
 	return nil
 }
 
-// subscription is the filter we subscribe to, with the share group prefix.
-func (f *Forwarder) subscription() string {
-	if f.cfg.ShareGroup != "" {
-		return "$share/" + f.cfg.ShareGroup + "/" + f.cfg.MQTT.TopicFilter
+// subscriptions are the filters we subscribe to, with the share group
+// prefix: the readings', and the heartbeats' when they are relayed and the
+// readings' filter does not cover them.
+func (f *Forwarder) subscriptions() []string {
+	filters := []string{f.cfg.MQTT.TopicFilter}
+	if f.cfg.Kafka.StatusTopic != "" && f.cfg.MQTT.StatusFilter != "" {
+		filters = append(filters, f.cfg.MQTT.StatusFilter)
 	}
-	return f.cfg.MQTT.TopicFilter
+	if f.cfg.ShareGroup != "" {
+		for i := range filters {
+			filters[i] = "$share/" + f.cfg.ShareGroup + "/" + filters[i]
+		}
+	}
+	return filters
 }
 
 // connect starts the paho client; it keeps retrying in the background until ctx ends.
@@ -417,19 +436,23 @@ func (f *Forwarder) firstConnect(ctx context.Context, c mqtt.Client) {
 	}
 }
 
-// subackCode is the broker's answer to the SUBSCRIBE of filter. paho
-// files a shared subscription's under the filter without "$share/GROUP/";
-// no answer at all counts as a refusal.
+// subackCode is the broker's answer to the SUBSCRIBE of filter. paho's
+// Subscribe files a shared subscription's under the filter without
+// "$share/GROUP/", SubscribeMultiple under the whole filter; no answer at
+// all counts as a refusal.
 func subackCode(t *mqtt.SubscribeToken, filter string) byte {
-	key := filter
+	res := t.Result()
+	if code, ok := res[filter]; ok {
+		return code
+	}
 	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
-		_, key, _ = strings.Cut(rest, "/")
+		if _, key, _ := strings.Cut(rest, "/"); key != "" {
+			if code, ok := res[key]; ok {
+				return code
+			}
+		}
 	}
-	code, ok := t.Result()[key]
-	if !ok {
-		return 0x80
-	}
-	return code
+	return 0x80
 }
 
 // onMessage runs in paho's router goroutine for every PUBLISH, in order.
@@ -459,7 +482,11 @@ func (f *Forwarder) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	}
 	p := &pending{Context: context.Background(), ack: msg.Ack, recv: time.Now().UnixNano(), weight: weight}
 	f.queue.push(p)
-	f.record(p, msg.Topic(), msg.Payload())
+	if dev, ok := f.statusDevice(msg.Topic()); ok {
+		f.statusRecord(p, msg.Topic(), dev, msg.Payload(), msg.Retained())
+	} else {
+		f.record(p, msg.Topic(), msg.Payload())
+	}
 	f.produce(p)
 }
 
@@ -499,7 +526,7 @@ func (f *Forwarder) probeLoop(ctx context.Context) {
 	for {
 		if !f.kafkaUp.Load() || !checked {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			meta, err := probeTopics(pctx, f.cl, f.cfg.Kafka.Topic, f.cfg.Kafka.DLQTopic)
+			meta, err := probeTopics(pctx, f.cl, f.topics()...)
 			if err == nil && !checked {
 				checked = true
 				f.checkDurability(pctx, meta)
@@ -527,12 +554,27 @@ func (f *Forwarder) checkDurability(ctx context.Context, meta *kmsg.MetadataResp
 		f.log.Warn("could not read the topics' min.insync.replicas; check that a confirmation cannot rest on one replica", "err", err)
 	}
 	for _, d := range ds {
+		if d.topic == f.cfg.Kafka.StatusTopic && d.cleanup != "" && !compacted(d.cleanup) {
+			f.log.Warn("kafka status topic is not compacted: it keeps every heartbeat until retention deletes it, and a consumer "+
+				"starting from the beginning may find no heartbeat of a quiet device; set cleanup.policy=compact",
+				"topic", d.topic, "cleanup_policy", d.cleanup)
+		}
 		if w := d.warning(); w != "" {
 			f.log.Warn("kafka durability: "+w, "topic", d.topic, "replication_factor", d.rf, "min_insync_replicas", d.minISR)
 		} else {
 			f.log.Info("kafka durability", "topic", d.topic, "replication_factor", d.rf, "min_insync_replicas", d.minISR)
 		}
 	}
+}
+
+// topics are the Kafka topics the forwarder writes: the readings', the
+// DLQ, and the heartbeats' when they are relayed.
+func (f *Forwarder) topics() []string {
+	ts := []string{f.cfg.Kafka.Topic, f.cfg.Kafka.DLQTopic}
+	if f.cfg.Kafka.StatusTopic != "" {
+		ts = append(ts, f.cfg.Kafka.StatusTopic)
+	}
+	return ts
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

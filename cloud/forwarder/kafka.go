@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -175,9 +176,20 @@ func probeTopics(ctx context.Context, cl *kgo.Client, topics ...string) (*kmsg.M
 // acks=all, Kafka acknowledges once the in-sync replicas have the record,
 // and refuses the write while fewer than min.insync.replicas are in sync.
 type durability struct {
-	topic  string
-	rf     int // replication factor (fewest replicas of any partition)
-	minISR int // min.insync.replicas; 0 when Kafka did not say
+	topic   string
+	rf      int    // replication factor (fewest replicas of any partition)
+	minISR  int    // min.insync.replicas; 0 when Kafka did not say
+	cleanup string // cleanup.policy ("delete", "compact", "compact,delete"); "" when Kafka did not say
+}
+
+// compacted reports whether a cleanup.policy keeps each key's latest record.
+func compacted(policy string) bool {
+	for _, p := range strings.Split(policy, ",") {
+		if strings.TrimSpace(p) == "compact" {
+			return true
+		}
+	}
+	return false
 }
 
 // warning says why a confirmation could rest on one copy of the record, or
@@ -195,8 +207,8 @@ func (d durability) warning() string {
 	return ""
 }
 
-// topicDurability reads the replication factor of each topic in meta and
-// its min.insync.replicas.
+// topicDurability reads the replication factor of each topic in meta, its
+// min.insync.replicas and its cleanup.policy.
 func topicDurability(ctx context.Context, cl *kgo.Client, meta *kmsg.MetadataResponse) ([]durability, error) {
 	req := kmsg.NewPtrDescribeConfigsRequest()
 	var ds []durability
@@ -214,7 +226,7 @@ func topicDurability(ctx context.Context, cl *kgo.Client, meta *kmsg.MetadataRes
 		r := kmsg.NewDescribeConfigsRequestResource()
 		r.ResourceType = kmsg.ConfigResourceTypeTopic
 		r.ResourceName = *t.Topic
-		r.ConfigNames = []string{"min.insync.replicas"}
+		r.ConfigNames = []string{"min.insync.replicas", "cleanup.policy"}
 		req.Resources = append(req.Resources, r)
 	}
 	resp, err := req.RequestWith(ctx, cl)
@@ -226,12 +238,18 @@ func topicDurability(ctx context.Context, cl *kgo.Client, meta *kmsg.MetadataRes
 			return ds, fmt.Errorf("describe topic %s: %w", r.ResourceName, err)
 		}
 		for _, c := range r.Configs {
-			if c.Name != "min.insync.replicas" || c.Value == nil {
+			if c.Value == nil {
 				continue
 			}
 			for i := range ds {
-				if ds[i].topic == r.ResourceName {
+				if ds[i].topic != r.ResourceName {
+					continue
+				}
+				switch c.Name {
+				case "min.insync.replicas":
 					ds[i].minISR, _ = strconv.Atoi(*c.Value)
+				case "cleanup.policy":
+					ds[i].cleanup = *c.Value
 				}
 			}
 		}

@@ -12,6 +12,7 @@ type metrics struct {
 	received      *vm.Counter
 	redelivered   *vm.Counter
 	produced      *vm.Counter
+	relayed       *vm.Counter
 	dlq           *vm.Counter
 	acked         *vm.Counter
 	produceErrors *vm.Counter
@@ -35,6 +36,7 @@ func newMetrics(inFlight, oldestUnacked func() float64) *metrics {
 		received:    c("forwarder_received_total", "MQTT messages received."),
 		redelivered: c("forwarder_redelivered_total", "MQTT messages received with the DUP flag (redelivered by the broker)."),
 		produced:    c("forwarder_produced_total", "Readings acknowledged by Kafka on the main topic."),
+		relayed:     c("forwarder_status_relayed_total", "Heartbeats acknowledged by Kafka on the status topic (KAFKA_STATUS_TOPIC)."),
 		dlq:         c("forwarder_dlq_total", "Invalid payloads acknowledged by Kafka on the dead-letter topic."),
 		acked:       c("forwarder_acked_total", "MQTT PUBACKs sent (after Kafka acknowledged the record)."),
 		produceErrors: c("forwarder_produce_errors_total",

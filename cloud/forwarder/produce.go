@@ -97,12 +97,15 @@ func (f *Forwarder) delivered(p *pending) {
 	}
 	now := time.Now().UnixNano()
 	f.m.latency.Update(float64(now-p.recv) / 1e9)
-	if p.dlq {
+	switch {
+	case p.dlq:
 		f.m.dlq.Inc()
-		if p.ackTo == nil {
+		if p.ackTo == nil && !p.status {
 			f.m.unconfirmable.Inc()
 		}
-	} else {
+	case p.status:
+		f.m.relayed.Inc()
+	default:
 		f.m.produced.Inc()
 		f.m.lag.Set(float64(now-p.ts) / 1e9)
 	}

@@ -42,3 +42,10 @@ func ClientOpts(k config.Kafka, clientID string) ([]kgo.Opt, error) {
 	}
 	return opts, nil
 }
+
+// HeaderRetained is the header of a heartbeat record on the status topic
+// (KAFKA_STATUS_TOPIC) that says whether the broker delivered it to the
+// forwarder as its retained copy, at subscribe ("true"), rather than live
+// ("false"). A retained copy says nothing about when the device last
+// spoke: the forwarder writes the header, the sink reads it.
+const HeaderRetained = "mqtt_retained"

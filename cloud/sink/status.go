@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/cloud/kafkaout"
 )
 
 // The status topic (KAFKA_STATUS_TOPIC) carries every device's heartbeat,
@@ -32,7 +33,7 @@ const StatusGroupSuffix = ".status"
 // HeaderRetained is the record header the forwarder sets to "true" on a
 // heartbeat the broker delivered as a retained copy (at subscribe), not
 // live: such a copy says nothing about when the device last spoke.
-const HeaderRetained = "mqtt_retained"
+const HeaderRetained = kafkaout.HeaderRetained
 
 // statusBatch is the most status records written per transaction.
 const statusBatch = 500

@@ -73,7 +73,8 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 	}
 	defer mq.Stop()
 	mqttAddr := mq.Addr
-	kc, err := kafka.Start(kafka.Options{Topics: map[string]int32{o.Topic: 3, o.Topic + ".dlq": 3, cloudconfig.DefaultStatusTopic: 3}})
+	kc, err := kafka.Start(kafka.Options{Topics: map[string]int32{o.Topic: 3, o.Topic + ".dlq": 3, cloudconfig.DefaultStatusTopic: 3},
+		TopicConfigs: map[string]map[string]string{cloudconfig.DefaultStatusTopic: {"cleanup.policy": "compact"}}})
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}

@@ -187,7 +187,8 @@ func (s *stack) startBroker(ctx context.Context) error {
 func (s *stack) startKafka(ctx context.Context) error {
 	var err error
 	s.kafka, err = kafka.Start(kafka.Options{PKI: s.certs, User: kafkaUser, Password: kafkaPass,
-		Topics: map[string]int32{topic: partitions, topic + ".dlq": partitions, cloudconfig.DefaultStatusTopic: 2}, Proxy: true})
+		Topics: map[string]int32{topic: partitions, topic + ".dlq": partitions, cloudconfig.DefaultStatusTopic: 2}, Proxy: true,
+		TopicConfigs: map[string]map[string]string{cloudconfig.DefaultStatusTopic: {"cleanup.policy": "compact"}}})
 	if err != nil {
 		return err
 	}

@@ -48,6 +48,13 @@ func (p *Publisher) Publish(tb testing.TB, topic string, payloads ...[]byte) {
 	waitAll(tb, toks)
 }
 
+// PublishRetained sends payload to topic at QoS 1 with the retain flag, as
+// the agent sends its heartbeat, and waits for the PUBACK.
+func (p *Publisher) PublishRetained(tb testing.TB, topic string, payload []byte) {
+	tb.Helper()
+	waitAll(tb, []mqtt.Token{p.c.Publish(topic, 1, true, payload)})
+}
+
 // PublishEach sends one message per (topic, payload) pair at QoS 1, all in
 // flight at once, and waits for every PUBACK.
 func (p *Publisher) PublishEach(tb testing.TB, topics []string, payloads [][]byte) {

@@ -39,6 +39,9 @@ type Options struct {
 	User, Password string
 	// Topics are created at start: name -> partitions.
 	Topics map[string]int32
+	// TopicConfigs are the configs of some of Topics (name -> config ->
+	// value), e.g. cleanup.policy=compact for the status topic.
+	TopicConfigs map[string]map[string]string
 	// Proxy routes every client connection through a fault proxy (Cut,
 	// Restore, Proxy); DirectAddr still reaches kfake itself.
 	Proxy bool
@@ -87,7 +90,9 @@ func Start(o Options) (*Cluster, error) {
 		opts = append(opts, kfake.EnableSASL(), kfake.Superuser("PLAIN", o.User, o.Password))
 	}
 	for t, n := range o.Topics {
-		opts = append(opts, kfake.SeedTopics(n, t))
+		if o.TopicConfigs[t] == nil {
+			opts = append(opts, kfake.SeedTopics(n, t))
+		}
 	}
 	if o.Proxy {
 		p, err := tcpproxy.Listen("127.0.0.1:0", "")
@@ -117,6 +122,15 @@ func Start(o Options) (*Cluster, error) {
 		return nil, fmt.Errorf("start kfake: %w", err)
 	}
 	c.Cluster = kc
+	for t, cfg := range o.TopicConfigs {
+		if err := kc.CreateTopic(t, o.Topics[t], cfg); err != nil {
+			kc.Close()
+			if c.proxy != nil {
+				c.proxy.Close()
+			}
+			return nil, fmt.Errorf("create topic %s: %w", t, err)
+		}
+	}
 	if c.proxy != nil {
 		c.proxy.SetTarget(c.direct)
 		c.Addr = c.proxy.Addr()

@@ -79,7 +79,9 @@ func StartKafka(tb testing.TB, certs *pki.PKI) *kafka.Cluster {
 // StartKafkaWith is StartKafka with options.
 func StartKafkaWith(tb testing.TB, certs *pki.PKI, o KafkaOptions) *kafka.Cluster {
 	tb.Helper()
-	ko := kafka.Options{Topics: map[string]int32{Topic: Partitions, DLQTopic: 1, StatusTopic: 2}}
+	ko := kafka.Options{Topics: map[string]int32{Topic: Partitions, DLQTopic: 1, StatusTopic: 2},
+		// Compacted, as production's should be: each device's latest heartbeat kept.
+		TopicConfigs: map[string]map[string]string{StatusTopic: {"cleanup.policy": "compact"}}}
 	if !o.Plaintext {
 		ko.PKI, ko.User, ko.Password, ko.Proxy = certs, KafkaUser, KafkaSecret, true
 	}
