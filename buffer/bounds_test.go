@@ -14,7 +14,7 @@ import (
 func TestMaxBytesDropsOldest(t *testing.T) {
 	log, sink := newLogger()
 	const maxBytes = 64 << 10
-	b := openT(t, filepath.Join(t.TempDir(), "buffer.db"), buffer.Options{MaxBytes: maxBytes, Logger: log})
+	b := openT(t, filepath.Join(t.TempDir(), "buffer.db"), buffer.Options{MaxBytes: maxBytes, WhenFull: buffer.Drop, Logger: log})
 	total := 0
 	for i := 0; i < 20; i++ { // 20 commits of 100 readings, ~2000 * ~190 bytes >> 64 KiB
 		appendN(t, b, total, 100)

@@ -23,13 +23,17 @@ import (
 // Options tunes a Buffer. The zero value is what the agent runs with.
 type Options struct {
 	// MaxBytes bounds the live bytes (keys + stored values). 0 means 256 MiB.
-	// Past it, the oldest readings are dropped and counted in Stats.DroppedBytes.
+	// Past it, the oldest readings are folded into aggregates or dropped
+	// (WhenFull), counted in Stats.Folded and Stats.DroppedBytes.
 	// On 32-bit platforms it is capped at 256 MiB so the mmap fits the address space.
 	MaxBytes int64
 	// MaxAge drops readings whose (NTP-synced) timestamp is older. 0 means 720h.
 	// Readings taken before the clock was synced are not aged (their ts is not
 	// trusted) until Update fixes their timestamps; MaxBytes still bounds them.
 	MaxAge time.Duration
+	// WhenFull is what happens past MaxBytes: Downsample (the zero value)
+	// folds the oldest readings into aggregates, Drop deletes them.
+	WhenFull WhenFull
 	// Logger receives drop, corruption and recovery events. nil discards.
 	Logger *slog.Logger
 	// LockTimeout is how long Open waits for another process's lock before
@@ -430,8 +434,8 @@ func (b *Buffer) collect(after, to uint64, n int, hold bool) ([]Record, error) {
 		var arena []byte
 		return s.each(tx.Bucket([]byte(bucketReadings)), after, min(to, s.durable), func(seq uint64, v []byte) bool {
 			h, err := parseValue(v)
-			if err != nil { // damaged: never handed out; the writer moves it aside
-				b.noteDamaged(seq)
+			if err != nil { // damaged: never handed out; the writer moves it aside (a newer format's: kept)
+				b.noteBad(seq, err)
 				return true
 			}
 			if hold && b.held(h) > 0 {
@@ -471,8 +475,12 @@ func (b *Buffer) Wait(ctx context.Context, after uint64) error {
 		var holdFor time.Duration
 		err := b.read(func(s *state, tx *bolt.Tx) error {
 			return s.each(tx.Bucket([]byte(bucketReadings)), after, s.durable, func(_ uint64, v []byte) bool {
+				h, err := parseValue(v)
+				if isNewer(err) { // never published: Peek skips it
+					return true
+				}
 				found = true
-				if h, err := parseValue(v); err == nil {
+				if err == nil {
 					holdFor = b.held(h)
 				}
 				return false

@@ -102,7 +102,7 @@ func checkTx(tx *bolt.Tx, path string, full bool, damaged func(seq uint64, err e
 		}
 		if _, err := decodeRecord(seq, kv[1]); isDamaged(err) {
 			damaged(seq, err)
-		} else if err != nil {
+		} else if err != nil && !isNewer(err) {
 			return err
 		}
 	}
@@ -144,6 +144,7 @@ func decodeRecord(seq uint64, v []byte) (reading.Reading, error) {
 type walkResult struct {
 	count, live uint64
 	first, last uint64
+	newer       uint64 // records of a format a newer build wrote (walk only)
 }
 
 // walkHeaders is walk without the JSON decode: it touches every page of
@@ -151,7 +152,7 @@ type walkResult struct {
 // the cost. Damaged records go to damaged and are counted like the others.
 func walkHeaders(tx *bolt.Tx, damaged func(seq uint64, err error)) (walkResult, error) {
 	return scan(tx, func(seq uint64, v []byte) error {
-		if _, err := parseValue(v); err != nil {
+		if _, err := parseValue(v); isDamaged(err) {
 			damaged(seq, fmt.Errorf("seq %d: %w", seq, err))
 		}
 		return nil
@@ -161,10 +162,15 @@ func walkHeaders(tx *bolt.Tx, damaged func(seq uint64, err error)) (walkResult, 
 // walk decodes every record in seq order: fn sees each good one, damaged
 // each damaged one, and both are counted.
 func walk(tx *bolt.Tx, fn func(seq uint64, r *reading.Reading) error, damaged func(seq uint64, err error)) (walkResult, error) {
-	return scan(tx, func(seq uint64, v []byte) error {
+	var newer uint64
+	w, err := scan(tx, func(seq uint64, v []byte) error {
 		r, err := decodeRecord(seq, v)
 		if isDamaged(err) {
 			damaged(seq, err)
+			return nil
+		}
+		if isNewer(err) { // kept for the build that wrote it
+			newer++
 			return nil
 		}
 		if err != nil || fn == nil {
@@ -172,6 +178,8 @@ func walk(tx *bolt.Tx, fn func(seq uint64, r *reading.Reading) error, damaged fu
 		}
 		return fn(seq, &r)
 	})
+	w.newer = newer
+	return w, err
 }
 
 // scan visits every record in key order, checking that keys are valid and

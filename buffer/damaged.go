@@ -53,6 +53,14 @@ func (b *Buffer) noteDamaged(seq uint64) {
 	}
 }
 
+// noteBad is noteDamaged for a record whose header failed to parse with
+// err: a damaged record is moved aside; one of a newer format is kept.
+func (b *Buffer) noteBad(seq uint64, err error) {
+	if isDamaged(err) {
+		b.noteDamaged(seq)
+	}
+}
+
 func (b *Buffer) takeSuspects() []uint64 {
 	b.suspectMu.Lock()
 	defer b.suspectMu.Unlock()

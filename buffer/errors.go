@@ -35,3 +35,11 @@ var errDamaged = fmt.Errorf("%w: damaged record", ErrCorrupt)
 func isCorrupt(err error) bool { return errors.Is(err, ErrCorrupt) }
 
 func isDamaged(err error) bool { return errors.Is(err, errDamaged) }
+
+// errNewerFormat is returned by parseValue for a record whose format byte
+// this build does not know: a newer build wrote it before a downgrade.
+// Such a record is not damaged and is never deleted: it is skipped by
+// every reader and by the bounds, and kept for the newer build.
+var errNewerFormat = errors.New("buffer record written by a newer version")
+
+func isNewer(err error) bool { return errors.Is(err, errNewerFormat) }

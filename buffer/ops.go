@@ -33,6 +33,12 @@ type Stats struct {
 	DroppedBytes uint64   `json:"dropped_bytes"` // readings dropped by max_bytes, ever
 	DroppedAge   uint64   `json:"dropped_age"`   // readings dropped by max_age, ever
 	Damaged      uint64   `json:"damaged"`       // records that failed their checksum, moved aside unpublished, ever
+	// Folded counts the readings ever folded into aggregates by a full
+	// buffer in Downsample mode (each also counts in the aggregate's n).
+	// In that mode DroppedBytes counts the readings lost past the coarsest
+	// level, an aggregate counting as the readings it stood for.
+	Folded   uint64   `json:"folded"`
+	WhenFull string   `json:"when_full,omitempty"`
 	MaxBytes     int64    `json:"max_bytes,omitempty"`
 	MaxAge       Duration `json:"max_age,omitempty"`
 
@@ -63,14 +69,14 @@ func (b *Buffer) Stats() (Stats, error) {
 	err := b.read(func(st *state, tx *bolt.Tx) error {
 		rb := tx.Bucket([]byte(bucketReadings))
 		s.Count, s.LiveBytes = st.cnt.count, int64(st.cnt.live)
-		s.DroppedBytes, s.DroppedAge, s.Damaged = st.cnt.droppedBytes, st.cnt.droppedAge, st.damaged
+		s.DroppedBytes, s.DroppedAge, s.Damaged, s.Folded = st.cnt.droppedBytes, st.cnt.droppedAge, st.damaged, st.folded
 		s.LastSeq, s.SeqFloor = st.durable, st.floor
 		// A damaged record's ts is left zero (and the record reported to
 		// the writer): Stats must keep answering, health depends on it.
 		tsOf := func(seq uint64, v []byte) time.Time {
 			h, err := parseValue(v)
 			if err != nil {
-				b.noteDamaged(seq)
+				b.noteBad(seq, err)
 			}
 			return h.ts
 		}
@@ -107,7 +113,7 @@ func (b *Buffer) Stats() (Stats, error) {
 		}
 	}
 	if !b.readOnly {
-		s.MaxBytes, s.MaxAge = b.opts.MaxBytes, Duration(b.opts.MaxAge)
+		s.MaxBytes, s.MaxAge, s.WhenFull = b.opts.MaxBytes, Duration(b.opts.MaxAge), b.opts.WhenFull.String()
 	}
 	return s, nil
 }
@@ -125,7 +131,7 @@ func (b *Buffer) CountHeld(hold func(synced bool, boot reading.BootStamp) time.D
 		return st.eachBack(tx.Bucket([]byte(bucketReadings)), st.durable, func(seq uint64, v []byte) bool {
 			h, err := parseValue(v)
 			if err != nil {
-				b.noteDamaged(seq)
+				b.noteBad(seq, err)
 				return true // never published: it holds nothing back
 			}
 			d := time.Duration(0)
@@ -203,6 +209,9 @@ func (b *Buffer) rewrite(ctx context.Context, onlyUnsynced bool, fn func(r *read
 					r, err := decodeRecord(seq, v)
 					if isDamaged(err) {
 						b.noteDamaged(seq) // not rewritten: moved aside by the writer after Update
+						continue
+					}
+					if isNewer(err) || r.Agg != nil { // kept as they are; an aggregate is always synced
 						continue
 					}
 					if err != nil {
@@ -342,6 +351,9 @@ type VerifyReport struct {
 	// moved aside earlier and are kept in the file's "damaged" bucket.
 	Damaged      uint64 `json:"damaged"`
 	DamagedAside uint64 `json:"damaged_aside"`
+	// Newer counts records of a format a newer build wrote (after a
+	// downgrade): not a problem, kept unpublished for that build.
+	Newer uint64 `json:"newer_format,omitempty"`
 }
 
 // OK reports whether no problem was found.
@@ -366,6 +378,7 @@ func (b *Buffer) Verify(ctx context.Context) (VerifyReport, error) {
 			problem("%v", err)
 		}
 		w, werr := walk(tx, func(uint64, *reading.Reading) error { return ctx.Err() }, damaged)
+		rep.Newer += w.newer
 		if werr != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -391,7 +404,9 @@ func (b *Buffer) Verify(ctx context.Context) (VerifyReport, error) {
 			}
 			prev = seq
 			if seq > st.base {
-				if _, err := decodeRecord(seq, v); err != nil {
+				if _, err := decodeRecord(seq, v); isNewer(err) {
+					rep.Newer++
+				} else if err != nil {
 					rep.Damaged++
 					problem("log: %v", err)
 				}
@@ -454,8 +469,8 @@ func (b *Buffer) Last(n int) ([]Record, error) {
 	var out []Record
 	add := func(seq uint64, v []byte) error {
 		h, err := parseValue(v)
-		if err != nil { // damaged: never shown as a reading; moved aside by the writer
-			b.noteDamaged(seq)
+		if err != nil { // damaged: never shown as a reading; moved aside by the writer (a newer format's: kept)
+			b.noteBad(seq, err)
 			return nil
 		}
 		out = append(out, Record{Seq: seq, Sensor: string(h.sensor), Payload: append([]byte(nil), h.payload...)})

@@ -27,6 +27,14 @@ type Record struct {
 //	[14]     (or [38]) len(sensor)
 //	[15:]    (or [39:]) sensor, then the payload
 //
+// An aggregate (valueFormatAgg: readings folded by a full buffer, see
+// downsample.go) has its level at [14] and len(sensor) at [15]; [2:10] is
+// its first reading's time and it is always synced.
+//
+// A format byte above the highest this build knows was written by a newer
+// build (and read here after a downgrade): parseValue returns
+// errNewerFormat, and such records are kept as they are, never published,
+// folded, dropped or moved aside, for the newer build to find again.
 // Values written before the checksum (valueFormatV1) lack [10:14] and are
 // still read, unchecked. Keys are the seq as 8 big-endian bytes, so bbolt's
 // byte order is seq order.
@@ -34,9 +42,12 @@ const (
 	valueFormat     = 2
 	valueFormatBoot = 3
 	valueFormatV1   = 1
+	valueFormatAgg  = 4
+	valueFormatMax  = valueFormatAgg // the highest this build reads
 	flagSynced      = 1
 	headerLen       = 15
 	headerLenBoot   = headerLen + 16 + 8
+	headerLenAgg    = headerLen + 1
 	headerLenV1     = 11
 	keyLen          = 8
 )
@@ -48,9 +59,12 @@ func appendValue(dst []byte, r *reading.Reading) []byte {
 	if r.TimeSynced {
 		flags |= flagSynced
 	}
-	stamped := !r.TimeSynced && !r.Boot.IsZero()
+	stamped := !r.TimeSynced && !r.Boot.IsZero() && r.Agg == nil
 	format := byte(valueFormat)
-	if stamped {
+	switch {
+	case r.Agg != nil:
+		format = valueFormatAgg
+	case stamped:
 		format = valueFormatBoot
 	}
 	start := len(dst)
@@ -61,6 +75,9 @@ func appendValue(dst []byte, r *reading.Reading) []byte {
 		dst = append(dst, r.Boot.ID[:]...)
 		dst = binary.BigEndian.AppendUint64(dst, uint64(r.Boot.Since))
 	}
+	if r.Agg != nil {
+		dst = append(dst, byte(r.Agg.Level))
+	}
 	dst = append(dst, byte(len(r.Sensor)))
 	dst = append(dst, r.Sensor...)
 	dst = reading.Encode(dst, r)
@@ -69,7 +86,7 @@ func appendValue(dst []byte, r *reading.Reading) []byte {
 	return dst
 }
 
-// valueCRC is the checksum of a format 2 or 3 value: everything but its own field.
+// valueCRC is the checksum of a format 2, 3 or 4 value: everything but its own field.
 func valueCRC(v []byte) uint32 {
 	return crc32.Update(crc32.Checksum(v[:10], castagnoli), castagnoli, v[14:])
 }
@@ -79,6 +96,7 @@ type header struct {
 	synced  bool
 	ts      time.Time
 	boot    reading.BootStamp
+	level   int    // 0 for a reading, 1.. for an aggregate
 	sensor  []byte // aliases the value
 	payload []byte // aliases the value
 }
@@ -97,7 +115,12 @@ func parseValue(v []byte) (header, error) {
 		hl = headerLenBoot
 	case valueFormatV1:
 		hl = headerLenV1
+	case valueFormatAgg:
+		hl = headerLenAgg
 	default:
+		if v[0] > valueFormatMax {
+			return header{}, fmt.Errorf("%w: value format %d", errNewerFormat, v[0])
+		}
 		return header{}, fmt.Errorf("%w: unknown value format %d", errDamaged, v[0])
 	}
 	if len(v) < hl {
@@ -117,6 +140,9 @@ func parseValue(v []byte) (header, error) {
 		ts:      time.Unix(0, int64(binary.BigEndian.Uint64(v[2:10]))).UTC(),
 		sensor:  v[hl : hl+n],
 		payload: v[hl+n:],
+	}
+	if v[0] == valueFormatAgg {
+		h.level = int(v[14])
 	}
 	if v[0] == valueFormatBoot {
 		copy(h.boot.ID[:], v[14:30])
@@ -143,7 +169,7 @@ func checkReading(r *reading.Reading) error {
 		return fmt.Errorf("%w: nil reading", ErrInvalidReading)
 	}
 	c := *r
-	c.Seq = 1 // assigned later; Validate wants it positive
+	c.Seq = max(1, c.Seq) // assigned later; Validate wants it positive
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidReading, err)
 	}

@@ -36,6 +36,7 @@ type state struct {
 	unconfirmed bool
 
 	damaged  uint64   // records ever moved aside as damaged (damaged.go)
+	folded   uint64   // readings ever folded into aggregates (downsample.go)
 	suspects []uint64 // damaged records the open-time check found; Open moves them
 }
 
@@ -69,9 +70,13 @@ func loadState(tx *bolt.Tx) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
+	var folded uint64
+	if v := mb.Get([]byte(metaFolded)); len(v) == 8 {
+		folded = binary.BigEndian.Uint64(v)
+	}
 	seq := tx.Bucket([]byte(bucketReadings)).Sequence()
 	return &state{next: seq, durable: seq, base: seq, cnt: cnt, deleted: map[uint64]int{}, epoch: epoch,
-		floor: floor, unconfirmed: mb.Get([]byte(metaUnconfirmed)) != nil, damaged: damaged}, nil
+		floor: floor, unconfirmed: mb.Get([]byte(metaUnconfirmed)) != nil, damaged: damaged, folded: folded}, nil
 }
 
 // addPending records an append.
@@ -210,7 +215,7 @@ func (s *state) replay(rb *bolt.Bucket, log []byte) (lost int) {
 			if r.seq != s.next+1 {
 				return
 			}
-			if _, err := parseValue(r.val); err != nil {
+			if _, err := parseValue(r.val); isDamaged(err) {
 				return
 			}
 			s.addPending(r.seq, append([]byte(nil), r.val...))

@@ -208,6 +208,9 @@ func (b *Buffer) runBatch(batch []*request, ageDue bool) {
 			}
 			req.done <- err
 		}
+		if err == nil && b.foldDue() {
+			b.downsample()
+		}
 	}
 	if excl != nil {
 		err := b.checkpoint()
@@ -260,7 +263,7 @@ func (b *Buffer) commit(batch []*request, ageDue bool) error {
 				return err
 			}
 		}
-		if s.cnt.live > uint64(b.opts.MaxBytes) {
+		if s.cnt.live > uint64(b.opts.MaxBytes) && b.opts.WhenFull == Drop {
 			logBuf, d.bytes, err = b.dropOverBytes(bucket(), logBuf)
 		}
 		return err
@@ -372,6 +375,9 @@ func (b *Buffer) dropOverBytes(rb *bolt.Bucket, logBuf []byte) ([]byte, uint64, 
 	var victims []uint64
 	live := s.cnt.live
 	err := s.each(rb, 0, s.next, func(seq uint64, val []byte) bool {
+		if len(val) > 0 && val[0] > valueFormatMax { // a newer build's: kept for it
+			return true
+		}
 		victims = append(victims, seq)
 		live -= uint64(keyLen + len(val))
 		return live > uint64(b.opts.MaxBytes)
@@ -403,7 +409,7 @@ func (b *Buffer) dropAged(rb *bolt.Bucket, logBuf []byte) ([]byte, uint64, error
 	err := s.each(rb, 0, s.next, func(seq uint64, val []byte) bool {
 		h, err := parseValue(val)
 		if err != nil { // damaged: its ts cannot be trusted either; the writer moves it aside
-			b.noteDamaged(seq)
+			b.noteBad(seq, err)
 		}
 		if err != nil || !h.synced {
 			skipped++

@@ -175,6 +175,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 	}
 	a.buf, err = buffer.Open(cfg.Buffer.Path, buffer.Options{
 		MaxBytes: int64(cfg.Buffer.MaxBytes), MaxAge: cfg.Buffer.MaxAge,
+		WhenFull: buffer.Drop, // until buffer.when_full is in the config
 		// A failing disk makes the buffer log one line per append.
 		Logger: slog.New(newLimitHandler(a.log.Handler(), logLimitEvery)).With("component", "buffer"),
 		// Readings taken before the clock syncs wait (clock.hold_unsynced)

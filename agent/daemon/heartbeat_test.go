@@ -29,7 +29,7 @@ import (
 // drops so far.
 func fullBuffer(t *testing.T, path string) uint64 {
 	t.Helper()
-	b, err := buffer.Open(path, buffer.Options{MaxBytes: 1 << 20})
+	b, err := buffer.Open(path, buffer.Options{MaxBytes: 1 << 20, WhenFull: buffer.Drop})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ func lossyBuffer(t *testing.T) *buffer.Buffer {
 		}
 		return 4 * time.Minute
 	}
-	opts := buffer.Options{MaxBytes: 16 << 10, Hold: hold}
+	opts := buffer.Options{MaxBytes: 16 << 10, WhenFull: buffer.Drop, Hold: hold}
 	b, err := buffer.Open(path, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,7 @@ import (
 )
 
 // knownKeys are the top-level keys Decode reads.
-var knownKeys = [...]string{"v", "device_id", "seq", "sensor", "kind", "ts", "time_synced", "values"}
+var knownKeys = [...]string{"v", "device_id", "seq", "sensor", "kind", "ts", "time_synced", "values", "agg"}
 
 // checkKeys rejects, in a payload encoding/json has accepted (so b is one
 // valid JSON value), duplicate keys at the top level and in values, and

@@ -68,6 +68,10 @@ type Reading struct {
 	// taken while the clock is not synced, and its buffer keeps it, so that
 	// TS can be corrected once the clock syncs.
 	Boot BootStamp
+	// Agg is set on a record that a full buffer folded from several
+	// readings (see Aggregate): Values then hold the means, TS the first
+	// reading's time. nil for a plain reading.
+	Agg *Aggregate
 }
 
 // BootStamp places a reading on the clock of the boot it was taken in, a
@@ -109,7 +113,11 @@ func Encode(dst []byte, r *Reading) []byte {
 		dst = append(dst, ':')
 		dst = appendFloat(dst, r.Values[k])
 	}
-	return append(dst, "}}"...)
+	dst = append(dst, '}')
+	if r.Agg != nil {
+		dst = appendAgg(dst, r.Agg)
+	}
+	return append(dst, '}')
 }
 
 // MarshalJSON implements json.Marshaler with Encode.
@@ -205,6 +213,7 @@ type wire struct {
 	TS         *string          `json:"ts"`
 	TimeSynced *bool            `json:"time_synced"`
 	Values     map[string]value `json:"values"`
+	Agg        json.RawMessage  `json:"agg"`
 }
 
 // value rejects JSON null, which encoding/json would silently turn into 0.
@@ -277,6 +286,7 @@ type fields struct {
 	ts                     string
 	synced                 bool
 	values                 map[string]float64
+	agg                    *Aggregate
 }
 
 func parseSlow(b []byte, f *fields) error {
@@ -307,6 +317,13 @@ func parseSlow(b []byte, f *fields) error {
 	for k, v := range w.Values {
 		f.values[k] = float64(v)
 	}
+	if w.Agg != nil {
+		a, err := parseAgg(w.Agg)
+		if err != nil {
+			return err
+		}
+		f.agg = a
+	}
 	return nil
 }
 
@@ -335,6 +352,7 @@ func (f *fields) reading() (Reading, error) {
 		TS:         ts.UTC(),
 		TimeSynced: !f.hasSynced || f.synced,
 		Values:     f.values,
+		Agg:        f.agg,
 	}
 	if r.Values == nil {
 		r.Values = map[string]float64{}
@@ -383,6 +401,9 @@ func (r *Reading) Validate() error {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return fmt.Errorf("%w: value %s is not finite", ErrInvalid, k)
 		}
+	}
+	if r.Agg != nil {
+		return r.validateAgg()
 	}
 	return nil
 }
