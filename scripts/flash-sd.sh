@@ -68,6 +68,10 @@ put "$bin" "$root/usr/local/bin/edge-agent" 0755
 sed 's#^ExecStart=/usr/bin/edge-agent#ExecStart=/usr/local/bin/edge-agent#' \
 	"$repo/systemd/edge-agent.service" > "$tmp/edge-agent.service"
 put "$tmp/edge-agent.service" "$root/etc/systemd/system/edge-agent.service" 0644
+sed 's#^ExecStart=/usr/bin/edge-agent#ExecStart=/usr/local/bin/edge-agent#' \
+	"$repo/systemd/edge-agent-update-guard.service" > "$tmp/edge-agent-update-guard.service"
+put "$tmp/edge-agent-update-guard.service" "$root/etc/systemd/system/edge-agent-update-guard.service" 0644
+put "$repo/systemd/edge-agent-update-guard.timer" "$root/etc/systemd/system/edge-agent-update-guard.timer" 0644
 
 cat > "$tmp/sysusers.conf" <<'SYSUSERS'
 # edge-agent's user (written by sensorpipe's scripts/flash-sd.sh)
@@ -100,13 +104,14 @@ put "$tmp/edge-agent-sysusers.service" "$root/etc/systemd/system/edge-agent-sysu
 printf '# I2C device nodes for the BME280 (written by scripts/flash-sd.sh)\ni2c-dev\n' > "$tmp/modules.conf"
 put "$tmp/modules.conf" "$root/etc/modules-load.d/edge-agent.conf" 0644
 
-# Enable both units the way `systemctl enable` would.
+# Enable the units the way `systemctl enable` would.
 link() {
 	mkdir -p "$(dirname "$2")"
 	[ "$(readlink "$2" 2>/dev/null)" = "$1" ] || ln -sfn "$1" "$2"
 }
 link /etc/systemd/system/edge-agent.service "$root/etc/systemd/system/multi-user.target.wants/edge-agent.service"
 link /etc/systemd/system/edge-agent-sysusers.service "$root/etc/systemd/system/edge-agent.service.requires/edge-agent-sysusers.service"
+link /etc/systemd/system/edge-agent-update-guard.timer "$root/etc/systemd/system/timers.target.wants/edge-agent-update-guard.timer"
 
 if [ -e "$root/etc/edge-agent/config.yaml" ]; then
 	echo "flash-sd: keeping the existing /etc/edge-agent/config.yaml"

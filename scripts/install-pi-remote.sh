@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs on the Pi as root, from the staging directory install-pi.sh copied
-# it to (next to edge-agent, edge-agent.service, config.yaml and, with
+# it to (next to edge-agent, edge-agent.service, the update guard's
+# service and timer, config.yaml and, with
 # CONFIRM_KEYS, confirm-keys.pem).
 # ROOT prefixes every installed path (tests only; empty on a Pi).
 set -eu
@@ -23,6 +24,9 @@ printf '# I2C device nodes for the BME280 (written by install-pi.sh)\ni2c-dev\n'
 modprobe i2c-dev 2>/dev/null || true
 install -m 0755 "$src/edge-agent" "$ROOT/usr/local/bin/edge-agent"
 install -m 0644 "$src/edge-agent.service" "$ROOT/etc/systemd/system/edge-agent.service"
+# The update guard (rolls back an over-the-air version not healthy in time).
+install -m 0644 "$src/edge-agent-update-guard.service" "$ROOT/etc/systemd/system/edge-agent-update-guard.service"
+install -m 0644 "$src/edge-agent-update-guard.timer" "$ROOT/etc/systemd/system/edge-agent-update-guard.timer"
 if [ -e "$ROOT/etc/edge-agent/config.yaml" ]; then
 	echo "install-pi: keeping the existing /etc/edge-agent/config.yaml"
 else
@@ -39,6 +43,7 @@ rm -rf "$src"
 
 systemctl daemon-reload
 systemctl enable edge-agent.service
+systemctl enable --now edge-agent-update-guard.timer
 if grep -q 'YOUR-CLUSTER' "$conf"; then
 	# Like the .deb: no point starting against the placeholder broker.
 	echo "install-pi: not started yet: set mqtt.url in /etc/edge-agent/config.yaml, then: sudo systemctl restart edge-agent"

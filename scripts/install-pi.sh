@@ -50,9 +50,13 @@ trap 'rm -rf "$tmp"' EXIT
 cp "$bin" "$tmp/edge-agent"
 sed 's#^ExecStart=/usr/bin/edge-agent#ExecStart=/usr/local/bin/edge-agent#' \
 	"$repo/systemd/edge-agent.service" > "$tmp/edge-agent.service"
+sed 's#^ExecStart=/usr/bin/edge-agent#ExecStart=/usr/local/bin/edge-agent#' \
+	"$repo/systemd/edge-agent-update-guard.service" > "$tmp/edge-agent-update-guard.service"
+cp "$repo/systemd/edge-agent-update-guard.timer" "$tmp/edge-agent-update-guard.timer"
 cp "$repo/systemd/edge-agent.config.yaml" "$tmp/config.yaml"
 cp "$here/install-pi-remote.sh" "$tmp/remote.sh"
-staged=("$tmp/edge-agent" "$tmp/edge-agent.service" "$tmp/config.yaml" "$tmp/remote.sh")
+staged=("$tmp/edge-agent" "$tmp/edge-agent.service" "$tmp/edge-agent-update-guard.service" "$tmp/edge-agent-update-guard.timer"
+	"$tmp/config.yaml" "$tmp/remote.sh")
 if [ -n "$CONFIRM_KEYS" ]; then
 	cp "$CONFIRM_KEYS" "$tmp/confirm-keys.pem"
 	staged+=("$tmp/confirm-keys.pem")

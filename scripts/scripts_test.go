@@ -109,6 +109,13 @@ func TestInstallPi(t *testing.T) {
 			if !strings.Contains(unit, "\nExecStart=/usr/local/bin/edge-agent run --config /etc/edge-agent/config.yaml\n") {
 				t.Errorf("unit ExecStart not pointed at /usr/local/bin:\n%s", unit)
 			}
+			guard := read(t, filepath.Join(root, "etc/systemd/system/edge-agent-update-guard.service"))
+			if !strings.Contains(guard, "\nExecStart=/usr/local/bin/edge-agent update guard") {
+				t.Errorf("guard unit ExecStart not pointed at /usr/local/bin:\n%s", guard)
+			}
+			if read(t, filepath.Join(root, "etc/systemd/system/edge-agent-update-guard.timer")) != read(t, "../systemd/edge-agent-update-guard.timer") {
+				t.Error("the guard's timer is not the shipped one")
+			}
 			if read(t, filepath.Join(root, "etc/edge-agent/config.yaml")) != read(t, "../systemd/edge-agent.config.yaml") {
 				t.Error("config.yaml is not the default config")
 			}
@@ -128,6 +135,7 @@ func TestInstallPi(t *testing.T) {
 				"ssh uname -m\n", "groupadd --system i2c\n", "groupadd --system gpio\n",
 				"useradd --system --user-group", "usermod --append --groups i2c,gpio edge-agent\n",
 				"systemctl daemon-reload\n", "systemctl enable edge-agent.service\n", "modprobe i2c-dev\n",
+				"systemctl enable --now edge-agent-update-guard.timer\n",
 			} {
 				if !strings.Contains(calls, want) {
 					t.Errorf("no %q in calls:\n%s", want, calls)
@@ -317,6 +325,7 @@ func TestFlashSD(t *testing.T) {
 			for link, target := range map[string]string{
 				"etc/systemd/system/multi-user.target.wants/edge-agent.service":              "/etc/systemd/system/edge-agent.service",
 				"etc/systemd/system/edge-agent.service.requires/edge-agent-sysusers.service": "/etc/systemd/system/edge-agent-sysusers.service",
+				"etc/systemd/system/timers.target.wants/edge-agent-update-guard.timer":       "/etc/systemd/system/edge-agent-update-guard.timer",
 			} {
 				if got, err := os.Readlink(filepath.Join(root, link)); err != nil || got != target {
 					t.Errorf("%s -> %q (%v), want %s", link, got, err, target)
@@ -367,14 +376,15 @@ func TestFlashSDUnits(t *testing.T) {
 	}
 	// verify needs the ExecStart binaries to exist on this machine.
 	units := filepath.Join(dir, "units")
-	for _, u := range []string{"edge-agent.service", "edge-agent-sysusers.service"} {
+	for _, u := range []string{"edge-agent.service", "edge-agent-sysusers.service", "edge-agent-update-guard.service", "edge-agent-update-guard.timer"} {
 		s := read(t, filepath.Join(root, "etc/systemd/system", u))
 		s = strings.ReplaceAll(s, "/usr/local/bin/edge-agent", filepath.Join(root, "usr/local/bin/edge-agent"))
 		s = strings.ReplaceAll(s, "/usr/bin/systemd-sysusers", "/bin/true")
 		write(t, filepath.Join(units, u), s, 0o644)
 	}
 	out, err := exec.Command(analyze, "verify", filepath.Join(units, "edge-agent-sysusers.service"),
-		filepath.Join(units, "edge-agent.service")).CombinedOutput()
+		filepath.Join(units, "edge-agent.service"), filepath.Join(units, "edge-agent-update-guard.timer"),
+		filepath.Join(units, "edge-agent-update-guard.service")).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "" {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}

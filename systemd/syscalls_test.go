@@ -258,3 +258,61 @@ func TestForwarderSyscallsAllowed(t *testing.T) {
 	}
 	checkAllowed(t, "cloud-forwarder.service", used, allowed)
 }
+
+// TestGuardSyscallsAllowed runs `edge-agent update guard` under strace on
+// a trial past its deadline, so that it takes the lock, rewrites
+// state.json, reads /proc/PID/exe of the "agent" (a sleep copied to where
+// a staged binary lives) and signals it, and checks that each system call
+// passes the guard unit's filter. The launcher's own calls at the start of
+// `edge-agent run` (flock, execve) are checked against the agent's unit.
+func TestGuardSyscallsAllowed(t *testing.T) {
+	analyze := needAnalyze(t)
+	strace := needStrace(t)
+	allowed := allowedSyscalls(t, analyze, "edge-agent-update-guard.service")
+	dir := t.TempDir()
+	bin := buildBin(t, dir, "../agent/cmd/edge-agent")
+	udir := filepath.Join(dir, "update")
+	staged := filepath.Join(udir, "versions", "1.1.0", "edge-agent")
+	if err := os.MkdirAll(filepath.Dir(staged), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep(1)")
+	}
+	b, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(staged, b, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	agent := exec.Command(staged, "60")
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Skip("no boot id:", err)
+	}
+	state := fmt.Sprintf(`{"v":1,"trial":{"version":"1.1.0","from":"1.0.0","deadline":"2m0s","starts":1,"boot":%q,"since":"0s"},"pid":%d,"exe":%q}`,
+		strings.ReplaceAll(strings.TrimSpace(string(boot)), "-", ""), agent.Process.Pid, staged)
+	if err := os.WriteFile(filepath.Join(udir, "state.json"), []byte(state), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	logs, used := traceRun(t, strace, nil, bin, "update", "guard", "--dir", udir)
+	if !strings.Contains(logs, "rolled back 1.1.0") {
+		t.Fatalf("the guard did not roll back:\n%s", logs)
+	}
+	if !used["kill"] || !used["flock"] {
+		t.Errorf("the trace misses the lock or the signal: kill %v flock %v", used["kill"], used["flock"])
+	}
+	checkAllowed(t, "edge-agent-update-guard.service", used, allowed)
+	agentAllowed := allowedSyscalls(t, analyze, "edge-agent.service")
+	for _, s := range []string{"flock", "execve"} {
+		if !agentAllowed[s] {
+			t.Errorf("edge-agent.service denies %s, which the launcher uses", s)
+		}
+	}
+}

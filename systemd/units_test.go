@@ -52,6 +52,7 @@ func TestUnits(t *testing.T) {
 	analyze := needAnalyze(t)
 	for _, tc := range []struct{ unit, bin string }{
 		{"edge-agent.service", "/usr/bin/edge-agent"},
+		{"edge-agent-update-guard.service", "/usr/bin/edge-agent"},
 		{"cloud-forwarder.service", "/usr/local/bin/cloud-forwarder"},
 	} {
 		t.Run(tc.unit, func(t *testing.T) {
@@ -74,6 +75,40 @@ func TestUnits(t *testing.T) {
 				t.Fatalf("%s: exposure %.1f, want < %.1f:\n%s", tc.unit, e, maxExposure, out)
 			}
 		})
+	}
+}
+
+// TestGuardTimer verifies the guard's timer next to its service, and pins
+// what the rollback relies on: the guard runs as the agent's user (it owns
+// state.json and signals the agent) every 15 s, and the agent's unit
+// restarts whatever way it stopped.
+func TestGuardTimer(t *testing.T) {
+	analyze := needAnalyze(t)
+	svc := unitCopy(t, "edge-agent-update-guard.service", "/usr/bin/edge-agent")
+	b, err := os.ReadFile("edge-agent-update-guard.timer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	timer := filepath.Join(filepath.Dir(svc), "edge-agent-update-guard.timer")
+	if err := os.WriteFile(timer, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(analyze, "verify", timer, svc).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	if v := unitValue(string(b), "OnUnitActiveSec"); v != "15s" {
+		t.Errorf("OnUnitActiveSec=%q, want 15s", v)
+	}
+	g, err := os.ReadFile("edge-agent-update-guard.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Type=oneshot\n", "User=edge-agent\n", "StateDirectory=edge-agent\n", "PrivateNetwork=yes\n",
+		"ExecStart=/usr/bin/edge-agent update guard --config /etc/edge-agent/config.yaml\n"} {
+		if !strings.Contains(string(g), want) {
+			t.Errorf("edge-agent-update-guard.service lacks %q", want)
+		}
 	}
 }
 

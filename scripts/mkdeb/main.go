@@ -1,9 +1,12 @@
 // Command mkdeb builds the edge-agent .deb packages with nfpm (no dpkg
 // needed on the build machine). Each package installs the binary as
-// /usr/bin/edge-agent, the unit as /lib/systemd/system/edge-agent.service
-// and the commented default config as the conffile
+// /usr/bin/edge-agent (also the launcher of over-the-air versions, which
+// live in /var/lib/edge-agent/update: docs/UPDATE.md), the unit as
+// /lib/systemd/system/edge-agent.service, the update guard's service and
+// timer beside it, and the commented default config as the conffile
 // /etc/edge-agent/config.yaml; its maintainer scripts (maint/) create the
-// edge-agent user in groups i2c and gpio and enable the service.
+// edge-agent user in groups i2c and gpio and enable the service and the
+// guard's timer.
 //
 //	go run ./scripts/mkdeb -version v1.2.0 -out dist \
 //	    armhf=dist/edge-agent_linux_armv6 arm64=dist/edge-agent_linux_arm64
@@ -192,6 +195,12 @@ func Info(arch, version, bin, root, scripts string) *nfpm.Info {
 					FileInfo: &files.ContentFileInfo{Mode: 0o755}},
 				{Source: filepath.Join(root, "systemd/edge-agent.service"),
 					Destination: "/lib/systemd/system/edge-agent.service",
+					FileInfo:    &files.ContentFileInfo{Mode: 0o644}},
+				{Source: filepath.Join(root, "systemd/edge-agent-update-guard.service"),
+					Destination: "/lib/systemd/system/edge-agent-update-guard.service",
+					FileInfo:    &files.ContentFileInfo{Mode: 0o644}},
+				{Source: filepath.Join(root, "systemd/edge-agent-update-guard.timer"),
+					Destination: "/lib/systemd/system/edge-agent-update-guard.timer",
 					FileInfo:    &files.ContentFileInfo{Mode: 0o644}},
 				{Source: filepath.Join(root, "systemd/edge-agent.config.yaml"),
 					Destination: "/etc/edge-agent/config.yaml", Type: files.TypeConfigNoReplace,

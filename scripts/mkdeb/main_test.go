@@ -108,14 +108,16 @@ func TestDebs(t *testing.T) {
 				modes[f[len(f)-1]] = f[0] + " " + f[1]
 			}
 			for path, want := range map[string]string{
-				"./usr/bin/edge-agent":                           "-rwxr-xr-x root/root",
-				"./lib/systemd/system/edge-agent.service":        "-rw-r--r-- root/root",
-				"./etc/edge-agent/config.yaml":                   "-rw-r--r-- root/root",
-				"./usr/share/doc/edge-agent/config.example.yaml": "-rw-r--r-- root/root",
-				"./usr/share/doc/edge-agent/copyright":           "-rw-r--r-- root/root",
-				"./usr/share/doc/edge-agent/changelog.gz":        "-rw-r--r-- root/root",
-				"./usr/share/lintian/overrides/edge-agent":       "-rw-r--r-- root/root",
-				"./usr/lib/modules-load.d/edge-agent.conf":       "-rw-r--r-- root/root",
+				"./usr/bin/edge-agent":                                 "-rwxr-xr-x root/root",
+				"./lib/systemd/system/edge-agent.service":              "-rw-r--r-- root/root",
+				"./lib/systemd/system/edge-agent-update-guard.service": "-rw-r--r-- root/root",
+				"./lib/systemd/system/edge-agent-update-guard.timer":   "-rw-r--r-- root/root",
+				"./etc/edge-agent/config.yaml":                         "-rw-r--r-- root/root",
+				"./usr/share/doc/edge-agent/config.example.yaml":       "-rw-r--r-- root/root",
+				"./usr/share/doc/edge-agent/copyright":                 "-rw-r--r-- root/root",
+				"./usr/share/doc/edge-agent/changelog.gz":              "-rw-r--r-- root/root",
+				"./usr/share/lintian/overrides/edge-agent":             "-rw-r--r-- root/root",
+				"./usr/lib/modules-load.d/edge-agent.conf":             "-rw-r--r-- root/root",
 			} {
 				if modes[path] != want {
 					t.Errorf("%s: %q, want %q (dpkg-deb -c:\n%s)", path, modes[path], want, list)
