@@ -34,7 +34,7 @@ test-arm: ## buffer, drivers and agent package tests as 32-bit ARM (armv6) under
 	scripts/test-arm.sh
 
 # --- shipping: Pi binaries, .debs, container, demo, install (scripts/, systemd/) ---
-.PHONY: pi deb image demo install test-qemu test-systemd
+.PHONY: pi deb release image demo install test-qemu test-systemd
 PI_ARCHES := armv6 armv7 arm64
 goenv_armv6 := GOARCH=arm GOARM=6
 goenv_armv7 := GOARCH=arm GOARM=7
@@ -52,6 +52,21 @@ deb: pi ## .deb packages (armhf, arm64, amd64) into dist/, built with nfpm by sc
 	$(GO) run ./scripts/mkdeb -version $(VERSION) -out dist \
 		armhf=dist/edge-agent_linux_armv6 arm64=dist/edge-agent_linux_arm64 amd64=dist/edge-agent_linux_amd64
 	cd dist && sha256sum edge-agent_linux_* *.deb > SHA256SUMS
+
+# An over-the-air release (docs/UPDATE.md): the four static agents (as `make pi` builds them, plus
+# amd64), a manifest for each signed with the release key, and SHA256SUMS. RELEASE_URL is where
+# dist/release/ will be served: the binaries are downloaded from RELEASE_URL/VERSION/.
+RELEASE_ARCHES := $(PI_ARCHES) amd64
+RELEASE_DIR     = dist/release/$(VERSION)
+release: ## signed OTA release into dist/release/VERSION/: make release VERSION=x.y.z RELEASE_KEY_FILE=... RELEASE_URL=https://host/path/
+	@[ -n "$(RELEASE_KEY_FILE)" ] || { echo "make release: set RELEASE_KEY_FILE to the release key (Ed25519 PEM; cloud-forwarder fleet keygen makes one; not the fleet key)" >&2; exit 2; }
+	@[ -n "$(RELEASE_URL)" ] || { echo "make release: set RELEASE_URL to the https URL dist/release/ will be served from" >&2; exit 2; }
+	@echo "$(VERSION)" | grep -Eq '^v?[0-9]+\.[0-9]+\.[0-9]+([-+].*)?$$' || { echo "make release: VERSION=$(VERSION) is not semver MAJOR.MINOR.PATCH (agents take offers only from release builds)" >&2; exit 2; }
+	rm -rf $(RELEASE_DIR) && mkdir -p $(RELEASE_DIR)
+	$(foreach a,$(RELEASE_ARCHES),CGO_ENABLED=0 GOOS=linux $(goenv_$(a)) $(GO) build $(GOFLAGS_B) -o $(RELEASE_DIR)/edge-agent_$(VERSION)_$(a) ./agent/cmd/edge-agent &&) true
+	RELEASE_KEY_FILE=$(RELEASE_KEY_FILE) $(GO) run ./cloud/cmd/cloud-forwarder fleet release \
+		--version $(VERSION) --url $(patsubst %/,%,$(RELEASE_URL))/$(VERSION)/ $(RELEASE_DIR)
+	cd $(RELEASE_DIR) && sha256sum edge-agent_* > SHA256SUMS
 
 image: ## the cloud-forwarder container image (scripts/build-image.sh)
 	scripts/build-image.sh

@@ -28,6 +28,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"FLEET_CA_FILE", "HIVEMQ_CA_FILE", "CA bundle for a private broker"},
 	{"FLEET_INSECURE", "false", "allow plaintext tcp:// to a non-loopback broker"},
 	{"FLEET_KEY_FILE", "", "the operator's Ed25519 private key (PEM PKCS#8) that signs documents and commands"},
+	{"RELEASE_KEY_FILE", "", "fleet release: the release key (Ed25519 PEM PKCS#8) that signs manifests; not the fleet key"},
 	{"FLEET_TOPIC_PREFIX", "sensors", "the devices' mqtt.topic_prefix"},
 	{"DATABASE_URL", "", "fleet status: the sink's database (libpq URL, checked as the sink checks it), or DATABASE_URL_FILE; unset: read the broker"},
 	{"FLEET_STATUS_USERNAME", "FLEET_USERNAME", "fleet status: the monitoring login (reads every device's status); FLEET_STATUS_PASSWORD or FLEET_STATUS_PASSWORD_FILE"},

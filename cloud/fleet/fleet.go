@@ -24,8 +24,14 @@ func Usage() string {
         every device: reporting or not, config in force, backlog, failing sensors, versions; from the
         sink's database when DATABASE_URL is set (not reporting: silent for 3 status intervals), else
         the broker's retained heartbeats (the monitoring login: FLEET_STATUS_USERNAME, FLEET_STATUS_PASSWORD or _FILE)
-  cloud-forwarder fleet keygen PRIVATE_FILE PUBLIC_FILE
-        make a fleet key pair (the private key file is 0600; give the public one to the devices' fleet.keys_file)
+  cloud-forwarder fleet release --version X.Y.Z --url https://HOST/PATH/ [--min-version V] DIR
+        sign a manifest for each binary edge-agent_X.Y.Z_ARCH in DIR with the release key (RELEASE_KEY_FILE;
+        never the fleet key); make release runs it (docs/UPDATE.md)
+  cloud-forwarder fleet release verify --keys RELEASE_PUBLIC_KEYS DIR
+        check each manifest of DIR as a device would: its signature, and its binary's size and sha256
+  cloud-forwarder fleet keygen [--release] PRIVATE_FILE PUBLIC_FILE
+        make a fleet key pair (the private key file is 0600; give the public one to the devices' fleet.keys_file),
+        or with --release a release key pair (RELEASE_KEY_FILE; the public one goes to update.keys_file)
 
 Environment:
 `)
@@ -51,6 +57,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case args[0] == "keygen":
 		return keygen(args[1:], stdout, stderr)
+	case args[0] == "release" && len(args) > 1 && args[1] == "verify":
+		return releaseVerify(args[2:], stdout, stderr)
+	case args[0] == "release":
+		return releaseSign(args[1:], getenv, stdout, stderr)
 	case args[0] == "status":
 		return status(ctx, args[1:], getenv, stdout, stderr)
 	case args[0] == "cmd":

@@ -19,6 +19,7 @@ import (
 func keygen(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fleet keygen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	forRelease := fs.Bool("release", false, "a release key (signs manifests: RELEASE_KEY_FILE, devices' update.keys_file) rather than a fleet key")
 	pos, err := parse(fs, args, 2, "PRIVATE_FILE PUBLIC_FILE")
 	if err != nil {
 		return err
@@ -37,6 +38,10 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := writeNew(pos[1], s.PublicPEM(), 0o644); err != nil {
 		return err
+	}
+	if *forRelease {
+		fmt.Fprintf(stdout, "wrote the private key to %s (keep it where releases are built: RELEASE_KEY_FILE) and the public key to %s (copy it to each device's update.keys_file)\n", pos[0], pos[1])
+		return nil
 	}
 	fmt.Fprintf(stdout, "wrote the private key to %s (keep it with the operator: FLEET_KEY_FILE) and the public key to %s (copy it to each device's fleet.keys_file)\n", pos[0], pos[1])
 	return nil
