@@ -34,7 +34,7 @@ func (s *session) statusLoop(ctx context.Context) {
 type defaultStatus struct{ p *Publisher }
 
 func (d *defaultStatus) Status(state string) []byte {
-	h := heartbeat.Heartbeat{State: state, TS: time.Now().Unix(), Delivery: string(d.p.o.Delivery)}
+	h := heartbeat.Heartbeat{State: state, TS: time.Now().Unix(), Delivery: string(d.p.o.Delivery), StatusInterval: d.interval()}
 	if d.p.o.Delivery == DeliveryKafka {
 		h.Buffer = &heartbeat.Buffer{Unconfirmed: uint64(d.p.led.unconfirmedN())}
 		h.ConfirmUnsigned = d.p.o.ConfirmKeys == nil
@@ -43,8 +43,11 @@ func (d *defaultStatus) Status(state string) []byte {
 }
 
 func (d *defaultStatus) Will() []byte {
-	return heartbeat.Encode(&heartbeat.Heartbeat{State: heartbeat.Offline, Delivery: string(d.p.o.Delivery)})
+	return heartbeat.Encode(&heartbeat.Heartbeat{State: heartbeat.Offline, Delivery: string(d.p.o.Delivery), StatusInterval: d.interval()})
 }
+
+// interval is StatusInterval in whole seconds, the heartbeat's status_interval.
+func (d *defaultStatus) interval() int64 { return int64(d.p.o.StatusInterval / time.Second) }
 
 func (d *defaultStatus) Due(ctx context.Context) error {
 	t := time.NewTimer(d.p.o.StatusInterval)

@@ -190,9 +190,13 @@ func (r *Reporter) Status(state string) []byte {
 	return heartbeat.Encode(&h)
 }
 
-// Will returns the last will: offline, with the fields fixed at start.
+// Will returns the last will: offline, with the fields fixed at start and
+// the status interval, by which the cloud judges the device's silence
+// after it. It has no ts: it is built at connect, and the broker sends it
+// whenever the connection ends.
 func (r *Reporter) Will() []byte {
-	h := heartbeat.Heartbeat{State: heartbeat.Offline, Agent: r.src.Agent, Delivery: r.src.Delivery}
+	h := heartbeat.Heartbeat{State: heartbeat.Offline, Agent: r.src.Agent, Delivery: r.src.Delivery,
+		StatusInterval: int64(r.Interval() / time.Second)}
 	if r.src.Config != nil {
 		c := r.src.Config()
 		h.Config = &c

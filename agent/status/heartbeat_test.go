@@ -175,7 +175,8 @@ func TestHeartbeatFields(t *testing.T) {
 	t.Logf("%d bytes: %s", len(payload), payload)
 
 	will, err := heartbeat.Decode(rep.Will())
-	if err != nil || will.State != "offline" || will.Agent != "1.4.0" || will.Boot != boot.Unix() || will.Buffer != nil || will.Sensors != nil {
+	if err != nil || will.State != "offline" || will.Agent != "1.4.0" || will.Boot != boot.Unix() || will.Buffer != nil || will.Sensors != nil ||
+		will.StatusInterval != 60 || will.TS != 0 {
 		t.Errorf("will = %+v, %v", will, err)
 	}
 }

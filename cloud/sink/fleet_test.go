@@ -190,7 +190,10 @@ func TestDecodeStatus(t *testing.T) {
 		heard  *time.Time
 	}{
 		{"live", rec("pi-1", `{"v":2,"state":"online","ts":1}`, false), "", ts(0)},
-		{"v1", rec("pi-1", `{"v":1,"state":"offline","delivery":"kafka"}`, false), "", ts(0)},
+		{"v1", rec("pi-1", `{"v":1,"state":"offline","delivery":"kafka","ts":"2026-12-06T03:00:00Z"}`, false), "", ts(0)},
+		// The will is built at connect and has no ts: the broker speaks, not the device.
+		{"live will", rec("pi-1", `{"v":2,"state":"offline","status_interval":10}`, false), "", nil},
+		{"live without ts", rec("pi-1", `{"v":2,"state":"online"}`, false), "", ts(0)},
 		{"retained with ts", rec("pi-1", `{"v":2,"state":"online","ts":`+jsonInt(at.Add(-time.Hour).Unix())+`}`, true), "", ts(-time.Hour)},
 		{"retained from the future", rec("pi-1", `{"v":2,"state":"online","ts":`+jsonInt(at.Add(time.Hour).Unix())+`}`, true), "", ts(0)},
 		{"retained will", rec("pi-1", `{"v":2,"state":"offline"}`, true), "", nil},
@@ -227,8 +230,8 @@ func TestDecodeStatus(t *testing.T) {
 
 // TestStatusWriteOrder: a record consumed again (an older offset after a
 // rebalance) never moves a device back, a retained copy never moves its
-// last word forward past the heartbeat's own time, and a record stored
-// twice is one history row.
+// last word forward past the heartbeat's own time, nor does a will, and a
+// record stored twice is one history row.
 func TestStatusWriteOrder(t *testing.T) {
 	conn, _ := migrated(t)
 	ctx := context.Background()
@@ -278,8 +281,12 @@ func TestStatusWriteOrder(t *testing.T) {
 	check("retained will", "offline", now.Add(-time.Minute), 3)
 	write(row(7, "online", 0, true, now.Add(-2*time.Minute).Unix()))
 	check("retained older heartbeat", "online", now.Add(-time.Minute), 4)
-	write(row(8, "online", 0, false, 0))
-	check("live", "online", now, 5)
+	write(row(8, "online", 30*time.Second, false, now.Add(-30*time.Second).Unix()))
+	check("live", "online", now.Add(-30*time.Second), 5)
+	// The broker sends the live will when the connection ends: the state
+	// changes, the last word stays the device's own.
+	write(row(9, "offline", 0, false, 0))
+	check("live will", "offline", now.Add(-30*time.Second), 6)
 }
 
 func jsonInt(n int64) string { b, _ := json.Marshal(n); return string(b) }

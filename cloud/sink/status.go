@@ -114,9 +114,18 @@ func decodeStatus(rec *kgo.Record) (statusRow, string, error) {
 		return statusRow{}, reasonStatusPayload, fmt.Errorf("%w: state %q is not online or offline", errStatus, state)
 	}
 	r := statusRow{device: dev, state: state, status: v, recorded: rec.Timestamp, partition: rec.Partition, offset: rec.Offset}
-	if !retained(rec) {
+	_, hasTS := h["ts"]
+	ts, numTS := h["ts"].(float64)
+	switch {
+	case !retained(rec) && (hasTS || state == "online"):
 		r.heard = &r.recorded
-	} else if ts, ok := h["ts"].(float64); ok && ts >= 946684800 {
+	case !retained(rec):
+		// Offline with no ts: the agent's last will, built at connect and
+		// sent by the broker when the connection ended. The broker spoke,
+		// not the device: when it last spoke stays what it was, so a
+		// device that vanished is not reporting 3 intervals after its
+		// last heartbeat, not 3 after its will.
+	case numTS && ts >= 946684800:
 		// The device's clock (maybe unsynced): never later than the relay.
 		t := time.Unix(int64(ts), 0)
 		if t.After(rec.Timestamp) {
