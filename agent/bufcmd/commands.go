@@ -82,7 +82,7 @@ func runStats(ctx context.Context, o *opts, stdout io.Writer) error {
 	fmt.Fprintf(tw, "file size\t%s (%s free for reuse), log %s not yet checkpointed\n",
 		humanize.IBytes(uint64(st.FileBytes)), humanize.IBytes(uint64(st.FreeBytes)), humanize.IBytes(uint64(st.LogBytes)))
 	if st.MaxBytes > 0 {
-		fmt.Fprintf(tw, "bounds\tmax_bytes %s, max_age %s\n", humanize.IBytes(uint64(st.MaxBytes)), time.Duration(st.MaxAge))
+		fmt.Fprintf(tw, "bounds\tmax_bytes %s (when full: %s), max_age %s\n", humanize.IBytes(uint64(st.MaxBytes)), st.WhenFull, time.Duration(st.MaxAge))
 	}
 	if st.Held > 0 {
 		what := "held back"
@@ -93,6 +93,9 @@ func runStats(ctx context.Context, o *opts, stdout io.Writer) error {
 			"published when the clock syncs, or from %s as they are (clock.hold_unsynced)\n", st.Held, what, fmtTime(st.HeldUntil))
 	}
 	fmt.Fprintf(tw, "dropped\t%d by max_bytes, %d by max_age\n", st.DroppedBytes, st.DroppedAge)
+	if st.Folded > 0 {
+		fmt.Fprintf(tw, "folded\t%d readings into aggregates (kept at a coarser resolution)\n", st.Folded)
+	}
 	if st.Damaged > 0 {
 		fmt.Fprintf(tw, "damaged\t%d records failed their checksum and were moved aside unpublished\n", st.Damaged)
 	}

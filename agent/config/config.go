@@ -87,9 +87,19 @@ type Config struct {
 // Buffer configures the on-disk store-and-forward queue.
 type Buffer struct {
 	Path     string        `yaml:"path"`
-	MaxBytes ByteSize      `yaml:"max_bytes"` // oldest readings are dropped past this
+	MaxBytes ByteSize      `yaml:"max_bytes"` // past this the oldest readings are downsampled or dropped (WhenFull)
 	MaxAge   time.Duration `yaml:"max_age"`   // readings older than this are dropped
+	// WhenFull is what a full buffer does with its oldest readings:
+	// WhenFullDownsample folds them into per-sensor aggregates, coarser the
+	// older (docs/BUFFER.md, "Downsampling"); WhenFullDrop deletes them.
+	WhenFull string `yaml:"when_full"`
 }
+
+// buffer.when_full values.
+const (
+	WhenFullDownsample = "downsample"
+	WhenFullDrop       = "drop"
+)
 
 // Clock configures what happens to readings taken before NTP has set the
 // clock (a Pi has no real-time clock).
@@ -225,6 +235,9 @@ const (
 	DefaultBufferPath     = "/var/lib/edge-agent/buffer.db"
 	DefaultMaxBytes       = ByteSize(256 << 20)
 	DefaultMaxAge         = 720 * time.Hour
+	// DefaultWhenFull: an old reading at a coarser resolution is worth
+	// more than none, and max_bytes holds either way.
+	DefaultWhenFull = WhenFullDownsample
 	DefaultTopicPrefix    = "sensors"
 	DefaultKeepAlive      = 30 * time.Second
 	DefaultMaxInflight    = 2000
@@ -250,6 +263,7 @@ func Default() Config {
 			Path:     DefaultBufferPath,
 			MaxBytes: DefaultMaxBytes,
 			MaxAge:   DefaultMaxAge,
+			WhenFull: DefaultWhenFull,
 		},
 		MQTT: MQTT{
 			TopicPrefix:    DefaultTopicPrefix,
@@ -406,6 +420,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Buffer.MaxAge <= 0 {
 		return &Error{Key: "buffer.max_age", Msg: "must be positive"}
+	}
+	if w := c.Buffer.WhenFull; w != WhenFullDownsample && w != WhenFullDrop {
+		return &Error{Key: "buffer.when_full", Msg: fmt.Sprintf("%q is neither %s nor %s", w, WhenFullDownsample, WhenFullDrop)}
 	}
 	if c.Clock.HoldUnsynced < 0 {
 		return &Error{Key: "clock.hold_unsynced", Msg: "must not be negative (0 turns the hold off)"}

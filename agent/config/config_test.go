@@ -107,6 +107,8 @@ func TestEveryKeyNamed(t *testing.T) {
 		{"buffer max_bytes garbage", base + "buffer: {max_bytes: lots}\n", "yaml"},
 		{"buffer max_bytes small", base + "buffer: {max_bytes: 10KiB}\n", "buffer.max_bytes"},
 		{"buffer max_age negative", base + "buffer: {max_age: -1h}\n", "buffer.max_age"},
+		{"buffer when_full unknown", base + "buffer: {when_full: squeeze}\n", "buffer.when_full"},
+		{"buffer when_full empty", base + "buffer: {when_full: ''}\n", "buffer.when_full"},
 		{"clock hold_unsynced negative", base + "clock: {hold_unsynced: -1m}\n", "clock.hold_unsynced"},
 		{"status_interval too short", base + "status_interval: 500ms\n", "status_interval"},
 		{"mqtt url missing", "device_id: pi-1\nsensors: [{name: s, driver: sim}]\n", "mqtt.url"},

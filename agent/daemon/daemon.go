@@ -175,7 +175,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 	}
 	a.buf, err = buffer.Open(cfg.Buffer.Path, buffer.Options{
 		MaxBytes: int64(cfg.Buffer.MaxBytes), MaxAge: cfg.Buffer.MaxAge,
-		WhenFull: buffer.Drop, // until buffer.when_full is in the config
+		WhenFull: whenFull(cfg.Buffer.WhenFull),
 		// A failing disk makes the buffer log one line per append.
 		Logger: slog.New(newLimitHandler(a.log.Handler(), logLimitEvery)).With("component", "buffer"),
 		// Readings taken before the clock syncs wait (clock.hold_unsynced)
@@ -594,3 +594,11 @@ func (a *agent) correct(ctx context.Context) {
 }
 
 func isTLS(scheme string) bool { tls, _ := mqttconn.TLS(scheme); return tls }
+
+// whenFull maps buffer.when_full (validated) to the buffer's option.
+func whenFull(s string) buffer.WhenFull {
+	if s == config.WhenFullDrop {
+		return buffer.Drop
+	}
+	return buffer.Downsample
+}

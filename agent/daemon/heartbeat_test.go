@@ -72,7 +72,7 @@ func TestHeartbeatCarriesLosses(t *testing.T) {
 	}
 	cfg := parse(t, fmt.Sprintf(`device_id: pi-loss
 sensors: [{name: sim-1, driver: sim, interval: 20ms}, {name: sim-2, driver: sim, interval: 20ms}]
-buffer: {path: %s, max_bytes: 1MiB}
+buffer: {path: %s, max_bytes: 1MiB, when_full: drop}
 mqtt: {url: %q}
 status_listen: 127.0.0.1:0
 status_interval: 1m

@@ -150,6 +150,7 @@ var Allowed = map[string]bool{
 	"sensor_intervals":     true,
 	"buffer.max_bytes":     true,
 	"buffer.max_age":       true,
+	"buffer.when_full":     true,
 	"clock.hold_unsynced":  true,
 	"status_interval":      true,
 	"log_level":            true,

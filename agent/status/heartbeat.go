@@ -315,7 +315,7 @@ func (r *Reporter) build(state string) (heartbeat.Heartbeat, key, counters) {
 }
 
 func bufferOf(st buffer.Stats, now time.Time) *heartbeat.Buffer {
-	b := &heartbeat.Buffer{Readings: st.Count, Bytes: st.LiveBytes, Held: st.Held, Damaged: st.Damaged}
+	b := &heartbeat.Buffer{Readings: st.Count, Bytes: st.LiveBytes, Held: st.Held, Damaged: st.Damaged, Folded: st.Folded}
 	if st.Count > 0 && !st.OldestTS.IsZero() {
 		b.OldestAge = int64(max(now.Sub(st.OldestTS), 0) / time.Second)
 	}

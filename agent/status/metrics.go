@@ -145,6 +145,7 @@ func bufferWriter(set *metricset.Metrics, stats func() (buffer.Stats, error)) fu
 		live    = ns + "_buffer_live_bytes"
 		file    = ns + "_buffer_file_bytes"
 		dropped = ns + "_buffer_dropped_total"
+		folded  = ns + "_buffer_folded_total"
 		age     = ns + "_buffer_oldest_age_seconds"
 		last    = ns + "_buffer_last_seq"
 	)
@@ -152,6 +153,7 @@ func bufferWriter(set *metricset.Metrics, stats func() (buffer.Stats, error)) fu
 	set.Help(live, "Bytes of readings in the buffer (bounded by buffer.max_bytes).")
 	set.Help(file, "Size of the bbolt file.")
 	set.Help(dropped, "Readings dropped by a buffer bound, by reason (max_bytes, max_age).")
+	set.Help(folded, "Readings folded into aggregates by a full buffer (buffer.when_full: downsample).")
 	set.Help(age, "Age of the oldest buffered reading by its timestamp (0 when empty).")
 	set.Help(last, "Highest seq ever assigned.")
 	return func(w io.Writer) {
@@ -169,6 +171,8 @@ func bufferWriter(set *metricset.Metrics, stats func() (buffer.Stats, error)) fu
 		vm.WriteMetadataIfNeeded(w, dropped, "counter")
 		writeSample(w, metricset.Name(dropped, "reason", "max_age"), float64(st.DroppedAge))
 		writeSample(w, metricset.Name(dropped, "reason", "max_bytes"), float64(st.DroppedBytes))
+		vm.WriteMetadataIfNeeded(w, folded, "counter")
+		writeSample(w, folded, float64(st.Folded))
 		gauge(w, age, oldest)
 		gauge(w, last, float64(st.LastSeq))
 	}

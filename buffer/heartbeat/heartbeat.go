@@ -162,6 +162,11 @@ type Buffer struct {
 	// Damaged counts records that failed their checksum and were moved
 	// aside unpublished, ever.
 	Damaged uint64 `json:"damaged,omitempty"`
+	// Folded counts readings a full buffer folded into aggregates
+	// (buffer.when_full: downsample), ever: not lost, sent at a coarser
+	// resolution. Drops by max_bytes then count readings lost past the
+	// coarsest level.
+	Folded uint64 `json:"folded,omitempty"`
 	// DiskFree is the space left to unprivileged users on the buffer's
 	// file system, in bytes.
 	DiskFree int64 `json:"disk_free,omitempty"`
