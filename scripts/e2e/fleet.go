@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -18,10 +19,12 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/agent/mqttpub"
 	"github.com/edgepipe/sensorpipe/agent/remote"
+	"github.com/edgepipe/sensorpipe/agent/status"
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/scripts/e2e/internal/topicread"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
+	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
 // The fleet run replaces the one real edge-agent with many simulated
@@ -142,7 +145,13 @@ type fleetReport struct {
 	ConfigWorkingS    float64 `json:"config_working_all_s,omitempty"`
 	ConfigWorking     int     `json:"config_working_devices,omitempty"`
 	ReadingsPerSAfter float64 `json:"readings_per_s_after_config,omitempty"`
-	Pass              bool    `json:"pass"`
+	// The heartbeats in the window, at the run's status interval, and the
+	// broker's messages per reading with them at the default interval.
+	HeartbeatsPerS            float64     `json:"heartbeats_per_s"`
+	StatusIntervalS           float64     `json:"status_interval_s"`
+	BrokerPerReadingDefaultHB float64     `json:"broker_messages_per_reading_default_status_interval"`
+	Kill                      *killReport `json:"kill,omitempty"`
+	Pass                      bool        `json:"pass"`
 }
 
 // fleetRun starts the devices, measures a window of steady running, stops
@@ -158,6 +167,7 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		id string
 		q  *memQueue
 		sd *simDevice
+		st *simStatus
 	}
 	const sensors = 4
 	var fr *fleetRemote
@@ -168,6 +178,15 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		}
 	}
 	devs := make([]device, o.fleet)
+	var heartbeats atomic.Int64 // published by every device
+	// The devices the kill phase cuts off reach the broker through a
+	// link of their own.
+	cutIdx, hungIdx := fleetVictims(o.fleet, o.fleetKill)
+	link, err := tcpproxy.Listen("127.0.0.1:0", s.mqtt)
+	if err != nil {
+		return err
+	}
+	defer link.Close()
 	var wg sync.WaitGroup
 	pubCtx, stopPubs := context.WithCancel(ctx)
 	defer func() { stopPubs(); wg.Wait() }()
@@ -179,15 +198,24 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		po := mqttpub.Options{URL: "ssl://" + s.mqtt, DeviceID: d.id, Username: d.id,
 			Password: config.Secret(fleetPass), TLS: cliTLS, Delivery: delivery, ConfirmTimeout: o.confirmTO, KeepAlive: 30 * time.Second,
 			ConfirmKeys: s.keys.Keys}
+		var mgr *remote.Manager
 		if fr != nil {
-			sub, runRemote, err := fr.device(d.id, d.sd, sensors)
+			sub, m, runRemote, err := fr.device(d.id, d.sd, sensors)
 			if err != nil {
 				return err
 			}
+			mgr = m
 			po.Subscriptions = []mqttpub.Subscription{sub}
 			wg.Add(1)
 			go func() { defer wg.Done(); runRemote(pubCtx) }()
 		}
+		d.st = newSimStatus(o.fleetHB, mgr, &heartbeats)
+		po.Status = d.st
+		if slices.Contains(cutIdx, i) {
+			// Back soon after the link is: the drain waits for them.
+			po.URL, po.MaxBackoff = "ssl://"+link.Addr(), 2*time.Second
+		}
+		devs[i] = d
 		p, err := mqttpub.New(d.q, po)
 		if err != nil {
 			return err
@@ -213,9 +241,10 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 			t := time.NewTimer(time.Duration(d.sd.interval.Load()) / sensors)
 			defer t.Stop()
 			for k := 0; ; k++ {
-				now := time.Now()
-				d.q.add(d.id, "sim-"+strconv.Itoa(k%sensors), now, 20+float64(k%100)/10)
-				d.sd.lastAdd.Store(now.UnixNano())
+				if now := time.Now(); !d.st.hung.Load() { // a hung agent reads nothing
+					d.q.add(d.id, "sim-"+strconv.Itoa(k%sensors), now, 20+float64(k%100)/10)
+					d.sd.lastAdd.Store(now.UnixNano())
+				}
 				select {
 				case <-t.C:
 					t.Reset(time.Duration(d.sd.interval.Load()) / sensors)
@@ -246,15 +275,16 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		return err
 	}
 	type snap struct {
-		at       time.Time
-		readings uint64
-		brokerRx float64
-		cpu      time.Duration
-		confirms float64
+		at         time.Time
+		readings   uint64
+		brokerRx   float64
+		cpu        time.Duration
+		confirms   float64
+		heartbeats int64
 	}
 	take := func() snap {
 		n, _ := produced()
-		sn := snap{at: time.Now(), readings: n, brokerRx: sys.value()}
+		sn := snap{at: time.Now(), readings: n, brokerRx: sys.value(), heartbeats: heartbeats.Load()}
 		for i, f := range s.fwds {
 			sn.cpu += f.CPUTime()
 			if v := testkit.Metric(s.fwdListen[i], "forwarder_confirmations_published_total"); v > 0 {
@@ -298,6 +328,20 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		d := take()
 		rep.ReadingsPerSAfter = float64(d.readings-c.readings) / d.at.Sub(c.at).Seconds()
 	}
+	if o.fleetKill > 0 {
+		var victims []string
+		var hung []*simStatus
+		for _, i := range slices.Concat(cutIdx, hungIdx) {
+			victims = append(victims, devs[i].id)
+		}
+		for _, i := range hungIdx {
+			hung = append(hung, devs[i].st)
+		}
+		slices.Sort(victims)
+		k := s.killDevices(ctx, link, hung, victims, o.fleetHB, 3*o.fleetHB+30*time.Second)
+		revive(link, hung)
+		rep.Kill = &k
+	}
 	stopSensors()
 	sens.Wait()
 
@@ -306,6 +350,12 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 	rep.BrokerMsgsPerS = (b.brokerRx - a.brokerRx) / rep.WindowS
 	rep.BrokerPerReading = (b.brokerRx - a.brokerRx) / readings
 	rep.ConfirmsPerS = (b.confirms - a.confirms) / rep.WindowS
+	rep.HeartbeatsPerS = float64(b.heartbeats-a.heartbeats) / rep.WindowS
+	rep.StatusIntervalS = o.fleetHB.Seconds()
+	// The same window with the heartbeats at the agent's default interval
+	// (one a minute per device) in place of the run's short one.
+	rep.BrokerPerReadingDefaultHB = (b.brokerRx - a.brokerRx - float64(b.heartbeats-a.heartbeats) +
+		float64(o.fleet)*rep.WindowS/status.DefaultInterval.Seconds()) / readings
 	rep.FwdCPUPerReadingUS = float64((b.cpu - a.cpu).Microseconds()) / readings
 
 	// Drain: every queue empties once the forwarders confirmed (kafka) or
@@ -364,6 +414,12 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		ratio := rep.ReadingsPerSAfter / rep.ReadingsPerS
 		rep.Pass = rep.Pass && rep.ConfigWorking == o.fleet && ratio > 0.35 && ratio < 0.7
 	}
+	if k := rep.Kill; k != nil {
+		// Within 3 status intervals of the kill, with a second for the
+		// relay to the database and the poll.
+		limit := (3*o.fleetHB + killSlack).Seconds()
+		rep.Pass = rep.Pass && k.Err == "" && k.StatusS <= limit && (!k.DashboardDB || k.DashboardS <= limit)
+	}
 	rep.text(stdout)
 	if o.jsonOut != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
@@ -372,7 +428,7 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		}
 	}
 	if !rep.Pass {
-		return fmt.Errorf("fleet: %d readings missing", rep.Missing)
+		return fmt.Errorf("fleet: FAIL (%d readings missing)", rep.Missing)
 	}
 	return nil
 }
@@ -383,11 +439,21 @@ func (r *fleetReport) text(w io.Writer) {
 	p("devices       %d simulated devices in one process (the agent's mqttpub, in-memory queues), %d sensors each at 1 Hz", r.Devices, r.SensorsPerDevice)
 	p("window        %.1fs of steady running: %.0f readings/s", r.WindowS, r.ReadingsPerS)
 	p("broker        %.0f PUBLISH received/s = %.3f messages per reading (readings, confirmations, status)", r.BrokerMsgsPerS, r.BrokerPerReading)
+	p("heartbeats    %.0f/s at status_interval %gs; with the default 60s: %.3f messages per reading", r.HeartbeatsPerS, r.StatusIntervalS, r.BrokerPerReadingDefaultHB)
 	p("confirmations %.0f/s published by the forwarders", r.ConfirmsPerS)
 	p("forwarders    %.1f us CPU per reading (user+system, both replicas)", r.FwdCPUPerReadingUS)
 	if r.ConfigPushS > 0 {
 		p("fleet config  `cloud-forwarder fleet config push --fleet` (interval 1s -> 2s) took %.2fs; %d devices applied it within %.2fs, %d stored a reading under it within %.2fs; %.0f readings/s after (%.0f before)",
 			r.ConfigPushS, r.ConfigApplied, r.ConfigAppliedS, r.ConfigWorking, r.ConfigWorkingS, r.ReadingsPerSAfter, r.ReadingsPerS)
+	}
+	if k := r.Kill; k != nil {
+		dash := "the Fleet dashboard's query: not checked (no database)"
+		if k.DashboardDB {
+			dash = fmt.Sprintf("the Fleet dashboard's \"Not reporting\" query within %.2fs", k.DashboardS)
+		}
+		p("killed        %d devices (%d connections dropped: the broker sent their will; %d hung: heartbeats and sensors stopped), status_interval %gs; "+
+			"listed exactly as not reporting by `fleet status --json` (%s) within %.2fs, by %s (limit 3 intervals + %v)%s",
+			len(k.Killed), k.Cut, k.Hung, k.IntervalS, k.StatusFrom, k.StatusS, dash, killSlack, map[bool]string{true: "; " + k.Err, false: ""}[k.Err != ""])
 	}
 	p("delivered     %d of %d readings in Kafka, %d missing, %d duplicates; %d still queued on devices at the end", r.Delivered, r.Produced, r.Missing, r.Duplicates, r.HeldAtEnd)
 	if r.Pass {

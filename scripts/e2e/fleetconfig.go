@@ -69,11 +69,11 @@ func (d *simDevice) Stored(since time.Time) error {
 }
 
 // device sets up id's manager; it returns the subscription the device's
-// publisher adds and the function that runs the manager.
-func (f *fleetRemote) device(id string, d *simDevice, sensors int) (mqttpub.Subscription, func(context.Context), error) {
+// publisher adds, the manager and the function that runs it.
+func (f *fleetRemote) device(id string, d *simDevice, sensors int) (mqttpub.Subscription, *remote.Manager, func(context.Context), error) {
 	dir := filepath.Join(f.dir, id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return mqttpub.Subscription{}, nil, err
+		return mqttpub.Subscription{}, nil, nil, err
 	}
 	y := fmt.Sprintf("device_id: %s\nbuffer: {path: %s}\nmqtt: {url: 'tcp://127.0.0.1:1'}\nfleet: {keys_file: %s, grace: 10s}\nsensors:\n",
 		id, filepath.Join(dir, "buffer.db"), f.pubFile)
@@ -82,15 +82,15 @@ func (f *fleetRemote) device(id string, d *simDevice, sensors int) (mqttpub.Subs
 	}
 	local, err := config.Parse([]byte(y), func(string) string { return "" })
 	if err != nil {
-		return mqttpub.Subscription{}, nil, err
+		return mqttpub.Subscription{}, nil, nil, err
 	}
 	keys, err := sign.LoadVerifier(f.pubFile)
 	if err != nil {
-		return mqttpub.Subscription{}, nil, err
+		return mqttpub.Subscription{}, nil, nil, err
 	}
 	m, start, err := remote.New(remote.Options{Local: local, Verifier: keys, StateDir: dir})
 	if err != nil {
-		return mqttpub.Subscription{}, nil, err
+		return mqttpub.Subscription{}, nil, nil, err
 	}
 	d.interval.Store(int64(start.Sensors[0].Interval))
 	f.mu.Lock()
@@ -98,7 +98,7 @@ func (f *fleetRemote) device(id string, d *simDevice, sensors int) (mqttpub.Subs
 	f.mu.Unlock()
 	sub := mqttpub.Subscription{Topic: remote.ConfigTopic("sensors", remote.LevelFleet, ""),
 		Handle: func(p []byte) { m.Offer(remote.LevelFleet, p) }}
-	return sub, func(ctx context.Context) { _ = m.Run(ctx, d) }, nil
+	return sub, m, func(ctx context.Context) { _ = m.Run(ctx, d) }, nil
 }
 
 // applied counts the devices reporting version in one of states.

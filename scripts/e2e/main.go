@@ -61,6 +61,8 @@ type options struct {
 	only       map[string]bool
 	fleet      int
 	fleetCfg   bool
+	fleetKill  int
+	fleetHB    time.Duration
 	lossOK     bool
 	warmup     time.Duration
 	settle     time.Duration
@@ -93,6 +95,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.confirmTO, "confirm-timeout", 15*time.Second, "the agent's mqtt.confirm_timeout (default 60s; shorter here so re-sends fit the run)")
 	fs.IntVar(&o.fleet, "fleet", 0, "fleet run: this many simulated devices (4 sensors at 1 Hz each) in this process instead of the edge-agent; measures broker messages and forwarder CPU per reading")
 	fs.BoolVar(&o.fleetCfg, "fleet-config", false, "fleet run: every device runs the agent's remote config on the fleet topic; after the window, `cloud-forwarder fleet config push --fleet` doubles every sensor interval, and the run times how long until every device applied it")
+	fs.IntVar(&o.fleetKill, "fleet-kill", 10, "fleet run: after the window (and the config change), kill this many devices (half lose their connection, half hang) "+
+		"and time until `cloud-forwarder fleet status` and the Fleet dashboard's query list exactly them as not reporting; they come back before the drain (0: skip)")
+	fs.DurationVar(&o.fleetHB, "fleet-status-interval", 2*time.Second, "fleet run: the simulated devices' status_interval (the agent's default is 60s; short so the kill phase takes seconds)")
 	only := fs.String("only", "", "comma-separated fault names to inject (default: all)")
 	fs.BoolVar(&o.lossOK, "report-loss", false, "report missing readings without failing (to measure what delivery=broker loses)")
 	fs.DurationVar(&o.warmup, "warmup", 15*time.Second, "fault run: undisturbed running before the first fault (the calm latency sample)")
@@ -118,6 +123,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.killWindow < 0 || o.killRTT < 0 {
 		return o, errors.New("-kill-window must be 0 (the forwarder's default) or positive, -kill-rtt not negative")
+	}
+	if o.fleet > 0 && (o.fleetKill < 0 || 2*o.fleetKill > o.fleet || o.fleetHB < time.Second) {
+		return o, errors.New("-fleet-kill must be 0 to half of -fleet, and -fleet-status-interval at least 1s")
 	}
 	if o.delivery != "kafka" && o.delivery != "broker" {
 		return o, fmt.Errorf("-delivery %q: want kafka or broker", o.delivery)

@@ -113,11 +113,13 @@ func (s *stack) start(ctx context.Context) error {
 	if err := s.startForwarders(ctx); err != nil {
 		return err
 	}
-	if s.opts.fleet > 0 {
-		return nil // the fleet run brings its own devices and needs no database
-	}
+	// The fleet run reads the devices' heartbeats from the database too
+	// (fleet status, the Fleet dashboard's query).
 	if s.dbNote, err = s.startSink(ctx); err != nil {
 		return fmt.Errorf("database step: %w", err)
+	}
+	if s.opts.fleet > 0 {
+		return nil // the fleet run brings its own devices
 	}
 	s.agent = &proc.Proc{Name: "edge-agent", Argv: []string{s.bin("edge-agent"), "run", "--config", s.cfg},
 		LogPath: filepath.Join(s.dir, "edge-agent.log"), TimeBin: s.opts.timeBin}
