@@ -232,12 +232,12 @@ func (c *Config) Version() string { return c.version }
 // YAML is decoded over it, and Parse then fills the per-sensor and derived
 // ones (applyDefaults). Validate changes nothing.
 const (
-	DefaultBufferPath     = "/var/lib/edge-agent/buffer.db"
-	DefaultMaxBytes       = ByteSize(256 << 20)
-	DefaultMaxAge         = 720 * time.Hour
+	DefaultBufferPath = "/var/lib/edge-agent/buffer.db"
+	DefaultMaxBytes   = ByteSize(256 << 20)
+	DefaultMaxAge     = 720 * time.Hour
 	// DefaultWhenFull: an old reading at a coarser resolution is worth
 	// more than none, and max_bytes holds either way.
-	DefaultWhenFull = WhenFullDownsample
+	DefaultWhenFull       = WhenFullDownsample
 	DefaultTopicPrefix    = "sensors"
 	DefaultKeepAlive      = 30 * time.Second
 	DefaultMaxInflight    = 2000

@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, version string) e
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	err = Agent(ctx, cfg, Options{Logger: log, Reload: hup, LogLevel: level, Version: version})
+	err = Agent(ctx, cfg, Options{Logger: log, Reload: hup, LogLevel: level, Version: version, launched: update.Launched()})
 	if err != nil {
 		log.Error("edge-agent stopped", "err", err)
 	}
@@ -104,6 +104,7 @@ type Options struct {
 	watchdogEvery time.Duration                     // instead of WATCHDOG_USEC/2
 	livenessSlack time.Duration                     // poller.Liveness.Slack
 	fleetChanged  func()                            // the fleet report changed
+	launched      bool                              // exec'd by the launcher; default update.Launched()
 }
 
 // Agent runs the agent with a validated config until ctx ends. With
@@ -119,7 +120,14 @@ func Agent(ctx context.Context, cfg *config.Config, o Options) error {
 	if a.cfg, err = a.setupFleet(cfg); err != nil {
 		return err
 	}
+	if err := a.setupUpdate(cfg); err != nil {
+		return err
+	}
 	err = a.run(ctx)
+	if errors.Is(err, update.ErrRestart) {
+		a.log.Info("edge-agent exits to restart into the launcher; systemd starts it again", "why", err)
+		return nil
+	}
 	if errors.Is(err, remote.ErrRestart) {
 		a.log.Info("edge-agent exits to restart; systemd starts it again", "why", err)
 		return nil
@@ -138,12 +146,14 @@ type agent struct {
 	clk      *clock.Clock
 	m        *status.Metrics
 	rep      *status.Reporter
-	cfgInUse atomic.Pointer[heartbeat.Config] // the config version in force, for the heartbeat
-	startSeq uint64                           // readings with a higher seq were taken by this run
-	clockErr string                           // last clock error logged, so it is logged once
-	holdLog  holdLog                          // what was said about readings held for the clock
-	fleet    *fleet                           // nil: remote config and commands off
-	sensors  chan sensorsChange               // a remote config's sensors, to the pollers
+	cfgInUse atomic.Pointer[heartbeat.Config]  // the config version in force, for the heartbeat
+	startSeq uint64                            // readings with a higher seq were taken by this run
+	clockErr string                            // last clock error logged, so it is logged once
+	holdLog  holdLog                           // what was said about readings held for the clock
+	fleet    *fleet                            // nil: remote config and commands off
+	upd      *update.Updater                   // nil: over-the-air updates off
+	pub      atomic.Pointer[mqttpub.Publisher] // set once created
+	sensors  chan sensorsChange                // a remote config's sensors, to the pollers
 }
 
 func newAgent(cfg *config.Config, o Options) (*agent, error) {
@@ -175,7 +185,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 	}
 	a.buf, err = buffer.Open(cfg.Buffer.Path, buffer.Options{
 		MaxBytes: int64(cfg.Buffer.MaxBytes), MaxAge: cfg.Buffer.MaxAge,
-		WhenFull: whenFull(cfg.Buffer.WhenFull),
+		WhenFull: a.whenFull(cfg.Buffer.WhenFull),
 		// A failing disk makes the buffer log one line per append.
 		Logger: slog.New(newLimitHandler(a.log.Handler(), logLimitEvery)).With("component", "buffer"),
 		// Readings taken before the clock syncs wait (clock.hold_unsynced)
@@ -211,6 +221,7 @@ func (a *agent) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	a.pub.Store(pub)
 	mounts := map[string]http.Handler{}
 	if a.fleet != nil {
 		a.fleet.pub = pub
@@ -255,6 +266,9 @@ func (a *agent) run(ctx context.Context) (err error) {
 		g.Go(func() error { return a.fleet.m.Run(gctx, a.fleet) })
 		g.Go(func() error { return a.fleet.cmd.Run(gctx, a.fleet) })
 	}
+	if a.upd != nil {
+		g.Go(func() error { return a.upd.Run(gctx, a) })
+	}
 	if srv != nil {
 		g.Go(func() error { return srv.Serve(gctx) })
 	}
@@ -281,7 +295,7 @@ func (a *agent) publisherOptions() mqttpub.Options {
 		Delivery: mqttpub.Delivery(c.Delivery), ConfirmTimeout: c.ConfirmTimeout, MaxUnconfirmed: c.MaxUnconfirmed,
 		PriorSeq:      a.startSeq,
 		ConfirmKeys:   c.ConfirmKeys,
-		Subscriptions: a.fleetSubscriptions(),
+		Subscriptions: append(a.fleetSubscriptions(), a.updateSubscriptions()...),
 		Status:        a.rep,
 		Logger:        a.log.With("component", "mqtt"),
 		Metrics: mqttpub.Metrics{
@@ -595,9 +609,10 @@ func (a *agent) correct(ctx context.Context) {
 
 func isTLS(scheme string) bool { tls, _ := mqttconn.TLS(scheme); return tls }
 
-// whenFull maps buffer.when_full (validated) to the buffer's option.
-func whenFull(s string) buffer.WhenFull {
-	if s == config.WhenFullDrop {
+// whenFull maps buffer.when_full (validated) to the buffer's option; a
+// version on trial does not downsample (see trial).
+func (a *agent) whenFull(s string) buffer.WhenFull {
+	if s == config.WhenFullDrop || a.trial() {
 		return buffer.Drop
 	}
 	return buffer.Downsample

@@ -19,3 +19,7 @@ func WithQueue(o *Options, wrap func(mqttpub.Queue) mqttpub.Queue) { o.wrapQueue
 func WithWatchdog(o *Options, every, slack time.Duration) {
 	o.watchdogEvery, o.livenessSlack = every, slack
 }
+
+// WithLaunched makes the agent a process the OTA launcher exec'd
+// (EDGE_AGENT_LAUNCHED=1).
+func WithLaunched(o *Options) { o.launched = true }

@@ -30,6 +30,9 @@ func (a *agent) reporter(pub func() *mqttpub.Publisher) *status.Reporter {
 		Health:    &a.health,
 		SysfsRoot: cfg.SysfsRoot,
 	}
+	if a.upd != nil {
+		src.Update = a.upd.Report
+	}
 	if cfg.MQTT.Delivery == config.DeliveryKafka {
 		src.Unconfirmed = func() status.Unconfirmed {
 			d := pub().Delivery()

@@ -58,6 +58,8 @@ type Sources struct {
 	// ConfirmUnsigned reports whether the agent accepts unsigned
 	// confirmations.
 	ConfirmUnsigned func() bool
+	// Update is the last over-the-air update's stage; nil: updates off.
+	Update func() *heartbeat.Update
 	// SysfsRoot is where the CPU temperature and the Raspberry Pi
 	// firmware's throttle flags are read; empty: not read.
 	SysfsRoot string
@@ -304,6 +306,9 @@ func (r *Reporter) build(state string) (heartbeat.Heartbeat, key, counters) {
 			h.Buffer.UnconfirmedAge = int64(max(now.Sub(u.Oldest), 0) / time.Second)
 		}
 		h.Buffer.LastConfirm = heartbeat.Unix(u.LastConfirm)
+	}
+	if src.Update != nil {
+		h.Update = src.Update()
 	}
 	if src.SysfsRoot != "" {
 		h.Host, k.throttle = r.host(src.SysfsRoot)

@@ -114,6 +114,11 @@ func (f *fetcher) fetch(ctx context.Context, rawURL string, size int64, part str
 	case resp.StatusCode == http.StatusOK: // no resume: from the start
 		flags |= os.O_TRUNC
 		have = 0
+	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
+		// The part reaches the end of the server's file: the file is
+		// shorter than the manifest says. Resuming cannot help.
+		return fmt.Errorf("%w: %w: the server's file ends before %d bytes (Content-Range %q)",
+			ErrTruncated, errServerShort, size, resp.Header.Get("Content-Range"))
 	default:
 		return fmt.Errorf("%w: %s", ErrHTTP, resp.Status)
 	}
@@ -141,6 +146,9 @@ func (f *fetcher) fetch(ctx context.Context, rawURL string, size int64, part str
 	}
 	return nil
 }
+
+// errServerShort marks a truncation no resume can fix.
+var errServerShort = errors.New("short file on the server")
 
 // rangeStart is the first byte of a "bytes first-last/total" header.
 func rangeStart(h string) (int64, bool) {
