@@ -49,7 +49,13 @@ const MaxLevel = 32
 
 // appendAgg writes the "agg" field, with its leading comma.
 func appendAgg(dst []byte, a *Aggregate) []byte {
-	dst = append(dst, `,"agg":{"n":`...)
+	return a.AppendJSON(append(dst, `,"agg":`...))
+}
+
+// AppendJSON appends the aggregate as the JSON object of the wire
+// format's "agg" field (the sink stores it as it is).
+func (a *Aggregate) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"n":`...)
 	dst = strconv.AppendUint(dst, a.N, 10)
 	dst = append(dst, `,"level":`...)
 	dst = strconv.AppendInt(dst, int64(a.Level), 10)

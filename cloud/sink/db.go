@@ -19,7 +19,7 @@ const stage = "sink_stage"
 var createStage = `CREATE TEMPORARY TABLE IF NOT EXISTS ` + stage + ` (
 	device_id text, seq bigint, sensor text, kind text, ts timestamptz, time_synced boolean,
 	temperature_c double precision, humidity_pct double precision, pressure_hpa double precision,
-	"values" jsonb) ON COMMIT DELETE ROWS`
+	"values" jsonb, agg jsonb, covers_first bigint, covers_last bigint) ON COMMIT DELETE ROWS`
 
 var insertFromStage = func() string {
 	cols := `"` + strings.Join(columns, `", "`) + `"`

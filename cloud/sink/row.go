@@ -43,6 +43,10 @@ type row struct {
 	pressure   float64
 	has        [3]bool // temp, humidity, pressure present (else SQL NULL)
 	values     []byte  // JSON object
+	// An aggregate's agg object and the seqs it covers; agg nil (SQL NULL
+	// in all three columns) for a reading.
+	agg                     []byte
+	coversFirst, coversLast int64
 }
 
 // newRow checks r against the table's columns and builds its row. The
@@ -70,6 +74,15 @@ func newRow(r *reading.Reading, src Source, arena []byte) (row, []byte, error) {
 	start := len(arena)
 	arena = appendValues(arena, r.Values)
 	rw.values = arena[start:len(arena):len(arena)]
+	if a := r.Agg; a != nil {
+		if a.Covers[1] > math.MaxInt64 { // Decode bounds it by 2^53: unreachable
+			return row{}, arena, fmt.Errorf("%w: covers %v do not fit a bigint", ErrColumn, a.Covers)
+		}
+		start = len(arena)
+		arena = a.AppendJSON(arena)
+		rw.agg = arena[start:len(arena):len(arena)]
+		rw.coversFirst, rw.coversLast = int64(a.Covers[0]), int64(a.Covers[1])
+	}
 	return rw, arena, nil
 }
 
@@ -123,14 +136,18 @@ func appendJSONString(dst []byte, s string) []byte {
 // columns are the readings columns the sink fills, in COPY order;
 // received_at takes its default, the commit's now().
 var columns = []string{"device_id", "seq", "sensor", "kind", "ts", "time_synced",
-	"temperature_c", "humidity_pct", "pressure_hpa", "values"}
+	"temperature_c", "humidity_pct", "pressure_hpa", "values", "agg", "covers_first", "covers_last"}
 
 // fields appends r's values in columns order to dst. They are pointers
 // into r, which pgx reads without boxing a copy of each (a nil *float64 is
 // NULL).
 func (r *row) fields(dst []any) []any {
-	return append(dst[:0], &r.deviceID, &r.seq, &r.sensor, &r.kind, &r.ts, &r.timeSynced,
+	dst = append(dst[:0], &r.deviceID, &r.seq, &r.sensor, &r.kind, &r.ts, &r.timeSynced,
 		orNil(&r.temp, r.has[0]), orNil(&r.humidity, r.has[1]), orNil(&r.pressure, r.has[2]), &r.values)
+	if r.agg == nil {
+		return append(dst, nil, nil, nil)
+	}
+	return append(dst, &r.agg, &r.coversFirst, &r.coversLast)
 }
 
 func orNil(v *float64, ok bool) *float64 {

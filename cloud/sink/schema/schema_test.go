@@ -59,7 +59,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if err != nil || from != schema.Latest() || to != schema.Latest() {
 		t.Fatalf("second Migrate = %d, %d, %v; want %d, %d, nil", from, to, err, schema.Latest(), schema.Latest())
 	}
-	for _, rel := range []string{"readings", "readings_per_minute", "latest_readings", "devices_last_seen", "device_gaps"} {
+	for _, rel := range []string{"readings", "readings_per_minute", "latest_readings", "devices_last_seen", "device_gaps", "readings_folded"} {
 		var ok bool
 		if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", rel).Scan(&ok); err != nil || !ok {
 			t.Errorf("%s missing after Migrate (%v)", rel, err)
