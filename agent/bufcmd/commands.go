@@ -167,8 +167,13 @@ func runList(ctx context.Context, o *opts, stdout io.Writer) error {
 			fmt.Fprintf(tw, "?\t\t\t\t\tundecodable: %v\n", err)
 			continue
 		}
+		vals := fmtValues(r.Values)
+		if a := r.Agg; a != nil { // a full buffer's aggregate: the values are means
+			vals = fmt.Sprintf("aggregate of %d (level %d, to %s, seqs %d..%d) mean %s", a.N, a.Level,
+				a.To.Format("2006-01-02T15:04:05.000Z"), a.Covers[0], a.Covers[1], vals)
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%t\t%s\n", r.Seq, r.Sensor, r.Kind,
-			r.TS.Format("2006-01-02T15:04:05.000Z"), r.TimeSynced, fmtValues(r.Values))
+			r.TS.Format("2006-01-02T15:04:05.000Z"), r.TimeSynced, vals)
 	}
 	if len(lines) == 0 {
 		fmt.Fprintln(tw, "(empty)")
