@@ -51,6 +51,11 @@ func TestDemo(t *testing.T) {
 	if 2*uint64(sum.Unconfirmed) > sum.Produced {
 		t.Fatalf("%d of %d readings in Kafka and still buffered: the signed confirmations were not accepted\n%s", sum.Unconfirmed, sum.Produced, out.String())
 	}
+	// The fleet view: the real `cloud-forwarder fleet status`, listing the demo's Pi.
+	if !strings.Contains(out.String(), "as `cloud-forwarder fleet status` shows it:\nDEVICE") ||
+		!strings.Contains(out.String(), "\ndemo-test ") {
+		t.Fatalf("no fleet view listing demo-test in the output:\n%s", out.String())
+	}
 	if !strings.Contains(out.String(), "demo-test/sim-4") {
 		t.Fatalf("no line for sim-4 in the output:\n%s", out.String())
 	}

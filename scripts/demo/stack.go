@@ -133,6 +133,24 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 	fmt.Fprintf(out, "demo: %d simulated sensors every %v -> edge-agent -> MQTT -> cloud-forwarder -> Kafka topic %s; Ctrl-C stops\n",
 		o.Sensors, o.Interval, o.Topic)
 
+	// The fleet view: the demo's Pi as `cloud-forwarder fleet status` shows
+	// it, from the database the sink fills, else from the broker.
+	fleetEnv := []string{"FLEET_MQTT_URL=tcp://" + mqttAddr}
+	if db != nil {
+		fleetEnv = []string{"DATABASE_URL=" + db.url}
+	}
+	out = &lockedWriter{w: out}
+	var fleetWG sync.WaitGroup
+	fleetWG.Add(1)
+	fleetCtx, stopFleet := context.WithCancel(ctx)
+	go func() {
+		defer fleetWG.Done()
+		if err := fleetView(fleetCtx, filepath.Join(o.BinDir, "cloud-forwarder"), fleetEnv, o.DeviceID, 30*time.Second, out); err != nil && fleetCtx.Err() == nil {
+			fmt.Fprintf(out, "demo: fleet view: %v\n", err)
+		}
+	}()
+	defer func() { stopFleet(); fleetWG.Wait() }()
+
 	sum := newSummary()
 	consumer, err := kgo.NewClient(kgo.SeedBrokers(kafkaAddr), kgo.ConsumeTopics(o.Topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
