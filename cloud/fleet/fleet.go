@@ -29,6 +29,14 @@ func Usage() string {
         never the fleet key); make release runs it (docs/UPDATE.md)
   cloud-forwarder fleet release verify --keys RELEASE_PUBLIC_KEYS DIR
         check each manifest of DIR as a device would: its signature, and its binary's size and sha256
+  cloud-forwarder fleet update publish [MANIFEST...] --group NAME [--percent 10] [--abort-at 20]
+        offer a release (its signed manifests) to a share of a group, signed with the fleet key, retained;
+        the same version again keeps the rollout and changes the percent (docs/UPDATE.md)
+  cloud-forwarder fleet update status --group NAME [--json] [--no-abort]
+        each device's stage in the group's rollout, counts, failures; aborts the rollout when the failures
+        reached --abort-at (exit 1)
+  cloud-forwarder fleet update abort --group NAME
+        stop the group's rollout: devices that have not taken it never will
   cloud-forwarder fleet keygen [--release] PRIVATE_FILE PUBLIC_FILE
         make a fleet key pair (the private key file is 0600; give the public one to the devices' fleet.keys_file),
         or with --release a release key pair (RELEASE_KEY_FILE; the public one goes to update.keys_file)
@@ -61,6 +69,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return releaseVerify(args[2:], stdout, stderr)
 	case args[0] == "release":
 		return releaseSign(args[1:], getenv, stdout, stderr)
+	case args[0] == "update":
+		return update(ctx, args[1:], getenv, stdout, stderr)
 	case args[0] == "status":
 		return status(ctx, args[1:], getenv, stdout, stderr)
 	case args[0] == "cmd":
@@ -76,7 +86,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 func isHelp(a string) bool { return a == "help" || a == "-h" || a == "--help" }
 
-// parse parses fs with interleaved flags and n positional arguments.
+// parse parses fs with interleaved flags and n positional arguments (any
+// number when n < 0).
 func parse(fs *flag.FlagSet, args []string, n int, names string) ([]string, error) {
 	var pos []string
 	for {
@@ -93,7 +104,7 @@ func parse(fs *flag.FlagSet, args []string, n int, names string) ([]string, erro
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
-	if len(pos) != n {
+	if n >= 0 && len(pos) != n {
 		return nil, cmdline.Usagef("%s needs %s", fs.Name(), names)
 	}
 	return pos, nil
