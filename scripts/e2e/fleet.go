@@ -148,6 +148,7 @@ type fleetReport struct {
 	// The heartbeats in the window, at the run's status interval, and the
 	// broker's messages per reading with them at the default interval.
 	HeartbeatsPerS            float64     `json:"heartbeats_per_s"`
+	OtherPerS                 float64     `json:"other_publishes_per_s"` // re-sends, and the $SYS sampling's error
 	StatusIntervalS           float64     `json:"status_interval_s"`
 	BrokerPerReadingDefaultHB float64     `json:"broker_messages_per_reading_default_status_interval"`
 	Kill                      *killReport `json:"kill,omitempty"`
@@ -283,6 +284,10 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		heartbeats int64
 	}
 	take := func() snap {
+		// Right after the broker's count moved: it is sampled once a
+		// second (sys_interval), which over a 10 s window would be an
+		// error of up to 10%.
+		sys.awaitUpdate(ctx)
 		n, _ := produced()
 		sn := snap{at: time.Now(), readings: n, brokerRx: sys.value(), heartbeats: heartbeats.Load()}
 		for i, f := range s.fwds {
@@ -347,15 +352,18 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 
 	readings := float64(b.readings - a.readings)
 	rep.ReadingsPerS = readings / rep.WindowS
-	rep.BrokerMsgsPerS = (b.brokerRx - a.brokerRx) / rep.WindowS
-	rep.BrokerPerReading = (b.brokerRx - a.brokerRx) / readings
+	// mosquitto's $SYS count of PUBLISH received leaves retained ones
+	// out: the heartbeats are counted where the devices send them.
+	hb := float64(b.heartbeats - a.heartbeats)
+	rep.BrokerMsgsPerS = (b.brokerRx - a.brokerRx + hb) / rep.WindowS
+	rep.BrokerPerReading = (b.brokerRx - a.brokerRx + hb) / readings
 	rep.ConfirmsPerS = (b.confirms - a.confirms) / rep.WindowS
-	rep.HeartbeatsPerS = float64(b.heartbeats-a.heartbeats) / rep.WindowS
+	rep.HeartbeatsPerS = hb / rep.WindowS
+	rep.OtherPerS = rep.BrokerMsgsPerS - rep.ReadingsPerS - rep.ConfirmsPerS - rep.HeartbeatsPerS
 	rep.StatusIntervalS = o.fleetHB.Seconds()
 	// The same window with the heartbeats at the agent's default interval
 	// (one a minute per device) in place of the run's short one.
-	rep.BrokerPerReadingDefaultHB = (b.brokerRx - a.brokerRx - float64(b.heartbeats-a.heartbeats) +
-		float64(o.fleet)*rep.WindowS/status.DefaultInterval.Seconds()) / readings
+	rep.BrokerPerReadingDefaultHB = (b.brokerRx - a.brokerRx + float64(o.fleet)*rep.WindowS/status.DefaultInterval.Seconds()) / readings
 	rep.FwdCPUPerReadingUS = float64((b.cpu - a.cpu).Microseconds()) / readings
 
 	// Drain: every queue empties once the forwarders confirmed (kafka) or
@@ -438,7 +446,8 @@ func (r *fleetReport) text(w io.Writer) {
 	p("==== sensorpipe fleet report (delivery=%s) ====", r.Delivery)
 	p("devices       %d simulated devices in one process (the agent's mqttpub, in-memory queues), %d sensors each at 1 Hz", r.Devices, r.SensorsPerDevice)
 	p("window        %.1fs of steady running: %.0f readings/s", r.WindowS, r.ReadingsPerS)
-	p("broker        %.0f PUBLISH received/s = %.3f messages per reading (readings, confirmations, status)", r.BrokerMsgsPerS, r.BrokerPerReading)
+	p("broker        %.0f PUBLISH received/s = %.3f messages per reading: %.0f readings + %.0f confirmations + %.0f heartbeats + %.0f other (re-sends; $SYS sampling) per second",
+		r.BrokerMsgsPerS, r.BrokerPerReading, r.ReadingsPerS, r.ConfirmsPerS, r.HeartbeatsPerS, r.OtherPerS)
 	p("heartbeats    %.0f/s at status_interval %gs; with the default 60s: %.3f messages per reading", r.HeartbeatsPerS, r.StatusIntervalS, r.BrokerPerReadingDefaultHB)
 	p("confirmations %.0f/s published by the forwarders", r.ConfirmsPerS)
 	p("forwarders    %.1f us CPU per reading (user+system, both replicas)", r.FwdCPUPerReadingUS)
@@ -465,14 +474,28 @@ func (r *fleetReport) text(w io.Writer) {
 
 // sysCounter follows mosquitto's $SYS count of PUBLISH packets received.
 type sysSub struct {
-	c  mqtt.Client
-	mu sync.Mutex
-	v  float64
+	c   mqtt.Client
+	mu  sync.Mutex
+	v   float64
+	upd chan struct{} // closed and replaced on every update
+}
+
+// awaitUpdate returns after the broker's next $SYS update (or when ctx
+// ends, or after 3 s without one).
+func (ss *sysSub) awaitUpdate(ctx context.Context) {
+	ss.mu.Lock()
+	ch := ss.upd
+	ss.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	case <-time.After(3 * time.Second):
+	}
 }
 
 func (s *stack) sysCounter(ctx context.Context) (*sysSub, error) {
 	tlsCfg := s.certs.Client()
-	ss := &sysSub{}
+	ss := &sysSub{upd: make(chan struct{})}
 	o := mqtt.NewClientOptions().AddBroker("ssl://" + s.mqtt).SetClientID("e2e-sys").SetUsername(sysUser).SetPassword(sysPass).
 		SetTLSConfig(tlsCfg).SetCleanSession(true)
 	ss.c = mqtt.NewClient(o)
@@ -485,6 +508,8 @@ func (s *stack) sysCounter(ctx context.Context) (*sysSub, error) {
 		if err == nil {
 			ss.mu.Lock()
 			ss.v = v
+			close(ss.upd)
+			ss.upd = make(chan struct{})
 			ss.mu.Unlock()
 		}
 	})
