@@ -158,6 +158,7 @@ type Buffer struct {
 	commitMu   sync.Mutex   // held by whoever commits: the writer goroutine, or a caller on the fast path
 	commitLog  throttle     // under commitMu
 	ckptLog    throttle     // under commitMu
+	foldLog    throttle     // under commitMu
 	lastCommit atomic.Int64 // Unix ns of the last commit, for the idle checkpoint
 
 	reqs       chan *request

@@ -67,13 +67,15 @@ type foldReport struct {
 	merged  map[int]uint64 // aggregates of level L merged into level L+1
 	created uint64         // aggregates written
 	dropped uint64         // readings lost (an aggregate counts as its n)
+	expired uint64         // readings of aggregates dropped by max_age
 	took    time.Duration
 }
 
 // downsample runs one pass: it moves the log into bbolt and then, level by
 // level from the finest, folds the oldest half of that level into the next
-// coarser one until the live bytes are at foldTarget; past the coarsest
-// level it drops, coarsest and oldest first. Each chunk is one bbolt
+// coarser one until the live bytes are at foldTarget (again from the
+// finest, if one round was not enough); when a round frees nothing it
+// drops, coarsest and oldest first. Each chunk is one bbolt
 // transaction that deletes what it folds and writes the aggregates with new
 // seqs, so a crash leaves every reading either folded or not. The caller
 // holds commitMu.
@@ -84,13 +86,26 @@ func (b *Buffer) downsample() {
 	}
 	target := b.foldTarget()
 	rep := foldReport{merged: map[int]uint64{}}
-	counts, err := b.census()
-	for L := 0; err == nil && L < FoldLevels && b.live() > target; L++ {
-		if k := (counts[L] + 1) / 2; k > 0 {
-			var made uint64
-			made, err = b.fold(L, k, &rep)
-			counts[L] -= k
-			counts[L+1] += made
+	err := b.dropExpired(&rep)
+	var counts [FoldLevels + 1]uint64
+	if err == nil {
+		counts, err = b.census()
+	}
+	// Rounds: one is enough unless a single commit brought more than the
+	// room a round frees (half of the readings); a round that frees nothing
+	// means everything left is at the coarsest level or cannot be folded.
+	for round := 0; err == nil && round < 2*FoldLevels && b.live() > target; round++ {
+		before := b.live()
+		for L := 0; err == nil && L < FoldLevels && b.live() > target; L++ {
+			if k := (counts[L] + 1) / 2; k > 0 {
+				var made uint64
+				made, err = b.fold(L, k, &rep)
+				counts[L] -= k
+				counts[L+1] += made
+			}
+		}
+		if b.live() >= before {
+			break
 		}
 	}
 	for L := FoldLevels; err == nil && L >= 0 && b.live() > target; L-- {
@@ -98,9 +113,14 @@ func (b *Buffer) downsample() {
 	}
 	rep.took = time.Since(start)
 	if err != nil {
-		b.log.Error("buffer downsampling failed; oldest readings are kept over max_bytes", "err", err)
+		b.foldLog.fail(b.log, "buffer downsampling failed; oldest readings are kept over max_bytes", "err", err)
+	} else {
+		b.foldLog.ok(b.log, "buffer downsampling works again")
 	}
-	if rep.created > 0 || rep.dropped > 0 {
+	if rep.expired > 0 {
+		b.log.Warn("buffer over max_age: dropped expired aggregates", "readings", rep.expired, "max_age", b.opts.MaxAge)
+	}
+	if rep.created > 0 || rep.dropped > 0 || rep.expired > 0 {
 		b.logFold(rep)
 		b.wake()
 	}
@@ -140,11 +160,15 @@ func foldable(v []byte) (level int, ok bool) {
 	return h.level, h.level > 0 || h.synced
 }
 
-// census counts the foldable records of each level.
+// census counts the foldable records of each level. Not through b.read:
+// the committer may hold closeMu's read lock already, and a Close waiting
+// for the write lock would then block a second read lock for ever.
 func (b *Buffer) census() ([FoldLevels + 1]uint64, error) {
 	var n [FoldLevels + 1]uint64
-	err := b.read(func(s *state, tx *bolt.Tx) error {
-		return s.each(tx.Bucket([]byte(bucketReadings)), 0, s.durable, func(_ uint64, v []byte) bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	err := viewGuarded(b.db, func(tx *bolt.Tx) error {
+		return b.st.each(tx.Bucket([]byte(bucketReadings)), 0, b.st.durable, func(_ uint64, v []byte) bool {
 			if L, ok := foldable(v); ok && L <= FoldLevels {
 				n[L]++
 			}
@@ -229,6 +253,10 @@ type foldKey struct {
 func (b *Buffer) fold(L int, k uint64, rep *foldReport) (made uint64, err error) {
 	window := int64(FoldWindow) << L
 	after := uint64(0)
+	what := countMerged
+	if L == 0 {
+		what = countFolded
+	}
 	for k > 0 {
 		var done bool
 		err = b.foldTx(func(tx *bolt.Tx, s *state) (puts []*reading.Reading, dels [][]byte, _ uint64, err error) {
@@ -279,7 +307,7 @@ func (b *Buffer) fold(L int, k uint64, rep *foldReport) (made uint64, err error)
 			made += uint64(len(puts))
 			rep.created += uint64(len(puts))
 			return puts, dels, 0, nil
-		}, L == 0)
+		}, what)
 		if err != nil || done {
 			return made, err
 		}
@@ -287,11 +315,21 @@ func (b *Buffer) fold(L int, k uint64, rep *foldReport) (made uint64, err error)
 	return made, nil
 }
 
+// foldCount says what a fold chunk's deletes count as.
+type foldCount int
+
+const (
+	countMerged    foldCount = iota // aggregates merged into coarser ones: nothing lost
+	countFolded                     // readings folded into level-1 aggregates (Stats.Folded)
+	countDropBytes                  // lost past the coarsest level (Stats.DroppedBytes)
+	countDropAge                    // aggregates older than MaxAge (Stats.DroppedAge)
+)
+
 // foldTx runs one fold chunk: fn returns the aggregates to write (seqs
 // are assigned here, above every seq handed out), the keys to delete, and
 // how many readings those deletes lose (dropped, not folded).
 // It holds b.mu, so readers see the chunk whole.
-func (b *Buffer) foldTx(fn func(tx *bolt.Tx, s *state) ([]*reading.Reading, [][]byte, uint64, error), countFolded bool) error {
+func (b *Buffer) foldTx(fn func(tx *bolt.Tx, s *state) ([]*reading.Reading, [][]byte, uint64, error), what foldCount) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.st
@@ -301,7 +339,12 @@ func (b *Buffer) foldTx(fn func(tx *bolt.Tx, s *state) ([]*reading.Reading, [][]
 		if err != nil {
 			return err
 		}
-		cnt.droppedBytes += lost
+		switch what {
+		case countDropBytes:
+			cnt.droppedBytes += lost
+		case countDropAge:
+			cnt.droppedAge += lost
+		}
 		rb := tx.Bucket([]byte(bucketReadings))
 		rb.FillPercent = 1.0
 		for _, k := range dels {
@@ -331,7 +374,7 @@ func (b *Buffer) foldTx(fn func(tx *bolt.Tx, s *state) ([]*reading.Reading, [][]
 			cnt.count++
 			cnt.live += uint64(keyLen + len(val))
 		}
-		if countFolded {
+		if what == countFolded {
 			folded += uint64(len(dels))
 		}
 		if err := rb.SetSequence(next); err != nil {
@@ -388,10 +431,56 @@ func (b *Buffer) dropLevel(L int, target uint64, rep *foldReport) error {
 			}
 			done = key == nil
 			return nil, dels, dropped, nil
-		}, false)
+		}, countDropBytes)
 		if err != nil || done {
 			return err
 		}
 	}
 	return nil
+}
+
+// dropExpired drops the aggregates whose first time is older than MaxAge.
+// The writer's max_age scan stops at the first young record in seq order,
+// which is time order for readings only: an aggregate has a newer seq
+// than the readings left after it, so the scan would never reach it. The
+// pass walks everything anyway, so it ages them.
+func (b *Buffer) dropExpired(rep *foldReport) error {
+	cutoff := b.opts.Now().Add(-b.opts.MaxAge)
+	after := uint64(0)
+	for {
+		var done bool
+		var expired uint64
+		err := b.foldTx(func(tx *bolt.Tx, s *state) ([]*reading.Reading, [][]byte, uint64, error) {
+			var dels [][]byte
+			c := tx.Bucket([]byte(bucketReadings)).Cursor()
+			key, v := c.Seek(seqKey(after + 1))
+			for n := 0; key != nil && n < foldChunk; key, v = c.Next() {
+				n++
+				seq, err := keySeq(key)
+				if err != nil {
+					return nil, nil, 0, err
+				}
+				after = seq
+				if h, err := parseValue(v); err != nil || h.level == 0 || !h.ts.Before(cutoff) {
+					continue
+				}
+				r, err := decodeRecord(seq, v)
+				if err != nil || r.Agg == nil {
+					b.noteBad(seq, err)
+					continue
+				}
+				expired += r.Agg.N
+				dels = append(dels, append([]byte(nil), key...))
+			}
+			done = key == nil
+			return nil, dels, expired, nil
+		}, countDropAge)
+		if err != nil {
+			return err
+		}
+		rep.expired += expired
+		if done {
+			return nil
+		}
+	}
 }
