@@ -136,7 +136,7 @@ var Vars = []Var{
 	{"KAFKA_CA_FILE", "", "PEM CA bundle for a private cluster"},
 	{"KAFKA_TOPIC", "sensor-readings", "target topic"},
 	{"KAFKA_DLQ_TOPIC", "", "dead-letter topic for payloads that fail validation (default KAFKA_TOPIC.dlq)"},
-	{"KAFKA_STATUS_TOPIC", DefaultStatusTopic, "compacted topic (cleanup.policy=compact) of the devices' heartbeats, keyed by device_id, that the sink reads into its devices table; off: not read"},
+	{"KAFKA_STATUS_TOPIC", DefaultStatusTopic, "compacted topic (cleanup.policy=compact) of the devices' heartbeats, keyed by device_id: run relays {prefix}/+/status to it, the sink reads it into its devices table; off: neither"},
 	{"KAFKA_BATCH_BYTES", "1048576", "max bytes of one partition's batch before compression (keep it under the topic's max.message.bytes); a batch holds what arrived while the requests before it were in flight"},
 	{"KAFKA_BATCH_TIMEOUT", "5ms", "the producer's linger (0 to 1s): how long a partition's batch waits for more records before a request is built"},
 	{"KAFKA_BATCH_SIZE", "", "retired: batches are capped by bytes (KAFKA_BATCH_BYTES); setting it is an error"},

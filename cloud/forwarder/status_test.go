@@ -1,6 +1,7 @@
 package forwarder_test
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,8 @@ func TestStatusRelay(t *testing.T) {
 	devB.PublishRetained(t, heartbeat.Topic("sensors", "pi-B"), beat(heartbeat.Online, 10))
 	bad := []byte(`{"v":2,"state":"asleep"}`)
 	devA.PublishRetained(t, heartbeat.Topic("sensors", "pi-A"), bad)
+	huge := []byte(`{"v":2,"state":"online","agent":"` + strings.Repeat("x", heartbeat.MaxPayload) + `"}`)
+	devB.PublishRetained(t, heartbeat.Topic("sensors", "pi-B"), huge)
 	devA.PublishRetained(t, heartbeat.Topic("sensors", "pi-A"), beat(heartbeat.Offline, 60))
 
 	recs := k.ReadN(t, stack.StatusTopic, 3, 20*time.Second, 300*time.Millisecond)
@@ -89,12 +92,23 @@ func TestStatusRelay(t *testing.T) {
 		}
 	}
 
-	dlq := k.ReadN(t, stack.DLQTopic, 1, 10*time.Second, 300*time.Millisecond)
-	if len(dlq) != 1 || string(dlq[0].Value) != string(bad) || dlq[0].Headers["mqtt_topic"] != heartbeat.Topic("sensors", "pi-A") ||
-		!strings.Contains(dlq[0].Headers["error"], "asleep") {
-		t.Errorf("DLQ = %+v, want the bad heartbeat with its topic and error", dlq)
+	// The bad one and the oversize one (truncated to FORWARDER_DLQ_MAX_BYTES), each with its error.
+	dlq := k.ReadN(t, stack.DLQTopic, 2, 10*time.Second, 300*time.Millisecond)
+	if len(dlq) != 2 {
+		t.Fatalf("DLQ holds %d records, want the bad and the oversize heartbeat: %+v", len(dlq), dlq)
 	}
-	waitMetric(t, fwd.addr, "forwarder_dlq_total", 1)
+	byTopic := map[string]kafka.Record{}
+	for _, r := range dlq {
+		byTopic[r.Headers["mqtt_topic"]] = r
+	}
+	if r := byTopic[heartbeat.Topic("sensors", "pi-A")]; string(r.Value) != string(bad) || !strings.Contains(r.Headers["error"], "asleep") {
+		t.Errorf("DLQ record of pi-A = %+v, want the bad heartbeat with its error", r)
+	}
+	if r := byTopic[heartbeat.Topic("sensors", "pi-B")]; r.Headers["original_bytes"] != strconv.Itoa(len(huge)) ||
+		len(r.Value) != 65536 || !strings.Contains(r.Headers["error"], "more than") {
+		t.Errorf("DLQ record of pi-B: %d bytes, headers %v; want the oversize heartbeat truncated, with its size and error", len(r.Value), r.Headers)
+	}
+	waitMetric(t, fwd.addr, "forwarder_dlq_total", 2)
 	if n := metric(t, fwd.addr, "forwarder_dlq_unconfirmable_total"); n != 0 {
 		t.Errorf("forwarder_dlq_unconfirmable_total = %v: a heartbeat has nothing to confirm", n)
 	}
