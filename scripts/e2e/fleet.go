@@ -147,12 +147,13 @@ type fleetReport struct {
 	ReadingsPerSAfter float64 `json:"readings_per_s_after_config,omitempty"`
 	// The heartbeats in the window, at the run's status interval, and the
 	// broker's messages per reading with them at the default interval.
-	HeartbeatsPerS            float64     `json:"heartbeats_per_s"`
-	OtherPerS                 float64     `json:"other_publishes_per_s"` // re-sends, and the $SYS sampling's error
-	StatusIntervalS           float64     `json:"status_interval_s"`
-	BrokerPerReadingDefaultHB float64     `json:"broker_messages_per_reading_default_status_interval"`
-	Kill                      *killReport `json:"kill,omitempty"`
-	Pass                      bool        `json:"pass"`
+	HeartbeatsPerS            float64       `json:"heartbeats_per_s"`
+	OtherPerS                 float64       `json:"other_publishes_per_s"` // re-sends, and the $SYS sampling's error
+	StatusIntervalS           float64       `json:"status_interval_s"`
+	BrokerPerReadingDefaultHB float64       `json:"broker_messages_per_reading_default_status_interval"`
+	Kill                      *killReport   `json:"kill,omitempty"`
+	Update                    *updateReport `json:"update,omitempty"`
+	Pass                      bool          `json:"pass"`
 }
 
 // fleetRun starts the devices, measures a window of steady running, stops
@@ -175,6 +176,13 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 	if o.fleetCfg {
 		var err error
 		if fr, err = newFleetRemote(s.dir); err != nil {
+			return err
+		}
+	}
+	var fu *fleetUpdate
+	if o.fleetUpd {
+		var err error
+		if fu, err = newFleetUpdate(s.dir); err != nil {
 			return err
 		}
 	}
@@ -212,6 +220,11 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		}
 		d.st = newSimStatus(o.fleetHB, mgr, &heartbeats)
 		po.Status = d.st
+		if fu != nil {
+			in := fu.device(pubCtx, d.id)
+			po.Subscriptions = append(po.Subscriptions, in.subscription())
+			po.Status = updStatus{d.st, in}
+		}
 		if slices.Contains(cutIdx, i) {
 			// Back soon after the link is: the drain waits for them.
 			po.URL, po.MaxBackoff = "ssl://"+link.Addr(), 2*time.Second
@@ -347,6 +360,10 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		revive(link, hung)
 		rep.Kill = &k
 	}
+	if fu != nil {
+		u := fu.run(ctx, s, o.fleet)
+		rep.Update = &u
+	}
 	stopSensors()
 	sens.Wait()
 
@@ -428,6 +445,9 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 		limit := (3*o.fleetHB + killSlack).Seconds()
 		rep.Pass = rep.Pass && k.Err == "" && k.StatusS <= limit && (!k.DashboardDB || k.DashboardS <= limit)
 	}
+	if u := rep.Update; u != nil {
+		rep.Pass = rep.Pass && u.Pass
+	}
 	rep.text(stdout)
 	if o.jsonOut != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
@@ -463,6 +483,9 @@ func (r *fleetReport) text(w io.Writer) {
 		p("killed        %d devices (%d connections dropped: the broker sent their will; %d hung: heartbeats and sensors stopped), status_interval %gs; "+
 			"listed exactly as not reporting by `fleet status --json` (%s) within %.2fs, by %s (limit 3 intervals + %v)%s",
 			len(k.Killed), k.Cut, k.Hung, k.IntervalS, k.StatusFrom, k.StatusS, dash, killSlack, map[bool]string{true: "; " + k.Err, false: ""}[k.Err != ""])
+	}
+	if u := r.Update; u != nil {
+		u.text(w)
 	}
 	p("delivered     %d of %d readings in Kafka, %d missing, %d duplicates; %d still queued on devices at the end", r.Delivered, r.Produced, r.Missing, r.Duplicates, r.HeldAtEnd)
 	if r.Pass {

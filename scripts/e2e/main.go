@@ -61,6 +61,7 @@ type options struct {
 	only       map[string]bool
 	fleet      int
 	fleetCfg   bool
+	fleetUpd   bool
 	fleetKill  int
 	fleetHB    time.Duration
 	lossOK     bool
@@ -95,6 +96,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.confirmTO, "confirm-timeout", 15*time.Second, "the agent's mqtt.confirm_timeout (default 60s; shorter here so re-sends fit the run)")
 	fs.IntVar(&o.fleet, "fleet", 0, "fleet run: this many simulated devices (4 sensors at 1 Hz each) in this process instead of the edge-agent; measures broker messages and forwarder CPU per reading")
 	fs.BoolVar(&o.fleetCfg, "fleet-config", false, "fleet run: every device runs the agent's remote config on the fleet topic; after the window, `cloud-forwarder fleet config push --fleet` doubles every sensor interval, and the run times how long until every device applied it")
+	fs.BoolVar(&o.fleetUpd, "fleet-update", false, "fleet run: every device takes over-the-air offers (release.Decide, a simulated installer); "+
+		"`cloud-forwarder fleet update` rolls 1.6.0 out at 10 % then 100 % (timed until all committed), then 1.7.0, which fails on 30 % of the canaries, until `fleet update status` aborts it")
 	fs.IntVar(&o.fleetKill, "fleet-kill", 10, "fleet run: after the window (and the config change), kill this many devices (half lose their connection, half hang) "+
 		"and time until `cloud-forwarder fleet status` and the Fleet dashboard's query list exactly them as not reporting; they come back before the drain (0: skip)")
 	fs.DurationVar(&o.fleetHB, "fleet-status-interval", 2*time.Second, "fleet run: the simulated devices' status_interval (the agent's default is 60s; short so the kill phase takes seconds)")
