@@ -69,11 +69,14 @@ type Forwarder struct {
 	mqttUp     atomic.Bool
 	subscribed atomic.Bool // the broker granted our SUBSCRIBE on this connection
 	kafkaUp    atomic.Bool
-	closing    atomic.Bool  // the producers are being closed: their failures are abandonments
-	failures   atomic.Int64 // consecutive failed Kafka writes, for backoff
-	lastErrLg  atomic.Int64 // unix nanos of the last produce-error log line (rate limit)
-	lastDLQLog atomic.Int64 // unix nanos of the last DLQ-refusal log line (rate limit)
-	idHeader   []byte
+	// statusMissing: Kafka said the status topic does not exist, so
+	// heartbeats are acked without being relayed (checkStatusTopic).
+	statusMissing atomic.Bool
+	closing       atomic.Bool  // the producers are being closed: their failures are abandonments
+	failures      atomic.Int64 // consecutive failed Kafka writes, for backoff
+	lastErrLg     atomic.Int64 // unix nanos of the last produce-error log line (rate limit)
+	lastDLQLog    atomic.Int64 // unix nanos of the last DLQ-refusal log line (rate limit)
+	idHeader      []byte
 }
 
 // New checks what can be checked without the network and returns a Forwarder.
@@ -483,6 +486,10 @@ func (f *Forwarder) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	p := &pending{Context: context.Background(), ack: msg.Ack, recv: time.Now().UnixNano(), weight: weight}
 	f.queue.push(p)
 	if dev, ok := f.statusDevice(msg.Topic()); ok {
+		if f.statusMissing.Load() {
+			f.statusDropped(p)
+			return
+		}
 		f.statusRecord(p, msg.Topic(), dev, msg.Payload(), msg.Retained())
 	} else {
 		f.record(p, msg.Topic(), msg.Payload())
@@ -522,11 +529,12 @@ func (f *Forwarder) ackLoop(ctx context.Context) {
 // probeLoop asks Kafka for the topics' metadata while it is not known to
 // work, so /readyz turns green before the first record and after an outage.
 func (f *Forwarder) probeLoop(ctx context.Context) {
-	checked := false // the topics' durability, once
+	checked := false                               // the topics' durability, once
+	statusChecked := f.cfg.Kafka.StatusTopic == "" // the status topic exists (or is missing, and said so)
 	for {
 		if !f.kafkaUp.Load() || !checked {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			meta, err := probeTopics(pctx, f.cl, f.topics()...)
+			meta, err := probeTopics(pctx, f.cl, f.cfg.Kafka.Topic, f.cfg.Kafka.DLQTopic)
 			if err == nil && !checked {
 				checked = true
 				f.checkDurability(pctx, meta)
@@ -538,6 +546,9 @@ func (f *Forwarder) probeLoop(ctx context.Context) {
 			} else if ctx.Err() == nil {
 				f.log.Warn("kafka not reachable", "bootstrap", f.cfg.Kafka.Bootstrap, "err", err)
 			}
+		}
+		if !statusChecked || f.statusMissing.Load() {
+			statusChecked = f.checkStatusTopic(ctx, !statusChecked)
 		}
 		if !sleep(ctx, 2*time.Second) {
 			return
@@ -565,16 +576,6 @@ func (f *Forwarder) checkDurability(ctx context.Context, meta *kmsg.MetadataResp
 			f.log.Info("kafka durability", "topic", d.topic, "replication_factor", d.rf, "min_insync_replicas", d.minISR)
 		}
 	}
-}
-
-// topics are the Kafka topics the forwarder writes: the readings', the
-// DLQ, and the heartbeats' when they are relayed.
-func (f *Forwarder) topics() []string {
-	ts := []string{f.cfg.Kafka.Topic, f.cfg.Kafka.DLQTopic}
-	if f.cfg.Kafka.StatusTopic != "" {
-		ts = append(ts, f.cfg.Kafka.StatusTopic)
-	}
-	return ts
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -13,6 +13,7 @@ type metrics struct {
 	redelivered   *vm.Counter
 	produced      *vm.Counter
 	relayed       *vm.Counter
+	statusDropped *vm.Counter
 	dlq           *vm.Counter
 	acked         *vm.Counter
 	produceErrors *vm.Counter
@@ -37,8 +38,10 @@ func newMetrics(inFlight, oldestUnacked func() float64) *metrics {
 		redelivered: c("forwarder_redelivered_total", "MQTT messages received with the DUP flag (redelivered by the broker)."),
 		produced:    c("forwarder_produced_total", "Readings acknowledged by Kafka on the main topic."),
 		relayed:     c("forwarder_status_relayed_total", "Heartbeats acknowledged by Kafka on the status topic (KAFKA_STATUS_TOPIC)."),
-		dlq:         c("forwarder_dlq_total", "Invalid payloads acknowledged by Kafka on the dead-letter topic."),
-		acked:       c("forwarder_acked_total", "MQTT PUBACKs sent (after Kafka acknowledged the record)."),
+		statusDropped: c("forwarder_status_dropped_total",
+			"Heartbeats acked on MQTT without being relayed: the status topic did not exist."),
+		dlq:   c("forwarder_dlq_total", "Invalid payloads acknowledged by Kafka on the dead-letter topic."),
+		acked: c("forwarder_acked_total", "MQTT PUBACKs sent (after Kafka acknowledged the record)."),
 		produceErrors: c("forwarder_produce_errors_total",
 			"Failed Kafka writes that are retried: connections that failed, records refused for a reason of the cluster."),
 		latency: reg.Histogram("forwarder_produce_latency_seconds", "Time from MQTT receive to Kafka acknowledgement.",

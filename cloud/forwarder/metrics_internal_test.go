@@ -60,6 +60,7 @@ func TestMetricFamilies(t *testing.T) {
 		"forwarder_refused_total": "counter", "forwarder_dlq_refused_total": "counter",
 		"forwarder_oldest_unacked_seconds": "gauge", "forwarder_in_flight": "gauge",
 		"forwarder_confirm_pending_devices": "gauge", "forwarder_status_relayed_total": "counter",
+		"forwarder_status_dropped_total": "counter",
 	}
 	if got := families(t, text); !maps.Equal(got, want) {
 		t.Errorf("families = %v\nwant %v", got, want)

@@ -76,6 +76,9 @@ func (f *Forwarder) promise(r *kgo.Record, err error) {
 		f.delivered(p)
 	case f.closing.Load() || errors.Is(err, kgo.ErrClientClosed):
 		// Abandoned at shutdown: not acked, the broker delivers it again.
+	case p.status && !p.dlq && f.statusMissing.Load():
+		// Purged: the status topic does not exist (checkStatusTopic).
+		f.statusDropped(p)
 	case recordLevel(err):
 		// This record, or another of its partition's batch, is refused
 		// for what it holds: find out alone.

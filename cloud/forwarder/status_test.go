@@ -197,3 +197,36 @@ func TestStatusRelayShared(t *testing.T) {
 	}
 	waitMetric(t, fwd.addr, "forwarder_status_relayed_total", 1)
 }
+
+// TestStatusTopicMissing: a cluster without the status topic (set up
+// before the relay) never holds the readings up. The forwarder is ready,
+// says at start that heartbeats are not relayed, acks them unrelayed, and
+// relays them once the topic is created.
+func TestStatusTopicMissing(t *testing.T) {
+	certs := pki.New(t)
+	b := stack.StartBroker(t, certs, stack.BrokerOptions{})
+	k := kafka.New(t, kafka.Options{PKI: certs, User: stack.KafkaUser, Password: stack.KafkaSecret,
+		Topics: map[string]int32{stack.Topic: 1, stack.DLQTopic: 1}})
+	addr, logs, stop := startLogged(t, stack.Env(b, k, certs, "fwd-nostatus"))
+	defer stop()
+	waitReady(t, addr, 20*time.Second)
+	waitLog(t, logs, "kafka status topic does not exist")
+	pub := stack.NewPublisher(t, b, certs, "pub-nostatus")
+	pub.PublishRetained(t, heartbeat.Topic("sensors", "pi-0"), beat(heartbeat.Online, 60))
+	pub.PublishReadings(t, []string{"pi-0"}, 1, 50)
+	waitMetric(t, addr, "forwarder_acked_total", 51)
+	waitMetric(t, addr, "forwarder_status_dropped_total", 1)
+	if recs := k.ReadN(t, stack.Topic, 50, 10*time.Second, 0); len(recs) != 50 {
+		t.Fatalf("%d readings in Kafka, want 50", len(recs))
+	}
+
+	if err := k.Cluster.CreateTopic(stack.StatusTopic, 1, map[string]string{"cleanup.policy": "compact"}); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, logs, "kafka status topic exists: relaying heartbeats")
+	pub.PublishRetained(t, heartbeat.Topic("sensors", "pi-0"), beat(heartbeat.Online, 60))
+	waitMetric(t, addr, "forwarder_status_relayed_total", 1)
+	if recs := k.ReadN(t, stack.StatusTopic, 1, 10*time.Second, 0); len(recs) != 1 || recs[0].Key != "pi-0" {
+		t.Fatalf("status topic = %+v, want pi-0's heartbeat", recs)
+	}
+}
