@@ -27,7 +27,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"FLEET_PASSWORD", "", "its password, or FLEET_PASSWORD_FILE naming a file that holds it"},
 	{"FLEET_CA_FILE", "HIVEMQ_CA_FILE", "CA bundle for a private broker"},
 	{"FLEET_INSECURE", "false", "allow plaintext tcp:// to a non-loopback broker"},
-	{"FLEET_KEY_FILE", "", "the operator's Ed25519 private key (PEM PKCS#8) that signs documents and commands"},
+	{"FLEET_KEY_FILE", "", "the operator's Ed25519 private key (PEM PKCS#8) that signs documents, commands and update offers"},
 	{"RELEASE_KEY_FILE", "", "fleet release: the release key (Ed25519 PEM PKCS#8) that signs manifests; not the fleet key"},
 	{"FLEET_TOPIC_PREFIX", "sensors", "the devices' mqtt.topic_prefix"},
 	{"DATABASE_URL", "", "fleet status: the sink's database (libpq URL, checked as the sink checks it), or DATABASE_URL_FILE; unset: read the broker"},
