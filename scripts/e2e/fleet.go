@@ -218,7 +218,7 @@ func fleetRun(ctx context.Context, s *stack, stdout io.Writer) error {
 			wg.Add(1)
 			go func() { defer wg.Done(); runRemote(pubCtx) }()
 		}
-		d.st = newSimStatus(o.fleetHB, mgr, &heartbeats)
+		d.st = newSimStatus(o.fleetHB, o.delivery, mgr, &heartbeats)
 		po.Status = d.st
 		if fu != nil {
 			in := fu.device(pubCtx, d.id)

@@ -41,18 +41,19 @@ const killSlack = time.Second
 // fields the fleet views read, every interval, and nothing while hung.
 type simStatus struct {
 	interval time.Duration
+	delivery string
 	mgr      *remote.Manager // nil without -fleet-config
 	hung     atomic.Bool
 	wake     chan struct{} // closed when the device comes back
 	sent     *atomic.Int64 // heartbeats published, over the fleet
 }
 
-func newSimStatus(interval time.Duration, mgr *remote.Manager, sent *atomic.Int64) *simStatus {
-	return &simStatus{interval: interval, mgr: mgr, wake: make(chan struct{}), sent: sent}
+func newSimStatus(interval time.Duration, delivery string, mgr *remote.Manager, sent *atomic.Int64) *simStatus {
+	return &simStatus{interval: interval, delivery: delivery, mgr: mgr, wake: make(chan struct{}), sent: sent}
 }
 
 func (s *simStatus) heartbeat(state string, ts int64) []byte {
-	h := heartbeat.Heartbeat{State: state, TS: ts, Agent: fleetAgent, Delivery: "kafka",
+	h := heartbeat.Heartbeat{State: state, TS: ts, Agent: fleetAgent, Delivery: s.delivery,
 		StatusInterval: int64(s.interval / time.Second)}
 	if s.mgr != nil {
 		r := s.mgr.Report()

@@ -64,6 +64,7 @@ type options struct {
 	fleetUpd   bool
 	fleetKill  int
 	fleetHB    time.Duration
+	noDB       bool
 	lossOK     bool
 	warmup     time.Duration
 	settle     time.Duration
@@ -101,6 +102,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.fleetKill, "fleet-kill", 10, "fleet run: after the window (and the config change), kill this many devices (half lose their connection, half hang) "+
 		"and time until `cloud-forwarder fleet status` and the Fleet dashboard's query list exactly them as not reporting; they come back before the drain (0: skip)")
 	fs.DurationVar(&o.fleetHB, "fleet-status-interval", 2*time.Second, "fleet run: the simulated devices' status_interval (the agent's default is 60s; short so the kill phase takes seconds)")
+	fs.BoolVar(&o.noDB, "no-db", false, "skip the database step (cloud-forwarder sink into PostgreSQL) even when a server is installed")
 	only := fs.String("only", "", "comma-separated fault names to inject (default: all)")
 	fs.BoolVar(&o.lossOK, "report-loss", false, "report missing readings without failing (to measure what delivery=broker loses)")
 	fs.DurationVar(&o.warmup, "warmup", 15*time.Second, "fault run: undisturbed running before the first fault (the calm latency sample)")

@@ -27,6 +27,9 @@ type sinkStage struct {
 // startSink starts the database step, or returns nil with the reason when
 // no PostgreSQL server is installed (an error with CI=true).
 func (s *stack) startSink(ctx context.Context) (string, error) {
+	if s.opts.noDB {
+		return "skipped: -no-db", nil
+	}
 	bin, err := pgcluster.Find()
 	if errors.Is(err, pgcluster.ErrNotFound) && os.Getenv("CI") != "true" {
 		return "skipped: no PostgreSQL server here (apt install postgresql adds the database step)", nil
