@@ -82,7 +82,7 @@ install: pi ## install the agent on a Pi over ssh (scripts/install-pi.sh): make 
 test-qemu: pi ## run the dist/ binaries for armv6, armv7 and arm64 under qemu-user
 	scripts/test-qemu.sh
 
-test-systemd: deb ## boot Debian under systemd-nspawn, install the amd64 .deb, check the unit runs (root, network; not in make test)
+test-systemd: deb ## boot Debian under systemd-nspawn: the amd64 .deb and flash-sd.sh units run, OTA updates commit, refuse and roll back (root, network; CI runs it after make test)
 	scripts/test-systemd.sh
 
 clean: ## remove build outputs

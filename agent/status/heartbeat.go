@@ -120,7 +120,8 @@ type key struct {
 	throttle  string // flags set now
 	config    heartbeat.Config
 	unsigned  bool
-	forced    uint64 // Changed calls when it was built
+	update    heartbeat.Update // the over-the-air update's stage
+	forced    uint64           // Changed calls when it was built
 }
 
 // NewReporter returns a Reporter reading src.
@@ -182,9 +183,15 @@ func (r *Reporter) wakeLocked() {
 // Status returns the heartbeat for state (heartbeat.Online or Offline)
 // and records it as sent: Due counts the interval from now.
 func (r *Reporter) Status(state string) []byte {
+	// The Changed calls counted before the build: one made while this
+	// heartbeat is built (an update's stages follow each other within
+	// milliseconds) makes the next one due at once.
+	r.mu.Lock()
+	forced := r.forced
+	r.mu.Unlock()
 	h, k, c := r.build(state)
 	r.mu.Lock()
-	k.forced = r.forced
+	k.forced = forced
 	r.sent = sent{at: time.Now(), key: k, drops: c.drops, damaged: c.damaged,
 		dropping: c.drops > r.sent.drops && !r.sent.at.IsZero(),
 		damages:  c.damaged > r.sent.damaged && !r.sent.at.IsZero()}
@@ -308,7 +315,9 @@ func (r *Reporter) build(state string) (heartbeat.Heartbeat, key, counters) {
 		h.Buffer.LastConfirm = heartbeat.Unix(u.LastConfirm)
 	}
 	if src.Update != nil {
-		h.Update = src.Update()
+		if h.Update = src.Update(); h.Update != nil {
+			k.update = *h.Update
+		}
 	}
 	if src.SysfsRoot != "" {
 		h.Host, k.throttle = r.host(src.SysfsRoot)

@@ -52,8 +52,8 @@ func (g *Guard) Check() (string, error) {
 	err := Modify(g.Dir, func(s *State) error {
 		if t := s.Trial; t != nil {
 			id, since := g.boot()
-			if t.Boot != id || since-time.Duration(t.Since) <= time.Duration(t.Deadline) {
-				return nil // not started in this boot yet, or within its deadline
+			if t.Starts == 0 || t.Boot != id || since-time.Duration(t.Since) <= time.Duration(t.Deadline) {
+				return nil // not started (in this boot) yet, or within its deadline
 			}
 			why := fmt.Sprintf("not healthy within the deadline (%v; guard)", time.Duration(t.Deadline))
 			s.rollback(why, g.now())

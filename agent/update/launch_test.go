@@ -264,19 +264,21 @@ func TestGuard(t *testing.T) {
 		sig syscall.Signal
 	}
 	for _, tc := range []struct {
-		name     string
-		boot     string
-		elapsed  time.Duration
-		exe      func(dir string) string // what /proc/PID/exe says
-		failed   bool                    // state: the trial already rolled back
-		want     []sent
-		rollback bool
+		name       string
+		boot       string
+		elapsed    time.Duration
+		exe        func(dir string) string // what /proc/PID/exe says
+		failed     bool                    // state: the trial already rolled back
+		notStarted bool                    // the launcher has not started the trial yet
+		want       []sent
+		rollback   bool
 	}{
 		{name: "within the deadline", boot: "boot-1", elapsed: time.Minute},
 		{name: "past the deadline", boot: "boot-1", elapsed: 3 * time.Minute, rollback: true, want: []sent{{4242, syscall.SIGTERM}}},
 		{name: "past the deadline, pid reused", boot: "boot-1", elapsed: 3 * time.Minute, rollback: true,
 			exe: func(string) string { return "/usr/bin/other" }},
 		{name: "trial not started in this boot", boot: "boot-2", elapsed: time.Hour},
+		{name: "trial installed, not started yet (no boot id)", boot: "", elapsed: time.Hour, notStarted: true},
 		{name: "failed version still running", boot: "boot-1", failed: true, want: []sent{{4242, syscall.SIGKILL}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -285,6 +287,9 @@ func TestGuard(t *testing.T) {
 			r.set(func(s *State) {
 				s.Trial = trial("1.1.0", "")
 				s.Trial.Boot, s.Trial.Since, s.Trial.Starts = "boot-1", Duration(r.since), 1
+				if tc.notStarted {
+					s.Trial.Boot, s.Trial.Since, s.Trial.Starts = "", 0, 0
+				}
 				s.PID, s.Exe = 4242, BinaryPath(r.dir, "1.1.0")
 				if tc.failed {
 					s.rollback("earlier", time.Now())
