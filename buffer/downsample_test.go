@@ -7,6 +7,7 @@ import (
 	"math"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,11 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 )
+
+// slowHost: the race detector, or 32 bits (scripts/test-arm.sh runs the
+// package under qemu, at a tenth of the speed): the long simulations run
+// smaller, with about the same ratio of data to room.
+const slowHost = raceEnabled || strconv.IntSize == 32
 
 // week drives a buffer of maxBytes with sensors sensors at 1 Hz for span
 // of simulated time, appending one batch per simulated minute on an
@@ -94,7 +100,7 @@ func drained(t testing.TB, b *buffer.Buffer) []reading.Reading {
 func TestDownsampleKeepsTheWeek(t *testing.T) {
 	span, maxBytes := 7*24*time.Hour, int64(16<<20)
 	switch {
-	case raceEnabled:
+	case slowHost:
 		span, maxBytes = 6*time.Hour, 600<<10 // about the same ratio of data to room, 28 times less work
 	case testing.Short():
 		span, maxBytes = 24*time.Hour, 2<<20
@@ -250,7 +256,7 @@ func TestDownsampleSurvivesReopen(t *testing.T) {
 func TestDownsampleAgesAggregates(t *testing.T) {
 	const sensors = 4
 	span, maxAge, maxBytes := 10*time.Hour, 3*time.Hour, int64(1<<20)
-	if raceEnabled {
+	if slowHost {
 		span, maxAge, maxBytes = 5*time.Hour, 90*time.Minute, 512<<10
 	}
 	b, seconds := simulate(t, buffer.Options{MaxBytes: maxBytes, MaxAge: maxAge, AgeInterval: time.Hour}, sensors, span)
