@@ -171,6 +171,11 @@ func verifyFile(path string, size int64, sum string) error {
 		return fmt.Errorf("verify: %w", err)
 	}
 	defer f.Close()
+	return verifyOpen(f, path, size, sum)
+}
+
+// verifyOpen is verifyFile on an open file, read from where it is.
+func verifyOpen(f io.Reader, path string, size int64, sum string) error {
 	h := sha256.New()
 	n, err := io.Copy(h, io.LimitReader(f, size+1))
 	if err != nil {

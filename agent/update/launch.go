@@ -45,6 +45,16 @@ type Choice struct {
 	// Exe is the over-the-air binary to exec; "" runs this binary.
 	Exe     string
 	Version string
+	// file is Exe, opened and verified: Exec runs this very file (through
+	// /proc/self/fd), so a file swapped after the check is not run.
+	file *os.File
+}
+
+// Close releases the verified file of a Choice that is not exec'd.
+func (c Choice) Close() {
+	if c.file != nil {
+		c.file.Close()
+	}
 }
 
 func (l *Launcher) defaults() {
@@ -119,7 +129,8 @@ func (l *Launcher) choose(s *State) Choice {
 				continue
 			}
 		}
-		if err := l.verifyStaged(v); err != nil {
+		f, err := l.verifyStaged(v)
+		if err != nil {
 			why := "staged binary fails verification: " + err.Error()
 			l.Logger.Error("update: not running the over-the-air version", "version", v, "err", err)
 			if t != nil {
@@ -134,7 +145,7 @@ func (l *Launcher) choose(s *State) Choice {
 		if t != nil && t.Starts == 1 {
 			s.report(heartbeat.Update{State: heartbeat.UpdateTrial, Version: t.Version, From: t.From, Rollout: t.Rollout}, now)
 		}
-		return Choice{Exe: BinaryPath(l.Dir, v), Version: v}
+		return Choice{Exe: BinaryPath(l.Dir, v), Version: v, file: f}
 	}
 	return Choice{}
 }
@@ -160,30 +171,47 @@ func (l *Launcher) countStart(t *Trial) string {
 
 // verifyStaged checks version's staged signed manifest with the release
 // keys and the binary's size and sha256 against it: a file changed on the
-// SD card since the download is not run.
-func (l *Launcher) verifyStaged(version string) error {
+// SD card since the download is not run. It returns the binary, open: the
+// file that was checked is the one Exec runs.
+func (l *Launcher) verifyStaged(version string) (*os.File, error) {
 	if l.Keys == nil {
-		return errors.New("no release keys (update.keys_file)")
+		return nil, errors.New("no release keys (update.keys_file)")
 	}
 	b, err := os.ReadFile(ManifestPath(l.Dir, version))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m, err := release.OpenManifest(b, l.Keys)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if m.Version != version || m.Arch != l.Arch {
-		return fmt.Errorf("the staged manifest is for %s %s, not %s %s", m.Version, m.Arch, version, l.Arch)
+		return nil, fmt.Errorf("the staged manifest is for %s %s, not %s %s", m.Version, m.Arch, version, l.Arch)
 	}
-	return verifyFile(BinaryPath(l.Dir, version), m.Size, m.SHA256)
+	path := BinaryPath(l.Dir, version)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	if err := verifyOpen(f, path, m.Size, m.SHA256); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // Exec replaces this process with c's binary, passing args (argv[1:])
 // and the environment with LaunchedEnv set. It returns only on failure.
 func Exec(c Choice, args []string) error {
 	env := append(os.Environ(), LaunchedEnv+"=1")
-	err := syscall.Exec(c.Exe, append([]string{c.Exe}, args...), env)
+	path := c.Exe
+	if c.file != nil {
+		// The verified file itself (fexecve): /proc/PID/exe still names
+		// c.Exe, which the guard checks.
+		path = fmt.Sprintf("/proc/self/fd/%d", c.file.Fd())
+	}
+	err := syscall.Exec(path, append([]string{c.Exe}, args...), env)
+	c.Close()
 	return fmt.Errorf("exec %s: %w", c.Exe, err)
 }
 

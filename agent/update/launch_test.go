@@ -85,6 +85,7 @@ func (r *rig) choose(self string) Choice {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	r.t.Cleanup(c.Close)
 	return c
 }
 

@@ -60,9 +60,10 @@ type Updater struct {
 	start  time.Time
 	arch   string
 
-	mu     sync.Mutex
-	report *heartbeat.Update
-	last   [32]byte // the last offer handled, so a redelivery is not
+	mu      sync.Mutex
+	report  *heartbeat.Update
+	last    [32]byte // the last offer handled, so a redelivery is not
+	pending []byte   // an offer that came during the trial, for after the commit
 }
 
 // New loads the state and tells whether this process is a version on
@@ -145,6 +146,12 @@ func (u *Updater) Run(ctx context.Context, h Health) error {
 			}
 			if done {
 				tick = nil
+				if p := u.pending; p != nil {
+					u.pending = nil
+					if err := u.handle(ctx, p); err != nil {
+						return err
+					}
+				}
 			}
 		case p := <-u.offers:
 			if err := u.handle(ctx, p); err != nil {
@@ -234,15 +241,16 @@ var silent = []error{release.ErrNotInRollout, release.ErrAborted, release.ErrFai
 
 // handle takes one offer.
 func (u *Updater) handle(ctx context.Context, payload []byte) error {
+	if u.Trial() {
+		u.log.Info("update: offer kept for after the running version's trial")
+		u.pending = payload
+		return nil
+	}
 	sum := sha256.Sum256(payload)
 	if sum == u.last {
 		return nil // the same retained offer again (a reconnect)
 	}
 	u.last = sum
-	if u.Trial() {
-		u.log.Info("update: offer ignored while the running version is on trial")
-		return nil
-	}
 	offer, err := release.OpenOffer(payload, u.o.Group, u.o.FleetKeys)
 	if err != nil {
 		u.log.Warn("update: offer refused", "err", err)

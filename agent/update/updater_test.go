@@ -112,9 +112,11 @@ func TestUpdaterInstalls(t *testing.T) {
 	// What the launcher will check before it runs it.
 	l := r.launcher("1.0.0")
 	l.defaults()
-	if err := l.verifyStaged("1.1.0"); err != nil {
+	f, err := l.verifyStaged("1.1.0")
+	if err != nil {
 		t.Fatalf("the staged version does not verify: %v", err)
 	}
+	f.Close()
 	if parts, _ := filepath.Glob(filepath.Join(r.dir, downloadDir, "*")); len(parts) != 0 {
 		t.Errorf("downloads left: %v", parts)
 	}
@@ -320,7 +322,9 @@ func TestUpdaterNotOnTrialUnlessLaunched(t *testing.T) {
 	}
 }
 
-func TestUpdaterIgnoresOffersOnTrial(t *testing.T) {
+// TestUpdaterTakesOfferAfterTrial: an offer that comes during the trial
+// waits for the commit, then is taken.
+func TestUpdaterTakesOfferAfterTrial(t *testing.T) {
 	r := newUpdRig(t, nil)
 	r.stage("1.1.0", nil)
 	r.set(func(s *State) { s.Trial = trial("1.1.0", "") })
@@ -330,5 +334,13 @@ func TestUpdaterIgnoresOffersOnTrial(t *testing.T) {
 	}
 	if s := r.state(); s.Trial.Version != "1.1.0" {
 		t.Fatalf("took an offer on trial: %+v", s.Trial)
+	}
+	err := u.Run(context.Background(), healthFunc(func(time.Time) error { return nil }))
+	if !errors.Is(err, ErrRestart) {
+		t.Fatalf("Run: %v, want the restart into 1.2.0", err)
+	}
+	s := r.state()
+	if s.Committed != "1.1.0" || s.Trial == nil || s.Trial.Version != "1.2.0" || s.Trial.Previous != "1.1.0" {
+		t.Fatalf("%+v %+v", s, s.Trial)
 	}
 }
