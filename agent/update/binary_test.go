@@ -249,4 +249,19 @@ func TestBinaryStatus(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), `"committed": "1.1.0"`) {
 		t.Fatalf("%v: %s", err, out)
 	}
+	out, err = exec.Command(agentBin, "update", "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "guard") {
+		t.Fatalf("update --help: %v: %s", err, out)
+	}
+	if err := exec.Command(agentBin, "update", "bogus").Run(); err == nil {
+		t.Fatal("update bogus: exit 0")
+	}
+	// No update was ever staged: the guard does nothing, creates nothing.
+	empty := filepath.Join(t.TempDir(), "none")
+	if out, err := exec.Command(agentBin, "update", "guard", "--dir", empty).CombinedOutput(); err != nil || len(out) != 0 {
+		t.Fatalf("guard without state: %v: %s", err, out)
+	}
+	if _, err := os.Stat(empty); err == nil {
+		t.Fatal("the guard created the update dir")
+	}
 }

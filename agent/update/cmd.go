@@ -70,6 +70,16 @@ func Command(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return cmdline.Usagef(usage)
 	}
+	switch args[0] {
+	case "guard", "status":
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage+"\n\n"+
+			"  guard   roll back an over-the-air version on trial past its deadline (edge-agent-update-guard.timer runs it)\n"+
+			"  status  print the update state (state.json): committed, on trial, failed, the last stage")
+		return nil
+	default:
+		return cmdline.Usagef(usage)
+	}
 	fl := flag.NewFlagSet("update "+args[0], flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	path := fl.String("config", config.DefaultPath, "config file (for update.dir)")
