@@ -2,6 +2,7 @@ package status_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -367,4 +368,37 @@ func TestHeartbeatThrottleChange(t *testing.T) {
 			t.Errorf("heartbeat %+v, %v", h, err)
 		}
 	})
+}
+
+// TestChangedDuringBuildIsNotLost: an over-the-air update's stages follow
+// each other within milliseconds; a Changed made while a heartbeat is
+// being built (so possibly after its source was read) makes the next one
+// due at once, and the heartbeat carries the update's stage.
+func TestChangedDuringBuildIsNotLost(t *testing.T) {
+	var rep *status.Reporter
+	stage := heartbeat.UpdateDownloading
+	var once sync.Once
+	rep = status.NewReporter(status.Sources{
+		Agent: "test",
+		Update: func() *heartbeat.Update {
+			u := &heartbeat.Update{State: stage, Version: "1.1.0"}
+			once.Do(func() { stage = heartbeat.UpdateRefused; rep.Changed() }) // the stage moved on mid-build
+			return u
+		},
+	}, status.ReporterOptions{Interval: time.Hour})
+	var hb heartbeat.Heartbeat
+	if err := json.Unmarshal(rep.Status(heartbeat.Online), &hb); err != nil {
+		t.Fatal(err)
+	}
+	if hb.Update == nil || hb.Update.State != heartbeat.UpdateDownloading {
+		t.Fatalf("first heartbeat's update: %+v", hb.Update)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := rep.Due(ctx); err != nil {
+		t.Fatalf("the change made during the build was lost: Due: %v", err)
+	}
+	if err := json.Unmarshal(rep.Status(heartbeat.Online), &hb); err != nil || hb.Update.State != heartbeat.UpdateRefused {
+		t.Fatalf("second heartbeat's update: %+v (%v)", hb.Update, err)
+	}
 }
