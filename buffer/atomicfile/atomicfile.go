@@ -1,7 +1,8 @@
 // Package atomicfile replaces small files atomically and durably: after a
 // power cut a reader finds the old content or the new, never a torn file.
 // The agent's state files (agent/remote's fleet config, agent/update's
-// state.json) are written through it.
+// state.json) and the broker's generated password file (cloud/brokerauth)
+// are written through it.
 //
 //	err := atomicfile.WriteFile("/var/lib/edge-agent/update/state.json", b, 0o600)
 package atomicfile

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/edgepipe/sensorpipe/buffer/atomicfile"
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 )
 
@@ -108,19 +109,7 @@ func Run(args []string, stdout, stderr io.Writer) error {
 }
 
 // writeFile replaces path with b, readable by its owner only (it holds
-// password hashes), through a temporary file so a broker never reads half.
+// password hashes), atomically: a broker never reads half.
 func writeFile(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteFile(path, b, 0o600)
 }
