@@ -31,6 +31,9 @@ func Launch(configPath, self string, runArgs []string, stderr io.Writer) {
 	if err != nil || u.KeysFile == "" {
 		return
 	}
+	if _, err := os.Stat(filepath.Join(dir, StateFile)); errors.Is(err, fs.ErrNotExist) {
+		return // nothing was ever staged: no lock, no write at every start
+	}
 	log := cmdline.NewLogger(stderr, "auto", slog.LevelInfo).With("component", "launcher")
 	keys, err := sign.LoadVerifier(u.KeysFile)
 	if err != nil {
