@@ -13,7 +13,8 @@ import (
 // aggregate that replaced seqs 11..25 (one of them, 12, was published
 // before the fold and arrives too): the aggregate's fields are stored, the
 // gap view shows only the seqs nothing accounts for (26..29), and
-// readings_folded names the reading that is also inside the aggregate.
+// readings_folded names the reading that is also inside the aggregate (not
+// the unsynced one, 14, which an aggregate never folds).
 func TestAggregatesAreStoredAndAccountForTheirSeqs(t *testing.T) {
 	conn, _ := migrated(t)
 	w := newWriter(t, conn)
@@ -22,6 +23,9 @@ func TestAggregatesAreStoredAndAccountForTheirSeqs(t *testing.T) {
 	for _, seq := range []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 31, 32, 33} {
 		rows = append(rows, mustRow(t, sample("pi-agg", seq)))
 	}
+	unsynced := sample("pi-agg", 14) // taken before the clock synced: never folded, so not in readings_folded
+	unsynced.TimeSynced = false
+	rows = append(rows, mustRow(t, unsynced))
 	agg := sample("pi-agg", 30)
 	agg.TS = sample("pi-agg", 11).TS
 	agg.Values = map[string]float64{reading.Temperature: 21.5, reading.Humidity: 48}

@@ -73,11 +73,14 @@ GROUP BY 1, 2, 3;
 -- finer aggregate) published before the device folded it, and confirmed
 -- after (delivery: kafka). The measurement is then in the table twice,
 -- alone and inside the aggregate's mean; a consumer that sums or counts
--- leaves these rows out, or the aggregate.
+-- leaves these rows out, or the aggregate. A reading taken before the
+-- clock synced is never folded (its time is unknown), even when its seq
+-- lies between folded ones.
 CREATE VIEW readings_folded AS
 SELECT r.device_id, r.seq, r.sensor, r.ts, r.agg IS NOT NULL AS is_aggregate, a.seq AS folded_into
 FROM readings a
 JOIN readings r
   ON r.device_id = a.device_id AND r.sensor = a.sensor
  AND r.seq BETWEEN a.covers_first AND a.covers_last
+ AND r.time_synced
 WHERE a.agg IS NOT NULL;
