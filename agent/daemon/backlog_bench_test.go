@@ -99,7 +99,7 @@ func startBenchAgent(tb testing.TB, l *benchLink, r benchRun) *benchAgent {
 	a := &benchAgent{status: testkit.FreeAddr(tb), done: make(chan struct{})}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, `device_id: %s
-buffer: {path: %s}
+buffer: {path: %s, when_full: drop}  # the drain of a full buffer of readings, as measured before downsampling
 mqtt: {url: "ssl://%s", username: %s, password_file: %s, ca_file: %s, delivery: %s}
 clock: {hold_unsynced: 0s}  # the host's clock may never report synced
 status_listen: %s
@@ -252,13 +252,16 @@ func buildAndDrain(b *testing.B, l *benchLink, delivery string) {
 }
 
 // fillBuffer appends readings to the buffer at path until it holds its
-// max_bytes (256 MiB, the default) and starts dropping the oldest. Then it
+// max_bytes (256 MiB, the default) and starts dropping the oldest
+// (when_full: drop: the worst case for the drain is a buffer full of
+// readings; a downsampling buffer would fold them into a few aggregates
+// of these readings, all stamped within minutes, and never fill). Then it
 // drops the files' pages from the page cache, so the agent reads them from
 // disk as after a reboot, and they are charged to the agent's cgroup (the
 // kernel charges a cached page to the cgroup that brought it in).
 func fillBuffer(tb testing.TB, path string) buffer.Stats {
 	tb.Helper()
-	buf, err := buffer.Open(path, buffer.Options{})
+	buf, err := buffer.Open(path, buffer.Options{WhenFull: buffer.Drop})
 	if err != nil {
 		tb.Fatal(err)
 	}
