@@ -2,8 +2,6 @@ package update
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/edgepipe/sensorpipe/agent/update/release"
 	"github.com/edgepipe/sensorpipe/buffer/atomicfile"
 	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
 )
@@ -174,10 +173,10 @@ func verifyFile(path string, size int64, sum string) error {
 	return verifyOpen(f, path, size, sum)
 }
 
-// verifyOpen is verifyFile on an open file, read from where it is.
+// verifyOpen is verifyFile on an open file, read from where it is (at
+// most one byte past size, so an oversized file is not read to its end).
 func verifyOpen(f io.Reader, path string, size int64, sum string) error {
-	h := sha256.New()
-	n, err := io.Copy(h, io.LimitReader(f, size+1))
+	n, got, err := release.Hash(io.LimitReader(f, size+1))
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", path, err)
 	}
@@ -187,7 +186,7 @@ func verifyOpen(f io.Reader, path string, size int64, sum string) error {
 	case n < size:
 		return fmt.Errorf("%w: %s has %d of %d bytes", ErrTruncated, path, n, size)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, sum) {
+	if !strings.EqualFold(got, sum) {
 		return fmt.Errorf("%w: %s is %s, the manifest says %s", ErrHash, path, got, sum)
 	}
 	return nil

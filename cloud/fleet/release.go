@@ -2,8 +2,6 @@ package fleet
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -53,7 +51,7 @@ func releaseSign(args []string, getenv func(string) string, stdout, stderr io.Wr
 	n := 0
 	for _, arch := range release.Archs {
 		bin := filepath.Join(dir, release.BinaryFile(*version, arch))
-		size, sum, err := hashFile(bin)
+		size, sum, err := release.HashFile(bin)
 		if errors.Is(err, os.ErrNotExist) {
 			fmt.Fprintf(stdout, "%s: no binary, no manifest\n", arch)
 			continue
@@ -133,7 +131,7 @@ func verifyManifest(path string, keys release.Verifier) error {
 	if want := release.ManifestFile(m.Version, m.Arch); filepath.Base(path) != want {
 		return fmt.Errorf("the manifest is for %s", want)
 	}
-	size, sum, err := hashFile(filepath.Join(filepath.Dir(path), release.BinaryFile(m.Version, m.Arch)))
+	size, sum, err := release.HashFile(filepath.Join(filepath.Dir(path), release.BinaryFile(m.Version, m.Arch)))
 	switch {
 	case err != nil:
 		return err
@@ -168,18 +166,4 @@ func releaseSigner(getenv func(string) string, keyFile string) (*sign.Signer, er
 		}
 	}
 	return s, nil
-}
-
-func hashFile(path string) (int64, string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return 0, "", fmt.Errorf("read %s: %w", path, err)
-	}
-	return n, hex.EncodeToString(h.Sum(nil)), nil
 }

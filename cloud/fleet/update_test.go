@@ -110,8 +110,8 @@ func TestUpdateRollout(t *testing.T) {
 
 	// Refused before anything is published.
 	for _, args := range [][]string{
-		{"update", "publish", files[0]},                                     // no group
-		{"update", "publish", "--group", "gh"},                              // no manifests, no offer
+		{"update", "publish", files[0]},                                      // no group
+		{"update", "publish", "--group", "gh"},                               // no manifests, no offer
 		{"update", "publish", "--group", "gh", "--percent", "150", files[0]}, // percent
 		{"update", "publish", "--group", "gh", "--release-keys", r.write("other.pub", string(fleetKey.PublicPEM())), files[0]},
 		{"update", "status", "--group", "gh"}, // no offer
