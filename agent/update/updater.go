@@ -275,7 +275,7 @@ func (u *Updater) handle(ctx context.Context, payload []byte) error {
 		rep.State, rep.Error = heartbeat.UpdateRefused, err.Error()
 		return u.setReport(rep)
 	}
-	if err := u.install(ctx, offer, m, rep); err != nil {
+	if err := u.installWatched(ctx, offer, m, rep); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopping: the next start takes the offer again
 		}
@@ -287,6 +287,55 @@ func (u *Updater) handle(ctx context.Context, payload []byte) error {
 		return u.setReport(rep)
 	}
 	return nil
+}
+
+// installWatched is install while watching the offer topic: the offer
+// made aborted before the trial is written stops the download (or the
+// staging) and refuses the release with release.ErrAborted, so the
+// operator's abort also stops the devices that had not installed yet.
+// Any other offer that comes meanwhile is taken after this one, unless a
+// newer one came after it.
+func (u *Updater) installWatched(ctx context.Context, offer release.Offer, m release.Manifest, rep heartbeat.Update) error {
+	ictx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	stop := make(chan struct{})
+	next := make(chan []byte, 1)
+	go func() { next <- u.watchAbort(stop, offer, abort) }()
+	err := u.install(ictx, offer, m, rep)
+	close(stop)
+	if p := <-next; p != nil {
+		select {
+		case u.offers <- p:
+		default: // a newer offer is queued
+		}
+	}
+	if cause := context.Cause(ictx); err != nil && ctx.Err() == nil && errors.Is(cause, release.ErrAborted) {
+		_ = os.Remove(partPath(u.o.Dir, m.Version)) // the rollout is over: nothing to resume
+		return cause
+	}
+	return err
+}
+
+// watchAbort reads the offers that come while offer is being installed,
+// until stop is closed. When one is offer's rollout aborted it calls abort
+// and returns nil; otherwise it returns the last one, to be handled next.
+func (u *Updater) watchAbort(stop <-chan struct{}, offer release.Offer, abort context.CancelCauseFunc) []byte {
+	var last []byte
+	for {
+		select {
+		case <-stop:
+			return last
+		case p := <-u.offers:
+			o, err := release.OpenOffer(p, u.o.Group, u.o.FleetKeys)
+			if err != nil || o.Rollout != offer.Rollout || o.State != release.StateAborted {
+				last = p
+				continue
+			}
+			u.log.Warn("update: rollout aborted; stopping before the install", "version", offer.Version, "rollout", offer.Rollout)
+			abort(fmt.Errorf("%w: %s stopped before it was installed", release.ErrAborted, offer.Version))
+			return nil
+		}
+	}
 }
 
 // retries is how many times a download is attempted for one offer; each
@@ -332,6 +381,9 @@ func (u *Updater) install(ctx context.Context, offer release.Offer, m release.Ma
 	rep.State = heartbeat.UpdateVerified
 	if err := u.setReport(rep); err != nil {
 		return err
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, release.ErrAborted) { // during the verify
+		return cause
 	}
 	if err := stage(u.o.Dir, m.Version, part, signed); err != nil {
 		return err

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/update/release"
 	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
 	"github.com/edgepipe/sensorpipe/buffer/sign"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
 // updRig is an Updater of version 1.0.0 with a release key, a fleet key
@@ -342,5 +345,111 @@ func TestUpdaterTakesOfferAfterTrial(t *testing.T) {
 	s := r.state()
 	if s.Committed != "1.1.0" || s.Trial == nil || s.Trial.Version != "1.2.0" || s.Trial.Previous != "1.1.0" {
 		t.Fatalf("%+v %+v", s, s.Trial)
+	}
+}
+
+// TestUpdaterAbortDuringDownload: the offer made aborted while its binary
+// downloads stops the download, installs nothing and reports the refusal;
+// any other offer meanwhile (its abort threshold changed, an abort signed by
+// another key) lets the install go on.
+func TestUpdaterAbortDuringDownload(t *testing.T) {
+	other, err := sign.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		second  func(r *updRig) []byte // the offer that comes during the download
+		aborted bool
+	}{
+		{name: "aborted", aborted: true, second: func(r *updRig) []byte {
+			return r.offer("1.1.0", func(o *release.Offer) { o.State = release.StateAborted })
+		}},
+		{name: "threshold changed", second: func(r *updRig) []byte {
+			return r.offer("1.1.0", func(o *release.Offer) { o.AbortPercent = 30; o.Issued = o.Issued.Add(time.Minute) })
+		}},
+		{name: "aborted by another key", second: func(r *updRig) []byte {
+			o := release.Offer{Rollout: "r-1.1.0", Group: "g", Version: "1.1.0", Percent: 100, State: release.StateAborted,
+				Issued: time.Unix(1_800_000_060, 0), Manifests: []json.RawMessage{mustSign(t, r.manifest("1.1.0", release.RunningArch()), r.key)}}
+			p, err := release.SignOffer(o, other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newUpdRig(t, nil)
+			started := make(chan struct{}, 1)
+			gone := make(chan struct{}, 1) // the device hung up mid-body
+			finish := make(chan struct{})
+			r.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				w.Header().Set("Content-Length", strconv.Itoa(len(r.bin)))
+				w.WriteHeader(http.StatusOK)
+				_, _ = w.Write(r.bin[:1000])
+				w.(http.Flusher).Flush()
+				started <- struct{}{}
+				select {
+				case <-req.Context().Done():
+					gone <- struct{}{}
+				case <-finish:
+					_, _ = w.Write(r.bin[1000:])
+				}
+			})
+			t.Cleanup(func() { close(finish) })
+			u := r.updater("1.0.0", false)
+			changed := make(chan struct{}, 100)
+			u.o.OnChange = func() { changed <- struct{}{} }
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- u.Run(ctx, neverHealthy) }()
+			u.Offer(r.offer("1.1.0", nil))
+			<-started
+			u.Offer(tc.second(r))
+			if !tc.aborted {
+				testkit.WaitFor(t, "the offer read during the download", 10*time.Second, func() bool { return len(u.offers) == 0 })
+				finish <- struct{}{}
+				if err := <-done; !errors.Is(err, ErrRestart) {
+					t.Fatalf("Run: %v, want the restart into 1.1.0", err)
+				}
+				if s := r.state(); s.Trial == nil || s.Trial.Version != "1.1.0" {
+					t.Fatalf("not installed: %+v", s)
+				}
+				return
+			}
+			select {
+			case <-gone:
+			case err := <-done:
+				t.Fatalf("Run ended with %v, the download still on", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("the download went on after the abort")
+			}
+			for u.Report() == nil || u.Report().State != heartbeat.UpdateRefused {
+				select {
+				case <-changed:
+				case <-time.After(10 * time.Second):
+					t.Fatalf("report %+v, want refused", u.Report())
+				}
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			rep := u.Report()
+			if !strings.Contains(rep.Error, release.ErrAborted.Error()) || rep.Rollout != "r-1.1.0" || rep.Version != "1.1.0" {
+				t.Fatalf("report %+v, want refused: rollout aborted", rep)
+			}
+			s := r.state()
+			if s.Trial != nil || s.Report == nil || *s.Report != *rep {
+				t.Fatalf("state %+v, report %+v", s, s.Report)
+			}
+			if ents, _ := os.ReadDir(filepath.Join(r.dir, versionsDir)); len(ents) != 0 {
+				t.Fatalf("staged: %v", ents)
+			}
+			if parts, _ := filepath.Glob(filepath.Join(r.dir, downloadDir, "*")); len(parts) != 0 {
+				t.Errorf("download left: %v", parts)
+			}
+		})
 	}
 }
