@@ -17,7 +17,6 @@ package sensorscmd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -126,9 +125,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, openI2C i
 	rep.Notes = append(rep.Notes, notes...)
 
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := cmdline.PrintJSON(stdout, rep); err != nil {
 			return err
 		}
 	} else {

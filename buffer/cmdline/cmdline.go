@@ -5,7 +5,8 @@
 //     (ExitCode); an error wrapping ErrUsage, which both config packages'
 //     ErrInvalid does, or flag.ErrHelp, is a 2;
 //   - log format: text on a terminal, JSON under systemd and in containers
-//     (NewLogger).
+//     (NewLogger);
+//   - --json output: one value, indented by two spaces (PrintJSON).
 //
 // It lives beside the wire formats because both binaries share it.
 //
@@ -14,6 +15,7 @@
 package cmdline
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -77,6 +79,14 @@ func NewLogger(w io.Writer, format string, level slog.Leveler) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, ho))
 	}
 	return slog.New(slog.NewJSONHandler(w, ho))
+}
+
+// PrintJSON writes v as a command's --json output: indented by two
+// spaces, ending in a newline, so scripts and people read the same.
+func PrintJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func isTerminal(w io.Writer) bool {

@@ -63,3 +63,17 @@ func TestParseFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintJSON(t *testing.T) {
+	var b bytes.Buffer
+	if err := cmdline.PrintJSON(&b, map[string]any{"device": "pi-1", "seqs": []int{1}}); err != nil {
+		t.Fatal(err)
+	}
+	const want = "{\n  \"device\": \"pi-1\",\n  \"seqs\": [\n    1\n  ]\n}\n"
+	if b.String() != want {
+		t.Errorf("PrintJSON wrote %q, want %q", b.String(), want)
+	}
+	if err := cmdline.PrintJSON(&b, func() {}); err == nil {
+		t.Error("PrintJSON of a func: no error")
+	}
+}

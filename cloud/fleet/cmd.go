@@ -80,9 +80,7 @@ func command(ctx context.Context, args []string, getenv func(string) string, std
 		return ctx.Err()
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
+		if err := cmdline.PrintJSON(stdout, r); err != nil {
 			return err
 		}
 	} else {

@@ -100,9 +100,7 @@ func show(ctx context.Context, args []string, getenv func(string) string, stdout
 		}
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return cmdline.PrintJSON(stdout, out)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LEVEL\tVERSION\tISSUED\tCONFIG")

@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -57,9 +56,7 @@ func status(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(devs)
+		return cmdline.PrintJSON(stdout, devs)
 	}
 	printStatus(stdout, devs)
 	return nil

@@ -386,9 +386,7 @@ func updateStatus(ctx context.Context, args []string, getenv func(string) string
 		}
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
+		if err := cmdline.PrintJSON(stdout, r); err != nil {
 			return err
 		}
 	} else {
