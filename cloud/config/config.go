@@ -578,6 +578,15 @@ func hasUserinfo(s string) bool {
 	return strings.Contains(s, "@")
 }
 
+// SecretFromEnv reads key from getenv, or the file that key_FILE names
+// (not both), as the forwarder and the sink read their credentials:
+// trailing newlines dropped, an empty file refused. Errors are *Error
+// naming the key. The tools that share the credentials' variables
+// (cloud-forwarder fleet) read them with it.
+func SecretFromEnv(getenv func(string) string, key string) (secret.Secret, error) {
+	return readSecret(map[string]string{key: getenv(key), key + "_FILE": getenv(key + "_FILE")}, key)
+}
+
 // readSecret reads KEY or the file named by KEY_FILE (not both).
 func readSecret(v map[string]string, key string) (secret.Secret, error) {
 	val, fileName := v[key], strings.TrimSpace(v[key+"_FILE"])

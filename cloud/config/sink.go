@@ -115,8 +115,7 @@ func LoadSink(path string, getenv func(string) string) (*Sink, error) {
 // checked configuration, for the tools that read the sink's database
 // (`cloud-forwarder fleet status`). Errors are *Error naming the key.
 func DatabaseFromEnv(getenv func(string) string) (*pgx.ConnConfig, error) {
-	vals := map[string]string{"DATABASE_URL": getenv("DATABASE_URL"), "DATABASE_URL_FILE": getenv("DATABASE_URL_FILE")}
-	u, err := readSecret(vals, "DATABASE_URL")
+	u, err := SecretFromEnv(getenv, "DATABASE_URL")
 	if err != nil {
 		return nil, err
 	}

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
-	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
@@ -18,6 +16,7 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/secret"
 	"github.com/edgepipe/sensorpipe/buffer/sign"
 	"github.com/edgepipe/sensorpipe/buffer/tlsconf"
+	"github.com/edgepipe/sensorpipe/cloud/config"
 )
 
 // Vars are the environment variables of `cloud-forwarder fleet`.
@@ -83,18 +82,9 @@ func loadEnv(getenv func(string) string) (*env, error) {
 			return nil, cmdline.Usagef("FLEET_CA_FILE: %v", err)
 		}
 	}
-	pw, pwFile := getenv("FLEET_PASSWORD"), getenv("FLEET_PASSWORD_FILE")
-	switch {
-	case pw != "" && pwFile != "":
-		return nil, cmdline.Usagef("FLEET_PASSWORD: set either FLEET_PASSWORD or FLEET_PASSWORD_FILE, not both")
-	case pwFile != "":
-		b, err := os.ReadFile(pwFile)
-		if err != nil {
-			return nil, cmdline.Usagef("FLEET_PASSWORD_FILE: cannot read %s: %v", pwFile, errors.Unwrap(err))
-		}
-		pw = strings.TrimRight(string(b), "\r\n")
+	if e.Password, err = config.SecretFromEnv(getenv, "FLEET_PASSWORD"); err != nil {
+		return nil, err
 	}
-	e.Password = secret.Secret(pw)
 	return e, nil
 }
 

@@ -250,4 +250,29 @@ func TestUsageErrors(t *testing.T) {
 	if _, err := r.run("cmd", "pi-1", "sensors"); !errors.Is(err, cmdline.ErrUsage) || !strings.Contains(err.Error(), "plaintext") {
 		t.Errorf("plaintext to a remote host: %v", err)
 	}
+	// The passwords are read as the forwarder reads its own: the variable
+	// or its _FILE, not both, and a file that can be read.
+	missing, empty := filepath.Join(r.dir, "missing"), filepath.Join(r.dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"FLEET_PASSWORD": "pw", "FLEET_PASSWORD_FILE": empty}, []string{"cmd", "pi-1", "sensors"}, "not both"},
+		{map[string]string{"FLEET_PASSWORD_FILE": missing}, []string{"cmd", "pi-1", "sensors"}, "FLEET_PASSWORD_FILE"},
+		{map[string]string{"FLEET_PASSWORD_FILE": empty}, []string{"cmd", "pi-1", "sensors"}, "is empty"},
+		{map[string]string{"FLEET_STATUS_USERNAME": "grafana", "FLEET_STATUS_PASSWORD_FILE": missing}, []string{"status"}, "FLEET_STATUS_PASSWORD_FILE"},
+		{map[string]string{"FLEET_STATUS_USERNAME": "grafana", "FLEET_STATUS_PASSWORD": "pw", "FLEET_STATUS_PASSWORD_FILE": empty}, []string{"status"}, "not both"},
+	} {
+		r.env = map[string]string{"FLEET_MQTT_URL": "tcp://127.0.0.1:1", "FLEET_USERNAME": "ops"}
+		for k, v := range tc.env {
+			r.env[k] = v
+		}
+		if _, err := r.run(tc.args...); !errors.Is(err, cmdline.ErrUsage) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %q: %v, want a usage error with %q", tc.env, tc.args, err, tc.want)
+		}
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -15,7 +14,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer/cmdline"
 	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
-	"github.com/edgepipe/sensorpipe/buffer/secret"
+	"github.com/edgepipe/sensorpipe/cloud/config"
 )
 
 // Device is one line of `fleet status`: a device's retained heartbeat.
@@ -70,15 +69,9 @@ func fromBroker(ctx context.Context, getenv func(string) string, stale, settle, 
 	}
 	if u := getenv("FLEET_STATUS_USERNAME"); u != "" {
 		e.Username = u
-		pw, pwFile := getenv("FLEET_STATUS_PASSWORD"), getenv("FLEET_STATUS_PASSWORD_FILE")
-		if pwFile != "" {
-			b, err := os.ReadFile(pwFile)
-			if err != nil {
-				return nil, cmdline.Usagef("FLEET_STATUS_PASSWORD_FILE: cannot read %s", pwFile)
-			}
-			pw = strings.TrimRight(string(b), "\r\n")
+		if e.Password, err = config.SecretFromEnv(getenv, "FLEET_STATUS_PASSWORD"); err != nil {
+			return nil, err
 		}
-		e.Password = secret.Secret(pw)
 	}
 	c, err := dial(ctx, e, wait)
 	if err != nil {
