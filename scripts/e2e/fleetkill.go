@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/agent/remote"
 	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/tcpproxy"
 )
 
@@ -127,7 +127,7 @@ func (s *stack) killDevices(ctx context.Context, link *tcpproxy.Proxy, hung []*s
 	var dashSQL string
 	if s.sink != nil {
 		var err error
-		if dashSQL, err = notReportingQuery(); err != nil {
+		if dashSQL, err = testkit.NotReportingSQL(testkit.FleetDashboard); err != nil { // run from the repository root
 			rep.Err = err.Error()
 			return rep
 		}
@@ -222,36 +222,6 @@ func (s *stack) fleetStatusNotReporting(ctx context.Context, interval time.Durat
 	}
 	slices.Sort(not)
 	return not, nil
-}
-
-// fleetDashboard is the Grafana Fleet dashboard, from the repository root
-// (where `go run ./scripts/e2e` runs).
-const fleetDashboard = "docs/dashboards/grafana/dashboards/fleet.json"
-
-// notReportingQuery is the SQL of the Fleet dashboard's "Not reporting"
-// panel, as Grafana runs it, wrapped to return its device ids sorted.
-func notReportingQuery() (string, error) {
-	b, err := os.ReadFile(fleetDashboard)
-	if err != nil {
-		return "", fmt.Errorf("the Fleet dashboard (run from the repository root): %w", err)
-	}
-	var d struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				RawSQL string `json:"rawSql"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(b, &d); err != nil {
-		return "", fmt.Errorf("%s: %w", filepath.Base(fleetDashboard), err)
-	}
-	for _, p := range d.Panels {
-		if strings.HasPrefix(p.Title, "Not reporting") && len(p.Targets) == 1 {
-			return "SELECT device_id FROM (" + p.Targets[0].RawSQL + ") AS q ORDER BY device_id", nil
-		}
-	}
-	return "", fmt.Errorf("%s: no \"Not reporting\" panel", fleetDashboard)
 }
 
 // column runs q and returns its first column as text.

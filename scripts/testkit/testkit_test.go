@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,5 +62,19 @@ func TestMetrics(t *testing.T) {
 	}
 	if v := testkit.Metric(addr, "forwarder_in_flight"); v != -1 {
 		t.Fatalf("Metric of a closed endpoint = %v, want -1", v)
+	}
+}
+
+func TestNotReportingSQL(t *testing.T) {
+	q, err := testkit.NotReportingSQL(filepath.Join("../..", testkit.FleetDashboard))
+	if err != nil || !strings.HasPrefix(q, "SELECT device_id FROM (") || !strings.HasSuffix(q, ") AS q ORDER BY device_id") {
+		t.Fatalf("NotReportingSQL(the Fleet dashboard) = %q, %v", q, err)
+	}
+	other := filepath.Join(t.TempDir(), "other.json")
+	if err := os.WriteFile(other, []byte(`{"panels":[{"title":"Devices","targets":[{"rawSql":"SELECT 1"}]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testkit.NotReportingSQL(other); err == nil {
+		t.Error("a dashboard without the panel: no error")
 	}
 }

@@ -3,10 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
 	"github.com/edgepipe/sensorpipe/cloud/brokerauth"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pgcluster"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
@@ -91,34 +91,6 @@ func fleetNotReporting(t *testing.T, dbURL string) ([]string, int) {
 	return not, len(devs)
 }
 
-// dashboardNotReporting is the SQL of the Fleet dashboard's "Not
-// reporting" panel, returning its device ids sorted.
-func dashboardNotReporting(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile("../../../docs/dashboards/grafana/dashboards/fleet.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				RawSQL string `json:"rawSql"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(b, &d); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range d.Panels {
-		if strings.HasPrefix(p.Title, "Not reporting") {
-			return "SELECT device_id FROM (" + p.Targets[0].RawSQL + ") AS q ORDER BY device_id"
-		}
-	}
-	t.Fatal("no Not reporting panel in the Fleet dashboard")
-	return ""
-}
-
 // TestFleetStatusThroughTheSink runs the real binaries end to end on
 // heartbeats: devices on mosquitto (the shipped permission table, TLS),
 // `cloud-forwarder run` relaying their status to kfake (TLS, SASL),
@@ -165,7 +137,10 @@ func TestFleetStatusThroughTheSink(t *testing.T) {
 	startDevice(t, "ssl://"+link.Addr(), "pi-cut", "pi-cut-pw", certs)
 	hung := startDevice(t, m.URL(), "pi-hung", "pi-hung-pw", certs)
 
-	query := dashboardNotReporting(t)
+	query, err := testkit.NotReportingSQL(filepath.Join("../../..", testkit.FleetDashboard))
+	if err != nil {
+		t.Fatal(err)
+	}
 	conn, err := pgx.Connect(context.Background(), dbURL)
 	if err != nil {
 		t.Fatal(err)
