@@ -9,6 +9,7 @@ import (
 	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
 	"github.com/edgepipe/sensorpipe/cloud/brokerauth"
 	"github.com/edgepipe/sensorpipe/cloud/kafkaout"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/broker"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/kafka"
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
@@ -118,7 +119,12 @@ func TestStatusRelay(t *testing.T) {
 	k.Cut()
 	devB.PublishRetained(t, heartbeat.Topic("sensors", "pi-B"), beat(heartbeat.Online, 10))
 	waitMetric(t, fwd.addr, "forwarder_in_flight", 1)
-	time.Sleep(300 * time.Millisecond) // an ack would be sent at once; none may come
+	// A write failed since it came in: an ack sent before Kafka took the
+	// heartbeat would be out by now.
+	errs := metric(t, fwd.addr, "forwarder_produce_errors_total")
+	testkit.WaitFor(t, "a failed Kafka write", 10*time.Second, func() bool {
+		return metric(t, fwd.addr, "forwarder_produce_errors_total") > errs
+	})
 	if got := metric(t, fwd.addr, "forwarder_acked_total"); got != acked {
 		t.Fatalf("acked %v heartbeats while Kafka was away", got-acked)
 	}
