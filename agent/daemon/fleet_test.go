@@ -18,7 +18,6 @@ import (
 	"github.com/edgepipe/sensorpipe/agent/config"
 	"github.com/edgepipe/sensorpipe/agent/daemon"
 	"github.com/edgepipe/sensorpipe/agent/remote"
-	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	"github.com/edgepipe/sensorpipe/buffer/sign"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
@@ -105,8 +104,15 @@ func (r *fleetRig) push(s remote.Signer, l remote.Level, target string, version 
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	if tok := r.op.Publish(remote.ConfigTopic("sensors", l, target), 1, true, p); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		r.t.Fatalf("push: %v", tok.Error())
+	r.publish("push", remote.ConfigTopic("sensors", l, target), true, p)
+}
+
+// publish publishes p at QoS 1 as the operator and waits for the broker's
+// acknowledgement.
+func (r *fleetRig) publish(what, topic string, retained bool, p []byte) {
+	r.t.Helper()
+	if tok := r.op.Publish(topic, 1, retained, p); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		r.t.Fatalf("%s: %v", what, tok.Error())
 	}
 }
 
@@ -121,9 +127,7 @@ func (r *fleetRig) command(id, name string, issued time.Time, life time.Duration
 
 func (r *fleetRig) send(p []byte) {
 	r.t.Helper()
-	if tok := r.op.Publish(remote.CommandTopic("sensors", "pi-1"), 1, false, p); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		r.t.Fatalf("send command: %v", tok.Error())
-	}
+	r.publish("send command", remote.CommandTopic("sensors", "pi-1"), false, p)
 }
 
 func (r *fleetRig) result(id string) remote.Result {
@@ -203,22 +207,9 @@ func (r *fleetRig) since(t time.Time) (n int, gap time.Duration) {
 // is still in the buffer.
 func (r *fleetRig) checkNoLossNoDup(path string) {
 	r.t.Helper()
-	b, err := buffer.OpenReadOnly(path, 5*time.Second)
+	left, st, err := testkit.BufferedSeqs(path)
 	if err != nil {
 		r.t.Fatal(err)
-	}
-	defer b.Close()
-	st, err := b.Stats()
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	left := map[uint64]bool{}
-	recs, err := b.Peek(0, 1_000_000)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	for _, rec := range recs {
-		left[rec.Seq] = true
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

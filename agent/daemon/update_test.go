@@ -74,9 +74,7 @@ func (r *updateRig) publishOffer(version string) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	if tok := r.op.Publish(release.OfferTopic("sensors", "g1"), 1, true, p); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		r.t.Fatalf("publish offer: %v", tok.Error())
-	}
+	r.publish("publish offer", release.OfferTopic("sensors", "g1"), true, p)
 }
 
 // waitUpdate waits for a heartbeat whose update stage is state.

@@ -15,7 +15,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
 	cloudconfig "github.com/edgepipe/sensorpipe/cloud/config"
 	"github.com/edgepipe/sensorpipe/scripts/testkit"
@@ -187,11 +186,11 @@ func Demo(ctx context.Context, o Options, out io.Writer) (*Summary, error) {
 	if err := stop(agent, 15*time.Second); err != nil {
 		return sum.Finish(), err
 	}
-	buffered, floor, last, err := bufferContents(filepath.Join(dir, "buffer.db"))
+	buffered, st, err := testkit.BufferedSeqs(filepath.Join(dir, "buffer.db"))
 	if err != nil {
 		return sum.Finish(), err
 	}
-	sum.SetProduced(floor, last, buffered)
+	sum.SetProduced(st.SeqFloor, st.LastSeq, buffered)
 	deadline := time.Now().Add(15 * time.Second)
 	for sum.Outstanding() > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
@@ -243,36 +242,6 @@ func dbDone(db *database) <-chan struct{} {
 		return nil
 	}
 	return db.sink.Done()
-}
-
-// bufferContents returns the seqs still in the agent's buffer, the floor
-// its seqs start above and the last seq it ever assigned.
-func bufferContents(path string) (map[uint64]bool, uint64, uint64, error) {
-	b, err := buffer.OpenReadOnly(path, 5*time.Second)
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("open the agent's buffer: %w", err)
-	}
-	defer b.Close()
-	st, err := b.Stats()
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	in := map[uint64]bool{}
-	var after uint64
-	for {
-		recs, err := b.Peek(after, 1000)
-		if err != nil {
-			return nil, 0, 0, err
-		}
-		if len(recs) == 0 {
-			break
-		}
-		for _, r := range recs {
-			in[r.Seq] = true
-			after = r.Seq
-		}
-	}
-	return in, st.SeqFloor, st.LastSeq, nil
 }
 
 func consume(ctx context.Context, cl *kgo.Client, sum *Summary, quiet bool, out io.Writer) {

@@ -7,7 +7,9 @@
 // in a broker or Kafka: LogBuffer (a log sink safe for concurrent writers),
 // Build and Main (build a real binary once per test process, as make build
 // does), WaitFor, NeedTool (skip without a tool, fail under CI=true),
-// FreeAddr/PickAddr, Metric and Metrics (Prometheus samples) and BenchRTTs.
+// FreeAddr/PickAddr, Metric and Metrics (Prometheus samples), BenchRTTs,
+// BufferedSeqs (what a stopped agent's buffer still holds, for loss
+// checks) and NotReportingSQL (the Fleet dashboard's query).
 //
 // The parts live in sub-packages, so a test imports only what it starts:
 //

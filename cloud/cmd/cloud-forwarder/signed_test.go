@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/confirm"
 	"github.com/edgepipe/sensorpipe/buffer/heartbeat"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
@@ -158,17 +155,8 @@ log_format: json
 	agentDone <- nil
 
 	// Every seq is in Kafka or still in the buffer.
-	buf, err := buffer.OpenReadOnly(db, 5*time.Second)
+	have, st, err := testkit.BufferedSeqs(db)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer buf.Close()
-	st, err := buf.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	have := map[uint64]bool{}
-	if err := buf.Each(context.Background(), 0, math.MaxUint64, func(seq uint64, _ []byte) error { have[seq] = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	inBuffer := len(have)
