@@ -36,21 +36,12 @@ type Device struct {
 func status(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fleet status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	stale := fs.Duration("stale", 3*time.Minute, "a heartbeat older than this is not reporting (3 of status_interval)")
-	settle := fs.Duration("wait", 2*time.Second, "how long to collect the retained heartbeats")
+	src := sourceFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	wait := fs.Duration("timeout", 15*time.Second, "how long to wait for the broker")
-	viaBroker := fs.Bool("broker", false, "read the broker's retained heartbeats even when DATABASE_URL is set")
 	if _, err := parse(fs, args, 0, "no arguments"); err != nil {
 		return err
 	}
-	var devs []Device
-	var err error
-	if usesDatabase(getenv) && !*viaBroker {
-		devs, err = fromDatabase(ctx, getenv, *wait, stderr)
-	} else {
-		devs, err = fromBroker(ctx, getenv, *stale, *settle, *wait, stderr)
-	}
+	devs, err := src.devices(ctx, getenv, stderr)
 	if err != nil {
 		return err
 	}
@@ -59,6 +50,32 @@ func status(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	printStatus(stdout, devs)
 	return nil
+}
+
+// source is where `fleet status` and `fleet update status` read the
+// devices' heartbeats from: the sink's database when DATABASE_URL is set,
+// unless --broker, else the broker's retained heartbeats.
+type source struct {
+	stale, settle, wait *time.Duration
+	viaBroker           *bool
+}
+
+// sourceFlags defines the flags of a source on fs.
+func sourceFlags(fs *flag.FlagSet) *source {
+	return &source{
+		stale:     fs.Duration("stale", 3*time.Minute, "a heartbeat older than this is not reporting (broker only; the database counts 3 of each device's status_interval)"),
+		settle:    fs.Duration("wait", 2*time.Second, "how long to collect the retained heartbeats (broker only)"),
+		wait:      fs.Duration("timeout", 15*time.Second, "how long to wait for the broker"),
+		viaBroker: fs.Bool("broker", false, "read the broker's retained heartbeats even when DATABASE_URL is set"),
+	}
+}
+
+// devices reads the fleet from the source.
+func (s *source) devices(ctx context.Context, getenv func(string) string, stderr io.Writer) ([]Device, error) {
+	if usesDatabase(getenv) && !*s.viaBroker {
+		return fromDatabase(ctx, getenv, *s.wait, stderr)
+	}
+	return fromBroker(ctx, getenv, *s.stale, *s.settle, *s.wait, stderr)
 }
 
 // fromBroker is the fleet as the broker's retained heartbeats show it.

@@ -328,11 +328,8 @@ func updateStatus(ctx context.Context, args []string, getenv func(string) string
 	group := fs.String("group", "", "the group `NAME` whose rollout to show")
 	asJSON := fs.Bool("json", false, "print JSON")
 	noAbort := fs.Bool("no-abort", false, "only report; do not abort when the failures reached the threshold")
-	stale := fs.Duration("stale", 3*time.Minute, "a heartbeat older than this is not reporting (broker only)")
-	settle := fs.Duration("wait", 2*time.Second, "how long to collect the retained heartbeats (broker only)")
-	viaBroker := fs.Bool("broker", false, "read the broker's retained heartbeats even when DATABASE_URL is set")
+	src := sourceFlags(fs)
 	keyFile := fs.String("key", "", "the operator's fleet key `FILE` to abort with (default $FLEET_KEY_FILE)")
-	wait := fs.Duration("timeout", 15*time.Second, "how long to wait for the broker")
 	if _, err := parse(fs, args, 0, "no arguments"); err != nil {
 		return err
 	}
@@ -346,7 +343,7 @@ func updateStatus(ctx context.Context, args []string, getenv func(string) string
 	topic := release.OfferTopic(e.Prefix, *group)
 	// One connection at a time: the operator and monitoring logins may be
 	// the same, and a login is bound to one client id.
-	c, err := dial(ctx, e, *wait)
+	c, err := dial(ctx, e, *src.wait)
 	if err != nil {
 		return err
 	}
@@ -358,12 +355,7 @@ func updateStatus(ctx context.Context, args []string, getenv func(string) string
 	if o == nil {
 		return cmdline.Usagef("no offer on %s (fleet update publish makes one)", topic)
 	}
-	var devs []Device
-	if usesDatabase(getenv) && !*viaBroker {
-		devs, err = fromDatabase(ctx, getenv, *wait, stderr)
-	} else {
-		devs, err = fromBroker(ctx, getenv, *stale, *settle, *wait, stderr)
-	}
+	devs, err := src.devices(ctx, getenv, stderr)
 	if err != nil {
 		return err
 	}
@@ -372,7 +364,7 @@ func updateStatus(ctx context.Context, args []string, getenv func(string) string
 	if r.ShouldAbort() && !*noAbort {
 		abortErr = fmt.Errorf("%w: %d of %d devices that took %s failed (%.1f %%, threshold %v %%)",
 			ErrAborted, r.Failures, r.Taken, o.Version, r.FailurePercent, o.AbortPercent)
-		_, signer, c, err := signingSession(ctx, getenv, *keyFile, *wait)
+		_, signer, c, err := signingSession(ctx, getenv, *keyFile, *src.wait)
 		if err != nil {
 			abortErr = fmt.Errorf("%w; NOT aborted, cannot sign: %w", abortErr, err)
 		} else {
