@@ -11,6 +11,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,8 +62,9 @@ func (r *updateRig) updateConfig(extra string) *config.Config {
 }
 
 // publishOffer publishes, retained, a signed offer of version for this
-// machine's arch, as `cloud-forwarder fleet update publish` does.
-func (r *updateRig) publishOffer(version string) {
+// machine's arch, as `cloud-forwarder fleet update publish` does (or, with
+// state aborted, `fleet update abort`).
+func (r *updateRig) publishOffer(version string, state ...string) {
 	r.t.Helper()
 	h := sha256.Sum256(r.bin)
 	m, err := release.SignManifest(release.Manifest{Version: version, Arch: release.RunningArch(), Size: int64(len(r.bin)),
@@ -69,8 +72,12 @@ func (r *updateRig) publishOffer(version string) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	p, err := release.SignOffer(release.Offer{Rollout: "r-" + version, Group: "g1", Version: version, Percent: 100,
-		State: release.StateActive, Issued: time.Now(), Manifests: []json.RawMessage{m}}, r.key)
+	o := release.Offer{Rollout: "r-" + version, Group: "g1", Version: version, Percent: 100,
+		State: release.StateActive, Issued: time.Now(), Manifests: []json.RawMessage{m}}
+	if len(state) > 0 {
+		o.State = state[0]
+	}
+	p, err := release.SignOffer(o, r.key)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -133,6 +140,50 @@ func TestUpdateInstallsAndRestarts(t *testing.T) {
 		t.Fatalf("staged binary: %v", err)
 	}
 	r.checkNoLossNoDup(cfg.Buffer.Path)
+}
+
+// TestUpdateAbortedDuringDownload: the operator aborts the rollout while
+// the agent downloads its binary: the download stops, nothing is
+// installed, the agent keeps running and reports the refusal.
+func TestUpdateAbortedDuringDownload(t *testing.T) {
+	r := newUpdateRig(t)
+	started, gone := make(chan struct{}, 1), make(chan struct{}, 1)
+	r.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(r.bin)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(r.bin[:1000])
+		w.(http.Flusher).Flush()
+		started <- struct{}{}
+		<-req.Context().Done() // the rest never comes: only the abort can end it
+		gone <- struct{}{}
+	})
+	cfg := r.updateConfig("")
+	run, _ := startAgent(t, cfg, daemon.Options{Version: "1.0.0"})
+	r.publishOffer("1.1.0")
+	<-started
+	r.publishOffer("1.1.0", release.StateAborted)
+	u := r.waitUpdate(heartbeat.UpdateRefused)
+	if u.Version != "1.1.0" || u.Rollout != "r-1.1.0" || !strings.Contains(u.Error, release.ErrAborted.Error()) {
+		t.Fatalf("report %+v, want refused: rollout aborted", u)
+	}
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the download went on after the abort")
+	}
+	select {
+	case err := <-run.done:
+		close(run.done)
+		t.Fatalf("the agent stopped (%v) after an aborted offer", err)
+	default:
+	}
+	s, err := update.LoadState(cfg.UpdateDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Trial != nil {
+		t.Fatalf("installed: %+v", s.Trial)
+	}
 }
 
 // TestUpdateTrialCommits: the new version, exec'd by the launcher,

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -449,6 +450,11 @@ func TestUpdaterAbortDuringDownload(t *testing.T) {
 			}
 			if parts, _ := filepath.Glob(filepath.Join(r.dir, downloadDir, "*")); len(parts) != 0 {
 				t.Errorf("download left: %v", parts)
+			}
+			// The watcher ends with the install, before Run goes on.
+			buf := make([]byte, 1<<20)
+			if g := string(buf[:runtime.Stack(buf, true)]); strings.Contains(g, "watchAbort") {
+				t.Errorf("the offer watcher outlived the install:\n%s", g)
 			}
 		})
 	}
