@@ -15,8 +15,10 @@ build: ## host binaries into bin/
 
 test: vet lint test-race test-memory test-arm test-qemu ## the whole suite (README's test command; CI runs it)
 
-vet: ## go vet
+vet: ## go vet, and gofmt has nothing to change
 	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		[ -z "$$unformatted" ] || { echo "gofmt would change: $$unformatted" >&2; exit 1; }
 
 lint: ## staticcheck
 	$(STATICCHECK) ./...

@@ -123,52 +123,69 @@ func copyFile(t testing.TB, from, to string) {
 	}
 }
 
-// TestCoverage256MiB simulates the default buffer (256 MiB) with 4 sensors
-// at 1 Hz and no broker for 30 days (the default max_age) in downsample
-// mode, and logs what is left: records per level and the time each level
-// spans. It takes minutes, so it runs only when asked:
+// BenchmarkCoverage256MiB simulates the default buffer (256 MiB) with 4
+// sensors at 1 Hz and no broker for 30 days (the default max_age) in
+// downsample mode, on an injected clock through the real buffer, and
+// reports what is left: the days each level spans (raw-days, agg-days),
+// the live MiB. It fails if a reading taken is neither kept nor counted in
+// an aggregate, or if one was dropped. It takes about 2 minutes, so
+// `make bench` runs it, not `make test`:
 //
-//	SENSORPIPE_COVERAGE=1 go test -run TestCoverage256MiB -v -timeout 30m ./buffer/
-func TestCoverage256MiB(t *testing.T) {
-	if os.Getenv("SENSORPIPE_COVERAGE") == "" {
-		t.Skip("set SENSORPIPE_COVERAGE=1 to simulate 30 days into 256 MiB (minutes)")
-	}
-	start := time.Now()
-	b, seconds := week(t, buffer.Downsample, 256<<20, 4, 30*24*time.Hour)
-	st, err := b.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	type span struct {
-		n        int
-		from, to time.Time
-	}
-	levels := map[int]*span{}
-	var taken uint64
-	for _, r := range drained(t, b) {
-		L, to, n := 0, r.TS, uint64(1)
-		if r.Agg != nil {
-			L, to, n = r.Agg.Level, r.Agg.To, r.Agg.N
+//	go test -run '^$' -bench Coverage256MiB -benchtime 1x -timeout 30m ./buffer/
+func BenchmarkCoverage256MiB(b *testing.B) {
+	const sensors, days = 4, 30
+	for b.Loop() {
+		start := time.Now()
+		buf, seconds := week(b, buffer.Downsample, 256<<20, sensors, days*24*time.Hour)
+		st, err := buf.Stats()
+		if err != nil {
+			b.Fatal(err)
 		}
-		taken += n
-		s := levels[L]
-		if s == nil {
-			s = &span{from: r.TS, to: to}
-			levels[L] = s
+		type span struct {
+			n        int
+			from, to time.Time
 		}
-		s.n++
-		if r.TS.Before(s.from) {
-			s.from = r.TS
+		levels := map[int]*span{}
+		var accounted uint64
+		for _, r := range drained(b, buf) {
+			L, to, n := 0, r.TS, uint64(1)
+			if r.Agg != nil {
+				L, to, n = r.Agg.Level, r.Agg.To, r.Agg.N
+			}
+			accounted += n
+			s := levels[L]
+			if s == nil {
+				s = &span{from: r.TS, to: to}
+				levels[L] = s
+			}
+			s.n++
+			if r.TS.Before(s.from) {
+				s.from = r.TS
+			}
+			if to.After(s.to) {
+				s.to = to
+			}
 		}
-		if to.After(s.to) {
-			s.to = to
+		taken := uint64(seconds * sensors)
+		b.Logf("%d days, %d sensors at 1 Hz, 256 MiB: %d readings taken, %d accounted for, live %.1f MiB, folded %d, dropped %d (simulated in %v)",
+			days, sensors, taken, accounted, float64(st.LiveBytes)/(1<<20), st.Folded, st.DroppedBytes, time.Since(start).Round(time.Second))
+		if accounted != taken || st.DroppedBytes != 0 {
+			b.Fatalf("readings taken %d, accounted for %d, dropped %d", taken, accounted, st.DroppedBytes)
 		}
-	}
-	t.Logf("30 days, 4 sensors at 1 Hz, 256 MiB: %d readings taken, %d accounted for, live %.1f MiB, folded %d, dropped %d (simulated in %v)",
-		seconds*4, taken, float64(st.LiveBytes)/(1<<20), st.Folded, st.DroppedBytes, time.Since(start).Round(time.Second))
-	for L := 0; L <= buffer.FoldLevels; L++ {
-		if s := levels[L]; s != nil {
-			t.Logf("level %d: %d records, %s .. %s (%.2f days)", L, s.n, s.from.Format(time.DateTime), s.to.Format(time.DateTime), s.to.Sub(s.from).Hours()/24)
+		var aggDays float64
+		for L := 0; L <= buffer.FoldLevels; L++ {
+			if s := levels[L]; s != nil {
+				d := s.to.Sub(s.from).Hours() / 24
+				b.Logf("level %d: %d records, %s .. %s (%.2f days)", L, s.n, s.from.Format(time.DateTime), s.to.Format(time.DateTime), d)
+				if L > 0 {
+					aggDays += d
+				}
+			}
 		}
+		if s := levels[0]; s != nil {
+			b.ReportMetric(s.to.Sub(s.from).Hours()/24, "raw-days")
+		}
+		b.ReportMetric(aggDays, "agg-days")
+		b.ReportMetric(float64(st.LiveBytes)/(1<<20), "live-MiB")
 	}
 }

@@ -25,22 +25,22 @@ type Stats struct {
 	// buffer created before floors existed, which counted from 1). Seqs
 	// above it are consecutive, except for one jump when a buffer started
 	// with a clock behind sees its first synced reading.
-	SeqFloor     uint64   `json:"seq_floor"`
-	LiveBytes    int64    `json:"live_bytes"`    // keys + stored values
-	FileBytes    int64    `json:"file_bytes"`    // size of the bbolt file; bbolt reuses freed pages but never shrinks
-	FreeBytes    int64    `json:"free_bytes"`    // pages free for reuse inside the file
-	LogBytes     int64    `json:"log_bytes"`     // write-ahead log not yet checkpointed into the file
-	DroppedBytes uint64   `json:"dropped_bytes"` // readings dropped by max_bytes, ever
-	DroppedAge   uint64   `json:"dropped_age"`   // readings dropped by max_age, ever
-	Damaged      uint64   `json:"damaged"`       // records that failed their checksum, moved aside unpublished, ever
+	SeqFloor     uint64 `json:"seq_floor"`
+	LiveBytes    int64  `json:"live_bytes"`    // keys + stored values
+	FileBytes    int64  `json:"file_bytes"`    // size of the bbolt file; bbolt reuses freed pages but never shrinks
+	FreeBytes    int64  `json:"free_bytes"`    // pages free for reuse inside the file
+	LogBytes     int64  `json:"log_bytes"`     // write-ahead log not yet checkpointed into the file
+	DroppedBytes uint64 `json:"dropped_bytes"` // readings dropped by max_bytes, ever
+	DroppedAge   uint64 `json:"dropped_age"`   // readings dropped by max_age, ever
+	Damaged      uint64 `json:"damaged"`       // records that failed their checksum, moved aside unpublished, ever
 	// Folded counts the readings ever folded into aggregates by a full
 	// buffer in Downsample mode (each also counts in the aggregate's n).
 	// In that mode DroppedBytes counts the readings lost past the coarsest
 	// level, an aggregate counting as the readings it stood for.
 	Folded   uint64   `json:"folded"`
 	WhenFull string   `json:"when_full,omitempty"`
-	MaxBytes     int64    `json:"max_bytes,omitempty"`
-	MaxAge       Duration `json:"max_age,omitempty"`
+	MaxBytes int64    `json:"max_bytes,omitempty"`
+	MaxAge   Duration `json:"max_age,omitempty"`
 
 	// Held counts the newest readings held back from publishing by
 	// Options.Hold (taken before the clock synced, waiting for their time

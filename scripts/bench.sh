@@ -61,9 +61,9 @@ env $sink_env BENCH_SINK_ROUNDS="${BENCH_SINK_ROUNDS:-3}" flock "$LOCK" $GO test
 
 # 1c. A full buffer: the default 256 MiB, 4 sensors at 1 Hz, 30 days without a broker on an injected
 # clock (downsample mode; about 2 minutes), and the bytes a 0.1 °C deadband saves on the wire.
-cov_cmd="SENSORPIPE_COVERAGE=1 flock $LOCK $GO test -count 1 -run TestCoverage256MiB -v -timeout 30m ./buffer/"
+cov_cmd="flock $LOCK $GO test -run '^\$' -bench Coverage256MiB -benchtime 1x -timeout 30m ./buffer/"
 say "$cov_cmd"
-SENSORPIPE_COVERAGE=1 flock "$LOCK" $GO test -count 1 -run TestCoverage256MiB -v -timeout 30m ./buffer/ | tee "$work/coverage.txt" >&2
+flock "$LOCK" $GO test -run '^$' -bench Coverage256MiB -benchtime 1x -timeout 30m ./buffer/ | tee "$work/coverage.txt" >&2
 deadband_cmd="$GO test -count 1 -run TestWireSavedByDeadband -v ./agent/deadband/"
 say "$deadband_cmd"
 $GO test -count 1 -run TestWireSavedByDeadband -v ./agent/deadband/ | tee "$work/deadband.txt" >&2

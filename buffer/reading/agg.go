@@ -107,12 +107,12 @@ func sortedCountKeys(m map[string]uint64) []string {
 
 // wireAgg mirrors the "agg" object.
 type wireAgg struct {
-	N      *uint64          `json:"n"`
-	Level  *int             `json:"level"`
-	To     *string          `json:"to"`
-	Covers []uint64         `json:"covers"`
-	Min    map[string]value `json:"min"`
-	Max    map[string]value `json:"max"`
+	N      *uint64           `json:"n"`
+	Level  *int              `json:"level"`
+	To     *string           `json:"to"`
+	Covers []uint64          `json:"covers"`
+	Min    map[string]value  `json:"min"`
+	Max    map[string]value  `json:"max"`
 	Count  map[string]uint64 `json:"count"`
 }
 

@@ -11,8 +11,8 @@ func sampleAgg() Reading {
 	r := sample()
 	r.Values = map[string]float64{Temperature: 21.4, Humidity: 48}
 	r.Agg = &Aggregate{N: 60, Level: 1, To: r.TS.Add(59 * time.Second), Covers: [2]uint64{48000, 48200},
-		Min: map[string]float64{Temperature: 21.1, Humidity: 47.5},
-		Max: map[string]float64{Temperature: 21.6, Humidity: 48.5},
+		Min:   map[string]float64{Temperature: 21.1, Humidity: 47.5},
+		Max:   map[string]float64{Temperature: 21.6, Humidity: 48.5},
 		Count: map[string]uint64{Humidity: 58}}
 	return r
 }

@@ -30,8 +30,8 @@ func TestAggregatesAreStoredAndAccountForTheirSeqs(t *testing.T) {
 	agg.TS = sample("pi-agg", 11).TS
 	agg.Values = map[string]float64{reading.Temperature: 21.5, reading.Humidity: 48}
 	agg.Agg = &reading.Aggregate{N: 15, Level: 1, To: agg.TS.Add(14 * time.Second), Covers: [2]uint64{11, 25},
-		Min: map[string]float64{reading.Temperature: 21, reading.Humidity: 47},
-		Max: map[string]float64{reading.Temperature: 22, reading.Humidity: 49},
+		Min:   map[string]float64{reading.Temperature: 21, reading.Humidity: 47},
+		Max:   map[string]float64{reading.Temperature: 22, reading.Humidity: 49},
 		Count: map[string]uint64{reading.Humidity: 14}}
 	// As the sink gets it: through the wire format.
 	back, err := reading.Decode(reading.Encode(nil, agg))
