@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 GOFLAGS_B := -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
-.PHONY: help build test vet lint test-race test-memory test-arm clean
+.PHONY: help build test vet lint test-race test-memory test-week test-arm clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -13,7 +13,7 @@ help: ## list the targets
 build: ## host binaries into bin/
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_B) -o bin/ ./agent/cmd/edge-agent ./cloud/cmd/cloud-forwarder
 
-test: vet lint test-race test-memory test-arm test-qemu ## the whole suite (README's test command; CI runs it)
+test: vet lint test-race test-memory test-week test-arm test-qemu ## the whole suite (README's test command; CI runs it)
 
 vet: ## go vet, and gofmt has nothing to change
 	$(GO) vet ./...
@@ -25,6 +25,9 @@ lint: ## staticcheck
 
 test-race: ## every Go test with the race detector (but the memory-cgroup drain, which test-memory runs)
 	$(GO) test -race -count=1 -timeout 15m -skip '^TestFullBufferDrainsUnderMemoryMax$$' ./...
+
+test-week: ## downsampling at full size: a 16 MiB buffer, 4 sensors at 1 Hz, a week offline (test-race runs it 28 times smaller)
+	$(GO) test -count=1 -timeout 10m -run '^TestDownsampleKeepsTheWeek$$' -v ./buffer/
 
 test-memory: ## the real agent drains a full 256 MiB buffer inside a 64 MiB memory cgroup (root; skips without a writable cgroup)
 	# Without -race: the limit is on the agent binary, which is never built
