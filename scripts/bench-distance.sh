@@ -120,7 +120,7 @@ $(medians '^BenchmarkLiveLatency' added-p99-ms p50-ms p99-ms max-ms)
 20,000 readings wait; the forwarder is SIGKILLed once half are acked on MQTT, and a new one with the
 same id drains the rest. dups = records in Kafka beyond the 20,000 readings (none missing, checked).
 Only a record written to Kafka and not yet acked on MQTT can come back, so the bound is the in-flight
-window, \`FORWARDER_MAX_IN_FLIGHT\` (3,000 by default).
+window, \`FORWARDER_MAX_IN_FLIGHT\` (3,500 by default).
 
 | benchmark | dups (median) | dups per round |
 |---|---:|---|

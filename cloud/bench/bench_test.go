@@ -568,7 +568,7 @@ func BenchmarkDecode(b *testing.B) {
 // SIGKILLed once half of them are acked on MQTT, and a new one (same id)
 // drains the rest. It reports the records Kafka holds beyond the 20,000
 // readings (dups), and the bound they should respect: the forwarder's
-// in-flight window (FORWARDER_MAX_IN_FLIGHT, default 3000), as only a
+// in-flight window (FORWARDER_MAX_IN_FLIGHT, default 3500), as only a
 // record written to Kafka and not yet acked on MQTT can come back. Kafka is
 // one round trip away (BENCH_RTTS).
 func BenchmarkKillMidDrain(b *testing.B) {

@@ -144,7 +144,7 @@ var Vars = []Var{
 	{"KAFKA_COMPRESSION", "snappy", "none, gzip, snappy, lz4, zstd"},
 	{"FORWARDER_LISTEN", ":9102", "/metrics, /healthz, /readyz"},
 	{"FORWARDER_INSECURE", "false", "allow plaintext MQTT/Kafka to non-loopback hosts"},
-	{"FORWARDER_MAX_IN_FLIGHT", "3000", "messages received and not yet acked (bounds memory while Kafka is down)"},
+	{"FORWARDER_MAX_IN_FLIGHT", "3500", "messages received and not yet acked (bounds memory while Kafka is down)"},
 	{"FORWARDER_MAX_IN_FLIGHT_BYTES", "16777216", "payload bytes received and not yet acked"},
 	{"FORWARDER_SHUTDOWN_TIMEOUT", "7s", "how long SIGTERM waits to flush in-flight records (the whole stop stays under 10 s)"},
 	{"FORWARDER_DLQ_MAX_BYTES", "65536", "dead-lettered payloads are truncated to this size"},

@@ -34,7 +34,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.MQTT.TopicFilter != "sensors/+/+/reading" || c.Kafka.Topic != "sensor-readings" ||
 		c.Kafka.DLQTopic != "sensor-readings.dlq" || c.Kafka.SecurityProtocol != SASLSSL || c.Listen != ":9102" ||
-		!c.MQTT.TLS || c.MaxInFlight != 3000 || c.Kafka.BatchTimeout != 5*time.Millisecond ||
+		!c.MQTT.TLS || c.MaxInFlight != 3500 || c.Kafka.BatchTimeout != 5*time.Millisecond ||
 		c.ConfirmInterval != time.Second || c.MaxClockSkew != time.Hour || !c.Confirm {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
