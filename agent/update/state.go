@@ -52,6 +52,11 @@ type State struct {
 	// Failed are the versions that rolled back on this device: never
 	// taken again.
 	Failed []string `json:"failed,omitempty"`
+	// NewestOffer is, by group, the latest issued time of the signed
+	// offers seen: an older one is a replay (release.ErrReplayed). A
+	// version that does not know the field drops it; the downgrade
+	// refusal still stands then.
+	NewestOffer map[string]time.Time `json:"newest_offer,omitempty"`
 	// PID and Exe are the agent's main process and the binary the
 	// launcher exec'd in it, so the guard signals only that binary.
 	PID int    `json:"pid,omitempty"`
@@ -202,4 +207,16 @@ func Modify(dir string, fn func(*State) error) error {
 		return nil
 	}
 	return saveState(dir, s)
+}
+
+// sawOffer records a signed offer of group issued at t, when it is the
+// newest seen.
+func (s *State) sawOffer(group string, t time.Time) {
+	if !t.After(s.NewestOffer[group]) {
+		return
+	}
+	if s.NewestOffer == nil {
+		s.NewestOffer = map[string]time.Time{}
+	}
+	s.NewestOffer[group] = t
 }

@@ -260,8 +260,14 @@ func (u *Updater) handle(ctx context.Context, payload []byte) error {
 	if err != nil {
 		return err
 	}
-	dev := release.Device{ID: u.o.DeviceID, Group: u.o.Group, Arch: u.arch, Version: u.o.Version, Failed: s.Failed}
+	dev := release.Device{ID: u.o.DeviceID, Group: u.o.Group, Arch: u.arch, Version: u.o.Version, Failed: s.Failed,
+		NewestOffer: s.NewestOffer[offer.Group]}
 	m, err := release.Decide(offer, dev, u.o.ReleaseKeys)
+	if offer.Issued.After(dev.NewestOffer) && !isAny(err, release.ErrGroup) {
+		if err := u.modify(func(s *State) { s.sawOffer(offer.Group, offer.Issued) }); err != nil {
+			return err
+		}
+	}
 	rep := heartbeat.Update{Version: offer.Version, From: u.o.Version, Rollout: offer.Rollout}
 	switch {
 	case err == nil:
@@ -317,8 +323,9 @@ func (u *Updater) installWatched(ctx context.Context, offer release.Offer, m rel
 }
 
 // watchAbort reads the offers that come while offer is being installed,
-// until stop is closed. When one is offer's rollout aborted it calls abort
-// and returns nil; otherwise it returns the last one, to be handled next.
+// until stop is closed. When one is offer's rollout aborted it calls abort;
+// it returns the last one, to be handled next (the aborted one is, too:
+// it is the newest offer seen, which a replay is told from).
 func (u *Updater) watchAbort(stop <-chan struct{}, offer release.Offer, abort context.CancelCauseFunc) []byte {
 	var last []byte
 	for {
@@ -333,7 +340,7 @@ func (u *Updater) watchAbort(stop <-chan struct{}, offer release.Offer, abort co
 			}
 			u.log.Warn("update: rollout aborted; stopping before the install", "version", offer.Version, "rollout", offer.Rollout)
 			abort(fmt.Errorf("%w: %s stopped before it was installed", release.ErrAborted, offer.Version))
-			return nil
+			return p
 		}
 	}
 }

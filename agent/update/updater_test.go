@@ -188,6 +188,8 @@ func TestUpdaterRefuses(t *testing.T) {
 			return r.offer("1.1.0", func(o *release.Offer) { o.Percent = release.Bucket("pi-1") })
 		}},
 		{name: "rolled back here before", state: func(s *State) { s.Failed = []string{"1.1.0"} }},
+		{name: "replayed offer", state: func(s *State) { s.sawOffer("g", time.Unix(1_800_000_060, 0)) },
+			want: heartbeat.UpdateRefused, wantErr: "replay"},
 		{name: "another group's offer", offer: func(r *updRig) []byte {
 			return r.offer("1.1.0", func(o *release.Offer) { o.Group = "h" })
 		}, want: heartbeat.UpdateRefused, wantErr: "group"},
@@ -260,6 +262,41 @@ func TestUpdaterRedeliveredOfferIsHandledOnce(t *testing.T) {
 	}
 	if s := r.state(); s.Report != nil {
 		t.Fatalf("the same offer was handled again: %+v", s.Report)
+	}
+}
+
+// TestUpdaterRefusesReplayAfterAbort: whoever can publish on the offer
+// topic sends the active offer of a rollout the device has seen aborted;
+// the device, restarted meanwhile, does not take it, and takes the next
+// offer the operator publishes.
+func TestUpdaterRefusesReplayAfterAbort(t *testing.T) {
+	r := newUpdRig(t, nil)
+	issued := time.Unix(1_800_000_000, 0)
+	active := r.offer("1.1.0", nil)
+	aborted := r.offer("1.1.0", func(o *release.Offer) { o.State = release.StateAborted; o.Issued = issued.Add(time.Minute) })
+	if err := r.updater("1.0.0", false).handle(context.Background(), aborted); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.state().NewestOffer["g"]; !got.Equal(issued.Add(time.Minute)) {
+		t.Fatalf("newest offer %v, want the aborted one's issued time", got)
+	}
+	u := r.updater("1.0.0", false) // a restart: the memory is state.json's
+	if err := u.handle(context.Background(), active); err != nil {
+		t.Fatalf("handle: %v", err)
+	}
+	if s := r.state(); s.Trial != nil || s.Report == nil || s.Report.State != heartbeat.UpdateRefused ||
+		!strings.Contains(s.Report.Error, release.ErrReplayed.Error()) {
+		t.Fatalf("the replayed offer was not refused: trial %+v, report %+v", s.Trial, s.Report)
+	}
+	if parts, _ := filepath.Glob(filepath.Join(r.dir, downloadDir, "*")); len(parts) != 0 {
+		t.Fatalf("downloaded for a replay: %v", parts)
+	}
+	next := r.offer("1.1.0", func(o *release.Offer) { o.Rollout = "r-1.1.0-again"; o.Issued = issued.Add(2 * time.Minute) })
+	if err := u.handle(context.Background(), next); !errors.Is(err, ErrRestart) {
+		t.Fatalf("the operator's next offer: %v, want the install", err)
+	}
+	if s := r.state(); s.Trial == nil || !s.NewestOffer["g"].Equal(issued.Add(2*time.Minute)) {
+		t.Fatalf("state %+v", s)
 	}
 }
 

@@ -96,7 +96,7 @@ func updatePublish(ctx context.Context, args []string, getenv func(string) strin
 	if err != nil {
 		return err
 	}
-	now := time.Now().UTC()
+	now := release.NextIssued(prev, time.Now().UTC())
 	o := release.Offer{Group: *group, Version: version, Manifests: manifests, State: release.StateActive, Issued: now}
 	if len(files) == 0 {
 		if prev == nil {
@@ -224,7 +224,7 @@ func abortOffer(ctx context.Context, c *client, signer *sign.Signer, topic strin
 	if o == nil {
 		return nil, cmdline.Usagef("no offer on %s: nothing to abort", topic)
 	}
-	o.State, o.Issued = release.StateAborted, time.Now().UTC()
+	o.State, o.Issued = release.StateAborted, release.NextIssued(o, time.Now().UTC())
 	payload, err := release.SignOffer(*o, signer)
 	if err != nil {
 		return nil, err
@@ -266,7 +266,7 @@ type Rollout struct {
 // policyRefusals are refusals that say the device is not meant to take
 // the release, which count neither as taken nor as failures. Having
 // rolled the version back before is a failure of the release.
-var policyRefusals = []error{release.ErrGroup, release.ErrAborted, release.ErrNotInRollout,
+var policyRefusals = []error{release.ErrGroup, release.ErrReplayed, release.ErrAborted, release.ErrNotInRollout,
 	release.ErrNoArch, release.ErrNotNewer, release.ErrTooOld, release.ErrNotRelease}
 
 func policyRefusal(u heartbeat.Update) bool {

@@ -271,6 +271,7 @@ func TestSummarize(t *testing.T) {
 			dev("a", "refused", "device not in the rollout: bucket 40.00, rollout at 10 %", "r1"),
 			dev("b", "refused", "running version: not a release build: version \"dev\" is not MAJOR.MINOR.PATCH", "r1"),
 			dev("c", "refused", "no manifest for this architecture: riscv64", "r1"),
+			dev("e", "refused", "offer older than one this device has seen (a replay): issued 2026-12-06T07:00:00Z, the device has seen one of 2026-12-06T07:05:00Z", "r1"),
 			dev("d", "committed", "", "r1"),
 		}, 1, 0, false},
 		{"file refusals are failures", []fleet.Device{

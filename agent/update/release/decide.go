@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"time"
 )
 
 // Device is what Decide needs to know about the device it runs on.
@@ -14,6 +15,9 @@ type Device struct {
 	Version string // the running agent's version
 	// Failed lists versions that rolled back on this device.
 	Failed []string
+	// NewestOffer is the latest Issued of the offers the device has seen
+	// for its group; an offer issued before it is a replay. Zero: none.
+	NewestOffer time.Time
 }
 
 // Bucket places a device in [0,100): the first 8 bytes of
@@ -32,12 +36,16 @@ func InRollout(deviceID string, percent float64) bool { return Bucket(deviceID) 
 
 // Decide says whether dev takes offer (already opened with OpenOffer):
 // the manifest for dev's arch, verified with the pinned release keys, or
-// an error wrapping the reason: ErrGroup, ErrAborted, ErrNotRelease,
+// an error wrapping the reason: ErrGroup, ErrReplayed, ErrAborted, ErrNotRelease,
 // ErrNotInRollout, ErrNoArch, ErrSignature, ErrMalformed, ErrFailedBefore,
 // ErrNotNewer or ErrTooOld, checked in that order.
 func Decide(offer Offer, dev Device, releaseKeys Verifier) (Manifest, error) {
 	if dev.Group != "" && offer.Group != dev.Group {
 		return Manifest{}, fmt.Errorf("%w: offer for %q, device in %q", ErrGroup, offer.Group, dev.Group)
+	}
+	if offer.Issued.Before(dev.NewestOffer) {
+		return Manifest{}, fmt.Errorf("%w: issued %s, the device has seen one of %s", ErrReplayed,
+			offer.Issued.UTC().Format(time.RFC3339Nano), dev.NewestOffer.UTC().Format(time.RFC3339Nano))
 	}
 	if offer.State == StateAborted {
 		return Manifest{}, fmt.Errorf("%w: rollout %s", ErrAborted, offer.Rollout)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/edgepipe/sensorpipe/agent/update/release"
 	"github.com/edgepipe/sensorpipe/buffer/sign"
@@ -69,6 +70,9 @@ func TestDecide(t *testing.T) {
 		{"any group when unset", canary, devWith(func(d *release.Device) { d.Group = "" }), nil},
 		{"other group", canary, devWith(func(d *release.Device) { d.Group = "barns" }), release.ErrGroup},
 		{"aborted", change(func(o *release.Offer) { o.State = release.StateAborted }), dev, release.ErrAborted},
+		{"replayed: issued before the newest seen", canary, devWith(func(d *release.Device) { d.NewestOffer = canary.Issued.Add(time.Millisecond) }), release.ErrReplayed},
+		{"the newest seen again (a reconnect)", canary, devWith(func(d *release.Device) { d.NewestOffer = canary.Issued }), nil},
+		{"newer than any seen", canary, devWith(func(d *release.Device) { d.NewestOffer = canary.Issued.Add(-time.Hour) }), nil},
 		{"dev build", canary, devWith(func(d *release.Device) { d.Version = "dev" }), release.ErrNotRelease},
 		{"git hash build", canary, devWith(func(d *release.Device) { d.Version = "4b8e905" }), release.ErrNotRelease},
 		{"not in the canaries", canary, devWith(func(d *release.Device) { d.ID = out }), release.ErrNotInRollout},
@@ -115,5 +119,34 @@ func TestDecide(t *testing.T) {
 	}
 	if _, err := release.Decide(canary, dev, nil); !errors.Is(err, release.ErrSignature) {
 		t.Fatalf("no release keys: %v", err)
+	}
+}
+
+func TestNextIssued(t *testing.T) {
+	now := time.Date(2026, 12, 6, 16, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		prev *release.Offer
+		want time.Time
+	}{
+		{"no offer yet", nil, now},
+		{"older offer", &release.Offer{Issued: now.Add(-time.Hour)}, now},
+		{"same instant", &release.Offer{Issued: now}, now.Add(time.Millisecond)},
+		{"another operator's clock ahead", &release.Offer{Issued: now.Add(time.Hour)}, now.Add(time.Hour + time.Millisecond)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := release.NextIssued(tt.prev, now)
+			if !got.Equal(tt.want) {
+				t.Fatalf("NextIssued = %v, want %v", got, tt.want)
+			}
+			dev := release.Device{NewestOffer: now}
+			if tt.prev != nil {
+				dev.NewestOffer = tt.prev.Issued
+			}
+			if got.Before(dev.NewestOffer) {
+				t.Fatalf("a device that saw the previous offer would refuse the next as a replay")
+			}
+		})
 	}
 }

@@ -17,6 +17,10 @@ var (
 	ErrMalformed = envelope.ErrMalformed
 	// ErrGroup: the offer names another group than the topic it came on.
 	ErrGroup = errors.New("offer for another group")
+	// ErrReplayed: the offer was issued before the newest offer the
+	// device has seen for its group: an old signed offer sent again (say,
+	// the active offer of a rollout since aborted) is not taken.
+	ErrReplayed = errors.New("offer older than one this device has seen (a replay)")
 	// ErrAborted: the rollout was aborted.
 	ErrAborted = errors.New("rollout aborted")
 	// ErrNotInRollout: the device's bucket is not below the offer's

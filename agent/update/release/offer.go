@@ -39,6 +39,17 @@ type Offer struct {
 	Manifests []json.RawMessage `json:"manifests"`
 }
 
+// NextIssued is the Issued of an offer that replaces prev (nil: none):
+// now, or just after prev's when now is not later (another operator's
+// clock behind), since devices refuse an offer issued before the newest
+// they have seen (ErrReplayed).
+func NextIssued(prev *Offer, now time.Time) time.Time {
+	if prev != nil && !now.After(prev.Issued) {
+		return prev.Issued.Add(time.Millisecond)
+	}
+	return now
+}
+
 // OfferTopic is the retained topic of a group's offer; devices subscribe
 // to {prefix}/$group/+/update and only the operator may publish there.
 func OfferTopic(prefix, group string) string { return prefix + "/$group/" + group + "/update" }
