@@ -162,6 +162,10 @@ type Buffer struct {
 	lastCommit atomic.Int64 // Unix ns of the last commit, for the idle checkpoint
 
 	reqs       chan *request
+	foldKick   chan struct{} // wakes the writer for the pass foldWanted asks for
+	foldWanted bool          // a commit left the buffer over MaxBytes: a downsampling pass is due; under commitMu
+	chunkHook  func()        // tests: called before each chunk of a pass; nil otherwise
+	heldExcl   *request      // an exclusive request that came during a pass, run after it; under commitMu
 	quit       chan struct{}
 	writerDone chan struct{}
 	closeMu    sync.RWMutex
@@ -217,6 +221,7 @@ func Open(path string, opts Options) (*Buffer, error) {
 		st:         st,
 		opened:     opened,
 		reqs:       make(chan *request, 1024),
+		foldKick:   make(chan struct{}, 1),
 		quit:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 		notify:     make(chan struct{}),

@@ -68,6 +68,7 @@ type foldReport struct {
 	created uint64         // aggregates written
 	dropped uint64         // readings lost (an aggregate counts as its n)
 	expired uint64         // readings of aggregates dropped by max_age
+	freed   int64          // live bytes the pass's chunks freed (net of the aggregates written)
 	took    time.Duration
 }
 
@@ -77,8 +78,11 @@ type foldReport struct {
 // finest, if one round was not enough); when a round frees nothing it
 // drops, coarsest and oldest first. Each chunk is one bbolt
 // transaction that deletes what it folds and writes the aggregates with new
-// seqs, so a crash leaves every reading either folded or not. The caller
-// holds commitMu.
+// seqs, so a crash leaves every reading either folded or not. Between
+// chunks the appends and deletes that came meanwhile are committed, so a
+// pass of seconds (a full 256 MiB buffer; more on a Pi Zero) holds no
+// sensor loop up for more than a chunk. The writer runs it, holding
+// commitMu.
 func (b *Buffer) downsample() {
 	start := time.Now()
 	if err := b.checkpoint(); err != nil {
@@ -87,24 +91,13 @@ func (b *Buffer) downsample() {
 	target := b.foldTarget()
 	rep := foldReport{merged: map[int]uint64{}}
 	err := b.dropExpired(&rep)
-	var counts [FoldLevels + 1]uint64
-	if err == nil {
-		counts, err = b.census()
-	}
-	// Rounds: one is enough unless a single commit brought more than the
-	// room a round frees (half of the readings); a round that frees nothing
-	// means everything left is at the coarsest level or cannot be folded.
-	for round := 0; err == nil && round < 2*FoldLevels && b.live() > target; round++ {
-		before := b.live()
-		for L := 0; err == nil && L < FoldLevels && b.live() > target; L++ {
-			if k := (counts[L] + 1) / 2; k > 0 {
-				var made uint64
-				made, err = b.fold(L, k, &rep)
-				counts[L] -= k
-				counts[L+1] += made
-			}
-		}
-		if b.live() >= before {
+	// Counted again while folding frees room but the appends served
+	// meanwhile keep the buffer over the target: those are foldable too,
+	// and dropping instead would lose what a fold keeps.
+	for err == nil && b.live() > target {
+		before := rep.freed
+		err = b.foldRounds(target, &rep)
+		if rep.freed <= before { // not b.live(): appends served meanwhile add to it
 			break
 		}
 	}
@@ -124,6 +117,30 @@ func (b *Buffer) downsample() {
 		b.logFold(rep)
 		b.wake()
 	}
+}
+
+// foldRounds counts the foldable records of each level and folds rounds
+// of them until the live bytes are at target. One round is enough unless
+// a single commit brought more than the room a round frees (half of the
+// readings); a round that frees nothing means everything left is at the
+// coarsest level or cannot be folded.
+func (b *Buffer) foldRounds(target uint64, rep *foldReport) error {
+	counts, err := b.census()
+	for round := 0; err == nil && round < 2*FoldLevels && b.live() > target; round++ {
+		before := rep.freed
+		for L := 0; err == nil && L < FoldLevels && b.live() > target; L++ {
+			if k := (counts[L] + 1) / 2; k > 0 {
+				var made uint64
+				made, err = b.fold(L, k, rep)
+				counts[L] -= k
+				counts[L+1] += made
+			}
+		}
+		if rep.freed <= before {
+			break
+		}
+	}
+	return err
 }
 
 func (b *Buffer) live() uint64 {
@@ -259,7 +276,7 @@ func (b *Buffer) fold(L int, k uint64, rep *foldReport) (made uint64, err error)
 	}
 	for k > 0 {
 		var done bool
-		err = b.foldTx(func(tx *bolt.Tx, s *state) (puts []*reading.Reading, dels [][]byte, _ uint64, err error) {
+		err = b.foldTx(rep, func(tx *bolt.Tx, s *state) (puts []*reading.Reading, dels [][]byte, _ uint64, err error) {
 			rb := tx.Bucket([]byte(bucketReadings))
 			accs := map[foldKey]*acc{}
 			c := rb.Cursor()
@@ -328,8 +345,16 @@ const (
 // foldTx runs one fold chunk: fn returns the aggregates to write (seqs
 // are assigned here, above every seq handed out), the keys to delete, and
 // how many readings those deletes lose (dropped, not folded).
-// It holds b.mu, so readers see the chunk whole.
-func (b *Buffer) foldTx(fn func(tx *bolt.Tx, s *state) ([]*reading.Reading, [][]byte, uint64, error), what foldCount) error {
+// It holds b.mu, so readers see the chunk whole. Before the chunk it
+// serves the appends and deletes that came meanwhile (serveDuringPass).
+func (b *Buffer) foldTx(rep *foldReport, fn func(tx *bolt.Tx, s *state) ([]*reading.Reading, [][]byte, uint64, error), what foldCount) error {
+	if b.chunkHook != nil {
+		b.chunkHook()
+	}
+	b.serveDuringPass()
+	if err := b.checkpoint(); err != nil { // a chunk writes bbolt directly: nothing may wait in the log
+		return err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.st
@@ -388,6 +413,7 @@ func (b *Buffer) foldTx(fn func(tx *bolt.Tx, s *state) ([]*reading.Reading, [][]
 	if err != nil {
 		return wrapNoSpace(err)
 	}
+	rep.freed += int64(s.cnt.live) - int64(cnt.live)
 	s.cnt, s.folded = cnt, folded
 	s.next, s.durable, s.base = next, next, next
 	return nil
@@ -400,7 +426,7 @@ func (b *Buffer) dropLevel(L int, target uint64, rep *foldReport) error {
 	after := uint64(0)
 	for b.live() > target {
 		var done bool
-		err := b.foldTx(func(tx *bolt.Tx, s *state) ([]*reading.Reading, [][]byte, uint64, error) {
+		err := b.foldTx(rep, func(tx *bolt.Tx, s *state) ([]*reading.Reading, [][]byte, uint64, error) {
 			var dels [][]byte
 			var dropped uint64
 			live := s.cnt.live
@@ -450,7 +476,7 @@ func (b *Buffer) dropExpired(rep *foldReport) error {
 	for {
 		var done bool
 		var expired uint64
-		err := b.foldTx(func(tx *bolt.Tx, s *state) ([]*reading.Reading, [][]byte, uint64, error) {
+		err := b.foldTx(rep, func(tx *bolt.Tx, s *state) ([]*reading.Reading, [][]byte, uint64, error) {
 			var dels [][]byte
 			c := tx.Bucket([]byte(bucketReadings)).Cursor()
 			key, v := c.Seek(seqKey(after + 1))

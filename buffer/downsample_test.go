@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgepipe/sensorpipe/buffer"
 	"github.com/edgepipe/sensorpipe/buffer/reading"
+	"github.com/edgepipe/sensorpipe/scripts/testkit"
 )
 
 // slowHost: the race detector, or 32 bits (scripts/test-arm.sh runs the
@@ -67,6 +68,7 @@ func simulateLog(t testing.TB, opts buffer.Options, sensors int, span time.Durat
 			if err := b.Append(ctx, batch...); err != nil {
 				t.Fatal(err)
 			}
+			b.Settle()
 			batch = batch[:0]
 		}
 	}
@@ -220,6 +222,7 @@ func TestDownsampleSurvivesReopen(t *testing.T) {
 	for i := 0; i < 60; i++ {
 		appendN(t, b, i*200, 200)
 	}
+	b.Settle()
 	before, err := b.Stats()
 	if err != nil {
 		t.Fatal(err)
@@ -280,5 +283,122 @@ func TestDownsampleAgesAggregates(t *testing.T) {
 	taken := uint64(seconds * sensors)
 	if st.DroppedAge == 0 || kept+st.DroppedAge+st.DroppedBytes != taken {
 		t.Fatalf("taken %d: kept %d + dropped by age %d + by bytes %d", taken, kept, st.DroppedAge, st.DroppedBytes)
+	}
+}
+
+// TestAppendsDuringPass: a downsampling pass runs in the writer, chunk by
+// chunk, so the append that takes the buffer over max_bytes returns at
+// once and an append that comes during the pass is stored between two
+// chunks instead of waiting for the whole pass (seconds for a full 256 MiB
+// buffer, more on a Pi Zero, during which every sensor loop would stand).
+func TestAppendsDuringPass(t *testing.T) {
+	b, _ := week(t, buffer.Drop, 4<<20, 4, 7*time.Hour) // full of raw readings
+	st, err := b.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := b.Path()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = openT(t, path, buffer.Options{MaxBytes: 4 << 20, WhenFull: buffer.Downsample})
+	inPass := make(chan struct{})
+	release := make(chan struct{})
+	chunks := 0
+	servedAt := 0 // the chunk before which the second append was stored
+	var second []*reading.Reading
+	b.OnChunk(func() {
+		chunks++
+		switch {
+		case chunks == 1:
+			close(inPass)
+			<-release // the second append is queued now
+		case servedAt == 0 && second[0].Seq != 0:
+			servedAt = chunks
+		}
+	})
+	next := func(i int) *reading.Reading {
+		return &reading.Reading{DeviceID: "pi-greenhouse-1", Sensor: "bme280-0", Kind: "bme280",
+			TS: st.NewestTS.Add(time.Duration(i) * time.Second), TimeSynced: true,
+			Values: map[string]float64{reading.Temperature: 21, reading.Humidity: 48, reading.Pressure: 1008.61}}
+	}
+	if err := b.Append(context.Background(), next(1)); err != nil { // takes it over: returns before the pass
+		t.Fatal(err)
+	}
+	<-inPass
+	second = []*reading.Reading{next(2)}
+	done := make(chan error, 1)
+	go func() { done <- b.Append(context.Background(), second...) }()
+	testkit.WaitFor(t, "the second append queued for the writer", 10*time.Second, func() bool { return b.Waiting() > 0 })
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	b.Settle() // the pass's end
+	if servedAt != 2 || chunks < 4 {
+		t.Fatalf("the append was stored before chunk %d of %d; want before the 2nd", servedAt, chunks)
+	}
+	after, err := b.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Folded == 0 || after.LiveBytes > 4<<20 || after.DroppedBytes != st.DroppedBytes {
+		t.Fatalf("after the pass: %+v (before: dropped %d)", after, st.DroppedBytes)
+	}
+	found := 0
+	err = b.Each(context.Background(), second[0].Seq, second[0].Seq, func(uint64, []byte) error { found++; return nil })
+	if err != nil || found != 1 {
+		t.Fatalf("the append stored during the pass: found %d, %v", found, err)
+	}
+}
+
+// TestAppendsOutrunPass: appends that come faster than a pass folds (a
+// burst, here as fast as the writer takes them) are served between its
+// chunks and make the buffer grow past the target meanwhile; the pass then
+// folds them too instead of dropping, and a clean Close finishes the pass
+// a last append asked for. Nothing is dropped and the counts add up.
+func TestAppendsOutrunPass(t *testing.T) {
+	maxBytes, span := int64(1<<20), 12*time.Hour
+	if slowHost {
+		maxBytes, span = 256<<10, 3*time.Hour
+	}
+	const sensors = 4
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	b := openT(t, path, buffer.Options{MaxBytes: maxBytes})
+	seconds := int(span / time.Second)
+	batch := make([]*reading.Reading, 0, 600*sensors)
+	for s := 0; s < seconds; s++ {
+		for i := 0; i < sensors; i++ {
+			batch = append(batch, &reading.Reading{DeviceID: "pi-greenhouse-1", Sensor: fmt.Sprintf("bme280-%d", i), Kind: "bme280",
+				TS: t0.Add(time.Duration(s) * time.Second), TimeSynced: true,
+				Values: map[string]float64{reading.Temperature: 21 + float64(s%600)/100, reading.Humidity: 48}})
+		}
+		if len(batch) == cap(batch) || s == seconds-1 {
+			if err := b.Append(context.Background(), batch...); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = openT(t, path, buffer.Options{MaxBytes: maxBytes})
+	st, err := b.Stats()
+	if err != nil || st.Folded == 0 || st.DroppedBytes != 0 || st.LiveBytes > maxBytes {
+		t.Fatalf("after the burst: %+v, %v; want readings folded, none dropped, within %d bytes", st, err, maxBytes)
+	}
+	n := map[string]uint64{}
+	for _, r := range drained(t, b) {
+		if r.Agg != nil {
+			n[r.Sensor] += r.Agg.N
+		} else {
+			n[r.Sensor]++
+		}
+	}
+	for i := 0; i < sensors; i++ {
+		if s := fmt.Sprintf("bme280-%d", i); n[s] != uint64(seconds) {
+			t.Fatalf("%s: counts add up to %d, want %d readings taken", s, n[s], seconds)
+		}
 	}
 }

@@ -121,6 +121,11 @@ func (b *Buffer) writer() {
 		case r := <-b.reqs:
 			batch = append(batch, r)
 		case <-ageTick.C:
+		case <-b.foldKick:
+			b.commitMu.Lock()
+			b.runPass()
+			b.commitMu.Unlock()
+			continue
 		case <-b.quarantine:
 			b.commitMu.Lock()
 			_ = b.moveDamaged(b.takeSuspects()) // logged
@@ -139,12 +144,15 @@ func (b *Buffer) writer() {
 			idle.Reset(idleCheckpoint)
 			continue
 		case <-b.quit:
-			// closed is set, so nothing more can be queued: finish what is.
+			// closed is set, so nothing more can be queued: finish what is,
+			// and a pass that is due, so a clean stop leaves the file
+			// within MaxBytes.
 			for len(b.reqs) > 0 {
 				batch = append(batch, <-b.reqs)
 			}
 			b.commitMu.Lock()
 			b.runBatch(batch, false)
+			b.runPass()
 			b.checkpoint()
 			b.commitMu.Unlock()
 			return
@@ -182,8 +190,11 @@ func (b *Buffer) fill(batch []*request) []*request {
 }
 
 // runBatch runs the batch's appends and deletes as one commit, and its
-// exclusive requests (at most one, last) alone after a checkpoint. The
-// caller holds commitMu.
+// exclusive requests (at most one, last) alone after a checkpoint. A
+// commit that leaves the buffer over MaxBytes in downsample mode wakes the
+// writer for a pass instead of running it here, so the append that crossed
+// returns at once (on the fast path its caller would wait for the pass).
+// The caller holds commitMu.
 func (b *Buffer) runBatch(batch []*request, ageDue bool) {
 	defer b.lastCommit.Store(time.Now().UnixNano())
 	var excl *request
@@ -191,33 +202,100 @@ func (b *Buffer) runBatch(batch []*request, ageDue bool) {
 		excl, batch = batch[n-1], batch[:n-1]
 	}
 	if len(batch) > 0 || ageDue {
-		if b.st.walOff >= walCheckpointAt || len(b.st.deleted) >= maxDeletedBeforeCheckpoint {
-			b.checkpoint()
-		}
-		if b.st.unconfirmed {
-			if ts, ok := firstSynced(batch); ok {
-				b.confirmFloor(ts)
+		if err := b.commitAndAnswer(batch, ageDue); err == nil && b.foldDue() {
+			b.foldWanted = true
+			select {
+			case b.foldKick <- struct{}{}:
+			default: // a pass is due already
 			}
-		}
-		err := b.commit(batch, ageDue)
-		for _, req := range batch {
-			if err != nil {
-				for _, r := range req.rs {
-					r.Seq = 0
-				}
-			}
-			req.done <- err
-		}
-		if err == nil && b.foldDue() {
-			b.downsample()
 		}
 	}
 	if excl != nil {
-		err := b.checkpoint()
-		if err == nil {
-			err = excl.fn()
+		b.runExclusive(excl)
+	}
+}
+
+// commitAndAnswer commits the batch's appends and deletes and answers each
+// request. The caller holds commitMu.
+func (b *Buffer) commitAndAnswer(batch []*request, ageDue bool) error {
+	if b.st.walOff >= walCheckpointAt || len(b.st.deleted) >= maxDeletedBeforeCheckpoint {
+		b.checkpoint()
+	}
+	if b.st.unconfirmed {
+		if ts, ok := firstSynced(batch); ok {
+			b.confirmFloor(ts)
 		}
-		excl.done <- err
+	}
+	err := b.commit(batch, ageDue)
+	for _, req := range batch {
+		if err != nil {
+			for _, r := range req.rs {
+				r.Seq = 0
+			}
+		}
+		req.done <- err
+	}
+	return err
+}
+
+// runExclusive runs an exclusive request after a checkpoint. The caller
+// holds commitMu.
+func (b *Buffer) runExclusive(excl *request) {
+	err := b.checkpoint()
+	if err == nil {
+		err = excl.fn()
+	}
+	excl.done <- err
+}
+
+// runPass runs the downsampling pass a commit asked for, if any, then the
+// exclusive request that came during it. The caller holds commitMu.
+func (b *Buffer) runPass() {
+	wanted := b.foldWanted
+	b.foldWanted = false
+	if wanted && b.foldDue() {
+		b.downsample()
+	}
+	if excl := b.heldExcl; excl != nil {
+		b.heldExcl = nil
+		b.runExclusive(excl)
+	}
+}
+
+// serveDuringPass commits the appends and deletes waiting while a
+// downsampling pass runs, between two of its chunks, so the sensor loops
+// and the confirmations wait for one chunk, not for the pass. An exclusive
+// request stops the serving (what came after it waits, in order) and runs
+// after the pass. It checkpoints, so the next chunk, which writes bbolt
+// directly, starts from a state with no log. The caller holds commitMu.
+func (b *Buffer) serveDuringPass() {
+	if b.heldExcl != nil {
+		return
+	}
+	var batch []*request
+	n := 0
+	for n < maxBatch {
+		var r *request
+		select {
+		case r = <-b.reqs:
+		default:
+		}
+		if r == nil {
+			break
+		}
+		if r.kind == opExclusive {
+			b.heldExcl = r
+			break
+		}
+		batch = append(batch, r)
+		n += r.size()
+	}
+	if len(batch) == 0 {
+		return
+	}
+	b.lastCommit.Store(time.Now().UnixNano())
+	if b.commitAndAnswer(batch, false) == nil {
+		b.checkpoint() // logged; foldTx checks again
 	}
 }
 

@@ -304,9 +304,9 @@ EOF
 ## A full buffer: downsampling instead of dropping, and the deadband
 
 \`BenchmarkDownsample\` (buffer) times one downsampling pass: a buffer filled to \`max_bytes\` with
-readings of 4 BME280-like sensors (three fields) gets the append that takes it over, and that
-append returns after the pass (log checkpoint, census walk, the oldest half folded into level-1
-aggregates in transactions of 5,000). \`ms/MiB\` is per MiB of live data the pass started from;
+readings of 4 BME280-like sensors (three fields) gets the append that takes it over, timed to the
+end of the pass that append wakes the writer for (log checkpoint, census walk, the oldest half
+folded into level-1 aggregates in transactions of 5,000; the append itself returns at once). \`ms/MiB\` is per MiB of live data the pass started from;
 \`B/reading\` and \`B/aggregate\` are the stored sizes \`max_bytes\` counts (key, header, sensor
 name, payload; a level-1 aggregate stands for 60 readings).
 

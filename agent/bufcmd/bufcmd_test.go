@@ -450,6 +450,12 @@ func TestDownsampledBuffer(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		appendReadings(t, b, 200) // ~200 bytes each: 8,000 readings overflow 1 MiB
 	}
+	if err := b.Close(); err != nil { // finishes the pass the last append asked for
+		t.Fatal(err)
+	}
+	if b, err = buffer.Open(path, buffer.Options{MaxBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
 	st, err := b.Stats()
 	if err != nil || st.Folded == 0 {
 		t.Fatalf("stats %+v %v: nothing folded", st, err)

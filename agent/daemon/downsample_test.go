@@ -50,6 +50,12 @@ func TestDownsampledBacklogIsPublished(t *testing.T) {
 			batch = batch[:0]
 		}
 	}
+	if err := b.Close(); err != nil { // finishes the pass the last append asked for
+		t.Fatal(err)
+	}
+	if b, err = buffer.Open(db, buffer.Options{MaxBytes: 2 << 20}); err != nil {
+		t.Fatal(err)
+	}
 	st, err := b.Stats()
 	if err != nil || st.Folded == 0 || st.DroppedBytes != 0 {
 		t.Fatalf("offline day: %+v, %v; want readings folded and none dropped", st, err)
