@@ -36,10 +36,18 @@ func start(t *testing.T, env map[string]string) *running {
 		t.Fatal(err)
 	}
 	addrCh := make(chan string, 1)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// Kept, and shown when the test fails: a reading held or late has its
+	// reason in the log (a run under load in CI is not run again by hand).
+	var logs testkit.LogBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	t.Cleanup(func() { // after the stop below (cleanups run last first)
+		if lines := strings.Split(strings.TrimSpace(logs.String()), "\n"); t.Failed() && lines[0] != "" {
+			t.Logf("forwarder %s log (last %d lines):\n%s", cfg.ID, min(len(lines), 200), strings.Join(lines[max(0, len(lines)-200):], "\n"))
+		}
+	})
 	f, err := forwarder.New(cfg, forwarder.Options{Logger: log.With("fwd", cfg.ID), Listening: func(a string) { addrCh <- a }})
 	if err != nil {
 		t.Fatal(err)
