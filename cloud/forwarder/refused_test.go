@@ -23,16 +23,20 @@ import (
 // every produce request whose batch for that partition matches, as a
 // broker refusing a record does: the whole batch is refused, the other
 // partitions of the request are judged on their own.
-func refuseWhen(k *kafka.Cluster, topic, key string, code *kerr.Error, count int, match func(batch kmsg.RecordBatch, raw []byte) bool) *kfake.FaultHandle {
-	return refusePartition(k, topic, int32(kafka.Partition(key, stack.Partitions)), code, count, match)
+func refuseWhen(tb testing.TB, k *kafka.Cluster, topic, key string, code *kerr.Error, count int, match func(batch kmsg.RecordBatch, raw []byte) bool) *kfake.FaultHandle {
+	return refusePartition(tb, k, topic, int32(kafka.Partition(key, stack.Partitions)), code, count, match)
 }
 
 // refusePartition is refuseWhen for partition part of topic.
-func refusePartition(k *kafka.Cluster, topic string, part int32, code *kerr.Error, count int, match func(batch kmsg.RecordBatch, raw []byte) bool) *kfake.FaultHandle {
+func refusePartition(tb testing.TB, k *kafka.Cluster, topic string, part int32, code *kerr.Error, count int, match func(batch kmsg.RecordBatch, raw []byte) bool) *kfake.FaultHandle {
+	id := k.TopicID(tb, topic)
 	return k.Cluster.Fault(kfake.Fault{
 		Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Partitions: []int32{part}, Err: code, Count: count,
 		When: func(req kmsg.Request) bool {
 			for _, t := range req.(*kmsg.ProduceRequest).Topics {
+				if t.Topic != topic && t.TopicID != id { // not a DLQ batch with the poison beside a clean one of part
+					continue
+				}
 				for _, p := range t.Partitions {
 					var b kmsg.RecordBatch
 					if p.Partition == part && b.ReadFrom(p.Records) == nil && match(b, p.Records) {
@@ -64,9 +68,9 @@ func TestRefusedRecordsGoToDLQ(t *testing.T) {
 		"pi-poison-rec":  kerr.InvalidRecord,
 	}
 	for dev, code := range codes {
-		refuseWhen(k, stack.Topic, dev, code, -1, func(_ kmsg.RecordBatch, raw []byte) bool { return bytes.Contains(raw, []byte(dev)) })
+		refuseWhen(t, k, stack.Topic, dev, code, -1, func(_ kmsg.RecordBatch, raw []byte) bool { return bytes.Contains(raw, []byte(dev)) })
 	}
-	flaky := refuseWhen(k, stack.Topic, "pi-flaky", kerr.NotEnoughReplicas, 5, func(_ kmsg.RecordBatch, raw []byte) bool {
+	flaky := refuseWhen(t, k, stack.Topic, "pi-flaky", kerr.NotEnoughReplicas, 5, func(_ kmsg.RecordBatch, raw []byte) bool {
 		return bytes.Contains(raw, []byte("pi-flaky"))
 	})
 	env := stack.Env(b, k, certs, "fwd-refused")
@@ -202,7 +206,7 @@ func TestClockSkew(t *testing.T) {
 			b := stack.StartBroker(t, certs, stack.BrokerOptions{})
 			k := stack.StartKafka(t, certs)
 			limit := time.Now().Add(time.Hour).UnixMilli()
-			refusals := refuseWhen(k, stack.Topic, "pi-future", kerr.InvalidTimestamp, -1, func(b kmsg.RecordBatch, _ []byte) bool {
+			refusals := refuseWhen(t, k, stack.Topic, "pi-future", kerr.InvalidTimestamp, -1, func(b kmsg.RecordBatch, _ []byte) bool {
 				return b.MaxTimestamp > limit
 			})
 			env := stack.Env(b, k, certs, "fwd-skew")
@@ -248,7 +252,7 @@ func TestRefusedBatchDeadLettersOnlyTheRecord(t *testing.T) {
 			devs = append(devs, dev)
 		}
 	}
-	refusals := refuseWhen(k, stack.Topic, poisonDev, kerr.InvalidRecord, -1, func(_ kmsg.RecordBatch, raw []byte) bool {
+	refusals := refuseWhen(t, k, stack.Topic, poisonDev, kerr.InvalidRecord, -1, func(_ kmsg.RecordBatch, raw []byte) bool {
 		return bytes.Contains(raw, []byte(poisonDev))
 	})
 	env := stack.Env(b, k, certs, "fwd-batch")
@@ -289,8 +293,8 @@ func TestDLQRefusalHoldsTheReading(t *testing.T) {
 	acks := stack.CollectAcks(t, b, certs, "devices-acks", ackFilter)
 	const poisonDev = "pi-poison"
 	isPoison := func(_ kmsg.RecordBatch, raw []byte) bool { return bytes.Contains(raw, []byte(poisonDev)) }
-	refuseWhen(k, stack.Topic, poisonDev, kerr.InvalidRecord, -1, isPoison)
-	dlqRefuses := refusePartition(k, stack.DLQTopic, 0, kerr.InvalidRecord, -1, isPoison)
+	refuseWhen(t, k, stack.Topic, poisonDev, kerr.InvalidRecord, -1, isPoison)
+	dlqRefuses := refusePartition(t, k, stack.DLQTopic, 0, kerr.InvalidRecord, -1, isPoison)
 	env := stack.Env(b, k, certs, "fwd-dlq-refused")
 	env["KAFKA_COMPRESSION"] = "none"
 	env["FORWARDER_CONFIRM_INTERVAL"] = "100ms"

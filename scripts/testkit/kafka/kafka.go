@@ -22,6 +22,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	plainkgo "github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/edgepipe/sensorpipe/scripts/testkit/pki"
@@ -217,6 +218,28 @@ func (c *Cluster) ReadN(tb testing.TB, topic string, n int, timeout, settle time
 		}
 	}
 	return out
+}
+
+// TopicID is topic's id, by which produce requests of version 13 and
+// later name it (their Topic is then empty).
+func (c *Cluster) TopicID(tb testing.TB, topic string) [16]byte {
+	tb.Helper()
+	cl, err := kgo.NewClient(c.clientOpts()...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrMetadataRequest()
+	t := kmsg.NewMetadataRequestTopic()
+	t.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil || len(resp.Topics) != 1 || resp.Topics[0].ErrorCode != 0 {
+		tb.Fatalf("metadata of %s: %+v, %v", topic, resp, err)
+	}
+	return resp.Topics[0].TopicID
 }
 
 // clientOpts reach the cluster as its clients must: TLS and SASL PLAIN when set.
