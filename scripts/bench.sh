@@ -166,8 +166,8 @@ EOF
 behind a TCP proxy it advertises, the real \`bin/edge-agent\` (sim sensors) behind a second TCP
 proxy, two \`bin/cloud-forwarder\` replicas in a share group and, when PostgreSQL is installed,
 \`bin/cloud-forwarder sink\` writing the topic into a throwaway cluster; at the end it stops the agent
-with SIGTERM, lets the forwarders drain and reads the whole topic back with franz-go \`kgo\` (not the
-forwarder's kafka-go), over TLS + SASL PLAIN, then waits for the sink to have written every reading
+with SIGTERM, lets the forwarders drain and reads the whole topic back with franz-go \`kgo\` (a consumer of its
+own, not the forwarder's client), over TLS + SASL PLAIN, then waits for the sink to have written every reading
 and prints the database's count beside Kafka's. It exits 1 if any reading is missing, in Kafka or in
 the table, or if the forwarder killed mid-drain (fault 8) sends back more duplicates than its
 in-flight window.
