@@ -42,6 +42,16 @@ const sinkReadings = 100_000
 //     the process's VmHWM.
 //   - base: the same with the binary BENCH_SINK_BASE_BIN, when set (base-*
 //     metrics; x-base is sink over base, medians).
+//   - telegraf: with BENCH_TELEGRAF_BIN, Telegraf (the issue's baseline
+//     was 1.39.3) reading the same topic with inputs.kafka_consumer (its
+//     own consumer group, TLS, SASL PLAIN, oldest offset) and the json_v2
+//     parser into outputs.postgresql, writing a readings table created
+//     beforehand with the sink's primary key and indexes (telegraf-*
+//     metrics; x-telegraf is sink over telegraf, medians). rows/s is from
+//     the process start until the table holds every reading (polled every
+//     50 ms). Build it with only those plugins:
+//     go build -tags "custom,inputs.kafka_consumer,outputs.postgresql,parsers.json_v2" ./cmd/telegraf
+//     in the module's source (go mod download github.com/influxdata/telegraf@v1.39.3).
 //   - psql-copy: the same readings as a CSV file, copied into the same
 //     (migrated, empty) readings table by psql's \copy, one COPY, psql's
 //     start included: the database's own limit for one session, without
@@ -102,7 +112,8 @@ func BenchmarkSink(b *testing.B) {
 		return strings.Replace(url, direct, dbAddr, 1), name
 	}
 	base := os.Getenv("BENCH_SINK_BASE_BIN")
-	var sink, baseRun sinkRuns
+	telegraf := os.Getenv("BENCH_TELEGRAF_BIN")
+	var sink, baseRun, tgRun sinkRuns
 	var copyRates []float64
 	b.ResetTimer()
 	for range b.N {
@@ -111,11 +122,14 @@ func BenchmarkSink(b *testing.B) {
 			if base != "" {
 				baseRun.add(runSink(b, base, k, certs, freshDB))
 			}
+			if telegraf != "" {
+				tgRun.add(runTelegraf(b, telegraf, k, certs, freshDB))
+			}
 			copyRates = append(copyRates, runCopy(b, csvPath, freshDB))
 		}
 	}
 	b.StopTimer()
-	b.Logf("rows/s per round: sink %.0f; base %.0f; psql-copy %.0f", sink.rates, baseRun.rates, copyRates)
+	b.Logf("rows/s per round: sink %.0f; base %.0f; telegraf %.0f; psql-copy %.0f", sink.rates, baseRun.rates, tgRun.rates, copyRates)
 	b.ReportMetric(median(sink.rates), "rows/s")
 	b.ReportMetric(median(sink.steady), "rows/s-after-first")
 	b.ReportMetric(sink.rssMiB, "peak-RSS-MiB")
@@ -124,6 +138,11 @@ func BenchmarkSink(b *testing.B) {
 		b.ReportMetric(median(baseRun.steady), "base-rows/s-after-first")
 		b.ReportMetric(baseRun.rssMiB, "base-peak-RSS-MiB")
 		b.ReportMetric(median(sink.rates)/median(baseRun.rates), "x-base")
+	}
+	if telegraf != "" {
+		b.ReportMetric(median(tgRun.rates), "telegraf-rows/s")
+		b.ReportMetric(tgRun.rssMiB, "telegraf-peak-RSS-MiB")
+		b.ReportMetric(median(sink.rates)/median(tgRun.rates), "x-telegraf")
 	}
 	b.ReportMetric(median(copyRates), "psql-copy-rows/s")
 	b.ReportMetric(loadAvg(), "loadavg")
@@ -166,6 +185,137 @@ func runSink(b *testing.B, bin string, k *kafka.Cluster, certs *pki.PKI, freshDB
 	s.stop(b)
 	if n := rows(b, url); n != sinkReadings {
 		b.Fatalf("%s: %d rows, want %d", bin, n, sinkReadings)
+	}
+	return sinkReadings / end.Sub(start).Seconds(), (sinkReadings - 1) / end.Sub(first).Seconds(), rssMiB
+}
+
+// telegrafTable is the table Telegraf writes: the sink's primary key and
+// indexes, Telegraf's column names (time for ts) and no jsonb values
+// column (its postgresql output has none to fill).
+const telegrafTable = `CREATE TABLE readings (
+    time          timestamptz      NOT NULL,
+    device_id     text             NOT NULL,
+    sensor        text             NOT NULL,
+    kind          text             NOT NULL,
+    seq           bigint           NOT NULL,
+    time_synced   boolean,
+    temperature_c double precision,
+    humidity_pct  double precision,
+    pressure_hpa  double precision,
+    PRIMARY KEY (device_id, seq)
+);
+CREATE INDEX readings_device_sensor_ts ON readings (device_id, sensor, time);
+CREATE INDEX readings_ts_brin ON readings USING brin (time);`
+
+// telegrafConf is Telegraf's configuration: the agent flushes as soon as a
+// batch of 5,000 is there, the consumer may hold 20,000 undelivered.
+const telegrafConf = `[agent]
+  interval = "10s"
+  flush_interval = "100ms"
+  flush_jitter = "0s"
+  metric_batch_size = 5000
+  metric_buffer_limit = 200000
+  omit_hostname = true
+  quiet = true
+
+[[inputs.kafka_consumer]]
+  brokers = [%q]
+  topics = [%q]
+  consumer_group = %q
+  offset = "oldest"
+  max_undelivered_messages = 20000
+  kafka_version = "2.8.0"
+  enable_tls = true
+  tls_ca = %q
+  sasl_mechanism = "PLAIN"
+  sasl_username = %q
+  sasl_password = %q
+  data_format = "json_v2"
+  [[inputs.kafka_consumer.json_v2]]
+    measurement_name = "readings"
+    timestamp_path = "ts"
+    timestamp_format = "2006-01-02T15:04:05.999999999Z07:00"
+    [[inputs.kafka_consumer.json_v2.tag]]
+      path = "device_id"
+    [[inputs.kafka_consumer.json_v2.tag]]
+      path = "sensor"
+    [[inputs.kafka_consumer.json_v2.tag]]
+      path = "kind"
+    [[inputs.kafka_consumer.json_v2.field]]
+      path = "seq"
+      type = "int"
+    [[inputs.kafka_consumer.json_v2.field]]
+      path = "time_synced"
+      type = "bool"
+    [[inputs.kafka_consumer.json_v2.field]]
+      path = "values.temperature_c"
+      rename = "temperature_c"
+      optional = true
+    [[inputs.kafka_consumer.json_v2.field]]
+      path = "values.humidity_pct"
+      rename = "humidity_pct"
+      optional = true
+    [[inputs.kafka_consumer.json_v2.field]]
+      path = "values.pressure_hpa"
+      rename = "pressure_hpa"
+      optional = true
+
+[[outputs.postgresql]]
+  connection = %q
+  timestamp_column_type = "timestamp with time zone"
+`
+
+// runTelegraf runs Telegraf bin on the backlog into a fresh database and
+// returns its rows/s from the start and its peak RSS.
+func runTelegraf(b *testing.B, bin string, k *kafka.Cluster, certs *pki.PKI, freshDB func() (string, string)) (rate, steady, rssMiB float64) {
+	ctx := context.Background()
+	url, db := freshDB()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, telegrafTable); err != nil {
+		b.Fatal(err)
+	}
+	conf := filepath.Join(b.TempDir(), "telegraf.conf")
+	text := fmt.Sprintf(telegrafConf, k.Addr, stack.Topic, "telegraf-"+db, certs.CAFile, stack.KafkaUser, stack.KafkaSecret, url)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	var logs testkit.LogBuffer
+	cmd := exec.Command(bin, "--config", conf)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	stop := func() { _ = cmd.Process.Kill(); <-done }
+	defer stop()
+	var first time.Time
+	for n := 0; n < sinkReadings; {
+		select {
+		case <-done:
+			b.Fatalf("telegraf exited after %d rows:\n%s", n, logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Since(start) > 120*time.Second {
+			b.Fatalf("telegraf: %d rows after 120 s:\n%s", n, logs.String())
+		}
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM readings").Scan(&n); err != nil {
+			b.Fatal(err)
+		}
+		if n > 0 && first.IsZero() {
+			first = time.Now()
+		}
+	}
+	end := time.Now()
+	rssMiB = float64(peakRSS(cmd.Process.Pid)) / 1024
+	stop()
+	if n := rows(b, url); n != sinkReadings {
+		b.Fatalf("telegraf: %d rows, want %d", n, sinkReadings)
 	}
 	return sinkReadings / end.Sub(start).Seconds(), (sinkReadings - 1) / end.Sub(first).Seconds(), rssMiB
 }
