@@ -292,7 +292,8 @@ batch; \`peak-RSS-MiB\` is the process's VmHWM. Each round also times \`psql-cop
 own limit without Kafka, duplicate handling or offsets (and \`base-*\`, another revision's sink, when
 \`BENCH_SINK_BASE\` is set; \`x-base\` is the ratio). Figures are medians over the rounds, the log
 line gives each round's; \`loadavg\` is the machine's load at the end. Targets: at least 50,000
-rows/s, under 48 MiB.
+rows/s, under 48 MiB. With \`BENCH_TELEGRAF_BIN\` set, Telegraf runs in the same
+rounds (\`telegraf-*\`, \`x-telegraf\`; how to build it, and the A/B: docs/TARGETS.md, "Sink throughput").
 
 \`\`\`
 \$ $sink_cmd
