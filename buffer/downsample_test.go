@@ -47,6 +47,16 @@ func simulateLog(t testing.TB, opts buffer.Options, sensors int, span time.Durat
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
+	return b, appendSpan(t, b, clock, sensors, span, true)
+}
+
+// appendSpan appends sensors sensors' readings at 1 Hz over span from t0,
+// one batch per simulated 10 minutes, moving clock along, and returns the
+// readings taken per sensor. With settle each append's downsampling pass
+// runs before the next append, as when readings come a few a second;
+// without, appends come as fast as the writer takes them (a burst).
+func appendSpan(t testing.TB, b *buffer.Buffer, clock *fakeClock, sensors int, span time.Duration, settle bool) int {
+	t.Helper()
 	ctx := context.Background()
 	seconds := int(span / time.Second)
 	batch := make([]*reading.Reading, 0, 600*sensors) // one commit per simulated 10 minutes
@@ -68,11 +78,13 @@ func simulateLog(t testing.TB, opts buffer.Options, sensors int, span time.Durat
 			if err := b.Append(ctx, batch...); err != nil {
 				t.Fatal(err)
 			}
-			b.Settle()
+			if settle {
+				b.Settle()
+			}
 			batch = batch[:0]
 		}
 	}
-	return b, seconds
+	return seconds
 }
 
 // drained is what reaches the consumer: every record, decoded, in seq order.
@@ -364,22 +376,9 @@ func TestAppendsOutrunPass(t *testing.T) {
 	}
 	const sensors = 4
 	path := filepath.Join(t.TempDir(), "buffer.db")
-	b := openT(t, path, buffer.Options{MaxBytes: maxBytes})
-	seconds := int(span / time.Second)
-	batch := make([]*reading.Reading, 0, 600*sensors)
-	for s := 0; s < seconds; s++ {
-		for i := 0; i < sensors; i++ {
-			batch = append(batch, &reading.Reading{DeviceID: "pi-greenhouse-1", Sensor: fmt.Sprintf("bme280-%d", i), Kind: "bme280",
-				TS: t0.Add(time.Duration(s) * time.Second), TimeSynced: true,
-				Values: map[string]float64{reading.Temperature: 21 + float64(s%600)/100, reading.Humidity: 48}})
-		}
-		if len(batch) == cap(batch) || s == seconds-1 {
-			if err := b.Append(context.Background(), batch...); err != nil {
-				t.Fatal(err)
-			}
-			batch = batch[:0]
-		}
-	}
+	clock := newClock(t0)
+	b := openT(t, path, buffer.Options{MaxBytes: maxBytes, Now: clock.Now})
+	seconds := appendSpan(t, b, clock, sensors, span, false)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -197,10 +197,7 @@ func (b *Buffer) fill(batch []*request) []*request {
 // The caller holds commitMu.
 func (b *Buffer) runBatch(batch []*request, ageDue bool) {
 	defer b.lastCommit.Store(time.Now().UnixNano())
-	var excl *request
-	if n := len(batch); n > 0 && batch[n-1].kind == opExclusive {
-		excl, batch = batch[n-1], batch[:n-1]
-	}
+	batch, excl := splitExclusive(batch)
 	if len(batch) > 0 || ageDue {
 		if err := b.commitAndAnswer(batch, ageDue); err == nil && b.foldDue() {
 			b.foldWanted = true
@@ -213,6 +210,14 @@ func (b *Buffer) runBatch(batch []*request, ageDue bool) {
 	if excl != nil {
 		b.runExclusive(excl)
 	}
+}
+
+// splitExclusive takes off the exclusive request fill leaves last, if any.
+func splitExclusive(batch []*request) ([]*request, *request) {
+	if n := len(batch); n > 0 && batch[n-1].kind == opExclusive {
+		return batch[:n-1], batch[n-1]
+	}
+	return batch, nil
 }
 
 // commitAndAnswer commits the batch's appends and deletes and answers each
@@ -266,37 +271,18 @@ func (b *Buffer) runPass() {
 // downsampling pass runs, between two of its chunks, so the sensor loops
 // and the confirmations wait for one chunk, not for the pass. An exclusive
 // request stops the serving (what came after it waits, in order) and runs
-// after the pass. It checkpoints, so the next chunk, which writes bbolt
-// directly, starts from a state with no log. The caller holds commitMu.
+// after the pass. The caller (foldTx) holds commitMu and checkpoints next.
 func (b *Buffer) serveDuringPass() {
 	if b.heldExcl != nil {
 		return
 	}
-	var batch []*request
-	n := 0
-	for n < maxBatch {
-		var r *request
-		select {
-		case r = <-b.reqs:
-		default:
-		}
-		if r == nil {
-			break
-		}
-		if r.kind == opExclusive {
-			b.heldExcl = r
-			break
-		}
-		batch = append(batch, r)
-		n += r.size()
-	}
+	batch, excl := splitExclusive(b.fill(nil))
+	b.heldExcl = excl
 	if len(batch) == 0 {
 		return
 	}
 	b.lastCommit.Store(time.Now().UnixNano())
-	if b.commitAndAnswer(batch, false) == nil {
-		b.checkpoint() // logged; foldTx checks again
-	}
+	_ = b.commitAndAnswer(batch, false) // an error is answered to each request
 }
 
 // maxDeletedBeforeCheckpoint bounds the deleted set that readers skip over.
