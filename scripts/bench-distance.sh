@@ -141,6 +141,9 @@ life); VmHWM also counts bbolt's mapped file and the binary.
 |---|---:|---:|---:|---|
 $(medians '^BenchmarkBacklog' readings/s RssAnon-MiB VmHWM-MiB)
 
+Why these rows are below those of runs before cbdf893: docs/TARGETS.md, "The agent's drain rows
+since cbdf893".
+
 ### edge-agent: a full 256 MiB buffer under the unit's MemoryMax=64M
 
 The real binary starts on a full buffer (its default \`max_bytes\`, 256 MiB; the files' pages dropped

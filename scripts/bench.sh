@@ -246,6 +246,9 @@ What the report's lines mean:
 - **contract**: every record is checked against docs/DESIGN.md's Kafka contract (key = device_id, headers, record time = reading ts).
 - **peak RSS**: GNU \`time -v\` maximum resident set size of each program, largest over its restarts.
 
+The calm latency is mostly the forwarder's 5 ms linger (\`KAFKA_BATCH_TIMEOUT\`): docs/FORWARDER.md,
+"On a quiet machine, and the window chosen from it", gives it at 0, 1 and 5 ms.
+
 EOF
 	if command -v jq >/dev/null && [ -f "$work/e2e-faults.json" ]; then
 		echo "### Headline figures"
